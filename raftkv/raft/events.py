@@ -1,0 +1,79 @@
+"""Inputs to :meth:`RaftNode.step`.
+
+Theory of operation: everything that can happen to a Raft node is one of these
+frozen dataclasses: time passing, a message arriving, a client asking for
+something, or the runtime reporting that slow work it was asked to do is done.
+``request_id`` values are chosen by the caller and come back in the effects
+that answer them (``Proposed``, ``Rejected``, ``ReadReady``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .configuration import ConfigCommand, Configuration
+from .messages import Message, SnapshotMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: int  # milliseconds on the caller's monotonic clock
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    from_id: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeBatch:
+    """Several proposals that arrived together: one log append, one fsync."""
+    proposals: tuple[Propose, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndex:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMembership:
+    request_id: int
+    command: ConfigCommand
+    server_id: str
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeadership:
+    request_id: int
+    target_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Form a new cluster from an empty node (hashicorp BootstrapCluster)."""
+    configuration: Configuration
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotTaken:
+    """The runtime durably stored a snapshot of the state machine."""
+    meta: SnapshotMeta
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSendFailed:
+    """Streaming a snapshot to ``peer_id`` failed; go back to probing."""
+    peer_id: str
+
+
+Event = (Tick | Receive | Propose | ProposeBatch | ReadIndex | ChangeMembership
+         | TransferLeadership | Bootstrap | SnapshotTaken | SnapshotSendFailed)

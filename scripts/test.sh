@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole raftkv test suite (bootstraps .venv on first use).
+# Extra arguments go to pytest: scripts/test.sh tests/raft -k election
+set -euo pipefail
+source "$(dirname "$0")/_venv.sh"
+cd "$ROOT"
+exec python -m pytest -q "$@"
