@@ -15,6 +15,10 @@ from .configuration import Configuration
 from .messages import Entry, Message, SnapshotMeta
 
 
+class Bare(str):
+    """A log value hclog prints with %v: an empty one prints nothing (``leader-id=``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PersistHardState:
     term: int
@@ -73,6 +77,12 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class Completed:
+    """A request without a log index (leadership transfer, snapshot) finished."""
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadReady:
     """Linearizable read barrier passed: serve the read once index is applied
     (every Apply up to index precedes this effect)."""
@@ -118,5 +128,5 @@ class Log:
 
 
 Effect = (PersistHardState | AppendToLog | TruncateLog | CompactLog | Send | Apply
-          | Proposed | Rejected | ReadReady | TakeSnapshot | RestoreSnapshot
+          | Proposed | Rejected | Completed | ReadReady | TakeSnapshot | RestoreSnapshot
           | StateChanged | ConfigurationChanged | Log)

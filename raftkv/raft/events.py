@@ -70,10 +70,17 @@ class SnapshotTaken:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """Take a snapshot now (POST /snapshot), whatever the threshold says."""
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotSendFailed:
     """Streaming a snapshot to ``peer_id`` failed; go back to probing."""
     peer_id: str
 
 
 Event = (Tick | Receive | Propose | ProposeBatch | ReadIndex | ChangeMembership
-         | TransferLeadership | Bootstrap | SnapshotTaken | SnapshotSendFailed)
+         | TransferLeadership | Bootstrap | SnapshotTaken | SnapshotSendFailed
+         | RequestSnapshot)
