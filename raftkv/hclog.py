@@ -47,14 +47,10 @@ _ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n",
             "\r": r"\r", "\t": r"\t", "\v": r"\v"}
 
 
-class Bare(str):
-    """A string logged like a Go named string type (raft ServerID / ServerAddress).
-
-    hclog prints those with ``%v``, so an empty one prints nothing
-    (``leader-address= leader-id=``), where an empty plain ``str`` prints ``""``.
-    """
-
-    __slots__ = ()
+# A string logged like a Go named string type (raft ServerID / ServerAddress):
+# hclog prints those with %v, so an empty one prints nothing (``leader-id=``),
+# where an empty plain ``str`` prints ``""``. The Raft core creates these.
+from raftkv.raft.effects import Bare  # noqa: E402
 
 
 # --- values ---------------------------------------------------------------

@@ -18,6 +18,8 @@ from .messages import Entry, Message, SnapshotMeta
 class Bare(str):
     """A log value hclog prints with %v: an empty one prints nothing (``leader-id=``)."""
 
+    __slots__ = ()
+
 
 @dataclass(frozen=True, slots=True)
 class PersistHardState:
