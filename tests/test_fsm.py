@@ -1,0 +1,202 @@
+"""KVStore: commands, malformed input, snapshot and restore."""
+
+from __future__ import annotations
+
+import io
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftkv.fsm import (CommandError, KVStore, SnapshotFormatError, encode_delete, encode_set,
+                        encode_set_many)
+from raftkv.raft.messages import SnapshotMeta
+from raftkv.storage.snapshot_store import SnapshotStore
+
+
+class Recorder:
+    def __init__(self):
+        self.records = []
+
+    def __call__(self, level, message, fields):
+        self.records.append((level, message, dict(fields)))
+
+
+class CountingWriter:
+    def __init__(self):
+        self.buf = io.BytesIO()
+        self.calls = 0
+
+    def write(self, data):
+        self.calls += 1
+        return self.buf.write(data)
+
+
+def test_set_get_delete_set_many():
+    kv = KVStore()
+    assert kv.apply(1, encode_set("a", "1")) is None
+    assert kv.get("a") == "1" and len(kv) == 1 and "a" in kv
+    assert kv.apply(2, encode_set("a", "2")) is None
+    assert kv.get("a") == "2"
+    assert kv.apply(3, encode_delete("a")) is True
+    assert kv.apply(4, encode_delete("a")) is False
+    assert kv.get("a") is None
+    assert kv.apply(5, encode_set_many({"x": "1", "y": "2", "": "empty", "ключ": "値"})) == 4
+    assert kv.get("ключ") == "値" and kv.get("") == "empty"
+    assert kv.applied_index == 5
+    assert len(kv) == 4
+
+
+def test_encoders_reject_non_strings():
+    with pytest.raises(TypeError):
+        encode_set("a", 1)
+    with pytest.raises(TypeError):
+        encode_set(b"a", "1")
+    with pytest.raises(TypeError):
+        encode_delete(None)
+    with pytest.raises(TypeError):
+        encode_set_many({"a": "1", "b": 2})
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"\xc1",                                              # never-used msgpack byte
+    b"\x92\xa3set",                                       # truncated array
+    msgpack.packb("set"),                                 # not an array
+    msgpack.packb([]),
+    msgpack.packb(["set", "k"]),                          # missing value
+    msgpack.packb(["set", "k", 1]),                       # value not a str
+    msgpack.packb(["set", b"k", "v"], use_bin_type=True),  # key is bytes
+    msgpack.packb(["del", 5]),
+    msgpack.packb(["setm", ["a", "b"]]),
+    msgpack.packb(["setm", {"a": "1", "b": 2}]),          # one bad value: nothing written
+    msgpack.packb(["drop-table"]),
+    msgpack.packb([None, "k", "v"]),
+    msgpack.packb({"op": "set"}),
+])
+def test_malformed_command_returns_error_and_changes_nothing(data):
+    rec = Recorder()
+    kv = KVStore(log=rec)
+    kv.apply(1, encode_set("keep", "me"))
+    result = kv.apply(2, data)
+    assert isinstance(result, CommandError)
+    assert kv.get("keep") == "me" and len(kv) == 1
+    assert kv.get("a") is None
+    assert kv.applied_index == 2  # a committed entry is applied even if it is rejected
+    assert any(lv == "WARN" for lv, _m, _f in rec.records)
+    assert kv.apply(3, encode_set("after", "ok")) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes_never_raise(data):
+    kv = KVStore()
+    kv.apply(1, encode_set("keep", "me"))
+    result = kv.apply(2, data)
+    assert result is None or isinstance(result, (bool, int, CommandError))
+    assert kv.get("keep") in ("me", None)  # only a valid "del keep" could remove it
+    assert all(isinstance(k, str) and isinstance(kv.get(k), str) for k in kv._data)
+
+
+def test_already_applied_indexes_are_ignored():
+    kv = KVStore()
+    kv.apply(5, encode_set("a", "1"))
+    assert kv.apply(5, encode_delete("a")) is None
+    assert kv.apply(3, encode_delete("a")) is None
+    assert kv.get("a") == "1"
+    kv.mark_applied(9)
+    assert kv.applied_index == 9
+    kv.mark_applied(4)
+    assert kv.applied_index == 9
+
+
+def test_snapshot_restore_round_trip_100k_keys():
+    kv = KVStore()
+    n = 100_000
+    kv.apply(1, encode_set_many({"key-%06d" % i: "value-%d" % (i * 7) for i in range(n)}))
+    kv.apply(2, encode_set("unicode-ключ", "値 ☃"))
+    persist = kv.snapshot()
+    # writes after the capture must not leak into the snapshot
+    kv.apply(3, encode_set("late", "x"))
+    kv.apply(4, encode_delete("key-000000"))
+    w = CountingWriter()
+    written = persist(w)
+    assert written == len(w.buf.getvalue())
+    assert w.calls >= 1 + n // 10_000  # header + ~10k-pair batches, streamed
+    fresh = KVStore()
+    fresh.apply(1, encode_set("stale", "gone"))
+    w.buf.seek(0)
+    fresh.restore(w.buf)
+    assert fresh.applied_index == 2
+    assert len(fresh) == n + 1
+    assert fresh.get("stale") is None and fresh.get("late") is None
+    assert fresh.get("key-000000") == "value-0"
+    assert fresh.get("key-099999") == "value-699993"
+    assert fresh.get("unicode-ключ") == "値 ☃"
+    # replaying the log after the snapshot continues where it left off
+    assert fresh.apply(2, encode_set("dup", "no")) is None and fresh.get("dup") is None
+    assert fresh.apply(3, encode_set("late", "x")) is None and fresh.get("late") == "x"
+
+
+def test_snapshot_of_empty_store():
+    kv = KVStore()
+    w = CountingWriter()
+    kv.snapshot()(w)
+    other = KVStore()
+    other.apply(7, encode_set("a", "b"))
+    w.buf.seek(0)
+    other.restore(w.buf)
+    assert len(other) == 0 and other.applied_index == 0
+
+
+def test_large_values_are_batched_by_size():
+    kv = KVStore()
+    big = "v" * (1024 * 1024)
+    kv.apply(1, encode_set_many({"k%d" % i: big for i in range(10)}))
+    w = CountingWriter()
+    kv.snapshot()(w)
+    assert w.calls >= 3  # not one 10 MiB batch
+    w.buf.seek(0)
+    other = KVStore()
+    other.restore(w.buf)
+    assert other.get("k9") == big
+
+
+@pytest.mark.parametrize("cut", ["empty", "header-only-garbage", "truncated", "wrong-format", "bad-batch"])
+def test_bad_snapshot_leaves_state_untouched(cut):
+    kv = KVStore()
+    kv.apply(1, encode_set_many({"k%d" % i: "v" for i in range(50_000)}))
+    w = CountingWriter()
+    kv.snapshot()(w)
+    blob = w.buf.getvalue()
+    if cut == "empty":
+        blob = b""
+    elif cut == "header-only-garbage":
+        blob = b"\xc1\xc1\xc1"
+    elif cut == "truncated":
+        blob = blob[: len(blob) // 2]
+    elif cut == "wrong-format":
+        blob = msgpack.packb({"format": "other", "version": 1, "applied_index": 1, "count": 0})
+    else:
+        header = msgpack.packb({"format": "raftkv-kv", "version": 1, "applied_index": 1, "count": 1})
+        blob = header + msgpack.packb({"a": 1})
+    target = KVStore()
+    target.apply(3, encode_set("mine", "1"))
+    with pytest.raises(SnapshotFormatError):
+        target.restore(io.BytesIO(blob))
+    assert target.get("mine") == "1" and len(target) == 1 and target.applied_index == 3
+
+
+def test_snapshot_through_snapshot_store(tmp_path):
+    kv = KVStore()
+    kv.apply(1, encode_set_many({"a": "1", "b": "2"}))
+    store = SnapshotStore(str(tmp_path))
+    writer = store.create(SnapshotMeta(1, 1))
+    kv.snapshot()(writer)
+    meta = writer.close()
+    _, f = store.latest_valid()
+    other = KVStore()
+    with f:
+        other.restore(f)
+    assert other.get("b") == "2" and other.applied_index == 1 and meta.size > 0
