@@ -564,15 +564,15 @@ class RaftNode:
                     self._log("WARN", "duplicate requestVote from", ("candidate", Bare(req.candidate_address)))
                     grant = True
                 return
-            if req.last_log_term < self.log.last_term:
-                self._log("WARN", f"rejecting {kind} request since our last term is greater",
-                          ("candidate", Bare(req.candidate_address)), ("last-term", self.log.last_term),
-                          ("last-candidate-term", req.last_log_term))
-                return
             if not self._log_is_up_to_date(req.last_log_term, req.last_log_index):
-                self._log("WARN", f"rejecting {kind} request since our last index is greater",
-                          ("candidate", Bare(req.candidate_address)), ("last-index", self.log.last_index),
-                          ("last-candidate-index", req.last_log_index))
+                if req.last_log_term < self.log.last_term:
+                    self._log("WARN", f"rejecting {kind} request since our last term is greater",
+                              ("candidate", Bare(req.candidate_address)), ("last-term", self.log.last_term),
+                              ("last-candidate-term", req.last_log_term))
+                else:
+                    self._log("WARN", f"rejecting {kind} request since our last index is greater",
+                              ("candidate", Bare(req.candidate_address)), ("last-index", self.log.last_index),
+                              ("last-candidate-index", req.last_log_index))
                 return
             grant = True
             if not req.pre_vote:

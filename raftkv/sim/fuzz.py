@@ -1,0 +1,283 @@
+"""Randomized simulation runs: faults, clients and membership churn.
+
+Theory of operation: one run = one seed. A run starts 3 voters (plus spare
+nodes that may join), then for a bounded stretch of simulated time injects
+faults drawn from the seed (message drop, duplication, reordering by random
+delay, symmetric and one-way partitions that heal, crashes between steps and
+in the middle of a step, restarts), while clients write, delete and do
+linearizable reads, and an operator adds, promotes, demotes and removes
+servers, transfers leadership and forces snapshots. Then every fault heals,
+every crashed member restarts, and liveness is required: a leader within a
+bound, a final write committed, and every acknowledged write applied on every
+member. The invariant checker runs after every step throughout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from raftkv.raft import effects as fx
+from raftkv.raft import events as ev
+from raftkv.raft.configuration import ConfigCommand
+from raftkv.raft.messages import EntryType
+
+from .cluster import SimCluster, apply_command, encode_command
+from .invariants import InvariantChecker, Violation
+
+VOTERS = ["n1", "n2", "n3"]
+SPARES = ["n4", "n5"]
+KEYS = ["a", "b", "c"]
+CHAOS_MS = 6000
+SETTLE_MS = 8000
+
+
+@dataclass
+class RunResult:
+    seed: int
+    steps: int
+    violation: Violation | None
+    recent: list[str]
+    acked: int
+    reads: int
+
+
+class ClientModel:
+    """Closed-loop clients: propose writes, ask for reads, remember acks."""
+
+    def __init__(self, cluster: SimCluster, checker: InvariantChecker) -> None:
+        self.cluster = cluster
+        self.checker = checker
+        self.next_id = 0
+        self.pending: dict[int, tuple] = {}          # request_id -> (kind, payload, call time, acked_before)
+        self.proposed: dict[int, tuple[str, int, int]] = {}   # request_id -> (node, index, term)
+        self.acked: dict[int, int] = {}               # index -> term of acknowledged writes
+        self.max_acked = 0
+        self.reads = 0
+        cluster.on_effects.append(self.observe)
+
+    def _request_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def write(self, node_id: str, key: str, value: str | None) -> int:
+        rid = self._request_id()
+        self.pending[rid] = ("write", node_id, self.cluster.now, self.max_acked)
+        self.cluster.step(node_id, ev.Propose(rid, encode_command(key, value)))
+        return rid
+
+    def read(self, node_id: str, key: str) -> None:
+        rid = self._request_id()
+        self.pending[rid] = ("read", (node_id, key), self.cluster.now, self.max_acked)
+        self.cluster.step(node_id, ev.ReadIndex(rid))
+
+    def observe(self, node, effects) -> None:
+        for effect in effects:
+            t = type(effect)
+            if t is fx.Proposed and effect.request_id in self.pending:
+                self.proposed[effect.request_id] = (node.id, effect.index, effect.term)
+            elif t is fx.Apply:
+                for e in effect.entries:
+                    if e.type is not EntryType.COMMAND:
+                        continue
+                    for rid, (nid, index, term) in list(self.proposed.items()):
+                        if nid == node.id and index == e.index:
+                            del self.proposed[rid]
+                            self.pending.pop(rid, None)
+                            if term == e.term:
+                                self.acked[index] = term
+                                self.max_acked = max(self.max_acked, index)
+            elif t is fx.ReadReady:
+                request = self.pending.pop(effect.request_id, None)
+                if request is None or request[0] != "read":
+                    continue
+                (nid, key), acked_before = request[1], request[3]
+                self.reads += 1
+                expected = self._committed_value(key, effect.index)
+                self.checker.check_read(nid, effect.index, acked_before, node.state.get(key) if
+                                        node.applied == effect.index else expected, expected)
+                if node.applied < effect.index:
+                    raise Violation("Linearizable read", f"{nid} ready at {effect.index} with applied {node.applied}")
+            elif t is fx.Rejected:
+                self.pending.pop(effect.request_id, None)
+                self.proposed.pop(effect.request_id, None)
+
+    def _committed_value(self, key: str, index: int):
+        state: dict = {}
+        for i in range(1, index + 1):
+            record = self.checker.committed.get(i)
+            if record is not None and record[1] is EntryType.COMMAND:
+                apply_command(state, record[2])
+        return state.get(key)
+
+
+def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResult:
+    checker = InvariantChecker()
+    cluster = SimCluster(seed, VOTERS + SPARES, observer=checker)
+    recent: deque[str] = deque(maxlen=25)
+    cluster.trace = lambda kind, text: recent.append(f"{cluster.now}ms {text}") if kind == "event" else None
+    rng = cluster.rng
+    clients = ClientModel(cluster, checker)
+    cluster.drop_rate = rng.choice([0.0, 0.02, 0.1])
+    cluster.dup_rate = rng.choice([0.0, 0.02, 0.05])
+    cluster.max_delay = rng.choice([3, 10, 30])
+    crash_rate = rng.choice([0.0, 0.5, 1.0])
+    try:
+        for node_id in VOTERS:
+            cluster.start(node_id)
+        cluster.bootstrap(VOTERS)
+        t = 0
+        while t < chaos_ms:
+            t += 5 + rng.randrange(40)
+            cluster.run_until(t)
+            _random_action(cluster, clients, rng, crash_rate)
+        _heal_and_settle(cluster, clients)
+        violation = None
+    except Violation as exc:
+        violation = exc
+    return RunResult(seed, cluster.steps, violation, list(recent), len(clients.acked), clients.reads)
+
+
+def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: float) -> None:
+    live = cluster.live()
+    roll = rng.random()
+    if roll < 0.45 and live:
+        node = rng.choice(live)
+        leader = cluster.leader()
+        target = leader if leader is not None and rng.random() < 0.8 else node
+        clients.write(target.id, rng.choice(KEYS), None if rng.random() < 0.1 else f"v{clients.next_id}")
+    elif roll < 0.65 and live:
+        leader = cluster.leader()
+        target = leader if leader is not None and rng.random() < 0.8 else rng.choice(live)
+        clients.read(target.id, rng.choice(KEYS))
+    elif roll < 0.70:
+        members = _members(cluster)
+        if rng.random() < crash_rate and live:
+            victim = rng.choice(live)
+            if rng.random() < 0.3:
+                cluster.crash_mid_step_rate = 1.0   # the victim's next step dies half-done
+                cluster.step(victim.id, ev.Tick(cluster.now))
+                cluster.crash_mid_step_rate = 0.0
+            cluster.crash(victim.id)
+        down = [n for n in cluster.nodes.values() if not n.alive and (n.id in members or n.durable.term)]
+        if down and rng.random() < 0.7:
+            cluster.start(rng.choice(down).id)
+    elif roll < 0.76:
+        ids = list(cluster.nodes)
+        a, b = rng.sample(ids, 2)
+        cluster.blocked.add((a, b))
+        if rng.random() < 0.6:
+            cluster.blocked.add((b, a))
+        heal_at = cluster.now + 50 + rng.randrange(600)
+        cluster.schedule(heal_at, "call", lambda a=a, b=b: (cluster.blocked.discard((a, b)),
+                                                            cluster.blocked.discard((b, a))))
+    elif roll < 0.80:
+        # isolate one node from everyone for a while
+        victim = rng.choice(list(cluster.nodes))
+        pairs = [(victim, o) for o in cluster.nodes if o != victim] + \
+                [(o, victim) for o in cluster.nodes if o != victim]
+        cluster.blocked.update(pairs)
+        cluster.schedule(cluster.now + 100 + rng.randrange(800), "call",
+                         lambda pairs=pairs: cluster.blocked.difference_update(pairs))
+    elif roll < 0.88:
+        _membership_change(cluster, clients, rng)
+    elif roll < 0.92:
+        leader = cluster.leader()
+        if leader is not None:
+            cluster.step(leader.id, ev.TransferLeadership(clients._request_id(),
+                                                          rng.choice([None, *leader.raft.configuration.voters])))
+    elif roll < 0.95:
+        node = rng.choice(live) if live else None
+        if node is not None:
+            cluster.step(node.id, ev.RequestSnapshot(clients._request_id()))
+
+
+def _members(cluster: SimCluster) -> set[str]:
+    leader = cluster.leader()
+    if leader is not None:
+        return set(leader.raft.configuration.ids)
+    ids: set[str] = set()
+    for node in cluster.live():
+        ids |= set(node.raft.configuration.ids)
+    return ids or set(VOTERS)
+
+
+def _membership_change(cluster: SimCluster, clients: ClientModel, rng) -> None:
+    leader = cluster.leader()
+    if leader is None:
+        return
+    config = leader.raft.configuration
+    rid = clients._request_id()
+    choice = rng.random()
+    outsiders = [i for i in cluster.nodes if not config.has(i)]
+    nonvoters = [s.id for s in config.servers if not s.is_voter]
+    voters = list(config.voters)
+    if choice < 0.35 and outsiders:
+        new = rng.choice(outsiders)
+        node = cluster.nodes[new]
+        if not node.alive:
+            cluster.start(new)
+        cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.ADD_NONVOTER, new, node.address))
+    elif choice < 0.7 and nonvoters:
+        new = rng.choice(nonvoters)
+        cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.ADD_VOTER, new, cluster.nodes[new].address))
+    elif choice < 0.85 and len(voters) > 3:
+        cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.DEMOTE_VOTER, rng.choice(voters)))
+    elif len(config.servers) > 3:
+        victim = rng.choice(nonvoters or voters)
+        if victim in voters and len(voters) <= 3:
+            return
+        cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.REMOVE_SERVER, victim))
+
+
+def _heal_and_settle(cluster: SimCluster, clients: ClientModel) -> None:
+    """Liveness: with every fault gone, a leader appears and writes commit."""
+    cluster.blocked.clear()
+    cluster.drop_rate = cluster.dup_rate = 0.0
+    deadline = cluster.now + SETTLE_MS
+    for node in cluster.nodes.values():
+        if not node.alive and (node.durable.term or node.id in VOTERS):
+            cluster.start(node.id)
+    final_index = None
+    while cluster.now < deadline:
+        cluster.run_until(cluster.now + 50)
+        leader = cluster.leader()
+        if leader is None or not leader.raft.committed_in_term():
+            continue
+        if final_index is None:
+            before = len(clients.acked)
+            clients.write(leader.id, "final", "done")
+            final_index = leader.raft.log.last_index
+            continue
+        members = [cluster.nodes[i] for i in leader.raft.configuration.ids]
+        if clients.acked.get(final_index) is not None and all(
+                n.alive and n.raft.last_applied >= clients.max_acked for n in members):
+            return
+        if leader.raft.log.entry(final_index) is None or \
+                leader.raft.log.term_at(final_index) != leader.raft.current_term:
+            final_index = None  # lost with an old leader: ask again
+    leader = cluster.leader()
+    state = "; ".join(cluster.describe_node(n) for n in cluster.nodes.values())
+    raise Violation("Liveness", f"no progress {SETTLE_MS}ms after healing (leader "
+                    f"{leader.id if leader else None}): {state}")
+
+
+def run_many(runs: int, seed: int, out=print, chaos_ms: int = CHAOS_MS) -> int:
+    started = time.monotonic()
+    steps = 0
+    violations = 0
+    for i in range(runs):
+        result = run_once(seed + i, chaos_ms)
+        steps += result.steps
+        if result.violation is not None:
+            violations += 1
+            out(f"VIOLATION seed={result.seed}: {result.violation}")
+            out("last events:")
+            for line in result.recent:
+                out(f"  {line}")
+            out(f"replay: raftkv sim --runs 1 --seed {result.seed}")
+            break
+    elapsed = time.monotonic() - started
+    out(f"sim: {i + 1} runs, {violations} violations, {steps} steps, {elapsed:.1f} s")
+    return violations
