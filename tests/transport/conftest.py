@@ -1,0 +1,85 @@
+"""Shared helpers for the transport tests: things to wait on, not sleep for.
+
+Every recorder notifies one ``Watch``; a test awaits ``watch.until(cond)``,
+which re-checks ``cond`` on each notification and fails after a generous
+timeout instead of hanging. ``transports`` starts TCP transports on
+127.0.0.1 with OS-chosen ports and closes every one in teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import pytest
+
+from raftkv.transport.tcp import TcpTransport
+
+TIMEOUT = 15.0
+
+
+class Watch:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def until(self, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                self._event.clear()
+                await self._event.wait()
+
+
+class Inbox:
+    """A handler that records (from_id, message) pairs."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.items: list[tuple[str, Any]] = []
+
+    def __call__(self, from_id: str, message: Any) -> None:
+        self.items.append((from_id, message))
+        self.watch.notify()
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for _, m in self.items if type(m) is kind]
+
+
+class LogRecorder:
+    """A ``log`` callable that records (level, logger, message, fields)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.lines: list[tuple[str, str, str, dict[str, object]]] = []
+
+    def __call__(self, level: str, logger: str, message: str, fields: list[tuple[str, object]]) -> None:
+        self.lines.append((level, logger, message, dict(fields)))
+        self.watch.notify()
+
+    def find(self, message: str) -> list[tuple[str, str, str, dict[str, object]]]:
+        return [line for line in self.lines if line[2] == message]
+
+
+@pytest.fixture
+def watch() -> Watch:
+    return Watch()
+
+
+@pytest.fixture
+async def transports(watch: Watch):
+    """Factory: ``await transports("n1")`` -> (transport, inbox, log)."""
+    made: list[TcpTransport] = []
+
+    async def make(node_id: str, port: int = 0, **kwargs: Any) -> tuple[TcpTransport, Inbox, LogRecorder]:
+        inbox = Inbox(watch)
+        log = LogRecorder(watch)
+        t = TcpTransport(node_id, "127.0.0.1", port, inbox, log=log, **kwargs)
+        made.append(t)
+        await t.start()
+        return t, inbox, log
+
+    yield make
+    for t in made:
+        await t.close()
