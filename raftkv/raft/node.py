@@ -710,15 +710,20 @@ class RaftNode:
             if resp.read_seq > pr.acked_read_seq:
                 pr.acked_read_seq = resp.read_seq
                 self._confirm_reads()
-            if pr.match_index < self.log.last_index or pr.state is ProgressState.PROBE:
-                if pr.state is ProgressState.PROBE:
-                    pr.probe_sent = False
-                elif pr.inflight and len(pr.inflight) >= self.config.max_inflight:
-                    pr.inflight.popleft()  # a batch may have been lost; let one more go
-                self._replicate_to(from_id, pr, allow_empty=pr.state is ProgressState.PROBE)
+            if pr.state is ProgressState.PROBE:
+                pr.probe_sent = False
+                self._replicate_to(from_id, pr, allow_empty=True)
+            elif (pr.state is ProgressState.PIPELINE and pr.inflight
+                  and self.now - pr.oldest_unacked >= self.config.heartbeat_interval):
+                # a batch (or its answer) was lost: nothing acknowledged it for a
+                # whole heartbeat interval, so probe again from the match point
+                self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
+                pr.next_index = pr.match_index + 1
+                pr.become_probe()
+                self._replicate_to(from_id, pr, allow_empty=True)
             return
         if resp.success:
-            moved = pr.acknowledge(resp.match_index)
+            moved = pr.acknowledge(resp.match_index, self.now)
             if pr.state is ProgressState.PROBE:
                 pr.become_pipeline()
                 self._log("INFO", "pipelining replication", ("peer", self._server(from_id)))
@@ -867,7 +872,7 @@ class RaftNode:
             return
         pr.last_contact = self.now
         if resp.success:
-            pr.acknowledge(resp.last_index)
+            pr.acknowledge(resp.last_index, self.now)
             self._maybe_commit()
         else:
             self._log("WARN", "installSnapshot rejected to", ("peer", Bare(from_id)), ("id", self.snapshot.id))

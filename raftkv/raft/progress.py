@@ -38,6 +38,7 @@ class Progress:
     acked_read_seq: int = 0      # highest heartbeat round this peer confirmed
     sent_commit: int = 0         # highest commit index we told it
     last_send: int = 0           # ms, last AppendEntries of any kind
+    oldest_unacked: int = 0      # ms, when the oldest batch in flight left
     snapshot_index: int = 0      # index of the snapshot in flight (SNAPSHOT state)
     snapshot_sent_at: int = 0
 
@@ -69,13 +70,17 @@ class Progress:
     def sent(self, last_index: int, now: int) -> None:
         self.last_send = now
         if self.state is ProgressState.PIPELINE:
+            if not self.inflight:
+                self.oldest_unacked = now
             self.inflight.append(last_index)
             self.next_index = last_index + 1
         else:
             self.probe_sent = True
 
-    def acknowledge(self, match_index: int) -> bool:
+    def acknowledge(self, match_index: int, now: int) -> bool:
         """Record a successful append; True if the match index moved."""
+        if self.inflight and self.inflight[0] <= match_index:
+            self.oldest_unacked = now
         while self.inflight and self.inflight[0] <= match_index:
             self.inflight.popleft()
         if match_index > self.match_index:

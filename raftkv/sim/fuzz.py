@@ -237,7 +237,7 @@ def _heal_and_settle(cluster: SimCluster, clients: ClientModel) -> None:
     cluster.drop_rate = cluster.dup_rate = 0.0
     deadline = cluster.now + SETTLE_MS
     for node in cluster.nodes.values():
-        if not node.alive and (node.durable.term or node.id in VOTERS):
+        if not node.alive and node.incarnation:
             cluster.start(node.id)
     final_index = None
     while cluster.now < deadline:

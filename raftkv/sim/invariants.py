@@ -41,13 +41,14 @@ class InvariantChecker:
     def check_step(self, cluster, node, event, effects, before) -> None:
         raft = node.raft
         installed = next((e.meta.index for e in effects if type(e) is fx.RestoreSnapshot), 0)
+        applied = installed or node.applied
         for effect in effects:
             t = type(effect)
             if t is fx.StateChanged and effect.role == LEADER:
                 self._check_election(node.id, effect.term)
                 self._check_leader_completeness(node)
             elif t is fx.Apply:
-                self._check_apply(node, effect.entries)
+                applied = self._check_apply(node, applied, effect.entries)
             elif t is fx.TruncateLog and before is not None and before[0] is not None:
                 self._check_truncate(node, effect.from_index, before, installed)
             elif t is fx.RestoreSnapshot:
@@ -81,8 +82,8 @@ class InvariantChecker:
                                 f"leader {node.id} of term {node.raft.current_term} has term {ours} "
                                 f"at committed index {index} (committed term {term})")
 
-    def _check_apply(self, node, entries) -> None:
-        expected = node.applied + 1
+    def _check_apply(self, node, applied: int, entries) -> int:
+        expected = applied + 1
         for e in entries:
             if e.index != expected:
                 raise Violation("Apply order", f"{node.id} applied {e.index} after {expected - 1}")
@@ -96,6 +97,7 @@ class InvariantChecker:
                 raise Violation("State Machine Safety",
                                 f"{node.id} applied term {e.term} at index {e.index}, "
                                 f"another node applied term {seen[0]}")
+        return expected - 1
 
     def _check_truncate(self, node, from_index: int, before, installed: int) -> None:
         """Entries a snapshot install discards up to its index are covered by
