@@ -151,7 +151,11 @@ class RaftNode:
         self._apply_committed()
         return self._flush()
 
-    def step(self, event) -> list:
+    def step(self, event, now: int | None = None) -> list:
+        """Handle one event. ``now`` (ms) moves the node's clock first; timers
+        reset by a message must count from the moment it arrived."""
+        if now is not None and now > self.now:
+            self.now = now
         handler = self._handlers.get(type(event))
         if handler is None:
             raise TypeError(f"unknown event {event!r}")

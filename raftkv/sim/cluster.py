@@ -171,7 +171,7 @@ class SimCluster:
         log_before = list(node.raft.log._entries) if isinstance(event, ev.Receive) else None
         base_before = node.raft.log.base_index
         commit_before = node.raft.commit_index
-        effects = node.raft.step(event)
+        effects = node.raft.step(event, self.now)
         self.steps += 1
         if self.trace and label is not None and (not label.startswith("Timeout") or effects):
             self.trace("event", label)
