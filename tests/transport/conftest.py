@@ -3,7 +3,8 @@
 Every recorder notifies one ``Watch``; a test awaits ``watch.until(cond)``,
 which re-checks ``cond`` on each notification and fails after a generous
 timeout instead of hanging. ``transports`` starts TCP transports on
-127.0.0.1 with OS-chosen ports and closes every one in teardown.
+127.0.0.1 with OS-chosen ports and closes every one in teardown. The TCP tests run on both the stdlib loop and uvloop
+(which the server uses), since the two differ in socket details.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ import asyncio
 from typing import Any, Callable
 
 import pytest
+import uvloop
 
 from raftkv.transport.tcp import TcpTransport
 
 TIMEOUT = 15.0
+
+
+def pytest_asyncio_loop_factories(config, item):
+    if item.path.name == "test_tcp_transport.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 class Watch:
@@ -26,10 +34,15 @@ class Watch:
         self._event.set()
 
     async def until(self, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        """Return once ``cond()`` holds; re-checked on every notification and,
+        for state nobody notifies about (transport internals), every 20ms."""
         async with asyncio.timeout(timeout):
             while not cond():
                 self._event.clear()
-                await self._event.wait()
+                try:
+                    await asyncio.wait_for(self._event.wait(), 0.02)
+                except TimeoutError:
+                    pass
 
 
 class Inbox:

@@ -1,0 +1,529 @@
+"""The TCP transport on loopback: ordering, channel separation, hostile input,
+reconnection with backoff, snapshot streaming and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from datetime import timedelta
+
+import pytest
+
+from raftkv.raft.configuration import Configuration, Server
+from raftkv.raft.messages import (
+    AppendEntries,
+    Entry,
+    InstallSnapshot,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    TimeoutNow,
+)
+from raftkv.transport.codec import Hello, SnapshotChunk, encode, hello, read_frame
+from raftkv.transport.tcp import (
+    APPEND,
+    HEARTBEAT,
+    TcpTransport,
+    backoff_delay,
+    channel_for,
+    dial_error_text,
+    split_host_port,
+)
+
+MiB = 1024 * 1024
+
+
+def append(i: int, size: int = 8) -> AppendEntries:
+    return AppendEntries(1, "n1", "", i, 1, (Entry(i + 1, 1, data=b"x" * size),), i)
+
+
+def heartbeat(i: int) -> AppendEntries:
+    return AppendEntries(1, "n1", "", 0, 0, (), 0, heartbeat=True, read_seq=i)
+
+
+def port_of(t: TcpTransport) -> int:
+    return split_host_port(t.address)[1]
+
+
+async def dead_address(transports) -> str:
+    """An address nobody listens on: bind a port, then let it go."""
+    t, _, _ = await transports("ghost")
+    address = t.address
+    await t.close()
+    return address
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    data = b""
+    try:
+        while chunk := await reader.read(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+# --- pure helpers -------------------------------------------------------------
+
+def test_channel_routing():
+    assert channel_for(append(1)) == APPEND
+    assert channel_for(AppendEntries(1, "n1", "", 5, 1, (), 5)) == APPEND  # probes keep their order
+    assert channel_for(heartbeat(1)) == HEARTBEAT
+    assert channel_for(RequestVote(1, "n1", "", 0, 0)) == HEARTBEAT
+    assert channel_for(RequestVoteResponse(1, True)) == HEARTBEAT
+    assert channel_for(TimeoutNow(1, "n1")) == HEARTBEAT
+
+
+def test_backoff_sequence():
+    ms = [round(backoff_delay(n) * 1000) for n in range(1, 11)]
+    assert ms == [10, 10, 10, 20, 40, 80, 160, 320, 500, 500]
+    assert backoff_delay(10_000) == 0.5
+
+
+def test_go_style_errors_and_addresses():
+    assert dial_error_text("127.0.0.1:9001", ConnectionRefusedError(111, "Connection refused")) == \
+        "dial tcp 127.0.0.1:9001: connect: connection refused"
+    assert dial_error_text("10.0.0.1:9001", TimeoutError()) == "dial tcp 10.0.0.1:9001: i/o timeout"
+    assert split_host_port("[::1]:9000") == ("::1", 9000)
+    with pytest.raises(ValueError, match="missing port"):
+        split_host_port("localhost")
+
+
+def test_authentication_is_refused_until_implemented():
+    with pytest.raises(NotImplementedError):
+        TcpTransport("n1", "127.0.0.1", 0, lambda f, m: None, authenticate=object())
+
+
+# --- exchange -----------------------------------------------------------------
+
+async def test_start_binds_an_os_port(transports):
+    t, _, _ = await transports("n1")
+    host, port = split_host_port(t.address)
+    assert host == "127.0.0.1" and port > 0
+
+
+async def test_two_transports_exchange_many_messages_in_order(transports, watch):
+    a, a_in, _ = await transports("n1", max_queue_frames=100_000)
+    b, b_in, b_log = await transports("n2", max_queue_frames=100_000)
+    n = 3000
+    for i in range(n):
+        a.send("n2", b.address, RequestVoteResponse(i, True))
+        a.send("n2", b.address, append(i))
+        b.send("n1", a.address, RequestVoteResponse(i, False))
+    await watch.until(lambda: len(b_in.items) == 2 * n and len(a_in.items) == n)
+    assert [m.term for m in b_in.of(RequestVoteResponse)] == list(range(n))
+    assert [m.prev_log_index for m in b_in.of(AppendEntries)] == list(range(n))
+    assert b_in.of(AppendEntries)[7] == append(7)
+    assert [m.term for m in a_in.of(RequestVoteResponse)] == list(range(n))
+    assert {f for f, _ in b_in.items} == {"n1"} and {f for f, _ in a_in.items} == {"n2"}
+    # n1 dialled n2 once per channel, and replies from n2 came over n2's own dial
+    accepted = b_log.find("accepted connection")
+    assert len(accepted) == 2
+    level, logger, _, fields = accepted[0]
+    assert (level, logger) == ("DEBUG", "raft.net")
+    assert fields["local-address"] == b.address
+    assert fields["remote-address"].startswith("127.0.0.1:")
+    assert a.stats()["n2"][APPEND]["sent"] == n
+    assert a.dropped() == 0
+
+
+async def test_connections_set_tcp_nodelay(transports, watch):
+    a, _, _ = await transports("n1")
+    b, b_in, _ = await transports("n2")
+    a.send("n2", b.address, heartbeat(1))
+    await watch.until(lambda: b_in.items)
+    sock = a._channels[("n2", HEARTBEAT)].conn.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+async def test_heartbeats_do_not_wait_behind_a_stalled_append_connection(transports, watch):
+    # A fake peer that reads one frame from the append connection and then
+    # stops reading it, while it keeps reading the heartbeat connection.
+    stalled = asyncio.Event()
+    release = asyncio.Event()
+    received: list[object] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader, writer):
+        writers.append(writer)
+        assert type(await read_frame(reader)) is Hello
+        msg = await read_frame(reader)
+        if type(msg) is AppendEntries and not msg.heartbeat:
+            stalled.set()
+            await release.wait()
+            return
+        while msg is not None:
+            received.append(msg)
+            watch.notify()
+            msg = await read_frame(reader)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        peer = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        a, _, _ = await transports("n1", io_timeout=60.0)
+        for i in range(32):
+            a.send("n2", peer, append(i, size=MiB))
+        await asyncio.wait_for(stalled.wait(), 15)
+        for i in range(10):
+            a.send("n2", peer, heartbeat(i))
+        a.send("n2", peer, RequestVote(2, "n1", a.address, 0, 0))
+        await watch.until(lambda: len(received) == 11)
+        assert [m.read_seq for m in received[:10]] == list(range(10))
+        assert type(received[10]) is RequestVote
+        # the 32 MiB batch is still stuck behind the peer that stopped reading
+        assert a.stats()["n2"][APPEND]["sent"] == 0
+    finally:
+        release.set()
+        for w in writers:
+            w.transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+# --- hostile input ------------------------------------------------------------
+
+HELLO = encode(hello("intruder", "127.0.0.1:1"))
+
+
+@pytest.mark.parametrize("payload, half_close, fragment", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False, "exceeds the limit"),
+    (os.urandom(64), False, ""),
+    (HELLO + struct.pack(">I", 0xFFFFFFF0), False, "exceeds the limit"),
+    (HELLO + b"\x00\x00\x00\x03\xc1\xc1\xc1", False, "malformed msgpack"),
+    (HELLO + struct.pack(">I", 4) + b"\x93\x63\x01\x02", False, "unknown message type code 99"),
+    (HELLO + encode(TimeoutNow(1, "n1"))[:-3], True, "truncated frame"),
+    (HELLO[:-1], True, "truncated frame"),
+    (encode(TimeoutNow(1, "n1")), False, "expected Hello as the first frame, got TimeoutNow"),
+    (encode(Hello("etcd", 1, "x", "y")), False, "bad magic"),
+    (encode(Hello("raftkv", 2, "x", "y")), False, "unsupported protocol version 2"),
+    (HELLO + encode(SnapshotChunk(b"", True)), False, "unexpected SnapshotChunk"),
+    (HELLO + HELLO, False, "unexpected Hello"),
+], ids=["http", "random", "oversized", "bad-msgpack", "unknown-type", "truncated-body",
+        "truncated-hello", "no-hello", "bad-magic", "bad-version", "stray-chunk", "second-hello"])
+async def test_bad_input_closes_only_that_connection(transports, watch, payload, half_close, fragment):
+    a, a_in, a_log = await transports("n1")
+    b, b_in, b_log = await transports("n2")
+    a.send("n2", b.address, TimeoutNow(1, "n1"))
+    b.send("n1", a.address, RequestVoteResponse(1, True))
+    await watch.until(lambda: len(b_in.items) == 1 and len(a_in.items) == 1)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
+    try:
+        writer.write(payload)
+        if half_close:
+            writer.write_eof()
+        async with asyncio.timeout(15):
+            assert await read_until_closed(reader) == b""  # b closed it, and said nothing
+    finally:
+        writer.close()
+    await watch.until(lambda: b_log.find("failed to decode incoming command"))
+    [(level, logger, _, fields)] = b_log.find("failed to decode incoming command")
+    assert (level, logger) == ("ERROR", "raft.net")
+    assert fragment in fields["error"]
+    assert [m for f, m in b_in.items if f == "intruder"] == []
+
+    # the listener and the well-behaved connections carry on untouched
+    a.send("n2", b.address, TimeoutNow(2, "n1"))
+    b.send("n1", a.address, RequestVoteResponse(2, True))
+    await watch.until(lambda: len(b_in.items) == 2 and len(a_in.items) == 2)
+    assert len(b_log.find("accepted connection")) == 2  # n1's original dial + the intruder
+    assert not a_log.find("failed to heartbeat to") and not b_log.find("failed to heartbeat to")
+    c, _, _ = await transports("n3")
+    c.send("n2", b.address, TimeoutNow(3, "n3"))
+    await watch.until(lambda: ("n3", TimeoutNow(3, "n3")) in b_in.items)
+
+
+async def test_connection_that_says_nothing_is_not_an_error(transports, watch):
+    b, _, b_log = await transports("n2")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
+    writer.close()
+    await watch.until(lambda: b_log.find("accepted connection"))
+    c, c_in, _ = await transports("n3")
+    b.send("n3", c.address, TimeoutNow(1, "n2"))  # let b's loop run well past the close
+    await watch.until(lambda: c_in.items)
+    assert not b_log.find("failed to decode incoming command")
+
+
+async def test_handler_exceptions_are_logged_and_do_not_drop_the_connection(transports, watch):
+    seen = []
+
+    def handler(from_id, message):
+        seen.append(message)
+        watch.notify()
+        if message.term == 1:
+            raise RuntimeError("boom")
+
+    b, _, b_log = await transports("n2")
+    b.handler = handler
+    a, _, _ = await transports("n1")
+    a.send("n2", b.address, TimeoutNow(1, "n1"))
+    a.send("n2", b.address, TimeoutNow(2, "n1"))
+    await watch.until(lambda: len(seen) == 2)
+    [(_, _, _, fields)] = b_log.find("failed to handle incoming command")
+    assert "boom" in fields["error"]
+    assert len(b_log.find("accepted connection")) == 1
+
+
+# --- failures, backoff, reconnection ------------------------------------------
+
+async def test_peer_down_then_up_reconnects_and_logs_once_per_backoff_step(transports, watch):
+    b, b_in, _ = await transports("n2")
+    port = port_of(b)
+    peer = f"127.0.0.1:{port}"
+    server = f"{{Voter n2 {peer}}}"
+    a, _, a_log = await transports("n1", describe_peer=lambda pid: server if pid == "n2" else pid)
+
+    a.send("n2", peer, heartbeat(0))
+    a.send("n2", peer, append(0))
+    await watch.until(lambda: len(b_in.items) == 2)
+
+    await b.close()
+    # the dropped connections are noticed without any traffic: error=EOF
+    await watch.until(lambda: a_log.find("failed to heartbeat to") and a_log.find("failed to appendEntries to"))
+    for i in range(1, 41):
+        a.send("n2", peer, heartbeat(i))
+    a.send("n2", peer, append(1))
+    await watch.until(lambda: len(a_log.find("failed to heartbeat to")) >= 7
+                      and len(a_log.find("failed to appendEntries to")) >= 7)
+
+    hb_lines = a_log.find("failed to heartbeat to")
+    assert hb_lines[0][3] == {"peer": peer, "backoff time": timedelta(milliseconds=10), "error": "EOF"}
+    refused = f"dial tcp {peer}: connect: connection refused"
+    for level, logger, _, fields in hb_lines[1:]:
+        assert (level, logger) == ("ERROR", "raft")
+        assert list(fields) == ["peer", "backoff time", "error"]
+        assert fields["peer"] == peer and fields["error"] == refused
+    assert [f["backoff time"] for *_, f in hb_lines[:7]] == [
+        timedelta(milliseconds=ms) for ms in (10, 10, 10, 20, 40, 80, 160)]
+    ae_lines = a_log.find("failed to appendEntries to")
+    assert ae_lines[0][3] == {"peer": server, "error": "EOF"}
+    assert ae_lines[1][3] == {"peer": server, "error": refused}
+    # one line per dial attempt, not one per queued message
+    assert len(hb_lines) == a.stats()["n2"][HEARTBEAT]["failures"]
+
+    b2, b2_in, _ = await transports("n2", port=port)
+    await watch.until(lambda: len(b2_in.of(AppendEntries)) == 41)
+    assert [m.read_seq for m in b2_in.of(AppendEntries) if m.heartbeat] == list(range(1, 41))
+    assert [m for m in b2_in.of(AppendEntries) if not m.heartbeat] == [append(1)]
+    lines_at_reconnect = len(a_log.find("failed to heartbeat to"))
+    a.send("n2", peer, heartbeat(99))
+    await watch.until(lambda: len(b2_in.items) == 42)
+    assert len(a_log.find("failed to heartbeat to")) == lines_at_reconnect
+
+
+async def test_outbound_queue_is_bounded_and_counts_drops(transports):
+    peer = await dead_address(transports)
+    a, _, _ = await transports("n1", max_queue_frames=10)
+    for i in range(100):
+        a.send("n2", peer, heartbeat(i))
+    assert a.dropped("n2") == 90
+    assert a.stats()["n2"][HEARTBEAT]["queued"] == 10
+
+    c, _, _ = await transports("n3", max_queue_bytes=10_000)
+    for i in range(100):
+        c.send("n2", peer, append(i, size=1000))
+    stats = c.stats()["n2"][APPEND]
+    assert stats["queued_bytes"] <= 10_000 and stats["dropped"] == 100 - stats["queued"]
+
+
+async def test_oversized_outbound_frame_is_dropped_and_logged(transports, watch):
+    b, b_in, _ = await transports("n2")
+    a, _, a_log = await transports("n1", max_frame=2 * MiB)
+    a.send("n2", b.address, append(1, size=3 * MiB))
+    a.send("n2", b.address, append(2))
+    await watch.until(lambda: b_in.items)
+    assert b_in.of(AppendEntries) == [append(2)]
+    [(level, _, _, fields)] = a_log.find("failed to encode outgoing command")
+    assert level == "ERROR" and "exceeds the limit" in fields["error"]
+
+
+async def test_new_address_for_a_peer_redials(transports, watch):
+    b1, b1_in, _ = await transports("n2")
+    b2, b2_in, _ = await transports("n2")
+    a, _, a_log = await transports("n1")
+    a.send("n2", b1.address, TimeoutNow(1, "n1"))
+    await watch.until(lambda: b1_in.items)
+    a.send("n2", b2.address, TimeoutNow(2, "n1"))
+    await watch.until(lambda: b2_in.items)
+    assert b2_in.items == [("n1", TimeoutNow(2, "n1"))]
+    assert not a_log.find("failed to heartbeat to")
+
+
+async def test_close_closes_the_listener_and_every_connection(transports, watch):
+    a, a_in, _ = await transports("n1")
+    b, b_in, b_log = await transports("n2")
+    a.send("n2", b.address, TimeoutNow(1, "n1"))
+    b.send("n1", a.address, TimeoutNow(1, "n2"))
+    await watch.until(lambda: a_in.items and b_in.items)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(a))
+    writer.write(HELLO)
+    try:
+        await a.close()
+        async with asyncio.timeout(15):
+            await read_until_closed(reader)  # our idle inbound connection was closed
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port_of(a))
+        # n2's dial to n1 notices, without sending anything
+        await watch.until(lambda: b_log.find("failed to heartbeat to"))
+        assert b_log.find("failed to heartbeat to")[0][3]["error"] == "EOF"
+        a.send("n2", b.address, TimeoutNow(2, "n1"))  # after close: silently dropped
+        await a.close()  # idempotent
+    finally:
+        writer.close()
+
+
+# --- snapshots ----------------------------------------------------------------
+
+class Sink:
+    """A snapshot_sink writer kept in memory (the tests' files are small)."""
+
+    def __init__(self, watch, fail_on_write: int | None = None):
+        self.watch = watch
+        self.chunks: list[bytes] = []
+        self.closed = self.cancelled = False
+        self.fail_on_write = fail_on_write
+
+    def write(self, data: bytes) -> None:
+        if self.fail_on_write is not None and len(self.chunks) == self.fail_on_write:
+            raise OSError(28, "no space left on device")
+        self.chunks.append(bytes(data))
+
+    def close(self):
+        self.closed = True
+        return ("handle", len(self.chunks))
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.watch.notify()
+
+
+class Source:
+    def __init__(self, path, watch):
+        self.f = open(path, "rb")
+        self.watch = watch
+        self.closed = False
+
+    def read(self, n: int) -> bytes:
+        return self.f.read(n)
+
+    def close(self) -> None:
+        self.f.close()
+        self.closed = True
+        self.watch.notify()
+
+
+def snapshot_offer(meta: SnapshotMeta, leader_address: str = "127.0.0.1:1") -> InstallSnapshot:
+    return InstallSnapshot(3, "n1", leader_address, meta)
+
+
+@pytest.fixture
+def snapshot_file(tmp_path):
+    data = os.urandom(5 * MiB + 12345)
+    path = tmp_path / "3-100-1.snap"
+    path.write_bytes(data)
+    return path, data
+
+
+async def test_snapshot_streams_in_chunks_and_arrives_identical(transports, watch, snapshot_file):
+    path, data = snapshot_file
+    sources: list[Source] = []
+    sinks: list[Sink] = []
+    failed: list[str] = []
+
+    def source(meta):
+        sources.append(Source(path, watch))
+        return sources[-1]
+
+    def sink(from_id, meta):
+        assert from_id == "n1"
+        sinks.append(Sink(watch))
+        return sinks[-1]
+
+    a, _, a_log = await transports("n1", snapshot_source=source, on_snapshot_failed=failed.append)
+    b, b_in, _ = await transports("n2", snapshot_sink=sink)
+    config = Configuration((Server("n1", a.address), Server("n2", b.address)))
+    meta = SnapshotMeta(100, 3, config, 90, "3-100-1", len(data))
+    a.send("n2", b.address, snapshot_offer(meta, a.address))
+    a.send("n2", b.address, heartbeat(1))  # ordinary traffic is not held up
+    await watch.until(lambda: b_in.of(InstallSnapshot) and sources and sources[0].closed)
+
+    [offer] = b_in.of(InstallSnapshot)
+    assert offer.meta == meta and offer.leader_address == a.address
+    [s] = sinks
+    assert offer.data == ("handle", len(s.chunks))
+    assert b"".join(s.chunks) == data
+    assert len(s.chunks) >= 6 and max(map(len, s.chunks)) <= MiB
+    assert s.closed and not s.cancelled
+    assert failed == [] and not a_log.find("failed to send snapshot to")
+    assert b_in.of(AppendEntries) == [heartbeat(1)]
+    assert a._snapshot_sends == {}
+
+
+async def test_snapshot_sink_failure_cancels_and_reports_to_the_sender(transports, watch, snapshot_file):
+    path, data = snapshot_file
+    sinks: list[Sink] = []
+    failed: list[str] = []
+
+    def on_failed(peer_id):
+        failed.append(peer_id)
+        watch.notify()
+
+    a, _, a_log = await transports("n1", snapshot_source=lambda meta: Source(path, watch),
+                                   on_snapshot_failed=on_failed)
+    b, b_in, b_log = await transports("n2", snapshot_sink=lambda f, m: sinks.append(Sink(watch, fail_on_write=2)) or sinks[-1])
+    a.send("n2", b.address, snapshot_offer(SnapshotMeta(100, 3, size=len(data))))
+    await watch.until(lambda: failed and sinks and sinks[0].cancelled)
+    assert failed == ["n2"]
+    assert not sinks[0].closed
+    assert b_in.of(InstallSnapshot) == []
+    assert "no space left on device" in b_log.find("failed to copy snapshot")[0][3]["error"]
+    [(_, logger, _, fields)] = a_log.find("failed to send snapshot to")
+    assert logger == "raft" and "no space left on device" in fields["error"]
+
+    # the next offer is independent of the failed one
+    sinks.clear()
+    b.snapshot_sink = lambda f, m: sinks.append(Sink(watch)) or sinks[-1]
+    a.send("n2", b.address, snapshot_offer(SnapshotMeta(100, 3, size=len(data))))
+    await watch.until(lambda: b_in.of(InstallSnapshot))
+    assert b"".join(sinks[0].chunks) == data
+
+
+async def test_short_snapshot_is_rejected(transports, watch, snapshot_file):
+    path, data = snapshot_file
+    sinks: list[Sink] = []
+    failed: list[str] = []
+    a, _, _ = await transports("n1", snapshot_source=lambda meta: Source(path, watch),
+                               on_snapshot_failed=failed.append)
+    b, b_in, b_log = await transports("n2", snapshot_sink=lambda f, m: sinks.append(Sink(watch)) or sinks[-1])
+    a.send("n2", b.address, snapshot_offer(SnapshotMeta(100, 3, size=len(data) + 1)))
+    await watch.until(lambda: failed and sinks and sinks[0].cancelled)
+    [(_, _, _, fields)] = b_log.find("failed to receive whole snapshot")
+    assert fields == {"received": f"{len(data)} / {len(data) + 1}"}
+    assert b_in.of(InstallSnapshot) == []
+
+
+async def test_snapshot_to_an_unreachable_peer_fails(transports, watch):
+    peer = await dead_address(transports)
+    failed: list[str] = []
+    a, _, a_log = await transports("n1", snapshot_source=lambda meta: pytest.fail("must not open"),
+                                   on_snapshot_failed=failed.append)
+    a.send("n2", peer, snapshot_offer(SnapshotMeta(1, 1)))
+    await watch.until(lambda: failed)
+    assert failed == ["n2"]
+    assert a_log.find("failed to send snapshot to")[0][3]["error"] == f"dial tcp {peer}: connect: connection refused"
+
+
+async def test_sender_vanishing_mid_stream_cancels_the_sink(transports, watch):
+    sinks: list[Sink] = []
+    b, b_in, b_log = await transports("n2", snapshot_sink=lambda f, m: sinks.append(Sink(watch)) or sinks[-1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
+    writer.write(encode(hello("n1", "127.0.0.1:1")) + encode(snapshot_offer(SnapshotMeta(1, 1)))
+                 + encode(SnapshotChunk(b"partial", False)))
+    await writer.drain()
+    writer.close()
+    await watch.until(lambda: sinks and sinks[0].cancelled)
+    assert sinks[0].chunks == [b"partial"] and not sinks[0].closed
+    assert b_log.find("failed to copy snapshot")[0][3] == {"error": "unexpected EOF"}
+    assert b_in.items == []
