@@ -81,6 +81,11 @@ def watch() -> Watch:
 
 
 @pytest.fixture
+def make_inbox(watch: Watch) -> Callable[[], Inbox]:
+    return lambda: Inbox(watch)
+
+
+@pytest.fixture
 async def transports(watch: Watch):
     """Factory: ``await transports("n1")`` -> (transport, inbox, log)."""
     made: list[TcpTransport] = []
