@@ -310,6 +310,94 @@ def split_vote(s: Script) -> None:
     s.run_until(lambda: s.caught_up("n1", "n2", "n3", "n4"), what="replication")
 
 
+CALM = replace(SIM_CONFIG, heartbeat_timeout=100_000, election_timeout=100_000,
+               leader_lease_timeout=50_000, snapshot_interval=10_000_000, max_inflight=1)
+
+
+def campaign(s: Script, node_id: str, commit: bool = True) -> None:
+    """Start an election on a node now, past leader stickiness (as a
+    leadership transfer does), so scripts decide who runs and when. A node
+    whose term is behind loses the first round and tries again."""
+    node = s.cluster.nodes[node_id]
+    for _ in range(3):
+        s.cluster.step(node_id, ev.Receive(node_id, TimeoutNow(node.raft.current_term, node_id)),
+                       label=f"Campaign {node_id}")
+        s.run(20)
+        if node.raft.is_leader:
+            break
+    if commit:
+        s.run_until(lambda: node.raft.is_leader and node.raft.committed_in_term(), 60_000, f"{node_id} leads")
+
+
+def figure_8(s: Script) -> None:
+    """Raft paper Fig. 8: an entry from an earlier term on a majority is not
+    yet committed; a leader that counted it would lose it to the next one."""
+    ids = ["n1", "n2", "n3", "n4", "n5"]
+    s.start(*ids)
+    s.bootstrap(*ids)
+    campaign(s, "n1")
+    s.run_until(lambda: s.caught_up(*ids), 60_000, "n1 leads term 2")
+    s.note("(a) n1 replicates entries of term 2 to n2 only, then crashes")
+    for other in ("n3", "n4", "n5"):
+        s.block("n1", other)
+        s.block(other, "n1")
+    s.write_many("n1", 10)
+    s.crash("n1")
+    s.note("(b) n5 wins term 3 with n3 and n4, appends one entry locally, then crashes")
+    s.cluster.blocked = {(a, b) for a in ids for b in ids if "n2" in (a, b) and a != b}
+    s.cluster.step("n5", ev.Receive("n5", TimeoutNow(s.cluster.nodes["n5"].raft.current_term, "n5")),
+                   label="Campaign n5")
+    s.run_until(lambda: all(s.cluster.nodes[i].raft.voted_for == "n5" for i in ("n3", "n4")), what="votes")
+    for other in ids:
+        if other != "n5":
+            s.block("n5", other)
+    s.run_until(lambda: s.cluster.nodes["n5"].raft.is_leader, what="n5 leads")
+    s.crash("n5")
+    s.note("(c) n1 restarts and wins term 4; its term-2 entries reach n3, a majority")
+    s.cluster.blocked = {("n1", "n4"), ("n4", "n1")}
+    s.start("n1")
+    campaign(s, "n1", commit=False)
+    n1 = s.cluster.nodes["n1"]
+    s.block("n1", "n3")
+    s.cluster.run_until(s.cluster.now + 60_000, stop=lambda: n1.raft.progress["n2"].match_index >= 13)
+    s.cluster.blocked.discard(("n1", "n3"))
+    s.cluster.run_until(s.cluster.now + 60_000, stop=lambda: n1.alive and n1.raft.is_leader
+                        and n1.raft.progress["n3"].match_index >= 10)
+    s.note("n1 must not count replicas of term-2 entries; it crashes before its term-4 entry spreads")
+    for other in ids:
+        s.block("n1", other)
+    s.crash("n1")
+    s.run(50)  # whatever n1 still had in flight is lost on the blocked links
+    s.note("(d) n5 restarts and wins term 5 (its last term 3 beats term 2) and overwrites them")
+    s.cluster.blocked = set()
+    s.start("n5")
+    campaign(s, "n5")
+    s.start("n1")
+    s.run_until(lambda: s.caught_up(*ids), 60_000, "everyone converges")
+
+
+def snapshot_conflicting_suffix(s: Script) -> None:
+    """Fig. 13 rule 7: a follower whose entry at the snapshot index has another
+    term must discard its whole log when it installs the snapshot."""
+    ids = ["n1", "n2", "n3"]
+    s.start(*ids)
+    s.bootstrap(*ids)
+    campaign(s, "n1")
+    s.run_until(lambda: s.caught_up(*ids), 60_000, "n1 leads term 2")
+    s.isolate("n1")
+    s.note("n1, cut off, appends 60 entries of term 2 that nobody else will ever see")
+    s.write_many("n1", 60, prefix="lost")
+    s.crash("n1")
+    s.heal()
+    campaign(s, "n2")
+    s.write_many("n2", 50)
+    s.cluster.step("n2", ev.RequestSnapshot(s.request_id()), label="Snapshot n2")
+    s.run_until(lambda: s.cluster.nodes["n2"].raft.log.base_index > 2, 60_000, "compaction")
+    s.note("n1 restarts holding a different entry at the snapshot index")
+    s.start("n1")
+    s.run_until(lambda: s.caught_up(*ids), 60_000, "n1 installs the snapshot and catches up")
+
+
 SCENARIOS = {
     "first-election": first_election,
     "leader-crash": leader_crash,
@@ -319,12 +407,15 @@ SCENARIOS = {
     "snapshot-install": snapshot_install,
     "leadership-transfer": leadership_transfer,
     "split-vote": split_vote,
+    "figure-8": figure_8,
+    "snapshot-conflicting-suffix": snapshot_conflicting_suffix,
 }
+CONFIGS = {"figure-8": CALM, "snapshot-conflicting-suffix": CALM}
 
-NODES = {"split-vote": ["n1", "n2", "n3", "n4"]}
+NODES = {"split-vote": ["n1", "n2", "n3", "n4"], "figure-8": ["n1", "n2", "n3", "n4", "n5"]}
 
 
 def run_scenario(name: str, out=None) -> Script:
-    script = Script(NODES.get(name, ["n1", "n2", "n3"]), out=out)
+    script = Script(NODES.get(name, ["n1", "n2", "n3"]), out=out, config=CONFIGS.get(name, SIM_CONFIG))
     SCENARIOS[name](script)
     return script
