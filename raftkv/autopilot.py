@@ -1,0 +1,119 @@
+"""Autopilot: promote healthy nonvoters to voters (leader only).
+
+Theory of operation (hashicorp/raft-autopilot's StablePromoter, as Vault runs
+it): ``join`` adds a server as a Nonvoter, so a node that is still catching
+up never counts toward the quorum. Every ``RAFT_AUTOPILOT_INTERVAL`` (1s by
+default; raft-autopilot reconciles every 10s, we are more eager because
+learners watch the logs) the leader looks at each Nonvoter:
+
+* *healthy* means it has answered the leader (``match_index > 0``), its last
+  contact is within ``LastContactThreshold`` (10s), and its log is within
+  ``MaxTrailingLogs`` (1000) entries of the leader's last index;
+* *stable* means healthy without interruption for
+  ``ServerStabilizationTime`` (10s). Like raft-autopilot, that requirement
+  counts as 0 until autopilot itself has been running (this node has been
+  leader) that long, so a freshly elected leader does not hold back servers
+  it cannot yet have watched.
+
+A stable Nonvoter is promoted: INFO ``Promoting server: id= address= name=``
+on logger ``raft.autopilot``, then a ``ChangeMembership(AddVoter)``, after
+which the core logs ``updating configuration: command=AddVoter ...``. Health
+is read from the leader's replication progress inside the event loop, between
+driver steps, so it is always a consistent view. The StablePromoter never
+demotes and never moves leadership; neither do we.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from . import hclog
+from .raft.configuration import ConfigCommand, Suffrage
+from .raft.node import LEADER, RaftNode
+
+if TYPE_CHECKING:
+    from .server import RaftServer
+
+LOGGER = "raft.autopilot"
+
+
+def server_health(node: RaftNode, server_id: str, last_contact_threshold: int,
+                  max_trailing_logs: int) -> bool:
+    """Whether a peer is healthy from the leader's point of view."""
+    if node.role != LEADER:
+        return False
+    if server_id == node.id:
+        return True
+    pr = node.progress.get(server_id)
+    if pr is None or pr.match_index <= 0:
+        return False
+    if node.log.last_index == 0 or node.current_term == 0:
+        return False
+    silent = node.now - pr.last_contact
+    if silent < 0 or silent > last_contact_threshold:
+        return False
+    return pr.match_index + max_trailing_logs >= node.log.last_index
+
+
+class Autopilot:
+    def __init__(self, server: "RaftServer", clock=None) -> None:
+        self.server = server
+        s = server.settings
+        self.interval = s.autopilot_interval / 1000
+        self.stabilization = s.server_stabilization_time
+        self.last_contact_threshold = s.last_contact_threshold
+        self.max_trailing_logs = s.max_trailing_logs
+        self.clock = clock or (lambda: int(time.monotonic() * 1000))
+        self.running_since: int | None = None   # when this node became leader
+        self.term: int | None = None
+        self.stable_since: dict[str, int] = {}
+        self.promoting: set[str] = set()
+
+    def evaluate(self, now: int) -> list:
+        """One reconcile round: the Nonvoters to promote now."""
+        node = self.server.node
+        if node.role != LEADER:
+            if self.running_since is not None:
+                hclog.emit("DEBUG", LOGGER, "autopilot is now stopped", [])
+            self.running_since = None
+            self.stable_since.clear()
+            return []
+        if self.running_since is None or self.term != node.current_term:
+            self.running_since = now
+            self.term = node.current_term
+            self.stable_since.clear()
+            hclog.emit("DEBUG", LOGGER, "autopilot is now running", [])
+        required = self.stabilization if now - self.running_since >= self.stabilization else 0
+        promote = []
+        nonvoters = [s for s in node.configuration.servers if s.suffrage is Suffrage.NONVOTER]
+        for gone in set(self.stable_since) - {s.id for s in nonvoters}:
+            del self.stable_since[gone]
+        for server in nonvoters:
+            if server_health(node, server.id, self.last_contact_threshold, self.max_trailing_logs):
+                since = self.stable_since.setdefault(server.id, now)
+                if now - since >= required and server.id not in self.promoting:
+                    promote.append(server)
+            else:
+                self.stable_since.pop(server.id, None)
+        return promote
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            for server in self.evaluate(self.clock()):
+                self.promoting.add(server.id)
+                asyncio.get_running_loop().create_task(self._promote(server))
+
+    async def _promote(self, server) -> None:
+        from .server import RequestError
+        hclog.emit("INFO", LOGGER, "Promoting server",
+                   [("id", server.id), ("address", server.address), ("name", server.id)])
+        try:
+            await self.server.change_membership(ConfigCommand.ADD_VOTER, server.id, server.address)
+        except RequestError as exc:
+            hclog.emit("ERROR", LOGGER, "failed to add raft voting peer",
+                       [("id", server.id), ("address", server.address), ("error", exc.message)])
+        finally:
+            self.promoting.discard(server.id)

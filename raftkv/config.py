@@ -1,0 +1,390 @@
+"""Node settings: environment variables and ``raftkv serve`` flags.
+
+Theory of operation: :func:`load_settings` reads every knob from the
+environment (the names of the seed demo: ``RAFT_NODE_ID``, ``HTTP_SERVER_PORT``
+...), then lets the matching command-line flag override it, then validates the
+whole and returns one frozen :class:`NodeSettings`. Parsing is pure (no
+sockets, no files), so it is unit-tested directly; the only lookup it may do is
+resolving the advertised host when the node binds a wildcard address, and
+that is deferred to :meth:`NodeSettings.resolve_advertise_host`.
+
+Durations are written like Go's ``time.ParseDuration`` (``500ms``, ``2s``,
+``1m30s``) because the people running this know hashicorp's knobs by those
+spellings. Every error is a :class:`ConfigError` whose message names the
+variable (and the flag), and the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from .raft.node import RaftConfig
+
+__all__ = ["ConfigError", "NodeSettings", "add_serve_arguments", "format_go_duration",
+           "load_settings", "parse_bool", "parse_duration_ms"]
+
+EXIT_USAGE = 2
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+# --- value parsers ------------------------------------------------------------
+
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+            "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration_ns(text: str) -> int:
+    """Go's time.ParseDuration for non-negative values: ``1m30s`` -> 90e9."""
+    s = text.strip()
+    if s in ("0", "+0"):
+        return 0
+    if s.startswith("+"):
+        s = s[1:]
+    if not s:
+        raise ValueError(f"invalid duration {text!r}")
+    if s.startswith("-"):
+        raise ValueError(f"invalid duration {text!r}: must not be negative")
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            if re.fullmatch(r"\d+(\.\d*)?", s[pos:]):
+                raise ValueError(f"invalid duration {text!r}: missing unit (e.g. 500ms, 2s)")
+            raise ValueError(f"invalid duration {text!r}: expected e.g. 500ms, 2s, 1m30s")
+        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
+        pos = m.end()
+    return int(round(total))
+
+
+def parse_duration_ms(text: str) -> int:
+    """A Go duration in whole milliseconds (sub-millisecond remainders round up,
+    so ``500us`` is 1ms rather than a zero timeout)."""
+    ns = parse_duration_ns(text)
+    return -(-ns // 1_000_000)
+
+
+def format_go_duration(ms: int) -> str:
+    """Go's Duration.String for a whole number of milliseconds."""
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    secs = f"{rest // 1000}" + (f".{rest % 1000:03d}".rstrip("0") if rest % 1000 else "") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{minutes}m{secs}"
+    return secs
+
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off", ""}
+
+
+def parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean {text!r} (use true or false)")
+
+
+def _parse_int(text: str, lo: int, hi: int | None = None) -> int:
+    t = text.strip()
+    if not re.fullmatch(r"[+]?\d+", t):
+        raise ValueError(f"invalid integer {text!r}")
+    value = int(t)
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ValueError(f"{value} out of range (must be {bound})")
+    return value
+
+
+def _parse_port(text: str) -> int:
+    return _parse_int(text, 1, 65535)
+
+
+_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
+
+
+def _parse_level(text: str) -> str:
+    t = text.strip().upper()
+    if t == "WARNING":
+        t = "WARN"
+    if t not in _LEVELS:
+        raise ValueError(f"unknown log level {text!r} (one of {', '.join(_LEVELS)})")
+    return t
+
+
+def _parse_format(text: str) -> str:
+    t = text.strip().lower()
+    if t not in ("hclog", "json"):
+        raise ValueError(f"unknown log format {text!r} (hclog or json)")
+    return t
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _parse_node_id(text: str) -> str:
+    t = text.strip()
+    if not _NODE_ID.fullmatch(t):
+        raise ValueError(f"invalid node id {text!r} (letters, digits, '.', '_', '-'; up to 64)")
+    return t
+
+
+def _parse_host(text: str) -> str:
+    t = text.strip()
+    if not t or any(c.isspace() for c in t) or "/" in t:
+        raise ValueError(f"invalid address {text!r}")
+    return t
+
+
+def _parse_join(text: str) -> tuple[str, ...]:
+    out = []
+    for part in text.split(","):
+        p = part.strip()
+        if not p:
+            continue
+        if "://" not in p:
+            p = "http://" + p
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", p):
+            raise ValueError(f"invalid join address {part!r} (expected host:port or http://host:port)")
+        out.append(p.rstrip("/"))
+    return tuple(out)
+
+
+def _duration(text: str) -> int:
+    return parse_duration_ms(text)
+
+
+def _positive_duration(text: str) -> int:
+    ms = parse_duration_ms(text)
+    if ms <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be greater than zero")
+    return ms
+
+
+def _byte_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]i?[bB]?|[bB])?\s*", text)
+    if m is None:
+        raise ValueError(f"invalid size {text!r} (e.g. 1048576, 512KiB, 1MiB)")
+    n = int(m.group(1))
+    unit = (m.group(2) or "b").lower()[0]
+    n *= {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[unit]
+    if n < 1024:
+        raise ValueError(f"size {text!r} too small (at least 1KiB)")
+    return n
+
+
+# --- the settings -------------------------------------------------------------
+
+def _opt(env: str, flag: str, parse, default, help: str, metavar: str | None = None):
+    return field(default=default, metadata={"env": env, "flag": flag, "parse": parse,
+                                            "help": help, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Everything a node needs to start. Durations are in milliseconds."""
+
+    node_id: str = _opt("RAFT_NODE_ID", "--node-id", _parse_node_id, "",
+                        "this node's id (required), e.g. n1")
+    http_port: int = _opt("HTTP_SERVER_PORT", "--http-port", _parse_port, 8000, "HTTP API port")
+    raft_port: int = _opt("RAFT_SERVER_PORT", "--raft-port", _parse_port, 9000, "Raft transport port")
+    volume_dir: str = _opt("RAFT_VOLUME_DIR", "--volume-dir", str, "",
+                           "data directory (default ./raftkv-data/<node id>)", "DIR")
+    bind_addr: str = _opt("BIND_ADDR", "--bind-addr", _parse_host, "127.0.0.1",
+                          "address both listeners bind", "HOST")
+    advertise_addr: str = _opt("ADVERTISE_ADDR", "--advertise-addr", _parse_host, "",
+                               "host[:port] peers use to reach this node's Raft port "
+                               "(default: the bind address)", "HOST")
+    http_advertise_addr: str = _opt("HTTP_ADVERTISE_ADDR", "--http-advertise-addr", _parse_host, "",
+                                    "host:port other nodes use for this node's HTTP API "
+                                    "(default: advertised host + HTTP port)", "HOST:PORT")
+    bootstrap: bool = _opt("RAFT_BOOTSTRAP", "--bootstrap", parse_bool, False,
+                           "form a one-voter cluster if the volume is empty", "BOOL")
+    join: tuple[str, ...] = _opt("RAFT_JOIN", "--join", _parse_join, (),
+                                 "HTTP address(es) of cluster members to join, comma separated", "ADDR")
+    log_level: str = _opt("LOG_LEVEL", "--log-level", _parse_level, "INFO", "TRACE|DEBUG|INFO|WARN|ERROR")
+    log_format: str = _opt("LOG_FORMAT", "--log-format", _parse_format, "hclog", "hclog|json")
+
+    heartbeat_timeout: int = _opt("RAFT_HEARTBEAT_TIMEOUT", "--heartbeat-timeout", _positive_duration,
+                                  1000, "follower's wait for a leader before an election", "DUR")
+    election_timeout: int = _opt("RAFT_ELECTION_TIMEOUT", "--election-timeout", _positive_duration,
+                                 1000, "candidate's wait before a new election", "DUR")
+    leader_lease_timeout: int = _opt("RAFT_LEADER_LEASE_TIMEOUT", "--leader-lease-timeout",
+                                     _positive_duration, 500,
+                                     "leader steps down after this long without a quorum", "DUR")
+    commit_timeout: int = _opt("RAFT_COMMIT_TIMEOUT", "--commit-timeout", _positive_duration, 50,
+                               "longest delay before followers hear of a new commit index", "DUR")
+    max_append_entries: int = _opt("RAFT_MAX_APPEND_ENTRIES", "--max-append-entries",
+                                   lambda t: _parse_int(t, 1, 65536), 64,
+                                   "entries per AppendEntries RPC", "N")
+    snapshot_threshold: int = _opt("RAFT_SNAPSHOT_THRESHOLD", "--snapshot-threshold",
+                                   lambda t: _parse_int(t, 1), 8192,
+                                   "new entries that trigger a snapshot", "N")
+    snapshot_interval: int = _opt("RAFT_SNAPSHOT_INTERVAL", "--snapshot-interval", _positive_duration,
+                                  120_000, "how often the snapshot threshold is checked", "DUR")
+    trailing_logs: int = _opt("RAFT_TRAILING_LOGS", "--trailing-logs", lambda t: _parse_int(t, 0),
+                              10240, "entries kept in the log after a snapshot", "N")
+    server_stabilization_time: int = _opt("RAFT_SERVER_STABILIZATION_TIME", "--server-stabilization-time",
+                                          _duration, 10_000,
+                                          "autopilot: a nonvoter must be healthy this long", "DUR")
+    max_trailing_logs: int = _opt("RAFT_MAX_TRAILING_LOGS", "--max-trailing-logs", lambda t: _parse_int(t, 0),
+                                  1000, "autopilot: how far behind a healthy server may be", "N")
+    last_contact_threshold: int = _opt("RAFT_LAST_CONTACT_THRESHOLD", "--last-contact-threshold",
+                                       _positive_duration, 10_000,
+                                       "autopilot: longest silence of a healthy server", "DUR")
+    autopilot_interval: int = _opt("RAFT_AUTOPILOT_INTERVAL", "--autopilot-interval", _positive_duration,
+                                   1000, "autopilot: how often servers are checked", "DUR")
+    apply_timeout: int = _opt("RAFT_APPLY_TIMEOUT", "--apply-timeout", _positive_duration, 10_000,
+                              "longest wait for a write to commit before answering 503", "DUR")
+    max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
+                         "largest request body / value accepted (413 above)", "BYTES")
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def data_dir(self) -> str:
+        return self.volume_dir or os.path.join("raftkv-data", self.node_id)
+
+    def resolve_advertise_host(self) -> str:
+        """The host peers dial: ADVERTISE_ADDR's host, else the bind address,
+        else (binding a wildcard) this machine's name resolved to an address."""
+        if self.advertise_addr:
+            host, _ = _split_host_port(self.advertise_addr)
+            return host
+        if self.bind_addr in ("0.0.0.0", "::", "[::]", "*"):
+            try:
+                return socket.gethostbyname(socket.gethostname())
+            except OSError:
+                return "127.0.0.1"
+        return self.bind_addr
+
+    def raft_address(self) -> str:
+        if self.advertise_addr:
+            host, port = _split_host_port(self.advertise_addr)
+            if port is not None:
+                return _join_host_port(host, port)
+        return _join_host_port(self.resolve_advertise_host(), self.raft_port)
+
+    def http_address(self) -> str:
+        if self.http_advertise_addr:
+            return self.http_advertise_addr
+        return _join_host_port(self.resolve_advertise_host(), self.http_port)
+
+    def raft_config(self) -> RaftConfig:
+        return RaftConfig(
+            heartbeat_timeout=self.heartbeat_timeout,
+            election_timeout=self.election_timeout,
+            leader_lease_timeout=self.leader_lease_timeout,
+            commit_timeout=self.commit_timeout,
+            max_append_entries=self.max_append_entries,
+            snapshot_threshold=self.snapshot_threshold,
+            snapshot_interval=self.snapshot_interval,
+            trailing_logs=self.trailing_logs,
+        )
+
+
+def _split_host_port(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, (int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return text, None
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _setting_fields():
+    return [f for f in fields(NodeSettings) if "env" in f.metadata]
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; a flag given on the command line wins over its
+    environment variable. Flags are kept as text and parsed like the env."""
+    for f in _setting_fields():
+        md = f.metadata
+        kwargs = {"dest": f.name, "default": None, "metavar": md["metavar"],
+                  "help": f"{md['help']} [env {md['env']}]"}
+        if f.type in ("bool", bool):
+            # --bootstrap alone means true; --bootstrap=false is accepted too
+            kwargs.update(nargs="?", const="true")
+        parser.add_argument(md["flag"], **kwargs)
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  args: argparse.Namespace | Mapping[str, str | None] | None = None) -> NodeSettings:
+    """Build settings from the environment, overridden by flags. Raises
+    :class:`ConfigError` naming the offending variable or flag."""
+    env = os.environ if environ is None else environ
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    flags = args or {}
+    values: dict[str, object] = {}
+    for f in _setting_fields():
+        md = f.metadata
+        raw, source = None, None
+        if flags.get(f.name) is not None:
+            raw, source = flags[f.name], md["flag"]
+        elif env.get(md["env"]) not in (None, ""):
+            raw, source = env[md["env"]], md["env"]
+        if raw is None:
+            continue
+        try:
+            values[f.name] = md["parse"](str(raw))
+        except ValueError as exc:
+            name = source if source == md["env"] else f"{source} ({md['env']})"
+            raise ConfigError(f"{name}: {exc}") from None
+    settings = NodeSettings(**values)
+    if not settings.node_id:
+        raise ConfigError("RAFT_NODE_ID: required (or --node-id), e.g. RAFT_NODE_ID=n1")
+    if settings.http_port == settings.raft_port:
+        raise ConfigError(f"HTTP_SERVER_PORT and RAFT_SERVER_PORT: both are {settings.http_port}; "
+                          "they must differ")
+    if settings.advertise_addr:
+        host, port = _split_host_port(settings.advertise_addr)
+        if not host:
+            raise ConfigError(f"ADVERTISE_ADDR: invalid address {settings.advertise_addr!r}")
+    if settings.http_advertise_addr:
+        host, port = _split_host_port(settings.http_advertise_addr)
+        if not host or port is None:
+            raise ConfigError(f"HTTP_ADVERTISE_ADDR: expected host:port, got "
+                              f"{settings.http_advertise_addr!r}")
+    return settings
+
+
+def describe_raft_config(settings: NodeSettings) -> str:
+    """The config as hashicorp/raft's ``creating Raft`` would print its
+    Config struct with ``%+v`` (durations in Go's notation)."""
+    c = settings.raft_config()
+    d = format_go_duration
+    return (
+        "{ProtocolVersion:3 "
+        f"HeartbeatTimeout:{d(c.heartbeat_timeout)} ElectionTimeout:{d(c.election_timeout)} "
+        f"CommitTimeout:{d(c.commit_timeout)} MaxAppendEntries:{c.max_append_entries} "
+        f"MaxRPCsInFlight:{c.max_inflight} BatchApplyCh:true ShutdownOnRemove:false "
+        f"TrailingLogs:{c.trailing_logs} SnapshotInterval:{d(c.snapshot_interval)} "
+        f"SnapshotThreshold:{c.snapshot_threshold} LeaderLeaseTimeout:{d(c.leader_lease_timeout)} "
+        f"LocalID:{settings.node_id} LogLevel:{settings.log_level} "
+        f"PreVoteDisabled:{'false' if c.pre_vote else 'true'} "
+        f"CheckQuorum:{'true' if c.check_quorum else 'false'}}}"
+    )

@@ -1,0 +1,865 @@
+"""The asyncio runtime of one raftkv node: drives the sans-IO Raft core.
+
+Theory of operation
+-------------------
+:class:`RaftServer` owns everything with side effects: the
+:class:`~raftkv.raft.node.RaftNode`, the durable stores under
+``RAFT_VOLUME_DIR`` (``log/``, ``stable/``, ``snapshots/``), the
+:class:`~raftkv.fsm.KVStore`, the TCP transport, the HTTP API and autopilot.
+
+One coroutine, the *driver*, is the only caller of ``node.step``. It sleeps
+until ``node.next_deadline()`` or until something arrives, then
+
+1. steps a ``Tick`` and every queued event: received messages, reads
+   (``ReadIndex``), membership and admin requests, and all proposals queued
+   by HTTP handlers as ONE ``ProposeBatch`` (group commit: one log write and
+   one fsync for however many writes arrived together);
+2. carries out the accumulated effects in the order the core's contract
+   demands (see ``raftkv/raft/__init__.py``): first every persistence effect
+   (hard state, log append/truncate/compact, snapshot restore) followed by ONE
+   ``LogStore.sync()``, all on a dedicated disk thread; then every ``Send``;
+   then the rest in the order emitted: ``Apply`` to the state machine,
+   ``Proposed``/``Rejected``/``Completed``/``ReadReady`` to resolve client
+   futures, ``TakeSnapshot``, role and configuration changes. ``Log`` effects
+   are written as they are met, so lines keep the core's order.
+
+Client requests are futures. A proposal's future is keyed by request id
+until the core says ``Proposed(index, term)``; then by index. The entry
+applied at that index resolves it: with the state machine's result if the
+term matches, or as failed (the entry was replaced) if not. Leaving the
+leader role fails the remaining ones as *outcome unknown*: those entries may
+still commit under the next leader.
+
+Snapshots are written from the state machine's frozen copy on a worker
+thread; the core hears ``SnapshotTaken`` once the snapshot is durable.
+Snapshots received from a leader are streamed by the transport straight into
+the snapshot store; the handle the core hands back in ``RestoreSnapshot`` is
+the stored snapshot's metadata.
+
+HTTP address registry: followers forward to the leader's *HTTP* address,
+which Raft does not know. Each node's HTTP address is replicated through the
+log as a reserved key ``"\\x00raftkv/http/<id>"`` of the key-value store: a
+leader writes its own once its no-op has committed; a follower that finds its
+entry missing asks the leader to write it (``POST /_raftkv/register``); and a
+join that carries ``httpAddr`` writes it right away. The registry thus
+survives restarts and leader changes and lands in snapshots for free; the API
+refuses user keys with the reserved prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import random
+import signal
+import time
+import traceback
+from typing import Any
+
+import aiohttp
+
+from . import hclog
+from .config import NodeSettings, describe_raft_config
+from .fsm import KVStore, encode_set
+from .raft import effects as fx
+from .raft import events as ev
+from .raft.configuration import ConfigCommand, Configuration, Server, Suffrage
+from .raft.messages import EntryType, SnapshotMeta
+from .raft.node import LEADER, PersistentState, RaftNode
+from .storage import LogStore, SnapshotCorruptError, SnapshotStore, StableStore
+from .transport.tcp import TcpTransport
+
+__all__ = ["HTTP_KEY_PREFIX", "RESERVED_PREFIX", "NotLeaderError", "RaftServer", "RequestError",
+           "ApplyTimeout", "run_node"]
+
+RESERVED_PREFIX = "\x00raftkv/"
+HTTP_KEY_PREFIX = RESERVED_PREFIX + "http/"
+
+_PERSIST = (fx.PersistHardState, fx.AppendToLog, fx.TruncateLog, fx.CompactLog, fx.RestoreSnapshot)
+
+
+class RequestError(Exception):
+    """A client request failed. ``unknown_outcome``: it may still take effect."""
+
+    def __init__(self, message: str, unknown_outcome: bool = False,
+                 leader_id: str | None = None, leader_address: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unknown_outcome = unknown_outcome
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class NotLeaderError(RequestError):
+    """This node is not the leader; nothing was done."""
+
+
+class ApplyTimeout(RequestError):
+    """The request was accepted but did not finish in time."""
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def _consume(fut: asyncio.Future) -> None:
+    # A request whose HTTP handler gave up (timeout) is still resolved later;
+    # retrieve the exception so asyncio does not report it as lost.
+    if not fut.cancelled():
+        fut.exception()
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _LazySnapshotReader:
+    """What the transport streams to a follower. Opening a snapshot verifies
+    its CRC by reading it whole, so it happens on the first ``read`` (which
+    the transport runs on a worker thread), not in the event loop."""
+
+    def __init__(self, store: SnapshotStore, meta: SnapshotMeta) -> None:
+        self.store = store
+        self.meta = meta
+        self._file = None
+
+    def _open(self):
+        try:
+            return self.store.open(self.meta.id)[1]
+        except (OSError, SnapshotCorruptError):
+            # The core may name a snapshot by the id its leader gave it; ours
+            # of the same point has a different id.
+            for meta in self.store.list():
+                if meta.index == self.meta.index and meta.term == self.meta.term:
+                    return self.store.open(meta.id)[1]
+            raise
+
+    def read(self, n: int) -> bytes:
+        if self._file is None:
+            self._file = self._open()
+        return self._file.read(n)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class RaftServer:
+    """One node: see the module docstring."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.id = settings.node_id
+        self.raft_address = settings.raft_address()
+        self.http_address = settings.http_address()
+        self.node: RaftNode | None = None
+        self.kv = KVStore(log=self._log_fn("fsm"))
+        self.transport: TcpTransport | None = None
+        self.http_client: aiohttp.ClientSession | None = None
+        self.exit_code = 0
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-disk")
+        self._snap_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-snapshot")
+        self._ids = itertools.count(1)
+        self._inbox: list = []
+        self._proposals: list[ev.Propose] = []
+        self._waiter: asyncio.Future | None = None
+        self._requests: dict[int, asyncio.Future] = {}
+        self._by_index: dict[int, tuple[int, asyncio.Future]] = {}
+        self._snapshot_task: asyncio.Task | None = None
+        self._state_event = asyncio.Event()
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._configuration: Configuration = Configuration()
+        self._registering = False
+        self._next_register_at = 0.0
+        self._role = "Follower"
+        self.had_state = False
+        self.log_store: LogStore | None = None
+        self.stable: StableStore | None = None
+        self.snapshots: SnapshotStore | None = None
+        self.api_runner = None
+        self.autopilot = None
+
+    # ------------------------------------------------------------------ logging
+
+    @staticmethod
+    def _log_fn(logger: str):
+        def log(level: str, message: str, fields) -> None:
+            hclog.emit(level, logger, message, fields)
+        return log
+
+    @staticmethod
+    def _net_log(level: str, logger: str, message: str, fields) -> None:
+        hclog.emit(level, logger, message, fields)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the volume, restore, bind the listeners and start driving."""
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        hclog.emit("INFO", "raft", "creating Raft", [("config", describe_raft_config(s))])
+        data_dir = s.data_dir
+        os.makedirs(data_dir, exist_ok=True)
+        self.log_store = LogStore(os.path.join(data_dir, "log"), log=self._log_fn("raft"))
+        self.stable = StableStore(os.path.join(data_dir, "stable"), log=self._log_fn("raft"))
+        self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
+                                       log=self._log_fn("raft.snapshot"))
+        snapshot_meta = self._restore_latest_snapshot()
+        entries: tuple = ()
+        if self.log_store.last_index():
+            entries = tuple(self.log_store.entries(self.log_store.first_index(), self.log_store.last_index()))
+        state = PersistentState(
+            current_term=self.stable.term,
+            voted_for=self.stable.voted_for,
+            commit_index=self.stable.commit_hint,
+            snapshot=snapshot_meta,
+            entries=entries,
+        )
+        self.had_state = bool(state.current_term or entries or snapshot_meta)
+
+        self.transport = TcpTransport(
+            self.id, s.bind_addr, s.raft_port, self._on_message, log=self._net_log,
+            describe_peer=self._describe_peer,
+            snapshot_source=lambda meta: _LazySnapshotReader(self.snapshots, meta),
+            snapshot_sink=lambda from_id, meta: self.snapshots.create(meta),
+            on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
+            advertise=self.raft_address,
+        )
+        await self.transport.start()
+        hclog.emit("INFO", "raft.net", "transport listening",
+                   [("bind", f"{s.bind_addr}:{s.raft_port}"), ("advertise", self.raft_address)])
+
+        self.node = RaftNode(self.id, self.raft_address, s.raft_config(), state,
+                             random.Random(), _now_ms())
+        self._configuration = self.node.configuration
+        await self._carry_out(self.node.start())
+        if s.bootstrap and not self.had_state:
+            conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
+            await self._carry_out(self.node.step(ev.Bootstrap(conf)))
+
+        self.http_client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=s.apply_timeout / 1000 + 5, connect=3),
+            connector=aiohttp.TCPConnector(limit=256))
+        from .api import start_api
+        self.api_runner = await start_api(self)
+        hclog.emit("INFO", "http", "HTTP API listening",
+                   [("bind", f"{s.bind_addr}:{s.http_port}"), ("advertise", self.http_address)])
+
+        from .autopilot import Autopilot
+        self.autopilot = Autopilot(self)
+        self._spawn(self._drive(), "raftkv-driver")
+        self._spawn(self.autopilot.run(), "raftkv-autopilot")
+        self._spawn(self._housekeeping(), "raftkv-housekeeping")
+        if s.join:
+            if self.had_state:
+                hclog.emit("INFO", "http", "not joining: node has existing state and rejoins as it was",
+                           [("join", list(s.join))])
+            else:
+                self._spawn(self._join_cluster(), "raftkv-join")
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None:
+            hclog.emit("ERROR", "raft", "internal task failed",
+                       [("task", task.get_name()), ("error", "".join(
+                           traceback.format_exception_only(type(exc), exc)).strip())])
+            self.exit_code = 1
+            self.request_shutdown()
+
+    def _restore_latest_snapshot(self) -> SnapshotMeta | None:
+        """Load the newest valid snapshot into the state machine, trying older
+        ones if a newer one is damaged (the store checks the CRC on open)."""
+        for meta in self.snapshots.list():
+            fields = [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
+                      ("size-in-bytes", meta.size)]
+            hclog.emit("INFO", "raft", "starting restore from snapshot", fields)
+            try:
+                _, f = self.snapshots.open(meta.id)
+                with f:
+                    self.kv.restore(f)
+            except Exception as exc:
+                hclog.emit("ERROR", "raft", "failed to restore snapshot", fields + [("error", str(exc))])
+                self.kv = KVStore(log=self._log_fn("fsm"))
+                continue
+            hclog.emit("INFO", "raft", "restored from snapshot", fields)
+            return meta
+        return None
+
+    def request_shutdown(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._wake()
+            asyncio.get_running_loop().create_task(self._shutdown(), name="raftkv-shutdown")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _shutdown(self) -> None:
+        hclog.emit("INFO", "raft", "shutting down", [])
+        try:
+            current = asyncio.current_task()
+            for task in self._tasks:
+                if task is not current:
+                    task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._fail_all(RequestError("node is shutting down", unknown_outcome=True))
+            if self.api_runner is not None:
+                await self.api_runner.cleanup()
+            if self.http_client is not None:
+                await self.http_client.close()
+            if self.transport is not None:
+                await self.transport.close()
+            if self._snapshot_task is not None:
+                await asyncio.gather(self._snapshot_task, return_exceptions=True)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._disk, self._close_stores)
+        except Exception as exc:
+            hclog.emit("ERROR", "raft", "failed to shut down cleanly", [("error", str(exc))])
+            self.exit_code = self.exit_code or 1
+        finally:
+            self._disk.shutdown(wait=False)
+            self._snap_pool.shutdown(wait=False)
+            self._stopped.set()
+
+    def _close_stores(self) -> None:
+        if self.stable is not None:
+            if self.node is not None:
+                self.stable.set_commit_hint(self.kv.applied_index)
+            self.stable.flush()
+            self.stable.close()
+        if self.log_store is not None:
+            self.log_store.close()
+
+    def _fail_all(self, error: RequestError) -> None:
+        futures = list(self._requests.values()) + [f for _, f in self._by_index.values()]
+        self._requests.clear()
+        self._by_index.clear()
+        self._proposals.clear()
+        self._inbox.clear()
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(error)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def submit(self, event) -> None:
+        """Queue an event for the driver (transport and timers use this)."""
+        if self._stopping:
+            return
+        self._inbox.append(event)
+        self._wake()
+
+    def _on_message(self, from_id: str, message) -> None:
+        if self._stopping:
+            return
+        self._inbox.append(ev.Receive(from_id, message))
+        self._wake()
+
+    def _describe_peer(self, peer_id: str) -> str:
+        node = self.node
+        server = node.configuration.get(peer_id) if node else None
+        return str(server) if server else peer_id
+
+    # ------------------------------------------------------------------ the driver
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        node = self.node
+        while not self._stopping:
+            if not self._inbox and not self._proposals:
+                delay = (node.next_deadline() - _now_ms()) / 1000
+                if delay > 0:
+                    waiter = loop.create_future()
+                    self._waiter = waiter
+                    handle = loop.call_later(min(delay, 3600), _resolve, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        handle.cancel()
+                        self._waiter = None
+                    if self._stopping:
+                        break
+            effects = self._step(ev.Tick(_now_ms()))
+            events, self._inbox = self._inbox, []
+            if self._proposals:
+                events.append(ev.ProposeBatch(tuple(self._proposals)))
+                self._proposals = []
+            for event in events:
+                effects.extend(self._step(event))
+            if effects:
+                await self._carry_out(effects)
+
+    def _step(self, event) -> list:
+        try:
+            return self.node.step(event)
+        except Exception as exc:
+            # A bug, or input the core could not digest; the node's state is
+            # still what the core left, so keep serving and say what happened.
+            hclog.emit("ERROR", "raft", "failed to process event",
+                       [("event", type(event).__name__), ("error", f"{type(exc).__name__}: {exc}")])
+            if hclog.is_enabled("DEBUG"):
+                hclog.emit("DEBUG", "raft", "traceback", [("trace", traceback.format_exc())])
+            return []
+
+    async def _carry_out(self, effects: list) -> None:
+        persist = []
+        for e in effects:
+            t = type(e)
+            if t is fx.Log:
+                hclog.emit(e.level, e.logger, e.message, e.fields)
+            elif t in _PERSIST:
+                persist.append(e)
+        if persist:
+            try:
+                await self._loop.run_in_executor(self._disk, self._persist, persist)
+            except Exception as exc:
+                # Raft cannot go on without its disk: never send or ack
+                # anything that might not be durable.
+                hclog.emit("ERROR", "raft", "failed to persist, shutting down",
+                           [("error", f"{type(exc).__name__}: {exc}")])
+                self.exit_code = 1
+                self.request_shutdown()
+                return
+        transport = self.transport
+        for e in effects:
+            if type(e) is fx.Send:
+                transport.send(e.to, e.address, e.message)
+        for e in effects:
+            t = type(e)
+            if t is fx.Apply:
+                self._apply(e.entries)
+            elif t is fx.Proposed:
+                fut = self._requests.pop(e.request_id, None)
+                if fut is not None:
+                    self._by_index[e.index] = (e.term, fut)
+            elif t is fx.Rejected:
+                fut = self._requests.pop(e.request_id, None)
+                if fut is not None and not fut.done():
+                    cls = NotLeaderError if e.error.startswith("node is not the leader") else RequestError
+                    fut.set_exception(cls(e.error, e.unknown_outcome, e.leader_id, e.leader_address))
+            elif t is fx.Completed or t is fx.ReadReady:
+                fut = self._requests.pop(e.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(e.index if t is fx.ReadReady else None)
+            elif t is fx.StateChanged:
+                self._state_changed(e)
+            elif t is fx.ConfigurationChanged:
+                self._configuration_changed(e.configuration)
+            elif t is fx.TakeSnapshot:
+                self._take_snapshot(e.meta)
+
+    def _persist(self, effects: list) -> None:
+        """Runs on the disk thread: make the persistence effects durable, in
+        order, with one fsync of the log for all appends."""
+        appended = False
+        log_store = self.log_store
+        for e in effects:
+            t = type(e)
+            if t is fx.AppendToLog:
+                log_store.append(e.entries)
+                appended = True
+            elif t is fx.PersistHardState:
+                self.stable.set_hard_state(e.term, e.voted_for)
+            elif t is fx.TruncateLog:
+                if appended:
+                    log_store.sync()
+                    appended = False
+                log_store.truncate_from(e.from_index)
+            elif t is fx.CompactLog:
+                log_store.compact_through(e.through_index)
+            elif t is fx.RestoreSnapshot:
+                self._restore_received(e.meta, e.data)
+        if appended:
+            log_store.sync()
+
+    def _restore_received(self, meta: SnapshotMeta, handle: Any) -> None:
+        # ``handle`` is the SnapshotMeta our snapshot store returned when the
+        # transport finished writing the received bytes; it is already durable.
+        snapshot_id = handle.id if isinstance(handle, SnapshotMeta) else meta.id
+        _, f = self.snapshots.open(snapshot_id)
+        with f:
+            self.kv.restore(f)
+        self.stable.set_commit_hint(meta.index)
+
+    def _apply(self, entries) -> None:
+        kv = self.kv
+        by_index = self._by_index
+        for entry in entries:
+            if entry.type is EntryType.COMMAND:
+                result = kv.apply(entry.index, entry.data)
+            else:
+                kv.mark_applied(entry.index)
+                result = None
+            waiting = by_index.pop(entry.index, None) if by_index else None
+            if waiting is not None:
+                term, fut = waiting
+                if fut.done():
+                    continue
+                if term == entry.term:
+                    fut.set_result((entry.index, result))
+                else:
+                    fut.set_exception(RequestError(
+                        "the entry was replaced by a new leader's log before it committed"))
+        if entries:
+            self.stable.set_commit_hint(entries[-1].index)
+
+    def _state_changed(self, e: fx.StateChanged) -> None:
+        was = self._role
+        self._role = e.role
+        if was == LEADER and e.role != LEADER:
+            pending = [f for _, f in self._by_index.values()]
+            self._by_index.clear()
+            for fut in pending:
+                if not fut.done():
+                    fut.set_exception(RequestError("leadership lost before the entry committed",
+                                                   unknown_outcome=True, leader_id=e.leader_id,
+                                                   leader_address=e.leader_address))
+        event, self._state_event = self._state_event, asyncio.Event()
+        event.set()
+
+    def _configuration_changed(self, configuration: Configuration) -> None:
+        gone = set(self._configuration.ids) - set(configuration.ids) - {self.id}
+        self._configuration = configuration
+        for peer_id in gone:
+            self._loop.create_task(self.transport.disconnect(peer_id))
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _take_snapshot(self, meta: SnapshotMeta) -> None:
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            hclog.emit("WARN", "raft", "snapshot already in progress", [("index", meta.index)])
+            return
+        if self.kv.applied_index != meta.index:
+            hclog.emit("ERROR", "raft", "failed to take snapshot",
+                       [("error", f"state machine is at {self.kv.applied_index}, not {meta.index}")])
+            return
+        persist = self.kv.snapshot()  # the consistent view, captured now
+        self._snapshot_task = self._loop.create_task(self._write_snapshot(meta, persist))
+
+    async def _write_snapshot(self, meta: SnapshotMeta, persist) -> SnapshotMeta:
+        def write() -> SnapshotMeta:
+            writer = self.snapshots.create(meta)
+            try:
+                persist(writer)
+            except BaseException:
+                writer.cancel()
+                raise
+            return writer.close()
+        try:
+            stored = await self._loop.run_in_executor(self._snap_pool, write)
+        except Exception as exc:
+            hclog.emit("ERROR", "raft", "failed to take snapshot", [("error", str(exc))])
+            raise
+        self.submit(ev.SnapshotTaken(stored))
+        return stored
+
+    # ------------------------------------------------------------------ requests
+
+    def _register(self) -> tuple[int, asyncio.Future]:
+        if self._stopping:
+            raise RequestError("node is shutting down")
+        rid = next(self._ids)
+        fut = self._loop.create_future()
+        fut.add_done_callback(_consume)
+        self._requests[rid] = fut
+        return rid, fut
+
+    async def _await(self, fut: asyncio.Future, timeout: float | None, what: str) -> Any:
+        timeout = self.settings.apply_timeout / 1000 if timeout is None else timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            raise ApplyTimeout(f"timed out waiting for {what}", unknown_outcome=True) from None
+
+    def _check_leader(self) -> None:
+        node = self.node
+        if node.role != LEADER:
+            raise NotLeaderError("node is not the leader", False, node.leader_id, node.leader_address)
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
+        """Replicate a command; returns (index, state machine result) once applied."""
+        self._check_leader()
+        rid, fut = self._register()
+        self._proposals.append(ev.Propose(rid, data))
+        self._wake()
+        return await self._await(fut, timeout, "the write to commit")
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """ReadIndex: returns once a linearizable read may be served locally."""
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.ReadIndex(rid))
+        self._wake()
+        try:
+            return await self._await(fut, timeout, "leadership confirmation")
+        except ApplyTimeout as exc:
+            exc.unknown_outcome = False  # a read changes nothing
+            raise
+
+    async def change_membership(self, command: ConfigCommand, server_id: str, address: str = "",
+                                timeout: float | None = None) -> int:
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.ChangeMembership(rid, command, server_id, address))
+        self._wake()
+        index, _ = await self._await(fut, timeout, "the configuration change to commit")
+        return index
+
+    async def transfer_leadership(self, target: str | None, timeout: float | None = None) -> None:
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.TransferLeadership(rid, target))
+        self._wake()
+        await self._await(fut, timeout, "the leadership transfer")
+
+    async def snapshot_now(self, timeout: float | None = None) -> SnapshotMeta:
+        rid, fut = self._register()
+        self._inbox.append(ev.RequestSnapshot(rid))
+        self._wake()
+        await self._await(fut, timeout, "the snapshot to start")
+        task = self._snapshot_task
+        if task is None:
+            raise RequestError("snapshot was not started")
+        try:
+            return await asyncio.shield(task)
+        except Exception as exc:
+            raise RequestError(f"failed to take snapshot: {exc}") from None
+
+    async def wait_state_change(self, timeout: float) -> None:
+        """Return when the role/term/leader changes, or after ``timeout``."""
+        event = self._state_event
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await event.wait()
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ HTTP registry
+
+    def http_address_of(self, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        if node_id == self.id:
+            return self.http_address
+        return self.kv.get(HTTP_KEY_PREFIX + node_id)
+
+    def leader_http(self) -> str | None:
+        return self.http_address_of(self.node.leader_id)
+
+    async def register_http(self, node_id: str, http_address: str) -> int | None:
+        """(Leader) record a node's HTTP address in the replicated registry."""
+        if self.kv.get(HTTP_KEY_PREFIX + node_id) == http_address:
+            return None
+        index, _ = await self.propose(encode_set(HTTP_KEY_PREFIX + node_id, http_address))
+        return index
+
+    async def _housekeeping(self) -> None:
+        """Keeps this node's HTTP address in the registry (see module doc)."""
+        period = max(0.1, min(1.0, self.settings.heartbeat_timeout / 2000))
+        while True:
+            await asyncio.sleep(period)
+            node = self.node
+            if self._registering or self.kv.get(HTTP_KEY_PREFIX + self.id) == self.http_address:
+                continue
+            if node.role == LEADER:
+                if node.committed_in_term():
+                    self._registering = True
+                    self._loop.create_task(self._register_self_local())
+            elif node.leader_id and node.configuration.has(self.id):
+                leader_http = self.leader_http()
+                if leader_http and time.monotonic() >= self._next_register_at:
+                    self._registering = True
+                    self._loop.create_task(self._register_self_remote(leader_http))
+
+    async def _register_self_local(self) -> None:
+        try:
+            await self.register_http(self.id, self.http_address)
+        except RequestError:
+            pass
+        finally:
+            self._registering = False
+
+    async def _register_self_remote(self, leader_http: str) -> None:
+        try:
+            url = f"http://{leader_http}/_raftkv/register"
+            async with self.http_client.post(url, params={"nodeId": self.id, "httpAddr": self.http_address},
+                                             timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            ok = False
+        finally:
+            self._registering = False
+        if not ok:
+            self._next_register_at = time.monotonic() + 1.0
+
+    # ------------------------------------------------------------------ joining
+
+    async def _join_cluster(self) -> None:
+        """RAFT_JOIN: ask a member to add us, with exponential backoff, until
+        it succeeds or a leader has added us by other means."""
+        delay = 0.2
+        params = {"nodeId": self.id, "raftAddr": self.raft_address, "httpAddr": self.http_address}
+        while True:
+            if self.node.configuration.has(self.id) and self.node.leader_id:
+                return
+            for base in self.settings.join:
+                url = base + "/join"
+                try:
+                    async with self.http_client.post(url, params=params,
+                                                     timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                        body = await resp.text()
+                        if resp.status == 200:
+                            hclog.emit("INFO", "http", "joined cluster", [("via", base), ("response", body.strip())])
+                            return
+                        error = f"HTTP {resp.status}: {body.strip()[:200]}"
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    error = str(exc) or type(exc).__name__
+                hclog.emit("WARN", "http", "failed to join cluster, will retry",
+                           [("via", base), ("error", error), ("backoff time", _td(delay))])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # ------------------------------------------------------------------ views
+
+    def status(self) -> dict:
+        node = self.node
+        st = node.status()
+        conf = node.configuration
+        leader = None
+        if node.leader_id:
+            leader = {"id": node.leader_id, "address": node.leader_address or "",
+                      "http": self.http_address_of(node.leader_id)}
+        last_contact = st["last_contact"]
+        return {
+            "id": self.id,
+            "state": "Shutdown" if self._stopping else st["state"],
+            "term": st["term"],
+            "last_log_index": st["last_log_index"],
+            "last_log_term": st["last_log_term"],
+            "commit_index": st["commit_index"],
+            "applied_index": self.kv.applied_index,
+            "fsm_pending": max(0, st["commit_index"] - self.kv.applied_index),
+            "last_snapshot_index": st["last_snapshot_index"],
+            "last_snapshot_term": st["last_snapshot_term"],
+            "last_contact": None if last_contact < 0 else last_contact,
+            "num_peers": sum(1 for v in conf.voters if v != self.id),
+            "leader": leader,
+            "latest_configuration": [s.to_dict() for s in conf.servers],
+            "latest_configuration_index": st["configuration_index"],
+            "protocol_version": 3,
+            "raft_address": self.raft_address,
+            "http_address": self.http_address,
+            "num_keys": self._user_key_count(),
+            "rss_bytes": rss_bytes(),
+        }
+
+    def _user_key_count(self) -> int:
+        n = len(self.kv)
+        # the HTTP registry lives in the same dictionary; don't count it
+        for server in self.node.configuration.servers:
+            if (HTTP_KEY_PREFIX + server.id) in self.kv:
+                n -= 1
+        return max(n, 0)
+
+    def peers(self) -> list[dict]:
+        from .autopilot import server_health
+        node = self.node
+        out = []
+        for s in node.configuration.servers:
+            row = {"id": s.id, "address": s.address, "suffrage": s.suffrage.value,
+                   "leader": s.id == node.leader_id, "http": self.http_address_of(s.id),
+                   "last_contact": None, "healthy": None}
+            if node.role == LEADER:
+                if s.id == self.id:
+                    row.update(last_contact=0, healthy=True, match_index=node.log.last_index)
+                elif s.id in node.progress:
+                    pr = node.progress[s.id]
+                    row.update(last_contact=max(0, node.now - pr.last_contact),
+                               healthy=server_health(node, s.id, self.settings.last_contact_threshold,
+                                                     self.settings.max_trailing_logs),
+                               match_index=pr.match_index)
+            elif s.id == node.leader_id and node.last_contact() >= 0:
+                row["last_contact"] = node.last_contact()
+            elif s.id == self.id:
+                row["last_contact"] = 0
+            out.append(row)
+        return out
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _td(seconds: float):
+    from datetime import timedelta
+    return timedelta(seconds=seconds)
+
+
+async def _serve(settings: NodeSettings) -> int:
+    server = RaftServer(settings)
+    loop = asyncio.get_running_loop()
+    try:
+        await server.start()
+    except OSError as exc:
+        hclog.emit("ERROR", "raft", "failed to start node", [("error", str(exc))])
+        await _abort(server)
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_shutdown)
+    await server.wait_stopped()
+    return server.exit_code
+
+
+async def _abort(server: RaftServer) -> None:
+    for closer in (server.transport.close() if server.transport else None,
+                   server.http_client.close() if server.http_client else None,
+                   server.api_runner.cleanup() if server.api_runner else None):
+        if closer is not None:
+            try:
+                await closer
+            except Exception:
+                pass
+    for store in (server.log_store, server.stable):
+        if store is not None:
+            try:
+                store.close()
+            except Exception:
+                pass
+
+
+def run_node(settings: NodeSettings) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
+    hclog.configure(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_serve(settings))
