@@ -1,0 +1,183 @@
+"""One small test per rule of the Raft paper, driving RaftNode directly."""
+
+import random
+
+from raftkv.raft import effects as fx
+from raftkv.raft import events as ev
+from raftkv.raft.configuration import ConfigCommand, Configuration, Server
+from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, RequestVote,
+                                  RequestVoteResponse)
+from raftkv.raft.node import PersistentState, RaftConfig, RaftNode
+
+CFG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50)
+THREE = Configuration(tuple(Server(i, f"{i}:1") for i in ("n1", "n2", "n3")))
+
+
+def node(node_id="n1", entries=(), term=1, voted_for=None, commit=0):
+    config_entry = Entry(1, 1, EntryType.CONFIGURATION, THREE.encode())
+    n = RaftNode(node_id, f"{node_id}:1", CFG,
+                 PersistentState(term, voted_for, commit, None, (config_entry, *entries)),
+                 random.Random(1))
+    n.start()
+    return n
+
+
+def of(effects, kind):
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def sent(effects, message_type):
+    return [e for e in of(effects, fx.Send) if isinstance(e.message, message_type)]
+
+
+def elect(n):
+    """Win an election for n with n2's vote."""
+    n.step(ev.Tick(10_000), 10_000)
+    n.step(ev.Receive("n2", RequestVoteResponse(n.current_term + 1, True, pre_vote=True)))
+    n.step(ev.Receive("n2", RequestVoteResponse(n.current_term, True)))
+    assert n.is_leader
+    return n
+
+
+def test_5_1_reply_with_newer_term_turns_candidate_into_follower():
+    n = node()
+    n.step(ev.Tick(10_000), 10_000)
+    assert n.role == "Candidate"
+    out = n.step(ev.Receive("n2", AppendEntries(5, "n2", "n2:1", 0, 0, (), 0, heartbeat=True)))
+    assert n.role == "Follower" and n.current_term == 5
+    assert of(out, fx.PersistHardState)[0].term == 5
+
+
+def test_5_1_stale_term_append_is_rejected_with_current_term():
+    n = node(term=3)
+    out = n.step(ev.Receive("n2", AppendEntries(2, "n2", "n2:1", 1, 1, (), 0)))
+    resp = sent(out, AppendEntriesResponse)[0].message
+    assert not resp.success and resp.term == 3
+
+
+def test_5_2_election_timeout_is_randomized_between_t_and_2t():
+    deadlines = {node().election_deadline for _ in range(1)}
+    n = node()
+    for _ in range(50):
+        n._reset_election_timer()
+        deadlines.add(n.election_deadline - n.now)
+    assert min(deadlines) >= 100 and max(deadlines) <= 200 and len(deadlines) > 5
+
+
+def test_5_2_vote_is_persisted_before_the_grant_is_sent():
+    n = node()
+    out = n.step(ev.Receive("n2", RequestVote(2, "n2", "n2:1", 1, 1)), 10_000)
+    kinds = [type(e) for e in out if not isinstance(e, fx.Log)]
+    assert kinds.index(fx.PersistHardState) < kinds.index(fx.Send)
+    assert sent(out, RequestVoteResponse)[0].message.granted
+    assert n.voted_for == "n2"
+
+
+def test_5_2_one_vote_per_term():
+    n = node()
+    n.step(ev.Receive("n2", RequestVote(2, "n2", "n2:1", 1, 1)), 10_000)
+    out = n.step(ev.Receive("n3", RequestVote(2, "n3", "n3:1", 1, 1)), 10_000)
+    assert not sent(out, RequestVoteResponse)[0].message.granted
+
+
+def test_5_2_candidate_wins_with_a_majority_and_appends_a_noop():
+    n = elect(node())
+    assert n.log.entry(n.log.last_index).type is EntryType.NOOP
+
+
+def test_5_3_follower_rejects_when_previous_entry_is_missing_and_reports_last_index():
+    n = node()
+    out = n.step(ev.Receive("n2", AppendEntries(2, "n2", "n2:1", 5, 1, (), 0)), 10)
+    resp = sent(out, AppendEntriesResponse)[0].message
+    assert not resp.success and resp.last_log_index == 1
+    assert any(e.message == "failed to get previous log" for e in of(out, fx.Log))
+
+
+def test_5_3_conflicting_suffix_is_truncated_and_replaced():
+    n = node(entries=(Entry(2, 1), Entry(3, 1)))
+    out = n.step(ev.Receive("n2", AppendEntries(2, "n2", "n2:1", 1, 1, (Entry(2, 2),), 0)), 10)
+    assert of(out, fx.TruncateLog)[0].from_index == 2
+    assert n.log.last_index == 2 and n.log.term_at(2) == 2
+
+
+def test_5_3_leader_backs_off_next_index_using_the_followers_last_index():
+    n = elect(node(entries=tuple(Entry(i, 1) for i in range(2, 11))))
+    out = n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, False, 3, n.log.last_index - 1)))
+    assert n.progress["n2"].next_index == 4
+    resend = sent(out, AppendEntries)[0].message
+    assert resend.prev_log_index == 3
+
+
+def test_5_3_first_success_switches_to_pipelining():
+    n = elect(node())
+    last = n.log.last_index
+    out = n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, last - 1, match_index=last)))
+    assert any(e.message == "pipelining replication" for e in of(out, fx.Log))
+    assert n.progress["n2"].state.value == "pipeline"
+
+
+def test_5_4_1_vote_denied_to_a_less_up_to_date_candidate():
+    n = node(entries=(Entry(2, 3),), term=3)
+    out = n.step(ev.Receive("n2", RequestVote(4, "n2", "n2:1", 5, 2)), 10_000)
+    assert not sent(out, RequestVoteResponse)[0].message.granted
+
+
+def test_5_4_2_leader_does_not_commit_an_old_term_entry_by_counting():
+    n = elect(node(entries=(Entry(2, 1),)))
+    # n2 acknowledges the old entry 2 only: a majority holds it but it is from term 1
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, 2, 1, match_index=2)))
+    assert n.commit_index == 0
+    last = n.log.last_index
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, 2, match_index=last)))
+    assert n.commit_index == last
+
+
+def test_6_membership_change_waits_for_the_previous_one():
+    n = elect(node())
+    last = n.log.last_index
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, last - 1, match_index=last)))
+    out1 = n.step(ev.ChangeMembership(1, ConfigCommand.ADD_NONVOTER, "n4", "n4:1"))
+    out2 = n.step(ev.ChangeMembership(2, ConfigCommand.ADD_NONVOTER, "n5", "n5:1"))
+    assert of(out1, fx.Proposed) and not of(out2, fx.Proposed)
+    assert n.configuration.has("n4") and not n.configuration.has("n5")
+
+
+def test_6_nonvoter_does_not_start_elections():
+    config = Configuration((Server("n1", "n1:1"), Server("n2", "n2:1", suffrage=__import__(
+        "raftkv.raft.configuration", fromlist=["Suffrage"]).Suffrage.NONVOTER)))
+    n = RaftNode("n2", "n2:1", CFG, PersistentState(1, None, 0, None,
+                                                     (Entry(1, 1, EntryType.CONFIGURATION, config.encode()),)))
+    n.start()
+    out = n.step(ev.Tick(10_000), 10_000)
+    assert n.role == "Follower"
+    assert not sent(out, RequestVote)
+
+
+def test_7_install_snapshot_discards_a_log_that_conflicts_at_the_snapshot_index():
+    from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
+    n = node(entries=(Entry(2, 1), Entry(3, 1), Entry(4, 1)))
+    meta = SnapshotMeta(3, 2, THREE, 1)
+    out = n.step(ev.Receive("n2", InstallSnapshot(2, "n2", "n2:1", meta, {"k": "v"})), 10)
+    assert of(out, fx.RestoreSnapshot)
+    assert n.log.last_index == 3 and len(n.log) == 0
+
+
+def test_7_install_snapshot_keeps_a_matching_suffix():
+    from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
+    n = node(entries=(Entry(2, 1), Entry(3, 2), Entry(4, 2)))
+    meta = SnapshotMeta(3, 2, THREE, 1)
+    n.step(ev.Receive("n2", InstallSnapshot(2, "n2", "n2:1", meta, {})), 10)
+    assert n.log.last_index == 4 and n.log.base_index == 3
+
+
+def test_read_index_waits_for_a_heartbeat_quorum():
+    n = elect(node())
+    last = n.log.last_index
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, last - 1, match_index=last)))
+    assert n.committed_in_term()
+    out = n.step(ev.ReadIndex(7))
+    assert not of(out, fx.ReadReady)
+    beat = [s for s in sent(out, AppendEntries) if s.message.heartbeat][0].message
+    out = n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, 0, heartbeat=True,
+                                                        read_seq=beat.read_seq)))
+    assert of(out, fx.ReadReady)[0].request_id == 7
