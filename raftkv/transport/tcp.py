@@ -261,6 +261,17 @@ class _Channel:
         self.wakeup.set()
 
     async def _run(self) -> None:
+        try:
+            await self._send_loop()
+        except Exception as e:
+            # A bug, not a network fault. Let the next send start afresh
+            # rather than leave this peer silently unreachable.
+            self.t._log("ERROR", NET_LOGGER, "send loop failed",
+                        [("peer", self.peer_id), ("error", f"{type(e).__name__}: {e}")])
+            self._drop_connection()
+            self.task = None
+
+    async def _send_loop(self) -> None:
         t = self.t
         loop = t._loop
         while True:
@@ -356,9 +367,14 @@ class _SnapshotFailure(Exception):
 
 
 class TcpTransport:
-    """See the module docstring. Callbacks run on the event loop thread,
-    except ``snapshot_source(meta).read/close`` and the sink's
-    ``write``/``close``, which run in a worker thread (one call at a time)."""
+    """See the module docstring.
+
+    Callbacks run on the event loop thread, except the blocking file calls:
+    ``read`` of the object ``snapshot_source(meta)`` returns and ``write`` /
+    ``close`` of the writer ``snapshot_sink(from_id, meta)`` returns run in a
+    worker thread, one call at a time per snapshot. A nonzero ``meta.size``
+    must equal the number of bytes the source yields: the receiver rejects a
+    stream of any other length (``failed to receive whole snapshot``)."""
 
     def __init__(
         self,
@@ -495,7 +511,11 @@ class TcpTransport:
 
     async def disconnect(self, peer_id: str) -> None:
         """Forget a peer (e.g. removed from the configuration): close its
-        channels and drop what is queued for it."""
+        channels, drop what is queued for it and abandon a snapshot stream."""
+        task = self._snapshot_sends.pop(peer_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         for kind in (APPEND, HEARTBEAT):
             channel = self._channels.pop((peer_id, kind), None)
             if channel is not None:

@@ -527,3 +527,15 @@ async def test_sender_vanishing_mid_stream_cancels_the_sink(transports, watch):
     assert sinks[0].chunks == [b"partial"] and not sinks[0].closed
     assert b_log.find("failed to copy snapshot")[0][3] == {"error": "unexpected EOF"}
     assert b_in.items == []
+
+
+async def test_disconnect_forgets_a_peer(transports, watch):
+    a, _, _ = await transports("n1")
+    b, b_in, b_log = await transports("n2")
+    a.send("n2", b.address, TimeoutNow(1, "n1"))
+    await watch.until(lambda: b_in.items)
+    await a.disconnect("n2")
+    assert "n2" not in a.stats()
+    a.send("n2", b.address, TimeoutNow(2, "n1"))  # a later send dials afresh
+    await watch.until(lambda: len(b_in.items) == 2)
+    assert len(b_log.find("accepted connection")) == 2
