@@ -246,9 +246,9 @@ def _heal_and_settle(cluster: SimCluster, clients: ClientModel) -> None:
         if leader is None or not leader.raft.committed_in_term():
             continue
         if final_index is None:
-            before = len(clients.acked)
-            clients.write(leader.id, "final", "done")
-            final_index = leader.raft.log.last_index
+            rid = clients.write(leader.id, "final", "done")
+            proposed = clients.proposed.get(rid)
+            final_index = proposed[1] if proposed else None  # refused (e.g. a transfer runs): retry
             continue
         members = [cluster.nodes[i] for i in leader.raft.configuration.ids]
         if clients.acked.get(final_index) is not None and all(
