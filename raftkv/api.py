@@ -210,9 +210,9 @@ def parse_join_json(body: bytes, remote_host: str | None) -> JoinRequest:
                      ("httpAddr", "httpAddr"), ("http", "httpAddr")):
         if src in doc and doc[src] is not None:
             value = doc[src]
-            if isinstance(value, bool):
+            if dst == "voter" and isinstance(value, bool):
                 value = "true" if value else "false"
-            elif isinstance(value, int):
+            elif dst == "raftPort" and isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             elif not isinstance(value, str):
                 raise BadRequest(src, f"invalid {src}: expected a string")
@@ -323,12 +323,15 @@ def _leader_wait(server: RaftServer) -> float:
 
 async def on_leader(request: web.Request, local: Callable[[], Awaitable[web.StreamResponse]],
                     write: bool) -> web.StreamResponse:
-    """Run ``local`` if this node leads; else forward to the leader, waiting
-    a little for one to be elected if there is none."""
+    """Run ``local`` if this node leads; else forward to the leader. With no
+    leader known, or a leader that cannot be reached or says it no longer
+    leads, wait for the next one (up to a few election timeouts) and retry:
+    those attempts changed nothing, so a retry cannot apply a write twice."""
     server = _server(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _leader_wait(server)
     forwarded = FORWARDED_BY in request.headers
+    last: web.StreamResponse | None = None
     while True:
         node = server.node
         if node.role == LEADER:
@@ -341,9 +344,13 @@ async def on_leader(request: web.Request, local: Callable[[], Awaitable[web.Stre
         else:
             leader_http = server.leader_http()
             if leader_http:
-                return await _forward(request, server, leader_http, write)
+                last, retry = await _forward(request, server, leader_http, write, quiet=last is not None)
+                if not retry:
+                    return last
         remaining = deadline - loop.time()
         if remaining <= 0:
+            if last is not None:
+                return last
             if node.leader_id:
                 return _unavailable(server, f"the HTTP address of leader {node.leader_id} is not known yet",
                                     False)
@@ -351,7 +358,10 @@ async def on_leader(request: web.Request, local: Callable[[], Awaitable[web.Stre
         await server.wait_state_change(min(remaining, 0.05))
 
 
-async def _forward(request: web.Request, server: RaftServer, leader_http: str, write: bool) -> web.StreamResponse:
+async def _forward(request: web.Request, server: RaftServer, leader_http: str, write: bool,
+                   quiet: bool = False) -> tuple[web.StreamResponse, bool]:
+    """Relay the request to the leader. Returns the answer and whether it is
+    safe and useful to retry (nothing was done, a new leader may help)."""
     body = await _body(request)
     headers = {FORWARDED_BY: server.id, "X-Forwarded-For": client_host(request) or ""}
     if request.headers.get("Content-Type"):
@@ -362,16 +372,25 @@ async def _forward(request: web.Request, server: RaftServer, leader_http: str, w
                                               allow_redirects=False) as resp:
             data = await resp.read()
             out = {SERVED_BY: resp.headers.get(SERVED_BY, "")}
-            return web.Response(body=data, status=resp.status, headers=out,
-                                content_type=resp.content_type or "application/json")
+            answer = web.Response(body=data, status=resp.status, headers=out,
+                                  content_type=resp.content_type or "application/json")
+            retry = False
+            if resp.status == 503:
+                try:
+                    retry = json.loads(data).get("outcome_unknown") is False
+                except (ValueError, AttributeError):
+                    retry = False
+            return answer, retry
     except aiohttp.ClientConnectorError as exc:
-        hclog.emit("WARN", LOGGER, "failed to forward request to leader",
+        # never connected: the leader is gone; an election will name another
+        hclog.emit("DEBUG" if quiet else "WARN", LOGGER, "failed to forward request to leader",
                    [("leader", leader_http), ("error", str(exc))])
-        return _unavailable(server, f"leader unreachable: {exc}", False)
+        return _unavailable(server, f"leader unreachable: {exc}", False), True
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         hclog.emit("WARN", LOGGER, "failed to forward request to leader",
                    [("leader", leader_http), ("error", str(exc) or type(exc).__name__)])
-        return _unavailable(server, f"forwarding to the leader failed: {exc or type(exc).__name__}", write)
+        return _unavailable(server, f"forwarding to the leader failed: {exc or type(exc).__name__}",
+                            write), not write
 
 
 # --- middleware -------------------------------------------------------------------
@@ -615,7 +634,7 @@ async def handle_peers(request: web.Request) -> web.StreamResponse:
     if not local_only and node.role != LEADER and FORWARDED_BY not in request.headers:
         leader_http = server.leader_http()
         if leader_http:
-            resp = await _forward(request, server, leader_http, write=False)
+            resp, _ = await _forward(request, server, leader_http, write=False)
             if resp.status == 200:
                 return resp
     return _json(server, server.peers())

@@ -59,6 +59,14 @@ def _client(args: argparse.Namespace, method: str, path: str, params: dict | Non
     return 1
 
 
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _print_peers(args: argparse.Namespace) -> int:
     try:
         status, body = _request(args.addr, "GET", "/peers")
@@ -72,7 +80,7 @@ def _print_peers(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
         return 0
     cols = ("id", "address", "suffrage", "leader", "last_contact", "healthy", "http")
-    rows = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in body]
+    rows = [[_cell(r.get(c)) for c in cols] for r in body]
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
     for row in rows:

@@ -231,7 +231,7 @@ class NodeSettings:
     commit_timeout: int = _opt("RAFT_COMMIT_TIMEOUT", "--commit-timeout", _positive_duration, 50,
                                "longest delay before followers hear of a new commit index", "DUR")
     max_append_entries: int = _opt("RAFT_MAX_APPEND_ENTRIES", "--max-append-entries",
-                                   lambda t: _parse_int(t, 1, 65536), 64,
+                                   lambda t: _parse_int(t, 1, 1024), 64,
                                    "entries per AppendEntries RPC", "N")
     snapshot_threshold: int = _opt("RAFT_SNAPSHOT_THRESHOLD", "--snapshot-threshold",
                                    lambda t: _parse_int(t, 1), 8192,
@@ -354,6 +354,27 @@ def load_settings(environ: Mapping[str, str] | None = None,
         except ValueError as exc:
             name = source if source == md["env"] else f"{source} ({md['env']})"
             raise ConfigError(f"{name}: {exc}") from None
+    # hashicorp's ValidateConfig relations. A knob left at its default
+    # follows the one the user did set (RAFT_HEARTBEAT_TIMEOUT=300ms alone is
+    # a fine test setup); two explicit values that contradict are an error.
+    hb = values.get("heartbeat_timeout", 1000)
+    if "leader_lease_timeout" not in values:
+        values["leader_lease_timeout"] = min(500, hb)
+    elif values["leader_lease_timeout"] > hb:
+        raise ConfigError(f"RAFT_LEADER_LEASE_TIMEOUT: {format_go_duration(values['leader_lease_timeout'])} "
+                          f"cannot be larger than RAFT_HEARTBEAT_TIMEOUT ({format_go_duration(hb)})")
+    if "election_timeout" not in values:
+        values["election_timeout"] = max(1000, hb)
+    elif values["election_timeout"] < hb:
+        raise ConfigError(f"RAFT_ELECTION_TIMEOUT: {format_go_duration(values['election_timeout'])} "
+                          f"must be at least RAFT_HEARTBEAT_TIMEOUT ({format_go_duration(hb)})")
+    for name, env_name, minimum in (("heartbeat_timeout", "RAFT_HEARTBEAT_TIMEOUT", 5),
+                                    ("election_timeout", "RAFT_ELECTION_TIMEOUT", 5),
+                                    ("leader_lease_timeout", "RAFT_LEADER_LEASE_TIMEOUT", 5),
+                                    ("snapshot_interval", "RAFT_SNAPSHOT_INTERVAL", 5)):
+        if values.get(name, minimum) < minimum:
+            raise ConfigError(f"{env_name}: {format_go_duration(values[name])} is too low "
+                              f"(at least {minimum}ms)")
     settings = NodeSettings(**values)
     if not settings.node_id:
         raise ConfigError("RAFT_NODE_ID: required (or --node-id), e.g. RAFT_NODE_ID=n1")

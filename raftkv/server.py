@@ -151,6 +151,48 @@ class _LazySnapshotReader:
             self._file.close()
 
 
+class _CountingReader:
+    """Counts the bytes the state machine reads while restoring."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.count += len(data)
+        return data
+
+
+def _percent(done: int, total: int) -> str:
+    return "%.2f%%" % (100.0 * done / total if total else 100.0)
+
+
+class _ReceivedSnapshot:
+    """The transport's sink for a snapshot streamed from the leader: the
+    snapshot store's writer, plus hashicorp's transfer log lines."""
+
+    def __init__(self, writer, expected: int) -> None:
+        self.writer = writer
+        self.expected = expected
+        self.received = 0
+
+    def write(self, data: bytes) -> int:
+        self.received += len(data)
+        return self.writer.write(data)
+
+    def close(self) -> SnapshotMeta:
+        hclog.emit("INFO", "raft", "snapshot network transfer progress",
+                   [("read-bytes", self.received),
+                    ("percent-complete", _percent(self.received, self.expected or self.received))])
+        stored = self.writer.close()
+        hclog.emit("INFO", "raft", "copied to local snapshot", [("bytes", self.received)])
+        return stored
+
+    def cancel(self) -> None:
+        self.writer.cancel()
+
+
 class RaftServer:
     """One node: see the module docstring."""
 
@@ -232,7 +274,7 @@ class RaftServer:
             self.id, s.bind_addr, s.raft_port, self._on_message, log=self._net_log,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: _LazySnapshotReader(self.snapshots, meta),
-            snapshot_sink=lambda from_id, meta: self.snapshots.create(meta),
+            snapshot_sink=self._snapshot_sink,
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
             advertise=self.raft_address,
         )
@@ -294,7 +336,7 @@ class RaftServer:
             try:
                 _, f = self.snapshots.open(meta.id)
                 with f:
-                    self.kv.restore(f)
+                    self._restore_fsm(meta, f)
             except Exception as exc:
                 hclog.emit("ERROR", "raft", "failed to restore snapshot", fields + [("error", str(exc))])
                 self.kv = KVStore(log=self._log_fn("fsm"))
@@ -425,13 +467,7 @@ class RaftServer:
             return []
 
     async def _carry_out(self, effects: list) -> None:
-        persist = []
-        for e in effects:
-            t = type(e)
-            if t is fx.Log:
-                hclog.emit(e.level, e.logger, e.message, e.fields)
-            elif t in _PERSIST:
-                persist.append(e)
+        persist = [e for e in effects if type(e) in _PERSIST]
         if persist:
             try:
                 await self._loop.run_in_executor(self._disk, self._persist, persist)
@@ -443,6 +479,11 @@ class RaftServer:
                 self.exit_code = 1
                 self.request_shutdown()
                 return
+        # Log lines go out once the state they describe is durable, so that
+        # e.g. "Installed remote snapshot" follows the restore it reports.
+        for e in effects:
+            if type(e) is fx.Log:
+                hclog.emit(e.level, e.logger, e.message, e.fields)
         transport = self.transport
         for e in effects:
             if type(e) is fx.Send:
@@ -498,11 +539,22 @@ class RaftServer:
     def _restore_received(self, meta: SnapshotMeta, handle: Any) -> None:
         # ``handle`` is the SnapshotMeta our snapshot store returned when the
         # transport finished writing the received bytes; it is already durable.
-        snapshot_id = handle.id if isinstance(handle, SnapshotMeta) else meta.id
-        _, f = self.snapshots.open(snapshot_id)
+        stored = handle if isinstance(handle, SnapshotMeta) else meta
+        _, f = self.snapshots.open(stored.id)
         with f:
-            self.kv.restore(f)
+            self._restore_fsm(stored, f)
         self.stable.set_commit_hint(meta.index)
+
+    def _restore_fsm(self, meta: SnapshotMeta, f) -> None:
+        reader = _CountingReader(f)
+        self.kv.restore(reader)
+        hclog.emit("INFO", "raft", "snapshot restore progress",
+                   [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
+                    ("size-in-bytes", meta.size), ("read-bytes", reader.count),
+                    ("percent-complete", _percent(reader.count, meta.size))])
+
+    def _snapshot_sink(self, from_id: str, meta: SnapshotMeta) -> "_ReceivedSnapshot":
+        return _ReceivedSnapshot(self.snapshots.create(meta), meta.size)
 
     def _apply(self, entries) -> None:
         kv = self.kv

@@ -19,7 +19,7 @@ for ((i = 1; i <= N; i++)); do
 done > "$cfg"
 
 extra=()
-if [ "$PARALLEL" -gt 1 ]; then extra=(--parallel --parallel-max "$PARALLEL"); fi
+if [ "$PARALLEL" -gt 1 ]; then extra=(--parallel --parallel-max "$PARALLEL" --no-progress-meter); fi
 start=$(date +%s.%N)
 codes="$(curl -sS "${extra[@]}" -K "$cfg" -w '%{http_code}\n' || true)"
 end=$(date +%s.%N)

@@ -1,0 +1,99 @@
+"""Process lifecycle and the volume: clean shutdown on SIGTERM/SIGINT, a torn
+log tail on restart, snapshots installed on a node that joins late and
+restored on restart, and configuration errors that stop a node at once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from cluster import REPO, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigterm_and_sigint_shut_down_cleanly(cluster):
+    n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead")
+    n1.set("k", "v")
+    assert n1.stop() == 0
+    assert n1.log().rstrip().endswith("[DEBUG] raft.net: stream layer is closed")
+    assert "[INFO]  raft: shutting down" in n1.log()
+    n1.start().wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead again")
+    assert n1.value("k") == "v"
+    assert n1._signal(signal.SIGINT, 15) == 0
+    assert n1.log().count("[INFO]  raft: shutting down") == 2
+    assert "Traceback" not in n1.log()
+
+
+def test_torn_log_tail_is_cut_with_a_warning(cluster):
+    n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead")
+    for i in range(20):
+        n1.set(f"k{i}", str(i))
+    assert n1.stop() == 0
+    segments = sorted((n1.volume / "log").glob("*.seg"))
+    assert segments, list(n1.volume.rglob("*"))
+    last = segments[-1]
+    size = last.stat().st_size
+    with open(last, "r+b") as f:  # a crash in the middle of the last record
+        f.truncate(size - 3)
+    n1.start().wait_ready()
+    n1.wait_for_log("[WARN]  raft: log store: truncated torn tail:")
+    wait_until(n1.is_leader, what="n1 to lead after the repair")
+    for i in range(18):
+        assert n1.value(f"k{i}") == str(i)
+    assert n1.set("after", "repair")["index"] > 0
+
+
+def test_snapshot_installed_on_late_joiner_and_restored_on_restart(cluster):
+    snap_env = {"RAFT_SNAPSHOT_THRESHOLD": "40", "RAFT_SNAPSHOT_INTERVAL": "200ms",
+                "RAFT_TRAILING_LOGS": "10"}
+    n1 = cluster.add("n1", bootstrap=True, env=snap_env).wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead")
+    for i in range(120):
+        n1.set(f"k{i}", f"v{i}")
+    wait_until(lambda: n1.status()["last_snapshot_index"] >= 100, what="n1 to snapshot")
+    n1.wait_for_log("[INFO]  raft: compacting logs: from=1 to=")
+
+    n2 = cluster.add("n2", env=snap_env).wait_ready()
+    assert n1.get("/join", nodeId="n2", raftPort=str(n2.raft_port)).status == 200
+    cluster.wait_voters(["n1", "n2"])
+    n1.wait_for_log("[INFO]  raft: installing snapshot on: peer=n2 id=")
+    n2.wait_for_log("[INFO]  raft: Installed remote snapshot")
+    commit = n1.status()["commit_index"]
+    wait_until(lambda: n2.status()["applied_index"] >= commit, what="n2 to catch up")
+    for i in (0, 57, 119):
+        assert n2.value(f"k{i}", stale=True) == f"v{i}"
+
+    # n2 restarts from its received snapshot plus its log
+    assert n2.stop() == 0
+    n2.start().wait_ready()
+    n2.wait_for_log("[INFO]  raft: restored from snapshot: id=")
+    wait_until(lambda: n2.status()["applied_index"] >= commit, what="n2 to replay its log")
+    for i in (0, 57, 119):
+        assert n2.value(f"k{i}", stale=True) == f"v{i}"
+    n1.set("later", "yes")
+    wait_until(lambda: n2.value("later", stale=True) == "yes", what="replication after restart")
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"RAFT_HEARTBEAT_TIMEOUT": "fast"}, "RAFT_HEARTBEAT_TIMEOUT"),
+    ({"RAFT_SERVER_PORT": "99999"}, "RAFT_SERVER_PORT"),
+    ({"RAFT_BOOTSTRAP": "maybe"}, "RAFT_BOOTSTRAP"),
+    ({"RAFT_NODE_ID": ""}, "RAFT_NODE_ID"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+])
+def test_bad_settings_exit_2_naming_the_variable(tmp_path, env, needle):
+    full = {"RAFT_NODE_ID": "n1", "RAFT_VOLUME_DIR": str(tmp_path / "v"), "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(REPO)}
+    full.update(env)
+    proc = subprocess.run([sys.executable, "-m", "raftkv", "serve"], env=full, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2, proc
+    assert needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,140 @@
+"""The seed demo as a test: bootstrap n1, join n2 and n3 with curl-style
+/join calls, write on the leader, read on followers (forwarded and stale),
+delete through a follower, restart everything, and check the logs tell the
+story in hashicorp's words on the right nodes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cluster import wait_until
+
+pytestmark = pytest.mark.integration
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d{4}) "
+                  r"(\[TRACE\]|\[DEBUG\]|\[INFO\] |\[WARN\] |\[ERROR\]) [a-z.]+: ")
+
+
+def in_order(text: str, *needles: str) -> bool:
+    pos = 0
+    for needle in needles:
+        found = text.find(needle, pos)
+        if found < 0:
+            raise AssertionError(f"{needle!r} not found (in order) in log:\n{text[-4000:]}")
+        pos = found + len(needle)
+    return True
+
+
+def test_walkthrough(cluster):
+    n1 = cluster.form(3)
+    n2, n3 = cluster["n2"], cluster["n3"]
+
+    # a write on the leader answers once committed and applied
+    r = n1.set("hello", "world")
+    assert r["served_by"] == "n1" and r["key"] == "hello" and r["value"] == "world"
+    index = r["index"]
+
+    # a follower forwards linearizable reads to the leader ...
+    resp = n2.get("/get", key="hello")
+    assert resp.status == 200, resp
+    assert resp.json() == {"key": "hello", "value": "world", "served_by": "n1"}
+    assert resp.headers["X-Raftkv-Served-By"] == "n1"
+    # ... and serves stale reads itself
+    cluster.wait_applied(index)
+    resp = n3.get("/get", key="hello", stale="true")
+    assert resp.json() == {"key": "hello", "value": "world", "served_by": "n3"}
+
+    # writes and removes through followers are forwarded
+    r = n3.get("/set", key="k2", value="v2").json()
+    assert r["served_by"] == "n1" and r["index"] > index
+    resp = n2.get("/remove", key="hello")
+    assert resp.status == 200 and resp.json()["removed"] is True and resp.json()["served_by"] == "n1"
+    assert n2.get("/get", key="hello").status == 404
+    assert n2.request("DELETE", "/remove", {"key": "hello"}).json()["removed"] is False
+
+    # hraftd-style routes
+    resp = n3.request("POST", "/key", json_body={"a": "1", "b": "two words"})
+    assert resp.status == 200 and resp.json()["keys"] == 2, resp
+    assert n2.get("/key/b").json() == {"b": "two words"}
+    resp = n2.request("DELETE", "/key/a")
+    assert resp.status == 200 and resp.json()["removed"] is True
+    assert n1.get("/key/a").status == 404
+
+    # status on a follower names the leader and its HTTP address
+    st = n2.status()
+    assert st["state"] == "Follower" and st["leader"]["id"] == "n1"
+    assert st["leader"]["http"] == n1.http_addr and st["leader"]["address"] == n1.raft_addr
+    for key in ("id", "state", "term", "last_log_index", "last_log_term", "commit_index", "applied_index",
+                "fsm_pending", "last_snapshot_index", "last_snapshot_term", "last_contact", "num_peers",
+                "leader", "latest_configuration", "protocol_version", "rss_bytes"):
+        assert key in st, key
+    assert st["num_peers"] == 2 and st["rss_bytes"] > 0
+    assert {s["id"]: s["suffrage"] for s in st["latest_configuration"]} == \
+        {"n1": "Voter", "n2": "Voter", "n3": "Voter"}
+    peers = n3.get("/peers").json()
+    assert [p["id"] for p in peers] == ["n1", "n2", "n3"]
+    assert all(p["healthy"] for p in peers) and [p["leader"] for p in peers] == [True, False, False]
+
+    # every node stops cleanly and comes back with its data
+    final = n1.status()["commit_index"]
+    cluster.wait_applied(final)
+    for node in (n1, n2, n3):
+        assert node.stop() == 0
+    for node in (n1, n2, n3):
+        node.start()
+    for node in (n1, n2, n3):
+        node.wait_ready()
+    leader = cluster.leader()
+    assert leader.value("k2") == "v2" and leader.value("b") == "two words"
+    assert leader.value("hello") is None and leader.value("a") is None
+    for node in (n1, n2, n3):
+        wait_until(lambda: node.value("k2", stale=True) == "v2", what=f"k2 on {node.id}")
+
+    # ---- the logs, in hashicorp's words, on the right nodes
+    log1, log2, log3 = n1.log(), n2.log(), n3.log()
+    node1 = f"Node at {n1.raft_addr}"
+    in_order(log1,
+             "[INFO]  raft: creating Raft: config=\"{ProtocolVersion:3 HeartbeatTimeout:300ms",
+             "[INFO]  raft: initial configuration: index=0 servers=[]",
+             f"[INFO]  raft: entering follower state: follower=\"{node1} [Follower]\" leader-address= leader-id=",
+             "[WARN]  raft: heartbeat timeout reached, starting election: last-leader-addr= last-leader-id=",
+             f"[INFO]  raft: entering candidate state: node=\"{node1} [Candidate]\" term=2",
+             "[DEBUG] raft: calculated votes needed: needed=1 term=2",
+             "[DEBUG] raft: vote granted: from=n1 term=2 tally=1",
+             "[INFO]  raft: election won: term=2 tally=1",
+             f"[INFO]  raft: entering leader state: leader=\"{node1} [Leader]\"",
+             f"[INFO]  raft: updating configuration: command=AddNonvoter server-id=n2 server-addr={n2.raft_addr} "
+             f"servers=\"[{{Suffrage:Voter ID:n1 Address:{n1.raft_addr}}} "
+             f"{{Suffrage:Nonvoter ID:n2 Address:{n2.raft_addr}}}]\"",
+             "[INFO]  raft: added peer, starting replication: peer=n2",
+             f"[WARN]  raft: appendEntries rejected, sending older logs: peer=\"{{Nonvoter n2 {n2.raft_addr}}}\" next=",
+             f"[INFO]  raft: pipelining replication: peer=\"{{Nonvoter n2 {n2.raft_addr}}}\"")
+    in_order(log1,
+             f"[INFO]  raft.autopilot: Promoting server: id=n2 address={n2.raft_addr} name=n2",
+             f"[INFO]  raft: updating configuration: command=AddVoter server-id=n2 server-addr={n2.raft_addr}")
+    in_order(log1,
+             f"command=AddNonvoter server-id=n3 server-addr={n3.raft_addr}",
+             "[INFO]  raft: added peer, starting replication: peer=n3",
+             f"[INFO]  raft.autopilot: Promoting server: id=n3 address={n3.raft_addr} name=n3",
+             f"command=AddVoter server-id=n3 server-addr={n3.raft_addr}")
+    for log, node in ((log2, n2), (log3, n3)):
+        in_order(log,
+                 "[INFO]  raft: initial configuration: index=0 servers=[]",
+                 f"[INFO]  raft: entering follower state: follower=\"Node at {node.raft_addr} [Follower]\"",
+                 "[WARN]  raft: failed to get previous log: previous-index=",
+                 "last-index=0 error=\"log not found\"",
+                 "[INFO]  raft: shutting down")
+        # a joined node never started an election of its own before the leader found it
+        first_run = log.split("shutting down")[0]
+        assert "entering candidate state" not in first_run
+    # the restart recovered the configuration from disk
+    in_order(log1, "[INFO]  raft: shutting down", "[INFO]  raft: initial configuration: index=")
+    assert "initial configuration: index=0" not in log1.split("shutting down", 1)[1]
+    # every log line has hclog's shape
+    for log in (log1, log2, log3):
+        for line in log.splitlines():
+            if line[:1].isdigit():
+                assert LINE.match(line), line
+        assert "Traceback" not in log
