@@ -288,8 +288,11 @@ async def _params(request: web.Request) -> dict[str, str]:
     if not body:
         return params
     ctype = request.content_type
-    if ctype == "application/json" or (ctype in ("", "application/octet-stream", "text/plain")
-                                      and body.lstrip()[:1] == b"{"):
+    # JSON when it says so, or when it looks like it and says nothing at all
+    # (aiohttp reports a missing Content-Type as octet-stream); text/plain is
+    # always a raw value, even one that happens to start with "{".
+    if ctype == "application/json" or ("Content-Type" not in request.headers
+                                       and body.lstrip()[:1] == b"{"):
         doc = parse_json_object(body)
         for k, v in doc.items():
             if isinstance(v, str):
@@ -466,7 +469,14 @@ async def _read(request: web.Request, key: str, shape) -> web.StreamResponse:
         return answer()
 
     async def local():
-        await server.read_barrier()
+        try:
+            await server.read_barrier()
+        except (NotLeaderError, ApplyTimeout):
+            raise
+        except RequestError as exc:
+            # leadership was lost while confirming the read: nothing was
+            # done, so let on_leader try the next leader
+            raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
         return answer()
     return await on_leader(request, local, write=False)
 
@@ -599,6 +609,8 @@ async def handle_remove_peer(request: web.Request) -> web.StreamResponse:
         if not server.node.configuration.has(node_id):
             raise _Answer(404, {"error": f"unknown server {node_id!r}", "param": "nodeId"})
         index = await server.change_membership(ConfigCommand.REMOVE_SERVER, node_id)
+        if server.node.role == LEADER:
+            await server.forget_http(node_id)
         return _json(server, {"id": node_id, "removed": True, "index": index})
     return await on_leader(request, local, write=True)
 

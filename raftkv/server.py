@@ -62,7 +62,7 @@ import aiohttp
 
 from . import hclog
 from .config import NodeSettings, describe_raft_config
-from .fsm import KVStore, encode_set
+from .fsm import KVStore, encode_delete, encode_set
 from .raft import effects as fx
 from .raft import events as ev
 from .raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -277,6 +277,7 @@ class RaftServer:
             snapshot_sink=self._snapshot_sink,
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
             advertise=self.raft_address,
+            max_frame=_max_frame(s),
         )
         await self.transport.start()
         hclog.emit("INFO", "raft.net", "transport listening",
@@ -722,6 +723,14 @@ class RaftServer:
     def leader_http(self) -> str | None:
         return self.http_address_of(self.node.leader_id)
 
+    async def forget_http(self, node_id: str) -> None:
+        """(Leader) drop a removed server's registry entry; best effort."""
+        if self.kv.get(HTTP_KEY_PREFIX + node_id) is not None and not self.node.configuration.has(node_id):
+            try:
+                await self.propose(encode_delete(HTTP_KEY_PREFIX + node_id))
+            except RequestError:
+                pass
+
     async def register_http(self, node_id: str, http_address: str) -> int | None:
         """(Leader) record a node's HTTP address in the replicated registry."""
         if self.kv.get(HTTP_KEY_PREFIX + node_id) == http_address:
@@ -833,6 +842,7 @@ class RaftServer:
     def _user_key_count(self) -> int:
         n = len(self.kv)
         # the HTTP registry lives in the same dictionary; don't count it
+        # (entries of removed servers are deleted when they are removed)
         for server in self.node.configuration.servers:
             if (HTTP_KEY_PREFIX + server.id) in self.kv:
                 n -= 1
@@ -863,6 +873,13 @@ class RaftServer:
         return out
 
 
+def _max_frame(s: NodeSettings) -> int:
+    # The core caps an AppendEntries at MaxAppendEntries entries, not bytes:
+    # a batch of values at the size limit must still fit in one frame, or
+    # replication of that batch would be refused by the codec forever.
+    return max(64 * 1024 * 1024, s.max_append_entries * (s.max_body + 4096) + 1024 * 1024)
+
+
 def _resolve(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -878,8 +895,8 @@ async def _serve(settings: NodeSettings) -> int:
     loop = asyncio.get_running_loop()
     try:
         await server.start()
-    except OSError as exc:
-        hclog.emit("ERROR", "raft", "failed to start node", [("error", str(exc))])
+    except Exception as exc:  # ports in use, an unreadable volume ...
+        hclog.emit("ERROR", "raft", "failed to start node", [("error", f"{type(exc).__name__}: {exc}")])
         await _abort(server)
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):

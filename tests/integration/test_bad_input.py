@@ -87,7 +87,10 @@ def test_bad_http_parameters(node):
                      headers={"Content-Type": "application/x-www-form-urlencoded"}).status == 200
     assert n.request("POST", "/set", {"key": "raw"}, body="bödy".encode(),
                      headers={"Content-Type": "text/plain"}).status == 200
+    assert n.request("POST", "/set", {"key": "doc"}, body=b'{"x": 1}',
+                     headers={"Content-Type": "text/plain"}).status == 200
     assert (n.value("j"), n.value("f"), n.value("raw")) == ("son", "orm", "bödy")
+    assert n.value("doc") == '{"x": 1}'
 
     # after all that the node still serves, and never answered 500
     assert n.set("still", "alive")["served_by"] == "n1"

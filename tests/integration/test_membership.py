@@ -78,6 +78,8 @@ def test_join_variants_idempotence_and_removal(cluster):
     assert "command=RemoveServer server-id=n4 server-addr= servers=" in n1.log()
     resp = n1.request("POST", "/remove-peer", {"nodeId": "n4"})
     assert resp.status == 404 and resp.json()["param"] == "nodeId"
+    # its HTTP address left the registry with it: only the user's key counts
+    wait_until(lambda: n1.status()["num_keys"] == 1, what="n4's registry entry to go")
 
     # a restarted member ignores RAFT_JOIN: it rejoins as it was
     n4.stop()
