@@ -602,9 +602,8 @@ class RaftServer:
     # ------------------------------------------------------------------ snapshots
 
     def _take_snapshot(self, meta: SnapshotMeta) -> None:
-        if self._snapshot_task is not None and not self._snapshot_task.done():
-            hclog.emit("WARN", "raft", "snapshot already in progress", [("index", meta.index)])
-            return
+        # A snapshot still being written does not stop this one: the state is
+        # captured now and the single snapshot thread writes them in order.
         if self.kv.applied_index != meta.index:
             hclog.emit("ERROR", "raft", "failed to take snapshot",
                        [("error", f"state machine is at {self.kv.applied_index}, not {meta.index}")])
