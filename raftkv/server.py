@@ -231,6 +231,7 @@ class RaftServer:
         self.snapshots: SnapshotStore | None = None
         self.api_runner = None
         self.autopilot = None
+        self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ logging
 
@@ -253,6 +254,7 @@ class RaftServer:
         hclog.emit("INFO", "raft", "creating Raft", [("config", describe_raft_config(s))])
         data_dir = s.data_dir
         os.makedirs(data_dir, exist_ok=True)
+        self._lock_volume(data_dir)
         self.log_store = LogStore(os.path.join(data_dir, "log"), log=self._log_fn("raft"))
         self.stable = StableStore(os.path.join(data_dir, "stable"), log=self._log_fn("raft"))
         self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
@@ -310,6 +312,21 @@ class RaftServer:
                            [("join", list(s.join))])
             else:
                 self._spawn(self._join_cluster(), "raftkv-join")
+
+    def _lock_volume(self, data_dir: str) -> None:
+        """One process per volume: a second one opening the same log would
+        "repair" the tail the first is still writing. The lock dies with the
+        process, so a kill -9 never leaves a stale lock behind."""
+        import fcntl
+        fd = os.open(os.path.join(data_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RuntimeError(f"volume {data_dir} is in use by another raftkv process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
 
     def _spawn(self, coro, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -100,3 +100,19 @@ def test_bad_settings_exit_2_naming_the_variable(tmp_path, env, needle):
     assert proc.returncode == 2, proc
     assert needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_second_process_on_the_same_volume_is_refused(cluster):
+    n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead")
+    n1.set("k", "v")
+    twin = cluster.add("twin", start=False)
+    twin.volume = n1.volume
+    twin.start()
+    assert twin.proc.wait(20) == 1
+    assert "is in use by another raftkv process" in twin.log()
+    assert n1.set("still", "fine")["index"] > 0
+    assert n1.stop() == 0
+    n1.start().wait_ready()  # the lock went with the process
+    wait_until(n1.is_leader, what="n1 to lead again")
+    assert n1.value("k") == "v"
