@@ -517,7 +517,11 @@ class RaftServer:
             elif t is fx.Rejected:
                 fut = self._requests.pop(e.request_id, None)
                 if fut is not None and not fut.done():
-                    cls = NotLeaderError if e.error.startswith("node is not the leader") else RequestError
+                    # not the leader, or handing leadership over: nothing was
+                    # done, and the (next) leader can take the request
+                    retry_elsewhere = e.error.startswith(("node is not the leader",
+                                                          "leadership transfer in progress"))
+                    cls = NotLeaderError if retry_elsewhere else RequestError
                     fut.set_exception(cls(e.error, e.unknown_outcome, e.leader_id, e.leader_address))
             elif t is fx.Completed or t is fx.ReadReady:
                 fut = self._requests.pop(e.request_id, None)

@@ -4,44 +4,13 @@ back with its volume and catches up."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from cluster import wait_until
+from cluster import Writer, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class Writer(threading.Thread):
-    """Writes k0, k1, ... through one node until stopped; remembers the
-    writes that were acknowledged (200) -- those must never be lost."""
-
-    def __init__(self, node, prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.node = node
-        self.prefix = prefix
-        self.acked: dict[str, str] = {}
-        self.failures: list = []
-        self.unexpected: list = []
-        self.stop_flag = threading.Event()
-
-    def run(self) -> None:
-        i = 0
-        while not self.stop_flag.is_set():
-            key, value = f"{self.prefix}{i}", f"v{i}"
-            try:
-                resp = self.node.get("/set", key=key, value=value)
-                if resp.status == 200:
-                    self.acked[key] = value
-                elif resp.status == 503 and "outcome_unknown" in resp.json():
-                    self.failures.append(resp.status)
-                else:
-                    self.unexpected.append(resp)  # nothing but 200 or a 503 that says so
-            except OSError as exc:
-                self.failures.append(exc)
-            i += 1
 
 
 def test_kill_leader_elects_new_one_and_keeps_acked_writes(cluster):

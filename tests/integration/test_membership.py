@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cluster import wait_until
+from cluster import Writer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -107,10 +107,22 @@ def test_transfer_leadership_and_snapshot(cluster):
     resp = n1.request("POST", "/snapshot")
     assert resp.status == 409, resp
 
-    # hand leadership to n3, asking through n2
+    # hand leadership to n3, asking through n2, while writes keep coming
+    writer = Writer(cluster["n2"], "during")
+    writer.start()
+    wait_until(lambda: len(writer.acked) >= 10, what="writes before the transfer")
     resp = cluster["n2"].request("POST", "/transfer-leadership", {"to": "n3"})
     assert resp.status == 200, resp
     wait_until(lambda: cluster.leader().id == "n3", what="n3 to lead")
+    acked = len(writer.acked)
+    wait_until(lambda: len(writer.acked) >= acked + 10, what="writes after the transfer")
+    writer.stop_flag.set()
+    writer.join(30)
+    assert not writer.unexpected, writer.unexpected
+    print(f"transfer: {len(writer.acked)} writes acked, {len(writer.failures)} refused (outcome unknown)")
+    n1.wait_for_log("[DEBUG] raft: lost leadership during transfer (expected)")
+    for key, value in writer.acked.items():
+        assert cluster["n3"].value(key) == value
     assert cluster["n3"].set("after", "transfer")["served_by"] == "n3"
     assert cluster["n1"].value("after") == "transfer"
     resp = cluster["n1"].request("POST", "/transfer-leadership", {"to": "nobody"})
