@@ -127,3 +127,17 @@ def test_transfer_leadership_and_snapshot(cluster):
     assert cluster["n1"].value("after") == "transfer"
     resp = cluster["n1"].request("POST", "/transfer-leadership", {"to": "nobody"})
     assert resp.status == 400 and resp.json()["param"] == "to"
+
+
+def test_removing_the_leader(cluster):
+    n1 = cluster.form(3)
+    n1.set("k", "v")
+    resp = cluster["n2"].request("POST", "/remove-peer", {"nodeId": "n1"})
+    assert resp.status == 200 and resp.json()["served_by"] == "n1", resp
+    n1.wait_for_log("[INFO]  raft: removed ourself, transitioning to follower")
+    new = cluster.leader(exclude=("n1",), timeout=15)
+    wait_until(lambda: not n1.is_leader(), what="n1 to step down")
+    assert new.id in ("n2", "n3")
+    assert [s["id"] for s in new.status()["latest_configuration"]] == ["n2", "n3"]
+    assert new.set("after", "removal")["served_by"] == new.id
+    assert new.value("k") == "v"
