@@ -54,6 +54,7 @@ import itertools
 import os
 import random
 import signal
+import sys
 import time
 import traceback
 from typing import Any
@@ -942,9 +943,33 @@ async def _abort(server: RaftServer) -> None:
                 pass
 
 
+class _LogStream:
+    """stderr for log lines, minus its failure modes: a node whose log reader
+    went away (``raftkv serve 2>&1 | head``) must keep serving and still shut
+    down cleanly, not die of BrokenPipeError in the middle of a step."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> None:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+
 def run_node(settings: NodeSettings) -> int:
     """Run a node until SIGTERM/SIGINT; returns the process exit code."""
-    hclog.configure(settings.log_level, settings.log_format)
+    hclog.configure(settings.log_level, settings.log_format, stream=_LogStream(sys.stderr))
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
