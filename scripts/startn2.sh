@@ -4,17 +4,8 @@
 # Variables already set in the environment win (as in the seed demo);
 # CLEAN=1 wipes the volume first. Extra arguments go to `raftkv serve`.
 set -euo pipefail
-source "$(dirname "$0")/_venv.sh"
 export HTTP_SERVER_PORT="${HTTP_SERVER_PORT:-8001}"
 export RAFT_SERVER_PORT="${RAFT_SERVER_PORT:-9001}"
 export RAFT_NODE_ID="${RAFT_NODE_ID:-n2}"
 export RAFT_VOLUME_DIR="${RAFT_VOLUME_DIR:-/tmp/node2}"
-echo "Starting node2"
-if [ "${CLEAN:-0}" = "1" ]; then
-  case "$RAFT_VOLUME_DIR" in
-    ""|"/"|"$HOME") echo "refusing to clean RAFT_VOLUME_DIR=$RAFT_VOLUME_DIR" >&2; exit 2 ;;
-  esac
-  echo "Cleaning the raft volumes."
-  rm -rf "$RAFT_VOLUME_DIR"
-fi
-exec raftkv serve "$@"
+source "$(dirname "$0")/_start_node.sh"
