@@ -608,12 +608,7 @@ class RaftNode:
                                                      req.prev_log_index, heartbeat=req.heartbeat,
                                                      read_seq=req.read_seq)))
             return
-        if self.role != FOLLOWER:
-            self._become_follower(req.term, req.leader_id, req.leader_address)
-        self.leader_id = req.leader_id
-        self.leader_address = req.leader_address
-        self.last_leader_contact = self.now
-        self._reset_election_timer()
+        self._follow(req.term, req.leader_id, req.leader_address)
 
         if req.heartbeat:
             self._commit_to(min(req.leader_commit, self.log.last_index))
@@ -649,6 +644,15 @@ class RaftNode:
         match = prev_index + len(entries)
         self._commit_to(min(req.leader_commit, match))
         self._reply_append(from_id, req, True, match)
+
+    def _follow(self, term: int, leader_id: str, leader_address: str) -> None:
+        """A current leader spoke: follow it and restart the election timer."""
+        if self.role != FOLLOWER:
+            self._become_follower(term, leader_id, leader_address)
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+        self.last_leader_contact = self.now
+        self._reset_election_timer()
 
     def _merge_entries(self, entries: tuple[Entry, ...]) -> list[Entry] | None:
         """Append what is new, truncating a conflicting suffix (§5.3 step 3-4)."""
@@ -830,12 +834,7 @@ class RaftNode:
             self._emit(fx.Send(from_id, req.leader_address,
                                InstallSnapshotResponse(self.current_term, False, self.log.last_index)))
             return
-        if self.role != FOLLOWER:
-            self._become_follower(req.term, req.leader_id, req.leader_address)
-        self.leader_id = req.leader_id
-        self.leader_address = req.leader_address
-        self.last_leader_contact = self.now
-        self._reset_election_timer()
+        self._follow(req.term, req.leader_id, req.leader_address)
         meta = req.meta
         if meta.index > self.commit_index:
             self._install_snapshot(meta, req.data)
