@@ -10,6 +10,7 @@ timeout instead of hanging. ``transports`` starts TCP transports on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Callable
 
 import pytest
@@ -39,10 +40,8 @@ class Watch:
         async with asyncio.timeout(timeout):
             while not cond():
                 self._event.clear()
-                try:
+                with contextlib.suppress(TimeoutError):  # re-check the condition
                     await asyncio.wait_for(self._event.wait(), 0.02)
-                except TimeoutError:
-                    pass
 
 
 class Inbox:

@@ -4,6 +4,7 @@ reconnection with backoff, snapshot streaming and clean shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -57,11 +58,9 @@ async def dead_address(transports) -> str:
 
 async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
     data = b""
-    try:
+    with contextlib.suppress(ConnectionResetError):  # a reset also means "closed"
         while chunk := await reader.read(65536):
             data += chunk
-    except ConnectionResetError:
-        pass
     return data
 
 
