@@ -239,7 +239,7 @@ def _heal_and_settle(cluster: SimCluster, clients: ClientModel) -> None:
     for node in cluster.nodes.values():
         if not node.alive and node.incarnation:
             cluster.start(node.id)
-    final_index = None
+    final_index = final_term = None
     while cluster.now < deadline:
         cluster.run_until(cluster.now + 50)
         leader = cluster.leader()
@@ -248,15 +248,18 @@ def _heal_and_settle(cluster: SimCluster, clients: ClientModel) -> None:
         if final_index is None:
             rid = clients.write(leader.id, "final", "done")
             proposed = clients.proposed.get(rid)
-            final_index = proposed[1] if proposed else None  # refused (e.g. a transfer runs): retry
+            # refused (e.g. a transfer runs): retry
+            final_index, final_term = (proposed[1], proposed[2]) if proposed else (None, None)
             continue
         members = [cluster.nodes[i] for i in leader.raft.configuration.ids]
         if clients.acked.get(final_index) is not None and all(
                 n.alive and n.raft.last_applied >= clients.max_acked for n in members):
             return
         if leader.raft.log.entry(final_index) is None or \
-                leader.raft.log.term_at(final_index) != leader.raft.current_term:
-            final_index = None  # lost with an old leader: ask again
+                leader.raft.log.term_at(final_index) != final_term:
+            # lost with an old leader, perhaps overwritten by the new leader's
+            # own entry at the same index: ask again
+            final_index = final_term = None
     leader = cluster.leader()
     state = "; ".join(cluster.describe_node(n) for n in cluster.nodes.values())
     raise Violation("Liveness", f"no progress {SETTLE_MS}ms after healing (leader "
