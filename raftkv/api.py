@@ -28,7 +28,9 @@ still happen. Nothing a client sends produces a 500: a 500 means a bug.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,7 +45,7 @@ from . import hclog
 from .fsm import encode_delete, encode_set, encode_set_many
 from .raft.configuration import ConfigCommand
 from .raft.node import LEADER
-from .server import (RESERVED_PREFIX, ApplyTimeout, NotLeaderError, RaftServer, RequestError)
+from .server import (RESERVED_PREFIX, ApplyTimeout, BadBackup, NotLeaderError, RaftServer, RequestError)
 
 __all__ = ["APP_SERVER", "BadRequest", "JoinRequest", "TooLarge", "create_app", "parse_bool_param",
            "parse_join_json", "parse_join_params", "parse_key", "parse_value", "start_api"]
@@ -420,6 +422,8 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
         return _json(server, exc.body, exc.status)
     except ApplyTimeout as exc:
         return _unavailable(server, exc.message, exc.unknown_outcome)
+    except BadBackup as exc:
+        return _json(server, {"error": exc.message, "param": "body"}, 400)
     except RequestError as exc:
         for prefix, status in _CLIENT_ERRORS.items():
             if exc.message.startswith(prefix):
@@ -658,6 +662,107 @@ async def handle_snapshot(request: web.Request) -> web.StreamResponse:
     return _json(server, {"id": meta.id, "index": meta.index, "term": meta.term, "size": meta.size})
 
 
+# --- backup and restore ----------------------------------------------------------
+#
+# Snapshots can be far larger than any request body limit, so these two routes
+# stream: the backup from the snapshot file to the client, an upload from the
+# client to a file, and a follower relays both to the leader chunk by chunk.
+
+BACKUP_CHUNK = 1024 * 1024
+SNAPSHOT_INDEX = "X-Raftkv-Snapshot-Index"
+SNAPSHOT_TERM = "X-Raftkv-Snapshot-Term"
+SNAPSHOT_CRC = "X-Raftkv-Snapshot-Crc32"
+
+
+async def _on_leader_streaming(request: web.Request,
+                               local: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    server = _server(request)
+    if server.node.role == LEADER:
+        return await local()
+    if FORWARDED_BY in request.headers:
+        return _unavailable(server, "node is not the leader", False)
+    leader_http = server.leader_http()
+    if not leader_http:
+        return _unavailable(server, "no leader", False)
+    headers = {FORWARDED_BY: server.id}
+    if request.headers.get("Content-Type"):
+        headers["Content-Type"] = request.headers["Content-Type"]
+    url = URL(f"http://{leader_http}{request.raw_path}", encoded=True)
+    body = request.content if request.method == "POST" else None
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=max(60.0, _leader_wait(server)))
+    try:
+        async with server.http_client.request(request.method, url, data=body, headers=headers,
+                                              timeout=timeout, allow_redirects=False) as resp:
+            out = web.StreamResponse(status=resp.status)
+            for name in ("Content-Type", "Content-Length", "Content-Disposition", SERVED_BY,
+                         SNAPSHOT_INDEX, SNAPSHOT_TERM, SNAPSHOT_CRC):
+                if name in resp.headers:
+                    out.headers[name] = resp.headers[name]
+            await out.prepare(request)
+            async for chunk in resp.content.iter_chunked(BACKUP_CHUNK):
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        hclog.emit("WARN", LOGGER, "failed to forward request to leader",
+                   [("leader", leader_http), ("error", str(exc) or type(exc).__name__)])
+        return _unavailable(server, f"forwarding to the leader failed: {exc or type(exc).__name__}",
+                            request.method == "POST")
+
+
+async def handle_backup(request: web.Request) -> web.StreamResponse:
+    """GET /snapshot: download a snapshot holding every acknowledged write."""
+    server = _server(request)
+
+    async def local() -> web.StreamResponse:
+        meta, f = await server.latest_snapshot()
+        loop = asyncio.get_running_loop()
+        try:
+            resp = web.StreamResponse(headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="raftkv-{meta.term}-{meta.index}.snapshot"',
+                SERVED_BY: server.id, SNAPSHOT_INDEX: str(meta.index), SNAPSHOT_TERM: str(meta.term),
+                SNAPSHOT_CRC: str(server.snapshots.crc_of(meta.id))})
+            resp.content_length = meta.size
+            await resp.prepare(request)
+            while chunk := await loop.run_in_executor(None, f.read, BACKUP_CHUNK):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            f.close()
+    return await _on_leader_streaming(request, local)
+
+
+async def handle_restore(request: web.Request) -> web.StreamResponse:
+    """POST /restore: the request body (a backup from GET /snapshot) becomes
+    the whole cluster's state."""
+    server = _server(request)
+
+    async def local() -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        fd, path = await loop.run_in_executor(None, server.upload_file)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                received = 0
+                async for chunk in request.content.iter_chunked(BACKUP_CHUNK):
+                    received += len(chunk)
+                    await loop.run_in_executor(None, f.write, chunk)
+            if not received:
+                raise BadRequest("body", "the request body must be a snapshot (raftkv snapshot save)")
+            index, keys = await server.restore_backup(path)
+        finally:
+            await loop.run_in_executor(None, _unlink, path)
+        hclog.emit("INFO", LOGGER, "restored backup", [("index", index), ("keys", keys), ("bytes", received)])
+        return _json(server, {"index": index, "keys": keys, "bytes": received})
+    return await _on_leader_streaming(request, local)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 # --- wiring -------------------------------------------------------------------------
 
 def create_app(server: RaftServer) -> web.Application:
@@ -681,6 +786,8 @@ def create_app(server: RaftServer) -> web.Application:
     r.add_get("/status", handle_status)
     r.add_get("/peers", handle_peers)
     r.add_post("/snapshot", handle_snapshot)
+    r.add_get("/snapshot", handle_backup)
+    r.add_post("/restore", handle_restore)
     r.add_post("/_raftkv/register", handle_register)
     return app
 

@@ -147,6 +147,19 @@ class KVStore:
             return len(mapping)
         return self._reject(index, CommandError("unknown command %r" % (op,)))
 
+    def adopt(self, other: "KVStore", applied_index: int, keep_prefix: str | None = None) -> None:
+        """Take over ``other``'s whole state as of ``applied_index``: how a
+        user's backup, restored and checked off to the side, goes live. Keys
+        under ``keep_prefix`` describe this cluster, not the backup's, so
+        ours are kept and the backup's dropped."""
+        data = other._data
+        if keep_prefix is not None:
+            data = {k: v for k, v in data.items() if not k.startswith(keep_prefix)}
+            data.update((k, v) for k, v in self._data.items() if k.startswith(keep_prefix))
+        self._data = data
+        self.applied_index = applied_index
+        self._log("INFO", "restored backup", [("applied-index", applied_index), ("keys", len(self._data))])
+
     def mark_applied(self, index: int) -> None:
         """Advance ``applied_index`` past an entry with no state effect
         (a leader's no-op or a configuration change)."""

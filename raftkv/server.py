@@ -53,8 +53,10 @@ import concurrent.futures
 import itertools
 import os
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -63,7 +65,7 @@ import aiohttp
 
 from . import hclog
 from .config import NodeSettings, describe_raft_config
-from .fsm import KVStore, encode_delete, encode_set
+from .fsm import KVStore, SnapshotFormatError, encode_delete, encode_set
 from .raft import effects as fx
 from .raft import events as ev
 from .raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -95,6 +97,10 @@ class RequestError(Exception):
 
 class NotLeaderError(RequestError):
     """This node is not the leader; nothing was done."""
+
+
+class BadBackup(RequestError):
+    """An uploaded backup is not a readable raftkv snapshot."""
 
 
 class ApplyTimeout(RequestError):
@@ -260,6 +266,9 @@ class RaftServer:
         self.stable = StableStore(os.path.join(data_dir, "stable"), log=self._log_fn("raft"))
         self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
                                        log=self._log_fn("raft.snapshot"))
+        self._uploads = os.path.join(data_dir, "uploads")
+        shutil.rmtree(self._uploads, ignore_errors=True)  # a restore cut short by a crash
+        os.makedirs(self._uploads)
         snapshot_meta = self._restore_latest_snapshot()
         entries: tuple = ()
         if self.log_store.last_index():
@@ -555,9 +564,26 @@ class RaftServer:
             elif t is fx.CompactLog:
                 log_store.compact_through(e.through_index)
             elif t is fx.RestoreSnapshot:
-                self._restore_received(e.meta, e.data)
+                if isinstance(e.data, KVStore):
+                    self._restore_backup(e.meta, e.data)
+                else:
+                    self._restore_received(e.meta, e.data)
         if appended:
             log_store.sync()
+
+    def _restore_backup(self, meta: SnapshotMeta, backup: KVStore) -> None:
+        """A user's backup becomes the state at ``meta.index`` and is stored
+        as our snapshot there, which is what followers will be sent."""
+        self.kv.adopt(backup, meta.index, keep_prefix=RESERVED_PREFIX)
+        writer = self.snapshots.create(meta)
+        try:
+            self.kv.snapshot()(writer)
+        except BaseException:
+            writer.cancel()
+            raise
+        stored = writer.close()
+        self.stable.set_commit_hint(meta.index)
+        self._loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(stored))
 
     def _restore_received(self, meta: SnapshotMeta, handle: Any) -> None:
         # ``handle`` is the SnapshotMeta our snapshot store returned when the
@@ -722,6 +748,45 @@ class RaftServer:
             return await asyncio.shield(task)
         except Exception as exc:
             raise RequestError(f"failed to take snapshot: {exc}") from None
+
+    async def latest_snapshot(self) -> tuple[SnapshotMeta, Any]:
+        """A snapshot holding every write applied so far, opened for reading
+        (the backup ``GET /snapshot`` sends): a fresh one unless nothing was
+        applied since the newest."""
+        try:
+            await self.snapshot_now()
+        except RequestError as exc:
+            if "nothing new to snapshot" not in str(exc):
+                raise
+        opened = await self._loop.run_in_executor(self._snap_pool, self.snapshots.latest_valid)
+        if opened is None:
+            raise RequestError("no snapshot to send")
+        return opened
+
+    def upload_file(self) -> tuple[int, str]:
+        """A new file in the volume for an uploaded backup: (fd, path)."""
+        return tempfile.mkstemp(prefix="restore-", dir=self._uploads)
+
+    async def restore_backup(self, path: str, timeout: float | None = None) -> tuple[int, int]:
+        """Make the backup at ``path`` the whole cluster's state (hashicorp
+        Raft.Restore). Returns (index of the restore, number of keys)."""
+        self._check_leader()
+
+        def load() -> KVStore:
+            backup = KVStore()
+            with open(path, "rb") as f:
+                backup.restore(f)
+            return backup
+        try:
+            backup = await self._loop.run_in_executor(self._snap_pool, load)
+        except SnapshotFormatError as exc:
+            raise BadBackup(f"not a raftkv snapshot: {exc}") from None
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.RestoreUserSnapshot(rid, backup))
+        self._wake()
+        index, _ = await self._await(fut, timeout, "the restored state to commit")
+        return index - 1, self._user_key_count()
 
     async def wait_state_change(self, timeout: float) -> None:
         """Return when the role/term/leader changes, or after ``timeout``."""

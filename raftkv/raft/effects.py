@@ -100,9 +100,11 @@ class TakeSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class RestoreSnapshot:
-    """Replace the state machine with the snapshot received from the leader
-    (``data`` is the runtime's handle from ``InstallSnapshot``). Must be
-    durable before the log effects that follow it."""
+    """Replace the state machine with a snapshot: one received from the
+    leader (``data`` is the runtime's handle from ``InstallSnapshot``) or a
+    user's backup (the handle from ``RestoreUserSnapshot``; the runtime stores
+    it as a snapshot under ``meta``). Must be durable before the log effects
+    that follow it."""
     meta: SnapshotMeta
     data: object
 

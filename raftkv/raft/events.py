@@ -81,6 +81,16 @@ class SnapshotSendFailed:
     peer_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RestoreUserSnapshot:
+    """Replace the whole cluster's state with an uploaded backup (hashicorp
+    Raft.Restore, ``POST /restore``). ``data`` is the runtime's handle to the
+    already validated backup; the leader makes it a snapshot one past its
+    last log index, so every follower gets it by InstallSnapshot."""
+    request_id: int
+    data: object
+
+
 Event = (Tick | Receive | Propose | ProposeBatch | ReadIndex | ChangeMembership
          | TransferLeadership | Bootstrap | SnapshotTaken | SnapshotSendFailed
-         | RequestSnapshot)
+         | RequestSnapshot | RestoreUserSnapshot)

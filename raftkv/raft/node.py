@@ -1072,6 +1072,9 @@ class RaftNode:
 
     def _on_snapshot_taken(self, event: ev.SnapshotTaken) -> None:
         meta = event.meta
+        if meta.index == self.snapshot.index and meta.term == self.snapshot.term and not self.snapshot.id:
+            self.snapshot = meta  # the runtime stored a restored backup: learn its id and size
+            return
         if meta.index <= self.snapshot.index:
             return
         self.snapshot = meta
@@ -1083,6 +1086,37 @@ class RaftNode:
         elif self.log.last_index > self.config.trailing_logs:
             self._log("INFO", "no logs to truncate")
         self._log("INFO", "snapshot complete up to", ("index", meta.index))
+
+    def _on_restore_requested(self, event: ev.RestoreUserSnapshot) -> None:
+        if self.role != LEADER:
+            self._not_leader(event.request_id)
+            return
+        if self.transfer is not None:
+            self._emit(fx.Rejected(event.request_id, "leadership transfer in progress"))
+            return
+        if not self.committed_in_term() or self.configuration_index > self.commit_index:
+            self._emit(fx.Rejected(event.request_id, "cannot restore while the leader's first entry "
+                                   "or a configuration change is uncommitted; retry"))
+            return
+        # One past the last index, as hashicorp does: no follower has an entry
+        # there, so each one is brought over by InstallSnapshot, and a
+        # follower's old entries can never be mistaken for the restored state.
+        index = self.log.last_index + 1
+        meta = SnapshotMeta(index, self.current_term, self.configuration, self.configuration_index)
+        self._emit(fx.RestoreSnapshot(meta, event.data))
+        if len(self.log):
+            self._emit(fx.TruncateLog(self.log.first_index))
+        self.log.reset(index, self.current_term)
+        self.snapshot = meta
+        self.commit_index = self.last_applied = index
+        for pr in self.progress.values():
+            pr.become_probe()
+        self._log("INFO", "restored user snapshot", ("index", index))
+        # The request completes when this no-op commits: by then a quorum holds
+        # the restored state (hashicorp's Restore waits the same way).
+        noop = Entry(index + 1, self.current_term, EntryType.NOOP)
+        self._emit(fx.Proposed(event.request_id, noop.index, noop.term))
+        self._append_as_leader([noop])
 
     # ------------------------------------------------------------------ dispatch
 
@@ -1098,6 +1132,7 @@ class RaftNode:
         ev.SnapshotTaken: _on_snapshot_taken,
         ev.SnapshotSendFailed: _on_snapshot_send_failed,
         ev.RequestSnapshot: _on_snapshot_requested,
+        ev.RestoreUserSnapshot: _on_restore_requested,
     }
     _message_handlers = {
         RequestVoteResponse: _on_vote_response,

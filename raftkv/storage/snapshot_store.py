@@ -227,6 +227,10 @@ class SnapshotStore:
                 self._log("WARN", "failed to open snapshot", [("id", meta.id), ("error", str(exc))])
         return None
 
+    def crc_of(self, snapshot_id: str) -> int:
+        """The CRC32 of a snapshot's state as recorded in its metadata."""
+        return self._read_meta(snapshot_id)[1]
+
     def delete(self, snapshot_id: str) -> None:
         shutil.rmtree(os.path.join(self.dir, snapshot_id), ignore_errors=True)
 

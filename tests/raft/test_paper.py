@@ -181,3 +181,38 @@ def test_read_index_waits_for_a_heartbeat_quorum():
     out = n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, 0, heartbeat=True,
                                                         read_seq=beat.read_seq)))
     assert of(out, fx.ReadReady)[0].request_id == 7
+
+
+def test_user_restore_becomes_a_snapshot_past_the_log_and_followers_get_it_by_install():
+    from raftkv.raft.messages import InstallSnapshot, InstallSnapshotResponse
+    n = elect(node(entries=(Entry(2, 1), Entry(3, 1))))
+    last = n.log.last_index
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, last - 1, match_index=last)))
+    assert n.committed_in_term()
+    out = n.step(ev.RestoreUserSnapshot(9, "backup-handle"))
+    restore = of(out, fx.RestoreSnapshot)[0]
+    assert restore.data == "backup-handle" and restore.meta.index == last + 1
+    assert restore.meta.term == n.current_term and restore.meta.configuration == THREE
+    kinds = [type(e) for e in out if not isinstance(e, fx.Log)]
+    assert kinds.index(fx.RestoreSnapshot) < kinds.index(fx.TruncateLog) < kinds.index(fx.AppendToLog)
+    assert n.snapshot.index == n.commit_index == n.last_applied == last + 1
+    noop = of(out, fx.AppendToLog)[0].entries[0]
+    assert noop.index == last + 2 and noop.type is EntryType.NOOP
+    assert of(out, fx.Proposed)[0] == fx.Proposed(9, last + 2, n.current_term)
+    installs = sent(out, InstallSnapshot)
+    assert {s.to for s in installs} == {"n2", "n3"} and installs[0].message.meta.index == last + 1
+    # the request completes once a quorum holds the restored state and the no-op
+    n.step(ev.Receive("n2", InstallSnapshotResponse(n.current_term, True, last + 1)))
+    assert n.commit_index == last + 1
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last + 1, last + 2,
+                                                  match_index=last + 2)))
+    assert n.commit_index == last + 2
+
+
+def test_user_restore_is_refused_by_a_follower_and_before_the_first_commit():
+    follower = node()
+    assert of(follower.step(ev.RestoreUserSnapshot(1, None)), fx.Rejected)[0].error.startswith(
+        "node is not the leader")
+    leader = elect(node())
+    out = leader.step(ev.RestoreUserSnapshot(2, None))
+    assert of(out, fx.Rejected) and not of(out, fx.RestoreSnapshot)
