@@ -142,8 +142,9 @@ class RaftNode:
         self._log("INFO", "initial configuration", ("index", self.configuration_index),
                   ("servers", _ServerList(self.configuration)))
         if self._stale_store_from is not None:
-            # the store kept entries that contradict the snapshot (a crash in the
-            # middle of installing one): drop them as the install would have
+            # the store kept entries that contradict the snapshot or end before
+            # it (a crash in the middle of installing one): drop them as the
+            # install would have
             self._log("WARN", "discarding log entries that conflict with the snapshot",
                       ("from", self._stale_store_from), ("snapshot-index", self.snapshot.index))
             self._emit(fx.TruncateLog(self._stale_store_from))
@@ -854,6 +855,10 @@ class RaftNode:
             if had_logs:
                 self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", self.log.last_index))
                 self._emit(fx.TruncateLog(self.log.first_index))
+            # The store may still hold entries below our first index (it frees
+            # whole segments only); they must go too, or it could not take the
+            # next append at meta.index + 1.
+            self._emit(fx.CompactLog(meta.index))
             self.log.reset(meta.index, meta.term)
         self.snapshot = meta
         self.commit_index = meta.index
@@ -1106,6 +1111,7 @@ class RaftNode:
         self._emit(fx.RestoreSnapshot(meta, event.data))
         if len(self.log):
             self._emit(fx.TruncateLog(self.log.first_index))
+        self._emit(fx.CompactLog(index))  # and what the store kept below our first index
         self.log.reset(index, self.current_term)
         self.snapshot = meta
         self.commit_index = self.last_applied = index
@@ -1192,6 +1198,8 @@ def _restore_log(snapshot: SnapshotMeta, stored: tuple[Entry, ...]) -> tuple[Raf
         and (at_snapshot is None or at_snapshot.term == snapshot.term)
         and all(b.index == a.index + 1 for a, b in zip(suffix, suffix[1:]))
     )
-    if consistent:
+    if consistent and stored[-1].index >= snapshot.index:
         return RaftLog(snapshot.index, snapshot.term, suffix), None
+    # Contradicting entries, or a store that ends before the snapshot (and so
+    # could not take the append at snapshot index + 1): clear it.
     return RaftLog(snapshot.index, snapshot.term), stored[0].index

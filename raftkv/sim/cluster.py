@@ -26,6 +26,10 @@ from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import Entry, EntryType, InstallSnapshot, SnapshotMeta
 from raftkv.raft.node import PersistentState, RaftConfig, RaftNode
 
+from .invariants import Violation
+
+SEGMENT_ENTRIES = 16
+
 SIM_CONFIG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
                         commit_timeout=5, max_append_entries=8, max_inflight=2,
                         snapshot_threshold=40, snapshot_interval=300, trailing_logs=10)
@@ -190,13 +194,25 @@ class SimCluster:
             if t is fx.PersistHardState:
                 durable.term, durable.voted_for = effect.term, effect.voted_for
             elif t is fx.AppendToLog:
+                # as the real log store does: an append continues the stored
+                # log; only an empty store may start anywhere
+                first = effect.entries[0].index
+                if durable.entries and first != max(durable.entries) + 1:
+                    raise Violation("Storage", f"{node.id} appends at {first} to a stored log "
+                                    f"ending at {max(durable.entries)}")
                 for e in effect.entries:
                     durable.entries[e.index] = e
             elif t is fx.TruncateLog:
                 for i in [i for i in durable.entries if i >= effect.from_index]:
                     del durable.entries[i]
             elif t is fx.CompactLog:
-                for i in [i for i in durable.entries if i <= effect.through_index]:
+                # as the real log store does: whole segments go (here 16
+                # entries each), so entries below the snapshot may remain;
+                # compacting through the last entry empties the store
+                through = effect.through_index
+                if durable.entries and through < max(durable.entries):
+                    through -= through % SEGMENT_ENTRIES
+                for i in [i for i in durable.entries if i <= through]:
                     del durable.entries[i]
             elif t is fx.RestoreSnapshot:
                 durable.snapshot = effect.meta
