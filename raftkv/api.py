@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
 
 from . import hclog
@@ -792,6 +793,42 @@ def create_app(server: RaftServer) -> web.Application:
     return app
 
 
+class _JsonErrorHandler(web_protocol.RequestHandler):
+    """aiohttp answers a request it cannot parse (a request line or header
+    over the limit, bytes that are not HTTP) itself, in plain text. Ours is
+    JSON like every other answer, and a request line too long to hold even a
+    value at the limit is a 413."""
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):
+            status = 413
+        error = (getattr(exc, "message", None) or message or "bad request").strip()
+        if len(error) > 200:
+            error = error[:200] + "..."
+        hclog.emit("WARN", LOGGER, "unparseable request", [("remote", request.remote or ""),
+                                                          ("status", status), ("error", error)])
+        resp = web.json_response({"error": error, "param": "request"}, status=status)
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    __slots__ = ()
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server
+
+
 async def start_api(server: RaftServer) -> web.AppRunner:
     s = server.settings
     app = create_app(server)
@@ -799,7 +836,7 @@ async def start_api(server: RaftServer) -> web.AppRunner:
     # the request line must be able to hold one over the limit: then the
     # handler answers 413 instead of the parser answering 400.
     line = 3 * s.max_body + 16 * 1024
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+    runner = _Runner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
                            max_line_size=line, max_field_size=max(8190, 16 * 1024))
     await runner.setup()
     site = web.TCPSite(runner, s.bind_addr, s.http_port, reuse_address=True)
