@@ -767,10 +767,13 @@ def _unlink(path: str) -> None:
 # --- wiring -------------------------------------------------------------------------
 
 def create_app(server: RaftServer) -> web.Application:
+    from . import dashboard
     limit = server.settings.max_body
-    app = web.Application(middlewares=[_errors], client_max_size=limit)
+    app = web.Application(middlewares=[dashboard.http_metrics_middleware, dashboard.cors_middleware, _errors],
+                          client_max_size=limit)
     app[APP_SERVER] = server
     app[MAX_BODY] = limit
+    dashboard.add_routes(app, server)  # /ui, /metrics, /debug/*
     r = app.router
     for method in ("GET", "POST"):
         r.add_route(method, "/join", handle_join)
@@ -831,6 +834,8 @@ class _Runner(web.AppRunner):
 
 async def start_api(server: RaftServer) -> web.AppRunner:
     s = server.settings
+    from .metrics import instrument
+    instrument(server)
     app = create_app(server)
     # A value may travel in the query string (GET /set?key=k&value=...), so
     # the request line must be able to hold one over the limit: then the

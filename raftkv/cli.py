@@ -4,10 +4,12 @@ Theory of operation: ``raftkv serve`` turns flags + environment into
 :class:`~raftkv.config.NodeSettings` (a bad value exits with status 2 and a
 message naming the variable) and runs :func:`raftkv.server.run_node` until
 SIGTERM/SIGINT. The client subcommands (``status``, ``peers``, ``get``,
-``set``, ``remove``, ``join``, ``snapshot``) are thin wrappers over the HTTP API of
-DESIGN §5 using only the standard library, so they start fast; they print
-the JSON answer and exit 0 on a 2xx status, else print the error to stderr
-and exit 1 (2 if the node cannot be reached). ``sim`` hands over to
+``set``, ``remove``, ``join``, ``remove-peer``, ``transfer-leadership``,
+``watch``, ``snapshot``) are thin wrappers over the HTTP API of DESIGN §5
+using only the standard library, so they start fast; they print the JSON
+answer (``peers`` and ``watch``: a table like ``vault operator raft
+list-peers``) and exit 0 on a 2xx status, else print one line naming the
+error to stderr and exit 1 (2 if the node cannot be reached). ``sim`` hands over to
 ``raftkv.sim.cli`` when that package provides it.
 """
 
@@ -49,14 +51,30 @@ def _client(args: argparse.Namespace, method: str, path: str, params: dict | Non
     try:
         status, body = _request(args.addr, method, path, params)
     except (urllib.error.URLError, OSError) as exc:
-        print(f"raftkv: cannot reach {args.addr}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
-        return 2
+        return _unreachable(args.addr, exc)
     text = json.dumps(body, indent=2, ensure_ascii=False) if not isinstance(body, str) else body
     if 200 <= status < 300:
         print(text)
         return 0
-    print(f"raftkv: HTTP {status}: {text}", file=sys.stderr)
+    print(f"raftkv: {_error_line(status, body)}", file=sys.stderr)
     return 1
+
+
+def _error_line(status: int, body: object) -> str:
+    """One line for a failed request: the API's own error message, not the JSON."""
+    if isinstance(body, dict) and body.get("error"):
+        text = str(body["error"])
+        if body.get("key") is not None and text == "key not found":
+            text = f"key not found: {body['key']}"
+        if body.get("outcome_unknown"):
+            text += " (the write may still take effect)"
+        leader = body.get("leader")
+        if status == 503 and isinstance(leader, dict) and leader.get("id"):
+            text += f" (leader: {leader['id']})"
+    else:
+        text = (body if isinstance(body, str) else json.dumps(body)) or "no answer"
+        text = " ".join(str(text).split())[:200]
+    return f"HTTP {status}: {text}"
 
 
 def _cell(value: object) -> str:
@@ -67,24 +85,133 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _unreachable(addr: str, exc: BaseException) -> int:
+    print(f"raftkv: cannot reach {addr}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+    return 2
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cluster_view(addr: str, timeout: float = 3.0) -> dict:
+    """The member list (from the leader, via ``addr``) joined with each
+    member's own ``/status``; raises OSError/URLError if ``addr`` is down.
+    Members that do not answer are reported as ``unreachable``."""
+    from concurrent.futures import ThreadPoolExecutor
+    status, peers = _request(addr, "GET", "/peers", timeout=timeout)
+    if status != 200 or not isinstance(peers, list):
+        raise _ClientError(status, peers)
+
+    def fetch(peer: dict) -> dict | None:
+        if not peer.get("http"):
+            return None
+        try:
+            code, st = _request(peer["http"], "GET", "/status", timeout=timeout)
+        except (urllib.error.URLError, OSError):
+            return None
+        return st if code == 200 and isinstance(st, dict) else None
+    with ThreadPoolExecutor(max(1, len(peers))) as pool:
+        statuses = list(pool.map(fetch, peers))
+    leader_commit = None
+    for peer, st in zip(peers, statuses):
+        if st and st.get("state") == "Leader":
+            leader_commit = st.get("commit_index")
+    rows = []
+    for peer, st in zip(peers, statuses):
+        commit = st.get("commit_index") if st else peer.get("match_index")
+        rows.append({
+            "node": peer["id"], "address": peer.get("address", ""), "http": peer.get("http"),
+            "state": (st.get("state", "?").lower() if st else "unreachable"),
+            "voter": peer.get("suffrage") == "Voter", "commit_index": commit,
+            "applied_index": st.get("applied_index") if st else None,
+            "term": st.get("term") if st else None,
+            "last_contact": peer.get("last_contact"),
+            "trails_leader_by": (leader_commit - commit) if leader_commit is not None and commit is not None
+            else None,
+        })
+    return {"leader_commit": leader_commit, "servers": rows}
+
+
+class _ClientError(Exception):
+    def __init__(self, status: int, body: object) -> None:
+        super().__init__(_error_line(status, body))
+        self.status = status
+        self.body = body
+
+
+def _peers_table(view: dict, wide: bool = False) -> str:
+    headers = ["Node", "Address", "State", "Voter", "Commit Index", "Trails Leader By"]
+    if wide:
+        headers += ["Term", "Applied Index", "Last Contact"]
+    rows = []
+    for r in view["servers"]:
+        row = [r["node"], r["address"], r["state"], _cell(r["voter"]), _cell(r["commit_index"]),
+               _cell(r["trails_leader_by"])]
+        if wide:
+            lc = r["last_contact"]
+            row += [_cell(r["term"]), _cell(r["applied_index"]), "" if lc is None else f"{lc}ms"]
+        rows.append(row)
+    return _table(headers, rows)
+
+
 def _print_peers(args: argparse.Namespace) -> int:
+    if not args.json:
+        try:
+            view = cluster_view(args.addr)
+        except _ClientError as exc:
+            print(f"raftkv: {exc}", file=sys.stderr)
+            return 1
+        except (urllib.error.URLError, OSError) as exc:
+            return _unreachable(args.addr, exc)
+        print(_peers_table(view))
+        return 0
+    return _print_peers_json(args)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """A live terminal view of the cluster: redrawn every ``--interval``
+    seconds until Ctrl-C; ``--once`` draws one frame and exits."""
+    import time
+    clear = "" if args.once or not sys.stdout.isatty() else "\x1b[H\x1b[2J"
+    try:
+        while True:
+            stamp = time.strftime("%H:%M:%S")
+            try:
+                view = cluster_view(args.addr)
+                leader = next((r for r in view["servers"] if r["state"] == "leader"), None)
+                head = (f"raftkv watch  {args.addr}  {stamp}  leader: "
+                        f"{leader['node'] if leader else 'none'}"
+                        f"{'  term: ' + str(leader['term']) if leader else ''}"
+                        f"  commit: {_cell(view['leader_commit'])}")
+                frame, code = head + "\n\n" + _peers_table(view, wide=True), 0
+            except _ClientError as exc:
+                frame, code = f"raftkv watch  {args.addr}  {stamp}\n\nraftkv: {exc}", 1
+            except (urllib.error.URLError, OSError) as exc:
+                frame, code = (f"raftkv watch  {args.addr}  {stamp}\n\n"
+                               f"raftkv: cannot reach {args.addr}: {getattr(exc, 'reason', exc)}"), 2
+            print(clear + frame, flush=True)
+            if args.once:
+                return code
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        print()
+        return 0
+
+
+def _print_peers_json(args: argparse.Namespace) -> int:
     try:
         status, body = _request(args.addr, "GET", "/peers")
     except (urllib.error.URLError, OSError) as exc:
-        print(f"raftkv: cannot reach {args.addr}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
-        return 2
+        return _unreachable(args.addr, exc)
     if status != 200 or not isinstance(body, list):
-        print(f"raftkv: HTTP {status}: {body}", file=sys.stderr)
+        print(f"raftkv: {_error_line(status, body)}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(body, indent=2))
-        return 0
-    cols = ("id", "address", "suffrage", "leader", "last_contact", "healthy", "http")
-    rows = [[_cell(r.get(c)) for c in cols] for r in body]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print(json.dumps(body, indent=2))
     return 0
 
 
@@ -149,6 +276,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raftkv serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .eventlog import install
+    install(settings.node_id)  # keep recent log records for /ui from the first line on
     from .server import run_node
     return run_node(settings)
 
@@ -177,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value")
     p = client("remove", help="delete a key")
     p.add_argument("key")
+    p = client("remove-peer", help="remove a server from the cluster")
+    p.add_argument("node_id")
+    p = client("transfer-leadership", help="hand leadership to another voter")
+    p.add_argument("--to", help="the voter to hand it to (default: the most up-to-date one)")
+    p = client("watch", help="live view of the cluster (Ctrl-C exits)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
     p = client("join", help="add a server to the cluster (as a nonvoter unless --voter)")
     p.add_argument("node_id")
     p.add_argument("raft_addr", help="the new server's Raft address, host:port")
@@ -224,5 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.action != "take" and not args.file:
             parser.error(f"snapshot {args.action} needs a FILE")
         return _snapshot(args)
+    if args.command == "remove-peer":
+        return _client(args, "POST", "/remove-peer", {"nodeId": args.node_id})
+    if args.command == "transfer-leadership":
+        return _client(args, "POST", "/transfer-leadership", {"to": args.to})
+    if args.command == "watch":
+        return _watch(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE

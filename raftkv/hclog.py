@@ -33,8 +33,8 @@ from typing import IO, Any
 import structlog
 
 __all__ = [
-    "LEVELS", "Bare", "HclogLogger", "configure", "emit", "format_duration",
-    "get_logger", "is_enabled", "render_json", "render_line",
+    "LEVELS", "Bare", "HclogLogger", "add_listener", "configure", "emit", "format_duration",
+    "get_logger", "is_enabled", "remove_listener", "render_json", "render_line",
 ]
 
 LEVELS = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "WARN": 3, "ERROR": 4}
@@ -263,6 +263,24 @@ class _Config:
 
 _config = _Config()
 _write_lock = threading.Lock()
+# Callables ``fn(when, level, name, message, fields)`` told of every line that
+# is written (the node's event ring buffer for /ui); called after the write.
+_listeners: list[Callable[[float, str, str, str, Sequence[tuple[str, object]]], None]] = []
+
+
+def add_listener(fn: Callable[[float, str, str, str, Sequence[tuple[str, object]]], None]) -> None:
+    """Also hand every written event, unrendered, to *fn* (it must be cheap and not raise)."""
+    _listeners.append(fn)
+
+
+def remove_listener(fn: Callable[..., None]) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def _tell(when: float, level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
+    for fn in _listeners:
+        fn(when, level, name, message, fields)
 _RENDERERS = {"hclog": render_line, "json": render_json}
 
 
@@ -299,7 +317,10 @@ def _write(line: str) -> None:
 def emit(level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
     """Write one event, e.g. a Raft core ``Log`` effect, if its level is enabled."""
     if _parse_level(level) >= _config.level:
-        _write(_config.render(time.time(), level.upper(), name, message, fields))
+        when, level = time.time(), level.upper()
+        _write(_config.render(when, level, name, message, fields))
+        if _listeners:
+            _tell(when, level, name, message, fields)
 
 
 class _Sink:
@@ -319,8 +340,10 @@ class _Sink:
 def _render_event(logger: _Sink, method_name: str, event_dict: dict[str, Any]) -> str:
     message = event_dict.pop("event", "")
     # event_dict keeps bound keys first, then the call's keywords in call order.
-    return _config.render(time.time(), method_name.upper(), logger.name, message,
-                          list(event_dict.items()))
+    when, level, fields = time.time(), method_name.upper(), list(event_dict.items())
+    if _listeners:
+        _tell(when, level, logger.name, message, fields)
+    return _config.render(when, level, logger.name, message, fields)
 
 
 def _level_method(method_name: str) -> Any:

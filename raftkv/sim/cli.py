@@ -24,10 +24,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), help="run one scripted scenario")
     parser.add_argument("--trace", action="store_true", help="print every event of the scenario")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
+    parser.add_argument("--json-trace", metavar="FILE",
+                        help="write the scenario's steps (states, messages, log lines) as JSON, "
+                             "as the dashboard's replay shows them ('-' for stdout)")
     args = parser.parse_args(argv)
     if args.list:
         for name in SCENARIOS:
             print(name)
+        return 0
+    if args.json_trace and not args.scenario:
+        parser.error("--json-trace needs --scenario")
+    if args.scenario and args.json_trace:
+        import json
+
+        from .record import record_scenario
+        doc = record_scenario(args.scenario)
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        if args.json_trace == "-":
+            print(text)
+        else:
+            with open(args.json_trace, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            print(f"sim: wrote {len(doc['steps'])} steps of scenario {args.scenario} to {args.json_trace}",
+                  file=sys.stderr)
+        if not doc["passed"]:
+            print(f"VIOLATION in scenario {args.scenario}: {doc['error']}")
+            return 1
         return 0
     if args.scenario:
         try:

@@ -1,0 +1,317 @@
+"""The dashboard's HTTP side: ``/ui``, ``/metrics`` and the ``/debug`` views.
+
+Theory of operation: the page (``raftkv/ui/``, static files, no external
+resources) is served by every node. It reads the member list from ``/peers``
+and then talks to every member *directly* at its HTTP address: one
+server-sent-events stream per node (``/debug/stream``) carries that node's
+status, the tail of its Raft log (index and term of each entry) and its
+recent hclog records from the node's :class:`~raftkv.eventlog.EventRing`.
+Those read-only routes answer with ``Access-Control-Allow-Origin: *`` so a
+page served by one node may read the others. Anything that changes state
+goes through the serving node: writes, reads and leadership transfer use the
+ordinary API (followers forward to the leader), and fault injection on
+another node goes through ``/ui/faults?node=ID``, which relays to that node's
+``/debug/faults``.
+
+Replay mode runs one deterministic simulator scenario on a worker thread
+(``/ui/replay?scenario=NAME``, see :mod:`raftkv.sim.record`) and returns
+every step's node states, messages and log lines; the page steps through them
+with the same views.
+
+Routes:
+
+==============================  ====================================================
+``GET /ui``                      the dashboard page
+``GET /ui/static/{name}``        its script and stylesheet
+``GET /ui/replay[?scenario=N]``  the scenario list, or one scenario's recorded steps
+``POST|DELETE /ui/faults?node``  relay to that node's ``/debug/faults``
+``GET /metrics``                 Prometheus text (:mod:`raftkv.metrics`)
+``GET /debug/stream``            server-sent events: ``hello``, ``status``, ``log``
+``GET /debug/events?since=N``    this node's recent log records after sequence N
+``GET /debug/log?from=N``        index/term/type of log entries from N
+==============================  ====================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from importlib import resources
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import eventlog
+from .metrics import CONTENT_TYPE_LATEST, NodeMetrics
+
+__all__ = ["CORS_PATHS", "add_routes", "http_metrics_middleware", "cors_middleware", "log_window"]
+
+EVENTS: web.AppKey[eventlog.EventRing] = web.AppKey("events", eventlog.EventRing)
+METRICS: web.AppKey[NodeMetrics] = web.AppKey("metrics", NodeMetrics)
+REPLAYS: web.AppKey[dict] = web.AppKey("replays", dict)
+
+CORS_PATHS = ("/status", "/peers", "/metrics", "/debug/stream", "/debug/events", "/debug/log")
+STREAM_INTERVAL = 0.2      # seconds between looks at the node, per stream
+STREAM_KEEPALIVE = 1.0     # send status at least this often, changed or not
+LOG_WINDOW = 300           # entries of the log tail a stream sends at most
+BACKLOG = 500              # log records a new stream starts with
+_STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+
+
+def _server(request: web.Request):
+    from .api import APP_SERVER
+    return request.app[APP_SERVER]
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(text=_dumps(body) + "\n", status=status, content_type="application/json")
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int = 0) -> int:
+    from .api import BadRequest
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(name, f"invalid {name} {raw!r}: expected a whole number") from None
+    if value < lo:
+        raise BadRequest(name, f"invalid {name} {raw!r}: must be at least {lo}")
+    return value
+
+
+# --- middlewares ----------------------------------------------------------------------
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Let a dashboard served by another member read this node's views."""
+    resp = await handler(request)
+    if request.method in ("GET", "HEAD") and request.path in CORS_PATHS and not resp.prepared:
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
+@web.middleware
+async def http_metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            metrics.http_requests.labels(route, request.method, str(status)).inc()
+            metrics.http_duration.labels(route).observe(time.perf_counter() - t0)
+
+
+# --- /metrics and /debug -----------------------------------------------------------------
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    resp = web.Response(body=metrics.render())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def handle_events(request: web.Request) -> web.StreamResponse:
+    ring = request.app[EVENTS]
+    since = _int_param(request, "since", 0)
+    limit = _int_param(request, "limit", BACKLOG, 1)
+    return _json({"node": ring.node_id, "last_seq": ring.last_seq, "events": ring.since(since, limit)})
+
+
+def _entry_type(entry) -> str:
+    return entry.type.name.lower()
+
+
+def log_window(node, lo: int, hi: int) -> list[list]:
+    """``[index, term, type]`` of the entries lo..hi the node's log still holds."""
+    return [[e.index, e.term, _entry_type(e)] for e in node.log.slice(lo, hi)]
+
+
+async def handle_log(request: web.Request) -> web.StreamResponse:
+    node = _server(request).node
+    log = node.log
+    limit = _int_param(request, "limit", LOG_WINDOW, 1)
+    default_from = max(log.first_index, log.last_index - limit + 1)
+    lo = max(_int_param(request, "from", default_from), log.first_index)
+    hi = min(log.last_index, lo + limit - 1)
+    return _json({"id": node.id, "base_index": log.base_index, "base_term": log.base_term,
+                  "first_index": log.first_index, "last_index": log.last_index,
+                  "commit_index": node.commit_index, "entries": log_window(node, lo, hi)})
+
+
+class _LogCursor:
+    """What of a node's log tail one stream has sent, to send only what changed.
+
+    Committed entries never change, so after a truncation or a snapshot
+    install it is enough to resend from the commit index seen last time."""
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.term: int | None = None
+        self.commit = 0
+        self.base = -1
+
+    def delta(self, node) -> dict | None:
+        log = node.log
+        last = log.last_index
+        intact = self.last > 0 and log.term_at(self.last) == self.term and self.last <= last
+        if intact and last == self.last and log.base_index == self.base:
+            return None
+        if intact:
+            start = self.last + 1
+        elif self.last == 0:
+            start = 1
+        else:
+            start = self.commit + 1
+        start = max(start, log.first_index, last - LOG_WINDOW + 1)
+        entries = log_window(node, start, last) if start <= last else []
+        self.last, self.term, self.commit, self.base = last, log.term_at(last), node.commit_index, log.base_index
+        return {"from": start, "last": last, "base_index": log.base_index, "base_term": log.base_term,
+                "entries": entries}
+
+
+def _status_key(st: dict) -> tuple:
+    return (st["state"], st["term"], st["commit_index"], st["applied_index"], st["last_log_index"],
+            st["last_snapshot_index"], (st["leader"] or {}).get("id"), st.get("latest_configuration_index"),
+            st.get("fault_injection"))
+
+
+async def handle_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``hello`` once, then ``status`` (with the log tail)
+    when something changed or every second, and ``log`` batches of records."""
+    server = _server(request)
+    ring = request.app[EVENTS]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "Access-Control-Allow-Origin": "*", "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    since_raw = request.headers.get("Last-Event-ID") or request.query.get("since")
+    seq = max(0, ring.last_seq - BACKLOG)
+    if since_raw and since_raw.isdigit() and int(since_raw) <= ring.last_seq:
+        seq = int(since_raw)  # a reconnect; a larger id is from before a restart
+    cursor = _LogCursor()
+    last_key: tuple | None = None
+    last_sent = 0.0
+
+    async def send(event: str, data: Any, event_id: int | None = None) -> None:
+        head = f"id: {event_id}\n" if event_id is not None else ""
+        await resp.write(f"{head}event: {event}\ndata: {_dumps(data)}\n\n".encode())
+
+    try:
+        st = server.status()
+        await send("hello", {"id": server.id, "http": server.http_address, "boot": ring.started,
+                             "fault_injection": bool(st.get("fault_injection"))})
+        while not getattr(server, "_stopping", False):
+            st = server.status()
+            key = _status_key(st)
+            delta = cursor.delta(server.node)
+            now = time.monotonic()
+            if delta is not None or key != last_key or now - last_sent >= STREAM_KEEPALIVE:
+                st["log"] = delta
+                st["peers"] = server.peers() if st["state"] == "Leader" else None
+                await send("status", st)
+                last_key, last_sent = key, now
+            records = ring.since(seq)
+            if records:
+                seq = records[-1]["seq"]
+                await send("log", records, seq)
+            await asyncio.sleep(STREAM_INTERVAL)
+    except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+        pass  # the page went away, or the node is shutting down
+    return resp
+
+
+# --- /ui ---------------------------------------------------------------------------------
+
+def _ui_file(name: str) -> bytes:
+    return resources.files("raftkv").joinpath("ui", name).read_bytes()
+
+
+async def handle_ui(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=_ui_file("index.html"), content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def handle_static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    ctype = _STATIC.get(name)
+    if ctype is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=_ui_file(name), content_type=ctype, charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def handle_replay(request: web.Request) -> web.StreamResponse:
+    from .api import BadRequest
+    from .sim import record
+    name = request.query.get("scenario")
+    if not name:
+        return _json({"scenarios": record.scenario_names()})
+    if name not in record.scenario_names():
+        raise BadRequest("scenario", f"unknown scenario {name!r}; one of {', '.join(record.scenario_names())}")
+    cache = request.app[REPLAYS]
+    if name not in cache:
+        loop = asyncio.get_running_loop()
+        cache[name] = await loop.run_in_executor(None, record.record_scenario, name)
+    return _json(cache[name])
+
+
+async def handle_faults(request: web.Request) -> web.StreamResponse:
+    """Relay a fault-injection request to the named member's ``/debug/faults``."""
+    from .api import BadRequest
+    server = _server(request)
+    node_id = request.query.get("node") or server.id
+    if not server.node.configuration.has(node_id) and node_id != server.id:
+        raise BadRequest("node", f"unknown server {node_id!r}")
+    http = server.http_address_of(node_id)
+    if not http:
+        return _json({"error": f"the HTTP address of {node_id} is not known"}, 503)
+    body = await request.read()
+    headers = {"Content-Type": "application/json"} if body else {}
+    try:
+        async with server.http_client.request(request.method, f"http://{http}/debug/faults", data=body or None,
+                                              headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            data = await resp.read()
+            if resp.status in (404, 405):
+                return _json({"error": f"fault injection is not available on {node_id}", "node": node_id},
+                             resp.status)
+            return web.Response(body=data, status=resp.status,
+                                content_type=resp.content_type or "application/json")
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return _json({"error": f"cannot reach {node_id} at {http}: {exc or type(exc).__name__}",
+                      "node": node_id}, 503)
+
+
+# --- wiring ------------------------------------------------------------------------------
+
+def add_routes(app: web.Application, server) -> None:
+    """Add the dashboard, metrics and debug routes to the node's app."""
+    app[EVENTS] = eventlog.ring_for(server.id)
+    app[METRICS] = getattr(server, "metrics", None) or NodeMetrics(server)
+    app[REPLAYS] = {}
+    r = app.router
+    r.add_get("/metrics", handle_metrics)
+    r.add_get("/ui", handle_ui)
+    r.add_get("/ui/", handle_ui)
+    r.add_get("/ui/static/{name}", handle_static)
+    r.add_get("/ui/replay", handle_replay)
+    r.add_post("/ui/faults", handle_faults)
+    r.add_delete("/ui/faults", handle_faults)
+    r.add_get("/debug/stream", handle_stream)
+    r.add_get("/debug/events", handle_events)
+    r.add_get("/debug/log", handle_log)

@@ -1,0 +1,246 @@
+"""Prometheus metrics of one node, named after hashicorp/raft's (``GET /metrics``).
+
+Theory of operation: every node has its own ``CollectorRegistry`` (never the
+process-global one, so several nodes in one process never mix). Two kinds of
+metric live in it:
+
+* *read at scrape time* -- role, term, commit/applied/last index, snapshot
+  index, last contact per peer -- by :class:`_RaftCollector`, which looks at
+  the node when Prometheus asks and costs nothing in between;
+* *counted as things happen* -- commit and apply time histograms,
+  AppendEntries RPCs and entries per peer, role transitions (elections),
+  snapshots taken and installed, HTTP requests by route and status. These are
+  plain counter increments and histogram observations, no logging, no
+  allocation beyond prometheus-client's own.
+
+:func:`instrument` attaches the counting side to a running
+:class:`~raftkv.server.RaftServer` by wrapping a few of its methods on the
+instance (proposal, state-machine apply, role change, snapshot take/install)
+and its transport's ``send``, so the runtime itself needs no metric calls.
+
+Names (Prometheus style of hashicorp's go-metrics keys):
+
+=====================================================  ===========================================
+``raft_state{state}``                                   1 for the node's current role, else 0
+``raft_term`` / ``raft_commit_index`` /                 the node's Raft state (Stats())
+``raft_applied_index`` / ``raft_last_log_index`` /
+``raft_last_snapshot_index`` / ``raft_fsm_pending``
+``raft_peers``                                          voters besides this node
+``raft_leader_last_contact_seconds{peer}``              (leader) since each follower last answered
+``raft_last_contact_seconds``                           (follower) since the leader was last heard
+``raft_commit_time_seconds``                            proposal to committed and applied (leader)
+``raft_fsm_apply_seconds``                              applying one batch of committed entries
+``raft_replication_append_entries_rpc_total{peer}``     AppendEntries sent (heartbeats not counted)
+``raft_replication_append_entries_logs_total{peer}``    entries carried by them
+``raft_replication_heartbeat_total{peer}``              heartbeats sent
+``raft_state_candidate_total`` / ``_leader_total`` /    role transitions: elections started and won,
+``raft_state_follower_total``                           steps down
+``raft_snapshot_create_total``                          snapshots taken
+``raft_snapshot_installed_total``                       snapshots received from a leader
+``raftkv_http_requests_total{route,method,status}``     HTTP requests answered
+``raftkv_http_request_duration_seconds{route}``         and how long they took
+=====================================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               PlatformCollector, ProcessCollector, disable_created_metrics,
+                               generate_latest)
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import RaftServer
+
+__all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics", "instrument"]
+
+# No ``*_created`` series: they double the output and nothing here reads them.
+disable_created_metrics()
+
+ROLES = ("Follower", "Candidate", "Leader", "Shutdown")
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _RaftCollector:
+    """Gauges read from the node at scrape time."""
+
+    def __init__(self, server: "RaftServer") -> None:
+        self.server = server
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        server = self.server
+        node = server.node
+        if node is None:
+            return
+        st = node.status()
+        role = "Shutdown" if getattr(server, "_stopping", False) else st["state"]
+        g = GaugeMetricFamily("raft_state", "1 for the role this node is in", labels=["state"])
+        for r in ROLES:
+            g.add_metric([r], 1.0 if r == role else 0.0)
+        yield g
+        for name, key, doc in (
+                ("raft_term", "term", "current term"),
+                ("raft_commit_index", "commit_index", "highest log index known committed"),
+                ("raft_last_log_index", "last_log_index", "last index in the log"),
+                ("raft_last_snapshot_index", "last_snapshot_index", "index of the latest snapshot")):
+            yield GaugeMetricFamily(name, doc, value=float(st[key]))
+        applied = server.kv.applied_index
+        yield GaugeMetricFamily("raft_applied_index", "highest log index applied to the state machine",
+                                value=float(applied))
+        yield GaugeMetricFamily("raft_fsm_pending", "committed entries not applied yet",
+                                value=float(max(0, st["commit_index"] - applied)))
+        conf = node.configuration
+        yield GaugeMetricFamily("raft_peers", "voters in the configuration besides this node",
+                                value=float(sum(1 for v in conf.voters if v != server.id)))
+        if node.is_leader:
+            lc = GaugeMetricFamily("raft_leader_last_contact_seconds",
+                                   "(leader) seconds since each follower last answered", labels=["peer"])
+            for peer_id, pr in node.progress.items():
+                if peer_id != server.id:
+                    lc.add_metric([peer_id], max(0, node.now - pr.last_contact) / 1000.0)
+            yield lc
+        else:
+            contact = node.last_contact()
+            if contact >= 0:
+                yield GaugeMetricFamily("raft_last_contact_seconds",
+                                        "(follower) seconds since the leader was last heard",
+                                        value=contact / 1000.0)
+
+
+class NodeMetrics:
+    """The registry of one node and its counting instruments."""
+
+    def __init__(self, server: "RaftServer") -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        reg = self.registry
+        reg.register(_RaftCollector(server))
+        ProcessCollector(registry=reg)   # process_resident_memory_bytes, cpu seconds, fds
+        PlatformCollector(registry=reg)  # python_info
+        self.commit_time = Histogram("raft_commit_time_seconds",
+                                     "time from a proposal to its entry committed and applied (leader)",
+                                     registry=reg, buckets=_LATENCY_BUCKETS)
+        self.fsm_apply = Histogram("raft_fsm_apply_seconds",
+                                   "time to apply one batch of committed entries to the state machine",
+                                   registry=reg, buckets=_LATENCY_BUCKETS)
+        self.append_rpc = Counter("raft_replication_append_entries_rpc",
+                                  "AppendEntries RPCs sent to each peer (not heartbeats)", ["peer"], registry=reg)
+        self.append_logs = Counter("raft_replication_append_entries_logs",
+                                   "log entries sent to each peer in AppendEntries", ["peer"], registry=reg)
+        self.heartbeat = Counter("raft_replication_heartbeat", "heartbeats sent to each peer", ["peer"],
+                                 registry=reg)
+        self.role = {r: Counter(f"raft_state_{r.lower()}", f"transitions into the {r} role", registry=reg)
+                     for r in ("Candidate", "Leader", "Follower")}
+        self.snapshot_create = Counter("raft_snapshot_create", "snapshots taken by this node", registry=reg)
+        self.snapshot_installed = Counter("raft_snapshot_installed",
+                                          "snapshots received from a leader and installed", registry=reg)
+        self.http_requests = Counter("raftkv_http_requests", "HTTP requests answered",
+                                     ["route", "method", "status"], registry=reg)
+        self.http_duration = Histogram("raftkv_http_request_duration_seconds", "time to answer an HTTP request",
+                                       ["route"], registry=reg, buckets=_LATENCY_BUCKETS)
+        self._per_peer: dict[str, tuple] = {}
+
+    def peer(self, peer_id: str) -> tuple:
+        """(rpc, logs, heartbeat) children for one peer, created once."""
+        children = self._per_peer.get(peer_id)
+        if children is None:
+            children = (self.append_rpc.labels(peer_id), self.append_logs.labels(peer_id),
+                        self.heartbeat.labels(peer_id))
+            self._per_peer[peer_id] = children
+        return children
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def instrument(server: "RaftServer") -> NodeMetrics:
+    """Create the node's metrics and hook the counting side into the runtime."""
+    existing = getattr(server, "metrics", None)
+    if isinstance(existing, NodeMetrics):
+        return existing
+    m = NodeMetrics(server)
+    server.metrics = m
+    from .raft.messages import AppendEntries
+
+    propose = getattr(server, "propose", None)
+    if propose is not None:
+        observe_commit = m.commit_time.observe
+
+        @functools.wraps(propose)
+        async def timed_propose(*args, **kwargs):
+            t0 = time.perf_counter()
+            result = await propose(*args, **kwargs)
+            observe_commit(time.perf_counter() - t0)
+            return result
+        server.propose = timed_propose
+
+    apply = getattr(server, "_apply", None)
+    if apply is not None:
+        observe_apply = m.fsm_apply.observe
+
+        @functools.wraps(apply)
+        def timed_apply(entries):
+            t0 = time.perf_counter()
+            try:
+                return apply(entries)
+            finally:
+                if entries:
+                    observe_apply(time.perf_counter() - t0)
+        server._apply = timed_apply
+
+    state_changed = getattr(server, "_state_changed", None)
+    if state_changed is not None:
+        last = [getattr(server, "_role", None), None]  # role, term
+
+        @functools.wraps(state_changed)
+        def counted_state_changed(e):
+            role, term = getattr(e, "role", None), getattr(e, "term", None)
+            counter = m.role.get(role)
+            # a new role, or a new election round as candidate
+            if counter is not None and (role != last[0] or (role == "Candidate" and term != last[1])):
+                counter.inc()
+            last[0], last[1] = role, term
+            return state_changed(e)
+        server._state_changed = counted_state_changed
+
+    take = getattr(server, "_take_snapshot", None)
+    if take is not None:
+        @functools.wraps(take)
+        def counted_take(meta):
+            m.snapshot_create.inc()
+            return take(meta)
+        server._take_snapshot = counted_take
+
+    restore = getattr(server, "_restore_received", None)
+    if restore is not None:
+        @functools.wraps(restore)
+        def counted_restore(meta, handle):
+            result = restore(meta, handle)
+            m.snapshot_installed.inc()
+            return result
+        server._restore_received = counted_restore
+
+    transport = getattr(server, "transport", None)
+    send = getattr(transport, "send", None)
+    if send is not None:
+        peer = m.peer
+
+        @functools.wraps(send)
+        def counted_send(to_id, address, message):
+            if type(message) is AppendEntries:
+                rpc, logs, heartbeat = peer(to_id)
+                if message.heartbeat:
+                    heartbeat.inc()
+                else:
+                    rpc.inc()
+                    if message.entries:
+                        logs.inc(len(message.entries))
+            return send(to_id, address, message)
+        transport.send = counted_send
+    return m

@@ -1,0 +1,456 @@
+// raftkv dashboard: a live view of the whole cluster, or a replay of a
+// simulator scenario, in three views: node cards, log strips, merged events.
+// No libraries, no external resources: the page must work on a closed network.
+"use strict";
+
+const $ = (sel, el = document) => el.querySelector(sel);
+const $$ = (sel, el = document) => Array.from(el.querySelectorAll(sel));
+const WINDOW = 40;          // log indexes shown per strip
+const KEEP_ENTRIES = 400;   // entries kept per node
+const KEEP_EVENTS = 5000;   // merged events kept
+const SHOW_EVENTS = 400;    // rows rendered
+const STALE_MS = 3000;      // a stream silent this long means the node is unreachable
+
+const live = { self: null, nodes: new Map(), events: [], peersFrom: null };
+const replay = { data: null, step: 0, timer: null };
+const filter = { text: "", level: "", node: "", quick: "" };
+let mode = "live";
+let renderPending = false;
+
+// ---------------------------------------------------------------- helpers
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function termColour(t) { return t ? `hsl(${(t * 137.508) % 360}, 62%, 46%)` : "#bbb"; }
+function fmtTime(ev) {
+  if (mode === "replay") return `t=${Math.round(ev.time * 1000)}ms`;
+  const d = new Date(ev.time * 1000);
+  return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+function urlFor(http, path) {
+  return (!http || http === location.host) ? path : `http://${http}${path}`;
+}
+async function getJSON(url, opts) {
+  const resp = await fetch(url, Object.assign({ cache: "no-store" }, opts || {}));
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = null; }
+  return { ok: resp.ok, status: resp.status, body };
+}
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => { renderPending = false; render(); });
+}
+function say(text, isError) {
+  const el = $("#op-result");
+  el.textContent = text;
+  el.classList.toggle("error", !!isError);
+}
+
+// ---------------------------------------------------------------- live: streams
+
+function nodeEntry(id) {
+  let n = live.nodes.get(id);
+  if (!n) {
+    n = { id, http: null, suffrage: null, status: null, lastMsg: 0, entries: new Map(), lastSeq: 0,
+          boot: null, es: null, esHttp: null };
+    live.nodes.set(id, n);
+  }
+  return n;
+}
+
+function connect(n) {
+  if (n.es && n.esHttp === n.http) return;
+  if (n.es) n.es.close();
+  n.esHttp = n.http;
+  const es = new EventSource(urlFor(n.http, "/debug/stream"));
+  n.es = es;
+  es.addEventListener("hello", e => {
+    const h = JSON.parse(e.data);
+    if (n.boot !== null && h.boot !== n.boot) {   // the node restarted: start over
+      n.entries.clear();
+      n.lastSeq = 0;
+    }
+    n.boot = h.boot;
+    n.faultInjection = h.fault_injection;
+    n.lastMsg = Date.now();
+  });
+  es.addEventListener("status", e => {
+    const st = JSON.parse(e.data);
+    n.status = st;
+    n.lastMsg = Date.now();
+    applyLog(n, st.log);
+    scheduleRender();
+  });
+  es.addEventListener("log", e => {
+    const recs = JSON.parse(e.data);
+    n.lastMsg = Date.now();
+    for (const r of recs) {
+      if (r.seq <= n.lastSeq) continue;
+      n.lastSeq = r.seq;
+      live.events.push(r);
+    }
+    if (live.events.length > KEEP_EVENTS) live.events.splice(0, live.events.length - KEEP_EVENTS);
+    scheduleRender();
+  });
+  es.onerror = () => scheduleRender();  // EventSource reconnects by itself
+}
+
+function applyLog(n, d) {
+  if (!d) return;
+  for (const k of Array.from(n.entries.keys())) if (k > d.last) n.entries.delete(k);
+  for (const [i, t, ty] of d.entries) n.entries.set(i, [t, ty]);
+  if (n.entries.size > KEEP_ENTRIES) {
+    const keys = Array.from(n.entries.keys()).sort((a, b) => a - b);
+    for (const k of keys.slice(0, keys.length - KEEP_ENTRIES)) n.entries.delete(k);
+  }
+}
+
+function isUp(n) { return n.status !== null && Date.now() - n.lastMsg < STALE_MS; }
+
+async function refreshPeers() {
+  // ask the serving node first, then any other member we know of
+  const sources = [null, ...Array.from(live.nodes.values()).filter(isUp).map(n => n.http)];
+  for (const http of sources) {
+    try {
+      const r = await getJSON(urlFor(http, "/peers"));
+      if (!r.ok || !Array.isArray(r.body)) continue;
+      const ids = new Set();
+      for (const p of r.body) {
+        ids.add(p.id);
+        const n = nodeEntry(p.id);
+        n.suffrage = p.suffrage;
+        n.peer = p;
+        if (p.http) n.http = p.http;
+        if (n.http) connect(n);
+      }
+      for (const [id, n] of live.nodes) {
+        if (!ids.has(id)) { if (n.es) n.es.close(); live.nodes.delete(id); }
+      }
+      live.peersFrom = http || location.host;
+      break;
+    } catch (e) { /* try the next member */ }
+  }
+  scheduleRender();
+}
+
+function liveView() {
+  const nodes = Array.from(live.nodes.values()).sort((a, b) => a.id.localeCompare(b.id));
+  const leader = nodes.find(n => isUp(n) && n.status && n.status.state === "Leader");
+  const leaderPeers = new Map(((leader && leader.status.peers) || []).map(p => [p.id, p]));
+  return {
+    nodes: nodes.map(n => {
+      const st = n.status || {};
+      const up = isUp(n);
+      let lastContact = st.last_contact;
+      if (leaderPeers.has(n.id) && n !== leader) lastContact = leaderPeers.get(n.id).last_contact;
+      const conf = (st.latest_configuration || []).find(s => s.id === n.id);
+      return {
+        id: n.id, up, role: up ? (st.state || "?") : "Unreachable", term: st.term,
+        commit: st.commit_index, applied: st.applied_index, last: st.last_log_index,
+        snapshot: st.last_snapshot_index || 0, voter: (conf ? conf.suffrage : n.suffrage) === "Voter",
+        suffrage: conf ? conf.suffrage : (n.suffrage || "?"), lastContact, leader: st.leader ? st.leader.id : null,
+        http: n.http, entries: n.entries, faultInjection: !!st.fault_injection,
+      };
+    }),
+    events: live.events,
+    current: null,
+  };
+}
+
+// ---------------------------------------------------------------- replay
+
+async function loadScenarios() {
+  const r = await getJSON("/ui/replay");
+  const sel = $("#replay-scenario");
+  sel.innerHTML = ((r.body && r.body.scenarios) || []).map(s => `<option>${esc(s)}</option>`).join("");
+}
+
+async function loadReplay(name) {
+  say(`loading scenario ${name} ...`);
+  const r = await getJSON(`/ui/replay?scenario=${encodeURIComponent(name)}`);
+  if (!r.ok) { say(`replay: ${(r.body && r.body.error) || r.status}`, true); return; }
+  replay.data = r.body;
+  replay.step = 0;
+  const slider = $("#replay-slider");
+  slider.max = String(Math.max(0, r.body.steps.length - 1));
+  slider.value = "0";
+  say(`scenario ${name}: ${r.body.steps.length} steps` + (r.body.passed ? ", every invariant held" : `, VIOLATION: ${r.body.error}`),
+      !r.body.passed);
+  scheduleRender();
+}
+
+function setStep(i) {
+  if (!replay.data) return;
+  replay.step = Math.max(0, Math.min(replay.data.steps.length - 1, i));
+  $("#replay-slider").value = String(replay.step);
+  scheduleRender();
+}
+
+function togglePlay() {
+  if (replay.timer) { clearInterval(replay.timer); replay.timer = null; $("#replay-play").classList.remove("active"); return; }
+  $("#replay-play").classList.add("active");
+  replay.timer = setInterval(() => {
+    if (!replay.data || replay.step >= replay.data.steps.length - 1) { togglePlay(); return; }
+    setStep(replay.step + 1);
+  }, 600);
+}
+
+function replayView() {
+  const data = replay.data;
+  if (!data || !data.steps.length) return { nodes: [], events: [], current: null };
+  const step = data.steps[replay.step];
+  const events = [];
+  for (let i = 0; i <= replay.step; i++) for (const l of data.steps[i].logs) events.push(l);
+  const leader = step.nodes.find(s => s.up && s.role === "Leader");
+  return {
+    nodes: step.nodes.map(s => ({
+      id: s.id, up: s.up, role: s.up ? s.role : "Down", term: s.term, commit: s.commit_index,
+      applied: s.applied_index, last: s.last_log_index, snapshot: s.last_snapshot_index || 0,
+      voter: !!s.voter, suffrage: s.up ? (s.member ? (s.voter ? "Voter" : "Nonvoter") : "not a member") : "?",
+      lastContact: null, leader: s.leader, http: null,
+      entries: new Map((s.entries || []).map(([i, t, ty]) => [i, [t, ty]])),
+    })),
+    events,
+    current: new Set(step.logs.map(l => l.seq)),
+    step, leaderId: leader ? leader.id : null,
+  };
+}
+
+// ---------------------------------------------------------------- rendering
+
+function render() {
+  const view = mode === "live" ? liveView() : replayView();
+  renderCards(view);
+  renderStrips(view);
+  renderEvents(view);
+  renderControls(view);
+  if (mode === "replay") renderStep(view);
+}
+
+function renderCards(view) {
+  const html = view.nodes.map(n => `
+    <div class="card" data-testid="node-card" data-node="${esc(n.id)}" data-role="${esc(n.role)}" data-up="${n.up}">
+      <div class="title"><span class="id">${esc(n.id)}</span>
+        <span class="role">${esc(n.role)}</span></div>
+      <dl>
+        <dt>term</dt><dd class="term">${n.term ?? "–"}</dd>
+        <dt>commit</dt><dd class="commit">${n.commit ?? "–"}</dd>
+        <dt>applied</dt><dd class="applied">${n.applied ?? "–"}</dd>
+        <dt>last index</dt><dd class="last">${n.last ?? "–"}</dd>
+        <dt>snapshot</dt><dd>${n.snapshot || "–"}</dd>
+        <dt>last contact</dt><dd>${n.role === "Leader" ? "(leader)" : (n.lastContact == null ? "–" : n.lastContact + " ms")}</dd>
+        <dt>suffrage</dt><dd class="suffrage">${esc(n.suffrage)}</dd>
+        <dt>status</dt><dd><span class="badge ${n.up ? "up" : "down"}">${n.up ? "up" : (mode === "live" ? "unreachable" : "down")}</span></dd>
+        ${n.http ? `<dt>http</dt><dd>${esc(n.http)}</dd>` : ""}
+      </dl>
+    </div>`).join("");
+  $("#cards").innerHTML = html || `<span class="muted">no nodes yet</span>`;
+}
+
+function renderStrips(view) {
+  let hi = 0;
+  for (const n of view.nodes) if (n.last && n.last > hi) hi = n.last;
+  for (const n of view.nodes) for (const k of n.entries.keys()) if (k > hi) hi = k;
+  const lo = Math.max(1, hi - WINDOW + 1);
+  const axis = [];
+  for (let i = lo; i <= hi; i++) axis.push(`<span class="e">${i % 5 === 0 || i === lo || i === hi ? i : ""}</span>`);
+  const rows = [`<div class="strip axis"><span class="name muted">index</span>${axis.join("")}</div>`];
+  for (const n of view.nodes) {
+    const cells = [];
+    for (let i = lo; i <= hi; i++) {
+      const e = n.entries.get(i);
+      const cls = ["e"];
+      if (!e) {
+        if (i <= n.snapshot) { cls.push("compacted", "snap"); cells.push(`<span class="${cls.join(" ")}" data-index="${i}" title="index ${i}: in snapshot"></span>`); }
+        else cells.push(`<span class="e empty"></span>`);
+        continue;
+      }
+      const [term, type] = e;
+      cls.push(type);
+      if (n.commit == null || i > n.commit) cls.push("uncommitted");
+      if (i === n.commit) cls.push("commit");
+      if (i <= n.snapshot) cls.push("snap");
+      cells.push(`<span class="${cls.join(" ")}" data-index="${i}" data-term="${term}" style="background-color:${termColour(term)}"
+        title="index ${i}, term ${term}, ${type}${i <= (n.commit || 0) ? ", committed" : ""}">${term}</span>`);
+    }
+    rows.push(`<div class="strip" data-testid="strip" data-strip="${esc(n.id)}">
+      <span class="name ${n.up ? "" : "down"}">${esc(n.id)}</span>${cells.join("")}
+      <span class="meta">commit=${n.commit ?? "–"} snapshot=${n.snapshot || 0} last=${n.last ?? "–"}</span></div>`);
+  }
+  $("#strips").innerHTML = rows.join("");
+}
+
+function eventMatches(ev) {
+  if (filter.level && ev.level !== filter.level) return false;
+  if (filter.node && ev.node !== filter.node) return false;
+  const hay = () => `${ev.logger} ${ev.message} ${ev.fields.map(f => f[0] + "=" + f[1]).join(" ")}`.toLowerCase();
+  if (filter.quick && !ev.message.toLowerCase().includes(filter.quick.toLowerCase())) return false;
+  if (filter.text && !hay().includes(filter.text.toLowerCase())) return false;
+  return true;
+}
+
+function renderEvents(view) {
+  const all = view.events.slice().sort((a, b) => a.time - b.time || a.seq - b.seq);
+  const matching = all.filter(eventMatches);
+  const shown = matching.slice(-SHOW_EVENTS).reverse();
+  $("#events tbody").innerHTML = shown.map(ev => `
+    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}" data-node="${esc(ev.node)}">
+      <td>${esc(ev.node)}</td><td>${esc(fmtTime(ev))}</td><td class="level">${esc(ev.level)}</td>
+      <td>${esc(ev.logger)}</td><td class="message">${esc(ev.message)}</td>
+      <td class="fields">${ev.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`).join("");
+  $("#f-count").textContent = `${matching.length} of ${all.length} events`;
+  const nodeSel = $("#f-node");
+  const ids = view.nodes.map(n => n.id);
+  const have = $$("option", nodeSel).map(o => o.value).filter(Boolean);
+  if (ids.join() !== have.join()) {
+    nodeSel.innerHTML = `<option value="">any node</option>` + ids.map(i => `<option>${esc(i)}</option>`).join("");
+    nodeSel.value = ids.includes(filter.node) ? filter.node : "";
+  }
+}
+
+function syncSelect(sel, values, first) {
+  const have = $$("option", sel).map(o => o.value);
+  const want = (first ? [first[0]] : []).concat(values);
+  if (have.join() === want.join()) return;
+  const keep = sel.value;
+  sel.innerHTML = (first ? `<option value="${esc(first[0])}">${esc(first[1])}</option>` : "") +
+    values.map(v => `<option>${esc(v)}</option>`).join("");
+  if (want.includes(keep)) sel.value = keep;
+}
+
+function renderControls(view) {
+  if (mode !== "live") return;
+  syncSelect($("#transfer-to"), view.nodes.filter(n => n.voter).map(n => n.id), ["", "any voter"]);
+  syncSelect($("#fault-node"), view.nodes.map(n => n.id));
+  $("#faults").hidden = !view.nodes.some(n => n.faultInjection);
+  const up = view.nodes.filter(n => n.up).length;
+  $("#conn").textContent = `${up}/${view.nodes.length} nodes streaming`;
+}
+
+function renderStep(view) {
+  const data = replay.data;
+  if (!data) { $("#replay-pos").textContent = ""; $("#replay-step").innerHTML = ""; return; }
+  const step = view.step;
+  $("#replay-pos").textContent = `step ${replay.step + 1} / ${data.steps.length}`;
+  $("#replay-step").innerHTML =
+    step.notes.map(n => `<div class="note">== ${esc(n)}</div>`).join("") +
+    `<div><span class="label">${esc(step.label)}</span> <span class="muted">t=${step.t}ms</span></div>` +
+    step.messages.map(m => `<div class="msg">${esc(m)}</div>`).join("");
+}
+
+// ---------------------------------------------------------------- actions
+
+async function act(method, url, what) {
+  try {
+    const r = await getJSON(url, { method });
+    const body = r.body || {};
+    if (!r.ok) { say(`${what}: HTTP ${r.status}: ${body.error || "failed"}`, true); return null; }
+    return body;
+  } catch (e) {
+    say(`${what}: ${e}`, true);
+    return null;
+  }
+}
+
+async function write() {
+  const key = $("#kv-key").value, value = $("#kv-value").value;
+  if (!key) { say("write: enter a key", true); return; }
+  const body = await act("POST", `/set?key=${encodeURIComponent(key)}&value=${encodeURIComponent(value)}`, "write");
+  if (body) {
+    const el = $("#op-result");
+    say(`wrote ${key}=${value} at index ${body.index} (served by ${body.served_by})`);
+    el.dataset.index = String(body.index);
+  }
+}
+
+async function read() {
+  const key = $("#kv-key").value;
+  if (!key) { say("read: enter a key", true); return; }
+  const r = await getJSON(`/get?key=${encodeURIComponent(key)}`);
+  if (r.status === 404) say(`${key} is not set`);
+  else if (!r.ok) say(`read: HTTP ${r.status}: ${(r.body && r.body.error) || "failed"}`, true);
+  else say(`${key} = ${r.body.value} (linearizable read, served by ${r.body.served_by})`);
+}
+
+async function transfer() {
+  const to = $("#transfer-to").value;
+  const body = await act("POST", "/transfer-leadership" + (to ? `?to=${encodeURIComponent(to)}` : ""), "transfer leadership");
+  if (body) say(`leadership transferred from ${body.from}${body.to ? " to " + body.to : ""}`);
+}
+
+async function fault(method, payload) {
+  const node = $("#fault-node").value;
+  const others = Array.from(live.nodes.keys()).filter(i => i !== node);
+  const dur = parseInt($("#fault-duration").value, 10);
+  const body = Object.assign({}, payload(others));
+  if (dur > 0) body.duration_s = dur;
+  try {
+    const resp = await fetch(`/ui/faults?node=${encodeURIComponent(node)}`, {
+      method, headers: { "Content-Type": "application/json" },
+      body: method === "DELETE" ? undefined : JSON.stringify(body),
+    });
+    let out = {};
+    try { out = await resp.json(); } catch (e) { out = {}; }
+    if (!resp.ok) say(`fault on ${node}: HTTP ${resp.status}: ${out.error || "failed"}`, true);
+    else say(method === "DELETE" ? `healed ${node}` : `fault on ${node}: ${JSON.stringify(body)}`);
+  } catch (e) {
+    say(`fault on ${node}: ${e}`, true);
+  }
+}
+
+function setMode(m) {
+  mode = m;
+  document.body.classList.toggle("replay", m === "replay");
+  $("#replay-bar").hidden = m !== "replay";
+  $$(".tab").forEach(b => b.classList.toggle("active", b.dataset.mode === m));
+  if (m === "replay" && !$("#replay-scenario").options.length) loadScenarios();
+  scheduleRender();
+}
+
+function wire() {
+  $("#kv-write").onclick = write;
+  $("#kv-read").onclick = read;
+  $("#kv-value").addEventListener("keydown", e => { if (e.key === "Enter") write(); });
+  $("#transfer").onclick = transfer;
+  $("#fault-isolate").onclick = () => fault("POST", others => ({ drop: others }));
+  $("#fault-delay-btn").onclick = () => fault("POST", others => ({ delay_ms: parseInt($("#fault-delay").value, 10) || 0, peers: others }));
+  $("#fault-heal").onclick = () => fault("DELETE", () => ({}));
+  $("#f-text").oninput = e => { filter.text = e.target.value; scheduleRender(); };
+  $("#f-level").onchange = e => { filter.level = e.target.value; scheduleRender(); };
+  $("#f-node").onchange = e => { filter.node = e.target.value; scheduleRender(); };
+  $$("button.q").forEach(b => b.onclick = () => {
+    filter.quick = filter.quick === b.dataset.q ? "" : b.dataset.q;
+    $$("button.q").forEach(x => x.classList.toggle("on", x.dataset.q === filter.quick));
+    scheduleRender();
+  });
+  $$(".tab").forEach(b => b.onclick = () => setMode(b.dataset.mode));
+  $("#replay-load").onclick = () => loadReplay($("#replay-scenario").value);
+  $("#replay-first").onclick = () => setStep(0);
+  $("#replay-prev").onclick = () => setStep(replay.step - 1);
+  $("#replay-next").onclick = () => setStep(replay.step + 1);
+  $("#replay-play").onclick = togglePlay;
+  $("#replay-slider").oninput = e => setStep(parseInt(e.target.value, 10));
+}
+
+async function boot() {
+  wire();
+  try {
+    const r = await getJSON("/status");
+    if (r.ok) { live.self = r.body.id; $("#served-by").textContent = `served by ${r.body.id} (${location.host})`; }
+  } catch (e) { /* the streams will tell */ }
+  const params = new URLSearchParams(location.search);
+  if (params.get("scenario")) {
+    setMode("replay");
+    await loadScenarios();
+    $("#replay-scenario").value = params.get("scenario");
+    await loadReplay(params.get("scenario"));
+    if (params.get("step")) setStep(parseInt(params.get("step"), 10) - 1);
+  }
+  await refreshPeers();
+  setInterval(refreshPeers, 2000);
+  setInterval(scheduleRender, 1000);  // notice silent (unreachable) nodes
+}
+
+boot();

@@ -1,0 +1,248 @@
+"""The dashboard: /ui in a real browser (Playwright driving Debian's
+chromium) on a live 3-node cluster, and the /debug views it is built on.
+
+Screenshots go to ``test-artifacts/ui/`` (gitignored)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+from cluster import REPO, wait_until
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # the browser tests say why they skip
+    sync_playwright = None
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+WAIT_MS = 30_000
+
+needs_browser = pytest.mark.skipif(
+    sync_playwright is None or not os.path.exists(CHROMIUM),
+    reason=("playwright is not importable (pip install playwright; it is in the test extra)"
+            if sync_playwright is None else
+            f"chromium not found at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)"))
+
+
+@pytest.fixture
+def browser_page():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.errors = errors
+            yield page
+        finally:
+            browser.close()
+
+
+CARDS = """() => Array.from(document.querySelectorAll('[data-testid=node-card]'))
+                 .map(e => [e.dataset.node, e.dataset.role, e.dataset.up])"""
+
+
+def _cards(page) -> list[list[str]]:
+    return page.evaluate(CARDS)
+
+
+@needs_browser
+def test_dashboard_follows_failover_and_a_write_from_the_page(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    for i in range(3):
+        n1.set(f"k{i}", str(i))
+    leader = cluster.leader()
+    viewer = next(n for n in cluster.running() if n.id != leader.id)  # the page survives the kill
+
+    page.goto(f"http://{viewer.http_addr}/ui")
+    page.wait_for_function(
+        """() => { const c = Array.from(document.querySelectorAll('[data-testid=node-card]'));
+                   return c.length === 3 && c.every(e => e.dataset.up === 'true')
+                          && c.filter(e => e.dataset.role === 'Leader').length === 1; }""",
+        timeout=WAIT_MS)
+    cards = _cards(page)
+    assert sorted(c[0] for c in cards) == ["n1", "n2", "n3"]
+    assert [c[0] for c in cards if c[1] == "Leader"] == [leader.id]
+    # every node's log strip shows the writes, and the merged events came from all three
+    page.wait_for_function(
+        """(n) => Array.from(document.querySelectorAll('[data-testid=strip]'))
+                   .every(s => s.querySelector(`[data-index="${n}"]`))""",
+        arg=leader.status()["commit_index"], timeout=WAIT_MS)
+    page.wait_for_function(
+        """() => new Set(Array.from(document.querySelectorAll('#events tbody tr')).map(r => r.dataset.node)).size === 3""",
+        timeout=WAIT_MS)
+    # a quick filter leaves only its lines
+    page.click("button.q[data-q='election won']")
+    messages = page.eval_on_selector_all("#events tbody td.message", "els => els.map(e => e.textContent)")
+    assert messages and all(m == "election won" for m in messages), messages
+    page.click("button.q[data-q='election won']")
+    # no node reports fault injection here, so its controls stay hidden
+    faults = any(n.status().get("fault_injection") for n in cluster.running())
+    assert page.is_hidden("#faults") != faults
+    page.screenshot(path=str(ARTIFACTS / "01-cluster.png"), full_page=True)
+
+    leader.kill()
+    page.wait_for_function(
+        """(dead) => { const c = Array.from(document.querySelectorAll('[data-testid=node-card]'));
+                       const d = c.find(e => e.dataset.node === dead);
+                       return d && d.dataset.up === 'false'
+                              && c.filter(e => e.dataset.role === 'Leader' && e.dataset.up === 'true').length === 1; }""",
+        arg=leader.id, timeout=WAIT_MS)
+    new_leader = cluster.leader()
+    assert new_leader.id != leader.id
+    page.wait_for_function(
+        """(id) => document.querySelector(`[data-testid=node-card][data-node="${id}"]`).dataset.role === 'Leader'""",
+        arg=new_leader.id, timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "02-failover.png"), full_page=True)
+
+    # the killed node comes back; a write from the page reaches all three strips
+    leader.start().wait_ready()
+    page.wait_for_function(
+        """(id) => document.querySelector(`[data-testid=node-card][data-node="${id}"]`).dataset.up === 'true'""",
+        arg=leader.id, timeout=WAIT_MS)
+    page.fill("#kv-key", "from-the-page")
+    page.fill("#kv-value", "hello")
+    page.click("#kv-write")
+    page.wait_for_function("() => document.querySelector('#op-result').dataset.index", timeout=WAIT_MS)
+    index = int(page.eval_on_selector("#op-result", "e => e.dataset.index"))
+    assert "from-the-page=hello" in page.text_content("#op-result")
+    page.wait_for_function(
+        """(n) => { const s = Array.from(document.querySelectorAll('[data-testid=strip]'));
+                    return s.length === 3 && s.every(x => x.querySelector(`[data-index="${n}"][data-term]`)); }""",
+        arg=index, timeout=WAIT_MS)
+    terms = page.eval_on_selector_all(f"[data-testid=strip] [data-index='{index}']",
+                                      "els => els.map(e => e.dataset.term)")
+    assert len(terms) == 3 and len(set(terms)) == 1 and int(terms[0]) == new_leader.status()["term"]
+    wait_until(lambda: leader.value("from-the-page", stale=True) == "hello", what="the write on the restarted node")
+    page.click("#kv-read")
+    page.wait_for_function("() => document.querySelector('#op-result').textContent.includes('from-the-page = hello')",
+                           timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "03-write.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+@needs_browser
+def test_replay_steps_through_a_simulator_scenario(cluster, browser_page):
+    page = browser_page
+    node = cluster.add("n1", bootstrap=True).wait_ready()
+    page.goto(f"http://{node.http_addr}/ui?scenario=leader-crash")
+    page.wait_for_function("() => document.querySelector('#replay-pos').textContent.startsWith('step 1 /')",
+                           timeout=WAIT_MS)
+    total = int(page.text_content("#replay-pos").split("/")[1])
+    assert total > 10
+    assert page.is_hidden("#controls")
+    # step forward until the scenario's first leader shows, then to the end
+    page.click("#replay-next")
+    page.wait_for_function("() => document.querySelector('#replay-pos').textContent.startsWith('step 2 /')",
+                           timeout=WAIT_MS)
+    page.eval_on_selector("#replay-slider", f"(e) => {{ e.value = '{total - 1}'; e.dispatchEvent(new Event('input')); }}")
+    page.wait_for_function(f"() => document.querySelector('#replay-pos').textContent.startsWith('step {total} /')",
+                           timeout=WAIT_MS)
+    cards = _cards(page)
+    assert len(cards) == 3
+    assert [c for c in cards if c[1] == "Leader" and c[2] == "true"], cards
+    messages = page.eval_on_selector_all("#events tbody td.message", "els => els.map(e => e.textContent)")
+    assert "election won" in messages
+    page.screenshot(path=str(ARTIFACTS / "04-replay.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+# --- the routes the page is built on (no browser) ------------------------------------------
+
+def _read_events(url: str, wanted: set[str], timeout: float = 15.0) -> dict[str, list]:
+    """Read a server-sent-events stream until each wanted event type was seen."""
+    seen: dict[str, list] = {}
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        event = None
+        for raw in resp:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                seen.setdefault(event, []).append(json.loads(line[6:]))
+                if wanted <= set(seen):
+                    return seen
+    raise AssertionError(f"stream ended before {wanted - set(seen)}")
+
+
+def test_debug_views_stream_status_log_tail_and_records(cluster):
+    n1 = cluster.form(3)
+    index = n1.set("seen", "yes")["index"]
+    n2 = cluster["n2"]
+    cluster.wait_applied(index)
+
+    events = _read_events(f"http://{n2.http_addr}/debug/stream", {"hello", "status", "log"})
+    hello = events["hello"][0]
+    assert hello["id"] == "n2" and hello["http"] == n2.http_addr and "boot" in hello
+    status = events["status"][0]
+    assert status["id"] == "n2" and status["state"] == "Follower"
+    tail = status["log"]
+    assert tail["last"] >= index and [index, n1.status()["term"], "command"] in tail["entries"]
+    records = [r for batch in events["log"] for r in batch]
+    assert any(r["message"] == "entering follower state" and r["node"] == "n2" for r in records)
+    assert all(set(r) == {"seq", "node", "time", "level", "logger", "message", "fields"} for r in records)
+
+    # the same records as JSON, after a sequence number
+    resp = n2.get("/debug/events")
+    assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
+    body = resp.json()
+    assert body["node"] == "n2" and body["events"] and body["last_seq"] == body["events"][-1]["seq"]
+    later = n2.get("/debug/events", since=str(body["last_seq"])).json()["events"]
+    assert all(r["seq"] > body["last_seq"] for r in later)
+    assert n2.get("/debug/events", since="x").status == 400
+
+    log = n2.get("/debug/log", **{"from": str(index)}).json()
+    assert log["entries"][0][:2] == [index, n1.status()["term"]] and log["commit_index"] >= index
+    # CORS on the read-only views a page on another node reads, not on writes
+    assert n2.get("/status").headers.get("Access-Control-Allow-Origin") == "*"
+    assert n2.get("/peers").headers.get("Access-Control-Allow-Origin") == "*"
+    assert "Access-Control-Allow-Origin" not in n2.get("/set", key="a", value="b").headers
+
+
+def test_ui_files_replay_json_and_fault_relay(cluster):
+    n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead")
+    page = n1.get("/ui")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    html = page.body.decode()
+    assert "/ui/static/dashboard.js" in html and "http://" not in html and "https://" not in html
+    for name in ("dashboard.js", "dashboard.css"):
+        resp = n1.get(f"/ui/static/{name}")
+        assert resp.status == 200 and b"https://" not in resp.body
+    assert n1.get("/ui/static/../server.py").status == 404
+
+    names = n1.get("/ui/replay").json()["scenarios"]
+    assert "leader-crash" in names and "first-election" in names
+    replay = n1.get("/ui/replay", scenario="first-election").json()
+    assert replay["passed"] and replay["nodes"] == ["n1", "n2", "n3"]
+    last = replay["steps"][-1]["nodes"]
+    assert sum(1 for s in last if s["role"] == "Leader") == 1
+    assert any(l["message"] == "election won" for s in replay["steps"] for l in s["logs"])
+    bad = n1.get("/ui/replay", scenario="nope")
+    assert bad.status == 400 and bad.json()["param"] == "scenario"
+
+    # fault injection is relayed to the named node's /debug/faults; without
+    # that route the answer says so instead of failing obscurely
+    resp = n1.request("POST", "/ui/faults", params={"node": "n1"}, json_body={"drop": []})
+    if n1.status().get("fault_injection"):
+        assert resp.status == 200, resp
+        assert n1.request("DELETE", "/ui/faults", params={"node": "n1"}).status == 200
+    else:
+        assert resp.status in (403, 404, 405), resp
+        if resp.status != 403:  # 403: the route exists but fault injection is off
+            assert resp.json()["error"] == "fault injection is not available on n1"
+    assert n1.request("POST", "/ui/faults", params={"node": "zz"}, json_body={}).status == 400
