@@ -905,6 +905,17 @@ class RaftNode:
 
     # ------------------------------------------------------------------ client requests
 
+    def _may_change_state(self, request_id: int) -> bool:
+        """A leader not handing over leadership takes the request; anyone
+        else refuses it, saying why."""
+        if self.role != LEADER:
+            self._not_leader(request_id)
+            return False
+        if self.transfer is not None:
+            self._emit(fx.Rejected(request_id, "leadership transfer in progress"))
+            return False
+        return True
+
     def _not_leader(self, request_id: int) -> None:
         self._emit(fx.Rejected(request_id, "node is not the leader", self.leader_id, self.leader_address))
 
@@ -967,11 +978,7 @@ class RaftNode:
             self._heartbeat()
 
     def _on_change_membership(self, event: ev.ChangeMembership) -> None:
-        if self.role != LEADER:
-            self._not_leader(event.request_id)
-            return
-        if self.transfer is not None:
-            self._emit(fx.Rejected(event.request_id, "leadership transfer in progress"))
+        if not self._may_change_state(event.request_id):
             return
         if not self._configuration_stable():
             self.pending_config_changes.append(event)
@@ -1012,11 +1019,7 @@ class RaftNode:
         self._append_as_leader([entry])
 
     def _on_transfer_leadership(self, event: ev.TransferLeadership) -> None:
-        if self.role != LEADER:
-            self._not_leader(event.request_id)
-            return
-        if self.transfer is not None:
-            self._emit(fx.Rejected(event.request_id, "leadership transfer in progress"))
+        if not self._may_change_state(event.request_id):
             return
         target = event.target_id
         self._log("DEBUG", "starting leadership transfer", ("id", target if target else None),
@@ -1093,11 +1096,7 @@ class RaftNode:
         self._log("INFO", "snapshot complete up to", ("index", meta.index))
 
     def _on_restore_requested(self, event: ev.RestoreUserSnapshot) -> None:
-        if self.role != LEADER:
-            self._not_leader(event.request_id)
-            return
-        if self.transfer is not None:
-            self._emit(fx.Rejected(event.request_id, "leadership transfer in progress"))
+        if not self._may_change_state(event.request_id):
             return
         if not self.committed_in_term() or self.configuration_index > self.commit_index:
             self._emit(fx.Rejected(event.request_id, "cannot restore while the leader's first entry "
