@@ -123,15 +123,19 @@ def _kill_during_install(cluster: Cluster, rng: random.Random, say) -> Node:
     target = leader.status()["last_log_index"] + 60
     wait_until(lambda: leader.status()["last_snapshot_index"] >= target, timeout=30,
                what=f"{leader.id} to compact past {victim.id}")
+    # whoever leads by then sends it (leadership may move under load)
     marker = f"installing snapshot on: peer={victim.id}"
-    before = _log_count(leader, marker)
+    others = [n for n in cluster.nodes.values() if n is not victim]
+    before = {n.id: _log_count(n, marker) for n in others}
+
+    def sender() -> Node | None:
+        return next((n for n in others if _log_count(n, marker) > before[n.id]), None)
     victim.start()
-    wait_until(lambda: _log_count(leader, marker) > before, timeout=30, interval=0.005,
-               what=f"{leader.id} to send {victim.id} a snapshot")
+    source = wait_until(sender, timeout=30, interval=0.005, what=f"a snapshot to be sent to {victim.id}")
     if rng.random() < 0.5:
         time.sleep(rng.uniform(0, 0.05))  # sometimes mid-stream, sometimes right at the start
     victim.kill()
-    say(f"killed {victim.id} while it received a snapshot from {leader.id}")
+    say(f"killed {victim.id} while it received a snapshot from {source.id}")
     return victim
 
 
