@@ -854,6 +854,10 @@ class RaftNode:
             if had_logs:
                 self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", self.log.last_index))
                 self._emit(fx.TruncateLog(self.log.first_index))
+            # The store may also hold entries at or below our own last
+            # snapshot (kept as trailing logs) that this log no longer shows:
+            # they go too, or the next append (meta.index + 1) would not follow.
+            self._emit(fx.CompactLog(meta.index))
             self.log.reset(meta.index, meta.term)
         self.snapshot = meta
         self.commit_index = meta.index
