@@ -636,7 +636,7 @@ async def handle_transfer(request: web.Request) -> web.StreamResponse:
 
 async def handle_status(request: web.Request) -> web.StreamResponse:
     server = _server(request)
-    return _json(server, server.status(), served_by=False)
+    return _json(server, {**server.status(), "fault_injection": server.faults is not None}, served_by=False)
 
 
 async def handle_peers(request: web.Request) -> web.StreamResponse:
@@ -682,6 +682,8 @@ def create_app(server: RaftServer) -> web.Application:
     r.add_get("/peers", handle_peers)
     r.add_post("/snapshot", handle_snapshot)
     r.add_post("/_raftkv/register", handle_register)
+    from .admin import add_admin_routes
+    add_admin_routes(app)
     return app
 
 

@@ -252,6 +252,8 @@ class NodeSettings:
                                    1000, "autopilot: how often servers are checked", "DUR")
     apply_timeout: int = _opt("RAFT_APPLY_TIMEOUT", "--apply-timeout", _positive_duration, 10_000,
                               "longest wait for a write to commit before answering 503", "DUR")
+    fault_injection: bool = _opt("RAFT_FAULT_INJECTION", "--enable-fault-injection", parse_bool, False,
+                                 "serve /debug/faults to drop or delay Raft traffic (testing only)", "BOOL")
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
 

@@ -233,6 +233,7 @@ class RaftServer:
         self.api_runner = None
         self.autopilot = None
         self._lock_fd: int | None = None
+        self.faults = None
 
     # ------------------------------------------------------------------ logging
 
@@ -273,6 +274,11 @@ class RaftServer:
         )
         self.had_state = bool(state.current_term or entries or snapshot_meta)
 
+        self.faults = None
+        if s.fault_injection:
+            from .transport.faults import FaultInjector
+            self.faults = FaultInjector(log=lambda level, msg, fields: hclog.emit(level, "raft.net", msg, fields))
+            hclog.emit("WARN", "raft.net", "fault injection is enabled: /debug/faults can drop or delay traffic", [])
         self.transport = TcpTransport(
             self.id, s.bind_addr, s.raft_port, self._on_message, log=self._net_log,
             describe_peer=self._describe_peer,
@@ -281,6 +287,7 @@ class RaftServer:
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
             advertise=self.raft_address,
             max_frame=_max_frame(s),
+            faults=self.faults,
         )
         await self.transport.start()
         hclog.emit("INFO", "raft.net", "transport listening",

@@ -7,7 +7,7 @@ An :class:`Op` is one client operation on one key: ``set`` (write
 absent key) or ``remove`` (delete; ``removed`` is the server's answer
 whether the key existed). ``call`` and ``ret`` are the times (seconds,
 one monotonic clock for the whole run) the request was sent and the answer
-received.
+received (for an unknown op: when the client gave up waiting).
 
 ``outcome`` is the client's knowledge, never a guess:
 
@@ -16,8 +16,8 @@ received.
   ``outcome_unknown: false``, a refused connection, a 4xx);
 * ``unknown``: it may or may not take effect, now or later (a timeout, a
   503 with ``outcome_unknown: true``, a dropped connection after the
-  request was sent). An unknown op has no meaningful return time: the
-  checker treats it as still running forever.
+  request was sent). The checker ignores an unknown op's return time and
+  treats it as still running forever.
 
 Histories are stored as JSON lines (one op per line) so a failing run can be
 replayed with ``python -m raftkv.chaos.checker HISTORY.jsonl``. Lines with
@@ -119,3 +119,23 @@ def load_history(path: str | Path) -> tuple[list[Op], list[FaultWindow], dict]:
             elif kind == "meta":
                 meta.update(doc)
     return ops, faults, meta
+
+
+def unavailability(ops: Iterable[Op], faults: Iterable[FaultWindow], end: float | None = None) -> dict[str, float]:
+    """Per fault kind, the longest stretch with no operation succeeding that
+    overlaps a window of that fault (seconds). A stretch runs from one
+    successful return to the next (or to ``end``)."""
+    returns = sorted(op.ret for op in ops if op.outcome == OK and op.ret is not None)
+    if end is not None:
+        returns.append(end)
+    worst: dict[str, float] = {}
+    for w in faults:
+        w_end = w.end if w.end is not None else (end if end is not None else w.start)
+        best = 0.0
+        prev = None
+        for t in returns:
+            if prev is not None and t >= w.start and prev <= w_end:
+                best = max(best, t - prev)
+            prev = t
+        worst[w.name] = max(worst.get(w.name, 0.0), round(best, 3))
+    return worst

@@ -48,6 +48,11 @@ A frame that does not decode (CodecError: malformed, oversized, truncated,
 or a first frame that is not a valid Hello) is logged as ``failed to decode
 incoming command`` and closes that connection only.
 
+Fault injection (tests and chaos runs only): with a :class:`FaultInjector`
+(``faults=``) holding rules, each message sent or received is first offered
+to it and may be dropped or held back with ``call_later``; see
+:mod:`raftkv.transport.faults`.
+
 Authentication seam: ``_handshake_out`` / ``_handshake_in`` are the only
 places a connection is admitted; a cluster-key HMAC challenge belongs there.
 Until it exists, passing ``authenticate`` is refused rather than ignored.
@@ -66,6 +71,7 @@ from typing import Any, Callable, Protocol
 
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, SnapshotMeta
 
+from .faults import FaultInjector
 from .codec import (
     DEFAULT_MAX_FRAME,
     MAGIC,
@@ -390,6 +396,7 @@ class TcpTransport:
         *,
         on_snapshot_failed: Callable[[str], None] | None = None,
         authenticate: Any = None,
+        faults: FaultInjector | None = None,
         advertise: str | None = None,
         max_queue_frames: int = 1024,
         max_queue_bytes: int = 64 * 1024 * 1024,
@@ -425,6 +432,7 @@ class TcpTransport:
         self.snapshot_ack_timeout = snapshot_ack_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.faults = faults
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -492,6 +500,27 @@ class TcpTransport:
             return
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        faults = self.faults
+        if faults is not None and faults.rules:
+            drop, delay = faults.verdict(to_id, "out")
+            if drop:
+                if type(message) is InstallSnapshot and self.on_snapshot_failed is not None:
+                    # as if the stream had failed; the core offers it again
+                    self._loop.call_later(0.2, self._snapshot_dropped, to_id)
+                return
+            if delay:
+                self._loop.call_later(delay, self._send_now, to_id, address, message)
+                return
+        self._send_now(to_id, address, message)
+
+    def _snapshot_dropped(self, to_id: str) -> None:
+        if not self._closed and self.on_snapshot_failed is not None:
+            self.on_snapshot_failed(to_id)
+
+    def _send_now(self, to_id: str, address: str, message: object) -> None:
+        if self._closed:
+            self._dropped_closed += 1
+            return
         if type(message) is InstallSnapshot:
             self._start_snapshot(to_id, address, message)
             return
@@ -608,6 +637,16 @@ class TcpTransport:
                 decoder.push(data)
                 while (msg := decoder.pop()) is not None:
                     kind = type(msg)
+                    faults = self.faults
+                    if faults is not None and faults.rules and receiver is None:
+                        drop, delay = faults.verdict(from_id, "in")
+                        if drop:
+                            if kind is InstallSnapshot:
+                                return  # refuse the stream; the sender retries later
+                            continue
+                        if delay and kind is not InstallSnapshot:
+                            self._loop.call_later(delay, self._deliver_late, from_id, msg)
+                            continue
                     if receiver is not None:
                         if kind is not SnapshotChunk:
                             raise CodecError(f"expected SnapshotChunk, got {kind.__name__}")
@@ -642,6 +681,15 @@ class TcpTransport:
                 writer.transport.abort()
             else:
                 writer.close()  # flushes a pending SnapshotAck first
+
+    def _deliver_late(self, from_id: str, msg: object) -> None:
+        if self._closed:
+            return
+        try:
+            self.handler(from_id, msg)
+        except Exception as e:
+            self._log("ERROR", NET_LOGGER, "failed to handle incoming command",
+                      [("error", f"{type(e).__name__}: {e}")])
 
     async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
