@@ -1,7 +1,17 @@
-"""Admin HTTP routes that are not part of the key-value API: ``/debug/faults``.
+"""Admin HTTP concerns: ``/debug/faults`` and the cluster-key gate.
 
 Theory of operation
 -------------------
+With ``RAFT_CLUSTER_KEY`` set, :func:`require_cluster_key` admits requests
+to the admin routes -- membership (``/join``, ``/remove-peer``,
+``/transfer-leadership``), ``/restore``, ``/snapshot``, ``/debug/*`` and the
+internal ``/_raftkv/*`` registry -- only with ``Authorization: Bearer
+<key>`` (compared in constant time). Anything else gets 401 and a ``WARN
+http: refused admin request`` line naming the caller. Key-value routes and
+``/status``, ``/peers``, ``/metrics`` stay open. Without a key nothing is
+checked, as before. Nodes send the token themselves when they join
+(``RAFT_JOIN``) or register, and forwarding to the leader passes it on.
+
 ``/debug/faults`` drives the transport's :class:`~raftkv.transport.faults.FaultInjector`
 on *this* node only (never forwarded: a fault is local by nature):
 
@@ -17,11 +27,45 @@ method answers 403, so a production node can never be partitioned over HTTP.
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 
+from . import hclog
 from .transport.faults import FaultSpecError, parse_fault_spec
 
-__all__ = ["add_admin_routes"]
+__all__ = ["ADMIN_PREFIXES", "add_admin_routes", "is_admin_path", "require_cluster_key"]
+
+ADMIN_PREFIXES = ("/join", "/remove-peer", "/transfer-leadership", "/restore", "/snapshot",
+                  "/debug/", "/_raftkv/")
+
+
+def is_admin_path(path: str) -> bool:
+    for prefix in ADMIN_PREFIXES:
+        base = prefix.rstrip("/")
+        if path == base or path.startswith(base + "/"):
+            return True
+    return False
+
+
+@web.middleware
+async def require_cluster_key(request: web.Request, handler) -> web.StreamResponse:
+    server = _server(request)
+    key = server.settings.cluster_key
+    if not key or not is_admin_path(request.path):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8")):
+        return await handler(request)
+    from .api import _json, client_host
+    hclog.emit("WARN", "http", "refused admin request",
+               [("method", request.method), ("path", request.path), ("remote", client_host(request) or ""),
+                ("error", "wrong cluster key" if header else "no cluster key")])
+    resp = _json(server, {"error": "this route needs the cluster key: Authorization: Bearer <RAFT_CLUSTER_KEY>"},
+                 401)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="raftkv"'
+    return resp
 
 
 def _server(request: web.Request):

@@ -367,6 +367,8 @@ async def _forward(request: web.Request, server: RaftServer, leader_http: str, w
     safe and useful to retry (nothing was done, a new leader may help)."""
     body = await _body(request)
     headers = {FORWARDED_BY: server.id, "X-Forwarded-For": client_host(request) or ""}
+    if request.headers.get("Authorization"):
+        headers["Authorization"] = request.headers["Authorization"]
     if request.headers.get("Content-Type"):
         headers["Content-Type"] = request.headers["Content-Type"]
     url = URL(f"http://{leader_http}{request.raw_path}", encoded=True)
@@ -662,7 +664,8 @@ async def handle_snapshot(request: web.Request) -> web.StreamResponse:
 
 def create_app(server: RaftServer) -> web.Application:
     limit = server.settings.max_body
-    app = web.Application(middlewares=[_errors], client_max_size=limit)
+    from .admin import require_cluster_key
+    app = web.Application(middlewares=[_errors, require_cluster_key], client_max_size=limit)
     app[APP_SERVER] = server
     app[MAX_BODY] = limit
     r = app.router

@@ -288,6 +288,7 @@ class RaftServer:
             advertise=self.raft_address,
             max_frame=_max_frame(s),
             faults=self.faults,
+            authenticate=s.cluster_key or None,
         )
         await self.transport.start()
         hclog.emit("INFO", "raft.net", "transport listening",
@@ -796,6 +797,7 @@ class RaftServer:
         try:
             url = f"http://{leader_http}/_raftkv/register"
             async with self.http_client.post(url, params={"nodeId": self.id, "httpAddr": self.http_address},
+                                             headers=self.admin_headers(),
                                              timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 await resp.read()
                 ok = resp.status == 200
@@ -805,6 +807,11 @@ class RaftServer:
             self._registering = False
         if not ok:
             self._next_register_at = time.monotonic() + 1.0
+
+    def admin_headers(self) -> dict[str, str]:
+        """With RAFT_CLUSTER_KEY: the bearer token admin routes require."""
+        key = self.settings.cluster_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     # ------------------------------------------------------------------ joining
 
@@ -819,7 +826,7 @@ class RaftServer:
             for base in self.settings.join:
                 url = base + "/join"
                 try:
-                    async with self.http_client.post(url, params=params,
+                    async with self.http_client.post(url, params=params, headers=self.admin_headers(),
                                                      timeout=aiohttp.ClientTimeout(total=15)) as resp:
                         body = await resp.text()
                         if resp.status == 200:

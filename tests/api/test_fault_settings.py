@@ -22,3 +22,16 @@ def test_fault_injection_is_off_by_default_and_switched_on_by_env_or_flag():
     assert load_settings(ENV, flags("--enable-fault-injection")).fault_injection is True
     assert load_settings({**ENV, "RAFT_FAULT_INJECTION": "true"},
                          flags("--enable-fault-injection=false")).fault_injection is False
+
+
+def test_cluster_key_is_checked_and_never_shown():
+    import pytest
+
+    from raftkv.config import ConfigError, describe_raft_config
+    key = "0123456789abcdef0123"
+    s = load_settings({**ENV, "RAFT_CLUSTER_KEY": key})
+    assert s.cluster_key == key
+    assert key not in repr(s) and key not in describe_raft_config(s)
+    assert load_settings(ENV).cluster_key == ""
+    with pytest.raises(ConfigError, match="RAFT_CLUSTER_KEY: a cluster key must be at least 16 bytes"):
+        load_settings({**ENV, "RAFT_CLUSTER_KEY": "short"})
