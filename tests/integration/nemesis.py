@@ -244,6 +244,8 @@ def flapping(run: Run) -> None:
         with run.window("flapping", a=a, b=b, seconds=length):
             run.partition(a, b, duration_s=length)
             run.wait_faults_expired(run.member_nodes())
+        # healthy for a moment: a random number of successful ops (bounded)
+        run.workload.wait_ok(run.rng.randrange(5, 40), run.workload.now(), 2.0)
         if run.rng.random() < 0.3:
             run.settle()
 
