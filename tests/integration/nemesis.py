@@ -370,6 +370,15 @@ def run_nemesis(root: Path, name: str, duration: float, seed: int | None = None,
         run.heal_all()
         run.settle()
         workload.wait_ok(10, workload.now(), 15)
+    except BaseException:
+        if workload is not None and run is not None:
+            # keep what was recorded, so the failing run can be looked at
+            workload.stop()
+            path = save_history(Path(out or root) / f"history-{name}-{seed}-aborted.jsonl",
+                                workload.history(), run.faults, meta={"nemesis": name, "seed": seed})
+            print(f"nemesis {name} aborted (seed {seed}); history so far: {path}; node logs: {root}",
+                  flush=True)
+        raise
     finally:
         if workload is not None:
             workload.stop()
