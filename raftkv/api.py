@@ -370,6 +370,8 @@ async def _forward(request: web.Request, server: RaftServer, leader_http: str, w
     safe and useful to retry (nothing was done, a new leader may help)."""
     body = await _body(request)
     headers = {FORWARDED_BY: server.id, "X-Forwarded-For": client_host(request) or ""}
+    if request.headers.get("Authorization"):
+        headers["Authorization"] = request.headers["Authorization"]
     if request.headers.get("Content-Type"):
         headers["Content-Type"] = request.headers["Content-Type"]
     url = URL(f"http://{leader_http}{request.raw_path}", encoded=True)
@@ -641,7 +643,7 @@ async def handle_transfer(request: web.Request) -> web.StreamResponse:
 
 async def handle_status(request: web.Request) -> web.StreamResponse:
     server = _server(request)
-    return _json(server, server.status(), served_by=False)
+    return _json(server, {**server.status(), "fault_injection": server.faults is not None}, served_by=False)
 
 
 async def handle_peers(request: web.Request) -> web.StreamResponse:
@@ -686,8 +688,9 @@ async def _on_leader_streaming(request: web.Request,
     if not leader_http:
         return _unavailable(server, "no leader", False)
     headers = {FORWARDED_BY: server.id}
-    if request.headers.get("Content-Type"):
-        headers["Content-Type"] = request.headers["Content-Type"]
+    for name in ("Content-Type", "Authorization"):
+        if request.headers.get(name):
+            headers[name] = request.headers[name]
     url = URL(f"http://{leader_http}{request.raw_path}", encoded=True)
     body = request.content if request.method == "POST" else None
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=max(60.0, _leader_wait(server)))
@@ -769,8 +772,9 @@ def _unlink(path: str) -> None:
 def create_app(server: RaftServer) -> web.Application:
     from . import dashboard
     limit = server.settings.max_body
-    app = web.Application(middlewares=[dashboard.http_metrics_middleware, dashboard.cors_middleware, _errors],
-                          client_max_size=limit)
+    from .admin import require_cluster_key
+    app = web.Application(middlewares=[dashboard.http_metrics_middleware, dashboard.cors_middleware, _errors,
+                                       require_cluster_key], client_max_size=limit)
     app[APP_SERVER] = server
     app[MAX_BODY] = limit
     dashboard.add_routes(app, server)  # /ui, /metrics, /debug/*
@@ -793,6 +797,8 @@ def create_app(server: RaftServer) -> web.Application:
     r.add_get("/snapshot", handle_backup)
     r.add_post("/restore", handle_restore)
     r.add_post("/_raftkv/register", handle_register)
+    from .admin import add_admin_routes
+    add_admin_routes(app)
     return app
 
 

@@ -29,13 +29,21 @@ from .config import EXIT_USAGE, ConfigError, add_serve_arguments, load_settings
 DEFAULT_ADDR = "http://127.0.0.1:8000"
 
 
+def _auth_headers() -> dict[str, str]:
+    """The cluster key as a bearer token, when RAFT_CLUSTER_KEY is set: the
+    admin routes (join, remove-peer, snapshot, restore, ...) require it."""
+    key = os.environ.get("RAFT_CLUSTER_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _request(addr: str, method: str, path: str, params: dict | None = None,
              timeout: float = 30.0) -> tuple[int, object]:
     base = addr if "://" in addr else "http://" + addr
     url = base.rstrip("/") + path
     if params:
         url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
+                                 headers=_auth_headers())
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, raw = resp.status, resp.read()
@@ -237,7 +245,8 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _snapshot_save(base: str, path: str) -> int:
     import zlib
     tmp = path + ".part"
-    with urllib.request.urlopen(base + "/snapshot", timeout=600) as resp, open(tmp, "wb") as out:
+    req = urllib.request.Request(base + "/snapshot", headers=_auth_headers())
+    with urllib.request.urlopen(req, timeout=600) as resp, open(tmp, "wb") as out:
         crc, size = 0, 0
         while chunk := resp.read(1024 * 1024):
             out.write(chunk)
@@ -264,7 +273,7 @@ def _snapshot_restore(base: str, path: str) -> int:
     with open(path, "rb") as f:
         req = urllib.request.Request(base + "/restore", data=f, method="POST",
                                      headers={"Content-Type": "application/octet-stream",
-                                              "Content-Length": str(size)})
+                                              "Content-Length": str(size), **_auth_headers()})
         with urllib.request.urlopen(req, timeout=600) as resp:
             print(resp.read().decode("utf-8", "replace"))
     return 0

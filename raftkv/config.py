@@ -191,9 +191,16 @@ def _byte_size(text: str) -> int:
 
 # --- the settings -------------------------------------------------------------
 
-def _opt(env: str, flag: str, parse, default, help: str, metavar: str | None = None):
-    return field(default=default, metadata={"env": env, "flag": flag, "parse": parse,
-                                            "help": help, "metavar": metavar})
+def _opt(env: str, flag: str, parse, default, help: str, metavar: str | None = None, secret: bool = False):
+    return field(default=default, repr=not secret, metadata={"env": env, "flag": flag, "parse": parse,
+                                                             "help": help, "metavar": metavar})
+
+
+def _parse_cluster_key(text: str) -> str:
+    key = text.strip()
+    if len(key.encode("utf-8")) < 16:
+        raise ValueError("a cluster key must be at least 16 bytes (e.g. openssl rand -hex 32)")
+    return key
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,11 @@ class NodeSettings:
                                    1000, "autopilot: how often servers are checked", "DUR")
     apply_timeout: int = _opt("RAFT_APPLY_TIMEOUT", "--apply-timeout", _positive_duration, 10_000,
                               "longest wait for a write to commit before answering 503", "DUR")
+    fault_injection: bool = _opt("RAFT_FAULT_INJECTION", "--enable-fault-injection", parse_bool, False,
+                                 "serve /debug/faults to drop or delay Raft traffic (testing only)", "BOOL")
+    cluster_key: str = _opt("RAFT_CLUSTER_KEY", "--cluster-key", _parse_cluster_key, "",
+                            "shared secret: Raft connections prove it (HMAC challenge) and admin routes "
+                            "require it as a bearer token", "KEY", secret=True)
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
 

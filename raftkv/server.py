@@ -239,6 +239,7 @@ class RaftServer:
         self.api_runner = None
         self.autopilot = None
         self._lock_fd: int | None = None
+        self.faults = None
 
     # ------------------------------------------------------------------ logging
 
@@ -282,6 +283,11 @@ class RaftServer:
         )
         self.had_state = bool(state.current_term or entries or snapshot_meta)
 
+        self.faults = None
+        if s.fault_injection:
+            from .transport.faults import FaultInjector
+            self.faults = FaultInjector(log=lambda level, msg, fields: hclog.emit(level, "raft.net", msg, fields))
+            hclog.emit("WARN", "raft.net", "fault injection is enabled: /debug/faults can drop or delay traffic", [])
         self.transport = TcpTransport(
             self.id, s.bind_addr, s.raft_port, self._on_message, log=self._net_log,
             describe_peer=self._describe_peer,
@@ -290,6 +296,8 @@ class RaftServer:
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
             advertise=self.raft_address,
             max_frame=_max_frame(s),
+            faults=self.faults,
+            authenticate=s.cluster_key or None,
         )
         await self.transport.start()
         hclog.emit("INFO", "raft.net", "transport listening",
@@ -854,6 +862,7 @@ class RaftServer:
         try:
             url = f"http://{leader_http}/_raftkv/register"
             async with self.http_client.post(url, params={"nodeId": self.id, "httpAddr": self.http_address},
+                                             headers=self.admin_headers(),
                                              timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 await resp.read()
                 ok = resp.status == 200
@@ -863,6 +872,11 @@ class RaftServer:
             self._registering = False
         if not ok:
             self._next_register_at = time.monotonic() + 1.0
+
+    def admin_headers(self) -> dict[str, str]:
+        """With RAFT_CLUSTER_KEY: the bearer token admin routes require."""
+        key = self.settings.cluster_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     # ------------------------------------------------------------------ joining
 
@@ -877,7 +891,7 @@ class RaftServer:
             for base in self.settings.join:
                 url = base + "/join"
                 try:
-                    async with self.http_client.post(url, params=params,
+                    async with self.http_client.post(url, params=params, headers=self.admin_headers(),
                                                      timeout=aiohttp.ClientTimeout(total=15)) as resp:
                         body = await resp.text()
                         if resp.status == 200:

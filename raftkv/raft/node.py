@@ -747,6 +747,14 @@ class RaftNode:
             return
         if pr.state is ProgressState.PROBE and resp.prev_log_index != pr.next_index - 1:
             return
+        if resp.last_log_index < pr.match_index:
+            # The peer no longer has entries it acknowledged: its volume was
+            # wiped or damaged. Believe it, or next_index stays pinned above
+            # its log and the two sides trade rejections forever.
+            self._log("WARN", "peer lost acknowledged log entries, replicating again",
+                      ("peer", self._server(from_id)), ("match-index", pr.match_index),
+                      ("last-index", resp.last_log_index))
+            pr.match_index = resp.last_log_index
         if pr.state is ProgressState.PIPELINE:
             self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
         pr.next_index = max(min(resp.prev_log_index, resp.last_log_index + 1), pr.match_index + 1, 1)

@@ -10,10 +10,11 @@ data]``, a ``SnapshotMeta`` is ``[index, term, configuration, ...]``, a
 ``Configuration`` is a list of servers and a ``Server`` is ``[id, address,
 suffrage]`` with the suffrage as its text ("Voter"/"Nonvoter").
 
-Besides the Raft RPCs there are three transport-control frames: ``Hello``
+Besides the Raft RPCs there are transport-control frames: ``Hello``
 (first frame of every connection: who is calling), ``SnapshotChunk`` (the
-snapshot bytes that follow an ``InstallSnapshot`` header) and ``SnapshotAck``
-(the receiver's verdict on a streamed snapshot). ``InstallSnapshot.data`` is a
+snapshot bytes that follow an ``InstallSnapshot`` header), ``SnapshotAck``
+(the receiver's verdict on a streamed snapshot), and ``AuthChallenge`` /
+``AuthProof`` (the cluster-key handshake, see ``transport/auth.py``). ``InstallSnapshot.data`` is a
 runtime handle, never wire data: its slot is always nil and decodes as None.
 
 Encoders and decoders are generated once, at import, from the dataclass
@@ -98,6 +99,22 @@ class SnapshotAck:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuthChallenge:
+    """Acceptor to caller, right after the Hello, when the acceptor has a
+    cluster key: prove you hold it by answering for this nonce."""
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthProof:
+    """The answer to an AuthChallenge: an HMAC over the other side's nonce,
+    plus (from the caller) a nonce of its own that the acceptor answers in
+    turn, so each side knows the other holds the key."""
+    mac: bytes
+    nonce: bytes
+
+
 # Type codes are part of the protocol: never renumber, only add.
 TYPE_CODES: dict[type, int] = {
     RequestVote: 1,
@@ -110,6 +127,8 @@ TYPE_CODES: dict[type, int] = {
     Hello: 64,
     SnapshotChunk: 65,
     SnapshotAck: 66,
+    AuthChallenge: 67,
+    AuthProof: 68,
 }
 
 # Values nested inside messages, encoded as plain lists (no type code).

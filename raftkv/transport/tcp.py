@@ -48,9 +48,19 @@ A frame that does not decode (CodecError: malformed, oversized, truncated,
 or a first frame that is not a valid Hello) is logged as ``failed to decode
 incoming command`` and closes that connection only.
 
-Authentication seam: ``_handshake_out`` / ``_handshake_in`` are the only
-places a connection is admitted; a cluster-key HMAC challenge belongs there.
-Until it exists, passing ``authenticate`` is refused rather than ignored.
+Fault injection (tests and chaos runs only): with a :class:`FaultInjector`
+(``faults=``) holding rules, each message sent or received is first offered
+to it and may be dropped or held back with ``call_later``; see
+:mod:`raftkv.transport.faults`.
+
+Authentication: ``_handshake_out`` / ``_handshake_in`` are the only places a
+connection is admitted. With ``authenticate`` (the cluster key, or a
+:class:`~raftkv.transport.auth.ClusterKeyAuth`) both ends run the HMAC
+challenge of :mod:`raftkv.transport.auth` right after the Hello; the
+acceptor then writes on the accepted connection (challenge and proof) once,
+before any Raft traffic. A caller that fails it is logged as ``refused
+connection`` and closed; a caller that cannot authenticate the acceptor
+fails its dial like any other dial error.
 """
 
 from __future__ import annotations
@@ -66,7 +76,11 @@ from typing import Any, Callable, Protocol
 
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, SnapshotMeta
 
+from .auth import NONCE_SIZE, AuthError, ClusterKeyAuth
+from .faults import FaultInjector
 from .codec import (
+    AuthChallenge,
+    AuthProof,
     DEFAULT_MAX_FRAME,
     MAGIC,
     VERSION,
@@ -93,6 +107,9 @@ _READ_SIZE = 256 * 1024
 _HELLO_MAX_FRAME = 64 * 1024      # a Hello is tiny; refuse to buffer more for one
 _CONTROL_MAX_FRAME = 64 * 1024    # likewise the SnapshotAck
 _WRITE_HIGH_WATER = 1024 * 1024   # drain() waits only past this much unsent data
+
+
+_CONTROL_FRAMES = frozenset({Hello, SnapshotChunk, SnapshotAck, AuthChallenge, AuthProof})
 
 
 class SnapshotWriter(Protocol):
@@ -390,6 +407,7 @@ class TcpTransport:
         *,
         on_snapshot_failed: Callable[[str], None] | None = None,
         authenticate: Any = None,
+        faults: FaultInjector | None = None,
         advertise: str | None = None,
         max_queue_frames: int = 1024,
         max_queue_bytes: int = 64 * 1024 * 1024,
@@ -400,10 +418,14 @@ class TcpTransport:
         backoff_base: float = 0.010,
         backoff_cap: float = 0.5,
     ) -> None:
-        if authenticate is not None:
+        if isinstance(authenticate, (bytes, str)):
+            authenticate = ClusterKeyAuth(authenticate)
+        if authenticate is not None and not isinstance(authenticate, ClusterKeyAuth):
             # Refuse rather than ignore: a cluster that believes it is
             # protected by a key must not silently run open.
-            raise NotImplementedError("cluster key authentication is not implemented yet")
+            raise NotImplementedError(f"no authentication of kind {type(authenticate).__name__}: "
+                                      "pass the cluster key (bytes/str) or a ClusterKeyAuth")
+        self.auth: ClusterKeyAuth | None = authenticate
         if snapshot_chunk_size + 64 > max_frame:
             raise ValueError("snapshot_chunk_size must leave room within max_frame")
         self.node_id = node_id
@@ -425,6 +447,7 @@ class TcpTransport:
         self.snapshot_ack_timeout = snapshot_ack_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.faults = faults
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -492,6 +515,27 @@ class TcpTransport:
             return
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        faults = self.faults
+        if faults is not None and faults.rules:
+            drop, delay = faults.verdict(to_id, "out")
+            if drop:
+                if type(message) is InstallSnapshot and self.on_snapshot_failed is not None:
+                    # as if the stream had failed; the core offers it again
+                    self._loop.call_later(0.2, self._snapshot_dropped, to_id)
+                return
+            if delay:
+                self._loop.call_later(delay, self._send_now, to_id, address, message)
+                return
+        self._send_now(to_id, address, message)
+
+    def _snapshot_dropped(self, to_id: str) -> None:
+        if not self._closed and self.on_snapshot_failed is not None:
+            self.on_snapshot_failed(to_id)
+
+    def _send_now(self, to_id: str, address: str, message: object) -> None:
+        if self._closed:
+            self._dropped_closed += 1
+            return
         if type(message) is InstallSnapshot:
             self._start_snapshot(to_id, address, message)
             return
@@ -554,9 +598,31 @@ class TcpTransport:
         return reader, writer
 
     async def _handshake_out(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # The caller's side of admission. A cluster-key challenge would read
-        # the acceptor's nonce here and answer with an HMAC before any RPC.
+        # The caller's side of admission; with a cluster key, the challenge
+        # of transport/auth.py is answered here, before any RPC is sent.
         writer.write(encode(hello(self.node_id, self.address)))
+        auth = self.auth
+        if auth is None:
+            return
+        try:
+            async with asyncio.timeout(self.dial_timeout):
+                challenge = await read_frame(reader, _HELLO_MAX_FRAME)
+                if type(challenge) is not AuthChallenge or len(challenge.nonce) != NONCE_SIZE:
+                    got = "EOF" if challenge is None else type(challenge).__name__
+                    raise AuthError(f"expected a cluster key challenge, got {got} "
+                                    "(does the peer run with the same RAFT_CLUSTER_KEY?)")
+                mine = auth.nonce()
+                writer.write(encode(AuthProof(auth.caller_proof(challenge.nonce, self.node_id), mine)))
+                answer = await read_frame(reader, _HELLO_MAX_FRAME)
+                if type(answer) is not AuthProof:
+                    got = "EOF" if answer is None else type(answer).__name__
+                    raise AuthError(f"the peer refused our cluster key proof ({got})")
+                auth.check_acceptor(mine, challenge.nonce, answer.mac)
+        except TimeoutError:
+            raise AuthError("i/o timeout waiting for the cluster key challenge "
+                            "(does the peer run with RAFT_CLUSTER_KEY?)") from None
+        except CodecError as e:
+            raise AuthError(f"cluster key handshake failed: {e}") from None
 
     # --- receiving ---------------------------------------------------------
 
@@ -577,6 +643,26 @@ class TcpTransport:
             raise CodecError(f"bad magic {msg.magic!r} in Hello")
         if msg.version != VERSION:
             raise CodecError(f"unsupported protocol version {msg.version} (want {VERSION})")
+        auth = self.auth
+        if auth is not None:
+            nonce = auth.nonce()
+            writer.write(encode(AuthChallenge(nonce)))
+            try:
+                async with asyncio.timeout(self.io_timeout):
+                    proof = await read_frame(reader, _HELLO_MAX_FRAME)
+            except TimeoutError:
+                raise AuthError(f"{msg.node_id}: i/o timeout waiting for the cluster key proof") from None
+            except CodecError as e:
+                raise AuthError(f"{msg.node_id}: no valid cluster key proof ({e})") from None
+            if type(proof) is not AuthProof or len(proof.nonce) != NONCE_SIZE:
+                got = "EOF" if proof is None else type(proof).__name__
+                raise AuthError(f"{msg.node_id}: expected a cluster key proof, got {got} "
+                                "(the caller has no RAFT_CLUSTER_KEY?)")
+            try:
+                auth.check_caller(nonce, msg.node_id, proof.mac)
+            except AuthError as e:
+                raise AuthError(f"{msg.node_id}: {e}") from None
+            writer.write(encode(AuthProof(auth.acceptor_proof(proof.nonce, nonce), b"")))
         return msg
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -608,6 +694,16 @@ class TcpTransport:
                 decoder.push(data)
                 while (msg := decoder.pop()) is not None:
                     kind = type(msg)
+                    faults = self.faults
+                    if faults is not None and faults.rules and receiver is None:
+                        drop, delay = faults.verdict(from_id, "in")
+                        if drop:
+                            if kind is InstallSnapshot:
+                                return  # refuse the stream; the sender retries later
+                            continue
+                        if delay and kind is not InstallSnapshot:
+                            self._loop.call_later(delay, self._deliver_late, from_id, msg)
+                            continue
                     if receiver is not None:
                         if kind is not SnapshotChunk:
                             raise CodecError(f"expected SnapshotChunk, got {kind.__name__}")
@@ -616,7 +712,7 @@ class TcpTransport:
                     elif kind is InstallSnapshot:
                         receiver = _SnapshotReceiver(self, from_id, msg, writer)
                         receiver.open()
-                    elif kind is Hello or kind is SnapshotChunk or kind is SnapshotAck:
+                    elif kind in _CONTROL_FRAMES:
                         raise CodecError(f"unexpected {kind.__name__} frame")
                     else:
                         try:
@@ -626,6 +722,9 @@ class TcpTransport:
                                       [("error", f"{type(e).__name__}: {e}")])
         except CodecError as e:
             self._log("ERROR", NET_LOGGER, "failed to decode incoming command", [("error", str(e))])
+        except AuthError as e:
+            self._log("ERROR", NET_LOGGER, "refused connection",
+                      [("remote-address", remote), ("error", str(e))])
         except _SnapshotFailure:
             # Logged where it happened, and a SnapshotAck(False) is queued.
             # Closing now, with the sender's chunks still unread, would make
@@ -642,6 +741,15 @@ class TcpTransport:
                 writer.transport.abort()
             else:
                 writer.close()  # flushes a pending SnapshotAck first
+
+    def _deliver_late(self, from_id: str, msg: object) -> None:
+        if self._closed:
+            return
+        try:
+            self.handler(from_id, msg)
+        except Exception as e:
+            self._log("ERROR", NET_LOGGER, "failed to handle incoming command",
+                      [("error", f"{type(e).__name__}: {e}")])
 
     async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -89,7 +89,8 @@ class Response:
 
 class Node:
     def __init__(self, node_id: str, root: Path, env: dict[str, str] | None = None,
-                 bootstrap: bool = False, join: str | None = None) -> None:
+                 bootstrap: bool = False, join: str | None = None,
+                 command: list[str] | None = None) -> None:
         self.id = node_id
         self.dir = root / node_id
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +103,9 @@ class Node:
         self.join = join
         self.proc: subprocess.Popen | None = None
         self._log_file = None
+        # what to run instead of ``python -m raftkv serve`` (a patched build)
+        self.command = command or [sys.executable, "-m", "raftkv", "serve"]
+        self.paused = False
 
     # -- addresses
 
@@ -134,7 +138,8 @@ class Node:
         env.update(extra_env or {})
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         self._log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "raftkv", "serve"], cwd=str(self.dir),
+        self.paused = False
+        self.proc = subprocess.Popen(self.command, cwd=str(self.dir),
                                      env=env, stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT)
         return self
@@ -160,9 +165,23 @@ class Node:
         """SIGKILL: no chance to flush or close anything."""
         return self._signal(signal.SIGKILL, 15.0)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen, its sockets stay open."""
+        assert self.running, f"{self.id} is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT a paused process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def _signal(self, sig: int, timeout: float) -> int:
         if self.proc is None:
             return 0
+        if self.paused:
+            self.resume()  # a stopped process would never act on SIGTERM
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -229,6 +248,18 @@ class Node:
     def is_leader(self) -> bool:
         return self.status()["state"] == "Leader"
 
+    # -- fault injection (nodes started with RAFT_FAULT_INJECTION=true)
+
+    def inject(self, **spec) -> dict:
+        resp = self.request("POST", "/debug/faults", json_body=spec, timeout=5)
+        assert resp.status == 200, resp
+        return resp.json()
+
+    def heal(self) -> dict:
+        resp = self.request("DELETE", "/debug/faults", timeout=5)
+        assert resp.status == 200, resp
+        return resp.json()
+
     # -- logs
 
     def log(self) -> str:
@@ -244,14 +275,17 @@ class Node:
 class Cluster:
     """Nodes of one test; ``close()`` reaps every process."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
         self.root = root
         self.env = env or {}
+        self.command = command
         self.nodes: dict[str, Node] = {}
 
     def add(self, node_id: str, bootstrap: bool = False, join: str | None = None,
             env: dict[str, str] | None = None, start: bool = True) -> Node:
-        node = Node(node_id, self.root, {**self.env, **(env or {})}, bootstrap=bootstrap, join=join)
+        node = Node(node_id, self.root, {**self.env, **(env or {})}, bootstrap=bootstrap, join=join,
+                    command=self.command)
         self.nodes[node_id] = node
         if start:
             node.start()
@@ -261,7 +295,7 @@ class Cluster:
         return self.nodes[node_id]
 
     def running(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.running]
+        return [n for n in self.nodes.values() if n.running and not n.paused]
 
     def leader(self, timeout: float = 15.0, exclude: tuple[str, ...] = ()) -> Node:
         """The node every running node agrees leads, once there is one."""

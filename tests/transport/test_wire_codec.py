@@ -29,6 +29,8 @@ from raftkv.raft.messages import (
 from raftkv.transport import codec
 from raftkv.transport.codec import (
     TYPE_CODES,
+    AuthChallenge,
+    AuthProof,
     CodecError,
     FrameDecoder,
     Hello,
@@ -60,6 +62,8 @@ MESSAGES = {
     Hello: st.builds(Hello, texts, ints, texts, texts),
     SnapshotChunk: st.builds(SnapshotChunk, st.binary(max_size=256), st.booleans()),
     SnapshotAck: st.builds(SnapshotAck, st.booleans(), texts),
+    AuthChallenge: st.builds(AuthChallenge, st.binary(max_size=64)),
+    AuthProof: st.builds(AuthProof, st.binary(max_size=64), st.binary(max_size=64)),
 }
 any_message = st.one_of(*MESSAGES.values())
 
