@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-addr", help="the new server's HTTP address, host:port")
     p.add_argument("--voter", action="store_true", help="add as a voter right away")
     sub.add_parser("sim", help="deterministic cluster simulator (raftkv.sim)", add_help=False)
+    from .bench import add_arguments as add_bench_arguments
+    add_bench_arguments(sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP"))
     return parser
 
 
@@ -162,5 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return _client(args, "POST", "/join", {"nodeId": args.node_id, "raftAddr": args.raft_addr,
                                               "httpAddr": args.http_addr,
                                               "voter": "true" if args.voter else None})
+    if args.command == "bench":
+        return importlib.import_module("raftkv.bench").main(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
