@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 ``C`` clients each keep exactly one request in flight over HTTP (keep-alive),
 the way a user's program would: send, wait for the answer, send the next.
-Each client is one coroutine on one shared ``aiohttp`` connector; nothing is
-created per request except the request itself. URLs are pre-encoded so the
-client spends as little CPU as possible building them (the load generator
-shares the machine with the cluster it measures).
+Each client is one coroutine with its own connection. By default that is a
+lean HTTP/1.1 protocol object (``--http raw``: write ``GET path``, read the
+status, headers and ``Content-Length`` body) because the load generator
+shares the machine with the cluster it measures and every microsecond it
+spends is taken from the nodes; ``--http aiohttp`` uses one shared aiohttp
+session instead (about three times the client CPU per request). Nothing is
+created per request except the request itself.
 
 Operations are drawn from a weighted mix of ``set`` (a write, committed and
 applied before the answer), ``get`` (a linearizable read: ReadIndex on the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -58,6 +62,8 @@ class Plan:
     prefix: str = "bench"
     timeout: float = 30.0
     seed: int | None = None
+    http: str = "raw"
+    sequential: bool = False  # keys 0..keys-1 in order, each once (prefill)
 
 
 @dataclass
@@ -109,13 +115,154 @@ def _base(addr: str) -> str:
 
 # ---------------------------------------------------------------------- worker
 
+class HttpError(Exception):
+    """The server's answer was not HTTP/1.1 this client understands."""
+
+
+class _RawConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request in flight: the
+    lean client (a few microseconds per request under uvloop). It sends
+    ``GET path`` and reads the status line, the headers and a body of
+    ``Content-Length`` bytes, which every raftkv answer has."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.need = -1
+        self.status = 0
+        self.close_after = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        try:
+            self._parse()
+        except Exception as exc:  # garbage from the server
+            self._fail(HttpError(str(exc) or type(exc).__name__))
+            if self.transport is not None:
+                self.transport.close()
+
+    def _parse(self) -> None:
+        buf = self.buf
+        if self.need < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).lower()
+            if not head.startswith(b"http/1."):
+                raise HttpError("not an HTTP/1.x answer")
+            self.status = int(head[9:12])
+            i = head.find(b"\r\ncontent-length:")
+            if i < 0:
+                raise HttpError("answer without Content-Length")
+            j = head.find(b"\r\n", i + 2)
+            self.need = int(head[i + 17:j if j >= 0 else len(head)])
+            self.close_after = b"\r\nconnection: close" in head
+            del buf[:end + 4]
+        if len(buf) >= self.need:
+            del buf[:self.need]
+            self.need = -1
+            w = self.waiter
+            self.waiter = None
+            if w is not None and not w.done():
+                w.set_result(self.status)
+            if self.close_after and self.transport is not None:
+                self.transport.close()
+
+    def _fail(self, exc: Exception) -> None:
+        w = self.waiter
+        self.waiter = None
+        if w is not None and not w.done():
+            w.set_exception(exc)
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        self._fail(exc if isinstance(exc, Exception) else ConnectionResetError("connection closed"))
+
+
+def _timed_out(fut: asyncio.Future, conn: _RawConnection) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+        if conn.transport is not None:
+            conn.transport.close()
+
+
+class RawClient:
+    """One closed-loop client's connection to one node (reconnects on need)."""
+
+    def __init__(self, base: str, timeout: float) -> None:
+        from urllib.parse import urlsplit
+        u = urlsplit(base)
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or 80
+        self.host_header = f"Host: {u.netloc}\r\n\r\n".encode()
+        self.timeout = timeout
+        self.conn: _RawConnection | None = None
+
+    async def get(self, path: str) -> int:
+        loop = asyncio.get_running_loop()
+        conn = self.conn
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            _, conn = await asyncio.wait_for(loop.create_connection(_RawConnection, self.host, self.port),
+                                             self.timeout)
+            self.conn = conn
+        fut = conn.waiter = loop.create_future()
+        conn.transport.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self.host_header)
+        handle = loop.call_later(self.timeout, _timed_out, fut, conn)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+
+    def close(self) -> None:
+        if self.conn is not None and self.conn.transport is not None:
+            self.conn.transport.close()
+
+
+class AiohttpClients:
+    """The same interface over one shared aiohttp session (``--http aiohttp``)."""
+
+    def __init__(self, timeout: float) -> None:
+        import aiohttp
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+            timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False,
+            skip_auto_headers=("User-Agent",))
+
+    def client(self, base: str):
+        from yarl import URL
+        session = self.session
+
+        class _One:
+            async def get(self, path: str) -> int:
+                async with session.get(URL(base + path, encoded=True)) as resp:
+                    await resp.read()
+                    return resp.status
+
+            def close(self) -> None:
+                return None
+        return _One()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _clients(plan: Plan):
+    if plan.http == "aiohttp":
+        shared = AiohttpClients(plan.timeout)
+        return shared.client, shared.close
+    async def nothing() -> None:
+        return None
+    return (lambda base: RawClient(base, plan.timeout)), nothing
+
+
 async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
                       budget: int | None = None) -> Tally:
     """Run ``count`` closed-loop clients (numbered from ``first_client``);
     ``progress(ok, errors)`` is called about once a second."""
-    import aiohttp
-    from yarl import URL
-
     tally = Tally()
     value = quote(("v" * plan.value_size)[:plan.value_size], safe="")
     ops = list(plan.mix)
@@ -127,50 +274,55 @@ async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
     start = loop.time()
     stop_at = start + plan.duration if plan.duration else math.inf
     done = asyncio.Event()
+    make_client, close_all = _clients(plan)
+    counter = itertools.count()
 
     def key_name(n: int) -> str:
         return f"{plan.prefix}-{n}"
 
-    async def client(cid: int, session) -> None:
-        base = bases[cid % len(bases)]
+    async def client(cid: int) -> None:
+        http = make_client(bases[cid % len(bases)])
         rng = random.Random(None if plan.seed is None else plan.seed * 100003 + cid)
         seq = 0
         lat = tally.lat
         clock = time.perf_counter
-        while True:
-            if remaining[0] == 0 or loop.time() >= stop_at:
-                return
-            if remaining[0] > 0:
-                remaining[0] -= 1
-            op = only or rng.choices(ops, weights)[0]
-            if plan.keys:
-                key = key_name(rng.randrange(plan.keys))
-            elif op == "set":
-                seq += 1
-                key = f"{plan.prefix}-{cid}-{seq}"
-            else:  # unique keys: read one this client wrote, if any
-                key = f"{plan.prefix}-{cid}-{rng.randint(1, seq)}" if seq else key_name(0)
-            k = quote(key, safe="")
-            if op == "set":
-                url = URL(f"{base}/set?key={k}&value={value}", encoded=True)
-            elif op == "get":
-                url = URL(f"{base}/get?key={k}", encoded=True)
-            else:
-                url = URL(f"{base}/get?key={k}&stale=true", encoded=True)
-            t0 = clock()
-            try:
-                async with session.get(url) as resp:
-                    await resp.read()
-                    status = resp.status
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # transport errors are results too
-                tally.error(type(exc).__name__)
-                continue
-            if 200 <= status < 300:
-                lat[op].append(clock() - t0)
-            else:
-                tally.error(f"HTTP {status}")
+        try:
+            while True:
+                if remaining[0] == 0 or loop.time() >= stop_at:
+                    return
+                if remaining[0] > 0:
+                    remaining[0] -= 1
+                op = only or rng.choices(ops, weights)[0]
+                if plan.sequential:
+                    key = key_name(next(counter))
+                elif plan.keys:
+                    key = key_name(rng.randrange(plan.keys))
+                elif op == "set":
+                    seq += 1
+                    key = f"{plan.prefix}-{cid}-{seq}"
+                else:  # unique keys: read one this client wrote, if any
+                    key = f"{plan.prefix}-{cid}-{rng.randint(1, seq)}" if seq else key_name(0)
+                k = quote(key, safe="")
+                if op == "set":
+                    path = f"/set?key={k}&value={value}"
+                elif op == "get":
+                    path = f"/get?key={k}"
+                else:
+                    path = f"/get?key={k}&stale=true"
+                t0 = clock()
+                try:
+                    status = await http.get(path)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # transport errors are results too
+                    tally.error(type(exc).__name__)
+                    continue
+                if 200 <= status < 300:
+                    lat[op].append(clock() - t0)
+                else:
+                    tally.error(f"HTTP {status}")
+        finally:
+            http.close()
 
     async def reporter() -> None:
         while not done.is_set():
@@ -179,18 +331,15 @@ async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
             except TimeoutError:
                 progress(tally.ok, tally.failed)
 
-    connector = aiohttp.TCPConnector(limit=0, force_close=False, ttl_dns_cache=None)
-    timeout = aiohttp.ClientTimeout(total=plan.timeout)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False, skip_auto_headers=("User-Agent",)) as session:
-        rep = loop.create_task(reporter()) if progress else None
-        try:
-            await asyncio.gather(*(client(first_client + i, session) for i in range(count)))
-        finally:
-            tally.elapsed = loop.time() - start
-            done.set()
-            if rep is not None:
-                await rep
+    rep = loop.create_task(reporter()) if progress else None
+    try:
+        await asyncio.gather(*(client(first_client + i) for i in range(count)))
+    finally:
+        tally.elapsed = loop.time() - start
+        done.set()
+        if rep is not None:
+            await rep
+        await close_all()
     return tally
 
 
@@ -248,6 +397,7 @@ def summarize(plan: Plan, tally: Tally, wall: float, cpu: float, procs: int) -> 
         "addrs": plan.addrs,
         "clients": plan.clients,
         "procs": procs,
+        "http": plan.http,
         "mix": plan.mix,
         "keys": plan.keys,
         "value_size": plan.value_size,
@@ -269,7 +419,7 @@ def format_report(r: dict) -> str:
     lat = r["latency_ms"]
     mix = ",".join(f"{k}={v:g}" for k, v in r["mix"].items())
     lines = [
-        f"clients={r['clients']} procs={r['procs']} mix={mix} keys={r['keys'] or 'unique'} "
+        f"clients={r['clients']} procs={r['procs']} http={r['http']} mix={mix} keys={r['keys'] or 'unique'} "
         f"value={r['value_size']}B duration={r['duration_s']:.2f}s",
         f"ops={r['ops']} errors={r['errors']} ops/s={r['ops_per_s']:.1f}",
         f"latency ms: p50={lat['p50']:.2f} p90={lat['p90']:.2f} p99={lat['p99']:.2f} "
@@ -383,39 +533,13 @@ def _run_procs(plan: Plan, procs: int, show) -> Tally:
     return total
 
 
-def prefill(plan: Plan, procs: int = 1) -> dict:
+def prefill(plan: Plan) -> dict:
     """Write every key of the key space once (untimed warm-up for reads)."""
-    fill = Plan(addrs=plan.addrs, clients=plan.clients, duration=None, requests=None, keys=0,
-                value_size=plan.value_size, mix={"set": 1.0}, prefix=plan.prefix, timeout=plan.timeout)
-
-    async def go() -> Tally:
-        import aiohttp
-        from yarl import URL
-        tally = Tally()
-        value = quote("v" * plan.value_size, safe="")
-        bases = [_base(a) for a in plan.addrs]
-        it = iter(range(plan.keys))
-
-        async def client(cid: int, session) -> None:
-            base = bases[cid % len(bases)]
-            for n in it:
-                url = URL(f"{base}/set?key={quote(f'{plan.prefix}-{n}', safe='')}&value={value}", encoded=True)
-                try:
-                    async with session.get(url) as resp:
-                        await resp.read()
-                        if resp.status != 200:
-                            tally.error(f"HTTP {resp.status}")
-                        else:
-                            tally.lat["set"].append(0.0)
-                except Exception as exc:
-                    tally.error(type(exc).__name__)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                         timeout=aiohttp.ClientTimeout(total=plan.timeout)) as session:
-            await asyncio.gather(*(client(i, session) for i in range(fill.clients)))
-        return tally
-
+    fill = Plan(addrs=plan.addrs, clients=min(plan.clients, plan.keys), duration=None,
+                requests=plan.keys, keys=plan.keys, value_size=plan.value_size, mix={"set": 1.0},
+                prefix=plan.prefix, timeout=plan.timeout, http=plan.http, sequential=True)
     with _new_loop_runner() as runner:
-        tally = runner.run(go())
+        tally = runner.run(run_clients(fill, 0, fill.clients, None, fill.requests))
     return {"ops": tally.ok, "errors": tally.failed, "error_kinds": tally.errors}
 
 
@@ -442,6 +566,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default="bench", help="key prefix (default bench)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
     p.add_argument("--seed", type=int, default=None, help="seed for key and operation choice")
+    p.add_argument("--http", choices=("raw", "aiohttp"), default="raw",
+                   help="client: raw (a lean keep-alive HTTP/1.1 connection per client, default) "
+                        "or aiohttp (one shared ClientSession)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
@@ -470,13 +597,13 @@ def main(args: argparse.Namespace) -> int:
     duration = None if args.requests is not None else (args.duration or 10.0)
     plan = Plan(addrs=addrs, clients=args.clients, duration=duration, requests=args.requests,
                 keys=args.keys, value_size=args.value_size, mix=mix, prefix=args.prefix,
-                timeout=args.timeout, seed=args.seed)
+                timeout=args.timeout, seed=args.seed, http=args.http)
     progress = None if args.quiet else sys.stderr
     try:
         if args.prefill:
             if progress:
                 print(f"prefilling {args.keys} keys ...", file=sys.stderr)
-            pre = prefill(plan, args.procs)
+            pre = prefill(plan)
             if pre["errors"]:
                 print(f"raftkv bench: prefill had {pre['errors']} errors: {pre['error_kinds']}",
                       file=sys.stderr)
