@@ -246,11 +246,17 @@ def _server(request: web.Request) -> RaftServer:
     return request.app[APP_SERVER]
 
 
+# One encoder for every answer: json.dumps(..., ensure_ascii=False) would
+# build a new JSONEncoder per call, on the path of every request.
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+_JSON_TYPE = "application/json; charset=utf-8"
+
+
 def _json(server: RaftServer, body: Any, status: int = 200, served_by: bool = True) -> web.Response:
     if served_by and isinstance(body, dict):
         body = {**body, "served_by": server.id}
-    return web.Response(text=json.dumps(body, ensure_ascii=False) + "\n", status=status,
-                        content_type="application/json", headers={SERVED_BY: server.id})
+    return web.Response(body=(_encode_json(body) + "\n").encode("utf-8"), status=status,
+                        headers={"Content-Type": _JSON_TYPE, SERVED_BY: server.id})
 
 
 def _unavailable(server: RaftServer, message: str, unknown: bool) -> web.Response:
