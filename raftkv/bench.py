@@ -64,6 +64,7 @@ class Plan:
     seed: int | None = None
     http: str = "raw"
     sequential: bool = False  # keys 0..keys-1 in order, each once (prefill)
+    pump: bool = False  # keys "1".."N" in order, each once, value = key (scripts/pump.sh)
 
 
 @dataclass
@@ -275,7 +276,7 @@ async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
     stop_at = start + plan.duration if plan.duration else math.inf
     done = asyncio.Event()
     make_client, close_all = _clients(plan)
-    counter = itertools.count()
+    counter = itertools.count(1 if plan.pump else 0)
 
     def key_name(n: int) -> str:
         return f"{plan.prefix}-{n}"
@@ -293,7 +294,9 @@ async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
                 if remaining[0] > 0:
                     remaining[0] -= 1
                 op = only or rng.choices(ops, weights)[0]
-                if plan.sequential:
+                if plan.pump:
+                    key = str(next(counter))
+                elif plan.sequential:
                     key = key_name(next(counter))
                 elif plan.keys:
                     key = key_name(rng.randrange(plan.keys))
@@ -304,7 +307,7 @@ async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
                     key = f"{plan.prefix}-{cid}-{rng.randint(1, seq)}" if seq else key_name(0)
                 k = quote(key, safe="")
                 if op == "set":
-                    path = f"/set?key={k}&value={value}"
+                    path = f"/set?key={k}&value={k if plan.pump else value}"
                 elif op == "get":
                     path = f"/get?key={k}"
                 else:
@@ -564,6 +567,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--procs", type=int, default=1,
                    help="worker processes to spread the clients over (default 1)")
     p.add_argument("--prefix", default="bench", help="key prefix (default bench)")
+    p.add_argument("--pump", action="store_true",
+                   help="write keys 1, 2, ... N (-n) in order, each once, with the key as value "
+                        "(what scripts/pump.sh does)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
     p.add_argument("--seed", type=int, default=None, help="seed for key and operation choice")
     p.add_argument("--http", choices=("raw", "aiohttp"), default="raw",
@@ -590,6 +596,8 @@ def main(args: argparse.Namespace) -> int:
         problems.append("--keys and --value-size must be >= 0, --procs >= 1")
     if args.prefill and not args.keys:
         problems.append("--prefill needs --keys")
+    if args.pump and (args.requests is None or args.keys or mix != {"set": 1.0}):
+        problems.append("--pump needs -n and no --keys or --mix")
     if problems:
         print("raftkv bench: " + "; ".join(problems), file=sys.stderr)
         return 2
@@ -597,7 +605,7 @@ def main(args: argparse.Namespace) -> int:
     duration = None if args.requests is not None else (args.duration or 10.0)
     plan = Plan(addrs=addrs, clients=args.clients, duration=duration, requests=args.requests,
                 keys=args.keys, value_size=args.value_size, mix=mix, prefix=args.prefix,
-                timeout=args.timeout, seed=args.seed, http=args.http)
+                timeout=args.timeout, seed=args.seed, http=args.http, pump=args.pump)
     progress = None if args.quiet else sys.stderr
     try:
         if args.prefill:

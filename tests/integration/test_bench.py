@@ -72,6 +72,13 @@ def test_bench_progress_procs_and_unreachable(cluster):
     assert result["ops"] > 0 and result["errors"] == 0, result
     assert re.search(r"\[\s*[0-9.]+s\] ops=\d+ errors=0 ops/s=\d+", run.stderr), run.stderr
 
+    # the aiohttp client gives the same figures; --pump writes keys 1..N = N
+    run = bench("--addr", leader.http_addr, "-c", "3", "-n", "30", "--http", "aiohttp", "--pump", "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["http"] == "aiohttp" and result["ops"] == 30 and result["errors"] == 0, result
+    assert leader.value("30") == "30" and leader.value("1") == "1"
+
     # nothing listening: every attempt is a transport error, counted
     from cluster import free_port
     run = bench("--addr", f"127.0.0.1:{free_port()}", "-c", "2", "-n", "6", "--json", "-q")
