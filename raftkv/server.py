@@ -64,6 +64,7 @@ import aiohttp
 from . import hclog
 from .config import NodeSettings, describe_raft_config
 from .fsm import KVStore, encode_delete, encode_set
+from .gcpolicy import GcPolicy
 from .raft import effects as fx
 from .raft import events as ev
 from .raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -234,6 +235,7 @@ class RaftServer:
         self.api_runner = None
         self.autopilot = None
         self._lock_fd: int | None = None
+        self._gc = GcPolicy()
 
     # ------------------------------------------------------------------ logging
 
@@ -314,6 +316,7 @@ class RaftServer:
                            [("join", list(s.join))])
             else:
                 self._spawn(self._join_cluster(), "raftkv-join")
+        self._gc.started()
 
     def _lock_volume(self, data_dir: str) -> None:
         """One process per volume: a second one opening the same log would
@@ -511,6 +514,8 @@ class RaftServer:
                 self.exit_code = 1
                 self.request_shutdown()
                 return
+            if any(type(e) is fx.CompactLog for e in persist):
+                self._gc.compacted()
         # Log lines go out once the state they describe is durable, so that
         # e.g. "Installed remote snapshot" follows the restore it reports.
         for e in effects:
@@ -780,6 +785,7 @@ class RaftServer:
         period = max(0.1, min(1.0, self.settings.heartbeat_timeout / 2000))
         while True:
             await asyncio.sleep(period)
+            self._gc.tick()
             node = self.node
             if self._registering or self.kv.get(HTTP_KEY_PREFIX + self.id) == self.http_address:
                 continue

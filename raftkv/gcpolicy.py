@@ -1,0 +1,59 @@
+"""When the node lets Python's cycle collector run.
+
+Theory of operation
+-------------------
+The Raft log keeps every entry since the last snapshot in memory: under
+sustained writes that is hundreds of thousands of small tracked objects
+(one ``Entry`` per write) that live until the next compaction. CPython's
+oldest-generation collection walks all of them, and it runs each time the
+long-lived population grows by a quarter: measured on a node taking ~6,000
+writes/s, pauses of 50-300 ms every few seconds, which stall heartbeats
+(followers time out, a leader misses its lease) and make the p99 of every
+request.
+
+The policy:
+
+1. ``started()``: after start-up (modules, restored state) ``gc.freeze()``
+   moves everything alive to the permanent generation, which collections
+   skip.
+2. ``tick()`` (every housekeeping round): at most every ``freeze_every``
+   seconds, collect the young generations (cheap) and freeze what survived.
+   The oldest generation thus only ever holds a few seconds of survivors.
+3. ``compacted()`` (after the log was compacted behind a snapshot, when it is
+   shortest): ``gc.unfreeze()``, one full collection, freeze again. That
+   reclaims any reference cycle that became garbage after being frozen, so
+   nothing leaks for longer than one snapshot interval; with the log just
+   compacted this full collection walks only the trailing entries.
+
+Reference counting frees everything else as usual, frozen or not.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+
+class GcPolicy:
+    def __init__(self, freeze_every: float = 2.0, clock=time.monotonic) -> None:
+        self.freeze_every = freeze_every
+        self.clock = clock
+        self._last = clock()
+
+    def started(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self._last = self.clock()
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now - self._last >= self.freeze_every:
+            self._last = now
+            gc.collect(1)
+            gc.freeze()
+
+    def compacted(self) -> None:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._last = self.clock()
