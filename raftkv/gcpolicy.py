@@ -21,9 +21,15 @@ The policy:
    The oldest generation thus only ever holds a few seconds of survivors.
 3. ``compacted()`` (after the log was compacted behind a snapshot, when it is
    shortest): ``gc.unfreeze()``, one full collection, freeze again. That
-   reclaims any reference cycle that became garbage after being frozen, so
-   nothing leaks for longer than one snapshot interval; with the log just
-   compacted this full collection walks only the trailing entries.
+   reclaims any reference cycle that became garbage after being frozen;
+   with the log just compacted this full collection walks only the trailing
+   entries.
+4. A node that writes too little to ever snapshot still gets that full
+   collection from ``tick()`` every ``full_every`` seconds, as long as at
+   most ``full_limit`` objects are frozen (a pause of a few tens of ms at
+   most). More frozen objects than that means a long log, and so a snapshot
+   and its compaction are coming. Either way a reference cycle is not kept
+   for longer than a snapshot interval or ``full_every``.
 
 Reference counting frees everything else as usual, frozen or not.
 """
@@ -35,19 +41,24 @@ import time
 
 
 class GcPolicy:
-    def __init__(self, freeze_every: float = 2.0, clock=time.monotonic) -> None:
+    def __init__(self, freeze_every: float = 2.0, full_every: float = 60.0, full_limit: int = 200_000,
+                 clock=time.monotonic) -> None:
         self.freeze_every = freeze_every
+        self.full_every = full_every
+        self.full_limit = full_limit
         self.clock = clock
-        self._last = clock()
+        self._last = self._last_full = clock()
 
     def started(self) -> None:
         gc.collect()
         gc.freeze()
-        self._last = self.clock()
+        self._last = self._last_full = self.clock()
 
     def tick(self) -> None:
         now = self.clock()
-        if now - self._last >= self.freeze_every:
+        if now - self._last_full >= self.full_every and gc.get_freeze_count() <= self.full_limit:
+            self.compacted()
+        elif now - self._last >= self.freeze_every:
             self._last = now
             gc.collect(1)
             gc.freeze()
@@ -56,4 +67,4 @@ class GcPolicy:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        self._last = self.clock()
+        self._last = self._last_full = self.clock()

@@ -115,3 +115,39 @@ def test_gc_policy_freezes_on_schedule():
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_gc_policy_full_collection_without_snapshots():
+    now = [0.0]
+    policy = GcPolicy(freeze_every=2.0, full_every=60.0, full_limit=10**9, clock=lambda: now[0])
+    try:
+        policy.started()
+
+        class Cycle:
+            pass
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a
+        now[0] += 3
+        policy.tick()  # the cycle is frozen while still in use
+        assert gc.get_freeze_count() > 0
+        del a, b  # now it is garbage, but frozen: only a full collection frees it
+        now[0] += 60
+        collected = []
+        gc.callbacks.append(lambda phase, info: phase == "stop" and collected.append(info))
+        try:
+            policy.tick()
+        finally:
+            gc.callbacks.pop()
+        assert any(info["generation"] == 2 and info["collected"] >= 2 for info in collected), collected
+        # too many frozen objects: no periodic full collection
+        policy.full_limit = 0
+        now[0] += 61
+        collected.clear()
+        gc.callbacks.append(lambda phase, info: phase == "stop" and collected.append(info))
+        try:
+            policy.tick()
+        finally:
+            gc.callbacks.pop()
+        assert all(info["generation"] < 2 for info in collected), collected
+    finally:
+        gc.unfreeze()
