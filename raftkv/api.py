@@ -247,8 +247,19 @@ def _server(request: web.Request) -> RaftServer:
 
 
 # One encoder for every answer: json.dumps(..., ensure_ascii=False) would
-# build a new JSONEncoder per call, on the path of every request.
-_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+# build a new JSONEncoder (and C encoder) per call, on the path of every
+# request. Answers are plain trees of dicts, lists, strings and numbers.
+def _make_json_encoder():
+    from json import encoder as _je
+    if _je.c_make_encoder is None:
+        return json.JSONEncoder(ensure_ascii=False).encode
+    default = json.JSONEncoder().default
+    c_encode = _je.c_make_encoder(None, default, _je.encode_basestring, None, ": ", ", ",
+                                  False, False, True)
+    return lambda obj: "".join(c_encode(obj, 0))
+
+
+_encode_json = _make_json_encoder()
 _JSON_TYPE = "application/json; charset=utf-8"
 
 
