@@ -249,11 +249,28 @@ def _server(request: web.Request) -> RaftServer:
     return request.app[APP_SERVER]
 
 
+# One encoder for every answer: json.dumps(..., ensure_ascii=False) would
+# build a new JSONEncoder (and C encoder) per call, on the path of every
+# request. Answers are plain trees of dicts, lists, strings and numbers.
+def _make_json_encoder():
+    from json import encoder as _je
+    if _je.c_make_encoder is None:
+        return json.JSONEncoder(ensure_ascii=False).encode
+    default = json.JSONEncoder().default
+    c_encode = _je.c_make_encoder(None, default, _je.encode_basestring, None, ": ", ", ",
+                                  False, False, True)
+    return lambda obj: "".join(c_encode(obj, 0))
+
+
+_encode_json = _make_json_encoder()
+_JSON_TYPE = "application/json; charset=utf-8"
+
+
 def _json(server: RaftServer, body: Any, status: int = 200, served_by: bool = True) -> web.Response:
     if served_by and isinstance(body, dict):
         body = {**body, "served_by": server.id}
-    return web.Response(text=json.dumps(body, ensure_ascii=False) + "\n", status=status,
-                        content_type="application/json", headers={SERVED_BY: server.id})
+    return web.Response(body=(_encode_json(body) + "\n").encode("utf-8"), status=status,
+                        headers={"Content-Type": _JSON_TYPE, SERVED_BY: server.id})
 
 
 def _unavailable(server: RaftServer, message: str, unknown: bool) -> web.Response:

@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("take", "save", "restore"))
     p.add_argument("file", nargs="?", help="the backup file (save, restore)")
     sub.add_parser("sim", help="deterministic cluster simulator (raftkv.sim)", add_help=False)
+    from .bench import add_arguments as add_bench_arguments
+    add_bench_arguments(sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP"))
     return parser
 
 
@@ -375,5 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return _client(args, "POST", "/transfer-leadership", {"to": args.to})
     if args.command == "watch":
         return _watch(args)
+    if args.command == "bench":
+        return importlib.import_module("raftkv.bench").main(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE

@@ -66,10 +66,11 @@ import aiohttp
 from . import hclog
 from .config import NodeSettings, describe_raft_config
 from .fsm import KVStore, SnapshotFormatError, encode_delete, encode_set
+from .gcpolicy import GcPolicy
 from .raft import effects as fx
 from .raft import events as ev
 from .raft.configuration import ConfigCommand, Configuration, Server, Suffrage
-from .raft.messages import EntryType, SnapshotMeta
+from .raft.messages import AppendEntries, EntryType, SnapshotMeta
 from .raft.node import LEADER, PersistentState, RaftNode
 from .storage import LogStore, SnapshotCorruptError, SnapshotStore, StableStore
 from .transport.tcp import TcpTransport
@@ -81,6 +82,7 @@ RESERVED_PREFIX = "\x00raftkv/"
 HTTP_KEY_PREFIX = RESERVED_PREFIX + "http/"
 
 _PERSIST = (fx.PersistHardState, fx.AppendToLog, fx.TruncateLog, fx.CompactLog, fx.RestoreSnapshot)
+_LEADER_APPEND = (fx.AppendToLog, fx.CompactLog)
 
 
 class RequestError(Exception):
@@ -240,6 +242,7 @@ class RaftServer:
         self.autopilot = None
         self._lock_fd: int | None = None
         self.faults = None
+        self._gc = GcPolicy()
 
     # ------------------------------------------------------------------ logging
 
@@ -330,6 +333,7 @@ class RaftServer:
                            [("join", list(s.join))])
             else:
                 self._spawn(self._join_cluster(), "raftkv-join")
+        self._gc.started()
 
     def _lock_volume(self, data_dir: str) -> None:
         """One process per volume: a second one opening the same log would
@@ -504,6 +508,18 @@ class RaftServer:
 
     async def _carry_out(self, effects: list) -> None:
         persist = [e for e in effects if type(e) in _PERSIST]
+        early = False
+        if persist and self.node.role == LEADER and all(type(e) in _LEADER_APPEND for e in persist):
+            # A leader's AppendEntries may leave while its own copy of the
+            # entries is being written (Raft thesis §10.2.1): the followers
+            # store them independently, and the leader counts its own copy
+            # towards commitment only in later steps, which start after this
+            # write is durable. Nothing else leaves early.
+            early = True
+            transport = self.transport
+            for e in effects:
+                if type(e) is fx.Send and type(e.message) is AppendEntries:
+                    transport.send(e.to, e.address, e.message)
         if persist:
             try:
                 await self._loop.run_in_executor(self._disk, self._persist, persist)
@@ -515,6 +531,8 @@ class RaftServer:
                 self.exit_code = 1
                 self.request_shutdown()
                 return
+            if any(type(e) is fx.CompactLog for e in persist):
+                self._gc.compacted()
         # Log lines go out once the state they describe is durable, so that
         # e.g. "Installed remote snapshot" follows the restore it reports.
         for e in effects:
@@ -522,7 +540,7 @@ class RaftServer:
                 hclog.emit(e.level, e.logger, e.message, e.fields)
         transport = self.transport
         for e in effects:
-            if type(e) is fx.Send:
+            if type(e) is fx.Send and not (early and type(e.message) is AppendEntries):
                 transport.send(e.to, e.address, e.message)
         for e in effects:
             t = type(e)
@@ -697,11 +715,14 @@ class RaftServer:
 
     async def _await(self, fut: asyncio.Future, timeout: float | None, what: str) -> Any:
         timeout = self.settings.apply_timeout / 1000 if timeout is None else timeout
+        # One timer per request, no shield/timeout context: the hot path of
+        # every write and linearizable read. A handler that is cancelled
+        # cancels ``fut``; the driver skips futures that are already done.
+        handle = self._loop.call_later(timeout, _expire, fut, what)
         try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            raise ApplyTimeout(f"timed out waiting for {what}", unknown_outcome=True) from None
+            return await fut
+        finally:
+            handle.cancel()
 
     def _check_leader(self) -> None:
         node = self.node
@@ -837,6 +858,7 @@ class RaftServer:
         period = max(0.1, min(1.0, self.settings.heartbeat_timeout / 2000))
         while True:
             await asyncio.sleep(period)
+            self._gc.tick()
             node = self.node
             if self._registering or self.kv.get(HTTP_KEY_PREFIX + self.id) == self.http_address:
                 continue
@@ -978,6 +1000,11 @@ def _max_frame(s: NodeSettings) -> int:
     # a batch of values at the size limit must still fit in one frame, or
     # replication of that batch would be refused by the codec forever.
     return max(64 * 1024 * 1024, s.max_append_entries * (s.max_body + 4096) + 1024 * 1024)
+
+
+def _expire(fut: asyncio.Future, what: str) -> None:
+    if not fut.done():
+        fut.set_exception(ApplyTimeout(f"timed out waiting for {what}", unknown_outcome=True))
 
 
 def _resolve(fut: asyncio.Future) -> None:

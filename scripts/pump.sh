@@ -1,35 +1,38 @@
 #!/usr/bin/env bash
-# Write N keys (default 1000) to a raftkv node with curl and report the rate:
+# Write N keys (default 1000) to a raftkv node and report the rate and latency:
 #   scripts/pump.sh [N]         ADDR=http://127.0.0.1:8000  PARALLEL=1
-# Writes go to /set?key=$i&value=$i one after another over one keep-alive
-# connection (a curl config file with one URL per write), so the figure is
-# raftkv's commit latency rather than curl's start-up cost. PARALLEL=8 lets
-# curl keep 8 writes in flight, which shows group commit at work. Any node
-# will do: followers forward writes to the leader.
+# Writes /set?key=$i&value=$i for i = 1..N over keep-alive HTTP connections
+# with `raftkv bench --pump` (PARALLEL closed-loop clients, each with one
+# write in flight), so the figure is raftkv's commit latency, not a client's
+# start-up cost. PARALLEL=8 keeps 8 writes in flight, which shows group
+# commit at work. Any node will do: followers forward writes to the leader.
+# For other loads (reads, key spaces, value sizes, durations) use
+# `raftkv bench` directly; see docs/performance.md.
 set -euo pipefail
 N="${1:-${N:-1000}}"
 ADDR="${ADDR:-http://127.0.0.1:8000}"
 PARALLEL="${PARALLEL:-1}"
-case "$N" in ''|*[!0-9]*) echo "usage: $0 [N]  (N must be a number)" >&2; exit 2 ;; esac
+case "$N" in ''|*[!0-9]*|0) echo "usage: $0 [N]  (N must be a positive number)" >&2; exit 2 ;; esac
+case "$PARALLEL" in ''|*[!0-9]*|0) echo "PARALLEL must be a positive number" >&2; exit 2 ;; esac
+source "$(dirname "$0")/_venv.sh"
 
-cfg="$(mktemp)"
-trap 'rm -f "$cfg"' EXIT
-for ((i = 1; i <= N; i++)); do
-  printf 'url = "%s/set?key=%d&value=%d"\noutput = "/dev/null"\n' "$ADDR" "$i" "$i"
-done > "$cfg"
-
-extra=()
-if [ "$PARALLEL" -gt 1 ]; then extra=(--parallel --parallel-max "$PARALLEL" --no-progress-meter); fi
-start=$(date +%s.%N)
-codes="$(curl -sS "${extra[@]}" -K "$cfg" -w '%{http_code}\n' || true)"
-end=$(date +%s.%N)
-
-ok=$(grep -c '^200$' <<<"$codes" || true)
-awk -v n="$N" -v ok="$ok" -v s="$start" -v e="$end" 'BEGIN {
-  t = e - s; if (t <= 0) t = 1e-9
-  printf "%d writes (%d ok) in %.2f seconds: %.1f writes/s\n", n, ok, t, ok / t
-}'
-if [ "$ok" -ne "$N" ]; then
-  echo "$((N - ok)) writes failed" >&2
-  exit 1
-fi
+result="$(raftkv bench --addr "$ADDR" --pump -n "$N" -c "$PARALLEL" --json -q)" || true
+python - "$N" "$result" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+try:
+    r = json.loads(sys.argv[2])
+except ValueError:
+    print("pump: raftkv bench gave no result", file=sys.stderr)
+    sys.exit(1)
+t = max(r["duration_s"], 1e-9)
+ok = r["ops"]
+print("%d writes (%d ok) in %.2f seconds: %.1f writes/s" % (n, ok, t, ok / t))
+lat = r["latency_ms"]
+print("latency ms: p50=%.2f p90=%.2f p99=%.2f max=%.2f  errors=%d%s" % (
+    lat["p50"], lat["p90"], lat["p99"], lat["max"], r["errors"],
+    "".join(" %s=%d" % kv for kv in r["error_kinds"].items())))
+if ok != n:
+    print("%d writes failed" % (n - ok), file=sys.stderr)
+    sys.exit(1)
+PY

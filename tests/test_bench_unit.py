@@ -1,0 +1,153 @@
+"""Unit tests of the bench tool's pure parts (mix parsing, percentiles, the
+report, the lean HTTP client's parser) and of the GC policy."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from array import array
+
+import pytest
+
+from raftkv import bench
+from raftkv.gcpolicy import GcPolicy
+
+
+def test_parse_mix():
+    assert bench.parse_mix("set=70,get=20,stale=10") == {"set": 70.0, "get": 20.0, "stale": 10.0}
+    assert bench.parse_mix("get") == {"get": 1.0}
+    assert bench.parse_mix("set=1,get=0") == {"set": 1.0}
+    for bad in ("nope=1", "set=x", "set=-1", "set=0", ""):
+        with pytest.raises(ValueError):
+            bench.parse_mix(bad)
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 101))
+    assert bench.percentile(values, 50) == 50
+    assert bench.percentile(values, 99) == 99
+    assert bench.percentile(values, 100) == 100
+    assert bench.percentile([7], 99) == 7
+    assert bench.percentile([], 50) == 0.0
+
+
+def test_summary_and_report():
+    plan = bench.Plan(addrs=["127.0.0.1:1"], clients=2, mix={"set": 1.0, "get": 1.0})
+    tally = bench.Tally()
+    tally.lat["set"].extend([0.001, 0.002, 0.003])
+    tally.lat["get"].extend([0.004])
+    tally.error("HTTP 503")
+    tally.elapsed = 2.0
+    r = bench.summarize(plan, tally, wall=2.0, cpu=0.5, procs=1)
+    assert r["ops"] == 4 and r["errors"] == 1 and r["error_kinds"] == {"HTTP 503": 1}
+    assert r["ops_per_s"] == 2.0 and r["client_cpu_percent"] == 25.0
+    assert r["latency_ms"]["p50"] == 2.0 and r["latency_ms"]["max"] == 4.0
+    assert r["by_op"]["get"]["ops"] == 1
+    text = bench.format_report(r)
+    assert "ops=4 errors=1 ops/s=2.0" in text
+    assert "p50=2.00 p90=4.00 p99=4.00 max=4.00" in text
+    assert "'HTTP 503'=1" in text and "  set   ops=3" in text
+
+
+def test_split():
+    assert bench._split(10, 3) == [4, 3, 3]
+    assert sum(bench._split(64, 5)) == 64
+
+
+class _FakeTransport:
+    def __init__(self):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+async def test_raw_connection_parses_answers_split_anywhere():
+    loop = asyncio.get_running_loop()
+    conn = bench._RawConnection()
+    conn.connection_made(_FakeTransport())
+    answer = (b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 5\r\n\r\n{...}")
+    for cut in range(1, len(answer)):
+        conn.waiter = fut = loop.create_future()
+        conn.data_received(answer[:cut])
+        assert not fut.done()
+        conn.data_received(answer[cut:])
+        assert fut.result() == 404
+    # two answers in one read (never happens with one request in flight, but
+    # the parser must not lose the second)
+    conn.waiter = fut = loop.create_future()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert fut.result() == 200 and not conn.buf
+
+
+async def test_raw_connection_errors():
+    loop = asyncio.get_running_loop()
+    conn = bench._RawConnection()
+    tr = _FakeTransport()
+    conn.connection_made(tr)
+    conn.waiter = fut = loop.create_future()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with pytest.raises(bench.HttpError):
+        fut.result()
+    assert tr.closed
+    conn.waiter = fut = loop.create_future()
+    conn.connection_lost(None)
+    with pytest.raises(ConnectionResetError):
+        fut.result()
+
+
+def test_gc_policy_freezes_on_schedule():
+    now = [100.0]
+    policy = GcPolicy(freeze_every=2.0, clock=lambda: now[0])
+    try:
+        policy.started()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        keep = [[i] for i in range(1000)]  # new tracked objects
+        policy.tick()  # too early: nothing frozen
+        assert gc.get_freeze_count() == frozen
+        now[0] += 2.5
+        policy.tick()
+        assert gc.get_freeze_count() >= frozen + len(keep)
+        policy.compacted()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+
+def test_gc_policy_full_collection_without_snapshots():
+    now = [0.0]
+    policy = GcPolicy(freeze_every=2.0, full_every=60.0, full_limit=10**9, clock=lambda: now[0])
+    try:
+        policy.started()
+
+        class Cycle:
+            pass
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a
+        now[0] += 3
+        policy.tick()  # the cycle is frozen while still in use
+        assert gc.get_freeze_count() > 0
+        del a, b  # now it is garbage, but frozen: only a full collection frees it
+        now[0] += 60
+        collected = []
+        gc.callbacks.append(lambda phase, info: phase == "stop" and collected.append(info))
+        try:
+            policy.tick()
+        finally:
+            gc.callbacks.pop()
+        assert any(info["generation"] == 2 and info["collected"] >= 2 for info in collected), collected
+        # too many frozen objects: no periodic full collection
+        policy.full_limit = 0
+        now[0] += 61
+        collected.clear()
+        gc.callbacks.append(lambda phase, info: phase == "stop" and collected.append(info))
+        try:
+            policy.tick()
+        finally:
+            gc.callbacks.pop()
+        assert all(info["generation"] < 2 for info in collected), collected
+    finally:
+        gc.unfreeze()
