@@ -333,6 +333,25 @@ def snapshot(run: Run) -> None:
         run.settle()
 
 
+@schedule("mixed")
+def mixed(run: Run) -> None:
+    """Every other schedule in turn, in a seeded order, about 30 s each: the
+    long chaos run (scripts/chaos.sh --nemesis mixed --minutes 30)."""
+    names = sorted(n for n in SCHEDULES if n != "mixed")
+    end = run.deadline
+    try:
+        while time.monotonic() < end:
+            name = run.rng.choice(names)
+            print(f"[{run.workload.now():7.2f}] nemesis: mixed -> {name}", flush=True)
+            run.deadline = min(end, time.monotonic() + 30)
+            try:
+                SCHEDULES[name](run)
+            except Skip as exc:
+                print(f"nemesis: mixed skips {name}: {exc}", flush=True)
+    finally:
+        run.deadline = end
+
+
 # --- running one ------------------------------------------------------------------
 
 TRAILING_LOGS = 20
@@ -349,7 +368,7 @@ def run_nemesis(root: Path, name: str, duration: float, seed: int | None = None,
     print(f"nemesis {name}: seed={seed} (replay with RAFTKV_NEMESIS_SEED={seed})", flush=True)
     rng = random.Random(seed)
     env = dict(NEMESIS_ENV)
-    if name == "snapshot":
+    if name in ("snapshot", "mixed"):
         env.update(SNAPSHOT_ENV)
     cluster = Cluster(root, env=env, command=command)
     workload = None

@@ -85,6 +85,12 @@ def test_dashboard_follows_failover_and_a_write_from_the_page(cluster, browser_p
         timeout=WAIT_MS)
     # a quick filter leaves only its lines
     page.click("button.q[data-q='election won']")
+    # the table re-renders on the next frame (and as events stream in): wait for it
+    page.wait_for_function(
+        """() => { const m = Array.from(document.querySelectorAll('#events tbody td.message'))
+                                .map(e => e.textContent);
+                   return m.length > 0 && m.every(t => t === 'election won'); }""",
+        timeout=WAIT_MS)
     messages = page.eval_on_selector_all("#events tbody td.message", "els => els.map(e => e.textContent)")
     assert messages and all(m == "election won" for m in messages), messages
     page.click("button.q[data-q='election won']")
