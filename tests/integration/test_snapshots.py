@@ -105,3 +105,26 @@ def test_restore_rejects_garbage_and_keeps_the_data(cluster, tmp_path):
     assert n1.value("keep") == "me"
     assert n1.set("still", "writable")["index"] > 0
     assert all(n.running for n in cluster.nodes.values())
+
+
+def test_backup_and_restore_need_the_cluster_key_when_one_is_set(cluster, tmp_path):
+    key = "backup-test-cluster-key-0123456789"
+    cluster.env = {"RAFT_CLUSTER_KEY": key}
+    n1 = cluster.form(3, via_env_join=True)
+    n1.set("k", "v")
+    backup = tmp_path / "b.snapshot"
+    env = {k: v for k, v in os.environ.items() if k != "RAFT_CLUSTER_KEY"}
+
+    def cli(*args: str, with_key: bool) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raftkv", *args, "--addr", cluster["n2"].http_addr],
+                              cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**env, "RAFT_CLUSTER_KEY": key} if with_key else env)
+
+    refused = cli("snapshot", "save", str(backup), with_key=False)
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr and not backup.exists()
+    saved = cli("snapshot", "save", str(backup), with_key=True)  # relayed to the leader with the token
+    assert saved.returncode == 0, saved.stderr
+    assert cli("snapshot", "restore", str(backup), with_key=False).returncode == 1
+    restored = cli("snapshot", "restore", str(backup), with_key=True)
+    assert restored.returncode == 0, restored.stderr
+    assert n1.value("k") == "v"
