@@ -286,7 +286,6 @@ class RaftServer:
         )
         self.had_state = bool(state.current_term or entries or snapshot_meta)
 
-        self.faults = None
         if s.fault_injection:
             from .transport.faults import FaultInjector
             self.faults = FaultInjector(log=lambda level, msg, fields: hclog.emit(level, "raft.net", msg, fields))
