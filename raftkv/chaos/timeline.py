@@ -7,7 +7,7 @@ an unknown op: to when the client gave up), coloured by outcome -- green ok,
 red fail, orange unknown; reads are drawn in a lighter shade than writes.
 Fault windows are shaded grey across all rows (and drawn as a dark strip
 along the top, where no bar hides them), and a tick marks every second
-(a taller one, labelled, every ten). Labels are digits in a 3x5 pixel font:
+(a taller one, labelled, every ten; coarser steps on long runs). Labels are digits in a 3x5 pixel font:
 seconds under the axis, client numbers at the left.
 
 The image is an RGB raster in a ``bytearray`` written as PNG with
@@ -114,8 +114,13 @@ def draw_timeline(history: str | Path, out: str | Path, width: int = 1600, row: 
         c.rect(x(op.call), y + 4, max(x(ret), x(op.call) + 1), y + row - 4, colour)
     axis_y = top + row * len(clients)
     c.rect(left, axis_y, width - right, axis_y + 1, AXIS)
-    for s in range(int(end) + 1):
-        tall = s % 10 == 0
+    # a tick every second and a label every ten on short runs; on long runs
+    # the steps grow (10 s / 60 s, ...) so that labels never overlap
+    tick, label = 1, 10
+    while span / max(end, 1) * label < 40:
+        tick, label = tick * 10 if tick < 10 else tick * 6, label * 6 if label < 60 else label * 5
+    for s in range(0, int(end) + 1, tick):
+        tall = s % label == 0
         c.rect(x(s), axis_y, x(s) + 1, axis_y + (8 if tall else 4), AXIS)
         if tall:
             c.text(x(s) + 2, axis_y + 10, str(s))
