@@ -124,7 +124,7 @@ def test_gc_policy_full_collection_without_snapshots():
         policy.started()
 
         class Cycle:
-            pass
+            other: "Cycle | None" = None
         a, b = Cycle(), Cycle()
         a.other, b.other = b, a
         now[0] += 3

@@ -45,13 +45,13 @@ import struct
 import threading
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import msgpack
 
 from ..raft.messages import Entry, EntryType
+from ._files import LogFn, fsync_dir, noop_log
 
-LogFn = Callable[[str, str, list], None]
 
 SEGMENT_SUFFIX = ".seg"
 FIRST_INDEX_FILE = "first_index"
@@ -71,20 +71,8 @@ class LogCorruptError(Exception):
     """A record read back from a segment failed its checksum or decoding."""
 
 
-def _noop_log(level: str, message: str, fields: list) -> None:
-    pass
-
-
 def _segment_name(base: int) -> str:
     return "%020d%s" % (base, SEGMENT_SUFFIX)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
@@ -168,7 +156,7 @@ class LogStore:
                  segment_size: int = DEFAULT_SEGMENT_SIZE,
                  cache_entries: int = DEFAULT_CACHE_ENTRIES):
         self.path = path_dir
-        self._log = log or _noop_log
+        self._log = log or noop_log
         self._segment_size = segment_size
         self._cache_cap = max(0, cache_entries)
         self._lock = threading.RLock()
@@ -288,7 +276,7 @@ class LogStore:
             for fd in fds:
                 _fdatasync(fd)
             if dir_dirty:
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
         except OSError:
             # After a failed fsync the kernel may have dropped the dirty pages;
             # nothing written since the last good sync can be trusted.
@@ -315,7 +303,7 @@ class LogStore:
                 self._bases.pop()
                 unlinked = True
             if unlinked:
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
             seg = self._segments[-1]
             if index <= seg.last:
                 cut = seg.offsets[index - seg.base]
@@ -349,7 +337,7 @@ class LogStore:
                 self._bases.pop(0)
                 unlinked = True
             if unlinked:
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
             self._first = index + 1
             if self._segments[-1].base <= index:
                 self._seal_active = True
@@ -368,7 +356,7 @@ class LogStore:
                 os.unlink(os.path.join(self.path, FIRST_INDEX_FILE))
             except FileNotFoundError:
                 pass
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -420,7 +408,7 @@ class LogStore:
         while self._segments:
             self._unlink_segment(self._segments.pop())
         self._bases = []
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._dir_dirty = False
         self._first = self._last = 0
         self._seal_active = False
@@ -438,7 +426,7 @@ class LogStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._floor = index
 
     def _read_floor(self) -> int:
@@ -564,7 +552,7 @@ class LogStore:
             self._unlink_segment(seg)
             changed = True
         if changed:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         if self._segments:
             self._first = max(self._floor, self._segments[0].base)
             self._last = self._segments[-1].last

@@ -37,13 +37,12 @@ import os
 import shutil
 import time
 import zlib
-from collections.abc import Callable
 from typing import BinaryIO
 
 from ..raft.configuration import Configuration
 from ..raft.messages import SnapshotMeta
+from ._files import LogFn, fsync_dir, noop_log
 
-LogFn = Callable[[str, str, list], None]
 
 TMP_SUFFIX = ".tmp"
 META_FILE = "meta.json"
@@ -54,18 +53,6 @@ _CHUNK = 1024 * 1024
 
 class SnapshotCorruptError(Exception):
     """A snapshot's metadata or data failed validation."""
-
-
-def _noop_log(level: str, message: str, fields: list) -> None:
-    pass
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sort_key(meta: SnapshotMeta) -> tuple:
@@ -117,10 +104,10 @@ class SnapshotWriter:
                 json.dump(doc, f)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             final = os.path.join(self._store.dir, self.id)
             os.rename(self.path, final)
-            _fsync_dir(self._store.dir)
+            fsync_dir(self._store.dir)
         except BaseException:
             self._discard()
             raise
@@ -160,7 +147,7 @@ class SnapshotStore:
             raise ValueError("retain must be at least 1")
         self.dir = dir
         self.retain = retain
-        self._log = log or _noop_log
+        self._log = log or noop_log
         os.makedirs(dir, exist_ok=True)
         for name in sorted(os.listdir(dir)):
             if name.endswith(TMP_SUFFIX):

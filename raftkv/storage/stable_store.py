@@ -34,11 +34,10 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable
 
 import msgpack
+from ._files import LogFn, fsync_dir, noop_log
 
-LogFn = Callable[[str, str, list], None]
 
 MAGIC = b"RKVSTBL1"
 _HEADER = struct.Struct(">II")
@@ -50,24 +49,12 @@ class StableStoreCorruptError(Exception):
     """Stable state files exist but none of them is valid."""
 
 
-def _noop_log(level: str, message: str, fields: list) -> None:
-    pass
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StableStore:
     """Durable term/vote store. ``path`` is a directory (created if missing)."""
 
     def __init__(self, path: str, log: LogFn | None = None):
         self.path = path
-        self._log = log or _noop_log
+        self._log = log or noop_log
         self._lock = threading.Lock()
         self._seq = 0
         self._term = 0
@@ -226,6 +213,6 @@ class StableStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._seq = seq
         self._hint_dirty = False
