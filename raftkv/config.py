@@ -247,6 +247,10 @@ class NodeSettings:
                                   120_000, "how often the snapshot threshold is checked", "DUR")
     trailing_logs: int = _opt("RAFT_TRAILING_LOGS", "--trailing-logs", lambda t: _parse_int(t, 0),
                               10240, "entries kept in the log after a snapshot", "N")
+    snapshot_log_limit: int = _opt("RAFT_SNAPSHOT_LOG_LIMIT", "--snapshot-log-limit",
+                                   lambda t: _parse_int(t, 1), 65536,
+                                   "entries since the last snapshot that trigger one at once "
+                                   "(bounds the in-memory log)", "N")
     server_stabilization_time: int = _opt("RAFT_SERVER_STABILIZATION_TIME", "--server-stabilization-time",
                                           _duration, 10_000,
                                           "autopilot: a nonvoter must be healthy this long", "DUR")
@@ -308,6 +312,7 @@ class NodeSettings:
             snapshot_threshold=self.snapshot_threshold,
             snapshot_interval=self.snapshot_interval,
             trailing_logs=self.trailing_logs,
+            snapshot_log_limit=self.snapshot_log_limit,
         )
 
 

@@ -2,8 +2,12 @@
 
 Theory of operation
 -------------------
-``KVStore`` is a dict of str -> str driven only by committed log entries.
-Commands are msgpack arrays built by the ``encode_*`` functions:
+``KVStore`` keeps the replicated dictionary of str -> str in a SQLite file
+(as rqlite keeps its state machine in SQLite), not in Python objects: a
+million 100-byte values cost ~250 MB as a ``dict`` but only SQLite's bounded
+page cache in memory here, and a restarted node is serving at once instead
+of first reloading every key from a snapshot. Only committed log entries
+change it. Commands are msgpack arrays built by the ``encode_*`` functions:
 
     ["set", key, value]     -> None
     ["del", key]            -> bool (whether the key existed)
@@ -18,21 +22,40 @@ Invariants:
    a ``CommandError`` that the runtime hands back to the client. ``setm`` is
    validated whole before any key is written: all or nothing.
 3. ``apply`` ignores indexes at or below ``applied_index``: those effects are
-   already in the state (e.g. restored from a snapshot), and applying a
-   ``del`` twice would report the wrong result.
-4. Snapshots are cheap for the writer: ``snapshot()`` copies the dict (a
-   shallow copy: keys and values are immutable str) and returns a function
-   that streams that frozen copy, which may run on another thread while
-   ``apply`` continues. The stream is a msgpack header
+   already in the state (restored from a snapshot, or kept in the file from
+   before a restart), and applying a ``del`` twice would report the wrong
+   result.
+4. ``applied_index`` and the key count live in the file next to the data and
+   change in the same transaction. ``commit()`` ends the transaction the
+   applies opened; the runtime calls it after each batch. The file is not
+   fsync'd (``synchronous=OFF``): the Raft log is the durable record. A
+   killed process loses nothing SQLite handed to the kernel, so after a
+   crash the file is a consistent state at some applied index and the log
+   replays the rest. After the *machine* restarts (a power cut may have
+   torn the file) the file is not trusted: it records the kernel's boot id,
+   and a different boot id means it is discarded and rebuilt from the
+   latest snapshot and the log.
+5. Snapshots are cheap for the writer: ``snapshot()`` commits, then opens a
+   second connection and starts a read transaction, which SQLite's WAL
+   keeps pinned at that state while ``apply`` goes on; the returned function
+   streams it (on another thread). The stream is a msgpack header
    ``{format, version, applied_index, count}`` followed by maps of up to
    10,000 pairs (fewer when the values are large).
-5. ``restore`` builds a complete new dict from the stream, checks it against
-   the header, and only then swaps it in; a bad stream leaves the old state.
+6. ``restore`` and ``adopt`` replace the whole state in one transaction on a
+   connection of their own, so they may run on another thread while readers
+   keep seeing the old state; a bad stream rolls back and leaves it as it
+   was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+import sqlite3
+import tempfile
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, Protocol
 
 import msgpack
@@ -49,6 +72,19 @@ BATCH_PAIRS = 10_000
 BATCH_BYTES = 4 * 1024 * 1024
 # One msgpack object (a batch, or one huge value) must fit in the unpacker.
 _MAX_OBJECT = 512 * 1024 * 1024
+# SQLite's page cache per connection: what the state costs in memory.
+CACHE_KIB = 16 * 1024
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    applied_index INTEGER NOT NULL,
+    keys INTEGER NOT NULL,
+    boot_id TEXT NOT NULL
+);
+"""
 
 
 class CommandError(Exception):
@@ -64,7 +100,7 @@ class _Writer(Protocol):
 
 
 def _noop_log(level: str, message: str, fields: list) -> None:
-    pass
+    return None
 
 
 def _check_str(what: str, value: object) -> None:
@@ -94,24 +130,108 @@ def _all_str(mapping: dict) -> bool:
     return all(type(k) is str and type(v) is str for k, v in mapping.items())
 
 
-class KVStore:
-    """The replicated dictionary. See the module docstring."""
+def boot_id() -> str:
+    """The kernel's id for this boot; a fresh random one where there is none,
+    so that a file from an unknown boot is never trusted."""
+    try:
+        with open(_BOOT_ID_PATH) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown-" + uuid.uuid4().hex
 
-    def __init__(self, log: LogFn | None = None):
+
+def _connect(path: str) -> sqlite3.Connection:
+    # Connections move between threads (a snapshot streams on another one,
+    # the runtime closes the store on its disk thread) but are never used by
+    # two at once.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    return db
+
+
+def _remove_files(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """[low, high) bounds of the keys that start with ``prefix``."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class KVStore:
+    """The replicated dictionary. See the module docstring.
+
+    ``path`` is the SQLite file; without one the store lives in a temporary
+    file removed when the store is closed or collected (tests, scratch)."""
+
+    def __init__(self, path: str | None = None, log: LogFn | None = None,
+                 temporary: bool = False) -> None:
         self._log = log or _noop_log
-        self._data: dict[str, str] = {}
-        self.applied_index = 0
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="raftkv-fsm-", suffix=".db")
+            os.close(fd)
+            os.unlink(path)
+            temporary = True
+        self.path = path
+        self._cleanup = weakref.finalize(self, _remove_files, path) if temporary else None
+        self._db = self._open()
+        row = self._db.execute("SELECT applied_index, keys FROM meta").fetchone()
+        self.applied_index: int = row[0]
+        self._keys: int = row[1]
+        self._committed_index = self.applied_index
+        self._in_txn = False
+
+    def _open(self) -> sqlite3.Connection:
+        """Open the file, discarding it if it was written before the machine
+        last restarted or cannot be read (see invariant 4)."""
+        boot = boot_id()
+        fresh = not os.path.exists(self.path)
+        try:
+            db = _connect(self.path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT applied_index, boot_id FROM meta").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._log("WARN", "state machine file is unreadable, rebuilding it",
+                      [("path", self.path), ("error", str(exc))])
+            row = ("unreadable", None)
+            db = None
+        if row is not None and row[1] != boot:
+            if db is not None:
+                db.close()
+                if row[0]:
+                    self._log("WARN", "state machine file predates a machine restart, rebuilding it "
+                              "from the snapshot and log", [("path", self.path), ("applied-index", row[0])])
+            _remove_files(self.path)
+            db = _connect(self.path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            row = None
+        if row is None:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (0, 0, 0, ?)", (boot,))
+        elif not fresh and row[0]:
+            self._log("INFO", "state machine file opened", [("path", self.path), ("applied-index", row[0])])
+        db.execute("PRAGMA journal_size_limit=67108864")
+        return db
 
     # ------------------------------------------------------------------ reads
 
     def get(self, key: str) -> str | None:
-        return self._data.get(key)
+        row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+        return None if row is None else row[0]
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._keys
 
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        return type(key) is str and self.get(key) is not None
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every pair, in key order (a listing for tests and tools)."""
+        return iter(self._db.execute("SELECT k, v FROM kv ORDER BY k").fetchall())
 
     # ----------------------------------------------------------------- writes
 
@@ -132,39 +252,62 @@ class KVStore:
             key, value = cmd[1], cmd[2]
             if type(key) is not str or type(value) is not str:
                 return self._reject(index, CommandError("set: key and value must be strings"))
-            self._data[key] = value
+            self._put(key, value)
             return None
         if op == OP_DELETE and len(cmd) == 2:
             key = cmd[1]
             if type(key) is not str:
                 return self._reject(index, CommandError("del: key must be a string"))
-            return self._data.pop(key, None) is not None
+            self._begin()
+            existed = self._db.execute("DELETE FROM kv WHERE k=?", (key,)).rowcount > 0
+            self._keys -= existed
+            return existed
         if op == OP_SET_MANY and len(cmd) == 2:
             mapping = cmd[1]
             if not isinstance(mapping, dict) or not _all_str(mapping):
                 return self._reject(index, CommandError("setm: expected a map of strings"))
-            self._data.update(mapping)
+            for key, value in mapping.items():
+                self._put(key, value)
             return len(mapping)
         return self._reject(index, CommandError("unknown command %r" % (op,)))
 
-    def adopt(self, other: "KVStore", applied_index: int, keep_prefix: str | None = None) -> None:
-        """Take over ``other``'s whole state as of ``applied_index``: how a
-        user's backup, restored and checked off to the side, goes live. Keys
-        under ``keep_prefix`` describe this cluster, not the backup's, so
-        ours are kept and the backup's dropped."""
-        data = other._data
-        if keep_prefix is not None:
-            data = {k: v for k, v in data.items() if not k.startswith(keep_prefix)}
-            data.update((k, v) for k, v in self._data.items() if k.startswith(keep_prefix))
-        self._data = data
-        self.applied_index = applied_index
-        self._log("INFO", "restored backup", [("applied-index", applied_index), ("keys", len(self._data))])
+    def _put(self, key: str, value: str) -> None:
+        self._begin()
+        db = self._db
+        # Insert first: a new key, the common case, is one statement, and
+        # whether it was new keeps the key count exact.
+        if db.execute("INSERT OR IGNORE INTO kv VALUES (?, ?)", (key, value)).rowcount:
+            self._keys += 1
+        else:
+            db.execute("UPDATE kv SET v=? WHERE k=?", (value, key))
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self._db.execute("BEGIN")
+            self._in_txn = True
 
     def mark_applied(self, index: int) -> None:
         """Advance ``applied_index`` past an entry with no state effect
         (a leader's no-op or a configuration change)."""
         if index > self.applied_index:
             self.applied_index = index
+
+    def commit(self) -> None:
+        """End the transaction the applies since the last call opened, with
+        ``applied_index`` and the key count in it."""
+        if self.applied_index == self._committed_index and not self._in_txn:
+            return
+        self._begin()
+        self._db.execute("UPDATE meta SET applied_index=?, keys=?", (self.applied_index, self._keys))
+        self._db.execute("COMMIT")
+        self._in_txn = False
+        self._committed_index = self.applied_index
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+        if self._cleanup is not None:
+            self._cleanup()
 
     def _reject(self, index: int, error: CommandError) -> CommandError:
         self._log("WARN", "rejected malformed command", [("index", index), ("error", str(error))])
@@ -174,36 +317,18 @@ class KVStore:
 
     def snapshot(self) -> Callable[[_Writer], int]:
         """Capture the current state; the returned function streams it to
-        ``writer.write`` and returns the number of bytes written."""
-        data = self._data.copy()
-        applied_index = self.applied_index
+        ``writer.write`` and returns the number of bytes written. It may run
+        on another thread, once."""
+        self.commit()
+        reader = _connect(self.path)
+        reader.execute("BEGIN")
+        applied_index = reader.execute("SELECT applied_index FROM meta").fetchone()[0]
 
         def persist(writer: _Writer) -> int:
-            packer = msgpack.Packer(use_bin_type=True)
-            chunk = packer.pack({
-                "format": SNAPSHOT_FORMAT,
-                "version": SNAPSHOT_VERSION,
-                "applied_index": applied_index,
-                "count": len(data),
-            })
-            writer.write(chunk)
-            total = len(chunk)
-            batch: dict[str, str] = {}
-            batch_bytes = 0
-            for key, value in data.items():
-                batch[key] = value
-                batch_bytes += len(key) + len(value)
-                if len(batch) >= BATCH_PAIRS or batch_bytes >= BATCH_BYTES:
-                    chunk = packer.pack(batch)
-                    writer.write(chunk)
-                    total += len(chunk)
-                    batch = {}
-                    batch_bytes = 0
-            if batch:
-                chunk = packer.pack(batch)
-                writer.write(chunk)
-                total += len(chunk)
-            return total
+            try:
+                return _stream(reader, applied_index, writer)
+            finally:
+                reader.close()
 
         return persist
 
@@ -223,20 +348,100 @@ class KVStore:
                 or type(header.get("count")) is not int):
             raise SnapshotFormatError("not a %s v%d snapshot header: %r"
                                       % (SNAPSHOT_FORMAT, SNAPSHOT_VERSION, header))
-        new: dict[str, str] = {}
+        applied_index = header["applied_index"]
+        with self._replacing() as db:
+            db.execute("DELETE FROM kv")
+            try:
+                for batch in unpacker:
+                    if not isinstance(batch, dict) or not _all_str(batch):
+                        raise SnapshotFormatError("snapshot batch is not a map of strings")
+                    db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", batch.items())
+            except SnapshotFormatError:
+                raise
+            except Exception as exc:
+                raise SnapshotFormatError("corrupt snapshot body: %s" % exc) from None
+            count = db.execute("SELECT count(*) FROM kv").fetchone()[0]
+            if count != header["count"]:
+                raise SnapshotFormatError("snapshot holds %d keys, header says %d"
+                                          % (count, header["count"]))
+            db.execute("UPDATE meta SET applied_index=?, keys=?", (applied_index, count))
+        self._replaced(applied_index, count)
+        self._log("INFO", "restored snapshot", [("applied-index", applied_index), ("keys", count)])
+
+    def adopt(self, other: "KVStore", applied_index: int, keep_prefix: str | None = None) -> None:
+        """Take over ``other``'s whole state as of ``applied_index``: how a
+        user's backup, restored and checked off to the side, goes live. Keys
+        under ``keep_prefix`` describe this cluster, not the backup's, so
+        ours are kept and the backup's dropped."""
+        other.commit()
+        with self._replacing(attach=other.path) as db:
+            if keep_prefix is None:
+                db.execute("DELETE FROM kv")
+                db.execute("INSERT INTO kv SELECT k, v FROM attached.kv")
+            else:
+                low, high = _prefix_range(keep_prefix)
+                db.execute("DELETE FROM kv WHERE k < ? OR k >= ?", (low, high))
+                db.execute("INSERT INTO kv SELECT k, v FROM attached.kv WHERE k < ? OR k >= ?",
+                           (low, high))
+            count = db.execute("SELECT count(*) FROM kv").fetchone()[0]
+            db.execute("UPDATE meta SET applied_index=?, keys=?", (applied_index, count))
+        self._replaced(applied_index, count)
+        self._log("INFO", "restored backup", [("applied-index", applied_index), ("keys", count)])
+
+    @contextlib.contextmanager
+    def _replacing(self, attach: str | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction on a connection of its own (see invariant 6),
+        committed if the block completes and rolled back if it raises;
+        ``attach`` is another store's file, readable as ``attached``."""
+        self.commit()
+        db = _connect(self.path)
         try:
-            for batch in unpacker:
-                if not isinstance(batch, dict) or not _all_str(batch):
-                    raise SnapshotFormatError("snapshot batch is not a map of strings")
-                new.update(batch)
-        except SnapshotFormatError:
-            raise
-        except Exception as exc:
-            raise SnapshotFormatError("corrupt snapshot body: %s" % exc) from None
-        if len(new) != header["count"]:
-            raise SnapshotFormatError("snapshot holds %d keys, header says %d"
-                                      % (len(new), header["count"]))
-        self._data = new
-        self.applied_index = header["applied_index"]
-        self._log("INFO", "restored snapshot", [("applied-index", self.applied_index),
-                                                ("keys", len(new))])
+            if attach is not None:
+                db.execute("ATTACH DATABASE ? AS attached", (attach,))
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def _replaced(self, applied_index: int, count: int) -> None:
+        self.applied_index = self._committed_index = applied_index
+        self._keys = count
+
+
+def _stream(reader: sqlite3.Connection, applied_index: int, writer: _Writer) -> int:
+    count = reader.execute("SELECT count(*) FROM kv").fetchone()[0]
+    packer = msgpack.Packer(use_bin_type=True)
+    chunk = packer.pack({
+        "format": SNAPSHOT_FORMAT,
+        "version": SNAPSHOT_VERSION,
+        "applied_index": applied_index,
+        "count": count,
+    })
+    writer.write(chunk)
+    total = len(chunk)
+    batch: dict[str, str] = {}
+    batch_bytes = 0
+    rows = reader.execute("SELECT k, v FROM kv")
+    while True:
+        page = rows.fetchmany(1000)
+        if not page:
+            break
+        for key, value in page:
+            batch[key] = value
+            batch_bytes += len(key) + len(value)
+            if len(batch) >= BATCH_PAIRS or batch_bytes >= BATCH_BYTES:
+                chunk = packer.pack(batch)
+                writer.write(chunk)
+                total += len(chunk)
+                batch = {}
+                batch_bytes = 0
+    if batch:
+        chunk = packer.pack(batch)
+        writer.write(chunk)
+        total += len(chunk)
+    return total

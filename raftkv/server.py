@@ -211,7 +211,7 @@ class RaftServer:
         self.raft_address = settings.raft_address()
         self.http_address = settings.http_address()
         self.node: RaftNode | None = None
-        self.kv = KVStore(log=self._log_fn("fsm"))
+        self.kv: KVStore | None = None
         self.transport: TcpTransport | None = None
         self.http_client: aiohttp.ClientSession | None = None
         self.exit_code = 0
@@ -273,6 +273,7 @@ class RaftServer:
         self._uploads = os.path.join(data_dir, "uploads")
         shutil.rmtree(self._uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self._uploads)
+        self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=self._log_fn("fsm"))
         snapshot_meta = self._restore_latest_snapshot()
         entries: tuple = ()
         if self.log_store.last_index():
@@ -280,7 +281,8 @@ class RaftServer:
         state = PersistentState(
             current_term=self.stable.term,
             voted_for=self.stable.voted_for,
-            commit_index=self.stable.commit_hint,
+            # what the state machine has applied is committed too
+            commit_index=max(self.stable.commit_hint, self.kv.applied_index),
             snapshot=snapshot_meta,
             entries=entries,
         )
@@ -371,14 +373,18 @@ class RaftServer:
         for meta in self.snapshots.list():
             fields = [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
                       ("size-in-bytes", meta.size)]
-            hclog.emit("INFO", "raft", "starting restore from snapshot", fields)
             try:
                 _, f = self.snapshots.open(meta.id)
                 with f:
+                    if self.kv.applied_index >= meta.index:
+                        # the state machine's own file is already past it
+                        hclog.emit("INFO", "raft", "state machine is ahead of the snapshot, not restoring",
+                                   fields + [("applied-index", self.kv.applied_index)])
+                        return meta
+                    hclog.emit("INFO", "raft", "starting restore from snapshot", fields)
                     self._restore_fsm(meta, f)
             except Exception as exc:
                 hclog.emit("ERROR", "raft", "failed to restore snapshot", fields + [("error", str(exc))])
-                self.kv = KVStore(log=self._log_fn("fsm"))
                 continue
             hclog.emit("INFO", "raft", "restored from snapshot", fields)
             return meta
@@ -428,6 +434,8 @@ class RaftServer:
             self.stable.close()
         if self.log_store is not None:
             self.log_store.close()
+        if self.kv is not None:
+            self.kv.close()
 
     def _fail_all(self, error: RequestError) -> None:
         futures = list(self._requests.values()) + [f for _, f in self._by_index.values()]
@@ -600,6 +608,7 @@ class RaftServer:
         """A user's backup becomes the state at ``meta.index`` and is stored
         as our snapshot there, which is what followers will be sent."""
         self.kv.adopt(backup, meta.index, keep_prefix=RESERVED_PREFIX)
+        backup.close()
         writer = self.snapshots.create(meta)
         try:
             self.kv.snapshot()(writer)
@@ -650,6 +659,7 @@ class RaftServer:
                     fut.set_exception(RequestError(
                         "the entry was replaced by a new leader's log before it committed"))
         if entries:
+            kv.commit()
             self.stable.set_commit_hint(entries[-1].index)
 
     def _state_changed(self, e: fx.StateChanged) -> None:
@@ -801,9 +811,14 @@ class RaftServer:
         self._check_leader()
 
         def load() -> KVStore:
-            backup = KVStore()
-            with open(path, "rb") as f:
-                backup.restore(f)
+            # checked in a scratch store in the volume, not in memory
+            backup = KVStore(path + ".db", temporary=True)
+            try:
+                with open(path, "rb") as f:
+                    backup.restore(f)
+            except BaseException:
+                backup.close()
+                raise
             return backup
         try:
             backup = await self._loop.run_in_executor(self._snap_pool, load)

@@ -96,7 +96,7 @@ def test_random_bytes_never_raise(data):
     result = kv.apply(2, data)
     assert result is None or isinstance(result, (bool, int, CommandError))
     assert kv.get("keep") in ("me", None)  # only a valid "del keep" could remove it
-    assert all(isinstance(k, str) and isinstance(kv.get(k), str) for k in kv._data)
+    assert all(isinstance(k, str) and isinstance(kv.get(k), str) for k, _v in kv.items())
 
 
 def test_already_applied_indexes_are_ignored():
@@ -200,3 +200,84 @@ def test_snapshot_through_snapshot_store(tmp_path):
     with f:
         other.restore(f)
     assert other.get("b") == "2" and other.applied_index == 1 and meta.size > 0
+
+
+def test_state_survives_reopening_the_file(tmp_path):
+    path = str(tmp_path / "fsm.db")
+    kv = KVStore(path)
+    kv.apply(1, encode_set_many({"a": "1", "b": "2"}))
+    kv.apply(2, encode_delete("a"))
+    kv.mark_applied(3)
+    kv.commit()
+    kv.apply(4, encode_set("uncommitted", "x"))  # a crash before commit() loses only this
+    kv._db.close()  # as a killed process leaves it: no commit, no close()
+    again = KVStore(path)
+    assert again.applied_index == 3 and len(again) == 1
+    assert again.get("b") == "2" and again.get("a") is None and again.get("uncommitted") is None
+    assert again.apply(2, encode_delete("b")) is None and again.get("b") == "2"  # already applied
+    assert again.apply(4, encode_set("uncommitted", "x")) is None and again.get("uncommitted") == "x"
+
+
+def test_a_file_from_before_a_machine_restart_is_discarded(tmp_path, monkeypatch):
+    path = str(tmp_path / "fsm.db")
+    kv = KVStore(path)
+    kv.apply(1, encode_set("a", "1"))
+    kv.close()
+    monkeypatch.setattr("raftkv.fsm.boot_id", lambda: "another-boot")
+    rec = Recorder()
+    again = KVStore(path, log=rec)
+    assert again.applied_index == 0 and len(again) == 0 and again.get("a") is None
+    assert any(lv == "WARN" and "machine restart" in m for lv, m, _f in rec.records)
+
+
+def test_an_unreadable_file_is_rebuilt(tmp_path):
+    path = tmp_path / "fsm.db"
+    path.write_bytes(b"this is not a database" * 100)
+    rec = Recorder()
+    kv = KVStore(str(path), log=rec)
+    assert kv.applied_index == 0 and len(kv) == 0
+    assert any(lv == "WARN" and "unreadable" in m for lv, m, _f in rec.records)
+    kv.apply(1, encode_set("a", "1"))
+    assert kv.get("a") == "1"
+
+
+def test_key_count_stays_exact_through_overwrites_and_deletes():
+    kv = KVStore()
+    kv.apply(1, encode_set_many({"a": "1", "b": "2", "c": "3"}))
+    kv.apply(2, encode_set("a", "again"))
+    kv.apply(3, encode_set_many({"b": "x", "d": "4"}))
+    assert kv.apply(4, encode_delete("c")) is True
+    assert kv.apply(5, encode_delete("c")) is False
+    assert len(kv) == 3 == len(list(kv.items()))
+    assert list(kv.items()) == [("a", "again"), ("b", "x"), ("d", "4")]
+
+
+def test_a_snapshot_streams_from_another_thread_while_writes_go_on():
+    import threading
+    kv = KVStore()
+    kv.apply(1, encode_set_many({"k%05d" % i: "v" for i in range(20_000)}))
+    persist = kv.snapshot()
+    w = CountingWriter()
+    t = threading.Thread(target=persist, args=(w,))
+    t.start()
+    for i in range(2, 200):
+        kv.apply(i, encode_set("late%d" % i, "x"))
+        kv.commit()
+    t.join()
+    other = KVStore()
+    w.buf.seek(0)
+    other.restore(w.buf)
+    assert other.applied_index == 1 and len(other) == 20_000 and other.get("late5") is None
+
+
+def test_adopt_takes_a_backup_but_keeps_this_clusters_reserved_keys():
+    kv = KVStore()
+    kv.apply(1, encode_set_many({"\x00raftkv/http/n1": "mine:1", "old": "x", "\x00raftkx": "y"}))
+    backup = KVStore()
+    backup.apply(7, encode_set_many({"\x00raftkv/http/n9": "theirs:9", "new": "1", "\x00raftkv0": "z"}))
+    kv.adopt(backup, 42, keep_prefix="\x00raftkv/")
+    assert kv.applied_index == 42
+    assert dict(kv.items()) == {"\x00raftkv/http/n1": "mine:1", "new": "1", "\x00raftkv0": "z"}
+    assert len(kv) == 3
+    kv.apply(43, encode_set("after", "1"))
+    assert kv.get("after") == "1"

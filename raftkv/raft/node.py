@@ -65,6 +65,10 @@ class RaftConfig:
     snapshot_threshold: int = 8192
     snapshot_interval: int = 120_000
     trailing_logs: int = 10240
+    # The log lives in memory (hashicorp's is on disk): once this many
+    # entries were applied since the last snapshot, one is taken at once
+    # instead of at the next SnapshotInterval check, which bounds it.
+    snapshot_log_limit: int = 65536
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -131,6 +135,7 @@ class RaftNode:
         self.pending_config_changes: list[ev.ChangeMembership] = []
         self.transfer: tuple[str, int, int] | None = None   # (target, deadline, request_id)
         self.next_snapshot_check = now + self._snapshot_check_interval()
+        self.snapshot_asked_at = 0   # last_applied when a snapshot was last asked for
 
         self._out: list = []
         self._announced: tuple | None = None
@@ -423,6 +428,12 @@ class RaftNode:
             self.next_snapshot_check = self.now + self._snapshot_check_interval()
             if self.last_applied - self.snapshot.index >= self.config.snapshot_threshold:
                 self._take_snapshot()
+        elif (self.last_applied - max(self.snapshot.index, self.snapshot_asked_at)
+              >= self.config.snapshot_log_limit):
+            self._log("INFO", "log is at its in-memory limit, not waiting for the snapshot interval",
+                      ("entries", self.last_applied - self.snapshot.index),
+                      ("limit", self.config.snapshot_log_limit))
+            self._take_snapshot()
         if self.role == LEADER:
             self._leader_tick()
         elif self.now >= self.election_deadline:
@@ -1075,6 +1086,7 @@ class RaftNode:
         if self.last_applied <= self.snapshot.index:
             return
         self._log("INFO", "starting snapshot up to", ("index", self.last_applied))
+        self.snapshot_asked_at = self.last_applied
         self._emit(fx.TakeSnapshot(SnapshotMeta(
             self.last_applied, self.log.term_at(self.last_applied) or self.snapshot.term,
             self.committed_configuration, self.committed_configuration_index)))

@@ -32,7 +32,8 @@ SEGMENT_ENTRIES = 16
 
 SIM_CONFIG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
                         commit_timeout=5, max_append_entries=8, max_inflight=2,
-                        snapshot_threshold=40, snapshot_interval=300, trailing_logs=10)
+                        snapshot_threshold=40, snapshot_interval=300, trailing_logs=10,
+                        snapshot_log_limit=100)
 
 
 def encode_command(key: str, value: str | None) -> bytes:

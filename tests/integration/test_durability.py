@@ -73,15 +73,28 @@ def test_snapshot_installed_on_late_joiner_and_restored_on_restart(cluster):
     for i in (0, 57, 119):
         assert n2.value(f"k{i}", stale=True) == f"v{i}"
 
-    # n2 restarts from its received snapshot plus its log
+    # n2 restarts on its state machine file, already past the snapshot
     assert n2.stop() == 0
     n2.start().wait_ready()
-    n2.wait_for_log("[INFO]  raft: restored from snapshot: id=")
-    wait_until(lambda: n2.status()["applied_index"] >= commit, what="n2 to replay its log")
+    n2.wait_for_log("[INFO]  raft: state machine is ahead of the snapshot, not restoring: id=")
+    wait_until(lambda: n2.status()["applied_index"] >= commit, what="n2 to come back")
     for i in (0, 57, 119):
         assert n2.value(f"k{i}", stale=True) == f"v{i}"
     n1.set("later", "yes")
     wait_until(lambda: n2.value("later", stale=True) == "yes", what="replication after restart")
+
+    # without that file (as after a machine restart), from its snapshot plus its log
+    assert n2.stop() == 0
+    for f in n2.volume.glob("fsm.db*"):
+        f.unlink()
+    n2.start().wait_ready()
+    n2.wait_for_log("[INFO]  raft: restored from snapshot: id=")
+    wait_until(lambda: n2.status()["applied_index"] >= commit + 1, what="n2 to replay its log")
+    for i in (0, 57, 119):
+        assert n2.value(f"k{i}", stale=True) == f"v{i}"
+    assert n2.value("later", stale=True) == "yes"
+    n1.set("later", "again")
+    wait_until(lambda: n2.value("later", stale=True) == "again", what="replication after the rebuild")
 
 
 @pytest.mark.parametrize("env, needle", [

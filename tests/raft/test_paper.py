@@ -216,3 +216,19 @@ def test_user_restore_is_refused_by_a_follower_and_before_the_first_commit():
     leader = elect(node())
     out = leader.step(ev.RestoreUserSnapshot(2, None))
     assert of(out, fx.Rejected) and not of(out, fx.RestoreSnapshot)
+
+
+def test_log_limit_takes_a_snapshot_before_the_interval_and_only_once():
+    config_entry = Entry(1, 1, EntryType.CONFIGURATION, THREE.encode())
+    cfg = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
+                     snapshot_threshold=5, snapshot_interval=1_000_000, snapshot_log_limit=20)
+    entries = tuple(Entry(i, 1) for i in range(2, 40))
+    n = RaftNode("n1", "n1:1", cfg, PersistentState(1, None, 15, None, (config_entry, *entries)),
+                 random.Random(1))
+    n.start()
+    assert not of(n.step(ev.Tick(10), 10), fx.TakeSnapshot)  # 15 applied: under the limit
+    n.step(ev.Receive("n2", AppendEntries(1, "n2", "n2:1", 39, 1, (), 30)), 20)
+    asked = of(n.step(ev.Tick(30), 30), fx.TakeSnapshot)
+    assert [e.meta.index for e in asked] == [30]
+    # while that snapshot is being written, ticks do not ask again
+    assert not of(n.step(ev.Tick(40), 40), fx.TakeSnapshot)
