@@ -790,8 +790,8 @@ def create_app(server: RaftServer) -> web.Application:
     from . import dashboard
     limit = server.settings.max_body
     from .admin import require_cluster_key
-    app = web.Application(middlewares=[dashboard.http_metrics_middleware, dashboard.cors_middleware, _errors,
-                                       require_cluster_key], client_max_size=limit)
+    app = web.Application(middlewares=[dashboard.observe_middleware, _errors, require_cluster_key],
+                          client_max_size=limit)
     app[APP_SERVER] = server
     app[MAX_BODY] = limit
     dashboard.add_routes(app, server)  # /ui, /metrics, /debug/*

@@ -46,7 +46,7 @@ from aiohttp import web
 from . import eventlog
 from .metrics import CONTENT_TYPE_LATEST, NodeMetrics
 
-__all__ = ["CORS_PATHS", "add_routes", "http_metrics_middleware", "cors_middleware", "log_window"]
+__all__ = ["CORS_PATHS", "add_routes", "observe_middleware", "log_window"]
 
 EVENTS: web.AppKey[eventlog.EventRing] = web.AppKey("events", eventlog.EventRing)
 METRICS: web.AppKey[NodeMetrics] = web.AppKey("metrics", NodeMetrics)
@@ -90,21 +90,17 @@ def _int_param(request: web.Request, name: str, default: int, lo: int = 0) -> in
 # --- middlewares ----------------------------------------------------------------------
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Let a dashboard served by another member read this node's views."""
-    resp = await handler(request)
-    if request.method in ("GET", "HEAD") and request.path in CORS_PATHS and not resp.prepared:
-        resp.headers["Access-Control-Allow-Origin"] = "*"
-    return resp
-
-
-@web.middleware
-async def http_metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def observe_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Per-request bookkeeping in one layer (every layer costs each request):
+    count and time the request, and let a dashboard served by another member
+    read this node's views (CORS)."""
     t0 = time.perf_counter()
     status = 500
     try:
         resp = await handler(request)
         status = resp.status
+        if request.path in CORS_PATHS and request.method in ("GET", "HEAD") and not resp.prepared:
+            resp.headers["Access-Control-Allow-Origin"] = "*"
         return resp
     except web.HTTPException as exc:
         status = exc.status
@@ -112,10 +108,8 @@ async def http_metrics_middleware(request: web.Request, handler) -> web.StreamRe
     finally:
         metrics = request.app.get(METRICS)
         if metrics is not None:
-            info = request.match_info.route.resource
-            route = info.canonical if info is not None else "unmatched"
-            metrics.http_requests.labels(route, request.method, str(status)).inc()
-            metrics.http_duration.labels(route).observe(time.perf_counter() - t0)
+            metrics.http_request(request.match_info.route.resource, request.method, status,
+                                 time.perf_counter() - t0)
 
 
 # --- /metrics and /debug -----------------------------------------------------------------

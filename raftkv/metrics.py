@@ -114,6 +114,9 @@ class _RaftCollector:
                                         value=contact / 1000.0)
 
 
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+
+
 class NodeMetrics:
     """The registry of one node and its counting instruments."""
 
@@ -145,6 +148,7 @@ class NodeMetrics:
         self.http_duration = Histogram("raftkv_http_request_duration_seconds", "time to answer an HTTP request",
                                        ["route"], registry=reg, buckets=_LATENCY_BUCKETS)
         self._per_peer: dict[str, tuple] = {}
+        self._per_route: dict[tuple, tuple] = {}
 
     def peer(self, peer_id: str) -> tuple:
         """(rpc, logs, heartbeat) children for one peer, created once."""
@@ -154,6 +158,21 @@ class NodeMetrics:
                         self.heartbeat.labels(peer_id))
             self._per_peer[peer_id] = children
         return children
+
+    def http_request(self, resource, method: str, status: int, seconds: float) -> None:
+        """Count one answered request; the children for each (route, method,
+        status) are looked up once, not per request."""
+        if method not in _METHODS:
+            method = "other"  # a client's made-up method must not add series
+        key = (resource, method, status)
+        children = self._per_route.get(key)
+        if children is None:
+            route = resource.canonical if resource is not None else "unmatched"
+            children = (self.http_requests.labels(route, method, str(status)),
+                        self.http_duration.labels(route))
+            self._per_route[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
