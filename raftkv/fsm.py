@@ -50,6 +50,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import tempfile
@@ -72,8 +73,9 @@ BATCH_PAIRS = 10_000
 BATCH_BYTES = 4 * 1024 * 1024
 # One msgpack object (a batch, or one huge value) must fit in the unpacker.
 _MAX_OBJECT = 512 * 1024 * 1024
-# SQLite's page cache per connection: what the state costs in memory.
-CACHE_KIB = 16 * 1024
+# SQLite's page cache per connection (a writer and a reader): what the state
+# costs in memory.
+CACHE_KIB = 8 * 1024
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 _SCHEMA = """
@@ -183,6 +185,13 @@ class KVStore:
         self._keys: int = row[1]
         self._committed_index = self.applied_index
         self._in_txn = False
+        # Reads go through a connection of their own that keeps one read
+        # transaction open until the state changes: starting a transaction
+        # takes file-lock syscalls, which cost more than the lookup itself.
+        self._reader = _connect(self.path)
+        self._changes = itertools.count(1)  # next() is atomic: restore runs on another thread
+        self._generation = 0                # changes with every committed change to the state
+        self._reader_generation = -1
 
     def _open(self) -> sqlite3.Connection:
         """Open the file, discarding it if it was written before the machine
@@ -220,8 +229,26 @@ class KVStore:
     # ------------------------------------------------------------------ reads
 
     def get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+        if self._in_txn:  # uncommitted applies: only the writer sees them
+            row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+        else:
+            if self._reader_generation != self._generation:
+                self._renew_read()
+            row = self._reader.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def _renew_read(self) -> None:
+        reader = self._reader
+        if reader.in_transaction:
+            reader.execute("ROLLBACK")
+        self._reader_generation = self._generation
+        reader.execute("BEGIN")
+
+    def _end_read(self) -> None:
+        """Let go of the read view, so that a checkpoint is not held back by it."""
+        self._generation = next(self._changes)
+        if self._reader.in_transaction:
+            self._reader.execute("ROLLBACK")
 
     def __len__(self) -> int:
         return self._keys
@@ -302,9 +329,11 @@ class KVStore:
         self._db.execute("COMMIT")
         self._in_txn = False
         self._committed_index = self.applied_index
+        self._end_read()
 
     def close(self) -> None:
         self.commit()
+        self._reader.close()
         self._db.close()
         if self._cleanup is not None:
             self._cleanup()
@@ -409,6 +438,9 @@ class KVStore:
             db.close()
 
     def _replaced(self, applied_index: int, count: int) -> None:
+        # Possibly on another thread than the reads: only say that the read
+        # view is out of date, before the new index can be seen.
+        self._generation = next(self._changes)
         self.applied_index = self._committed_index = applied_index
         self._keys = count
 

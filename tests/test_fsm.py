@@ -281,3 +281,23 @@ def test_adopt_takes_a_backup_but_keeps_this_clusters_reserved_keys():
     assert len(kv) == 3
     kv.apply(43, encode_set("after", "1"))
     assert kv.get("after") == "1"
+
+
+def test_reads_see_each_commit_and_a_restore_done_on_another_thread():
+    import threading
+    kv = KVStore()
+    kv.apply(1, encode_set("a", "1"))
+    kv.commit()
+    assert kv.get("a") == "1"  # the read view is now open
+    kv.apply(2, encode_set("a", "2"))
+    kv.commit()
+    assert kv.get("a") == "2"
+    source = KVStore()
+    source.apply(9, encode_set("a", "restored"))
+    w = CountingWriter()
+    source.snapshot()(w)
+    w.buf.seek(0)
+    t = threading.Thread(target=kv.restore, args=(w.buf,))
+    t.start()
+    t.join()
+    assert kv.applied_index == 9 and kv.get("a") == "restored"
