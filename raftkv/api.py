@@ -867,6 +867,8 @@ async def start_api(server: RaftServer) -> web.AppRunner:
     runner = _Runner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
                            max_line_size=line, max_field_size=max(8190, 16 * 1024))
     await runner.setup()
-    site = web.TCPSite(runner, s.bind_addr, s.http_port, reuse_address=True)
+    from .hotpath import HotPathSite
+    site = HotPathSite(runner, app, app.middlewares, {"/get": handle_get, "/set": handle_set},
+                       s.bind_addr, s.http_port, reuse_address=True)
     await site.start()
     return runner
