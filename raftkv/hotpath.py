@@ -43,6 +43,8 @@ from . import hclog
 _HOT_PREFIXES = (b"GET /get?", b"GET /set?")
 _HOT_PATHS = ("/get", "/set")
 _MAX_HEAD = 64 * 1024
+# aiohttp's keepalive_timeout: an idle keep-alive connection is closed after it.
+IDLE_TIMEOUT = 75.0
 # Targets made only of printable ASCII, without the query separators yarl and
 # aiohttp might treat differently from the usual "&" and "=".
 _PLAIN_TARGET = re.compile(rb"[!-~]+")
@@ -110,6 +112,7 @@ class HotPathProtocol(asyncio.Protocol):
         self._paused = False
         self._closed = False
         self._eof = False
+        self.last_active = time.monotonic()
 
     # -- asyncio.Protocol
 
@@ -118,6 +121,7 @@ class HotPathProtocol(asyncio.Protocol):
         self._site.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         self._buf = self._buf + data if self._buf else data
         if not self._busy:
             self._process()
@@ -137,6 +141,9 @@ class HotPathProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None and not self._closed:
             self._transport.close()
+
+    def idle_for(self, now: float) -> float:
+        return 0.0 if self._busy else now - self.last_active
 
     # -- framing
 
@@ -212,6 +219,7 @@ class HotPathProtocol(asyncio.Protocol):
         if self._closed:
             return
         self._transport.write(data)
+        self.last_active = time.monotonic()
         if not keep_alive or self._eof:
             self._transport.close()
             return
@@ -256,6 +264,7 @@ class HotPathSite(web.TCPSite):
                     handler = functools.partial(middleware, handler=handler)
                 self.routes[path] = (handler, match_info)
         self._date = _DateCache()
+        self._sweeper: asyncio.Task | None = None
         self._server_header = ("Python/%d.%d aiohttp/%s" % (sys.version_info[0], sys.version_info[1],
                                                              aiohttp_version)).encode("ascii")
 
@@ -284,8 +293,19 @@ class HotPathSite(web.TCPSite):
         self._server = await loop.create_server(
             lambda: HotPathProtocol(self), self._host, self._port,
             backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        self._sweeper = loop.create_task(self._close_idle(), name="raftkv-http-idle")
+
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_TIMEOUT / 5)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.idle_for(now) > IDLE_TIMEOUT:
+                    connection.close()
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for connection in list(self.connections):
             connection.close()
         await super().stop()
