@@ -56,9 +56,14 @@ class GcPolicy:
 
     def tick(self) -> None:
         now = self.clock()
-        if now - self._last_full >= self.full_every and gc.get_freeze_count() <= self.full_limit:
-            self.compacted()
-        elif now - self._last >= self.freeze_every:
+        if now - self._last_full >= self.full_every:
+            # get_freeze_count() walks every frozen object: ask once per
+            # full_every, not on every tick after a refusal
+            if gc.get_freeze_count() <= self.full_limit:
+                self.compacted()
+                return
+            self._last_full = now
+        if now - self._last >= self.freeze_every:
             self._last = now
             gc.collect(1)
             gc.freeze()

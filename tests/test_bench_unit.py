@@ -151,3 +151,23 @@ def test_gc_policy_full_collection_without_snapshots():
         assert all(info["generation"] < 2 for info in collected), collected
     finally:
         gc.unfreeze()
+
+
+def test_gc_policy_counts_frozen_objects_once_per_full_period(monkeypatch):
+    now = [0.0]
+    calls = []
+    real = gc.get_freeze_count
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: calls.append(1) or real())
+    policy = GcPolicy(freeze_every=2.0, full_every=60.0, full_limit=0, clock=lambda: now[0])
+    try:
+        policy.started()
+        now[0] += 61
+        for _ in range(100):  # refused (too many frozen): the count is not asked again each tick
+            now[0] += 0.1
+            policy.tick()
+        assert len(calls) == 1
+        now[0] += 60
+        policy.tick()
+        assert len(calls) == 2
+    finally:
+        gc.unfreeze()
