@@ -351,7 +351,7 @@ async def on_leader(request: web.Request, local: Callable[[], Awaitable[web.Stre
     leads, wait for the next one (up to a few election timeouts) and retry:
     those attempts changed nothing, so a retry cannot apply a write twice."""
     server = _server(request)
-    loop = asyncio.get_running_loop()
+    loop = server.loop  # not asyncio.get_running_loop(): a getpid() per call on Python 3.11
     deadline = loop.time() + _leader_wait(server)
     forwarded = FORWARDED_BY in request.headers
     last: web.StreamResponse | None = None

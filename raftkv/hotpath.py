@@ -107,6 +107,7 @@ class HotPathProtocol(asyncio.Protocol):
     def __init__(self, site: "HotPathSite") -> None:
         self._site = site
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._buf = b""
         self._busy = False
         self._paused = False
@@ -117,6 +118,8 @@ class HotPathProtocol(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport) -> None:
+        # once per connection: on Python 3.11 each get_running_loop() is a getpid() syscall
+        self._loop = asyncio.get_running_loop()
         self._transport = transport
         self._site.connections.add(self)
 
@@ -167,7 +170,7 @@ class HotPathProtocol(asyncio.Protocol):
             return
         self._buf = buf[end + 4:]
         self._busy = True
-        asyncio.get_running_loop().create_task(self._serve(*request))
+        self._loop.create_task(self._serve(*request))
 
     def _parse(self, head: bytes):
         """(request, handler, keep_alive) for a head this path serves, else None."""

@@ -244,6 +244,11 @@ class RaftServer:
         self.faults = None
         self._gc = GcPolicy()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the node runs on (set by ``start``)."""
+        return self._loop
+
     # ------------------------------------------------------------------ logging
 
     @staticmethod

@@ -73,7 +73,7 @@ def connect(site):
     b"GET /get?key=\xff HTTP/1.1\r\n\r\n",
     b"GET /get?key=a HTTP/1.1\r\nbad header line\r\n\r\n",
 ])
-def test_what_it_does_not_serve_is_handed_over_whole(data):
+async def test_what_it_does_not_serve_is_handed_over_whole(data):
     site = FakeSite()
     p, t = connect(site)
     p.data_received(data[:5])
@@ -83,7 +83,7 @@ def test_what_it_does_not_serve_is_handed_over_whole(data):
     assert p not in site.connections
 
 
-def test_a_partial_hot_head_waits_for_the_rest():
+async def test_a_partial_hot_head_waits_for_the_rest():
     site = FakeSite()
     p, t = connect(site)
     p.data_received(b"GET /g")
@@ -94,18 +94,15 @@ def test_a_partial_hot_head_waits_for_the_rest():
     assert site.handed[0].data == b"GET /get?key=a HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def test_idle_connections_are_swept(monkeypatch):
+async def test_idle_connections_are_swept(monkeypatch):
     monkeypatch.setattr(hotpath, "IDLE_TIMEOUT", 0.05)
     site = FakeSite()
     busy, busy_t = connect(site)
     busy._busy = True
     idle, idle_t = connect(site)
-
-    async def sweep():
-        task = asyncio.get_running_loop().create_task(HotPathSite._close_idle(site))
-        deadline = time.monotonic() + 5
-        while not idle_t.closed and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        task.cancel()
-    asyncio.run(sweep())
+    task = asyncio.get_running_loop().create_task(HotPathSite._close_idle(site))
+    deadline = time.monotonic() + 5
+    while not idle_t.closed and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    task.cancel()
     assert idle_t.closed and not busy_t.closed
