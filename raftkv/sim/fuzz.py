@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.messages import EntryType
 
-from .cluster import SimCluster, apply_command, encode_command
+from .cluster import SIM_CONFIG, SimCluster, apply_command, encode_command
 from .invariants import InvariantChecker, Violation
+
+# A log limit just over the snapshot threshold, so that runs also take
+# snapshots the moment the log is full, not only at the interval check.
+FUZZ_CONFIG = replace(SIM_CONFIG, snapshot_log_limit=48)
 
 VOTERS = ["n1", "n2", "n3"]
 SPARES = ["n4", "n5"]
@@ -114,7 +118,7 @@ class ClientModel:
 
 def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResult:
     checker = InvariantChecker()
-    cluster = SimCluster(seed, VOTERS + SPARES, observer=checker)
+    cluster = SimCluster(seed, VOTERS + SPARES, config=FUZZ_CONFIG, observer=checker)
     recent: deque[str] = deque(maxlen=25)
     cluster.trace = lambda kind, text: recent.append(f"{cluster.now}ms {text}") if kind == "event" else None
     rng = cluster.rng
