@@ -251,6 +251,10 @@ class NodeSettings:
                                    lambda t: _parse_int(t, 1), 65536,
                                    "entries since the last snapshot that trigger one at once "
                                    "(bounds the in-memory log)", "N")
+    snapshot_log_bytes: int = _opt("RAFT_SNAPSHOT_LOG_BYTES", "--snapshot-log-bytes", _byte_size,
+                                   32 * 1024 * 1024,
+                                   "the same in bytes of entry data; compaction also keeps fewer "
+                                   "than RAFT_TRAILING_LOGS entries if they hold more", "SIZE")
     server_stabilization_time: int = _opt("RAFT_SERVER_STABILIZATION_TIME", "--server-stabilization-time",
                                           _duration, 10_000,
                                           "autopilot: a nonvoter must be healthy this long", "DUR")
@@ -313,6 +317,7 @@ class NodeSettings:
             snapshot_interval=self.snapshot_interval,
             trailing_logs=self.trailing_logs,
             snapshot_log_limit=self.snapshot_log_limit,
+            snapshot_log_bytes=self.snapshot_log_bytes,
         )
 
 

@@ -69,6 +69,9 @@ class RaftConfig:
     # entries were applied since the last snapshot, one is taken at once
     # instead of at the next SnapshotInterval check, which bounds it.
     snapshot_log_limit: int = 65536
+    # The same bound in bytes of entry data, for large entries; compaction
+    # also keeps fewer than TrailingLogs entries when those hold more.
+    snapshot_log_bytes: int = 32 * 1024 * 1024
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -136,6 +139,7 @@ class RaftNode:
         self.transfer: tuple[str, int, int] | None = None   # (target, deadline, request_id)
         self.next_snapshot_check = now + self._snapshot_check_interval()
         self.snapshot_asked_at = 0   # last_applied when a snapshot was last asked for
+        self.applied_bytes = 0       # entry data applied since then
 
         self._out: list = []
         self._announced: tuple | None = None
@@ -429,10 +433,10 @@ class RaftNode:
             if self.last_applied - self.snapshot.index >= self.config.snapshot_threshold:
                 self._take_snapshot()
         elif (self.last_applied - max(self.snapshot.index, self.snapshot_asked_at)
-              >= self.config.snapshot_log_limit):
+              >= self.config.snapshot_log_limit or self.applied_bytes >= self.config.snapshot_log_bytes):
             self._log("INFO", "log is at its in-memory limit, not waiting for the snapshot interval",
-                      ("entries", self.last_applied - self.snapshot.index),
-                      ("limit", self.config.snapshot_log_limit))
+                      ("entries", self.last_applied - self.snapshot.index), ("bytes", self.applied_bytes),
+                      ("limit", self.config.snapshot_log_limit), ("limit-bytes", self.config.snapshot_log_bytes))
             self._take_snapshot()
         if self.role == LEADER:
             self._leader_tick()
@@ -715,6 +719,7 @@ class RaftNode:
             entries = self.log.slice(self.last_applied + 1, self.commit_index)
             self.last_applied = self.commit_index
             if entries:
+                self.applied_bytes += sum(len(e.data) for e in entries)
                 self._emit(fx.Apply(tuple(entries)))
 
     # -- append entries (leader side)
@@ -1087,6 +1092,7 @@ class RaftNode:
             return
         self._log("INFO", "starting snapshot up to", ("index", self.last_applied))
         self.snapshot_asked_at = self.last_applied
+        self.applied_bytes = 0
         self._emit(fx.TakeSnapshot(SnapshotMeta(
             self.last_applied, self.log.term_at(self.last_applied) or self.snapshot.term,
             self.committed_configuration, self.committed_configuration_index)))
@@ -1106,7 +1112,8 @@ class RaftNode:
         if meta.index <= self.snapshot.index:
             return
         self.snapshot = meta
-        to = min(meta.index, self.log.last_index - self.config.trailing_logs)
+        to = max(min(meta.index, self.log.last_index - self.config.trailing_logs),
+                 self._trailing_bytes_start(meta.index) - 1)  # large entries: fewer kept
         if to >= self.log.first_index:
             self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", to))
             self._emit(fx.CompactLog(to))
@@ -1114,6 +1121,21 @@ class RaftNode:
         elif self.log.last_index > self.config.trailing_logs:
             self._log("INFO", "no logs to truncate")
         self._log("INFO", "snapshot complete up to", ("index", meta.index))
+
+    def _trailing_bytes_start(self, snapshot_index: int) -> int:
+        """The first index to keep after a snapshot at ``snapshot_index``:
+        every entry after it, and before it as many (up to TrailingLogs) as
+        fit, with those, in snapshot_log_bytes of entry data."""
+        kept = sum(len(e.data) for e in self.log.slice(snapshot_index + 1, self.log.last_index))
+        floor = max(self.log.base_index, self.log.last_index - self.config.trailing_logs)
+        index = snapshot_index + 1
+        while index - 1 > floor:
+            size = len(self.log.entry(index - 1).data)
+            if kept + size > self.config.snapshot_log_bytes:
+                break
+            kept += size
+            index -= 1
+        return index
 
     def _on_restore_requested(self, event: ev.RestoreUserSnapshot) -> None:
         if not self._may_change_state(event.request_id):

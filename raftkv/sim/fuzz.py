@@ -26,9 +26,10 @@ from raftkv.raft.messages import EntryType
 from .cluster import SIM_CONFIG, SimCluster, apply_command, encode_command
 from .invariants import InvariantChecker, Violation
 
-# A log limit just over the snapshot threshold, so that runs also take
-# snapshots the moment the log is full, not only at the interval check.
-FUZZ_CONFIG = replace(SIM_CONFIG, snapshot_log_limit=48)
+# Log limits just over the snapshot threshold (in entries) and a few dozen
+# entries (in bytes), so that runs also take snapshots the moment the log is
+# full, and compact to fewer than TrailingLogs entries.
+FUZZ_CONFIG = replace(SIM_CONFIG, snapshot_log_limit=48, snapshot_log_bytes=256)
 
 VOTERS = ["n1", "n2", "n3"]
 SPARES = ["n4", "n5"]

@@ -232,3 +232,37 @@ def test_log_limit_takes_a_snapshot_before_the_interval_and_only_once():
     assert [e.meta.index for e in asked] == [30]
     # while that snapshot is being written, ticks do not ask again
     assert not of(n.step(ev.Tick(40), 40), fx.TakeSnapshot)
+
+
+def test_large_entries_take_a_snapshot_by_bytes_and_keep_fewer_trailing_entries():
+    config_entry = Entry(1, 1, EntryType.CONFIGURATION, THREE.encode())
+    cfg = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
+                     snapshot_threshold=1000, snapshot_interval=1_000_000, trailing_logs=100,
+                     snapshot_log_limit=1000, snapshot_log_bytes=10_000)
+    entries = tuple(Entry(i, 1, EntryType.COMMAND, b"x" * 1000) for i in range(2, 40))
+    n = RaftNode("n1", "n1:1", cfg, PersistentState(1, None, 5, None, (config_entry, *entries)),
+                 random.Random(1))
+    n.start()
+    assert not of(n.step(ev.Tick(10), 10), fx.TakeSnapshot)  # 4,000 bytes applied
+    n.step(ev.Receive("n2", AppendEntries(1, "n2", "n2:1", 39, 1, (), 20)), 20)
+    asked = of(n.step(ev.Tick(30), 30), fx.TakeSnapshot)  # 19,000 bytes applied
+    assert [e.meta.index for e in asked] == [20]
+    out = n.step(ev.SnapshotTaken(asked[0].meta), 40)
+    # entries 21..39 (19,000 bytes) are over the budget already: none before them is kept,
+    # although TrailingLogs (100) would keep them all
+    assert [e.through_index for e in of(out, fx.CompactLog)] == [20]
+    assert n.log.first_index == 21
+
+
+def test_small_entries_keep_trailing_logs_after_a_snapshot():
+    config_entry = Entry(1, 1, EntryType.CONFIGURATION, THREE.encode())
+    cfg = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
+                     snapshot_interval=1_000_000, trailing_logs=10, snapshot_log_bytes=10_000)
+    entries = tuple(Entry(i, 1, EntryType.COMMAND, b"x" * 100) for i in range(2, 40))
+    n = RaftNode("n1", "n1:1", cfg, PersistentState(1, None, 30, None, (config_entry, *entries)),
+                 random.Random(1))
+    n.start()
+    meta = of(n.step(ev.RequestSnapshot(1), 10), fx.TakeSnapshot)[0].meta
+    assert meta.index == 30
+    n.step(ev.SnapshotTaken(meta), 20)
+    assert n.log.first_index == 39 - 10 + 1  # TrailingLogs entries kept
