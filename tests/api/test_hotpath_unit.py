@@ -15,6 +15,7 @@ class FakeTransport:
     def __init__(self):
         self.closed = False
         self.protocol = None
+        self.reading = True
 
     def close(self):
         self.closed = True
@@ -26,10 +27,10 @@ class FakeTransport:
         self.protocol = protocol
 
     def pause_reading(self):
-        pass
+        self.reading = False
 
     def resume_reading(self):
-        pass
+        self.reading = True
 
 
 class Recorder:
