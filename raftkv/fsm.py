@@ -417,6 +417,13 @@ class KVStore:
         self._replaced(applied_index, count)
         self._log("INFO", "restored backup", [("applied-index", applied_index), ("keys", count)])
 
+    def reset(self) -> None:
+        """Forget the whole state: an empty store at applied index 0."""
+        with self._replacing() as db:
+            db.execute("DELETE FROM kv")
+            db.execute("UPDATE meta SET applied_index=0, keys=0")
+        self._replaced(0, 0)
+
     @contextlib.contextmanager
     def _replacing(self, attach: str | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction on a connection of its own (see invariant 6),

@@ -279,6 +279,13 @@ class RaftServer:
         shutil.rmtree(self._uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self._uploads)
         self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=self._log_fn("fsm"))
+        known = max([self.log_store.last_index()] + [m.index for m in self.snapshots.list()])
+        if self.kv.applied_index > known:
+            # not this log's state machine (the rest of the volume was wiped):
+            # keeping it would skip the first entries the new log applies
+            hclog.emit("WARN", "fsm", "state machine file is ahead of the log and snapshots, discarding it",
+                       [("applied-index", self.kv.applied_index), ("last-known-index", known)])
+            self.kv.reset()
         snapshot_meta = self._restore_latest_snapshot()
         entries: tuple = ()
         if self.log_store.last_index():

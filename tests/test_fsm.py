@@ -301,3 +301,13 @@ def test_reads_see_each_commit_and_a_restore_done_on_another_thread():
     t.start()
     t.join()
     assert kv.applied_index == 9 and kv.get("a") == "restored"
+
+
+def test_reset_forgets_everything():
+    kv = KVStore()
+    kv.apply(5, encode_set_many({"a": "1", "b": "2"}))
+    kv.commit()
+    assert kv.get("a") == "1"
+    kv.reset()
+    assert kv.applied_index == 0 and len(kv) == 0 and kv.get("a") is None
+    assert kv.apply(1, encode_set("a", "new")) is None and kv.get("a") == "new"

@@ -4,6 +4,7 @@ restored on restart, and configuration errors that stop a node at once."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,20 @@ def test_second_process_on_the_same_volume_is_refused(cluster):
     n1.start().wait_ready()  # the lock went with the process
     wait_until(n1.is_leader, what="n1 to lead again")
     assert n1.value("k") == "v"
+
+
+def test_a_state_machine_file_without_its_log_is_discarded(cluster):
+    n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    wait_until(n1.is_leader, what="n1 to lead")
+    for i in range(20):
+        n1.set(f"old{i}", "x")
+    assert n1.stop() == 0
+    # everything but the state machine file goes, as if the volume were half wiped
+    for part in ("log", "stable", "snapshots"):
+        shutil.rmtree(n1.volume / part)
+    n1.start().wait_ready()
+    n1.wait_for_log("[WARN]  fsm: state machine file is ahead of the log and snapshots, discarding it")
+    wait_until(n1.is_leader, what="n1 to lead again")
+    assert n1.value("old3", stale=True) is None
+    n1.set("fresh", "1")
+    assert n1.value("fresh") == "1" and n1.status()["num_keys"] == 1
