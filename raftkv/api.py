@@ -868,7 +868,6 @@ async def start_api(server: RaftServer) -> web.AppRunner:
                            max_line_size=line, max_field_size=max(8190, 16 * 1024))
     await runner.setup()
     from .hotpath import HotPathSite
-    site = HotPathSite(runner, app, app.middlewares, {"/get": handle_get, "/set": handle_set},
-                       s.bind_addr, s.http_port, reuse_address=True)
+    site = HotPathSite(runner, s.bind_addr, s.http_port, reuse_address=True)
     await site.start()
     return runner

@@ -40,8 +40,9 @@ from yarl import URL
 
 from . import hclog
 
-_HOT_PREFIXES = (b"GET /get?", b"GET /set?")
 _HOT_PATHS = ("/get", "/set")
+_HOT_PREFIXES = tuple(b"GET %s?" % path.encode("ascii") for path in _HOT_PATHS)
+_PREFIX_LEN = max(map(len, _HOT_PREFIXES))
 _MAX_HEAD = 64 * 1024
 # aiohttp's keepalive_timeout: an idle keep-alive connection is closed after it.
 IDLE_TIMEOUT = 75.0
@@ -56,11 +57,10 @@ class _HotRequest:
     """Just enough of ``web.Request`` for the /get and /set handlers and the
     middlewares in front of them."""
 
-    __slots__ = ("app", "headers", "match_info", "path", "query", "raw_path", "remote", "_state")
+    __slots__ = ("app", "headers", "match_info", "path", "query", "raw_path", "remote")
     method = "GET"
     can_read_body = False
     content_length = None
-    content_type = "application/octet-stream"
 
     def __init__(self, app: web.Application, match_info, url: URL, raw_path: str,
                  headers: CIMultiDictProxy, remote: str | None) -> None:
@@ -71,19 +71,9 @@ class _HotRequest:
         self.raw_path = raw_path
         self.headers = headers
         self.remote = remote
-        self._state: dict = {}
 
     async def read(self) -> bytes:
         return b""
-
-    def __getitem__(self, key):
-        return self._state[key]
-
-    def __setitem__(self, key, value) -> None:
-        self._state[key] = value
-
-    def get(self, key, default=None):
-        return self._state.get(key, default)
 
 
 class _DateCache:
@@ -113,6 +103,7 @@ class HotPathProtocol(asyncio.Protocol):
         self._paused = False
         self._closed = False
         self._eof = False
+        self._remote: str | None = None
         self.last_active = time.monotonic()
 
     # -- asyncio.Protocol
@@ -121,6 +112,8 @@ class HotPathProtocol(asyncio.Protocol):
         # once per connection: on Python 3.11 each get_running_loop() is a getpid() syscall
         self._loop = asyncio.get_running_loop()
         self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if peer else None
         self._site.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -156,7 +149,7 @@ class HotPathProtocol(asyncio.Protocol):
         if not buf or self._closed:
             return
         if not buf.startswith(_HOT_PREFIXES):
-            if len(buf) >= 9 or not any(p.startswith(buf) for p in _HOT_PREFIXES):
+            if len(buf) >= _PREFIX_LEN or not any(p.startswith(buf) for p in _HOT_PREFIXES):
                 self._hand_over()
             return
         end = buf.find(b"\r\n\r\n")
@@ -188,10 +181,9 @@ class HotPathProtocol(asyncio.Protocol):
             if not sep or not name or name != name.strip() or not value.isascii():
                 return None
             lname = name.lower()
-            if lname in _REFUSED_HEADERS:
-                if lname != b"content-length" or value.strip() != b"0":
-                    return None
             value = value.strip()
+            if lname in _REFUSED_HEADERS and (lname != b"content-length" or value != b"0"):
+                return None
             if lname == b"connection" and b"close" in value.lower():
                 keep_alive = False
             headers.add(name.decode("ascii"), value.decode("ascii"))
@@ -205,9 +197,8 @@ class HotPathProtocol(asyncio.Protocol):
         if route is None:
             return None
         handler, match_info = route
-        peer = self._transport.get_extra_info("peername")
         request = _HotRequest(self._site.app, match_info, url, raw_path, CIMultiDictProxy(headers),
-                              peer[0] if peer else None)
+                              self._remote)
         return request, handler, keep_alive
 
     async def _serve(self, request: _HotRequest, handler, keep_alive: bool) -> None:
@@ -250,22 +241,24 @@ class HotPathProtocol(asyncio.Protocol):
 
 
 class HotPathSite(web.TCPSite):
-    """A TCP site whose connections start on the hot path."""
+    """A TCP site whose connections start on the hot path. The handlers and
+    middlewares it runs are the app's own: the GET routes of its router for
+    the hot paths, wrapped in ``app.middlewares`` as aiohttp wraps them."""
 
-    def __init__(self, runner: web.AppRunner, app: web.Application, middlewares, routes: dict,
-                 host: str, port: int, **kwargs) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, **kwargs) -> None:
         super().__init__(runner, host, port, **kwargs)
-        self.app = app
+        self.app = app = runner.app
         self.connections: set[HotPathProtocol] = set()
         self.routes = {}
         for resource in app.router.resources():
-            path = resource.canonical
-            if path in routes and path in _HOT_PATHS:
-                match_info = SimpleNamespace(route=SimpleNamespace(resource=resource))
-                handler = routes[path]
-                for middleware in reversed(middlewares):
-                    handler = functools.partial(middleware, handler=handler)
-                self.routes[path] = (handler, match_info)
+            if resource.canonical not in _HOT_PATHS:
+                continue
+            for route in resource:
+                if route.method == "GET":
+                    handler = route.handler
+                    for middleware in reversed(app.middlewares):
+                        handler = functools.partial(middleware, handler=handler)
+                    self.routes[resource.canonical] = (handler, SimpleNamespace(route=route))
         self._date = _DateCache()
         self._sweeper: asyncio.Task | None = None
         self._server_header = ("Python/%d.%d aiohttp/%s" % (sys.version_info[0], sys.version_info[1],
