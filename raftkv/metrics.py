@@ -13,10 +13,10 @@ metric live in it:
   plain counter increments and histogram observations, no logging, no
   allocation beyond prometheus-client's own.
 
-:func:`instrument` attaches the counting side to a running
-:class:`~raftkv.server.RaftServer` by wrapping a few of its methods on the
-instance (proposal, state-machine apply, role change, snapshot take/install)
-and its transport's ``send``, so the runtime itself needs no metric calls.
+:func:`instrument` gives a :class:`~raftkv.server.RaftServer` its
+``metrics``; the runtime reports to it where things happen (proposal
+committed, batch applied, role change, snapshot taken or installed, message
+sent), each a plain increment or observation behind one ``is not None``.
 
 Names (Prometheus style of hashicorp's go-metrics keys):
 
@@ -44,9 +44,9 @@ Names (Prometheus style of hashicorp's go-metrics keys):
 
 from __future__ import annotations
 
-import functools
-import time
 from typing import TYPE_CHECKING
+
+from .raft.messages import AppendEntries
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                PlatformCollector, ProcessCollector, disable_created_metrics,
@@ -149,6 +149,8 @@ class NodeMetrics:
                                        ["route"], registry=reg, buckets=_LATENCY_BUCKETS)
         self._per_peer: dict[str, tuple] = {}
         self._per_route: dict[tuple, tuple] = {}
+        self._last_role: str | None = getattr(server, "_role", None)
+        self._last_term: int | None = None
 
     def peer(self, peer_id: str) -> tuple:
         """(rpc, logs, heartbeat) children for one peer, created once."""
@@ -174,92 +176,34 @@ class NodeMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def sent(self, to_id: str, message) -> None:
+        """Count a message to a peer: AppendEntries RPCs, their entries, heartbeats."""
+        if type(message) is AppendEntries:
+            rpc, logs, heartbeat = self.peer(to_id)
+            if message.heartbeat:
+                heartbeat.inc()
+            else:
+                rpc.inc()
+                if message.entries:
+                    logs.inc(len(message.entries))
+
+    def role_changed(self, role: str, term: int) -> None:
+        """Count a new role, or a new election round as candidate."""
+        counter = self.role.get(role)
+        if counter is not None and (role != self._last_role
+                                    or (role == "Candidate" and term != self._last_term)):
+            counter.inc()
+        self._last_role, self._last_term = role, term
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 def instrument(server: "RaftServer") -> NodeMetrics:
-    """Create the node's metrics and hook the counting side into the runtime."""
+    """Create the node's metrics; the runtime reports to ``server.metrics``."""
     existing = getattr(server, "metrics", None)
     if isinstance(existing, NodeMetrics):
         return existing
     m = NodeMetrics(server)
     server.metrics = m
-    from .raft.messages import AppendEntries
-
-    propose = getattr(server, "propose", None)
-    if propose is not None:
-        observe_commit = m.commit_time.observe
-
-        @functools.wraps(propose)
-        async def timed_propose(*args, **kwargs):
-            t0 = time.perf_counter()
-            result = await propose(*args, **kwargs)
-            observe_commit(time.perf_counter() - t0)
-            return result
-        server.propose = timed_propose
-
-    apply = getattr(server, "_apply", None)
-    if apply is not None:
-        observe_apply = m.fsm_apply.observe
-
-        @functools.wraps(apply)
-        def timed_apply(entries):
-            t0 = time.perf_counter()
-            try:
-                return apply(entries)
-            finally:
-                if entries:
-                    observe_apply(time.perf_counter() - t0)
-        server._apply = timed_apply
-
-    state_changed = getattr(server, "_state_changed", None)
-    if state_changed is not None:
-        last = [getattr(server, "_role", None), None]  # role, term
-
-        @functools.wraps(state_changed)
-        def counted_state_changed(e):
-            role, term = getattr(e, "role", None), getattr(e, "term", None)
-            counter = m.role.get(role)
-            # a new role, or a new election round as candidate
-            if counter is not None and (role != last[0] or (role == "Candidate" and term != last[1])):
-                counter.inc()
-            last[0], last[1] = role, term
-            return state_changed(e)
-        server._state_changed = counted_state_changed
-
-    take = getattr(server, "_take_snapshot", None)
-    if take is not None:
-        @functools.wraps(take)
-        def counted_take(meta):
-            m.snapshot_create.inc()
-            return take(meta)
-        server._take_snapshot = counted_take
-
-    restore = getattr(server, "_restore_received", None)
-    if restore is not None:
-        @functools.wraps(restore)
-        def counted_restore(meta, handle):
-            result = restore(meta, handle)
-            m.snapshot_installed.inc()
-            return result
-        server._restore_received = counted_restore
-
-    transport = getattr(server, "transport", None)
-    send = getattr(transport, "send", None)
-    if send is not None:
-        peer = m.peer
-
-        @functools.wraps(send)
-        def counted_send(to_id, address, message):
-            if type(message) is AppendEntries:
-                rpc, logs, heartbeat = peer(to_id)
-                if message.heartbeat:
-                    heartbeat.inc()
-                else:
-                    rpc.inc()
-                    if message.entries:
-                        logs.inc(len(message.entries))
-            return send(to_id, address, message)
-        transport.send = counted_send
     return m

@@ -243,6 +243,7 @@ class RaftServer:
         self._lock_fd: int | None = None
         self.faults = None
         self._gc = GcPolicy()
+        self.metrics = None  # a metrics.NodeMetrics once the API starts (metrics.instrument)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -279,14 +280,15 @@ class RaftServer:
         shutil.rmtree(self._uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self._uploads)
         self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=self._log_fn("fsm"))
-        known = max([self.log_store.last_index()] + [m.index for m in self.snapshots.list()])
+        snapshots = self.snapshots.list()
+        known = max([self.log_store.last_index()] + [m.index for m in snapshots])
         if self.kv.applied_index > known:
             # not this log's state machine (the rest of the volume was wiped):
             # keeping it would skip the first entries the new log applies
             hclog.emit("WARN", "fsm", "state machine file is ahead of the log and snapshots, discarding it",
                        [("applied-index", self.kv.applied_index), ("last-known-index", known)])
             self.kv.reset()
-        snapshot_meta = self._restore_latest_snapshot()
+        snapshot_meta = self._restore_latest_snapshot(snapshots)
         entries: tuple = ()
         if self.log_store.last_index():
             entries = tuple(self.log_store.entries(self.log_store.first_index(), self.log_store.last_index()))
@@ -379,10 +381,10 @@ class RaftServer:
             self.exit_code = 1
             self.request_shutdown()
 
-    def _restore_latest_snapshot(self) -> SnapshotMeta | None:
+    def _restore_latest_snapshot(self, snapshots: list[SnapshotMeta]) -> SnapshotMeta | None:
         """Load the newest valid snapshot into the state machine, trying older
         ones if a newer one is damaged (the store checks the CRC on open)."""
-        for meta in self.snapshots.list():
+        for meta in snapshots:
             fields = [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
                       ("size-in-bytes", meta.size)]
             try:
@@ -535,9 +537,11 @@ class RaftServer:
             # towards commitment only in later steps, which start after this
             # write is durable. Nothing else leaves early.
             early = True
-            transport = self.transport
+            transport, metrics = self.transport, self.metrics
             for e in effects:
                 if type(e) is fx.Send and type(e.message) is AppendEntries:
+                    if metrics is not None:
+                        metrics.sent(e.to, e.message)
                     transport.send(e.to, e.address, e.message)
         if persist:
             try:
@@ -557,9 +561,11 @@ class RaftServer:
         for e in effects:
             if type(e) is fx.Log:
                 hclog.emit(e.level, e.logger, e.message, e.fields)
-        transport = self.transport
+        transport, metrics = self.transport, self.metrics
         for e in effects:
             if type(e) is fx.Send and not (early and type(e.message) is AppendEntries):
+                if metrics is not None:
+                    metrics.sent(e.to, e.message)
                 transport.send(e.to, e.address, e.message)
         for e in effects:
             t = type(e)
@@ -639,6 +645,8 @@ class RaftServer:
         with f:
             self._restore_fsm(stored, f)
         self.stable.set_commit_hint(meta.index)
+        if self.metrics is not None:
+            self.metrics.snapshot_installed.inc()
 
     def _restore_fsm(self, meta: SnapshotMeta, f) -> None:
         reader = _CountingReader(f)
@@ -652,6 +660,7 @@ class RaftServer:
         return _ReceivedSnapshot(self.snapshots.create(meta), meta.size)
 
     def _apply(self, entries) -> None:
+        t0 = time.perf_counter()
         kv = self.kv
         by_index = self._by_index
         for entry in entries:
@@ -673,8 +682,12 @@ class RaftServer:
         if entries:
             kv.commit()
             self.stable.set_commit_hint(entries[-1].index)
+            if self.metrics is not None:
+                self.metrics.fsm_apply.observe(time.perf_counter() - t0)
 
     def _state_changed(self, e: fx.StateChanged) -> None:
+        if self.metrics is not None:
+            self.metrics.role_changed(e.role, e.term)
         was = self._role
         self._role = e.role
         if was == LEADER and e.role != LEADER:
@@ -699,6 +712,8 @@ class RaftServer:
     def _take_snapshot(self, meta: SnapshotMeta) -> None:
         # A snapshot still being written does not stop this one: the state is
         # captured now and the single snapshot thread writes them in order.
+        if self.metrics is not None:
+            self.metrics.snapshot_create.inc()
         if self.kv.applied_index != meta.index:
             hclog.emit("ERROR", "raft", "failed to take snapshot",
                        [("error", f"state machine is at {self.kv.applied_index}, not {meta.index}")])
@@ -756,7 +771,11 @@ class RaftServer:
         rid, fut = self._register()
         self._proposals.append(ev.Propose(rid, data))
         self._wake()
-        return await self._await(fut, timeout, "the write to commit")
+        t0 = time.perf_counter()
+        result = await self._await(fut, timeout, "the write to commit")
+        if self.metrics is not None:
+            self.metrics.commit_time.observe(time.perf_counter() - t0)
+        return result
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """ReadIndex: returns once a linearizable read may be served locally."""
