@@ -168,53 +168,40 @@ class Run:
 
 # --- the schedules -------------------------------------------------------------
 
+def _fault_one_node(run: Run, name: str, pick, apply, undo) -> None:
+    """The shape of the single-node faults: pick a node, fault it, wait for
+    a leader elsewhere and for the workload to go on, then undo the fault."""
+    while run.more():
+        node = pick()
+        with run.window(name, node=node.id):
+            apply(node)
+            run.leader(exclude=(node.id,))
+            run.hold(run.workload.now())
+            undo(node)
+        run.settle()
+
+
 @schedule("kill-leader")
 def kill_leader(run: Run) -> None:
-    while run.more():
-        old = run.leader()
-        with run.window("kill-leader", node=old.id):
-            old.kill()
-            run.leader(exclude=(old.id,))
-            run.hold(run.workload.now())
-            old.start().wait_ready()
-        run.settle()
+    _fault_one_node(run, "kill-leader", run.leader, lambda n: n.kill(), lambda n: n.start().wait_ready())
 
 
 @schedule("kill-random")
 def kill_random(run: Run) -> None:
-    while run.more():
-        victim = run.node(run.rng.choice(run.members))
-        with run.window("kill-random", node=victim.id):
-            victim.kill()
-            run.leader(exclude=(victim.id,))
-            run.hold(run.workload.now())
-            victim.start().wait_ready()
-        run.settle()
+    _fault_one_node(run, "kill-random", lambda: run.node(run.rng.choice(run.members)),
+                    lambda n: n.kill(), lambda n: n.start().wait_ready())
 
 
 @schedule("pause-leader")
 def pause_leader(run: Run) -> None:
-    while run.more():
-        old = run.leader()
-        with run.window("pause-leader", node=old.id):
-            old.pause()
-            run.leader(exclude=(old.id,))
-            run.hold(run.workload.now())
-            old.resume()
-        run.settle()
+    _fault_one_node(run, "pause-leader", run.leader, lambda n: n.pause(), lambda n: n.resume())
 
 
 @schedule("isolate-leader")
 def isolate_leader(run: Run) -> None:
-    while run.more():
-        old = run.leader()
-        others = [i for i in run.members if i != old.id]
-        with run.window("isolate-leader", node=old.id):
-            old.inject(drop=others)       # the dashboard's "isolate" request
-            run.leader(exclude=(old.id,))
-            run.hold(run.workload.now())
-            old.heal()
-        run.settle()
+    # the dashboard's "isolate" request: drop traffic to every other member
+    _fault_one_node(run, "isolate-leader", run.leader,
+                    lambda n: n.inject(drop=[i for i in run.members if i != n.id]), lambda n: n.heal())
 
 
 @schedule("partition")
