@@ -152,6 +152,13 @@ def _connect(path: str) -> sqlite3.Connection:
     return db
 
 
+def _open_schema(path: str) -> sqlite3.Connection:
+    db = _connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
 def _remove_files(path: str) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
@@ -197,31 +204,28 @@ class KVStore:
         """Open the file, discarding it if it was written before the machine
         last restarted or cannot be read (see invariant 4)."""
         boot = boot_id()
-        fresh = not os.path.exists(self.path)
+        db = None
         try:
-            db = _connect(self.path)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db = _open_schema(self.path)
             row = db.execute("SELECT applied_index, boot_id FROM meta").fetchone()
         except sqlite3.DatabaseError as exc:
             self._log("WARN", "state machine file is unreadable, rebuilding it",
                       [("path", self.path), ("error", str(exc))])
-            row = ("unreadable", None)
-            db = None
-        if row is not None and row[1] != boot:
+            discard = True
+        else:
+            discard = row is not None and row[1] != boot
+            if discard and row[0]:
+                self._log("WARN", "state machine file predates a machine restart, rebuilding it "
+                          "from the snapshot and log", [("path", self.path), ("applied-index", row[0])])
+        if discard:
             if db is not None:
                 db.close()
-                if row[0]:
-                    self._log("WARN", "state machine file predates a machine restart, rebuilding it "
-                              "from the snapshot and log", [("path", self.path), ("applied-index", row[0])])
             _remove_files(self.path)
-            db = _connect(self.path)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db = _open_schema(self.path)
             row = None
         if row is None:
             db.execute("INSERT OR REPLACE INTO meta VALUES (0, 0, 0, ?)", (boot,))
-        elif not fresh and row[0]:
+        elif row[0]:
             self._log("INFO", "state machine file opened", [("path", self.path), ("applied-index", row[0])])
         db.execute("PRAGMA journal_size_limit=67108864")
         return db
