@@ -2,7 +2,7 @@
 
 Theory of operation: ``raftkv serve`` turns flags + environment into
 :class:`~raftkv.config.NodeSettings` (a bad value exits with status 2 and a
-message naming the variable) and runs :func:`raftkv.server.run_node` until
+message naming the variable) and runs :func:`raftkv.main.run_node` until
 SIGTERM/SIGINT. The client subcommands (``status``, ``peers``, ``get``,
 ``set``, ``remove``, ``join``, ``remove-peer``, ``transfer-leadership``,
 ``watch``, ``snapshot``) are thin wrappers over the HTTP API of DESIGN §5
@@ -287,7 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .eventlog import install
     install(settings.node_id)  # keep recent log records for /ui from the first line on
-    from .server import run_node
+    from .main import run_node
     return run_node(settings)
 
 

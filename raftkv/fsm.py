@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# Keys under this prefix belong to raftkv itself (the HTTP-address registry):
+# clients may not write them, and a restored backup keeps the cluster's own.
+RESERVED_PREFIX = "\x00raftkv/"
+
+
 class CommandError(Exception):
     """A command that cannot be applied (malformed or of the wrong types)."""
 
@@ -256,6 +261,14 @@ class KVStore:
 
     def __len__(self) -> int:
         return self._keys
+
+    def count_prefix(self, prefix: str) -> int:
+        """How many keys start with ``prefix`` (raftkv's reserved keys are few)."""
+        low, high = _prefix_range(prefix)
+        db = self._db if self._in_txn else self._reader
+        if not self._in_txn and self._reader_generation != self._generation:
+            self._renew_read()
+        return db.execute("SELECT count(*) FROM kv WHERE k >= ? AND k < ?", (low, high)).fetchone()[0]
 
     def __contains__(self, key: object) -> bool:
         return type(key) is str and self.get(key) is not None

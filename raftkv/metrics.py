@@ -13,10 +13,12 @@ metric live in it:
   plain counter increments and histogram observations, no logging, no
   allocation beyond prometheus-client's own.
 
-:func:`instrument` gives a :class:`~raftkv.server.RaftServer` its
-``metrics``; the runtime reports to it where things happen (proposal
+``raftkv.main`` creates one :class:`NodeMetrics` per node and hands it to
+the node's runtime, which reports to it where things happen (proposal
 committed, batch applied, role change, snapshot taken or installed, message
-sent), each a plain increment or observation behind one ``is not None``.
+sent), each a plain increment or observation behind one ``is not None``; the
+HTTP side counts requests. :meth:`NodeMetrics.watch` names the node the
+gauges are read from. This module imports neither side.
 
 Names (Prometheus style of hashicorp's go-metrics keys):
 
@@ -44,19 +46,16 @@ Names (Prometheus style of hashicorp's go-metrics keys):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .raft.messages import AppendEntries
+from typing import Protocol
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                PlatformCollector, ProcessCollector, disable_created_metrics,
                                generate_latest)
 from prometheus_client.core import GaugeMetricFamily
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import RaftServer
+from .raft.messages import AppendEntries
 
-__all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics", "instrument"]
+__all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics", "NodeViews"]
 
 # No ``*_created`` series: they double the output and nothing here reads them.
 disable_created_metrics()
@@ -65,22 +64,28 @@ ROLES = ("Follower", "Candidate", "Leader", "Shutdown")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class NodeViews(Protocol):
+    """What the gauges are read from at scrape time (a ``raftkv.node.Node``)."""
+
+    def status(self) -> dict: ...
+    def peers(self) -> list[dict]: ...
+
+
 class _RaftCollector:
     """Gauges read from the node at scrape time."""
 
-    def __init__(self, server: "RaftServer") -> None:
-        self.server = server
+    def __init__(self) -> None:
+        self.node: NodeViews | None = None
 
     def describe(self):
         return []
 
     def collect(self):
-        server = self.server
-        node = server.node
+        node = self.node
         if node is None:
             return
         st = node.status()
-        role = "Shutdown" if getattr(server, "_stopping", False) else st["state"]
+        role = st["state"]
         g = GaugeMetricFamily("raft_state", "1 for the role this node is in", labels=["state"])
         for r in ROLES:
             g.add_metric([r], 1.0 if r == role else 0.0)
@@ -89,29 +94,22 @@ class _RaftCollector:
                 ("raft_term", "term", "current term"),
                 ("raft_commit_index", "commit_index", "highest log index known committed"),
                 ("raft_last_log_index", "last_log_index", "last index in the log"),
-                ("raft_last_snapshot_index", "last_snapshot_index", "index of the latest snapshot")):
+                ("raft_last_snapshot_index", "last_snapshot_index", "index of the latest snapshot"),
+                ("raft_applied_index", "applied_index", "highest log index applied to the state machine"),
+                ("raft_fsm_pending", "fsm_pending", "committed entries not applied yet"),
+                ("raft_peers", "num_peers", "voters in the configuration besides this node")):
             yield GaugeMetricFamily(name, doc, value=float(st[key]))
-        applied = server.kv.applied_index
-        yield GaugeMetricFamily("raft_applied_index", "highest log index applied to the state machine",
-                                value=float(applied))
-        yield GaugeMetricFamily("raft_fsm_pending", "committed entries not applied yet",
-                                value=float(max(0, st["commit_index"] - applied)))
-        conf = node.configuration
-        yield GaugeMetricFamily("raft_peers", "voters in the configuration besides this node",
-                                value=float(sum(1 for v in conf.voters if v != server.id)))
-        if node.is_leader:
+        if role == "Leader":
             lc = GaugeMetricFamily("raft_leader_last_contact_seconds",
                                    "(leader) seconds since each follower last answered", labels=["peer"])
-            for peer_id, pr in node.progress.items():
-                if peer_id != server.id:
-                    lc.add_metric([peer_id], max(0, node.now - pr.last_contact) / 1000.0)
+            for row in node.peers():
+                if row["id"] != st["id"] and row.get("last_contact") is not None:
+                    lc.add_metric([row["id"]], row["last_contact"] / 1000.0)
             yield lc
-        else:
-            contact = node.last_contact()
-            if contact >= 0:
-                yield GaugeMetricFamily("raft_last_contact_seconds",
-                                        "(follower) seconds since the leader was last heard",
-                                        value=contact / 1000.0)
+        elif st["last_contact"] is not None:
+            yield GaugeMetricFamily("raft_last_contact_seconds",
+                                    "(follower) seconds since the leader was last heard",
+                                    value=st["last_contact"] / 1000.0)
 
 
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
@@ -120,10 +118,11 @@ _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"
 class NodeMetrics:
     """The registry of one node and its counting instruments."""
 
-    def __init__(self, server: "RaftServer") -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         reg = self.registry
-        reg.register(_RaftCollector(server))
+        self._collector = _RaftCollector()
+        reg.register(self._collector)
         ProcessCollector(registry=reg)   # process_resident_memory_bytes, cpu seconds, fds
         PlatformCollector(registry=reg)  # python_info
         self.commit_time = Histogram("raft_commit_time_seconds",
@@ -149,7 +148,7 @@ class NodeMetrics:
                                        ["route"], registry=reg, buckets=_LATENCY_BUCKETS)
         self._per_peer: dict[str, tuple] = {}
         self._per_route: dict[tuple, tuple] = {}
-        self._last_role: str | None = getattr(server, "_role", None)
+        self._last_role: str | None = "Follower"
         self._last_term: int | None = None
 
     def peer(self, peer_id: str) -> tuple:
@@ -161,15 +160,18 @@ class NodeMetrics:
             self._per_peer[peer_id] = children
         return children
 
-    def http_request(self, resource, method: str, status: int, seconds: float) -> None:
+    def watch(self, node: NodeViews) -> None:
+        """Read the gauges from ``node`` from now on."""
+        self._collector.node = node
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; the children for each (route, method,
         status) are looked up once, not per request."""
         if method not in _METHODS:
             method = "other"  # a client's made-up method must not add series
-        key = (resource, method, status)
+        key = (route, method, status)
         children = self._per_route.get(key)
         if children is None:
-            route = resource.canonical if resource is not None else "unmatched"
             children = (self.http_requests.labels(route, method, str(status)),
                         self.http_duration.labels(route))
             self._per_route[key] = children
@@ -197,13 +199,3 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def instrument(server: "RaftServer") -> NodeMetrics:
-    """Create the node's metrics; the runtime reports to ``server.metrics``."""
-    existing = getattr(server, "metrics", None)
-    if isinstance(existing, NodeMetrics):
-        return existing
-    m = NodeMetrics(server)
-    server.metrics = m
-    return m

@@ -43,13 +43,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import eventlog
-from .metrics import CONTENT_TYPE_LATEST, NodeMetrics
+from raftkv.metrics import CONTENT_TYPE_LATEST
+from raftkv.sim import record
+
+from .context import CTX, HttpContext
+from .params import BadRequest
+from .routes import peers_view, status_view
 
 __all__ = ["CORS_PATHS", "add_routes", "observe_middleware", "log_window"]
 
-EVENTS: web.AppKey[eventlog.EventRing] = web.AppKey("events", eventlog.EventRing)
-METRICS: web.AppKey[NodeMetrics] = web.AppKey("metrics", NodeMetrics)
 REPLAYS: web.AppKey[dict] = web.AppKey("replays", dict)
 
 CORS_PATHS = ("/status", "/peers", "/metrics", "/debug/stream", "/debug/events", "/debug/log")
@@ -60,9 +62,8 @@ BACKLOG = 500              # log records a new stream starts with
 _STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
 
 
-def _server(request: web.Request):
-    from .api import APP_SERVER
-    return request.app[APP_SERVER]
+def _ctx(request: web.Request) -> HttpContext:
+    return request.app[CTX]
 
 
 def _dumps(body: Any) -> str:
@@ -74,7 +75,6 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int = 0) -> int:
-    from .api import BadRequest
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -106,23 +106,24 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
         status = exc.status
         raise
     finally:
-        metrics = request.app.get(METRICS)
+        metrics = request.app[CTX].metrics
         if metrics is not None:
-            metrics.http_request(request.match_info.route.resource, request.method, status,
-                                 time.perf_counter() - t0)
+            resource = request.match_info.route.resource
+            metrics.http_request(resource.canonical if resource is not None else "unmatched",
+                                 request.method, status, time.perf_counter() - t0)
 
 
 # --- /metrics and /debug -----------------------------------------------------------------
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    metrics = request.app[METRICS]
+    metrics = request.app[CTX].metrics
     resp = web.Response(body=metrics.render())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
 
 async def handle_events(request: web.Request) -> web.StreamResponse:
-    ring = request.app[EVENTS]
+    ring = request.app[CTX].events
     since = _int_param(request, "since", 0)
     limit = _int_param(request, "limit", BACKLOG, 1)
     return _json({"node": ring.node_id, "last_seq": ring.last_seq, "events": ring.since(since, limit)})
@@ -132,21 +133,21 @@ def _entry_type(entry) -> str:
     return entry.type.name.lower()
 
 
-def log_window(node, lo: int, hi: int) -> list[list]:
+def log_window(log, lo: int, hi: int) -> list[list]:
     """``[index, term, type]`` of the entries lo..hi the node's log still holds."""
-    return [[e.index, e.term, _entry_type(e)] for e in node.log.slice(lo, hi)]
+    return [[e.index, e.term, _entry_type(e)] for e in log.entries(lo, hi)]
 
 
 async def handle_log(request: web.Request) -> web.StreamResponse:
-    node = _server(request).node
-    log = node.log
+    ctx = _ctx(request)
+    log = ctx.node.log_view()
     limit = _int_param(request, "limit", LOG_WINDOW, 1)
     default_from = max(log.first_index, log.last_index - limit + 1)
     lo = max(_int_param(request, "from", default_from), log.first_index)
     hi = min(log.last_index, lo + limit - 1)
-    return _json({"id": node.id, "base_index": log.base_index, "base_term": log.base_term,
+    return _json({"id": ctx.id, "base_index": log.base_index, "base_term": log.base_term,
                   "first_index": log.first_index, "last_index": log.last_index,
-                  "commit_index": node.commit_index, "entries": log_window(node, lo, hi)})
+                  "commit_index": log.commit_index, "entries": log_window(log, lo, hi)})
 
 
 class _LogCursor:
@@ -161,8 +162,7 @@ class _LogCursor:
         self.commit = 0
         self.base = -1
 
-    def delta(self, node) -> dict | None:
-        log = node.log
+    def delta(self, log) -> dict | None:
         last = log.last_index
         intact = self.last > 0 and log.term_at(self.last) == self.term and self.last <= last
         if intact and last == self.last and log.base_index == self.base:
@@ -174,8 +174,8 @@ class _LogCursor:
         else:
             start = self.commit + 1
         start = max(start, log.first_index, last - LOG_WINDOW + 1)
-        entries = log_window(node, start, last) if start <= last else []
-        self.last, self.term, self.commit, self.base = last, log.term_at(last), node.commit_index, log.base_index
+        entries = log_window(log, start, last) if start <= last else []
+        self.last, self.term, self.commit, self.base = last, log.term_at(last), log.commit_index, log.base_index
         return {"from": start, "last": last, "base_index": log.base_index, "base_term": log.base_term,
                 "entries": entries}
 
@@ -189,8 +189,9 @@ def _status_key(st: dict) -> tuple:
 async def handle_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``hello`` once, then ``status`` (with the log tail)
     when something changed or every second, and ``log`` batches of records."""
-    server = _server(request)
-    ring = request.app[EVENTS]
+    ctx = _ctx(request)
+    node = ctx.node
+    ring = ctx.events
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "Access-Control-Allow-Origin": "*", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
@@ -207,17 +208,16 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
         await resp.write(f"{head}event: {event}\ndata: {_dumps(data)}\n\n".encode())
 
     try:
-        st = server.status()
-        await send("hello", {"id": server.id, "http": server.http_address, "boot": ring.started,
-                             "fault_injection": bool(st.get("fault_injection"))})
-        while not getattr(server, "_stopping", False):
-            st = server.status()
+        await send("hello", {"id": ctx.id, "http": node.http_address, "boot": ring.started,
+                             "fault_injection": node.faults is not None})
+        while not node.stopping:
+            st = status_view(ctx)
             key = _status_key(st)
-            delta = cursor.delta(server.node)
+            delta = cursor.delta(node.log_view())
             now = time.monotonic()
             if delta is not None or key != last_key or now - last_sent >= STREAM_KEEPALIVE:
                 st["log"] = delta
-                st["peers"] = server.peers() if st["state"] == "Leader" else None
+                st["peers"] = peers_view(ctx) if st["state"] == "Leader" else None
                 await send("status", st)
                 last_key, last_sent = key, now
             records = ring.since(seq)
@@ -251,8 +251,6 @@ async def handle_static(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_replay(request: web.Request) -> web.StreamResponse:
-    from .api import BadRequest
-    from .sim import record
     name = request.query.get("scenario")
     if not name:
         return _json({"scenarios": record.scenario_names()})
@@ -267,18 +265,17 @@ async def handle_replay(request: web.Request) -> web.StreamResponse:
 
 async def handle_faults(request: web.Request) -> web.StreamResponse:
     """Relay a fault-injection request to the named member's ``/debug/faults``."""
-    from .api import BadRequest
-    server = _server(request)
-    node_id = request.query.get("node") or server.id
-    if not server.node.configuration.has(node_id) and node_id != server.id:
+    ctx = _ctx(request)
+    node_id = request.query.get("node") or ctx.id
+    if not ctx.node.configuration.has(node_id) and node_id != ctx.id:
         raise BadRequest("node", f"unknown server {node_id!r}")
-    http = server.http_address_of(node_id)
+    http = ctx.registry.http_address_of(node_id)
     if not http:
         return _json({"error": f"the HTTP address of {node_id} is not known"}, 503)
     body = await request.read()
     headers = {"Content-Type": "application/json"} if body else {}
     try:
-        async with server.http_client.request(request.method, f"http://{http}/debug/faults", data=body or None,
+        async with ctx.client.request(request.method, f"http://{http}/debug/faults", data=body or None,
                                               headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             data = await resp.read()
             if resp.status in (404, 405):
@@ -293,10 +290,8 @@ async def handle_faults(request: web.Request) -> web.StreamResponse:
 
 # --- wiring ------------------------------------------------------------------------------
 
-def add_routes(app: web.Application, server) -> None:
+def add_routes(app: web.Application) -> None:
     """Add the dashboard, metrics and debug routes to the node's app."""
-    app[EVENTS] = eventlog.ring_for(server.id)
-    app[METRICS] = getattr(server, "metrics", None) or NodeMetrics(server)
     app[REPLAYS] = {}
     r = app.router
     r.add_get("/metrics", handle_metrics)

@@ -31,8 +31,13 @@ import hmac
 
 from aiohttp import web
 
-from . import hclog
-from .transport.faults import FaultSpecError, parse_fault_spec
+from raftkv import hclog
+from raftkv.transport.faults import FaultSpecError, parse_fault_spec
+
+from .context import CTX, HttpContext, call_of
+from .params import BadRequest, parse_json_object
+from .replies import json_reply
+from .routes import read_body, respond
 
 __all__ = ["ADMIN_PREFIXES", "add_admin_routes", "is_admin_path", "require_cluster_key"]
 
@@ -50,47 +55,38 @@ def is_admin_path(path: str) -> bool:
 
 @web.middleware
 async def require_cluster_key(request: web.Request, handler) -> web.StreamResponse:
-    server = _server(request)
-    key = server.settings.cluster_key
+    ctx: HttpContext = request.app[CTX]
+    key = ctx.settings.cluster_key
     if not key or not is_admin_path(request.path):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8")):
         return await handler(request)
-    from .api import _json, client_host
     hclog.emit("WARN", "http", "refused admin request",
-               [("method", request.method), ("path", request.path), ("remote", client_host(request) or ""),
+               [("method", request.method), ("path", request.path), ("remote", call_of(request).client_host() or ""),
                 ("error", "wrong cluster key" if header else "no cluster key")])
-    resp = _json(server, {"error": "this route needs the cluster key: Authorization: Bearer <RAFT_CLUSTER_KEY>"},
-                 401)
+    resp = respond(json_reply(ctx.id, {"error": "this route needs the cluster key: "
+                                                 "Authorization: Bearer <RAFT_CLUSTER_KEY>"}, 401))
     resp.headers["WWW-Authenticate"] = 'Bearer realm="raftkv"'
     return resp
 
 
-def _server(request: web.Request):
-    from .api import APP_SERVER
-    return request.app[APP_SERVER]
-
-
-def _forbidden(server) -> web.Response:
-    from .api import _json
-    return _json(server, {"error": "fault injection is disabled on this node "
-                                   "(start it with --enable-fault-injection or RAFT_FAULT_INJECTION=true)"},
-                 403)
+def _forbidden(ctx: HttpContext) -> web.Response:
+    return respond(json_reply(ctx.id, {"error": "fault injection is disabled on this node (start it with "
+                                                "--enable-fault-injection or RAFT_FAULT_INJECTION=true)"}, 403))
 
 
 async def handle_faults(request: web.Request) -> web.StreamResponse:
-    from .api import BadRequest, _body, _json, parse_json_object
-    server = _server(request)
-    faults = server.faults
+    ctx: HttpContext = request.app[CTX]
+    faults = ctx.node.faults
     if faults is None:
-        return _forbidden(server)
+        return _forbidden(ctx)
     if request.method == "DELETE":
         healed = faults.clear()
-        return _json(server, {"healed": healed, **faults.describe()})
+        return respond(json_reply(ctx.id, {"healed": healed, **faults.describe()}))
     if request.method == "POST":
-        body = await _body(request)
+        body = await read_body(request)
         if not body.strip():
             raise BadRequest("body", "missing JSON body, e.g. {\"drop\": [\"n2\"]} or {\"delay_ms\": 100}")
         try:
@@ -99,8 +95,8 @@ async def handle_faults(request: web.Request) -> web.StreamResponse:
             raise BadRequest(exc.param, exc.message) from None
         added = faults.add(rules)
         now = faults.clock()
-        return _json(server, {"added": [r.to_dict(now) for r in added], **faults.describe()})
-    return _json(server, faults.describe())
+        return respond(json_reply(ctx.id, {"added": [r.to_dict(now) for r in added], **faults.describe()}))
+    return respond(json_reply(ctx.id, faults.describe()))
 
 
 def add_admin_routes(app: web.Application) -> None:

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from . import hclog
-from .raft.configuration import ConfigCommand, Suffrage
-from .raft.node import LEADER, RaftNode
+from raftkv import hclog
+from raftkv.config import NodeSettings
+from raftkv.raft.configuration import ConfigCommand, Suffrage
+from raftkv.raft.node import LEADER, RaftNode
 
-if TYPE_CHECKING:
-    from .server import RaftServer
+from .errors import RequestError
 
 LOGGER = "raft.autopilot"
 
@@ -58,9 +58,10 @@ def server_health(node: RaftNode, server_id: str, last_contact_threshold: int,
 
 
 class Autopilot:
-    def __init__(self, server: "RaftServer", clock=None) -> None:
-        self.server = server
-        s = server.settings
+    def __init__(self, core: Callable[[], RaftNode],
+                 change_membership: Callable[..., Awaitable[int]], s: NodeSettings, clock=None) -> None:
+        self.core = core
+        self.change_membership = change_membership
         self.interval = s.autopilot_interval / 1000
         self.stabilization = s.server_stabilization_time
         self.last_contact_threshold = s.last_contact_threshold
@@ -73,7 +74,7 @@ class Autopilot:
 
     def evaluate(self, now: int) -> list:
         """One reconcile round: the Nonvoters to promote now."""
-        node = self.server.node
+        node = self.core()
         if node.role != LEADER:
             if self.running_since is not None:
                 hclog.emit("DEBUG", LOGGER, "autopilot is now stopped", [])
@@ -107,11 +108,10 @@ class Autopilot:
                 asyncio.get_running_loop().create_task(self._promote(server))
 
     async def _promote(self, server) -> None:
-        from .server import RequestError
         hclog.emit("INFO", LOGGER, "Promoting server",
                    [("id", server.id), ("address", server.address), ("name", server.id)])
         try:
-            await self.server.change_membership(ConfigCommand.ADD_VOTER, server.id, server.address)
+            await self.change_membership(ConfigCommand.ADD_VOTER, server.id, server.address)
         except RequestError as exc:
             hclog.emit("ERROR", LOGGER, "failed to add raft voting peer",
                        [("id", server.id), ("address", server.address), ("error", exc.message)])

@@ -1,0 +1,80 @@
+"""The HTTP side of a node: the aiohttp application and its listener.
+
+The app's middlewares, outermost first: request metrics and CORS
+(:mod:`.dashboard`), errors to JSON answers (:mod:`.routes`), the cluster
+key on admin routes (:mod:`.admin`). :class:`HttpService` also runs the
+HTTP-address registry's upkeep and, with ``RAFT_JOIN``, the join client.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from raftkv import hclog
+from raftkv.config import NodeSettings
+from raftkv.eventlog import ring_for
+from raftkv.metrics import NodeMetrics
+from raftkv.node.runtime import Node
+
+from . import admin, backup, dashboard, routes
+from .context import CTX, HttpContext
+from .registry import Registry
+
+__all__ = ["HttpService", "create_app"]
+
+
+def create_app(ctx: HttpContext) -> web.Application:
+    app = web.Application(middlewares=[dashboard.observe_middleware, routes.errors_middleware,
+                                       admin.require_cluster_key],
+                          client_max_size=ctx.max_body)
+    app[CTX] = ctx
+    dashboard.add_routes(app)  # /ui, /metrics, /debug/*
+    routes.add_routes(app)
+    backup.add_routes(app)
+    admin.add_admin_routes(app)
+    return app
+
+
+class HttpService:
+    """The node's HTTP port, and the HTTP side's background work."""
+
+    def __init__(self, node: Node, settings: NodeSettings, metrics: NodeMetrics | None) -> None:
+        self.node = node
+        self.settings = settings
+        self.metrics = metrics
+        self.client: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.ctx: HttpContext | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=s.apply_timeout / 1000 + 5, connect=3),
+            connector=aiohttp.TCPConnector(limit=256))
+        registry = Registry(self.node, s, self.client)
+        self.ctx = ctx = HttpContext(self.node, s, self.client, registry, self.metrics, ring_for(self.node.id))
+        # A value may travel in the query string (GET /set?key=k&value=...), so
+        # the request line must be able to hold one over the limit: then the
+        # handler answers 413 instead of the parser answering 400.
+        line = 3 * s.max_body + 16 * 1024
+        self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                    max_line_size=line, max_field_size=max(8190, 16 * 1024))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.bind_addr, s.http_port, reuse_address=True)
+        await site.start()
+        hclog.emit("INFO", "http", "HTTP API listening",
+                   [("bind", f"{s.bind_addr}:{s.http_port}"), ("advertise", self.node.http_address)])
+        self.node.spawn(registry.keep_registered(), "raftkv-registry")
+        if s.join:
+            if self.node.had_state:
+                hclog.emit("INFO", "http", "not joining: node has existing state and rejoins as it was",
+                           [("join", list(s.join))])
+            else:
+                self.node.spawn(registry.join_cluster(), "raftkv-join")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.client is not None:
+            await self.client.close()

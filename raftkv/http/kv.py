@@ -1,0 +1,96 @@
+"""The data plane: reads and writes of keys.
+
+Each operation is a plain function of the context and a :class:`Call`
+returning a :class:`Reply`, so the aiohttp routes and the fast path
+(:mod:`raftkv.http.fastpath`) run the same code. Failures are exceptions the
+one table in :mod:`raftkv.http.replies` turns into answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from raftkv.fsm import encode_delete, encode_set, encode_set_many
+from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
+
+from .context import Call, HttpContext
+from .forward import on_leader
+from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
+from .replies import Reply, json_reply
+
+__all__ = ["kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "write_key"]
+
+
+def _value_shape(ctx: HttpContext, key: str, value: str) -> Reply:
+    return json_reply(ctx.id, {"key": key, "value": value})
+
+
+def map_shape(ctx: HttpContext, key: str, value: str) -> Reply:
+    """hraftd's ``GET /key/k`` answer: ``{"k": "v"}``."""
+    return json_reply(ctx.id, {key: value}, served_by=False)
+
+
+async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
+                 shape: Callable[[HttpContext, str, str], Reply] = _value_shape) -> Reply:
+    node = ctx.node
+
+    def answer() -> Reply:
+        value = node.get_local(key)
+        if value is None:
+            return json_reply(ctx.id, {"error": "key not found", "key": key}, 404)
+        return shape(ctx, key, value)
+    if stale:
+        return answer()
+
+    async def local() -> Reply:
+        try:
+            await node.read_barrier()
+        except (NotLeaderError, ApplyTimeout):
+            raise
+        except RequestError as exc:
+            # leadership was lost while confirming the read: nothing was
+            # done, so let on_leader try the next leader
+            raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
+        return answer()
+    return await on_leader(ctx, call, local, write=False)
+
+
+async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
+    async def local() -> Reply:
+        index, _ = await ctx.node.propose(encode_set(key, value))
+        return json_reply(ctx.id, {"key": key, "value": value, "index": index})
+    return await on_leader(ctx, call, local, write=True)
+
+
+async def kv_delete(ctx: HttpContext, call: Call, key: str) -> Reply:
+    async def local() -> Reply:
+        index, removed = await ctx.node.propose(encode_delete(key))
+        return json_reply(ctx.id, {"key": key, "removed": bool(removed), "index": index})
+    return await on_leader(ctx, call, local, write=True)
+
+
+async def kv_set_many(ctx: HttpContext, call: Call, mapping: Mapping[str, str]) -> Reply:
+    async def local() -> Reply:
+        index, count = await ctx.node.propose(encode_set_many(mapping))
+        return json_reply(ctx.id, {"keys": count, "index": index})
+    return await on_leader(ctx, call, local, write=True)
+
+
+# --- the query-string forms (GET /get, GET|POST /set), shared with the fast path
+
+async def read_key(ctx: HttpContext, call: Call) -> Reply:
+    """``GET /get?key=K[&stale=true]``."""
+    return await kv_get(ctx, call, parse_key(call.query), parse_bool_param(call.query, "stale", False))
+
+
+async def write_key(ctx: HttpContext, call: Call, params: Mapping[str, str] | None = None) -> Reply:
+    """``/set?key=K&value=V`` (``params``: query plus body, when there is one)."""
+    params = call.query if params is None else params
+    key = parse_key(params)
+    return await kv_set(ctx, call, key, parse_value(params, ctx.max_body, key))
+
+
+def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
+    if not body.strip():
+        raise BadRequest("body", "missing JSON body of keys and values")
+    return parse_key_values(body, ctx.max_body)

@@ -1,0 +1,94 @@
+"""Answers of the HTTP API: JSON bodies, and the one table that maps why a
+request failed to a status code.
+
+Every answer is JSON and names the node that served it: the
+``X-Raftkv-Served-By`` header always, and a ``served_by`` key where the body
+is not a user's key/value map. Bad input is 400 with ``param`` naming the
+culprit; an absent key 404; a body or value over ``HTTP_MAX_BODY`` 413; no
+leader or a timeout 503 with ``outcome_unknown`` saying whether the write may
+still happen. Nothing a client sends produces a 500: a 500 means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.node.errors import ApplyTimeout, BadBackup, RequestError
+
+from .params import BadRequest, TooLarge
+
+__all__ = ["JSON_TYPE", "SERVED_BY", "Answer", "Reply", "encode_json", "error_reply", "json_reply",
+           "unavailable"]
+
+SERVED_BY = "X-Raftkv-Served-By"
+JSON_TYPE = "application/json; charset=utf-8"
+
+# One encoder for every answer: json.dumps(..., ensure_ascii=False) builds a
+# new encoder per call, on the path of every request.
+_encoder = json.JSONEncoder(ensure_ascii=False)
+
+
+def encode_json(body: Any) -> bytes:
+    return (_encoder.encode(body) + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer, independent of the HTTP server that sends it."""
+    status: int
+    body: bytes
+    served_by: str = ""
+    content_type: str = JSON_TYPE
+
+
+class Answer(Exception):
+    """An early answer with a specific status (404 unknown server, 409 ...)."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(body.get("error", ""))
+        self.status = status
+        self.body = body
+
+
+def json_reply(node_id: str, body: Any, status: int = 200, served_by: bool = True) -> Reply:
+    if served_by and isinstance(body, dict):
+        body = {**body, "served_by": node_id}
+    return Reply(status, encode_json(body), node_id)
+
+
+def unavailable(node_id: str, message: str, unknown: bool, leader: dict | None) -> Reply:
+    return json_reply(node_id, {"error": message, "outcome_unknown": unknown, "leader": leader}, 503)
+
+
+# Refusals that are the client's to fix; every other refusal is the
+# cluster's state (no leader, a change in progress) and answers 503.
+_CLIENT_ERRORS = {
+    "cannot find peer": 400,
+    "cannot transfer leadership to itself": 400,
+    "unknown server": 404,
+    "the change would leave no voters": 409,
+    "nothing new to snapshot": 409,
+}
+
+
+def error_reply(node_id: str, exc: BaseException, leader: dict | None) -> Reply | None:
+    """The answer for a failed request, or None if ``exc`` is not an error
+    a request can end with (a bug: the caller answers 500)."""
+    if isinstance(exc, BadRequest):
+        return json_reply(node_id, {"error": exc.message, "param": exc.param}, 400)
+    if isinstance(exc, TooLarge):
+        return json_reply(node_id, {"error": str(exc), "param": exc.param, "limit": exc.limit}, 413)
+    if isinstance(exc, Answer):
+        return json_reply(node_id, exc.body, exc.status)
+    if isinstance(exc, ApplyTimeout):
+        return unavailable(node_id, exc.message, exc.unknown_outcome, leader)
+    if isinstance(exc, BadBackup):
+        return json_reply(node_id, {"error": exc.message, "param": "body"}, 400)
+    if isinstance(exc, RequestError):
+        for prefix, status in _CLIENT_ERRORS.items():
+            if exc.message.startswith(prefix):
+                return json_reply(node_id, {"error": exc.message}, status)
+        return unavailable(node_id, exc.message, exc.unknown_outcome, leader)
+    return None

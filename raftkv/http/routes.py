@@ -1,0 +1,324 @@
+"""The aiohttp routes of the API: keys, membership, status, snapshots.
+
+Handlers are thin: parse and validate parameters (:mod:`.params`), then
+either answer locally (``/status``, stale reads) or run the operation on
+the leader (:mod:`.forward`). Errors become answers in one middleware,
+through the one table of :mod:`.replies`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from raftkv import hclog
+from raftkv.node.errors import RequestError
+from raftkv.raft.configuration import ConfigCommand
+
+from .context import CTX, Call, HttpContext, call_of
+from .forward import forward, on_leader
+from .kv import kv_delete, kv_get, kv_set_many, map_shape, parse_mapping, read_key, write_key
+from .params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_host_port, parse_join_json,
+                     parse_join_params, parse_json_object, parse_key, parse_node_id)
+from .replies import Answer, Reply, error_reply, json_reply
+
+__all__ = ["add_routes", "errors_middleware", "read_body", "respond"]
+
+LOGGER = "http"
+
+
+def respond(reply: Reply) -> web.Response:
+    headers = {"Content-Type": reply.content_type}
+    if reply.served_by:
+        headers["X-Raftkv-Served-By"] = reply.served_by
+    return web.Response(body=reply.body, status=reply.status, headers=headers)
+
+
+def _ctx(request: web.Request) -> HttpContext:
+    return request.app[CTX]
+
+
+async def read_body(request: web.Request) -> bytes:
+    limit = request.app[CTX].max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge("body", request.content_length, limit)
+    return await request.read()
+
+
+async def _params(request: web.Request, body: bytes) -> dict[str, str]:
+    """Query parameters, plus those of a form or JSON body (body wins)."""
+    params: dict[str, str] = dict(request.query)
+    if not body:
+        return params
+    ctype = request.content_type
+    # JSON when it says so, or when it looks like it and says nothing at all
+    # (aiohttp reports a missing Content-Type as octet-stream); text/plain is
+    # always a raw value, even one that happens to start with "{".
+    if ctype == "application/json" or ("Content-Type" not in request.headers
+                                       and body.lstrip()[:1] == b"{"):
+        doc = parse_json_object(body)
+        for k, v in doc.items():
+            if isinstance(v, str):
+                params[k] = v
+            elif isinstance(v, bool):
+                params[k] = "true" if v else "false"
+            elif isinstance(v, int):
+                params[k] = str(v)
+            else:
+                raise BadRequest(k, f"invalid {k}: expected a string")
+    elif ctype == "application/x-www-form-urlencoded":
+        params.update(_form(body))
+    elif "value" not in params:
+        # a raw body is the value: curl --data-binary @file 'host/set?key=k'
+        try:
+            params["value"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("value", "body is not valid UTF-8") from None
+    return params
+
+
+def _form(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise BadRequest("body", "form body is not valid UTF-8") from None
+
+
+async def _call_and_params(request: web.Request) -> tuple[Call, dict[str, str]]:
+    body = b""
+    if request.method not in ("GET", "HEAD") and request.can_read_body:
+        body = await read_body(request)
+    return call_of(request, body), await _params(request, body)
+
+
+# --- middleware -------------------------------------------------------------------
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    ctx = _ctx(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            limit = ctx.max_body
+            return respond(json_reply(ctx.id, {"error": f"request body over the limit of {limit} bytes",
+                                               "param": "body", "limit": limit}, 413))
+        return respond(json_reply(ctx.id, {"error": (exc.reason or "error").lower()}, exc.status))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        reply = error_reply(ctx.id, exc, ctx.registry.leader())
+        if reply is not None:
+            return respond(reply)
+        hclog.emit("ERROR", LOGGER, "internal error serving request",
+                   [("method", request.method), ("path", request.path),
+                    ("error", f"{type(exc).__name__}: {exc}"), ("trace", traceback.format_exc())])
+        return respond(json_reply(ctx.id, {"error": f"internal error: {type(exc).__name__}"}, 500))
+
+
+# --- keys -----------------------------------------------------------------------------
+
+async def handle_set(request: web.Request) -> web.StreamResponse:
+    call, params = await _call_and_params(request)
+    return respond(await write_key(_ctx(request), call, params))
+
+
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    return respond(await read_key(_ctx(request), call_of(request)))
+
+
+async def handle_remove(request: web.Request) -> web.StreamResponse:
+    call, params = await _call_and_params(request)
+    return respond(await kv_delete(_ctx(request), call, parse_key(params)))
+
+
+async def handle_key_post(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    body = await read_body(request)
+    mapping = parse_mapping(ctx, body)
+    return respond(await kv_set_many(ctx, call_of(request, body), mapping))
+
+
+def _key_from_path(request: web.Request) -> str:
+    return parse_key({"key": request.match_info["key"]})
+
+
+async def handle_key_get(request: web.Request) -> web.StreamResponse:
+    key = _key_from_path(request)
+    stale = parse_bool_param(request.query, "stale", False)
+    return respond(await kv_get(_ctx(request), call_of(request), key, stale, map_shape))
+
+
+async def handle_key_delete(request: web.Request) -> web.StreamResponse:
+    return respond(await kv_delete(_ctx(request), call_of(request), _key_from_path(request)))
+
+
+# --- membership ---------------------------------------------------------------------
+
+async def handle_join(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    body = b""
+    if request.method == "POST" and request.can_read_body:
+        body = await read_body(request)
+    call = call_of(request, body)
+    host = call.client_host()
+    join = None
+    if body.strip():
+        if request.content_type == "application/json" or body.lstrip()[:1] in (b"{", b"["):
+            join = parse_join_json(body, host)
+        else:
+            join = parse_join_params({**request.query, **dict(_form(body))}, host)
+    if join is None:
+        join = parse_join_params(request.query, host)
+
+    async def local() -> Reply:
+        node = ctx.node
+        conf = node.configuration
+        existing = conf.get(join.id)
+        if existing is not None and existing.address == join.address and (existing.is_voter or not join.voter):
+            await _register_quietly(ctx, join)
+            return json_reply(ctx.id, {"id": existing.id, "address": existing.address,
+                                       "suffrage": existing.suffrage.value, "changed": False})
+        clash = next((s for s in conf.servers if s.address == join.address and s.id != join.id), None)
+        if clash is not None:
+            raise Answer(409, {"error": f"address {join.address} is already used by server {clash.id}; "
+                                        f"remove it first (POST /remove-peer?nodeId={clash.id})",
+                               "param": "raftAddr"})
+        command = ConfigCommand.ADD_VOTER if join.voter else ConfigCommand.ADD_NONVOTER
+        hclog.emit("INFO", LOGGER, "join request", [("id", join.id), ("address", join.address),
+                                                   ("command", str(command))])
+        index = await node.change_membership(command, join.id, join.address)
+        await _register_quietly(ctx, join)
+        now = node.configuration.get(join.id)
+        suffrage = now.suffrage.value if now else ("Voter" if join.voter else "Nonvoter")
+        return json_reply(ctx.id, {"id": join.id, "address": join.address, "suffrage": suffrage,
+                                   "index": index, "changed": True})
+    return respond(await on_leader(ctx, call, local, write=True))
+
+
+async def _register_quietly(ctx: HttpContext, join: JoinRequest) -> None:
+    if join.http:
+        try:
+            await ctx.registry.register(join.id, join.http)
+        except RequestError:
+            pass  # the node registers itself later (housekeeping)
+
+
+def _unknown_server(node_id: str) -> Answer:
+    return Answer(404, {"error": f"unknown server {node_id!r}", "param": "nodeId"})
+
+
+async def handle_register(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    call, params = await _call_and_params(request)
+    node_id = parse_node_id(params.get("nodeId"))
+    http = params.get("httpAddr")
+    if http is None:
+        raise BadRequest("httpAddr", "missing parameter: httpAddr")
+    http = parse_host_port(http, "httpAddr")
+
+    async def local() -> Reply:
+        if not ctx.node.configuration.has(node_id):
+            raise _unknown_server(node_id)
+        index = await ctx.registry.register(node_id, http)
+        return json_reply(ctx.id, {"id": node_id, "http": http, "index": index})
+    return respond(await on_leader(ctx, call, local, write=True))
+
+
+async def handle_remove_peer(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    call, params = await _call_and_params(request)
+    node_id = parse_node_id(params.get("nodeId", params.get("id")))
+
+    async def local() -> Reply:
+        if not ctx.node.configuration.has(node_id):
+            raise _unknown_server(node_id)
+        index = await ctx.node.change_membership(ConfigCommand.REMOVE_SERVER, node_id)
+        if ctx.node.is_leader:
+            await ctx.registry.forget(node_id)
+        return json_reply(ctx.id, {"id": node_id, "removed": True, "index": index})
+    return respond(await on_leader(ctx, call, local, write=True))
+
+
+async def handle_transfer(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    call, params = await _call_and_params(request)
+    target = params.get("to", params.get("nodeId"))
+    if target is not None:
+        target = parse_node_id(target, "to")
+
+    async def local() -> Reply:
+        conf = ctx.node.configuration
+        if target is not None:
+            if target == ctx.id:
+                raise BadRequest("to", f"{target} is already the leader")
+            if not conf.is_voter(target):
+                raise BadRequest("to", f"{target!r} is not a voter in the configuration")
+        await ctx.node.transfer_leadership(target)
+        return json_reply(ctx.id, {"transferred": True, "from": ctx.id, "to": target})
+    return respond(await on_leader(ctx, call, local, write=True))
+
+
+# --- views -----------------------------------------------------------------------------
+
+def status_view(ctx: HttpContext) -> dict:
+    st = ctx.node.status()
+    if st["leader"] is not None:
+        st["leader"]["http"] = ctx.registry.http_address_of(st["leader"]["id"])
+    return st
+
+
+def peers_view(ctx: HttpContext) -> list[dict]:
+    rows = ctx.node.peers()
+    for row in rows:
+        row["http"] = ctx.registry.http_address_of(row["id"])
+    return rows
+
+
+async def handle_status(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    return respond(json_reply(ctx.id, status_view(ctx), served_by=False))
+
+
+async def handle_peers(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    call = call_of(request)
+    local_only = parse_bool_param(request.query, "local", False)
+    if not local_only and not ctx.node.is_leader and not call.forwarded:
+        leader_http = ctx.registry.leader_http()
+        if leader_http:
+            reply, _ = await forward(ctx, call, leader_http, write=False)
+            if reply.status == 200:
+                return respond(reply)
+    return respond(json_reply(ctx.id, peers_view(ctx)))
+
+
+async def handle_snapshot(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    meta = await ctx.node.snapshot_now()
+    return respond(json_reply(ctx.id, {"id": meta.id, "index": meta.index, "term": meta.term, "size": meta.size}))
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    for method in ("GET", "POST"):
+        r.add_route(method, "/join", handle_join)
+        r.add_route(method, "/set", handle_set)
+        r.add_route(method, "/remove", handle_remove)
+    r.add_route("DELETE", "/remove", handle_remove)
+    r.add_get("/get", handle_get)
+    r.add_post("/key", handle_key_post)
+    r.add_get("/key/{key:.+}", handle_key_get)
+    r.add_delete("/key/{key:.+}", handle_key_delete)
+    r.add_post("/remove-peer", handle_remove_peer)
+    r.add_delete("/remove-peer", handle_remove_peer)
+    r.add_post("/transfer-leadership", handle_transfer)
+    r.add_get("/status", handle_status)
+    r.add_get("/peers", handle_peers)
+    r.add_post("/snapshot", handle_snapshot)
+    r.add_post("/_raftkv/register", handle_register)

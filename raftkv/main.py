@@ -1,0 +1,73 @@
+"""Runs one raftkv node: builds the runtime (:mod:`raftkv.node`) and its
+HTTP side (:mod:`raftkv.http`), and stops both on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from . import hclog
+from .config import NodeSettings
+from .http.app import HttpService
+from .metrics import NodeMetrics
+from .node.runtime import Node
+
+__all__ = ["run_node"]
+
+
+async def serve(settings: NodeSettings) -> int:
+    metrics = NodeMetrics()
+    node = Node(settings, metrics)
+    metrics.watch(node)
+    http = HttpService(node, settings, metrics)
+    loop = asyncio.get_running_loop()
+    try:
+        await node.start()
+        await http.start()
+    except Exception as exc:  # ports in use, an unreadable volume ...
+        hclog.emit("ERROR", "raft", "failed to start node", [("error", f"{type(exc).__name__}: {exc}")])
+        for closer in (http.stop(), node.abort()):
+            try:
+                await closer
+            except Exception:
+                pass
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_shutdown)
+    await node.wait_shutdown_requested()
+    await node.stop()
+    await http.stop()
+    return node.exit_code
+
+
+class _LogStream:
+    """stderr for log lines, minus its failure modes: a node whose log reader
+    went away (``raftkv serve 2>&1 | head``) must keep serving and still shut
+    down cleanly, not die of BrokenPipeError in the middle of a step."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> None:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+
+def run_node(settings: NodeSettings) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
+    hclog.configure(settings.log_level, settings.log_format, stream=_LogStream(sys.stderr))
+    import uvloop
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings))

@@ -1,0 +1,678 @@
+"""The asyncio runtime of one raftkv node: drives the sans-IO Raft core.
+
+Theory of operation
+-------------------
+:class:`Node` owns everything with side effects: the
+:class:`~raftkv.raft.node.RaftNode`, the :class:`~raftkv.node.volume.Volume`
+(log, hard state, snapshots, the SQLite state machine), the TCP transport
+and autopilot.
+
+One coroutine, the *driver*, is the only caller of ``RaftNode.step``. It
+sleeps until the core's next deadline or until something arrives, then
+
+1. steps a ``Tick`` and every queued event: received messages, reads
+   (``ReadIndex``), membership and admin requests, and all proposals queued
+   by callers as ONE ``ProposeBatch`` (group commit: one log write and one
+   fsync for however many writes arrived together);
+2. carries out the accumulated effects through the
+   :class:`~raftkv.node.executor.EffectExecutor` — the same code the
+   simulator runs — with the persistence on a dedicated disk thread.
+
+Snapshots are written from the state machine's frozen copy on a worker
+thread; the core hears ``SnapshotTaken`` once the snapshot is durable.
+Snapshots received from a leader are streamed by the transport straight into
+the snapshot store; the handle the core hands back in ``RestoreSnapshot`` is
+the stored snapshot's metadata.
+
+The rest of raftkv (the HTTP side) uses the node only through its public
+methods: ``propose``, ``read_barrier``/``get_local``, ``change_membership``,
+``transfer_leadership``, ``snapshot_now``/``latest_snapshot``/
+``restore_backup``, and the views ``status()``, ``peers()`` and
+``log_view()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from raftkv import hclog
+from raftkv.config import NodeSettings, describe_raft_config
+from raftkv.fsm import RESERVED_PREFIX, KVStore, SnapshotFormatError
+from raftkv.raft import effects as fx
+from raftkv.raft import events as ev
+from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
+from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
+from raftkv.raft.node import LEADER, RaftNode
+from raftkv.transport.tcp import TcpTransport
+
+from .autopilot import Autopilot, server_health
+from .errors import ApplyTimeout, BadBackup, NotLeaderError, RequestError, ShuttingDown
+from .executor import EffectExecutor
+from .gcpolicy import GcPolicy
+from .requests import PendingRequests
+from .snapshots import LazySnapshotReader, ReceivedSnapshot
+from .volume import Volume
+
+__all__ = ["Node", "rss_bytes"]
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _max_frame(s: NodeSettings) -> int:
+    # The core caps an AppendEntries at MaxAppendEntries entries, not bytes:
+    # a batch of values at the size limit must still fit in one frame, or
+    # replication of that batch would be refused by the codec forever.
+    return max(64 * 1024 * 1024, s.max_append_entries * (s.max_body + 4096) + 1024 * 1024)
+
+
+class _KVStateMachine:
+    """The executor's state machine: the SQLite store, one transaction per batch."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    def apply(self, entries: Sequence[Entry]) -> list:
+        t0 = time.perf_counter()
+        volume = self.node.volume
+        kv = volume.kv
+        results = []
+        for entry in entries:
+            if entry.type is EntryType.COMMAND:
+                results.append(kv.apply(entry.index, entry.data))
+            else:
+                kv.mark_applied(entry.index)
+                results.append(None)
+        kv.commit()
+        volume.stable.set_commit_hint(entries[-1].index)
+        metrics = self.node.metrics
+        if metrics is not None:
+            metrics.fsm_apply.observe(time.perf_counter() - t0)
+        return results
+
+
+class _Network:
+    """The executor's network: the TCP transport (set once it is listening)."""
+
+    def __init__(self) -> None:
+        self.transport: TcpTransport | None = None
+
+    def send(self, to: str, address: str, message: Message) -> None:
+        self.transport.send(to, address, message)
+
+
+class LogView:
+    """A read-only look at the core's log: bounds, and the entries it holds."""
+
+    __slots__ = ("first_index", "last_index", "base_index", "base_term", "commit_index", "_log")
+
+    def __init__(self, raft: RaftNode) -> None:
+        log = raft.log
+        self._log = log
+        self.first_index, self.last_index = log.first_index, log.last_index
+        self.base_index, self.base_term = log.base_index, log.base_term
+        self.commit_index = raft.commit_index
+
+    def term_at(self, index: int) -> int | None:
+        return self._log.term_at(index)
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        return list(self._log.slice(lo, hi))
+
+
+class Node:
+    """One node: see the module docstring."""
+
+    def __init__(self, settings: NodeSettings, metrics=None) -> None:
+        self.settings = settings
+        self.id = settings.node_id
+        self.raft_address = settings.raft_address()
+        self.http_address = settings.http_address()
+        self.metrics = metrics  # raftkv.metrics.NodeMetrics, or None
+        self.exit_code = 0
+        self.had_state = False
+        self.faults = None  # a FaultInjector with RAFT_FAULT_INJECTION
+        self.volume: Volume | None = None
+        self.transport: TcpTransport | None = None
+        self.autopilot: Autopilot | None = None
+
+        self._raft: RaftNode | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-disk")
+        self._snap_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-snapshot")
+        self._network = _Network()
+        self._executor: EffectExecutor | None = None
+        self._requests: PendingRequests | None = None
+        self._inbox: list = []
+        self._proposals: list[ev.Propose] = []
+        self._waiter: asyncio.Future | None = None
+        self._snapshot_task: asyncio.Task | None = None
+        self._state_event = asyncio.Event()
+        self._stopping = False      # no more steps, no new requests
+        self._stop_started = False
+        self._stop_requested = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._configuration: Configuration = Configuration()
+        self._role = "Follower"
+        self._gc = GcPolicy()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the node runs on (set by ``start``)."""
+        return self._loop
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the volume, restore, bind the Raft port and start driving."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._requests = PendingRequests(loop)
+        s = self.settings
+        hclog.emit("INFO", "raft", "creating Raft", [("config", describe_raft_config(s))])
+        self.volume = volume = Volume(s.data_dir)
+        volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
+        volume.on_installed = self._snapshot_installed
+        state = volume.recover()
+        self.had_state = bool(state.current_term or state.entries or state.snapshot)
+
+        if s.fault_injection:
+            from raftkv.transport.faults import FaultInjector
+            self.faults = FaultInjector(log=lambda level, msg, fields: hclog.emit(level, "raft.net", msg, fields))
+            hclog.emit("WARN", "raft.net", "fault injection is enabled: /debug/faults can drop or delay traffic", [])
+        self.transport = TcpTransport(
+            self.id, s.bind_addr, s.raft_port, self._on_message, log=self._net_log,
+            describe_peer=self._describe_peer,
+            snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
+            snapshot_sink=lambda from_id, meta: ReceivedSnapshot(volume.snapshots.create(meta), meta.size),
+            on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
+            advertise=self.raft_address,
+            max_frame=_max_frame(s),
+            faults=self.faults,
+            authenticate=s.cluster_key or None,
+        )
+        await self.transport.start()
+        self._network.transport = self.transport
+        hclog.emit("INFO", "raft.net", "transport listening",
+                   [("bind", f"{s.bind_addr}:{s.raft_port}"), ("advertise", self.raft_address)])
+
+        self._raft = RaftNode(self.id, self.raft_address, s.raft_config(), state, random.Random(), _now_ms())
+        self._configuration = self._raft.configuration
+        self._executor = EffectExecutor(volume, self._network, _KVStateMachine(self), self)
+        await self._carry_out(self._raft.start())
+        if s.bootstrap and not self.had_state:
+            conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
+            await self._carry_out(self._raft.step(ev.Bootstrap(conf)))
+
+        self.autopilot = Autopilot(self.raft_view, self.change_membership, s)
+        self.spawn(self._drive(), "raftkv-driver")
+        self.spawn(self.autopilot.run(), "raftkv-autopilot")
+        self.spawn(self._gc_loop(), "raftkv-gc")
+        self._gc.started()
+
+    def spawn(self, coro, name: str) -> None:
+        """Run a task for the node's lifetime: cancelled on shutdown, and a
+        failure stops the node (exit code 1)."""
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None:
+            hclog.emit("ERROR", "raft", "internal task failed",
+                       [("task", task.get_name()), ("error", "".join(
+                           traceback.format_exception_only(type(exc), exc)).strip())])
+            self.exit_code = 1
+            self.request_shutdown()
+
+    def request_shutdown(self) -> None:
+        """Ask whoever runs the node (``raftkv.main``) to stop it."""
+        self._stop_requested.set()
+
+    async def wait_shutdown_requested(self) -> None:
+        await self._stop_requested.wait()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def stop(self) -> None:
+        """Stop driving, fail what is still waiting, close transport and stores."""
+        if self._stop_started:
+            return
+        self._stop_started = self._stopping = True
+        self._wake()
+        hclog.emit("INFO", "raft", "shutting down", [])
+        try:
+            current = asyncio.current_task()
+            for task in self._tasks:
+                if task is not current:
+                    task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._requests is not None:
+                self._requests.fail_all(ShuttingDown("node is shutting down", unknown_outcome=True))
+            self._proposals.clear()
+            self._inbox.clear()
+            if self.transport is not None:
+                await self.transport.close()
+            if self._snapshot_task is not None:
+                await asyncio.gather(self._snapshot_task, return_exceptions=True)
+            if self.volume is not None:
+                await self._loop.run_in_executor(self._disk, self.volume.close)
+        except Exception as exc:
+            hclog.emit("ERROR", "raft", "failed to shut down cleanly", [("error", str(exc))])
+            self.exit_code = self.exit_code or 1
+        finally:
+            self._disk.shutdown(wait=False)
+            self._snap_pool.shutdown(wait=False)
+
+    async def abort(self) -> None:
+        """Undo a start that failed half-way (ports in use, a bad volume)."""
+        if self.transport is not None:
+            try:
+                await self.transport.close()
+            except Exception:
+                pass
+        if self.volume is not None:
+            self.volume.abort()
+
+    async def _gc_loop(self) -> None:
+        period = max(0.1, min(1.0, self.settings.heartbeat_timeout / 2000))
+        while True:
+            await asyncio.sleep(period)
+            self._gc.tick()
+
+    # ------------------------------------------------------------------ inputs
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def submit(self, event) -> None:
+        """Queue an event for the driver (transport and timers use this)."""
+        if self._stopping:
+            return
+        self._inbox.append(event)
+        self._wake()
+
+    def _on_message(self, from_id: str, message) -> None:
+        if self._stopping:
+            return
+        self._inbox.append(ev.Receive(from_id, message))
+        self._wake()
+
+    def _describe_peer(self, peer_id: str) -> str:
+        server = self._configuration.get(peer_id)
+        return str(server) if server else peer_id
+
+    @staticmethod
+    def _net_log(level: str, logger: str, message: str, fields) -> None:
+        hclog.emit(level, logger, message, fields)
+
+    # ------------------------------------------------------------------ the driver
+
+    async def _drive(self) -> None:
+        loop = self._loop
+        raft = self._raft
+        while not self._stopping:
+            if not self._inbox and not self._proposals:
+                delay = (raft.next_deadline() - _now_ms()) / 1000
+                if delay > 0:
+                    waiter = loop.create_future()
+                    self._waiter = waiter
+                    handle = loop.call_later(min(delay, 3600), _resolve, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        handle.cancel()
+                        self._waiter = None
+                    if self._stopping:
+                        break
+            effects = self._step(ev.Tick(_now_ms()))
+            events, self._inbox = self._inbox, []
+            if self._proposals:
+                events.append(ev.ProposeBatch(tuple(self._proposals)))
+                self._proposals = []
+            for event in events:
+                effects.extend(self._step(event))
+            if effects:
+                await self._carry_out(effects)
+
+    def _step(self, event) -> list:
+        try:
+            return self._raft.step(event)
+        except Exception as exc:
+            # A bug, or input the core could not digest; the node's state is
+            # still what the core left, so keep serving and say what happened.
+            hclog.emit("ERROR", "raft", "failed to process event",
+                       [("event", type(event).__name__), ("error", f"{type(exc).__name__}: {exc}")])
+            if hclog.is_enabled("DEBUG"):
+                hclog.emit("DEBUG", "raft", "traceback", [("trace", traceback.format_exc())])
+            return []
+
+    async def _carry_out(self, effects: list) -> None:
+        executor = self._executor
+        ready = executor.prepare(effects)
+        executor.send_early(ready, self._role == LEADER)
+        if ready.persist:
+            try:
+                await self._loop.run_in_executor(self._disk, executor.persist, ready)
+            except Exception as exc:
+                # Raft cannot go on without its disk: never send or ack
+                # anything that might not be durable.
+                hclog.emit("ERROR", "raft", "failed to persist, shutting down",
+                           [("error", f"{type(exc).__name__}: {exc}")])
+                self.exit_code = 1
+                self._stopping = True  # the driver stops before the next step
+                self.request_shutdown()
+                return
+        executor.finish(ready)
+
+    # ------------------------------------------------------------------ the executor's host
+
+    def log(self, effect: fx.Log) -> None:
+        hclog.emit(effect.level, effect.logger, effect.message, effect.fields)
+
+    def sent(self, to: str, message: Message) -> None:
+        if self.metrics is not None:
+            self.metrics.sent(to, message)
+
+    def applied(self, entries: Sequence[Entry], results: list) -> None:
+        self._requests.applied(entries, results)
+
+    def resolve(self, effect) -> None:
+        self._requests.resolve(effect)
+
+    def state_changed(self, e: fx.StateChanged) -> None:
+        if self.metrics is not None:
+            self.metrics.role_changed(e.role, e.term)
+        was = self._role
+        self._role = e.role
+        if was == LEADER and e.role != LEADER:
+            self._requests.leadership_lost(e.leader_id, e.leader_address)
+        event, self._state_event = self._state_event, asyncio.Event()
+        event.set()
+
+    def configuration_changed(self, e: fx.ConfigurationChanged) -> None:
+        gone = set(self._configuration.ids) - set(e.configuration.ids) - {self.id}
+        self._configuration = e.configuration
+        for peer_id in gone:
+            self._loop.create_task(self.transport.disconnect(peer_id))
+
+    def compacted(self) -> None:
+        self._gc.compacted()
+
+    def take_snapshot(self, meta: SnapshotMeta) -> None:
+        # A snapshot still being written does not stop this one: the state is
+        # captured now and the single snapshot thread writes them in order.
+        if self.metrics is not None:
+            self.metrics.snapshot_create.inc()
+        kv = self.volume.kv
+        if kv.applied_index != meta.index:
+            hclog.emit("ERROR", "raft", "failed to take snapshot",
+                       [("error", f"state machine is at {kv.applied_index}, not {meta.index}")])
+            return
+        persist = kv.snapshot()  # the consistent view, captured now
+        self._snapshot_task = self._loop.create_task(self._write_snapshot(meta, persist))
+
+    async def _write_snapshot(self, meta: SnapshotMeta, persist) -> SnapshotMeta:
+        try:
+            stored = await self._loop.run_in_executor(self._snap_pool, self.volume.write_snapshot, meta, persist)
+        except Exception as exc:
+            hclog.emit("ERROR", "raft", "failed to take snapshot", [("error", str(exc))])
+            raise
+        self.submit(ev.SnapshotTaken(stored))
+        return stored
+
+    def _snapshot_installed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.snapshot_installed.inc()
+
+    # ------------------------------------------------------------------ requests
+
+    def _register(self) -> tuple[int, asyncio.Future]:
+        if self._stopping:
+            raise ShuttingDown("node is shutting down")
+        return self._requests.register()
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.settings.apply_timeout / 1000 if timeout is None else timeout
+
+    def _check_leader(self) -> None:
+        if self._role != LEADER:
+            raft = self._raft
+            raise NotLeaderError("node is not the leader", False, raft.leader_id, raft.leader_address)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._role == LEADER
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
+        """Replicate a command; returns (index, state machine result) once applied."""
+        self._check_leader()
+        rid, fut = self._register()
+        self._proposals.append(ev.Propose(rid, data))
+        self._wake()
+        t0 = time.perf_counter()
+        result = await self._requests.wait(fut, self._timeout(timeout), "the write to commit")
+        if self.metrics is not None:
+            self.metrics.commit_time.observe(time.perf_counter() - t0)
+        return result
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """ReadIndex: returns once a linearizable read may be served locally."""
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.ReadIndex(rid))
+        self._wake()
+        try:
+            return await self._requests.wait(fut, self._timeout(timeout), "leadership confirmation")
+        except ApplyTimeout as exc:
+            exc.unknown_outcome = False  # a read changes nothing
+            raise
+
+    def get_local(self, key: str) -> str | None:
+        """The value in this node's state machine (a stale read, or a
+        linearizable one after ``read_barrier``)."""
+        return self.volume.kv.get(key)
+
+    async def change_membership(self, command: ConfigCommand, server_id: str, address: str = "",
+                                timeout: float | None = None) -> int:
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.ChangeMembership(rid, command, server_id, address))
+        self._wake()
+        index, _ = await self._requests.wait(fut, self._timeout(timeout), "the configuration change to commit")
+        return index
+
+    async def transfer_leadership(self, target: str | None, timeout: float | None = None) -> None:
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.TransferLeadership(rid, target))
+        self._wake()
+        await self._requests.wait(fut, self._timeout(timeout), "the leadership transfer")
+
+    async def snapshot_now(self, timeout: float | None = None) -> SnapshotMeta:
+        rid, fut = self._register()
+        self._inbox.append(ev.RequestSnapshot(rid))
+        self._wake()
+        await self._requests.wait(fut, self._timeout(timeout), "the snapshot to start")
+        task = self._snapshot_task
+        if task is None:
+            raise RequestError("snapshot was not started")
+        try:
+            return await asyncio.shield(task)
+        except Exception as exc:
+            raise RequestError(f"failed to take snapshot: {exc}") from None
+
+    async def latest_snapshot(self) -> tuple[SnapshotMeta, Any]:
+        """A snapshot holding every write applied so far, opened for reading
+        (the backup ``GET /snapshot`` sends): a fresh one unless nothing was
+        applied since the newest."""
+        try:
+            await self.snapshot_now()
+        except RequestError as exc:
+            if "nothing new to snapshot" not in str(exc):
+                raise
+        opened = await self._loop.run_in_executor(self._snap_pool, self.volume.snapshots.latest_valid)
+        if opened is None:
+            raise RequestError("no snapshot to send")
+        return opened
+
+    def snapshot_crc(self, snapshot_id: str) -> int:
+        return self.volume.snapshots.crc_of(snapshot_id)
+
+    def upload_file(self) -> tuple[int, str]:
+        """A new file in the volume for an uploaded backup: (fd, path)."""
+        return self.volume.upload_file()
+
+    async def restore_backup(self, path: str, timeout: float | None = None) -> tuple[int, int]:
+        """Make the backup at ``path`` the whole cluster's state (hashicorp
+        Raft.Restore). Returns (index of the restore, number of keys)."""
+        self._check_leader()
+
+        def load() -> KVStore:
+            # checked in a scratch store in the volume, not in memory
+            backup = KVStore(path + ".db", temporary=True)
+            try:
+                with open(path, "rb") as f:
+                    backup.restore(f)
+            except BaseException:
+                backup.close()
+                raise
+            return backup
+        try:
+            backup = await self._loop.run_in_executor(self._snap_pool, load)
+        except SnapshotFormatError as exc:
+            raise BadBackup(f"not a raftkv snapshot: {exc}") from None
+        self._check_leader()
+        rid, fut = self._register()
+        self._inbox.append(ev.RestoreUserSnapshot(rid, backup))
+        self._wake()
+        index, _ = await self._requests.wait(fut, self._timeout(timeout), "the restored state to commit")
+        return index - 1, self.user_key_count()
+
+    async def wait_state_change(self, timeout: float) -> None:
+        """Return when the role/term/leader changes, or after ``timeout``."""
+        event = self._state_event
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await event.wait()
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def leader_id(self) -> str | None:
+        return self._raft.leader_id
+
+    @property
+    def leader_address(self) -> str | None:
+        return self._raft.leader_address
+
+    @property
+    def configuration(self) -> Configuration:
+        return self._raft.configuration
+
+    def committed_in_term(self) -> bool:
+        """(Leader) this term's first entry is committed: reads and writes of
+        this leader reflect every earlier acknowledged write."""
+        return self._raft.committed_in_term()
+
+    def status(self) -> dict:
+        """hashicorp Stats()-style state of this node."""
+        raft = self._raft
+        st = raft.status()
+        conf = raft.configuration
+        applied = self.volume.kv.applied_index
+        leader = None
+        if raft.leader_id:
+            leader = {"id": raft.leader_id, "address": raft.leader_address or ""}
+        last_contact = st["last_contact"]
+        return {
+            "id": self.id,
+            "state": "Shutdown" if self._stopping else st["state"],
+            "term": st["term"],
+            "last_log_index": st["last_log_index"],
+            "last_log_term": st["last_log_term"],
+            "commit_index": st["commit_index"],
+            "applied_index": applied,
+            "fsm_pending": max(0, st["commit_index"] - applied),
+            "last_snapshot_index": st["last_snapshot_index"],
+            "last_snapshot_term": st["last_snapshot_term"],
+            "last_contact": None if last_contact < 0 else last_contact,
+            "num_peers": sum(1 for v in conf.voters if v != self.id),
+            "leader": leader,
+            "latest_configuration": [s.to_dict() for s in conf.servers],
+            "latest_configuration_index": st["configuration_index"],
+            "protocol_version": 3,
+            "raft_address": self.raft_address,
+            "http_address": self.http_address,
+            "num_keys": self.user_key_count(),
+            "rss_bytes": rss_bytes(),
+            "fault_injection": self.faults is not None,
+        }
+
+    def user_key_count(self) -> int:
+        """Keys in the state machine, less raftkv's own (reserved) ones."""
+        kv = self.volume.kv
+        return max(0, len(kv) - kv.count_prefix(RESERVED_PREFIX))
+
+    def peers(self) -> list[dict]:
+        """Every server of the configuration with what this node knows of it;
+        a leader adds replication progress and health."""
+        node = self._raft
+        s = self.settings
+        out = []
+        for server in node.configuration.servers:
+            row = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
+                   "leader": server.id == node.leader_id, "last_contact": None, "healthy": None}
+            if node.role == LEADER:
+                if server.id == self.id:
+                    row.update(last_contact=0, healthy=True, match_index=node.log.last_index)
+                elif server.id in node.progress:
+                    pr = node.progress[server.id]
+                    row.update(last_contact=max(0, node.now - pr.last_contact),
+                               healthy=server_health(node, server.id, s.last_contact_threshold,
+                                                     s.max_trailing_logs),
+                               match_index=pr.match_index)
+            elif server.id == node.leader_id and node.last_contact() >= 0:
+                row["last_contact"] = node.last_contact()
+            elif server.id == self.id:
+                row["last_contact"] = 0
+            out.append(row)
+        return out
+
+    def log_view(self) -> "LogView":
+        """The in-memory Raft log as it stands, for the dashboard."""
+        return LogView(self._raft)
+
+    def raft_view(self) -> RaftNode:
+        """The core, for read-only views (metrics, dashboard, autopilot)."""
+        return self._raft

@@ -1,0 +1,199 @@
+"""A node's volume (``RAFT_VOLUME_DIR``): the lock, the durable stores, and
+what start-up reads back from them.
+
+``log/`` (the Raft log), ``stable/`` (term, vote, commit hint),
+``snapshots/``, ``fsm.db`` (the SQLite state machine; not fsync'd — the log
+replays what it missed) and ``uploads/`` (backups being restored). A
+:class:`Volume` is also the executor's :class:`~raftkv.node.executor.Storage`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+
+from raftkv import hclog
+from raftkv.fsm import RESERVED_PREFIX, KVStore
+from raftkv.raft.messages import Entry, SnapshotMeta
+from raftkv.raft.node import PersistentState
+from raftkv.storage import LogStore, SnapshotStore, StableStore
+
+from .snapshots import restore_state_machine
+
+__all__ = ["Volume", "VolumeInUse"]
+
+
+class VolumeInUse(RuntimeError):
+    pass
+
+
+def _log_fn(logger: str):
+    def log(level: str, message: str, fields) -> None:
+        hclog.emit(level, logger, message, fields)
+    return log
+
+
+class Volume:
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        os.makedirs(data_dir, exist_ok=True)
+        self._lock_fd = self._lock(data_dir)
+        self.log = LogStore(os.path.join(data_dir, "log"), log=_log_fn("raft"))
+        self.stable = StableStore(os.path.join(data_dir, "stable"), log=_log_fn("raft"))
+        self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
+                                       log=_log_fn("raft.snapshot"))
+        self.uploads = os.path.join(data_dir, "uploads")
+        shutil.rmtree(self.uploads, ignore_errors=True)  # a restore cut short by a crash
+        os.makedirs(self.uploads)
+        self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=_log_fn("fsm"))
+        # set by the runtime: a restored backup is stored as a snapshot the
+        # core must hear about; an installed one is counted
+        self.on_backup_stored: Callable[[SnapshotMeta], None] = lambda meta: None
+        self.on_installed: Callable[[], None] = lambda: None
+
+    @staticmethod
+    def _lock(data_dir: str) -> int:
+        """One process per volume: a second one opening the same log would
+        "repair" the tail the first is still writing. The lock dies with the
+        process, so a kill -9 never leaves a stale lock behind."""
+        fd = os.open(os.path.join(data_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise VolumeInUse(f"volume {data_dir} is in use by another raftkv process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    # ------------------------------------------------------------------ start-up
+
+    def recover(self) -> PersistentState:
+        """What the core starts from: hard state, the newest valid snapshot
+        (restored into the state machine unless it is already past it) and
+        the log."""
+        snapshots = self.snapshots.list()
+        known = max([self.log.last_index()] + [m.index for m in snapshots])
+        if self.kv.applied_index > known:
+            # not this log's state machine (the rest of the volume was wiped):
+            # keeping it would skip the first entries the new log applies
+            hclog.emit("WARN", "fsm", "state machine file is ahead of the log and snapshots, discarding it",
+                       [("applied-index", self.kv.applied_index), ("last-known-index", known)])
+            self.kv.reset()
+        snapshot_meta = self._restore_latest_snapshot(snapshots)
+        entries: tuple = ()
+        if self.log.last_index():
+            entries = tuple(self.log.entries(self.log.first_index(), self.log.last_index()))
+        return PersistentState(
+            current_term=self.stable.term,
+            voted_for=self.stable.voted_for,
+            # what the state machine has applied is committed too
+            commit_index=max(self.stable.commit_hint, self.kv.applied_index),
+            snapshot=snapshot_meta,
+            entries=entries,
+        )
+
+    def _restore_latest_snapshot(self, snapshots: list[SnapshotMeta]) -> SnapshotMeta | None:
+        """Load the newest valid snapshot into the state machine, trying older
+        ones if a newer one is damaged (the store checks the CRC on open)."""
+        for meta in snapshots:
+            fields = [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
+                      ("size-in-bytes", meta.size)]
+            try:
+                _, f = self.snapshots.open(meta.id)
+                with f:
+                    if self.kv.applied_index >= meta.index:
+                        # the state machine's own file is already past it
+                        hclog.emit("INFO", "raft", "state machine is ahead of the snapshot, not restoring",
+                                   fields + [("applied-index", self.kv.applied_index)])
+                        return meta
+                    hclog.emit("INFO", "raft", "starting restore from snapshot", fields)
+                    restore_state_machine(self.kv, meta, f)
+            except Exception as exc:
+                hclog.emit("ERROR", "raft", "failed to restore snapshot", fields + [("error", str(exc))])
+                continue
+            hclog.emit("INFO", "raft", "restored from snapshot", fields)
+            return meta
+        return None
+
+    # ------------------------------------------------------------------ Storage (disk thread)
+
+    def set_hard_state(self, term: int, voted_for: str | None) -> None:
+        self.stable.set_hard_state(term, voted_for)
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        self.log.append(entries)
+
+    def truncate_from(self, index: int) -> None:
+        self.log.truncate_from(index)
+
+    def compact_through(self, index: int) -> None:
+        self.log.compact_through(index)
+
+    def sync(self) -> None:
+        self.log.sync()
+
+    def restore_snapshot(self, meta: SnapshotMeta, data: object) -> None:
+        if isinstance(data, KVStore):
+            self._restore_backup(meta, data)
+        else:
+            self._restore_received(meta, data)
+        self.stable.set_commit_hint(meta.index)
+
+    def _restore_backup(self, meta: SnapshotMeta, backup: KVStore) -> None:
+        """A user's backup becomes the state at ``meta.index`` and is stored
+        as our snapshot there, which is what followers will be sent."""
+        self.kv.adopt(backup, meta.index, keep_prefix=RESERVED_PREFIX)
+        backup.close()
+        writer = self.snapshots.create(meta)
+        try:
+            self.kv.snapshot()(writer)
+        except BaseException:
+            writer.cancel()
+            raise
+        self.on_backup_stored(writer.close())
+
+    def _restore_received(self, meta: SnapshotMeta, handle: object) -> None:
+        # ``handle`` is the SnapshotMeta our snapshot store returned when the
+        # transport finished writing the received bytes; it is already durable.
+        stored = handle if isinstance(handle, SnapshotMeta) else meta
+        _, f = self.snapshots.open(stored.id)
+        with f:
+            restore_state_machine(self.kv, stored, f)
+        self.on_installed()
+
+    # ------------------------------------------------------------------ snapshots and uploads
+
+    def write_snapshot(self, meta: SnapshotMeta, persist) -> SnapshotMeta:
+        """(snapshot thread) Write a captured state as a snapshot."""
+        writer = self.snapshots.create(meta)
+        try:
+            persist(writer)
+        except BaseException:
+            writer.cancel()
+            raise
+        return writer.close()
+
+    def upload_file(self) -> tuple[int, str]:
+        """A new file in the volume for an uploaded backup: (fd, path)."""
+        return tempfile.mkstemp(prefix="restore-", dir=self.uploads)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        self.stable.set_commit_hint(self.kv.applied_index)
+        self.stable.flush()
+        self.stable.close()
+        self.log.close()
+        self.kv.close()
+
+    def abort(self) -> None:
+        """Close what can be closed after a failed start, quietly."""
+        for closer in (self.log.close, self.stable.close, self.kv.close):
+            try:
+                closer()
+            except Exception:
+                pass
