@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from raftkv.api import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
+from raftkv.http.params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
                         parse_join_params, parse_key, parse_key_values, parse_value)
 
 
