@@ -1,5 +1,7 @@
 """``raftkv sim``: randomized runs or one scripted scenario.
 
+Scenarios are the files in raftkv/sim/testdata (see its README.md).
+
     raftkv sim --runs 1000 --seed 1        randomized fault runs, one summary line
     raftkv sim --scenario leader-crash --trace
     raftkv sim --list
@@ -12,7 +14,7 @@ import sys
 
 from .fuzz import CHAOS_MS, run_many
 from .invariants import Violation
-from .scenarios import SCENARIOS, run_scenario
+from .scenarios import run_scenario, scenario_names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100, help="randomized runs (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the first run; run i uses seed+i")
     parser.add_argument("--chaos-ms", type=int, default=CHAOS_MS, help="simulated ms of faults per run")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help="run one scripted scenario")
+    parser.add_argument("--scenario", choices=scenario_names(), help="run one scripted scenario")
     parser.add_argument("--trace", action="store_true", help="print every event of the scenario")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     parser.add_argument("--json-trace", metavar="FILE",
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                              "as the dashboard's replay shows them ('-' for stdout)")
     args = parser.parse_args(argv)
     if args.list:
-        for name in SCENARIOS:
+        for name in scenario_names():
             print(name)
         return 0
     if args.json_trace and not args.scenario:

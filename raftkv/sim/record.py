@@ -8,8 +8,10 @@ that preceded it, the hclog records it caused, the non-heartbeat messages it
 sent, and every node's state after it: role, term, commit, applied, last
 index, snapshot index, suffrage and the tail of its log as ``[index, term,
 type]``. Steps that changed nothing visible (a quiet heartbeat) are left out.
-The result is plain JSON: ``raftkv sim --scenario NAME --json-trace FILE``
-writes it, and ``/ui/replay?scenario=NAME`` serves it.
+Scenarios are read from their files by the same player the tests and
+``--trace`` use (:func:`raftkv.sim.scenarios.play`). The result is plain
+JSON: ``raftkv sim --scenario NAME --json-trace FILE`` writes it, and
+``/ui/replay?scenario=NAME`` serves it.
 """
 
 from __future__ import annotations
@@ -20,15 +22,11 @@ from raftkv.eventlog import record_to_dict
 from raftkv.raft import effects as fx
 
 from .invariants import Violation
-from .scenarios import CONFIGS, NODES, SCENARIOS, SIM_CONFIG, Script, describe_message
+from .scenarios import Script, describe_message, play, scenario_names, scenario_path
 
 __all__ = ["Recorder", "record_scenario", "scenario_names"]
 
 LOG_TAIL = 60  # entries of each node's log kept per step
-
-
-def scenario_names() -> list[str]:
-    return list(SCENARIOS)
 
 
 def node_state(cluster, node) -> dict:
@@ -125,19 +123,17 @@ class Recorder:
 
 def record_scenario(name: str) -> dict:
     """Run one scenario and return its recorded steps (and whether it passed)."""
-    nodes = NODES.get(name, ["n1", "n2", "n3"])
-    recorder: Recorder | None = None
+    recorders: list[Recorder] = []
 
     def out(line: str) -> None:
-        if recorder is not None:
-            recorder.note(line)
-    script = Script(nodes, out=out, config=CONFIGS.get(name, SIM_CONFIG))
-    recorder = Recorder(script)
+        if recorders:
+            recorders[0].note(line)
     error = None
     try:
-        SCENARIOS[name](script)
+        play(scenario_path(name), out, on_script=lambda script: recorders.append(Recorder(script)))
     except Violation as exc:
         error = str(exc)
+    recorder = recorders[0]
     recorder.finish()
-    return {"scenario": name, "nodes": nodes, "passed": error is None, "error": error,
+    return {"scenario": name, "nodes": list(recorder.cluster.nodes), "passed": error is None, "error": error,
             "steps": recorder.steps}

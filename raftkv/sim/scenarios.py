@@ -1,18 +1,23 @@
 """Scripted scenarios: the classic Raft situations, step by step.
 
-Theory of operation: each scenario drives a :class:`SimCluster` with a fixed
-seed and no random faults, through a short script (crash this node, cut that
-link, write a key). With ``trace`` on, every event prints as a ``----{...}``
-header (as in the etcd/raft trace harness the project started from), followed
-by the hclog lines it caused on that node and one state line per node:
-role, term, commit, applied, last index and the log as terms. The same
-scenarios run under the invariant checker in the test suite, and the golden
-traces in ``tests/sim/golden`` pin their output.
+Theory of operation: a scenario is a data-driven file in ``testdata/``
+(format: :mod:`raftkv.sim.datadriven`; the commands: ``testdata/README.md``
+and :data:`COMMANDS` below). A :class:`Script` wraps a :class:`SimCluster`
+with a fixed seed and no random faults and gives the verbs; each command line
+of the file calls one verb (crash this node, cut that link, write a key).
+With tracing on, every event prints as a ``----{...}`` header (as in the
+etcd/raft trace harness the project started from), followed by the hclog
+lines it caused on that node and one state line per node: role, term,
+commit, applied, last index and the log as terms. Under each command the
+file holds the trace lines that command printed; the test suite checks them
+and ``raftkv sim --scenario NAME --trace`` prints them as the run goes. The
+invariant checker watches every step either way.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import pathlib
+from dataclasses import fields, replace
 
 from raftkv.hclog import render_line
 from raftkv.raft import effects as fx
@@ -21,8 +26,17 @@ from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot,
                                   InstallSnapshotResponse, RequestVote, RequestVoteResponse, TimeoutNow)
 
+from . import datadriven
 from .cluster import SIM_CONFIG, SimCluster, encode_command
 from .invariants import InvariantChecker, Violation
+
+TESTDATA = pathlib.Path(__file__).parent / "testdata"
+
+# the order --list and the dashboard offer them in: simplest first; files
+# not named here follow in alphabetical order
+TEACHING_ORDER = ("first-election", "leader-crash", "follower-catch-up", "stale-leader-partition",
+                  "nonvoter-join-and-promotion", "snapshot-install", "leadership-transfer",
+                  "split-vote", "figure-8", "snapshot-conflicting-suffix")
 
 
 def describe_message(msg) -> str:
@@ -171,7 +185,6 @@ class Script:
         self.cluster.crash(node_id)
 
     def isolate(self, node_id: str) -> None:
-        self.note(f"isolate {node_id}")
         for other in self.cluster.nodes:
             if other != node_id:
                 self.cluster.blocked.update({(node_id, other), (other, node_id)})
@@ -180,7 +193,6 @@ class Script:
         self.cluster.blocked.add((src, dst))
 
     def heal(self) -> None:
-        self.note("heal the network")
         self.cluster.blocked.clear()
 
     def change(self, command: ConfigCommand, server_id: str) -> None:
@@ -189,233 +201,253 @@ class Script:
         self.cluster.step(leader, ev.ChangeMembership(self.request_id(), command, server_id, address),
                           label=f"ChangeMembership {command} {server_id}")
 
+    def transfer_leadership(self, leader_id: str, target: str) -> None:
+        self.cluster.step(leader_id, ev.TransferLeadership(self.request_id(), target),
+                          label=f"TransferLeadership {target}")
 
-# ---------------------------------------------------------------- scenarios
+    def snapshot(self, node_id: str) -> None:
+        self.cluster.step(node_id, ev.RequestSnapshot(self.request_id()), label=f"Snapshot {node_id}")
 
-def first_election(s: Script) -> None:
-    s.note("three fresh voters; the first timer to fire starts a pre-vote, then the election")
-    s.start("n1", "n2", "n3")
-    s.bootstrap("n1", "n2", "n3")
-    leader = s.wait_leader()
-    s.write(leader, "user", "kj")
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="replication")
+    def timeout_now(self, node_id: str) -> None:
+        """Start an election on a node now, past leader stickiness, as a
+        leadership transfer does."""
+        node = self.cluster.nodes[node_id]
+        self.cluster.step(node_id, ev.Receive(node_id, TimeoutNow(node.raft.current_term, node_id)),
+                          label=f"Campaign {node_id}")
 
+    def campaign(self, node_id: str, commit: bool = True) -> None:
+        """Make a node win an election now, so scripts decide who leads and
+        when. A node whose term is behind loses the first round and tries again."""
+        node = self.cluster.nodes[node_id]
+        for _ in range(3):
+            self.timeout_now(node_id)
+            self.run(20)
+            if node.raft.is_leader:
+                break
+        if commit:
+            self.run_until(lambda: node.raft.is_leader and node.raft.committed_in_term(), 60_000,
+                           f"{node_id} leads")
 
-def leader_crash(s: Script) -> None:
-    first_election(s)
-    old = s.leader()
-    s.note(f"kill -9 the leader {old}")
-    s.crash(old)
-    new = s.wait_leader()
-    s.write(new, "after", "crash")
-    s.note(f"restart {old}: it rejoins as a follower and catches up")
-    s.start(old)
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="catch-up")
-
-
-def follower_catch_up(s: Script) -> None:
-    first_election(s)
-    leader = s.leader()
-    lagging = next(i for i in ("n3", "n2") if i != leader)
-    s.note(f"{lagging} goes down and misses writes")
-    s.crash(lagging)
-    s.write_many(leader, 6)
-    other = next(i for i in ("n1", "n2", "n3") if i not in (leader, lagging))
-    s.note(f"leadership moves to {other}, which does not know how far {lagging} got")
-    s.cluster.step(leader, ev.TransferLeadership(s.request_id(), other), label=f"TransferLeadership {other}")
-    s.wait_leader(among=[other])
-    s.note(f"restart {lagging}: the previous-log check fails and the leader backs off")
-    s.start(lagging)
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="catch-up")
-
-
-def stale_leader_partition(s: Script) -> None:
-    first_election(s)
-    old = s.leader()
-    s.isolate(old)
-    s.run_until(lambda: not s.cluster.nodes[old].raft.is_leader, what="check-quorum step-down")
-    new = s.wait_leader(among=[i for i in ("n1", "n2", "n3") if i != old])
-    s.write(new, "fresh", "write")
-    s.write(old, "stale", "write")   # refused: the old leader knows it is not leader any more
-    s.heal()
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="catch-up")
+    def autopilot_promote(self, server_id: str) -> None:
+        """What autopilot does for a nonvoter that caught up: log it and ask
+        the leader to make it a voter."""
+        def caught_up():
+            leader = self.cluster.leader()
+            return (leader is not None and server_id in leader.raft.progress
+                    and leader.raft.progress[server_id].match_index >= leader.raft.log.last_index)
+        self.run_until(caught_up, what=f"{server_id} caught up")
+        leader = self.cluster.leader()
+        self._header()
+        effect = fx.Log("INFO", "raft.autopilot", "Promoting server",
+                        (("id", fx.Bare(server_id)), ("address", fx.Bare(self.cluster.nodes[server_id].address)),
+                         ("name", fx.Bare(server_id))))
+        if self.out is not None:
+            line = render_line(None, effect.level, effect.logger, effect.message, effect.fields)
+            self.out(f"  {leader.id} {line.rstrip()}")
+        self.change(ConfigCommand.ADD_VOTER, server_id)
 
 
-def _autopilot_promote(s: Script, server_id: str) -> None:
-    s.run_until(lambda: (s.cluster.leader() is not None and server_id in s.cluster.leader().raft.progress
-                         and s.cluster.leader().raft.progress[server_id].match_index
-                         >= s.cluster.leader().raft.log.last_index), what=f"{server_id} caught up")
-    leader = s.cluster.leader()
-    s._header()
-    effect = fx.Log("INFO", "raft.autopilot", "Promoting server",
-                    (("id", fx.Bare(server_id)), ("address", fx.Bare(s.cluster.nodes[server_id].address)),
-                     ("name", fx.Bare(server_id))))
-    if s.out is not None:
-        s.out(f"  {leader.id} {render_line(None, effect.level, effect.logger, effect.message, effect.fields).rstrip()}")
-    s.change(ConfigCommand.ADD_VOTER, server_id)
+# ---------------------------------------------------------------- the command language
+
+def _nodes(case: datadriven.Case) -> list[str]:
+    return [a.key for a in case.args if not a.values]
 
 
-def nonvoter_join_and_promotion(s: Script) -> None:
-    s.note("n1 bootstraps alone, takes writes, then n2 and n3 join as nonvoters")
-    s.start("n1")
-    s.bootstrap("n1")
-    s.wait_leader()
-    s.write_many("n1", 3)
-    for new in ("n2", "n3"):
-        s.start(new)
-        s.change(ConfigCommand.ADD_NONVOTER, new)
-        _autopilot_promote(s, new)
-        s.run_until(lambda: s.caught_up(new), what=f"{new} promoted")
-    s.write("n1", "user", "kj")
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="replication")
+def _option(case: datadriven.Case, key: str, default=None):
+    for arg in case.args:
+        if arg.key == key and arg.values:
+            return arg.values if key == "among" else arg.value
+    return default
 
 
-def snapshot_install(s: Script) -> None:
-    first_election(s)
-    leader = s.leader()
-    lagging = next(i for i in ("n3", "n2") if i != leader)
-    s.note(f"{lagging} goes down; the others snapshot and compact their logs")
-    s.crash(lagging)
-    s.write_many(leader, SIM_CONFIG.snapshot_threshold + SIM_CONFIG.trailing_logs)
-    s.run_until(lambda: s.cluster.nodes[leader].raft.log.base_index > 2, limit_ms=2000, what="compaction")
-    s.note(f"restart {lagging}: what it needs is compacted away, so it gets the snapshot")
-    s.start(lagging)
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="catch-up")
+def _one_node(case: datadriven.Case) -> str:
+    nodes = _nodes(case)
+    if len(nodes) != 1:
+        raise ValueError(f"{case.name} takes one node, got {nodes}")
+    return nodes[0]
 
 
-def leadership_transfer(s: Script) -> None:
-    first_election(s)
-    leader = s.leader()
-    target = next(i for i in ("n2", "n3", "n1") if i != leader)
-    s.cluster.step(leader, ev.TransferLeadership(s.request_id(), target), label=f"TransferLeadership {target}")
-    s.wait_leader(among=[target])
-    s.write(target, "moved", "yes")
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3"), what="replication")
+def _condition(script: Script, case: datadriven.Case):
+    """The predicate a run-until or step-until line names (see README.md)."""
+    args = [a for a in case.args if a.key != "limit"]
+    if not args:
+        raise ValueError(f"{case.name} needs a condition")
+    kind, rest = args[0], args[1:]
+    nodes = [a.key for a in rest if not a.values]
+    live = script.cluster.nodes
+
+    def raft(i):
+        node = live[i]
+        return node.raft if node.alive else None
+
+    if kind.key == "caught-up":
+        return lambda: script.caught_up(*nodes)
+    if kind.key == "leader":
+        return lambda: all(raft(i) is not None and raft(i).is_leader for i in nodes)
+    if kind.key == "not-leader":
+        return lambda: all(raft(i) is None or not raft(i).is_leader for i in nodes)
+    if kind.key == "compacted":
+        # past the bootstrap configuration and the first leader's no-op
+        return lambda: all(raft(i) is not None and raft(i).log.base_index > 2 for i in nodes)
+    if kind.key == "term":
+        term = int(kind.value)
+        return lambda: all(raft(i) is not None and raft(i).current_term == term for i in nodes)
+    if kind.key == "voted-for":
+        return lambda: all(raft(i) is not None and raft(i).voted_for == kind.value for i in nodes)
+    if kind.key == "match-index":
+        opts = {a.key: a.value for a in rest if a.values}
+        leader, peer, least = opts["leader"], opts["peer"], int(opts["min"])
+        return lambda: (raft(leader) is not None and raft(leader).is_leader
+                        and raft(leader).progress[peer].match_index >= least)
+    raise ValueError(f"unknown condition {kind.key!r}")
 
 
-def split_vote(s: Script) -> None:
-    s.note("four voters; n1 and n2 time out together and each wins one other vote")
-    s.start("n1", "n2", "n3", "n4")
-    s.bootstrap("n1", "n2", "n3", "n4")
-    for a, b in (("n1", "n4"), ("n2", "n3"), ("n1", "n2"), ("n2", "n1")):
-        s.block(a, b)
-    s.timeout("n1")
-    s.timeout("n2")
-    s.run_until(lambda: all(s.cluster.nodes[i].raft.current_term == 2 for i in ("n1", "n2")),
-                what="both candidates at term 2")
-    s.run(30)
-    s.note("nobody has 3 of 4 votes; the next randomized timeout decides")
-    s.heal()
-    s.wait_leader()
-    s.run_until(lambda: s.caught_up("n1", "n2", "n3", "n4"), what="replication")
+def _what(case: datadriven.Case) -> str:
+    return " ".join(a for a in case.rest.split() if not a.startswith("limit="))
 
 
-CALM = replace(SIM_CONFIG, heartbeat_timeout=100_000, election_timeout=100_000,
-               leader_lease_timeout=50_000, snapshot_interval=10_000_000, max_inflight=1)
+def _run_until(script: Script, case: datadriven.Case) -> None:
+    script.run_until(_condition(script, case), int(_option(case, "limit", 5000)), _what(case))
 
 
-def campaign(s: Script, node_id: str, commit: bool = True) -> None:
-    """Start an election on a node now, past leader stickiness (as a
-    leadership transfer does), so scripts decide who runs and when. A node
-    whose term is behind loses the first round and tries again."""
-    node = s.cluster.nodes[node_id]
-    for _ in range(3):
-        s.cluster.step(node_id, ev.Receive(node_id, TimeoutNow(node.raft.current_term, node_id)),
-                       label=f"Campaign {node_id}")
-        s.run(20)
-        if node.raft.is_leader:
-            break
-    if commit:
-        s.run_until(lambda: node.raft.is_leader and node.raft.committed_in_term(), 60_000, f"{node_id} leads")
+def _step_until(script: Script, case: datadriven.Case) -> None:
+    # checked after every event rather than every 5 ms, to stop in the
+    # middle of a burst of messages
+    limit = int(_option(case, "limit", 5000))
+    if not script.cluster.run_until(script.cluster.now + limit, stop=_condition(script, case)):
+        raise Violation("Scenario", f"{_what(case)} not reached within {limit}ms")
 
 
-def figure_8(s: Script) -> None:
-    """Raft paper Fig. 8: an entry from an earlier term on a majority is not
-    yet committed; a leader that counted it would lose it to the next one."""
-    ids = ["n1", "n2", "n3", "n4", "n5"]
-    s.start(*ids)
-    s.bootstrap(*ids)
-    campaign(s, "n1")
-    s.run_until(lambda: s.caught_up(*ids), 60_000, "n1 leads term 2")
-    s.note("(a) n1 replicates entries of term 2 to n2 only, then crashes")
-    for other in ("n3", "n4", "n5"):
-        s.block("n1", other)
-        s.block(other, "n1")
-    s.write_many("n1", 10)
-    s.crash("n1")
-    s.note("(b) n5 wins term 3 with n3 and n4, appends one entry locally, then crashes")
-    s.cluster.blocked = {(a, b) for a in ids for b in ids if "n2" in (a, b) and a != b}
-    s.cluster.step("n5", ev.Receive("n5", TimeoutNow(s.cluster.nodes["n5"].raft.current_term, "n5")),
-                   label="Campaign n5")
-    s.run_until(lambda: all(s.cluster.nodes[i].raft.voted_for == "n5" for i in ("n3", "n4")), what="votes")
-    for other in ids:
-        if other != "n5":
-            s.block("n5", other)
-    s.run_until(lambda: s.cluster.nodes["n5"].raft.is_leader, what="n5 leads")
-    s.crash("n5")
-    s.note("(c) n1 restarts and wins term 4; its term-2 entries reach n3, a majority")
-    s.cluster.blocked = {("n1", "n4"), ("n4", "n1")}
-    s.start("n1")
-    campaign(s, "n1", commit=False)
-    n1 = s.cluster.nodes["n1"]
-    s.block("n1", "n3")
-    s.cluster.run_until(s.cluster.now + 60_000, stop=lambda: n1.raft.progress["n2"].match_index >= 13)
-    s.cluster.blocked.discard(("n1", "n3"))
-    s.cluster.run_until(s.cluster.now + 60_000, stop=lambda: n1.alive and n1.raft.is_leader
-                        and n1.raft.progress["n3"].match_index >= 10)
-    s.note("n1 must not count replicas of term-2 entries; it crashes before its term-4 entry spreads")
-    for other in ids:
-        s.block("n1", other)
-    s.crash("n1")
-    s.run(50)  # whatever n1 still had in flight is lost on the blocked links
-    s.note("(d) n5 restarts and wins term 5 (its last term 3 beats term 2) and overwrites them")
-    s.cluster.blocked = set()
-    s.start("n5")
-    campaign(s, "n5")
-    s.start("n1")
-    s.run_until(lambda: s.caught_up(*ids), 60_000, "everyone converges")
+def _propose(script: Script, case: datadriven.Case) -> None:
+    node = _one_node(case)
+    for arg in case.args:
+        if arg.values:
+            script.write(node, arg.key, arg.value)
 
 
-def snapshot_conflicting_suffix(s: Script) -> None:
-    """Fig. 13 rule 7: a follower whose entry at the snapshot index has another
-    term must discard its whole log when it installs the snapshot."""
-    ids = ["n1", "n2", "n3"]
-    s.start(*ids)
-    s.bootstrap(*ids)
-    campaign(s, "n1")
-    s.run_until(lambda: s.caught_up(*ids), 60_000, "n1 leads term 2")
-    s.isolate("n1")
-    s.note("n1, cut off, appends 60 entries of term 2 that nobody else will ever see")
-    s.write_many("n1", 60, prefix="lost")
-    s.crash("n1")
-    s.heal()
-    campaign(s, "n2")
-    s.write_many("n2", 50)
-    s.cluster.step("n2", ev.RequestSnapshot(s.request_id()), label="Snapshot n2")
-    s.run_until(lambda: s.cluster.nodes["n2"].raft.log.base_index > 2, 60_000, "compaction")
-    s.note("n1 restarts holding a different entry at the snapshot index")
-    s.start("n1")
-    s.run_until(lambda: s.caught_up(*ids), 60_000, "n1 installs the snapshot and catches up")
+def _links(case: datadriven.Case) -> list[tuple[str, str]]:
+    links = []
+    for link in _nodes(case):
+        src, arrow, dst = link.partition("->")
+        if not arrow:
+            raise ValueError(f"{case.name} takes links written src->dst, got {link!r}")
+        links.append((src, dst))
+    return links
 
 
-SCENARIOS = {
-    "first-election": first_election,
-    "leader-crash": leader_crash,
-    "follower-catch-up": follower_catch_up,
-    "stale-leader-partition": stale_leader_partition,
-    "nonvoter-join-and-promotion": nonvoter_join_and_promotion,
-    "snapshot-install": snapshot_install,
-    "leadership-transfer": leadership_transfer,
-    "split-vote": split_vote,
-    "figure-8": figure_8,
-    "snapshot-conflicting-suffix": snapshot_conflicting_suffix,
+COMMANDS = {
+    "note": lambda s, c: s.note(c.rest),
+    "start": lambda s, c: s.start(*_nodes(c)),
+    "bootstrap": lambda s, c: s.bootstrap(*_nodes(c)),
+    "crash": lambda s, c: [s.crash(i) for i in _nodes(c)],
+    "isolate": lambda s, c: [s.isolate(i) for i in _nodes(c)],
+    "block": lambda s, c: [s.block(src, dst) for src, dst in _links(c)],
+    "unblock": lambda s, c: [s.cluster.blocked.discard(link) for link in _links(c)],
+    "heal": lambda s, c: s.heal(),
+    "run": lambda s, c: s.run(int(_option(c, "ms"))),
+    "run-until": _run_until,
+    "step-until": _step_until,
+    "wait-leader": lambda s, c: s.wait_leader(_option(c, "among"), int(_option(c, "limit", 5000))),
+    "timeout": lambda s, c: [s.timeout(i) for i in _nodes(c)],
+    "timeout-now": lambda s, c: s.timeout_now(_one_node(c)),
+    "campaign": lambda s, c: s.campaign(_one_node(c), commit=_option(c, "commit", "true") == "true"),
+    "propose": _propose,
+    "propose-many": lambda s, c: s.write_many(_one_node(c), int(_option(c, "count")), _option(c, "prefix", "k")),
+    "transfer-leadership": lambda s, c: s.transfer_leadership(_option(c, "from"), _option(c, "to")),
+    "add-nonvoter": lambda s, c: s.change(ConfigCommand.ADD_NONVOTER, _one_node(c)),
+    "add-voter": lambda s, c: s.change(ConfigCommand.ADD_VOTER, _one_node(c)),
+    "remove-server": lambda s, c: s.change(ConfigCommand.REMOVE_SERVER, _one_node(c)),
+    "autopilot-promote": lambda s, c: s.autopilot_promote(_one_node(c)),
+    "snapshot": lambda s, c: s.snapshot(_one_node(c)),
 }
-CONFIGS = {"figure-8": CALM, "snapshot-conflicting-suffix": CALM}
 
-NODES = {"split-vote": ["n1", "n2", "n3", "n4"], "figure-8": ["n1", "n2", "n3", "n4", "n5"]}
+_CONFIG_FIELDS = {f.name.replace("_", "-"): f for f in fields(SIM_CONFIG)}
+
+
+def new_script(case: datadriven.Case, out=None) -> Script:
+    """The Script a scenario's first line, ``cluster nodes=(...) [seed=N]
+    [raft-config-field=value ...]``, describes."""
+    if case.name != "cluster":
+        raise ValueError(f"a scenario starts with a 'cluster' line, not {case.name!r}")
+    nodes, seed, overrides = None, 7, {}
+    for arg in case.args:
+        if arg.key == "nodes":
+            nodes = list(arg.values)
+        elif arg.key == "seed":
+            seed = int(arg.value)
+        elif arg.key in _CONFIG_FIELDS:
+            f = _CONFIG_FIELDS[arg.key]
+            overrides[f.name] = arg.value == "true" if f.type in (bool, "bool") else int(arg.value)
+        else:
+            raise ValueError(f"cluster: unknown argument {arg.key!r}")
+    if not nodes:
+        raise ValueError("cluster needs nodes=(...)")
+    return Script(nodes, out=out, config=replace(SIM_CONFIG, **overrides), seed=seed)
+
+
+class Player:
+    """Plays a scenario's cases in order: the first builds the Script, the
+    rest are verbs on it. ``on_script`` sees the Script before any verb runs
+    (the recorder hooks in there)."""
+
+    def __init__(self, out=None, on_script=None) -> None:
+        self.out = out
+        self.on_script = on_script
+        self.script: Script | None = None
+
+    def __call__(self, case: datadriven.Case) -> None:
+        if self.script is None:
+            self.script = new_script(case, self.out)
+            if self.on_script is not None:
+                self.on_script(self.script)
+            return
+        if case.name not in COMMANDS:
+            raise ValueError(f"unknown command {case.name!r}; one of {', '.join(COMMANDS)}")
+        COMMANDS[case.name](self.script, case)
+
+
+# ---------------------------------------------------------------- scenario files
+
+def scenario_names() -> list[str]:
+    names = {p.stem for p in TESTDATA.glob("*.txt")}
+    return [n for n in TEACHING_ORDER if n in names] + sorted(names - set(TEACHING_ORDER))
+
+
+def scenario_path(name: str) -> pathlib.Path:
+    path = TESTDATA / f"{name}.txt"
+    if name not in scenario_names():
+        raise KeyError(f"unknown scenario {name!r}")
+    return path
+
+
+def play(path: str | pathlib.Path, out=None, on_script=None) -> Script:
+    """Run a scenario file's commands, printing through ``out`` without checking."""
+    player = Player(out, on_script)
+    path = pathlib.Path(path)
+    cases, _ = datadriven.parse(path.read_text(encoding="utf-8"))
+    for case in cases:
+        try:
+            player(case)
+        except Exception as exc:
+            exc.add_note(f"at {path}:{case.line}: {case.command}")
+            raise
+    return player.script
 
 
 def run_scenario(name: str, out=None) -> Script:
-    script = Script(NODES.get(name, ["n1", "n2", "n3"]), out=out, config=CONFIGS.get(name, SIM_CONFIG))
-    SCENARIOS[name](script)
-    return script
+    """Run a packaged scenario by name; ``out`` receives its trace lines."""
+    return play(scenario_path(name), out)
+
+
+def check_scenario(path: str | pathlib.Path, rewrite: bool = False) -> str:
+    """Run a scenario file and compare each command's trace lines with the
+    block under it (or write them there with ``rewrite``). Returns the
+    whole trace."""
+    lines: list[str] = []
+    player = Player(out=lines.append)
+
+    def handle(case: datadriven.Case) -> str:
+        lines.clear()
+        player(case)
+        return "".join(f"{line}\n" for line in lines)
+    return "".join(datadriven.run_file(path, handle, rewrite))

@@ -1,12 +1,10 @@
-"""Scripted scenarios pass every invariant and print their golden traces."""
-
-import pathlib
+"""Scripted scenarios pass every invariant and print the traces their files hold."""
 
 import pytest
 
-from raftkv.sim.scenarios import SCENARIOS, run_scenario
-
-GOLDEN = pathlib.Path(__file__).parent / "golden"
+from raftkv.sim import datadriven
+from raftkv.sim.cli import main as sim_main
+from raftkv.sim.scenarios import TEACHING_ORDER, check_scenario, run_scenario, scenario_names, scenario_path
 
 EXPECTED_LINES = {
     "first-election": ["heartbeat timeout reached, starting election", "election won", "pipelining replication"],
@@ -22,17 +20,15 @@ EXPECTED_LINES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario_trace_matches_golden(name, request):
-    lines: list[str] = []
-    run_scenario(name, out=lines.append)
-    text = "\n".join(lines) + "\n"
+def test_every_scenario_ships_in_teaching_order():
+    assert scenario_names() == list(TEACHING_ORDER)
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_scenario_trace_matches_its_file(name, rewrite):
+    text = check_scenario(scenario_path(name), rewrite=rewrite)
     for expected in EXPECTED_LINES[name]:
         assert expected in text, f"{name} trace lacks {expected!r}"
-    golden = GOLDEN / f"{name}.txt"
-    if request.config.getoption("--rewrite") or not golden.exists():
-        golden.write_text(text)
-    assert text == golden.read_text(), f"trace of {name} changed; rerun with --rewrite if intended"
 
 
 def test_scenario_is_deterministic():
@@ -40,3 +36,32 @@ def test_scenario_is_deterministic():
     run_scenario("leader-crash", out=a.append)
     run_scenario("leader-crash", out=b.append)
     assert a == b
+
+
+def test_cli_trace_prints_the_expected_blocks_in_order(capsys):
+    assert sim_main(["--scenario", "follower-catch-up", "--trace"]) == 0
+    cases, _ = datadriven.parse(scenario_path("follower-catch-up").read_text())
+    expected = "".join(c.expected for c in cases)
+    assert capsys.readouterr().out == expected + "sim: scenario follower-catch-up passed every invariant\n"
+
+
+def test_cli_lists_the_scenarios(capsys):
+    assert sim_main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == scenario_names()
+
+
+def test_a_wrong_expected_block_fails_with_a_diff_and_rewrite_fixes_it(tmp_path):
+    original = scenario_path("leader-crash").read_text()
+    broken = tmp_path / "leader-crash.txt"
+    # one expected line of one command made wrong
+    broken.write_text(original.replace("    n2: down\n", "    n2: Leader    term=9\n", 1))
+    with pytest.raises(datadriven.Mismatch) as failure:
+        check_scenario(broken)
+    message = str(failure.value)
+    first_line = message.splitlines()[0]
+    assert first_line.startswith(f"{broken}:151:") and "output of 'wait-leader' differs" in first_line
+    assert "\n-    n2: Leader    term=9\n+    n2: down\n" in message
+    assert "--rewrite" in message
+    check_scenario(broken, rewrite=True)
+    assert broken.read_text() == original
+    check_scenario(broken)
