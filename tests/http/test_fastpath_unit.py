@@ -341,6 +341,22 @@ async def test_many_pipelined_requests_with_reading_paused():
         writer.close()
 
 
+async def test_a_client_that_reads_slowly_gets_every_answer():
+    big = b"x" * (256 * 1024)
+
+    async def large(query, request):
+        return Reply(200, big, content_type="application/octet-stream")
+
+    async with Server(routes={("GET", "/get"): large}) as s:
+        reader, writer = await s.connect()
+        writer.write(b"".join(get(f"/get?n={n}") for n in range(20)))
+        await asyncio.sleep(0.2)  # the server's write buffer fills: it must wait, not pile up
+        for _ in range(20):
+            status, _, body = await read_response(reader)
+            assert status == 200 and body == big
+        writer.close()
+
+
 def test_routes_are_checked():
     with pytest.raises(ValueError):
         FastPath({("HEAD", "/get"): echo_get}, fallback=lambda: None)
@@ -365,7 +381,7 @@ def test_render_builds_one_answer():
     test_fast_get_answers_with_the_common_headers, test_pipelined_mix_hands_over_to_aiohttp_in_order,
     test_a_request_with_a_body_is_handed_over, test_garbage_is_a_json_400_and_the_connection_closes,
     test_half_close_after_pipelined_requests_still_gets_every_answer, test_idle_connections_are_closed,
-    test_many_pipelined_requests_with_reading_paused,
+    test_many_pipelined_requests_with_reading_paused, test_a_client_that_reads_slowly_gets_every_answer,
 ], ids=lambda f: f.__name__.removeprefix("test_"))
 def test_on_uvloop(scenario):
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
