@@ -74,23 +74,45 @@ async def test_raw_connection_parses_answers_split_anywhere():
         assert not fut.done()
         conn.data_received(answer[cut:])
         assert fut.result() == 404
-    # two answers in one read (never happens with one request in flight, but
-    # the parser must not lose the second)
+    # one answer in one read, then the next on the same connection
     conn.waiter = fut = loop.create_future()
     conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    assert fut.result() == 200 and not conn.buf
+    assert fut.result() == 200
+    conn.waiter = fut = loop.create_future()
+    conn.data_received(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    assert fut.result() == 503 and not conn.transport.closed
 
 
-async def test_raw_connection_errors():
+async def test_raw_connection_reads_chunked_answers_and_connection_close():
     loop = asyncio.get_running_loop()
     conn = bench._RawConnection()
     tr = _FakeTransport()
     conn.connection_made(tr)
     conn.waiter = fut = loop.create_future()
-    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-    with pytest.raises(bench.HttpError):
-        fut.result()
-    assert tr.closed
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+    assert not fut.done()
+    conn.data_received(b"0\r\n\r\n")
+    assert fut.result() == 200 and not tr.closed
+    conn.waiter = fut = loop.create_future()
+    conn.data_received(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+    assert not fut.done()
+    conn.data_received(b"x")
+    assert fut.result() == 400 and tr.closed
+
+
+async def test_raw_connection_errors():
+    loop = asyncio.get_running_loop()
+    for answer, message in [(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nrest", "Content-Length"),
+                            (b"SMTP ready\r\n\r\n", None),
+                            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", None)]:
+        conn = bench._RawConnection()
+        tr = _FakeTransport()
+        conn.connection_made(tr)
+        conn.waiter = fut = loop.create_future()
+        conn.data_received(answer)
+        with pytest.raises(bench.HttpError, match=message):
+            fut.result()
+        assert tr.closed
     conn.waiter = fut = loop.create_future()
     conn.connection_lost(None)
     with pytest.raises(ConnectionResetError):
@@ -171,3 +193,31 @@ def test_gc_policy_counts_frozen_objects_once_per_full_period(monkeypatch):
         assert len(calls) == 2
     finally:
         gc.unfreeze()
+
+
+async def test_raw_clients_against_a_loopback_server():
+    from aiohttp import web
+
+    seen = []
+
+    async def handler(request):
+        seen.append(request.path_qs)
+        if request.query.get("stale"):
+            return web.Response(status=404, text="{}")  # a miss counts as an error
+        return web.json_response({"ok": True})
+
+    server = web.Server(handler)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        plan = bench.Plan(addrs=[f"127.0.0.1:{port}"], clients=2, duration=None, requests=30,
+                          mix={"set": 1.0, "get": 1.0, "stale": 1.0}, seed=7, value_size=5)
+        tally = await bench.run_clients(plan, 0, plan.clients, budget=plan.requests)
+    finally:
+        listener.close()
+        await server.shutdown(1.0)
+    assert len(seen) == 30 and tally.ok + tally.failed == 30
+    stale = sum(1 for p in seen if "stale=true" in p)
+    assert tally.errors == ({"HTTP 404": stale} if stale else {})
+    assert len(tally.lat["set"]) == sum(1 for p in seen if p.startswith("/set?key=bench-") and "value=vvvvv" in p)

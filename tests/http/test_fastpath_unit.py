@@ -1,0 +1,388 @@
+"""The HTTP fast path on a real loopback server, spoken to over raw sockets:
+fast routes, pipelining, hand-over to a real aiohttp ``web.Server``, errors,
+keep-alive and idle close; the connection-level ones on uvloop too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import uvloop
+from aiohttp import web
+
+from raftkv.http.fastpath import FastPath, FastRequest, Reply
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, event, **fields):
+        self.lines.append(("warning", event, fields))
+
+    def error(self, event, **fields):
+        self.lines.append(("error", event, fields))
+
+
+async def echo_get(query: dict[str, str], request: FastRequest) -> Reply:
+    if "sleep" in query:
+        await asyncio.sleep(float(query["sleep"]))
+    if "boom" in query:
+        raise RuntimeError("data plane bug")
+    body = {"route": request.path, "method": request.method, "target": request.target, "query": query,
+            "headers": dict(request.headers), "remote": request.remote}
+    status = int(query.get("status", "200"))
+    return Reply(status, json.dumps(body).encode(), headers=(("X-Extra", "yes"),))
+
+
+async def aiohttp_handler(request: web.BaseRequest) -> web.StreamResponse:
+    body = await request.read()
+    return web.json_response({"aiohttp": True, "method": request.method, "path": request.path,
+                              "query": dict(request.query), "body": body.decode()})
+
+
+class Server:
+    """A FastPath on 127.0.0.1, aiohttp's low-level server behind it."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.observed = []
+        self.log = Log()
+        self.handed = 0
+
+    async def __aenter__(self):
+        self.aiohttp = web.Server(aiohttp_handler)
+
+        def fallback():
+            self.handed += 1
+            return self.aiohttp()
+
+        kwargs = dict(routes={(b"GET", "/get"): echo_get, ("GET", "/set"): echo_get}, fallback=fallback,
+                      observe=lambda *args: self.observed.append(args),
+                      headers={"X-Raftkv-Served-By": "n1", "Access-Control-Allow-Origin": "*"},
+                      log=self.log)
+        kwargs.update(self.kwargs)
+        self.fast = FastPath(**kwargs)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self.fast, "127.0.0.1", 0, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def connect(self):
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        self.fast.close()
+        await self.aiohttp.shutdown(1.0)
+        await self.server.wait_closed()
+
+
+async def read_response(reader: asyncio.StreamReader):
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode().split("\r\n")
+    version, status, _ = lines[0].split(" ", 2)
+    assert version in ("HTTP/1.1", "HTTP/1.0")
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    return int(status), headers, body
+
+
+async def assert_closed(reader: asyncio.StreamReader):
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+def get(target: str, *extra: str) -> bytes:
+    return ("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (target, "".join(h + "\r\n" for h in extra))).encode()
+
+
+async def test_fast_get_answers_with_the_common_headers():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?key=a+b&value=%2B1%C3%A9&key=second&flag", "Authorization: Bearer t",
+                         "X-Forwarded-For: 10.0.0.9", "User-Agent: test"))
+        status, headers, body = await read_response(reader)
+        assert status == 200
+        doc = json.loads(body)
+        assert doc == {"route": "/get", "method": "GET",
+                       "target": "/get?key=a+b&value=%2B1%C3%A9&key=second&flag",
+                       "query": {"key": "a b", "value": "+1é", "flag": ""},
+                       "headers": {"authorization": "Bearer t", "x-forwarded-for": "10.0.0.9"},
+                       "remote": "127.0.0.1"}
+        assert headers["content-type"] == "application/json; charset=utf-8"
+        assert headers["x-raftkv-served-by"] == "n1"
+        assert headers["access-control-allow-origin"] == "*"
+        assert headers["x-extra"] == "yes"
+        assert headers["server"].startswith("Python/")
+        assert headers["date"].endswith(" GMT")
+        assert "connection" not in headers
+        # the connection stays open for the next request
+        writer.write(get("/set?key=k&value=v"))
+        status, _, body = await read_response(reader)
+        assert status == 200 and json.loads(body)["route"] == "/set"
+        assert s.handed == 0
+        writer.close()
+
+
+async def test_observe_gets_route_method_status_and_duration():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?key=a&status=404"))
+        status, _, _ = await read_response(reader)
+        assert status == 404
+        (route, method, status, seconds), = s.observed
+        assert (route, method, status) == ("/get", "GET", 404)
+        assert 0 <= seconds < 5
+        writer.close()
+
+
+async def test_pipelined_fast_requests_are_answered_in_order():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        # the first is the slowest: answers must still come in request order
+        writer.write(get("/get?n=1&sleep=0.1") + get("/get?n=2&sleep=0.01") + get("/set?n=3"))
+        for n in (1, 2, 3):
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["query"]["n"] == str(n)
+        assert [o[0] for o in s.observed] == ["/get", "/get", "/set"]
+        writer.close()
+
+
+async def test_a_head_split_byte_by_byte():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        for byte in get("/get?key=slow"):
+            writer.write(bytes([byte]))
+            await writer.drain()
+        status, _, body = await read_response(reader)
+        assert status == 200 and json.loads(body)["query"] == {"key": "slow"}
+        writer.close()
+
+
+async def test_pipelined_mix_hands_over_to_aiohttp_in_order():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1&sleep=0.05") + get("/status?n=2") + get("/get?n=3"))
+        status, _, body = await read_response(reader)
+        assert status == 200 and json.loads(body)["query"] == {"n": "1", "sleep": "0.05"}
+        status, _, body = await read_response(reader)
+        assert status == 200
+        assert json.loads(body) == {"aiohttp": True, "method": "GET", "path": "/status", "query": {"n": "2"},
+                                    "body": ""}
+        # after the hand-over aiohttp owns the connection, fast routes included
+        status, _, body = await read_response(reader)
+        assert json.loads(body)["aiohttp"] is True and json.loads(body)["query"] == {"n": "3"}
+        assert s.handed == 1
+        assert len(s.observed) == 1 and not s.fast.connections
+        writer.close()
+
+
+async def test_a_request_with_a_body_is_handed_over():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        body = b"hello, body"
+        writer.write(get("/get?n=1") + b"POST /set?key=k HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(body))
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the body arrives apart from its head
+        writer.write(body)
+        status, _, answer = await read_response(reader)
+        assert status == 200 and json.loads(answer)["route"] == "/get"
+        status, _, answer = await read_response(reader)
+        assert json.loads(answer) == {"aiohttp": True, "method": "POST", "path": "/set",
+                                      "query": {"key": "k"}, "body": "hello, body"}
+        writer.close()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /get?key=a HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"HEAD /get?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /get?key=a;b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /get?key=%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /get?key=%FF HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /get?key=a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /get?key=a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET /get?key=a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET http://x/get?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+async def test_what_the_fast_path_does_not_cover_goes_to_aiohttp(request_bytes):
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(request_bytes)
+        await writer.drain()
+        if request_bytes.startswith(b"HEAD"):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+        else:
+            status, _, body = await read_response(reader)
+            assert json.loads(body)["aiohttp"] is True, body
+        assert s.handed == 1 and not s.observed
+        writer.close()
+
+
+async def test_garbage_is_a_json_400_and_the_connection_closes():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1") + b"\x01\x02 not http at all\r\n\r\n" + get("/get?n=3"))
+        status, _, body = await read_response(reader)
+        assert status == 200
+        status, headers, body = await read_response(reader)
+        assert status == 400 and headers["connection"] == "close"
+        assert headers["x-raftkv-served-by"] == "n1"
+        doc = json.loads(body)
+        assert doc["param"] == "request" and doc["error"]
+        await assert_closed(reader)
+        assert [line[:2] for line in s.log.lines] == [("warning", "unparseable request")]
+        assert s.handed == 0
+        writer.close()
+
+
+async def test_connection_close_is_honoured():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1", "Connection: close") + get("/get?n=2"))
+        status, headers, body = await read_response(reader)
+        assert status == 200 and headers["connection"] == "close"
+        assert json.loads(body)["query"]["n"] == "1"
+        await assert_closed(reader)
+        writer.close()
+
+
+async def test_half_close_after_pipelined_requests_still_gets_every_answer():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1&sleep=0.05") + get("/get?n=2"))
+        writer.write_eof()
+        for n in ("1", "2"):
+            status, _, body = await read_response(reader)
+            assert json.loads(body)["query"]["n"] == n
+        await assert_closed(reader)
+        writer.close()
+
+
+async def test_a_head_over_the_limit_is_413():
+    async with Server(max_head=1024) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1") + get("/set?key=k&value=" + "v" * 2000))
+        status, _, _ = await read_response(reader)
+        assert status == 200
+        status, headers, body = await read_response(reader)
+        assert status == 413 and json.loads(body)["param"] == "request"
+        assert "1024" in json.loads(body)["error"]
+        await assert_closed(reader)
+        writer.close()
+    # a large head within the limit is served
+    async with Server(max_head=64 * 1024) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/set?key=k&value=" + "v" * 40000))
+        status, _, body = await read_response(reader)
+        assert status == 200 and len(json.loads(body)["query"]["value"]) == 40000
+        writer.close()
+
+
+async def test_a_data_plane_error_is_a_logged_500():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?boom=1") + get("/get?n=2"))
+        status, headers, body = await read_response(reader)
+        assert status == 500 and json.loads(body) == {"error": "internal error: RuntimeError"}
+        assert headers["content-type"] == "application/json; charset=utf-8"
+        (level, event, fields), = s.log.lines
+        assert (level, event) == ("error", "internal error serving request")
+        assert "data plane bug" in fields["error"] and "Traceback" in fields["trace"]
+        status, _, _ = await read_response(reader)  # the connection goes on
+        assert status == 200
+        assert [o[2] for o in s.observed] == [500, 200]
+        writer.close()
+
+
+async def test_idle_connections_are_closed():
+    async with Server(idle_timeout=0.2) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1&sleep=0.3"))  # busy longer than the idle timeout: not idle
+        status, _, _ = await read_response(reader)
+        assert status == 200
+        t0 = time.monotonic()
+        await assert_closed(reader)
+        assert 0.1 < time.monotonic() - t0 < 2
+        assert not s.fast.connections
+        writer.close()
+
+
+async def test_close_closes_every_connection():
+    async with Server() as s:
+        pairs = [await s.connect() for _ in range(3)]
+        reader, writer = pairs[0]
+        writer.write(get("/get?n=1"))
+        await read_response(reader)
+        assert len(s.fast.connections) == 3
+        s.fast.close()
+        for reader, writer in pairs:
+            await assert_closed(reader)
+            writer.close()
+        assert not s.fast.connections
+
+
+async def test_many_pipelined_requests_with_reading_paused():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        count = 2000  # ~100 KiB of requests queued behind a slow one
+        writer.write(get("/get?n=0&sleep=0.1") + b"".join(get(f"/get?n={n}&pad={'p' * 20}")
+                                                          for n in range(1, count)))
+        for n in range(count):
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["query"]["n"] == str(n)
+        writer.close()
+
+
+async def test_a_client_that_reads_slowly_gets_every_answer():
+    big = b"x" * (256 * 1024)
+
+    async def large(query, request):
+        return Reply(200, big, content_type="application/octet-stream")
+
+    async with Server(routes={("GET", "/get"): large}) as s:
+        reader, writer = await s.connect()
+        writer.write(b"".join(get(f"/get?n={n}") for n in range(20)))
+        await asyncio.sleep(0.2)  # the server's write buffer fills: it must wait, not pile up
+        for _ in range(20):
+            status, _, body = await read_response(reader)
+            assert status == 200 and body == big
+        writer.close()
+
+
+def test_routes_are_checked():
+    with pytest.raises(ValueError):
+        FastPath({("HEAD", "/get"): echo_get}, fallback=lambda: None)
+    with pytest.raises(ValueError):
+        FastPath({("GET", "get"): echo_get}, fallback=lambda: None)
+    with pytest.raises(ValueError):
+        FastPath({}, fallback=lambda: None, headers={"X-Bad": "a\r\nInjected: 1"})
+
+
+def test_render_builds_one_answer():
+    fast = FastPath({}, fallback=lambda: None, headers=(("X-Raftkv-Served-By", "n2"),), server_name="raftkv")
+    data = fast.render(Reply(201, b"{}", content_type="text/plain", headers={"X-A": "1"}), keep_alive=False)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 201 Created" and body == b"{}"
+    assert lines[1:3] == [b"Server: raftkv", b"X-Raftkv-Served-By: n2"]
+    assert lines[3].startswith(b"Date: ")
+    assert lines[4:] == [b"Content-Type: text/plain", b"X-A: 1", b"Content-Length: 2", b"Connection: close"]
+
+
+@pytest.mark.parametrize("scenario", [
+    test_fast_get_answers_with_the_common_headers, test_pipelined_mix_hands_over_to_aiohttp_in_order,
+    test_a_request_with_a_body_is_handed_over, test_garbage_is_a_json_400_and_the_connection_closes,
+    test_half_close_after_pipelined_requests_still_gets_every_answer, test_idle_connections_are_closed,
+    test_many_pipelined_requests_with_reading_paused, test_a_client_that_reads_slowly_gets_every_answer,
+], ids=lambda f: f.__name__.removeprefix("test_"))
+def test_on_uvloop(scenario):
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
