@@ -18,8 +18,11 @@ from raftkv.metrics import NodeMetrics
 from raftkv.node.runtime import Node
 
 from . import admin, backup, dashboard, routes
-from .context import CTX, HttpContext
+from .context import CTX, Call, HttpContext
+from .fastpath import DEFAULT_WANTED_HEADERS, FastPath, FastRequest
+from .kv import read_key, write_key
 from .registry import Registry
+from .replies import Reply, error_reply
 
 __all__ = ["HttpService", "create_app"]
 
@@ -36,6 +39,21 @@ def create_app(ctx: HttpContext) -> web.Application:
     return app
 
 
+def _fast_route(ctx: HttpContext, operation):
+    """A data-plane operation as a fast-path route. The fast routes are not
+    admin routes (no cluster key), and need no CORS header."""
+    async def route(query: dict[str, str], request: FastRequest) -> Reply:
+        call = Call(request.method, request.target, query, request.headers, request.remote)
+        try:
+            return await operation(ctx, call)
+        except Exception as exc:
+            reply = error_reply(ctx.id, exc, ctx.registry.leader())
+            if reply is None:
+                raise  # a bug: the fast path answers 500 and logs it
+            return reply
+    return route
+
+
 class HttpService:
     """The node's HTTP port, and the HTTP side's background work."""
 
@@ -46,6 +64,8 @@ class HttpService:
         self.client: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
         self.ctx: HttpContext | None = None
+        self.fast: FastPath | None = None
+        self.listener = None
 
     async def start(self) -> None:
         s = self.settings
@@ -61,8 +81,16 @@ class HttpService:
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0,
                                     max_line_size=line, max_field_size=max(8190, 16 * 1024))
         await self.runner.setup()
-        site = web.TCPSite(self.runner, s.bind_addr, s.http_port, reuse_address=True)
-        await site.start()
+        # Every connection starts on the fast path, which serves GET /get and
+        # GET /set itself and hands anything else to the app's server.
+        self.fast = FastPath(
+            {(b"GET", "/get"): _fast_route(ctx, read_key), (b"GET", "/set"): _fast_route(ctx, write_key)},
+            fallback=self.runner.server,
+            observe=self.metrics.http_request if self.metrics is not None else None,
+            wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
+            max_head=line + 16 * 1024,
+            log=hclog.get_logger("http"))
+        self.listener = await self.node.loop.create_server(self.fast, s.bind_addr, s.http_port, reuse_address=True)
         hclog.emit("INFO", "http", "HTTP API listening",
                    [("bind", f"{s.bind_addr}:{s.http_port}"), ("advertise", self.node.http_address)])
         self.node.spawn(registry.keep_registered(), "raftkv-registry")
@@ -74,6 +102,9 @@ class HttpService:
                 self.node.spawn(registry.join_cluster(), "raftkv-join")
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.fast.close()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:

@@ -18,6 +18,7 @@ from .registry import Registry
 __all__ = ["CTX", "Call", "HttpContext", "call_of"]
 
 FORWARDED_BY = "X-Raftkv-Forwarded-By"
+_FORWARDED_BY_LOWER = FORWARDED_BY.lower()
 
 
 @dataclass
@@ -44,7 +45,8 @@ CTX: web.AppKey[HttpContext] = web.AppKey("raftkv", HttpContext)
 @dataclass(slots=True)
 class Call:
     """One request as the data plane sees it, whichever server framed it.
-    ``headers`` is case-insensitive (aiohttp's) or keyed by lower-case names."""
+    ``headers`` is case-insensitive (aiohttp's) or keyed by lower-case names
+    (the fast path's), so lookups use lower-case names."""
     method: str
     raw_path: str
     query: Mapping[str, str]
@@ -53,16 +55,16 @@ class Call:
     body: bytes = b""
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+        return self.headers.get(name.lower())
 
     @property
     def forwarded(self) -> bool:
-        return self.headers.get(FORWARDED_BY) is not None
+        return self.headers.get(_FORWARDED_BY_LOWER) is not None
 
     def client_host(self) -> str | None:
         """The caller's IP; for a request forwarded by a peer, the original caller's."""
         if self.forwarded:
-            first = (self.headers.get("X-Forwarded-For") or "").split(",")[0].strip()
+            first = (self.headers.get("x-forwarded-for") or "").split(",")[0].strip()
             if first:
                 return first
         return self.remote

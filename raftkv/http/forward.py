@@ -92,8 +92,8 @@ async def forward(ctx: HttpContext, call: Call, leader_http: str, write: bool,
         async with ctx.client.request(call.method, url, data=call.body or None,
                                       headers=forward_headers(ctx, call), allow_redirects=False) as resp:
             data = await resp.read()
-            answer = Reply(resp.status, data, resp.headers.get(SERVED_BY, ""),
-                           resp.headers.get("Content-Type") or "application/json")
+            answer = Reply(resp.status, data, resp.headers.get("Content-Type") or "application/json",
+                           ((SERVED_BY, resp.headers.get(SERVED_BY, "")),))
             retry = False
             if resp.status == 503:
                 try:

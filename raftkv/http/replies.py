@@ -12,18 +12,17 @@ still happen. Nothing a client sends produces a 500: a 500 means a bug.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from raftkv.node.errors import ApplyTimeout, BadBackup, RequestError
 
+from .fastpath import JSON_TYPE, Reply
 from .params import BadRequest, TooLarge
 
 __all__ = ["JSON_TYPE", "SERVED_BY", "Answer", "Reply", "encode_json", "error_reply", "json_reply",
            "unavailable"]
 
 SERVED_BY = "X-Raftkv-Served-By"
-JSON_TYPE = "application/json; charset=utf-8"
 
 # One encoder for every answer: json.dumps(..., ensure_ascii=False) builds a
 # new encoder per call, on the path of every request.
@@ -32,15 +31,6 @@ _encoder = json.JSONEncoder(ensure_ascii=False)
 
 def encode_json(body: Any) -> bytes:
     return (_encoder.encode(body) + "\n").encode("utf-8")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An answer, independent of the HTTP server that sends it."""
-    status: int
-    body: bytes
-    served_by: str = ""
-    content_type: str = JSON_TYPE
 
 
 class Answer(Exception):
@@ -55,7 +45,7 @@ class Answer(Exception):
 def json_reply(node_id: str, body: Any, status: int = 200, served_by: bool = True) -> Reply:
     if served_by and isinstance(body, dict):
         body = {**body, "served_by": node_id}
-    return Reply(status, encode_json(body), node_id)
+    return Reply(status, encode_json(body), JSON_TYPE, ((SERVED_BY, node_id),))
 
 
 def unavailable(node_id: str, message: str, unknown: bool, leader: dict | None) -> Reply:

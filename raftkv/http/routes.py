@@ -32,8 +32,7 @@ LOGGER = "http"
 
 def respond(reply: Reply) -> web.Response:
     headers = {"Content-Type": reply.content_type}
-    if reply.served_by:
-        headers["X-Raftkv-Served-By"] = reply.served_by
+    headers.update(reply.headers)
     return web.Response(body=reply.body, status=reply.status, headers=headers)
 
 
