@@ -23,7 +23,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from . import textforms
 from .raft.node import RaftConfig
+from .textforms import go_duration, join_host_port, parse_log_level, parse_node_id, split_host_port
 
 __all__ = ["ConfigError", "NodeSettings", "add_serve_arguments", "format_go_duration",
            "load_settings", "parse_bool", "parse_duration_ms"]
@@ -74,31 +76,12 @@ def parse_duration_ms(text: str) -> int:
 
 def format_go_duration(ms: int) -> str:
     """Go's Duration.String for a whole number of milliseconds."""
-    if ms == 0:
-        return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
-    minutes, rest = divmod(ms, 60_000)
-    hours, minutes = divmod(minutes, 60)
-    secs = f"{rest // 1000}" + (f".{rest % 1000:03d}".rstrip("0") if rest % 1000 else "") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{secs}"
-    if minutes:
-        return f"{minutes}m{secs}"
-    return secs
-
-
-_TRUE = {"1", "true", "t", "yes", "y", "on"}
-_FALSE = {"0", "false", "f", "no", "n", "off", ""}
+    return go_duration(ms * 1_000_000)
 
 
 def parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in _TRUE:
-        return True
-    if t in _FALSE:
-        return False
-    raise ValueError(f"invalid boolean {text!r} (use true or false)")
+    """A boolean setting; an empty value is false."""
+    return textforms.parse_bool(text, empty=False)
 
 
 def _parse_int(text: str, lo: int, hi: int | None = None) -> int:
@@ -116,32 +99,10 @@ def _parse_port(text: str) -> int:
     return _parse_int(text, 1, 65535)
 
 
-_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
-
-
-def _parse_level(text: str) -> str:
-    t = text.strip().upper()
-    if t == "WARNING":
-        t = "WARN"
-    if t not in _LEVELS:
-        raise ValueError(f"unknown log level {text!r} (one of {', '.join(_LEVELS)})")
-    return t
-
-
 def _parse_format(text: str) -> str:
     t = text.strip().lower()
     if t not in ("hclog", "json"):
         raise ValueError(f"unknown log format {text!r} (hclog or json)")
-    return t
-
-
-_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def _parse_node_id(text: str) -> str:
-    t = text.strip()
-    if not _NODE_ID.fullmatch(t):
-        raise ValueError(f"invalid node id {text!r} (letters, digits, '.', '_', '-'; up to 64)")
     return t
 
 
@@ -207,7 +168,7 @@ def _parse_cluster_key(text: str) -> str:
 class NodeSettings:
     """Everything a node needs to start. Durations are in milliseconds."""
 
-    node_id: str = _opt("RAFT_NODE_ID", "--node-id", _parse_node_id, "",
+    node_id: str = _opt("RAFT_NODE_ID", "--node-id", parse_node_id, "",
                         "this node's id (required), e.g. n1")
     http_port: int = _opt("HTTP_SERVER_PORT", "--http-port", _parse_port, 8000, "HTTP API port")
     raft_port: int = _opt("RAFT_SERVER_PORT", "--raft-port", _parse_port, 9000, "Raft transport port")
@@ -225,7 +186,7 @@ class NodeSettings:
                            "form a one-voter cluster if the volume is empty", "BOOL")
     join: tuple[str, ...] = _opt("RAFT_JOIN", "--join", _parse_join, (),
                                  "HTTP address(es) of cluster members to join, comma separated", "ADDR")
-    log_level: str = _opt("LOG_LEVEL", "--log-level", _parse_level, "INFO", "TRACE|DEBUG|INFO|WARN|ERROR")
+    log_level: str = _opt("LOG_LEVEL", "--log-level", parse_log_level, "INFO", "TRACE|DEBUG|INFO|WARN|ERROR")
     log_format: str = _opt("LOG_FORMAT", "--log-format", _parse_format, "hclog", "hclog|json")
 
     heartbeat_timeout: int = _opt("RAFT_HEARTBEAT_TIMEOUT", "--heartbeat-timeout", _positive_duration,
@@ -298,13 +259,13 @@ class NodeSettings:
         if self.advertise_addr:
             host, port = _split_host_port(self.advertise_addr)
             if port is not None:
-                return _join_host_port(host, port)
-        return _join_host_port(self.resolve_advertise_host(), self.raft_port)
+                return join_host_port(host, port)
+        return join_host_port(self.resolve_advertise_host(), self.raft_port)
 
     def http_address(self) -> str:
         if self.http_advertise_addr:
             return self.http_advertise_addr
-        return _join_host_port(self.resolve_advertise_host(), self.http_port)
+        return join_host_port(self.resolve_advertise_host(), self.http_port)
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
@@ -322,18 +283,13 @@ class NodeSettings:
 
 
 def _split_host_port(text: str) -> tuple[str, int | None]:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, (int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None)
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        if port.isdigit():
-            return host, int(port)
-    return text, None
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """(host, port) of an advertise address; the port is None when absent or
+    not a number (the setting then names only the host)."""
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        return "", None
+    return host, (int(port) if port.isdigit() else None)
 
 
 def _setting_fields():

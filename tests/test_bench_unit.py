@@ -10,7 +10,7 @@ from array import array
 import pytest
 
 from raftkv import bench
-from raftkv.gcpolicy import GcPolicy
+from raftkv.node.gcpolicy import GcPolicy
 
 
 def test_parse_mix():

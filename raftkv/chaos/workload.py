@@ -32,6 +32,8 @@ import time
 import urllib.parse
 from typing import Callable
 
+from raftkv.textforms import split_host_port
+
 from .history import FAIL, OK, UNKNOWN, Op
 
 __all__ = ["Workload"]
@@ -135,8 +137,8 @@ class Workload:
         path = f"/{f}?" + urllib.parse.urlencode(params)
         method = "GET" if f == "get" else "POST"
         op = Op(op_id, client, f, key, self.now(), None, UNKNOWN, value if f == "set" else None, None, node_id)
-        host, _, port = addr.rpartition(":")
-        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)
+        host, port = split_host_port(addr)
+        conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
         sent = False
         try:
             conn.connect()

@@ -7,11 +7,11 @@ Bad input raises :class:`BadRequest` (400, ``param`` names the culprit) or
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from raftkv.fsm import RESERVED_PREFIX
+from raftkv.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, parse_port, split_host_port
 
 __all__ = ["BadRequest", "JoinRequest", "TooLarge", "parse_bool_param", "parse_join_json",
            "parse_join_params", "parse_json_object", "parse_key", "parse_key_values", "parse_value"]
@@ -40,23 +40,16 @@ class TooLarge(Exception):
 
 # --- pure parameter parsing ---------------------------------------------------
 
-_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TRUE = {"1", "true", "t", "yes", "y", "on"}
-_FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
 def parse_bool_param(params: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = params.get(name)
     if raw is None:
         return default
-    value = raw.strip().lower()
-    if value == "":
-        return True  # ?stale  alone means stale=true
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise BadRequest(name, f"invalid boolean for parameter {name}: {raw!r} (use true or false)")
+    try:
+        return parse_bool(raw, empty=True)  # ?stale  alone means stale=true
+    except ValueError:
+        raise BadRequest(name, f"invalid boolean for parameter {name}: {raw!r} (use true or false)") from None
 
 
 def parse_key(params: Mapping[str, str], name: str = "key") -> str:
@@ -86,32 +79,26 @@ def parse_node_id(raw: str | None, name: str = "nodeId") -> str:
     node_id = raw.strip()
     if not node_id:
         raise BadRequest(name, f"empty parameter: {name}")
-    if not _NODE_ID.fullmatch(node_id):
-        raise BadRequest(name, f"invalid {name} {raw!r}: use letters, digits, '.', '_', '-' (up to 64)")
+    if not NODE_ID.fullmatch(node_id):
+        raise BadRequest(name, f"invalid {name} {raw!r}: use {NODE_ID_RULE}")
     return node_id
 
 
 def _parse_port(raw: str, name: str) -> int:
-    text = raw.strip()
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise BadRequest(name, f"invalid {name} {raw!r}: must be a number between 1 and 65535")
-    return int(text)
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return parse_port(raw)
+    except ValueError:
+        raise BadRequest(name, f"invalid {name} {raw!r}: must be a number between 1 and 65535") from None
 
 
 def parse_host_port(raw: str, name: str) -> str:
-    text = raw.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, sep, port = text.rpartition(":")
-    if not host or not port or any(c.isspace() or c in "/?#@" for c in host):
+    try:
+        host, port = split_host_port(raw)
+    except ValueError:
+        host = port = ""
+    if not host or not port:
         raise BadRequest(name, f"invalid {name} {raw!r}: expected host:port")
-    return _join_host_port(host, _parse_port(port, name))
+    return join_host_port(host, _parse_port(port, name))
 
 
 @dataclass(frozen=True)
@@ -136,7 +123,7 @@ def parse_join_params(params: Mapping[str, str], remote_host: str | None) -> Joi
         port = _parse_port(port_raw, "raftPort")
         if not remote_host:
             raise BadRequest("raftAddr", "cannot tell the caller's address; pass raftAddr=host:port")
-        address = _join_host_port(remote_host, port)
+        address = join_host_port(remote_host, port)
     voter = parse_bool_param(params, "voter", False)
     http = params.get("httpAddr")
     http = parse_host_port(http, "httpAddr") if http else None

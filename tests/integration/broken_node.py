@@ -14,24 +14,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from raftkv import api  # noqa: E402
 from raftkv.cli import main  # noqa: E402
-from raftkv.raft.node import LEADER  # noqa: E402
+from raftkv.http import kv, routes  # noqa: E402
 
-_linearizable_read = api._read
-
-
-async def _read_locally_unless_leader(request, key, shape):
-    server = request.app[api.APP_SERVER]
-    if server.node.role != LEADER:
-        value = server.kv.get(key)
-        if value is None:
-            return api._json(server, {"error": "key not found", "key": key}, 404)
-        return shape(server, key, value)
-    return await _linearizable_read(request, key, shape)
+_linearizable_read = kv.kv_get
 
 
-api._read = _read_locally_unless_leader
+async def _read_locally_unless_leader(ctx, call, key, stale, shape=kv._value_shape):
+    return await _linearizable_read(ctx, call, key, stale or not ctx.node.is_leader, shape)
+
+
+# both the data plane's own callers and the routes that imported it
+kv.kv_get = routes.kv_get = _read_locally_unless_leader
 
 if __name__ == "__main__":
     sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""The HTTP hot path (raftkv/hotpath.py) answers GET /get and GET /set
+"""The HTTP fast path (raftkv/http/fastpath.py) answers GET /get and GET /set
 exactly as the aiohttp path does, and hands every other request, on the
 same connection and in order, to aiohttp."""
 
