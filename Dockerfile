@@ -1,4 +1,4 @@
-# raftkv node image. Every setting is an environment variable (see DESIGN §4);
+# raftkv node image. Every setting is an environment variable (README, "Configuration"; `raftkv serve --help`);
 # docker-compose.yml runs a 3-node cluster from it.
 FROM python:3.11-slim
 

@@ -5,7 +5,7 @@ Theory of operation: ``raftkv serve`` turns flags + environment into
 message naming the variable) and runs :func:`raftkv.main.run_node` until
 SIGTERM/SIGINT. The client subcommands (``status``, ``peers``, ``get``,
 ``set``, ``remove``, ``join``, ``remove-peer``, ``transfer-leadership``,
-``watch``, ``snapshot``) are thin wrappers over the HTTP API of DESIGN §5
+``watch``, ``snapshot``) are thin wrappers over the HTTP API (README, "HTTP API")
 using only the standard library, so they start fast; they print the JSON
 answer (``peers`` and ``watch``: a table like ``vault operator raft
 list-peers``) and exit 0 on a 2xx status, else print one line naming the

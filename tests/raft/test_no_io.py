@@ -1,4 +1,4 @@
-"""DESIGN §1: the Raft core imports only the standard library and does no IO."""
+"""The Raft core imports only the standard library and does no IO (docs/architecture.md, "The layers")."""
 
 import ast
 import pathlib
