@@ -424,6 +424,21 @@ class HclogLogger(structlog.BoundLoggerBase):
         """Log at a level given by name (``"INFO"``, ``"warn"``...)."""
         getattr(self, _method_for(level))(event, **fields)
 
+    def log_fields(self, level: str, event: str, fields: Sequence[tuple[str, object]]) -> None:
+        """Log a line whose pairs are already built, in order, after any bound
+        ones; they may hold keys keywords cannot (duplicates, ``event``).
+
+        Its signature is the ``log(level, message, fields)`` callable the
+        stores and the fault injector take: ``log=get_logger("fsm").log_fields``.
+        """
+        try:
+            enabled = _enabled[level]
+        except KeyError:
+            enabled = _enabled[_method_for(level)]
+        if enabled:
+            # The level is known to be enabled: straight to structlog's dispatch.
+            self._proxy_to_logger(_METHOD_FOR.get(level) or _method_for(level), event, **{_PAIRS: fields})
+
     def is_enabled_for(self, level: str) -> bool:
         return is_enabled(level)
 
@@ -492,22 +507,21 @@ _named: dict[str, HclogLogger] = {}
 
 
 def emit_fields(level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
-    """Send one line whose pairs are already built, e.g. a Raft core ``Log``
-    effect, through the logger named *name*.
+    """Log a line whose pairs are already built through the logger named
+    *name*: :meth:`HclogLogger.log_fields` with the name as an argument.
 
-    *fields* keeps its order and may hold keys a keyword argument cannot
-    (duplicates, ``event``).
+    Its signature is the ``log(level, logger, message, fields)`` callable the
+    transports take: ``TcpTransport(..., log=hclog.emit_fields)``.
     """
     try:
         enabled = _enabled[level]
     except KeyError:
         enabled = _enabled[_method_for(level)]
-    if enabled:
+    if enabled:  # checked here too, so a filtered line costs no logger lookup
         logger = _named.get(name)
         if logger is None:
             logger = _named.setdefault(name, get_logger(name))
-        # The level is known to be enabled: straight to structlog's dispatch.
-        logger._proxy_to_logger(_METHOD_FOR.get(level) or _method_for(level), message, **{_PAIRS: fields})
+        logger.log_fields(level, message, fields)
 
 
 def log_effect(effect: Any) -> None:

@@ -392,6 +392,20 @@ def test_emit_fields_keeps_pairs_keywords_cannot_carry(sink):
     ]
 
 
+def test_log_fields_follows_bound_pairs_and_the_level(sink):
+    log = hclog.get_logger("raft.snapshot").bind(id="2-32-1")
+    store_log = log.log_fields  # the (level, message, fields) callable the stores take
+    store_log("INFO", "creating new snapshot", [("path", "/data/snapshots/2-32-1.tmp")])
+    store_log("DEBUG", "not at INFO", [("k", 1)])
+    store_log("warn", "found temporary snapshot", ())
+    assert [ln.split(" ", 1)[1] for ln in sink.getvalue().splitlines()] == [
+        "[INFO]  raft.snapshot: creating new snapshot: id=2-32-1 path=/data/snapshots/2-32-1.tmp",
+        "[WARN]  raft.snapshot: found temporary snapshot: id=2-32-1",
+    ]
+    with pytest.raises(ValueError, match="unknown log level"):
+        store_log("NOTICE", "m", ())
+
+
 def test_log_takes_a_level_name(sink):
     log = hclog.get_logger("raft")
     for level in ("INFO", "warn", "WARNING", "Error", "debug"):
