@@ -1,9 +1,10 @@
 """A bounded ring buffer of this node's recent log records, for ``/ui``.
 
-Theory of operation: :func:`raftkv.hclog.add_listener` hands every line the
-node writes, unrendered, to :meth:`EventRing.record`, which numbers it and
-appends a tuple to a ``deque(maxlen=...)``: O(1), no rendering, safe from the
-disk thread (``deque.append`` and ``next(count)`` are atomic in CPython).
+Theory of operation: an attached :class:`EventRing` is a structlog processor
+in hclog's chain (:func:`raftkv.hclog.add_processor`), after level filtering and
+before rendering. It sees every record the node writes, unrendered, numbers it
+and appends a tuple to a ``deque(maxlen=...)``: O(1), no rendering, safe from
+the disk thread (``deque.append`` and ``next(count)`` are atomic in CPython).
 Readers (``/debug/events``, the ``/debug/stream`` server-sent events) ask for
 the records after a sequence number and get plain JSON-ready dicts; field
 values are turned into text only then, the way hclog prints them.
@@ -14,8 +15,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from . import hclog
 
@@ -53,16 +54,18 @@ class EventRing:
         self._seq = itertools.count(1)
         self.started = time.time()  # tells a reconnecting page that the process restarted
 
-    def record(self, when: float, level: str, name: str, message: str,
-               fields: Sequence[tuple[str, object]]) -> None:
-        self._records.append((next(self._seq), when, level, name, message, tuple(fields)))
+    def __call__(self, _logger: object, _method_name: str, record: dict[str, Any]) -> dict[str, Any]:
+        """structlog processor: keep *record* (the shape :func:`raftkv.hclog.to_hclog_record` makes)."""
+        self._records.append((next(self._seq), record["timestamp"], record["level"], record["logger"],
+                              record["event"], tuple(record["fields"])))
+        return record
 
     def attach(self) -> "EventRing":
-        hclog.add_listener(self.record)
+        hclog.add_processor(self)
         return self
 
     def detach(self) -> None:
-        hclog.remove_listener(self.record)
+        hclog.remove_processor(self)
 
     @property
     def last_seq(self) -> int:
@@ -85,7 +88,7 @@ _process_ring: EventRing | None = None
 
 
 def install(node_id: str, size: int = DEFAULT_SIZE) -> EventRing:
-    """The process's ring, attached to hclog from now on (``raftkv serve``
+    """The process's ring, in hclog's processor chain from now on (``raftkv serve``
     calls this before the node starts, so the startup lines are kept)."""
     global _process_ring
     if _process_ring is None:

@@ -8,13 +8,17 @@ described in ``shared/hclog-catalog.md`` §1, value by value: Python types stand
 in for the Go types hclog switches on (``str`` is a Go string, :class:`Bare` a
 named string type, ``timedelta`` a ``time.Duration``, ``None`` a nil pointer).
 
-On top sits one process-wide sink: :func:`configure` picks the level, format and
-stream. Two front doors feed it. :func:`get_logger` returns a structlog bound
-logger whose level methods compare against the configured level before
-anything is built, so disabled levels cost one comparison; enabled calls run a
-single structlog processor that renders the event. :func:`emit` takes the
-Raft core's ``Log`` effects, which are plain tuples. Every line goes out in one
-``write`` call under a lock, then a flush, so lines never interleave.
+Every line goes through structlog, set up by :func:`configure`: the wrapper
+class :class:`HclogLogger` filters by level before anything is built, the
+processor chain turns the call into an hclog record, hands it to the taps
+(:func:`add_processor`; the node's event ring for ``/ui``) and renders it with
+one of the two renderers, and the wrapped logger :class:`LineWriter` writes
+the line to the configured stream.
+
+Two front doors: ``get_logger("raft.snapshot").info("message", key=value)``
+for code that writes its own lines, and :func:`emit_fields` /
+:func:`log_effect` for lines whose pairs come pre-built, like the Raft core's
+``Log`` effects.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from typing import IO, Any
 import structlog
 
 __all__ = [
-    "LEVELS", "Bare", "HclogLogger", "add_listener", "configure", "emit", "format_duration",
-    "get_logger", "is_enabled", "remove_listener", "render_json", "render_line",
+    "LEVELS", "Bare", "HclogLogger", "LineWriter", "add_processor", "configure", "emit",
+    "emit_fields", "format_duration", "get_logger", "is_enabled", "json_renderer", "log_effect",
+    "remove_processor", "render_json", "render_line", "text_renderer", "to_hclog_record",
 ]
 
 LEVELS = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "WARN": 3, "ERROR": 4}
@@ -183,19 +188,31 @@ def _render_pair(key: object, value: object) -> str:
 
 # --- lines ----------------------------------------------------------------
 
+# The date, time and zone of the last second rendered, keyed by that second,
+# the zone form and the process's zone settings (tests switch TZ): localtime()
+# and strftime() are most of a line's cost, and lines come many to a second.
+_last_second: tuple[tuple[object, ...], str, str] = ((), "", "")
+
+
 def _timestamp(when: float, digits: int, colon: bool) -> str:
     """Local time, fraction truncated to *digits*, zone ``Z`` or ``+hhmm``/``+hh:mm``."""
+    global _last_second
     # Round to the microsecond first: a float like 1612250178.228 is really
     # ...227999925, and truncating that directly would print .227.
     sec, micros = divmod(round(when * 1_000_000), 1_000_000)
-    tm = time.localtime(sec)
-    offset = tm.tm_gmtoff
-    if offset == 0:
-        zone = "Z"
-    else:
-        hours, minutes = divmod(abs(offset) // 60, 60)
-        zone = f"{'-' if offset < 0 else '+'}{hours:02d}{':' if colon else ''}{minutes:02d}"
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', tm)}.{micros:06d}"[:20 + digits] + zone
+    key = (sec, colon, time.timezone, time.tzname)
+    cached_key, date_time, zone = _last_second
+    if cached_key != key:
+        tm = time.localtime(sec)
+        offset = tm.tm_gmtoff
+        if offset == 0:
+            zone = "Z"
+        else:
+            hours, minutes = divmod(abs(offset) // 60, 60)
+            zone = f"{'-' if offset < 0 else '+'}{hours:02d}{':' if colon else ''}{minutes:02d}"
+        date_time = time.strftime('%Y-%m-%dT%H:%M:%S', tm)
+        _last_second = (key, date_time, zone)
+    return f"{date_time}.{micros:06d}"[:20 + digits] + zone
 
 
 def render_line(when: float | None, level: str, name: str, message: str,
@@ -252,124 +269,273 @@ def render_json(when: float | None, level: str, name: str, message: str,
     return text.translate(_JSON_ESCAPES) + "\n"
 
 
-# --- the process-wide sink ------------------------------------------------
+# --- structlog: the wrapped logger, the processors, the filtering class -----
+#
+# Every line goes through structlog. A call such as ``log.info("msg", k=v)``
+# runs, in order:
+#   1. HclogLogger.info -- swapped for a no-op by configure() when INFO is
+#      below the level, so a filtered call costs one method lookup and call;
+#   2. structlog's _proxy_to_logger: bound context, then the keywords, then
+#      the message under "event";
+#   3. the processor chain _PROCESSORS: to_hclog_record (the record shape
+#      below), the taps (e.g. the node's EventRing), then the renderer of the
+#      configured format, which returns the finished line;
+#   4. LineWriter, the wrapped logger, writes that line to the configured stream.
+#
+# configure() changes the chain, the class's level methods and the stream in
+# place rather than handing structlog new objects, so that loggers created
+# (and cached) before it -- module-level ones, made at import -- follow it too.
+
+# The event-dict key under which emit_fields() hands over pre-built pairs, so
+# that they keep duplicates and keys Python keywords cannot carry ("event").
+_PAIRS = "@pairs"
+
+
+def to_hclog_record(logger: LineWriter, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the call's keywords become hclog's ordered pairs.
+
+    Returns the record the later processors see: ``timestamp`` (unix time),
+    ``level`` (``INFO``...), ``logger`` (the hclog name), ``event`` (the
+    message) and ``fields`` (a sequence of ``(key, value)`` pairs: bound
+    context first, then the call's keywords in call order).
+    """
+    message = event_dict.pop("event", "")
+    pairs = event_dict.pop(_PAIRS, None)
+    if pairs is None:
+        fields: Sequence[tuple[str, object]] = tuple(event_dict.items())
+    elif event_dict:
+        fields = (*event_dict.items(), *pairs)
+    else:
+        fields = pairs
+    return {"timestamp": time.time(), "level": method_name.upper(), "logger": logger.name,
+            "event": message, "fields": fields}
+
+
+def text_renderer(_logger: LineWriter, _method_name: str, record: dict[str, Any]) -> str:
+    """structlog renderer for hclog's plain-text lines (the default format)."""
+    return render_line(record["timestamp"], record["level"], record["logger"],
+                       record["event"], record["fields"])
+
+
+def json_renderer(_logger: LineWriter, _method_name: str, record: dict[str, Any]) -> str:
+    """structlog renderer for hclog's JSON lines."""
+    return render_json(record["timestamp"], record["level"], record["logger"],
+                       record["event"], record["fields"])
+
+
+class _Taps:
+    """structlog processor running the processors added with :func:`add_processor`.
+
+    A stage of its own so the chain keeps its length: a thread iterating the
+    chain while another adds or removes a tap never skips the renderer.
+    """
+
+    def __init__(self) -> None:
+        self.processors: tuple[Callable[..., Any], ...] = ()
+
+    def __call__(self, logger: LineWriter, method_name: str, record: dict[str, Any]) -> dict[str, Any]:
+        for processor in self.processors:
+            record = processor(logger, method_name, record)
+        return record
+
+
+_taps = _Taps()
+_RENDERERS = {"hclog": text_renderer, "text": text_renderer, "json": json_renderer}
+# Shared by every logger (structlog keeps a reference); configure() swaps the renderer in place.
+_PROCESSORS: list[Callable[..., Any]] = [to_hclog_record, _taps, text_renderer]
+
 
 @dataclass
-class _Config:
-    level: int = LEVELS["INFO"]
-    render: Callable[..., str] = render_line
+class _Output:
     stream: IO[str] | None = None  # None: whatever sys.stderr is at write time
 
 
-_config = _Config()
+_output = _Output()
 _write_lock = threading.Lock()
-# Callables ``fn(when, level, name, message, fields)`` told of every line that
-# is written (the node's event ring buffer for /ui); called after the write.
-_listeners: list[Callable[[float, str, str, str, Sequence[tuple[str, object]]], None]] = []
 
 
-def add_listener(fn: Callable[[float, str, str, str, Sequence[tuple[str, object]]], None]) -> None:
-    """Also hand every written event, unrendered, to *fn* (it must be cheap and not raise)."""
-    _listeners.append(fn)
+class LineWriter:
+    """structlog's wrapped logger: carries the hclog name and writes finished lines.
 
-
-def remove_listener(fn: Callable[..., None]) -> None:
-    if fn in _listeners:
-        _listeners.remove(fn)
-
-
-def _tell(when: float, level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
-    for fn in _listeners:
-        fn(when, level, name, message, fields)
-_RENDERERS = {"hclog": render_line, "json": render_json}
-
-
-def _parse_level(level: str) -> int:
-    try:
-        return LEVELS[level.upper()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown log level {level!r}; expected one of "
-                         f"{', '.join(LEVELS)}") from None
-
-
-def configure(level: str = "INFO", fmt: str = "hclog", stream: IO[str] | None = None) -> None:
-    """Set the level (TRACE..ERROR, any case), format (``hclog`` | ``json``) and stream."""
-    threshold = _parse_level(level)
-    try:
-        render = _RENDERERS[fmt.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown log format {fmt!r}; expected 'hclog' or 'json'") from None
-    _config.level, _config.render, _config.stream = threshold, render, stream
-
-
-def is_enabled(level: str) -> bool:
-    """Whether a line at *level* would be written under the current configuration."""
-    return _parse_level(level) >= _config.level
-
-
-def _write(line: str) -> None:
-    stream = sys.stderr if _config.stream is None else _config.stream
-    with _write_lock:
-        stream.write(line)
-        stream.flush()
-
-
-def emit(level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
-    """Write one event, e.g. a Raft core ``Log`` effect, if its level is enabled."""
-    if _parse_level(level) >= _config.level:
-        when, level = time.time(), level.upper()
-        _write(_config.render(when, level, name, message, fields))
-        if _listeners:
-            _tell(when, level, name, message, fields)
-
-
-class _Sink:
-    """structlog's wrapped logger: carries the hclog name and writes finished lines."""
+    Each line goes out in one ``write`` call under a lock, then a flush, so
+    lines from the loop and the disk thread never interleave.
+    """
 
     __slots__ = ("name",)
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "") -> None:
         self.name = name
 
     def write(self, line: str) -> None:
-        _write(line)
+        stream = sys.stderr if _output.stream is None else _output.stream
+        with _write_lock:
+            stream.write(line)
+            stream.flush()
 
-    trace = debug = info = warn = error = write
+    msg = trace = debug = info = warn = warning = error = write
 
-
-def _render_event(logger: _Sink, method_name: str, event_dict: dict[str, Any]) -> str:
-    message = event_dict.pop("event", "")
-    # event_dict keeps bound keys first, then the call's keywords in call order.
-    when, level, fields = time.time(), method_name.upper(), list(event_dict.items())
-    if _listeners:
-        _tell(when, level, logger.name, message, fields)
-    return _config.render(when, level, logger.name, message, fields)
+    def __repr__(self) -> str:
+        return f"LineWriter({self.name!r})"
 
 
-def _level_method(method_name: str) -> Any:
-    threshold = LEVELS[method_name.upper()]
+def _nop(self: Any, event: str = "", **fields: Any) -> None:
+    return None
 
+
+def _emitting(method_name: str) -> Callable[..., None]:
     def method(self: HclogLogger, event: str = "", **fields: Any) -> None:
-        # Checked on every call rather than baked into the class (as structlog's
-        # make_filtering_bound_logger does) so configure() also affects loggers
-        # created earlier, e.g. at import time.
-        if threshold >= _config.level:
-            self._proxy_to_logger(method_name, event, **fields)
+        self._proxy_to_logger(method_name, event, **fields)
 
     method.__name__ = method_name
     return method
 
 
+_EMITTING = {name.lower(): _emitting(name.lower()) for name in LEVELS}
+
+# Every accepted spelling of a level, to its method name.
+_METHOD_FOR = {spelling: name.lower() for name in LEVELS for spelling in (name, name.lower())}
+_METHOD_FOR.update(WARNING="warn", warning="warn")
+
+
+def _method_for(level: str) -> str:
+    try:
+        return _METHOD_FOR[level]
+    except KeyError:
+        pass
+    try:
+        return _METHOD_FOR[level.upper()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown log level {level!r}; expected one of "
+                         f"{', '.join(LEVELS)}") from None
+
+
 class HclogLogger(structlog.BoundLoggerBase):
-    """A structlog bound logger with hclog's five levels, filtered before rendering."""
+    """A structlog bound logger with hclog's five levels.
 
-    trace = _level_method("trace")
-    debug = _level_method("debug")
-    info = _level_method("info")
-    warn = warning = _level_method("warn")
-    error = _level_method("error")
+    Like the classes ``structlog.make_filtering_bound_logger`` makes, a level
+    below the configured one is a method that returns at once, before any
+    event dict is built. Unlike them there is one class whose methods
+    :func:`configure` swaps, so existing loggers follow a new level.
+    """
 
+    trace = debug = info = warn = warning = error = _nop  # set by configure()
+
+    def log(self, level: str, event: str = "", **fields: Any) -> None:
+        """Log at a level given by name (``"INFO"``, ``"warn"``...)."""
+        getattr(self, _method_for(level))(event, **fields)
+
+    def log_fields(self, level: str, event: str, fields: Sequence[tuple[str, object]]) -> None:
+        """Log a line whose pairs are already built, in order, after any bound
+        ones; they may hold keys keywords cannot (duplicates, ``event``).
+
+        Its signature is the ``log(level, message, fields)`` callable the
+        stores and the fault injector take: ``log=get_logger("fsm").log_fields``.
+        """
+        try:
+            enabled = _enabled[level]
+        except KeyError:
+            enabled = _enabled[_method_for(level)]
+        if enabled:
+            # The level is known to be enabled: straight to structlog's dispatch.
+            self._proxy_to_logger(_METHOD_FOR.get(level) or _method_for(level), event, **{_PAIRS: fields})
+
+    def is_enabled_for(self, level: str) -> bool:
+        return is_enabled(level)
+
+
+# --- configuration ----------------------------------------------------------
+
+# Every accepted spelling of a level, to whether it is written: is_enabled()
+# and emit_fields() cost one lookup here. Replaced whole by configure().
+_enabled: dict[str, bool] = {}
+
+
+def configure(level: str = "INFO", fmt: str = "hclog", stream: IO[str] | None = None) -> None:
+    """Set the level (TRACE..ERROR, any case), the format (``hclog`` or
+    ``text``, or ``json``) and the stream (``None``: ``sys.stderr`` at write
+    time), for every logger, including those created earlier."""
+    global _enabled
+    threshold = LEVELS[_method_for(level).upper()]
+    try:
+        renderer = _RENDERERS[fmt.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown log format {fmt!r}; expected 'hclog', 'text' or 'json'") from None
+    _enabled = {spelling: LEVELS[method.upper()] >= threshold for spelling, method in _METHOD_FOR.items()}
+    for name, value in LEVELS.items():
+        setattr(HclogLogger, name.lower(), _EMITTING[name.lower()] if value >= threshold else _nop)
+    HclogLogger.warning = HclogLogger.warn
+    _PROCESSORS[-1] = renderer
+    _output.stream = stream
+    structlog.configure(processors=_PROCESSORS, wrapper_class=HclogLogger, context_class=dict,
+                        logger_factory=LineWriter, cache_logger_on_first_use=True)
+
+
+def is_enabled(level: str) -> bool:
+    """Whether a line at *level* would be written: a cheap check before
+    building fields that cost something to compute."""
+    try:
+        return _enabled[level]
+    except KeyError:
+        return _enabled[_method_for(level)]
+
+
+def add_processor(processor: Callable[[Any, str, dict[str, Any]], dict[str, Any]]) -> None:
+    """Also run *processor* on every record that is written, before it is
+    rendered (it gets the record :func:`to_hclog_record` makes, must return
+    it, be cheap and not raise). The node's event ring is one."""
+    _taps.processors = (*_taps.processors, processor)
+
+
+def remove_processor(processor: Callable[..., Any]) -> None:
+    _taps.processors = tuple(p for p in _taps.processors if p is not processor)
+
+
+# --- front doors --------------------------------------------------------------
 
 def get_logger(name: str) -> HclogLogger:
-    """A logger named *name* (``raft``, ``raft.net``...): ``log.info("msg", **{"k": v})``."""
-    return HclogLogger(_Sink(name), processors=[_render_event], context={})
+    """The structlog logger for hclog name *name* (``raft``, ``raft.net``...).
+
+    ``log.info("copied to local snapshot", bytes=n)``; keys that are not
+    Python identifiers go through a dict: ``log.info("m", **{"last-index": i})``.
+    Pairs print in the order given, bound ones (``log.bind(id=...)``) first.
+    """
+    return structlog.get_logger(name).bind()
+
+
+# One logger per name for emit_fields(), made on first use.
+_named: dict[str, HclogLogger] = {}
+
+
+def emit_fields(level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
+    """Log a line whose pairs are already built through the logger named
+    *name*: :meth:`HclogLogger.log_fields` with the name as an argument.
+
+    Its signature is the ``log(level, logger, message, fields)`` callable the
+    transports take: ``TcpTransport(..., log=hclog.emit_fields)``.
+    """
+    try:
+        enabled = _enabled[level]
+    except KeyError:
+        enabled = _enabled[_method_for(level)]
+    if enabled:  # checked here too, so a filtered line costs no logger lookup
+        logger = _named.get(name)
+        if logger is None:
+            logger = _named.setdefault(name, get_logger(name))
+        logger.log_fields(level, message, fields)
+
+
+def log_effect(effect: Any) -> None:
+    """Send a Raft core ``Log`` effect (level, logger, message, fields)."""
+    emit_fields(effect.level, effect.logger, effect.message, effect.fields)
+
+
+def emit(level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
+    """The older spelling of :func:`emit_fields`, the same thing.
+
+    Only for lines whose pairs come pre-built as a list; code that writes its
+    own lines uses ``get_logger(name).info("message", key=value)``.
+    """
+    emit_fields(level, name, message, fields)
+
+
+configure()

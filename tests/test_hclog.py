@@ -9,11 +9,13 @@ import time
 from datetime import timedelta
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
 from raftkv import hclog
 from raftkv.hclog import Bare, format_duration, render_json, render_line
+from raftkv.raft.effects import Log
 
 
 def line(level: str, message: str, *fields: tuple[str, object], name: str = "raft") -> str:
@@ -342,14 +344,29 @@ def test_level_filtering(sink, level):
     assert [name for name in hclog.LEVELS if hclog.is_enabled(name.lower())] == enabled
 
 
-def test_filtered_calls_do_not_render(sink, monkeypatch):
+def test_filtered_calls_do_not_reach_the_processors(sink, monkeypatch):
+    seen = []
+
+    def tap(logger, method_name, record):
+        seen.append(record["event"])
+        return record
+
     def boom(*args):
         raise AssertionError("rendered a filtered event")
 
-    monkeypatch.setattr(hclog._config, "render", boom)
-    hclog.get_logger("raft").debug("quiet", k=object())
-    hclog.emit("DEBUG", "raft", "quiet", [("k", 1)])
-    assert sink.getvalue() == ""
+    hclog.add_processor(tap)
+    try:
+        monkeypatch.setattr(hclog, "render_line", boom)
+        hclog.get_logger("raft").debug("quiet", k=object())
+        hclog.get_logger("raft").log("debug", "quiet")
+        hclog.emit("DEBUG", "raft", "quiet", [("k", 1)])
+        hclog.emit_fields("TRACE", "raft", "quiet", [("k", 1)])
+        assert seen == [] and sink.getvalue() == ""
+        monkeypatch.undo()
+        hclog.get_logger("raft").info("loud")
+        assert seen == ["loud"] and sink.getvalue().endswith("[INFO]  raft: loud\n")
+    finally:
+        hclog.remove_processor(tap)
 
 
 def test_emit_and_json_switch(sink, tz):
@@ -364,6 +381,59 @@ def test_emit_and_json_switch(sink, tz):
         "@level": "info", "@message": "election won", "@module": "raft",
         "@timestamp": None, "term": 2, "tally": 1}
     assert json.loads(third)["@module"] == "raft.net"
+
+
+def test_emit_fields_keeps_pairs_keywords_cannot_carry(sink):
+    hclog.emit_fields("WARN", "raft", "m", [("k", 1), ("k", 2), ("event", "x"), ("self", 3)])
+    hclog.log_effect(Log("INFO", "raft.autopilot", "Promoting server", (("id", Bare("n2")),)))
+    assert [ln.split(" ", 1)[1] for ln in sink.getvalue().splitlines()] == [
+        "[WARN]  raft: m: k=1 k=2 event=x self=3",
+        "[INFO]  raft.autopilot: Promoting server: id=n2",
+    ]
+
+
+def test_log_fields_follows_bound_pairs_and_the_level(sink):
+    log = hclog.get_logger("raft.snapshot").bind(id="2-32-1")
+    store_log = log.log_fields  # the (level, message, fields) callable the stores take
+    store_log("INFO", "creating new snapshot", [("path", "/data/snapshots/2-32-1.tmp")])
+    store_log("DEBUG", "not at INFO", [("k", 1)])
+    store_log("warn", "found temporary snapshot", ())
+    assert [ln.split(" ", 1)[1] for ln in sink.getvalue().splitlines()] == [
+        "[INFO]  raft.snapshot: creating new snapshot: id=2-32-1 path=/data/snapshots/2-32-1.tmp",
+        "[WARN]  raft.snapshot: found temporary snapshot: id=2-32-1",
+    ]
+    with pytest.raises(ValueError, match="unknown log level"):
+        store_log("NOTICE", "m", ())
+
+
+def test_log_takes_a_level_name(sink):
+    log = hclog.get_logger("raft")
+    for level in ("INFO", "warn", "WARNING", "Error", "debug"):
+        log.log(level, level, k=1)
+    assert [ln.split(" ", 1)[1] for ln in sink.getvalue().splitlines()] == [
+        "[INFO]  raft: INFO: k=1", "[WARN]  raft: warn: k=1", "[WARN]  raft: WARNING: k=1",
+        "[ERROR] raft: Error: k=1"]
+    with pytest.raises(ValueError, match="unknown log level 'NOTICE'"):
+        log.log("NOTICE", "m")
+
+
+def test_configure_reaches_loggers_already_used(tz):
+    tz("UTC0")
+    log = hclog.get_logger("raft")
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        hclog.configure("INFO", "text", first)
+        log.debug("dropped")
+        log.info("one", k=1)
+        hclog.configure("DEBUG", "json", second)
+        log.debug("two", k=2)
+        # also structlog's own lazy loggers, cached on first use
+        structlog.get_logger("raft.net").debug("three")
+    finally:
+        hclog.configure()
+    assert first.getvalue().endswith("Z [INFO]  raft: one: k=1\n") and first.getvalue().count("\n") == 1
+    assert [json.loads(ln)["@message"] for ln in second.getvalue().splitlines()] == ["two", "three"]
+    assert json.loads(second.getvalue().splitlines()[1])["@module"] == "raft.net"
 
 
 def test_one_write_per_line(sink):
