@@ -36,8 +36,10 @@ from typing import IO, Any
 
 import structlog
 
+from raftkv.textforms import go_duration
+
 __all__ = [
-    "LEVELS", "Bare", "HclogLogger", "LineWriter", "add_processor", "configure", "emit",
+    "LEVELS", "Bare", "HclogLogger", "LineWriter", "add_processor", "configure",
     "emit_fields", "format_duration", "get_logger", "is_enabled", "json_renderer", "log_effect",
     "remove_processor", "render_json", "render_line", "text_renderer", "to_hclog_record",
 ]
@@ -62,31 +64,7 @@ from raftkv.raft.effects import Bare  # noqa: E402
 
 def format_duration(td: timedelta) -> str:
     """Go's ``time.Duration.String()``: ``0s``, ``1.5ms``, ``500µs``, ``1m30s``, ``1h0m0s``."""
-    ns = (td // timedelta(microseconds=1)) * 1000
-    sign, ns = ("-" if ns < 0 else ""), abs(ns)
-    if ns == 0:
-        return "0s"
-    if ns < 1_000_000_000:
-        # Below a second: a single unit with a trimmed fraction.
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _with_fraction(ns, size) + unit
-    minutes, sec_ns = divmod(ns, 60_000_000_000)
-    hours, minutes = divmod(minutes, 60)
-    text = _with_fraction(sec_ns, 1_000_000_000) + "s"
-    if hours:
-        text = f"{hours}h{minutes}m{text}"  # Go keeps "0m" once hours show
-    elif minutes:
-        text = f"{minutes}m{text}"
-    return sign + text
-
-
-def _with_fraction(n: int, unit: int) -> str:
-    whole, frac = divmod(n, unit)
-    if not frac:
-        return str(whole)
-    width = len(str(unit)) - 1
-    return f"{whole}.{frac:0{width}d}".rstrip("0")
+    return go_duration((td // timedelta(microseconds=1)) * 1000)
 
 
 def _go_float(f: float) -> str:
@@ -527,15 +505,6 @@ def emit_fields(level: str, name: str, message: str, fields: Sequence[tuple[str,
 def log_effect(effect: Any) -> None:
     """Send a Raft core ``Log`` effect (level, logger, message, fields)."""
     emit_fields(effect.level, effect.logger, effect.message, effect.fields)
-
-
-def emit(level: str, name: str, message: str, fields: Sequence[tuple[str, object]]) -> None:
-    """The older spelling of :func:`emit_fields`, the same thing.
-
-    Only for lines whose pairs come pre-built as a list; code that writes its
-    own lines uses ``get_logger(name).info("message", key=value)``.
-    """
-    emit_fields(level, name, message, fields)
 
 
 configure()

@@ -13,6 +13,8 @@ from .http.app import HttpService
 from .metrics import NodeMetrics
 from .node.runtime import Node
 
+raft_log = hclog.get_logger("raft")
+
 __all__ = ["run_node"]
 
 
@@ -26,7 +28,7 @@ async def serve(settings: NodeSettings) -> int:
         await node.start()
         await http.start()
     except Exception as exc:  # ports in use, an unreadable volume ...
-        hclog.emit("ERROR", "raft", "failed to start node", [("error", f"{type(exc).__name__}: {exc}")])
+        raft_log.error("failed to start node", error=f"{type(exc).__name__}: {exc}")
         for closer in (http.stop(), node.abort()):
             try:
                 await closer

@@ -15,16 +15,16 @@ def test_ring_keeps_written_lines_in_order_and_bounded():
     hclog.configure("INFO", "hclog", stream=stream)
     ring = EventRing("n1", size=3).attach()
     try:
-        hclog.emit("DEBUG", "raft", "not written at INFO", [])
-        hclog.emit("INFO", "raft", "election won", [("term", 2), ("tally", 1)])
+        hclog.emit_fields("DEBUG", "raft", "not written at INFO", [])
+        hclog.emit_fields("INFO", "raft", "election won", [("term", 2), ("tally", 1)])
         hclog.get_logger("raft.autopilot").info("Promoting server", id=Bare("n2"), address="127.0.0.1:9001")
-        hclog.emit("WARN", "raft", "heartbeat timeout reached, starting election",
+        hclog.emit_fields("WARN", "raft", "heartbeat timeout reached, starting election",
                    [("last-leader-addr", Bare("")), ("backoff", timedelta(milliseconds=500))])
-        hclog.emit("ERROR", "raft", "failed to appendEntries to", [("peer", None), ("ok", False)])
+        hclog.emit_fields("ERROR", "raft", "failed to appendEntries to", [("peer", None), ("ok", False)])
     finally:
         ring.detach()
         hclog.configure("INFO", "hclog")
-    hclog.emit("INFO", "raft", "after detach", [])
+    hclog.emit_fields("INFO", "raft", "after detach", [])
 
     records = ring.since(0)
     assert [r["message"] for r in records] == ["Promoting server", "heartbeat timeout reached, starting election",

@@ -337,7 +337,7 @@ def test_level_filtering(sink, level):
     hclog.configure(level, "hclog", sink)
     for method in ("trace", "debug", "info", "warn", "error"):
         getattr(log, method)(method)
-        hclog.emit(method.upper(), "raft", "emitted", ())
+        hclog.emit_fields(method.upper(), "raft", "emitted", ())
     tokens = [ln.split(" ")[1] for ln in sink.getvalue().splitlines()]
     enabled = [name for name, n in hclog.LEVELS.items() if n >= hclog.LEVELS[level]]
     assert tokens == [f"[{name}]" for name in enabled for _ in (1, 2)]
@@ -359,7 +359,7 @@ def test_filtered_calls_do_not_reach_the_processors(sink, monkeypatch):
         monkeypatch.setattr(hclog, "render_line", boom)
         hclog.get_logger("raft").debug("quiet", k=object())
         hclog.get_logger("raft").log("debug", "quiet")
-        hclog.emit("DEBUG", "raft", "quiet", [("k", 1)])
+        hclog.emit_fields("DEBUG", "raft", "quiet", [("k", 1)])
         hclog.emit_fields("TRACE", "raft", "quiet", [("k", 1)])
         assert seen == [] and sink.getvalue() == ""
         monkeypatch.undo()
@@ -371,9 +371,9 @@ def test_filtered_calls_do_not_reach_the_processors(sink, monkeypatch):
 
 def test_emit_and_json_switch(sink, tz):
     tz("UTC0")
-    hclog.emit("INFO", "raft", "election won", [("term", 2), ("tally", 1)])
+    hclog.emit_fields("INFO", "raft", "election won", [("term", 2), ("tally", 1)])
     hclog.configure("info", "JSON", sink)
-    hclog.emit("INFO", "raft", "election won", [("term", 2), ("tally", 1)])
+    hclog.emit_fields("INFO", "raft", "election won", [("term", 2), ("tally", 1)])
     hclog.get_logger("raft.net").info("accepted connection", **{"local-address": "127.0.0.1:1"})
     first, second, third = sink.getvalue().splitlines()
     assert first.endswith("Z [INFO]  raft: election won: term=2 tally=1")
@@ -452,7 +452,7 @@ def test_one_write_per_line(sink):
 
 def test_default_stream_is_stderr_at_write_time(capsys):
     hclog.configure()
-    hclog.emit("WARN", "raft", "to stderr", ())
+    hclog.emit_fields("WARN", "raft", "to stderr", ())
     assert capsys.readouterr().err.endswith("[WARN]  raft: to stderr\n")
 
 

@@ -39,6 +39,8 @@ from .params import BadRequest, parse_json_object
 from .replies import json_reply
 from .routes import read_body, respond
 
+http_log = hclog.get_logger("http")
+
 __all__ = ["ADMIN_PREFIXES", "add_admin_routes", "is_admin_path", "require_cluster_key"]
 
 ADMIN_PREFIXES = ("/join", "/remove-peer", "/transfer-leadership", "/restore", "/snapshot",
@@ -63,9 +65,9 @@ async def require_cluster_key(request: web.Request, handler) -> web.StreamRespon
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8")):
         return await handler(request)
-    hclog.emit("WARN", "http", "refused admin request",
-               [("method", request.method), ("path", request.path), ("remote", call_of(request).client_host() or ""),
-                ("error", "wrong cluster key" if header else "no cluster key")])
+    http_log.warn("refused admin request", method=request.method, path=request.path,
+                  remote=call_of(request).client_host() or "",
+                  error="wrong cluster key" if header else "no cluster key")
     resp = respond(json_reply(ctx.id, {"error": "this route needs the cluster key: "
                                                  "Authorization: Bearer <RAFT_CLUSTER_KEY>"}, 401))
     resp.headers["WWW-Authenticate"] = 'Bearer realm="raftkv"'

@@ -24,6 +24,8 @@ from .kv import read_key, write_key
 from .registry import Registry
 from .replies import Reply, error_reply
 
+http_log = hclog.get_logger("http")
+
 __all__ = ["HttpService", "create_app"]
 
 
@@ -91,13 +93,12 @@ class HttpService:
             max_head=line + 16 * 1024,
             log=hclog.get_logger("http"))
         self.listener = await self.node.loop.create_server(self.fast, s.bind_addr, s.http_port, reuse_address=True)
-        hclog.emit("INFO", "http", "HTTP API listening",
-                   [("bind", f"{s.bind_addr}:{s.http_port}"), ("advertise", self.node.http_address)])
+        http_log.info("HTTP API listening", bind=f"{s.bind_addr}:{s.http_port}",
+                      advertise=self.node.http_address)
         self.node.spawn(registry.keep_registered(), "raftkv-registry")
         if s.join:
             if self.node.had_state:
-                hclog.emit("INFO", "http", "not joining: node has existing state and rejoins as it was",
-                           [("join", list(s.join))])
+                http_log.info("not joining: node has existing state and rejoins as it was", join=list(s.join))
             else:
                 self.node.spawn(registry.join_cluster(), "raftkv-join")
 

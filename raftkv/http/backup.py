@@ -24,9 +24,10 @@ from .params import BadRequest
 from .replies import SERVED_BY, json_reply, unavailable
 from .routes import respond
 
+http_log = hclog.get_logger("http")
+
 __all__ = ["add_routes"]
 
-LOGGER = "http"
 BACKUP_CHUNK = 1024 * 1024
 SNAPSHOT_INDEX = "X-Raftkv-Snapshot-Index"
 SNAPSHOT_TERM = "X-Raftkv-Snapshot-Term"
@@ -64,8 +65,8 @@ async def _on_leader_streaming(request: web.Request,
             await out.write_eof()
             return out
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        hclog.emit("WARN", LOGGER, "failed to forward request to leader",
-                   [("leader", leader_http), ("error", str(exc) or type(exc).__name__)])
+        http_log.warn("failed to forward request to leader", leader=leader_http,
+                      error=str(exc) or type(exc).__name__)
         return respond(unavailable(ctx.id, f"forwarding to the leader failed: {exc or type(exc).__name__}",
                                    request.method == "POST", ctx.registry.leader()))
 
@@ -118,7 +119,7 @@ async def handle_restore(request: web.Request) -> web.StreamResponse:
             index, keys = await ctx.node.restore_backup(path)
         finally:
             await loop.run_in_executor(None, _unlink, path)
-        hclog.emit("INFO", LOGGER, "restored backup", [("index", index), ("keys", keys), ("bytes", received)])
+        http_log.info("restored backup", index=index, keys=keys, bytes=received)
         return respond(json_reply(ctx.id, {"index": index, "keys": keys, "bytes": received}))
     return await _on_leader_streaming(request, local)
 

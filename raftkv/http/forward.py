@@ -26,9 +26,10 @@ from raftkv.node.errors import NotLeaderError
 from .context import FORWARDED_BY, Call, HttpContext
 from .replies import SERVED_BY, Reply, unavailable
 
+http_log = hclog.get_logger("http")
+
 __all__ = ["forward", "leader_wait", "on_leader"]
 
-LOGGER = "http"
 
 
 def leader_wait(ctx: HttpContext) -> float:
@@ -103,11 +104,11 @@ async def forward(ctx: HttpContext, call: Call, leader_http: str, write: bool,
             return answer, retry
     except aiohttp.ClientConnectorError as exc:
         # never connected: the leader is gone; an election will name another
-        hclog.emit("DEBUG" if quiet else "WARN", LOGGER, "failed to forward request to leader",
-                   [("leader", leader_http), ("error", str(exc))])
+        http_log.log("DEBUG" if quiet else "WARN", "failed to forward request to leader", leader=leader_http,
+                     error=str(exc))
         return no_leader_reply(ctx, f"leader unreachable: {exc}"), True
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        hclog.emit("WARN", LOGGER, "failed to forward request to leader",
-                   [("leader", leader_http), ("error", str(exc) or type(exc).__name__)])
+        http_log.warn("failed to forward request to leader", leader=leader_http,
+                      error=str(exc) or type(exc).__name__)
         return unavailable(ctx.id, f"forwarding to the leader failed: {exc or type(exc).__name__}",
                            write, ctx.registry.leader()), not write

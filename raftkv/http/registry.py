@@ -27,10 +27,11 @@ from raftkv.fsm import RESERVED_PREFIX, encode_delete, encode_set
 from raftkv.node.errors import RequestError
 from raftkv.node.runtime import Node
 
+http_log = hclog.get_logger("http")
+
 __all__ = ["HTTP_KEY_PREFIX", "Registry"]
 
 HTTP_KEY_PREFIX = RESERVED_PREFIX + "http/"
-LOGGER = "http"
 
 
 class Registry:
@@ -140,12 +141,12 @@ class Registry:
                                                 timeout=aiohttp.ClientTimeout(total=15)) as resp:
                         body = await resp.text()
                         if resp.status == 200:
-                            hclog.emit("INFO", LOGGER, "joined cluster", [("via", base), ("response", body.strip())])
+                            http_log.info("joined cluster", via=base, response=body.strip())
                             return
                         error = f"HTTP {resp.status}: {body.strip()[:200]}"
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = str(exc) or type(exc).__name__
-                hclog.emit("WARN", LOGGER, "failed to join cluster, will retry",
-                           [("via", base), ("error", error), ("backoff time", timedelta(seconds=delay))])
+                http_log.warn("failed to join cluster, will retry", **{"via": base, "error": error,
+                                                                      "backoff time": timedelta(seconds=delay)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

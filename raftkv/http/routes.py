@@ -25,9 +25,10 @@ from .params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_
                      parse_join_params, parse_json_object, parse_key, parse_node_id)
 from .replies import Answer, Reply, error_reply, json_reply
 
+http_log = hclog.get_logger("http")
+
 __all__ = ["add_routes", "errors_middleware", "read_body", "respond"]
 
-LOGGER = "http"
 
 
 def respond(reply: Reply) -> web.Response:
@@ -114,9 +115,8 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         reply = error_reply(ctx.id, exc, ctx.registry.leader())
         if reply is not None:
             return respond(reply)
-        hclog.emit("ERROR", LOGGER, "internal error serving request",
-                   [("method", request.method), ("path", request.path),
-                    ("error", f"{type(exc).__name__}: {exc}"), ("trace", traceback.format_exc())])
+        http_log.error("internal error serving request", method=request.method, path=request.path,
+                       error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
         return respond(json_reply(ctx.id, {"error": f"internal error: {type(exc).__name__}"}, 500))
 
 
@@ -189,8 +189,7 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
                                         f"remove it first (POST /remove-peer?nodeId={clash.id})",
                                "param": "raftAddr"})
         command = ConfigCommand.ADD_VOTER if join.voter else ConfigCommand.ADD_NONVOTER
-        hclog.emit("INFO", LOGGER, "join request", [("id", join.id), ("address", join.address),
-                                                   ("command", str(command))])
+        http_log.info("join request", id=join.id, address=join.address, command=str(command))
         index = await node.change_membership(command, join.id, join.address)
         await _register_quietly(ctx, join)
         now = node.configuration.get(join.id)

@@ -36,7 +36,8 @@ from raftkv.raft.node import LEADER, RaftNode
 
 from .errors import RequestError
 
-LOGGER = "raft.autopilot"
+autopilot_log = hclog.get_logger("raft.autopilot")
+
 
 
 def server_health(node: RaftNode, server_id: str, last_contact_threshold: int,
@@ -77,7 +78,7 @@ class Autopilot:
         node = self.core()
         if node.role != LEADER:
             if self.running_since is not None:
-                hclog.emit("DEBUG", LOGGER, "autopilot is now stopped", [])
+                autopilot_log.debug("autopilot is now stopped")
             self.running_since = None
             self.stable_since.clear()
             return []
@@ -85,7 +86,7 @@ class Autopilot:
             self.running_since = now
             self.term = node.current_term
             self.stable_since.clear()
-            hclog.emit("DEBUG", LOGGER, "autopilot is now running", [])
+            autopilot_log.debug("autopilot is now running")
         required = self.stabilization if now - self.running_since >= self.stabilization else 0
         promote = []
         nonvoters = [s for s in node.configuration.servers if s.suffrage is Suffrage.NONVOTER]
@@ -108,12 +109,11 @@ class Autopilot:
                 asyncio.get_running_loop().create_task(self._promote(server))
 
     async def _promote(self, server) -> None:
-        hclog.emit("INFO", LOGGER, "Promoting server",
-                   [("id", server.id), ("address", server.address), ("name", server.id)])
+        autopilot_log.info("Promoting server", id=server.id, address=server.address, name=server.id)
         try:
             await self.change_membership(ConfigCommand.ADD_VOTER, server.id, server.address)
         except RequestError as exc:
-            hclog.emit("ERROR", LOGGER, "failed to add raft voting peer",
-                       [("id", server.id), ("address", server.address), ("error", exc.message)])
+            autopilot_log.error("failed to add raft voting peer", id=server.id, address=server.address,
+                                error=exc.message)
         finally:
             self.promoting.discard(server.id)

@@ -60,6 +60,9 @@ from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .volume import Volume
 
+raft_log = hclog.get_logger("raft")
+net_log = hclog.get_logger("raft.net")
+
 __all__ = ["Node", "rss_bytes"]
 
 
@@ -190,7 +193,7 @@ class Node:
         self._loop = loop = asyncio.get_running_loop()
         self._requests = PendingRequests(loop)
         s = self.settings
-        hclog.emit("INFO", "raft", "creating Raft", [("config", describe_raft_config(s))])
+        raft_log.info("creating Raft", config=describe_raft_config(s))
         self.volume = volume = Volume(s.data_dir)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
@@ -199,10 +202,10 @@ class Node:
 
         if s.fault_injection:
             from raftkv.transport.faults import FaultInjector
-            self.faults = FaultInjector(log=lambda level, msg, fields: hclog.emit(level, "raft.net", msg, fields))
-            hclog.emit("WARN", "raft.net", "fault injection is enabled: /debug/faults can drop or delay traffic", [])
+            self.faults = FaultInjector(log=lambda level, msg, fields: net_log.log_fields(level, msg, fields))
+            net_log.warn("fault injection is enabled: /debug/faults can drop or delay traffic")
         self.transport = TcpTransport(
-            self.id, s.bind_addr, s.raft_port, self._on_message, log=self._net_log,
+            self.id, s.bind_addr, s.raft_port, self._on_message, log=hclog.emit_fields,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
             snapshot_sink=lambda from_id, meta: ReceivedSnapshot(volume.snapshots.create(meta), meta.size),
@@ -214,8 +217,7 @@ class Node:
         )
         await self.transport.start()
         self._network.transport = self.transport
-        hclog.emit("INFO", "raft.net", "transport listening",
-                   [("bind", f"{s.bind_addr}:{s.raft_port}"), ("advertise", self.raft_address)])
+        net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address)
 
         self._raft = RaftNode(self.id, self.raft_address, s.raft_config(), state, random.Random(), _now_ms())
         self._configuration = self._raft.configuration
@@ -243,9 +245,8 @@ class Node:
             return
         exc = task.exception()
         if exc is not None:
-            hclog.emit("ERROR", "raft", "internal task failed",
-                       [("task", task.get_name()), ("error", "".join(
-                           traceback.format_exception_only(type(exc), exc)).strip())])
+            raft_log.error("internal task failed", task=task.get_name(), error="".join(
+                           traceback.format_exception_only(type(exc), exc)).strip())
             self.exit_code = 1
             self.request_shutdown()
 
@@ -266,7 +267,7 @@ class Node:
             return
         self._stop_started = self._stopping = True
         self._wake()
-        hclog.emit("INFO", "raft", "shutting down", [])
+        raft_log.info("shutting down")
         try:
             current = asyncio.current_task()
             for task in self._tasks:
@@ -284,7 +285,7 @@ class Node:
             if self.volume is not None:
                 await self._loop.run_in_executor(self._disk, self.volume.close)
         except Exception as exc:
-            hclog.emit("ERROR", "raft", "failed to shut down cleanly", [("error", str(exc))])
+            raft_log.error("failed to shut down cleanly", error=str(exc))
             self.exit_code = self.exit_code or 1
         finally:
             self._disk.shutdown(wait=False)
@@ -330,10 +331,6 @@ class Node:
         server = self._configuration.get(peer_id)
         return str(server) if server else peer_id
 
-    @staticmethod
-    def _net_log(level: str, logger: str, message: str, fields) -> None:
-        hclog.emit(level, logger, message, fields)
-
     # ------------------------------------------------------------------ the driver
 
     async def _drive(self) -> None:
@@ -369,10 +366,10 @@ class Node:
         except Exception as exc:
             # A bug, or input the core could not digest; the node's state is
             # still what the core left, so keep serving and say what happened.
-            hclog.emit("ERROR", "raft", "failed to process event",
-                       [("event", type(event).__name__), ("error", f"{type(exc).__name__}: {exc}")])
+            raft_log.error("failed to process event", event=type(event).__name__,
+                           error=f"{type(exc).__name__}: {exc}")
             if hclog.is_enabled("DEBUG"):
-                hclog.emit("DEBUG", "raft", "traceback", [("trace", traceback.format_exc())])
+                raft_log.debug("traceback", trace=traceback.format_exc())
             return []
 
     async def _carry_out(self, effects: list) -> None:
@@ -385,8 +382,7 @@ class Node:
             except Exception as exc:
                 # Raft cannot go on without its disk: never send or ack
                 # anything that might not be durable.
-                hclog.emit("ERROR", "raft", "failed to persist, shutting down",
-                           [("error", f"{type(exc).__name__}: {exc}")])
+                raft_log.error("failed to persist, shutting down", error=f"{type(exc).__name__}: {exc}")
                 self.exit_code = 1
                 self._stopping = True  # the driver stops before the next step
                 self.request_shutdown()
@@ -396,7 +392,7 @@ class Node:
     # ------------------------------------------------------------------ the executor's host
 
     def log(self, effect: fx.Log) -> None:
-        hclog.emit(effect.level, effect.logger, effect.message, effect.fields)
+        hclog.log_effect(effect)
 
     def sent(self, to: str, message: Message) -> None:
         if self.metrics is not None:
@@ -434,8 +430,8 @@ class Node:
             self.metrics.snapshot_create.inc()
         kv = self.volume.kv
         if kv.applied_index != meta.index:
-            hclog.emit("ERROR", "raft", "failed to take snapshot",
-                       [("error", f"state machine is at {kv.applied_index}, not {meta.index}")])
+            raft_log.error("failed to take snapshot",
+                           error=f"state machine is at {kv.applied_index}, not {meta.index}")
             return
         persist = kv.snapshot()  # the consistent view, captured now
         self._snapshot_task = self._loop.create_task(self._write_snapshot(meta, persist))
@@ -444,7 +440,7 @@ class Node:
         try:
             stored = await self._loop.run_in_executor(self._snap_pool, self.volume.write_snapshot, meta, persist)
         except Exception as exc:
-            hclog.emit("ERROR", "raft", "failed to take snapshot", [("error", str(exc))])
+            raft_log.error("failed to take snapshot", error=str(exc))
             raise
         self.submit(ev.SnapshotTaken(stored))
         return stored

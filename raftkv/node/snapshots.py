@@ -9,6 +9,8 @@ from raftkv.fsm import KVStore
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.storage import SnapshotCorruptError, SnapshotStore
 
+raft_log = hclog.get_logger("raft")
+
 __all__ = ["LazySnapshotReader", "ReceivedSnapshot", "restore_state_machine"]
 
 
@@ -74,11 +76,11 @@ class ReceivedSnapshot:
         return self.writer.write(data)
 
     def close(self) -> SnapshotMeta:
-        hclog.emit("INFO", "raft", "snapshot network transfer progress",
-                   [("read-bytes", self.received),
-                    ("percent-complete", percent(self.received, self.expected or self.received))])
+        raft_log.info("snapshot network transfer progress",
+                      **{"read-bytes": self.received,
+                         "percent-complete": percent(self.received, self.expected or self.received)})
         stored = self.writer.close()
-        hclog.emit("INFO", "raft", "copied to local snapshot", [("bytes", self.received)])
+        raft_log.info("copied to local snapshot", bytes=self.received)
         return stored
 
     def cancel(self) -> None:
@@ -88,7 +90,7 @@ class ReceivedSnapshot:
 def restore_state_machine(kv: KVStore, meta: SnapshotMeta, f) -> None:
     reader = _CountingReader(f)
     kv.restore(reader)
-    hclog.emit("INFO", "raft", "snapshot restore progress",
-               [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
-                ("size-in-bytes", meta.size), ("read-bytes", reader.count),
-                ("percent-complete", percent(reader.count, meta.size))])
+    raft_log.info("snapshot restore progress", **{"id": meta.id, "last-index": meta.index,
+                                                 "last-term": meta.term, "size-in-bytes": meta.size,
+                                                 "read-bytes": reader.count,
+                                                 "percent-complete": percent(reader.count, meta.size)})

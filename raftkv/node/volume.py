@@ -23,6 +23,9 @@ from raftkv.storage import LogStore, SnapshotStore, StableStore
 
 from .snapshots import restore_state_machine
 
+fsm_log = hclog.get_logger("fsm")
+raft_log = hclog.get_logger("raft")
+
 __all__ = ["Volume", "VolumeInUse"]
 
 
@@ -30,25 +33,19 @@ class VolumeInUse(RuntimeError):
     pass
 
 
-def _log_fn(logger: str):
-    def log(level: str, message: str, fields) -> None:
-        hclog.emit(level, logger, message, fields)
-    return log
-
-
 class Volume:
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         os.makedirs(data_dir, exist_ok=True)
         self._lock_fd = self._lock(data_dir)
-        self.log = LogStore(os.path.join(data_dir, "log"), log=_log_fn("raft"))
-        self.stable = StableStore(os.path.join(data_dir, "stable"), log=_log_fn("raft"))
+        self.log = LogStore(os.path.join(data_dir, "log"), log=raft_log.log_fields)
+        self.stable = StableStore(os.path.join(data_dir, "stable"), log=raft_log.log_fields)
         self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
-                                       log=_log_fn("raft.snapshot"))
+                                       log=hclog.get_logger("raft.snapshot").log_fields)
         self.uploads = os.path.join(data_dir, "uploads")
         shutil.rmtree(self.uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self.uploads)
-        self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=_log_fn("fsm"))
+        self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=fsm_log.log_fields)
         # set by the runtime: a restored backup is stored as a snapshot the
         # core must hear about; an installed one is counted
         self.on_backup_stored: Callable[[SnapshotMeta], None] = lambda meta: None
@@ -80,8 +77,8 @@ class Volume:
         if self.kv.applied_index > known:
             # not this log's state machine (the rest of the volume was wiped):
             # keeping it would skip the first entries the new log applies
-            hclog.emit("WARN", "fsm", "state machine file is ahead of the log and snapshots, discarding it",
-                       [("applied-index", self.kv.applied_index), ("last-known-index", known)])
+            fsm_log.warn("state machine file is ahead of the log and snapshots, discarding it",
+                         **{"applied-index": self.kv.applied_index, "last-known-index": known})
             self.kv.reset()
         snapshot_meta = self._restore_latest_snapshot(snapshots)
         entries: tuple = ()
@@ -107,15 +104,15 @@ class Volume:
                 with f:
                     if self.kv.applied_index >= meta.index:
                         # the state machine's own file is already past it
-                        hclog.emit("INFO", "raft", "state machine is ahead of the snapshot, not restoring",
-                                   fields + [("applied-index", self.kv.applied_index)])
+                        raft_log.log_fields("INFO", "state machine is ahead of the snapshot, not restoring",
+                                            fields + [("applied-index", self.kv.applied_index)])
                         return meta
-                    hclog.emit("INFO", "raft", "starting restore from snapshot", fields)
+                    raft_log.log_fields("INFO", "starting restore from snapshot", fields)
                     restore_state_machine(self.kv, meta, f)
             except Exception as exc:
-                hclog.emit("ERROR", "raft", "failed to restore snapshot", fields + [("error", str(exc))])
+                raft_log.log_fields("ERROR", "failed to restore snapshot", fields + [("error", str(exc))])
                 continue
-            hclog.emit("INFO", "raft", "restored from snapshot", fields)
+            raft_log.log_fields("INFO", "restored from snapshot", fields)
             return meta
         return None
 
