@@ -38,6 +38,7 @@ from datetime import timedelta
 from . import effects as fx
 from . import events as ev
 from .effects import Bare
+from .errors import RejectReason
 from .configuration import ConfigCommand, Configuration, Server, Suffrage
 from .log import RaftLog
 from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
@@ -299,9 +300,9 @@ class RaftNode:
 
     def _leave_leadership(self) -> None:
         for request_id in self.read_only.drain():
-            self._emit(fx.Rejected(request_id, "leadership lost while confirming the read"))
+            self._emit(fx.Rejected(request_id, RejectReason.LEADERSHIP_LOST, "leadership lost while confirming the read"))
         for change in self.pending_config_changes:
-            self._emit(fx.Rejected(change.request_id, "leadership lost"))
+            self._emit(fx.Rejected(change.request_id, RejectReason.LEADERSHIP_LOST, "leadership lost"))
         self.pending_config_changes = []
         if self.transfer is not None:
             target, _, request_id = self.transfer
@@ -466,7 +467,7 @@ class RaftNode:
             _, _, request_id = self.transfer
             self.transfer = None
             self._log("DEBUG", "leadership transfer timeout")
-            self._emit(fx.Rejected(request_id, "leadership transfer timeout"))
+            self._emit(fx.Rejected(request_id, RejectReason.TRANSFER_TIMEOUT, "leadership transfer timeout"))
         if self.now >= self.next_heartbeat:
             self._heartbeat()
         else:
@@ -936,12 +937,12 @@ class RaftNode:
             self._not_leader(request_id)
             return False
         if self.transfer is not None:
-            self._emit(fx.Rejected(request_id, "leadership transfer in progress"))
+            self._emit(fx.Rejected(request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress"))
             return False
         return True
 
     def _not_leader(self, request_id: int) -> None:
-        self._emit(fx.Rejected(request_id, "node is not the leader", self.leader_id, self.leader_address))
+        self._emit(fx.Rejected(request_id, RejectReason.NOT_LEADER, "node is not the leader", self.leader_id, self.leader_address))
 
     def _on_propose(self, event: ev.Propose) -> None:
         self._propose((event,))
@@ -956,7 +957,7 @@ class RaftNode:
             return
         if self.transfer is not None:
             for p in proposals:
-                self._emit(fx.Rejected(p.request_id, "leadership transfer in progress"))
+                self._emit(fx.Rejected(p.request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress"))
             return
         index = self.log.last_index
         entries = []
@@ -1017,11 +1018,11 @@ class RaftNode:
         current = self.configuration
         if event.command in (ConfigCommand.REMOVE_SERVER, ConfigCommand.DEMOTE_VOTER) \
                 and not current.has(event.server_id):
-            self._emit(fx.Rejected(event.request_id, f"unknown server {event.server_id!r}"))
+            self._emit(fx.Rejected(event.request_id, RejectReason.UNKNOWN_SERVER, f"unknown server {event.server_id!r}"))
             return
         new = current.apply(event.command, event.server_id, event.address)
         if not new.voters:
-            self._emit(fx.Rejected(event.request_id, "the change would leave no voters"))
+            self._emit(fx.Rejected(event.request_id, RejectReason.NO_VOTERS_LEFT, "the change would leave no voters"))
             return
         entry = Entry(self.log.last_index + 1, self.current_term, EntryType.CONFIGURATION, new.encode())
         shown_addr = event.address if event.command in (ConfigCommand.ADD_VOTER, ConfigCommand.ADD_NONVOTER) else ""
@@ -1050,19 +1051,19 @@ class RaftNode:
                   ("address", self._server(target).address if target else None))
         if target == self.id:
             self._log("INFO", "cannot transfer leadership to itself")
-            self._emit(fx.Rejected(event.request_id, "cannot transfer leadership to itself"))
+            self._emit(fx.Rejected(event.request_id, RejectReason.TRANSFER_TO_SELF, "cannot transfer leadership to itself"))
             return
         if target is None:
             candidates = [(self.progress[v].match_index, v) for v in self.configuration.voters
                           if v != self.id and v in self.progress]
             if not candidates:
                 self._log("DEBUG", "cannot find peer")
-                self._emit(fx.Rejected(event.request_id, "cannot find peer"))
+                self._emit(fx.Rejected(event.request_id, RejectReason.PEER_NOT_FOUND, "cannot find peer"))
                 return
             target = max(candidates)[1]
         if not self.configuration.is_voter(target) or target not in self.progress:
             self._log("DEBUG", "cannot find peer")
-            self._emit(fx.Rejected(event.request_id, f"cannot find peer {target!r}"))
+            self._emit(fx.Rejected(event.request_id, RejectReason.PEER_NOT_FOUND, f"cannot find peer {target!r}"))
             return
         self.transfer = (target, self.now + self.config.election_timeout, event.request_id)
         pr = self.progress[target]
@@ -1099,7 +1100,7 @@ class RaftNode:
 
     def _on_snapshot_requested(self, event: ev.RequestSnapshot) -> None:
         if self.last_applied <= self.snapshot.index:
-            self._emit(fx.Rejected(event.request_id, "nothing new to snapshot"))
+            self._emit(fx.Rejected(event.request_id, RejectReason.NOTHING_TO_SNAPSHOT, "nothing new to snapshot"))
             return
         self._take_snapshot()
         self._emit(fx.Completed(event.request_id))
@@ -1141,7 +1142,8 @@ class RaftNode:
         if not self._may_change_state(event.request_id):
             return
         if not self.committed_in_term() or self.configuration_index > self.commit_index:
-            self._emit(fx.Rejected(event.request_id, "cannot restore while the leader's first entry "
+            self._emit(fx.Rejected(event.request_id, RejectReason.RESTORE_NOT_READY,
+                                   "cannot restore while the leader's first entry "
                                    "or a configuration change is uncommitted; retry"))
             return
         # One past the last index, as hashicorp does: no follower has an entry
