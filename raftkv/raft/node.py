@@ -47,6 +47,7 @@ from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, I
 from .progress import Progress, ProgressState
 from .quorum import quorum_value, votes_needed
 from .read_only import ReadOnly
+from .status import NodeStatus, PeerStatus
 
 FOLLOWER = "Follower"
 CANDIDATE = "Candidate"
@@ -1192,24 +1193,44 @@ class RaftNode:
         TimeoutNow: _on_timeout_now,
     }
 
-    # ------------------------------------------------------------------ status
+    # ------------------------------------------------------------------ views
 
-    def status(self) -> dict:
-        return {
-            "id": self.id,
-            "state": self.role,
-            "term": self.current_term,
-            "last_log_index": self.log.last_index,
-            "last_log_term": self.log.last_term,
-            "commit_index": self.commit_index,
-            "applied_index": self.last_applied,
-            "last_snapshot_index": self.snapshot.index,
-            "last_snapshot_term": self.snapshot.term,
-            "last_contact": self.last_contact(),
-            "leader_id": self.leader_id,
-            "leader_address": self.leader_address,
-            "configuration_index": self.configuration_index,
-        }
+    def status(self) -> NodeStatus:
+        """A frozen picture of this node, for everything outside the core."""
+        peers = ()
+        if self.role == LEADER:
+            peers = tuple(_peer_status(server, self.progress[server.id], self.now)
+                          for server in self.configuration.servers if server.id in self.progress)
+        return NodeStatus(
+            id=self.id, address=self.address, role=self.role, term=self.current_term,
+            leader_id=self.leader_id, leader_address=self.leader_address,
+            first_index=self.log.first_index, last_log_index=self.log.last_index,
+            last_log_term=self.log.last_term, base_term=self.log.base_term,
+            commit_index=self.commit_index, last_applied=self.last_applied,
+            last_snapshot_index=self.snapshot.index, last_snapshot_term=self.snapshot.term,
+            configuration=self.configuration, configuration_index=self.configuration_index,
+            committed_configuration=self.committed_configuration,
+            committed_configuration_index=self.committed_configuration_index,
+            last_contact=self.last_contact(), committed_in_term=self.committed_in_term(),
+            transfer_target=self.transfer[0] if self.transfer is not None else None,
+            now=self.now, peers=peers)
+
+    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
+        """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""
+        return tuple(self.log.slice(lo, hi))
+
+    def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index`` (also at first_index - 1); None if
+        compacted away or beyond the log."""
+        return self.log.term_at(index)
+
+
+def _peer_status(server: Server, pr: Progress, now: int) -> PeerStatus:
+    return PeerStatus(id=server.id, address=server.address, suffrage=server.suffrage,
+                      match_index=pr.match_index, next_index=pr.next_index,
+                      last_contact=max(0, now - pr.last_contact), state=pr.state.value,
+                      inflight=len(pr.inflight),
+                      snapshot_index=pr.snapshot_index if pr.state is ProgressState.SNAPSHOT else 0)
 
 
 class _ServerList:
