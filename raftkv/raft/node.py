@@ -8,6 +8,12 @@ in order, honouring the durability rule of the package docstring. The node
 keeps an in-memory mirror of its durable log (:class:`.log.RaftLog`); every
 change to it is also emitted as an effect so the runtime's store follows.
 
+The role is read off the role state the node holds (:mod:`.roles`): a
+``LeaderState`` while it leads, a ``CandidateState`` while it campaigns,
+neither while it follows. Membership bookkeeping lives in :mod:`.membership`,
+the decision when to snapshot and how far to compact in
+:mod:`.snapshot_policy`; this module is the protocol that uses them.
+
 House rules, numbered so tests and comments can point at them:
 
 1. ``current_term`` and ``voted_for`` change only through ``_set_hard_state``,
@@ -32,55 +38,28 @@ simulated node prints what a live node prints.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 from . import effects as fx
 from . import events as ev
+from .config import RaftConfig
+from .configuration import Configuration, Server, Suffrage
 from .effects import Bare
 from .errors import RejectReason
-from .configuration import ConfigCommand, Configuration, Server, Suffrage
 from .log import RaftLog
+from .membership import Membership, RefusedChange, ServerList, logged_address, next_configuration
 from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
                        InstallSnapshotResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
                        TimeoutNow)
 from .progress import Progress, ProgressState
-from .quorum import quorum_value, votes_needed
-from .read_only import ReadOnly
+from .quorum import votes_needed
+from .roles import (CANDIDATE, FOLLOWER, LEADER, SHUTDOWN, CandidateState, LeaderState,
+                    LeadershipTransfer)
+from .snapshot_policy import SnapshotDue, SnapshotPolicy
 from .status import NodeStatus, PeerStatus
 
-FOLLOWER = "Follower"
-CANDIDATE = "Candidate"
-LEADER = "Leader"
-SHUTDOWN = "Shutdown"
-
-
-@dataclass(frozen=True)
-class RaftConfig:
-    """Timing and sizing, in milliseconds and entries (hashicorp's names)."""
-    heartbeat_timeout: int = 1000
-    election_timeout: int = 1000
-    leader_lease_timeout: int = 500
-    commit_timeout: int = 50
-    max_append_entries: int = 64
-    max_inflight: int = 2
-    snapshot_threshold: int = 8192
-    snapshot_interval: int = 120_000
-    trailing_logs: int = 10240
-    # The log lives in memory (hashicorp's is on disk): once this many
-    # entries were applied since the last snapshot, one is taken at once
-    # instead of at the next SnapshotInterval check, which bounds it.
-    snapshot_log_limit: int = 65536
-    # The same bound in bytes of entry data, for large entries; compaction
-    # also keeps fewer than TrailingLogs entries when those hold more.
-    snapshot_log_bytes: int = 32 * 1024 * 1024
-    pre_vote: bool = True
-    check_quorum: bool = True
-
-    @property
-    def heartbeat_interval(self) -> int:
-        # hashicorp sends heartbeats every HeartbeatTimeout/10
-        return max(1, self.heartbeat_timeout // 10)
+__all__ = ["RaftNode", "RaftConfig", "PersistentState", "FOLLOWER", "CANDIDATE", "LEADER", "SHUTDOWN"]
 
 
 @dataclass(frozen=True)
@@ -111,37 +90,19 @@ class RaftNode:
 
         self.commit_index = max(self.snapshot.index, min(state.commit_index, self.log.last_index))
         self.last_applied = self.snapshot.index
-
-        self.configuration = self.snapshot.configuration
-        self.configuration_index = self.snapshot.configuration_index
-        self.committed_configuration = self.configuration
-        self.committed_configuration_index = self.configuration_index
+        self.membership = Membership(self.snapshot)
         self._recompute_configuration()
 
-        self.role = FOLLOWER
+        # at most one of these is set: the role is read off them
+        self.leader: LeaderState | None = None
+        self.candidate: CandidateState | None = None
+
         self.leader_id: str | None = None
         self.leader_address: str | None = None
         self.last_leader_contact = -(10 ** 12)
         self.election_deadline = 0
         self._warned_no_election = False
-
-        # candidate state
-        self.pre_vote_phase = False
-        self.votes_granted: set[str] = set()
-        self.votes_refused: set[str] = set()
-        self.transfer_election = False
-
-        # leader state
-        self.progress: dict[str, Progress] = {}
-        self.read_only = ReadOnly()
-        self.first_index_of_term = 0
-        self.next_heartbeat = 0
-        self.next_lease_check = 0
-        self.pending_config_changes: list[ev.ChangeMembership] = []
-        self.transfer: tuple[str, int, int] | None = None   # (target, deadline, request_id)
-        self.next_snapshot_check = now + self._snapshot_check_interval()
-        self.snapshot_asked_at = 0   # last_applied when a snapshot was last asked for
-        self.applied_bytes = 0       # entry data applied since then
+        self.snapshots = SnapshotPolicy(self.config, self._randomized, now)
 
         self._out: list = []
         self._announced: tuple | None = None
@@ -151,7 +112,7 @@ class RaftNode:
     def start(self) -> list:
         """Effects of coming up: logs, and applying what is known committed."""
         self._log("INFO", "initial configuration", ("index", self.configuration_index),
-                  ("servers", _ServerList(self.configuration)))
+                  ("servers", ServerList(self.configuration)))
         if self._stale_store_from is not None:
             # the store kept entries that contradict the snapshot or end before
             # it (a crash in the middle of installing one): drop them as the
@@ -176,33 +137,93 @@ class RaftNode:
 
     def next_deadline(self) -> int:
         """The earliest time at which a Tick can change anything."""
-        if self.role == LEADER:
-            deadline = min(self.next_heartbeat, self.next_lease_check, self.next_snapshot_check)
-            if self.transfer is not None:
-                deadline = min(deadline, self.transfer[1])
-            for pr in self.progress.values():
-                if self._has_commit_news(pr):
-                    deadline = min(deadline, pr.last_send + self.config.commit_timeout)
-            return deadline
-        return min(self.election_deadline, self.next_snapshot_check)
+        leader = self.leader
+        if leader is None:
+            return min(self.election_deadline, self.snapshots.next_check)
+        deadline = min(leader.next_heartbeat, leader.next_lease_check, self.snapshots.next_check)
+        if leader.transfer is not None:
+            deadline = min(deadline, leader.transfer.deadline)
+        for pr in leader.progress.values():
+            if self._has_commit_news(pr):
+                deadline = min(deadline, pr.last_send + self.config.commit_timeout)
+        return deadline
 
     def _flush(self) -> list:
         out, self._out = self._out, []
         return out
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ views
+
+    def status(self) -> NodeStatus:
+        """A frozen picture of this node, for everything outside the core."""
+        leader = self.leader
+        peers = ()
+        if leader is not None:
+            peers = tuple(_peer_status(server, leader.progress[server.id], self.now)
+                          for server in self.configuration.servers if server.id in leader.progress)
+        return NodeStatus(
+            id=self.id, address=self.address, role=self.role, term=self.current_term,
+            leader_id=self.leader_id, leader_address=self.leader_address,
+            first_index=self.log.first_index, last_log_index=self.log.last_index,
+            last_log_term=self.log.last_term, base_term=self.log.base_term,
+            commit_index=self.commit_index, last_applied=self.last_applied,
+            last_snapshot_index=self.snapshot.index, last_snapshot_term=self.snapshot.term,
+            configuration=self.configuration, configuration_index=self.configuration_index,
+            committed_configuration=self.committed_configuration,
+            committed_configuration_index=self.committed_configuration_index,
+            last_contact=self.last_contact(), committed_in_term=self.committed_in_term(),
+            transfer_target=leader.transfer.target if leader and leader.transfer else None,
+            now=self.now, peers=peers)
+
+    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
+        """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""
+        return tuple(self.log.slice(lo, hi))
+
+    def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index`` (also at first_index - 1); None if
+        compacted away or beyond the log."""
+        return self.log.term_at(index)
+
+    # Read-only names the simulator, the tests and (until they read status())
+    # the runtime's views use.
+
+    @property
+    def role(self) -> str:
+        if self.leader is not None:
+            return LEADER
+        return CANDIDATE if self.candidate is not None else FOLLOWER
 
     @property
     def is_leader(self) -> bool:
-        return self.role == LEADER
+        return self.leader is not None
+
+    @property
+    def progress(self) -> dict[str, Progress]:
+        return self.leader.progress if self.leader is not None else {}
+
+    @property
+    def configuration(self) -> Configuration:
+        return self.membership.latest
+
+    @property
+    def configuration_index(self) -> int:
+        return self.membership.latest_index
+
+    @property
+    def committed_configuration(self) -> Configuration:
+        return self.membership.committed
+
+    @property
+    def committed_configuration_index(self) -> int:
+        return self.membership.committed_index
 
     def last_contact(self) -> int:
-        if self.role == LEADER:
+        if self.leader is not None:
             return 0
         return max(0, self.now - self.last_leader_contact) if self.leader_id else -1
 
     def committed_in_term(self) -> bool:
-        return self.role == LEADER and self.commit_index >= self.first_index_of_term
+        return self.leader is not None and self.commit_index >= self.leader.first_index_of_term
 
     # ------------------------------------------------------------------ helpers
 
@@ -212,17 +233,20 @@ class RaftNode:
     def _log(self, level: str, message: str, *fields: tuple[str, object], logger: str = "raft") -> None:
         self._out.append(fx.Log(level, logger, message, fields))
 
+    def _reject(self, request_id: int, reason: RejectReason, error: str) -> None:
+        self._emit(fx.Rejected(request_id, reason, error))
+
     def _node_desc(self, role: str | None = None) -> str:
         return f"Node at {self.address} [{role or self.role}]"
 
     def _server(self, server_id: str) -> Server:
         return self.configuration.get(server_id) or Server(server_id, "", Suffrage.VOTER)
 
+    def _send(self, peer_id: str, message) -> None:
+        self._emit(fx.Send(peer_id, self._server(peer_id).address, message))
+
     def _randomized(self, timeout: int) -> int:
         return timeout + self.rng.randrange(timeout + 1)
-
-    def _snapshot_check_interval(self) -> int:
-        return self._randomized(self.config.snapshot_interval)
 
     def _reset_election_timer(self, timeout: int | None = None) -> None:
         self.election_deadline = self.now + self._randomized(timeout or self.config.heartbeat_timeout)
@@ -234,53 +258,34 @@ class RaftNode:
             self._emit(fx.PersistHardState(term, voted_for))
 
     def _recompute_configuration(self) -> None:
-        """Rule 4: the newest configuration entry in the log is in force."""
-        latest = self.log.last_config_entry()
-        if latest is not None and latest.index > self.snapshot.configuration_index:
-            self.configuration = Configuration.decode(latest.data)
-            self.configuration_index = latest.index
-        else:
-            self.configuration = self.snapshot.configuration
-            self.configuration_index = self.snapshot.configuration_index
-        self._recompute_committed_configuration()
+        self.membership.recompute(self.log, self.snapshot, self.commit_index)
 
-    def _recompute_committed_configuration(self) -> None:
-        if self.configuration_index <= self.commit_index:
-            self.committed_configuration = self.configuration
-            self.committed_configuration_index = self.configuration_index
-            return
-        entry = self.log.last_config_entry(at_or_below=self.commit_index)
-        if entry is not None and entry.index > self.snapshot.configuration_index:
-            self.committed_configuration = Configuration.decode(entry.data)
-            self.committed_configuration_index = entry.index
-        else:
-            self.committed_configuration = self.snapshot.configuration
-            self.committed_configuration_index = self.snapshot.configuration_index
+    def _configuration_changed(self) -> None:
+        self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
 
-    def _log_is_up_to_date(self, last_log_term: int, last_log_index: int) -> bool:
-        """§5.4.1: the candidate's log is at least as up to date as ours."""
-        if last_log_term != self.log.last_term:
-            return last_log_term > self.log.last_term
-        return last_log_index >= self.log.last_index
+    def _votes_needed(self) -> int:
+        return votes_needed(len(self.configuration.voters))
 
     def _has_live_leader(self) -> bool:
-        if self.role == LEADER:
+        if self.leader is not None:
             return True
         return (self.leader_id is not None
                 and self.now - self.last_leader_contact < self.config.heartbeat_timeout)
+
+    def _is_lone_voter(self) -> bool:
+        return len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id)
 
     # ------------------------------------------------------------------ role changes
 
     def _become_follower(self, term: int, leader_id: str | None, leader_address: str | None,
                          announce: bool = False) -> None:
         was = self.role
-        if was == LEADER:
-            self._leave_leadership()
+        if self.leader is not None:
+            self._leave_leadership(self.leader)
+        self.leader = None
+        self.candidate = None
         self._set_hard_state(term, self.voted_for if term == self.current_term else None)
         changed = was != FOLLOWER or announce
-        self.role = FOLLOWER
-        self.pre_vote_phase = False
-        self.transfer_election = False
         if leader_id is not None or changed:
             self.leader_id = leader_id
             self.leader_address = leader_address
@@ -299,22 +304,94 @@ class RaftNode:
             self._announced = now
             self._emit(fx.StateChanged(*now))
 
-    def _leave_leadership(self) -> None:
-        for request_id in self.read_only.drain():
-            self._emit(fx.Rejected(request_id, RejectReason.LEADERSHIP_LOST, "leadership lost while confirming the read"))
-        for change in self.pending_config_changes:
-            self._emit(fx.Rejected(change.request_id, RejectReason.LEADERSHIP_LOST, "leadership lost"))
-        self.pending_config_changes = []
-        if self.transfer is not None:
-            target, _, request_id = self.transfer
-            self.transfer = None
+    def _leave_leadership(self, leader: LeaderState) -> None:
+        """Answer everything only a leader could finish (hashicorp's stepDown)."""
+        for request_id in leader.read_only.drain():
+            self._reject(request_id, RejectReason.LEADERSHIP_LOST, "leadership lost while confirming the read")
+        for change in leader.pending_config_changes:
+            self._reject(change.request_id, RejectReason.LEADERSHIP_LOST, "leadership lost")
+        if leader.transfer is not None:
             self._log("DEBUG", "lost leadership during transfer (expected)")
-            self._emit(fx.Completed(request_id))
-        for peer_id, progress in self.progress.items():
+            self._emit(fx.Completed(leader.transfer.request_id))
+        for peer_id, progress in leader.progress.items():
             if progress.state is ProgressState.PIPELINE:
                 self._log("INFO", "aborting pipeline replication", ("peer", self._server(peer_id)))
-        self.progress = {}
-        self.read_only = ReadOnly()
+
+    def _start_campaign(self, transfer: bool = False) -> None:
+        """Become a candidate: pre-vote first unless disabled or a transfer."""
+        if self.candidate is None:
+            # A leader only gets here by a TimeoutNow of its own term, which
+            # no peer sends; its leadership ends without answering anything.
+            self.leader = None
+            self.candidate = CandidateState(transfer)
+            self._state_changed()
+        else:
+            self.candidate = CandidateState(transfer)
+        self.leader_id = None
+        self.leader_address = None
+        term = self.current_term + 1
+        self._log("INFO", "entering candidate state", ("node", self._node_desc(CANDIDATE)), ("term", term))
+        self._reset_election_timer(self.config.election_timeout)
+        if self.config.pre_vote and not transfer:
+            self._request_votes(term, pre_vote=True)
+        else:
+            self._start_election()
+
+    def _start_election(self) -> None:
+        self._set_hard_state(self.current_term + 1, self.id)
+        self._request_votes(self.current_term, pre_vote=False)
+
+    def _become_leader(self) -> None:
+        self.candidate = None
+        self.leader = leader = LeaderState(first_index_of_term=self.log.last_index + 1, next_heartbeat=self.now,
+                                           next_lease_check=self.now + self.config.leader_lease_timeout)
+        self.leader_id = self.id
+        self.leader_address = self.address
+        self._log("INFO", "entering leader state", ("leader", self._node_desc(LEADER)))
+        self._state_changed()
+        for server in self.configuration.servers:
+            if server.id != self.id:
+                self._add_progress(leader, server.id)
+        self._append_as_leader([Entry(leader.first_index_of_term, self.current_term, EntryType.NOOP)])
+        self._heartbeat(leader)
+
+    def _add_progress(self, leader: LeaderState, peer_id: str) -> None:
+        self._log("INFO", "added peer, starting replication", ("peer", Bare(peer_id)))
+        leader.progress[peer_id] = Progress(next_index=self.log.last_index + 1, last_contact=self.now)
+
+    # ------------------------------------------------------------------ time
+
+    def _on_tick(self, event: ev.Tick) -> None:
+        self.now = max(self.now, event.now)
+        due = self.snapshots.check(self.now, self.last_applied, self.snapshot.index)
+        if due is SnapshotDue.MEMORY_LIMIT:
+            self._log("INFO", "log is at its in-memory limit, not waiting for the snapshot interval",
+                      ("entries", self.last_applied - self.snapshot.index),
+                      ("bytes", self.snapshots.applied_bytes), ("limit", self.config.snapshot_log_limit),
+                      ("limit-bytes", self.config.snapshot_log_bytes))
+        if due is not None:
+            self._take_snapshot()
+        if self.leader is not None:
+            self._leader_tick(self.leader)
+        elif self.now >= self.election_deadline:
+            self._election_timeout()
+
+    def _election_timeout(self) -> None:
+        if self.candidate is not None:
+            self._log("WARN", "Election timeout reached, restarting election")
+            self._start_campaign()
+            return
+        if self._has_live_leader():
+            self._reset_election_timer()
+            return
+        if not self._eligible_for_election():
+            self._warned_no_election = True
+            self._reset_election_timer()
+            return
+        self._log("WARN", "heartbeat timeout reached, starting election",
+                  ("last-leader-addr", Bare(self.leader_address or "")),
+                  ("last-leader-id", Bare(self.leader_id or "")))
+        self._start_campaign()
 
     def _eligible_for_election(self) -> bool:
         if not self.configuration.servers:
@@ -328,165 +405,34 @@ class RaftNode:
             return False
         return True
 
-    def _start_campaign(self, transfer: bool = False) -> None:
-        """Become a candidate: pre-vote first unless disabled or a transfer."""
-        if self.role != CANDIDATE:
-            self.role = CANDIDATE
-            self._state_changed()
-        self.leader_id = None
-        self.leader_address = None
-        self.transfer_election = transfer
-        term = self.current_term + 1
-        self._log("INFO", "entering candidate state", ("node", self._node_desc(CANDIDATE)), ("term", term))
-        self._reset_election_timer(self.config.election_timeout)
-        if self.config.pre_vote and not transfer:
-            self.pre_vote_phase = True
-            self._request_votes(term, pre_vote=True)
-        else:
-            self._start_election()
-
-    def _start_election(self) -> None:
-        self.pre_vote_phase = False
-        self._set_hard_state(self.current_term + 1, self.id)
-        self._request_votes(self.current_term, pre_vote=False)
-
-    def _request_votes(self, term: int, pre_vote: bool) -> None:
-        self.votes_granted = set()
-        self.votes_refused = set()
-        kind = "pre-vote" if pre_vote else "vote"
-        self._log("DEBUG", "pre-voting for self" if pre_vote else "voting for self", ("term", term), ("id", self.id))
-        request = RequestVote(term, self.id, self.address, self.log.last_index, self.log.last_term,
-                              pre_vote=pre_vote, leadership_transfer=self.transfer_election)
-        for server in self.configuration.servers:
-            if server.id != self.id and server.is_voter:
-                self._log("DEBUG", f"asking for {kind}", ("term", term), ("from", server.id),
-                          ("address", server.address))
-                self._emit(fx.Send(server.id, server.address, request))
-        self._log("DEBUG", "calculated votes needed", ("needed", self._votes_needed()), ("term", term))
-        self._count_vote(self.id, RequestVoteResponse(term, True, pre_vote))
-
-    def _votes_needed(self) -> int:
-        return votes_needed(len(self.configuration.voters))
-
-    def _count_vote(self, voter: str, resp: RequestVoteResponse) -> None:
-        needed = self._votes_needed()
-        if resp.pre_vote:
-            self._log("DEBUG", "pre-vote received", ("from", voter), ("term", resp.term),
-                      ("tally", len(self.votes_granted)))
-            if resp.granted:
-                self.votes_granted.add(voter)
-                self._log("DEBUG", "pre-vote granted", ("from", voter), ("term", resp.term),
-                          ("tally", len(self.votes_granted)))
-            else:
-                self.votes_refused.add(voter)
-                self._log("DEBUG", "pre-vote denied", ("from", voter), ("term", resp.term),
-                          ("tally", len(self.votes_granted)))
-            term = self.current_term + 1
-            if len(self.votes_granted) >= needed:
-                self._log("INFO", "pre-vote successful, starting election", ("term", term),
-                          ("tally", len(self.votes_granted)), ("refused", len(self.votes_refused)),
-                          ("votesNeeded", needed))
-                self._start_election()
-            elif len(self.votes_refused) == needed and voter in self.votes_refused:
-                self._log("INFO", "pre-vote campaign failed, waiting for election timeout", ("term", term),
-                          ("tally", len(self.votes_granted)), ("refused", len(self.votes_refused)),
-                          ("votesNeeded", needed))
-            return
-        if resp.granted:
-            self.votes_granted.add(voter)
-            self._log("DEBUG", "vote granted", ("from", voter), ("term", resp.term),
-                      ("tally", len(self.votes_granted)))
-            if len(self.votes_granted) >= needed:
-                self._log("INFO", "election won", ("term", self.current_term), ("tally", len(self.votes_granted)))
-                self._become_leader()
-        else:
-            self.votes_refused.add(voter)
-
-    def _become_leader(self) -> None:
-        self.role = LEADER
-        self.pre_vote_phase = False
-        self.transfer_election = False
-        self.leader_id = self.id
-        self.leader_address = self.address
-        self._log("INFO", "entering leader state", ("leader", self._node_desc(LEADER)))
-        self._state_changed()
-        self.progress = {}
-        for server in self.configuration.servers:
-            if server.id != self.id:
-                self._add_progress(server.id)
-        self.read_only = ReadOnly()
-        self.next_lease_check = self.now + self.config.leader_lease_timeout
-        self.next_heartbeat = self.now
-        noop = Entry(self.log.last_index + 1, self.current_term, EntryType.NOOP)
-        self.first_index_of_term = noop.index
-        self._append_as_leader([noop])
-        self._heartbeat()
-
-    def _add_progress(self, peer_id: str) -> None:
-        self._log("INFO", "added peer, starting replication", ("peer", Bare(peer_id)))
-        self.progress[peer_id] = Progress(next_index=self.log.last_index + 1, last_contact=self.now)
-
-    # ------------------------------------------------------------------ ticks
-
-    def _on_tick(self, event: ev.Tick) -> None:
-        self.now = max(self.now, event.now)
-        if self.now >= self.next_snapshot_check:
-            self.next_snapshot_check = self.now + self._snapshot_check_interval()
-            if self.last_applied - self.snapshot.index >= self.config.snapshot_threshold:
-                self._take_snapshot()
-        elif (self.last_applied - max(self.snapshot.index, self.snapshot_asked_at)
-              >= self.config.snapshot_log_limit or self.applied_bytes >= self.config.snapshot_log_bytes):
-            self._log("INFO", "log is at its in-memory limit, not waiting for the snapshot interval",
-                      ("entries", self.last_applied - self.snapshot.index), ("bytes", self.applied_bytes),
-                      ("limit", self.config.snapshot_log_limit), ("limit-bytes", self.config.snapshot_log_bytes))
-            self._take_snapshot()
-        if self.role == LEADER:
-            self._leader_tick()
-        elif self.now >= self.election_deadline:
-            if self.role == CANDIDATE:
-                self._log("WARN", "Election timeout reached, restarting election")
-                self._start_campaign()
+    def _leader_tick(self, leader: LeaderState) -> None:
+        if self.now >= leader.next_lease_check:
+            leader.next_lease_check = self.now + self.config.leader_lease_timeout
+            if self.config.check_quorum and not self._check_lease(leader):
                 return
-            if self._has_live_leader():
-                self._reset_election_timer()
-                return
-            if not self._eligible_for_election():
-                self._warned_no_election = True
-                self._reset_election_timer()
-                return
-            self._log("WARN", "heartbeat timeout reached, starting election",
-                      ("last-leader-addr", Bare(self.leader_address or "")),
-                      ("last-leader-id", Bare(self.leader_id or "")))
-            self._start_campaign()
-
-    def _leader_tick(self) -> None:
-        if self.now >= self.next_lease_check:
-            self.next_lease_check = self.now + self.config.leader_lease_timeout
-            if self.config.check_quorum and not self._check_lease():
-                return
-        if self.transfer is not None and self.now >= self.transfer[1]:
-            _, _, request_id = self.transfer
-            self.transfer = None
+        if leader.transfer is not None and self.now >= leader.transfer.deadline:
+            request_id = leader.transfer.request_id
+            leader.transfer = None
             self._log("DEBUG", "leadership transfer timeout")
-            self._emit(fx.Rejected(request_id, RejectReason.TRANSFER_TIMEOUT, "leadership transfer timeout"))
-        if self.now >= self.next_heartbeat:
-            self._heartbeat()
+            self._reject(request_id, RejectReason.TRANSFER_TIMEOUT, "leadership transfer timeout")
+        if self.now >= leader.next_heartbeat:
+            self._heartbeat(leader)
         else:
-            for peer_id, pr in self.progress.items():
+            for peer_id, pr in leader.progress.items():
                 if self._has_commit_news(pr) and self.now - pr.last_send >= self.config.commit_timeout:
-                    self._send_heartbeat(peer_id, pr)
+                    self._send_heartbeat(leader, peer_id, pr)
 
     def _has_commit_news(self, pr: Progress) -> bool:
         """CommitTimeout: the peer could commit more than we last told it."""
         return min(pr.match_index, self.commit_index) > pr.sent_commit
 
-    def _check_lease(self) -> bool:
+    def _check_lease(self, leader: LeaderState) -> bool:
         """Check-quorum: step down if a quorum of voters went silent."""
         contacted = 1 if self.configuration.is_voter(self.id) else 0
         for server in self.configuration.servers:
             if server.id == self.id or not server.is_voter:
                 continue
-            pr = self.progress.get(server.id)
+            pr = leader.progress.get(server.id)
             silent = self.now - pr.last_contact if pr else self.config.leader_lease_timeout + 1
             if silent <= self.config.leader_lease_timeout:
                 contacted += 1
@@ -500,23 +446,22 @@ class RaftNode:
             return False
         return True
 
-    def _heartbeat(self) -> None:
-        self.next_heartbeat = self.now + self.config.heartbeat_interval
-        for peer_id, pr in self.progress.items():
-            self._send_heartbeat(peer_id, pr)
+    def _heartbeat(self, leader: LeaderState) -> None:
+        leader.next_heartbeat = self.now + self.config.heartbeat_interval
+        for peer_id, pr in leader.progress.items():
+            self._send_heartbeat(leader, peer_id, pr)
             if pr.state is ProgressState.SNAPSHOT and \
                     self.now - pr.snapshot_sent_at > 2 * self.config.election_timeout:
                 pr.become_probe()  # the snapshot transfer was lost; offer it again
 
-    def _send_heartbeat(self, peer_id: str, pr: Progress) -> None:
+    def _send_heartbeat(self, leader: LeaderState, peer_id: str, pr: Progress) -> None:
         # the commit index is capped by what the peer is known to match, so a
         # follower with a stale suffix never commits entries it may have to drop
         commit = min(pr.match_index, self.commit_index)
         pr.sent_commit = max(pr.sent_commit, commit)
         pr.last_send = self.now
-        self._emit(fx.Send(peer_id, self._server(peer_id).address,
-                           AppendEntries(self.current_term, self.id, self.address, 0, 0, (), commit,
-                                         heartbeat=True, read_seq=self.read_only.started_seq)))
+        self._send(peer_id, AppendEntries(self.current_term, self.id, self.address, 0, 0, (), commit,
+                                          heartbeat=True, read_seq=leader.read_only.started_seq))
 
     # ------------------------------------------------------------------ messages
 
@@ -538,7 +483,7 @@ class RaftNode:
                 self._become_follower(msg.term, None, None)
                 return
             if isinstance(msg, (AppendEntriesResponse, InstallSnapshotResponse)):
-                if self.role == LEADER:
+                if self.leader is not None:
                     self._log("ERROR", "peer has newer term, stopping replication",
                               ("peer", self._server(event.from_id)))
                 self._become_follower(msg.term, None, None)
@@ -604,18 +549,69 @@ class RaftNode:
             self._emit(fx.Send(from_id, req.candidate_address,
                                RequestVoteResponse(reply_term, grant, req.pre_vote)))
 
+    def _log_is_up_to_date(self, last_log_term: int, last_log_index: int) -> bool:
+        """§5.4.1: the candidate's log is at least as up to date as ours."""
+        if last_log_term != self.log.last_term:
+            return last_log_term > self.log.last_term
+        return last_log_index >= self.log.last_index
+
     # -- votes (candidate side)
 
+    def _request_votes(self, term: int, pre_vote: bool) -> None:
+        candidate = self.candidate
+        candidate.start_round(pre_vote)
+        kind = "pre-vote" if pre_vote else "vote"
+        self._log("DEBUG", "pre-voting for self" if pre_vote else "voting for self", ("term", term), ("id", self.id))
+        request = RequestVote(term, self.id, self.address, self.log.last_index, self.log.last_term,
+                              pre_vote=pre_vote, leadership_transfer=candidate.leadership_transfer)
+        for server in self.configuration.servers:
+            if server.id != self.id and server.is_voter:
+                self._log("DEBUG", f"asking for {kind}", ("term", term), ("from", server.id),
+                          ("address", server.address))
+                self._emit(fx.Send(server.id, server.address, request))
+        self._log("DEBUG", "calculated votes needed", ("needed", self._votes_needed()), ("term", term))
+        self._count_vote(candidate, self.id, RequestVoteResponse(term, True, pre_vote))
+
     def _on_vote_response(self, from_id: str, resp: RequestVoteResponse) -> None:
-        if self.role != CANDIDATE or resp.pre_vote != self.pre_vote_phase:
+        candidate = self.candidate
+        if candidate is None or resp.pre_vote != candidate.pre_vote:
             return
         if not resp.pre_vote and resp.term != self.current_term:
             return  # an answer from an earlier election
-        if from_id in self.votes_granted or from_id in self.votes_refused:
+        if candidate.has_answered(from_id) or not self.configuration.is_voter(from_id):
             return
-        if not self.configuration.is_voter(from_id):
+        self._count_vote(candidate, from_id, resp)
+
+    def _count_vote(self, candidate: CandidateState, voter: str, resp: RequestVoteResponse) -> None:
+        needed = self._votes_needed()
+        if resp.pre_vote:
+            self._log("DEBUG", "pre-vote received", ("from", voter), ("term", resp.term), ("tally", candidate.tally))
+            candidate.record(voter, resp.granted)
+            self._log("DEBUG", "pre-vote granted" if resp.granted else "pre-vote denied", ("from", voter),
+                      ("term", resp.term), ("tally", candidate.tally))
+            term = self.current_term + 1
+            outcome = (("tally", candidate.tally), ("refused", len(candidate.refused)), ("votesNeeded", needed))
+            if candidate.tally >= needed:
+                self._log("INFO", "pre-vote successful, starting election", ("term", term), *outcome)
+                self._start_election()
+            elif len(candidate.refused) == needed and voter in candidate.refused:
+                self._log("INFO", "pre-vote campaign failed, waiting for election timeout", ("term", term),
+                          *outcome)
             return
-        self._count_vote(from_id, resp)
+        candidate.record(voter, resp.granted)
+        if resp.granted:
+            self._log("DEBUG", "vote granted", ("from", voter), ("term", resp.term), ("tally", candidate.tally))
+            if candidate.tally >= needed:
+                self._log("INFO", "election won", ("term", self.current_term), ("tally", candidate.tally))
+                self._become_leader()
+
+    # -- leadership transfer (target side)
+
+    def _on_timeout_now(self, from_id: str, msg: TimeoutNow) -> None:
+        if msg.term < self.current_term or not self.configuration.is_voter(self.id):
+            return
+        self._log("INFO", "received TimeoutNow, starting election", ("from", Bare(from_id)), ("term", msg.term))
+        self._start_campaign(transfer=True)
 
     # -- append entries (follower side)
 
@@ -701,7 +697,7 @@ class RaftNode:
             self._emit(fx.AppendToLog(tuple(new)))
             if any(e.type is EntryType.CONFIGURATION for e in new):
                 self._recompute_configuration()
-                self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
+                self._configuration_changed()
         return new
 
     def _reply_append(self, to: str, req: AppendEntries, success: bool, match: int = 0) -> None:
@@ -710,10 +706,12 @@ class RaftNode:
                                                  req.prev_log_index, match_index=match,
                                                  read_seq=req.read_seq)))
 
+    # -- commitment (every role)
+
     def _commit_to(self, index: int) -> None:
         if index > self.commit_index:
             self.commit_index = index
-            self._recompute_committed_configuration()
+            self.membership.recompute_committed(self.log, self.snapshot, self.commit_index)
             self._apply_committed()
 
     def _apply_committed(self) -> None:
@@ -721,15 +719,16 @@ class RaftNode:
             entries = self.log.slice(self.last_applied + 1, self.commit_index)
             self.last_applied = self.commit_index
             if entries:
-                self.applied_bytes += sum(len(e.data) for e in entries)
+                self.snapshots.applied(entries)
                 self._emit(fx.Apply(tuple(entries)))
 
     # -- append entries (leader side)
 
     def _on_append_response(self, from_id: str, resp: AppendEntriesResponse) -> None:
-        if self.role != LEADER or resp.term < self.current_term:
+        leader = self.leader
+        if leader is None or resp.term < self.current_term:
             return
-        pr = self.progress.get(from_id)
+        pr = leader.progress.get(from_id)
         if pr is None:
             return
         pr.last_contact = self.now
@@ -755,9 +754,9 @@ class RaftNode:
                 pr.become_pipeline()
                 self._log("INFO", "pipelining replication", ("peer", self._server(from_id)))
             if moved:
-                self._maybe_commit()
+                self._maybe_commit(leader)
                 self._maybe_send_timeout_now(from_id, pr)
-            if self.role == LEADER:
+            if self.leader is not None:  # committing our own removal ends leadership
                 self._replicate_to(from_id, pr)
             return
         # rejected: ignore answers to requests older than the one we are probing with
@@ -793,10 +792,8 @@ class RaftNode:
             prev = pr.next_index - 1
             last = entries[-1].index if entries else prev
             pr.sent_commit = max(pr.sent_commit, min(self.commit_index, last))
-            self._emit(fx.Send(peer_id, self._server(peer_id).address,
-                               AppendEntries(self.current_term, self.id, self.address, prev,
-                                             self.log.term_at(prev) or 0, tuple(entries),
-                                             self.commit_index)))
+            self._send(peer_id, AppendEntries(self.current_term, self.id, self.address, prev,
+                                              self.log.term_at(prev) or 0, tuple(entries), self.commit_index))
             pr.sent(last, self.now)
             if not entries:
                 return
@@ -811,28 +808,19 @@ class RaftNode:
                   ("size", self.snapshot.size))
         pr.become_snapshot(self.snapshot.index, self.now)
         pr.last_send = self.now
-        self._emit(fx.Send(peer_id, self._server(peer_id).address,
-                           InstallSnapshot(self.current_term, self.id, self.address, self.snapshot)))
+        self._send(peer_id, InstallSnapshot(self.current_term, self.id, self.address, self.snapshot))
 
-    def _maybe_commit(self) -> None:
+    def _maybe_commit(self, leader: LeaderState) -> None:
         """Rule 3: advance commit to what a quorum of voters matched, but only
         by counting replicas of an entry from the current term."""
-        matches = []
-        for voter in self.configuration.voters:
-            if voter == self.id:
-                matches.append(self.log.last_index)
-            elif voter in self.progress:
-                matches.append(self.progress[voter].match_index)
-            else:
-                matches.append(0)
-        index = quorum_value(matches)
+        index = leader.quorum_match_index(self.configuration.voters, self.id, self.log.last_index)
         if index > self.commit_index and self._can_commit_by_counting(index):
-            self._advance_commit(index)
+            self._advance_commit(leader, index)
 
     def _can_commit_by_counting(self, index: int) -> bool:
         return self.log.term_at(index) == self.current_term
 
-    def _advance_commit(self, index: int) -> None:
+    def _advance_commit(self, leader: LeaderState, index: int) -> None:
         had_committed_in_term = self.committed_in_term()
         self._commit_to(index)
         if not had_committed_in_term and self.committed_in_term():
@@ -842,15 +830,16 @@ class RaftNode:
             self._log("INFO", "removed ourself, transitioning to follower")
             self._become_follower(self.current_term, None, None)
             return
-        if self.pending_config_changes and self._configuration_stable():
-            self._change_membership(self.pending_config_changes.pop(0))
+        if leader.pending_config_changes and self._configuration_stable():
+            self._change_membership(leader, leader.pending_config_changes.pop(0))
 
     def _append_as_leader(self, entries: list[Entry]) -> None:
+        leader = self.leader
         self.log.append(entries)
         self._emit(fx.AppendToLog(tuple(entries)))
-        for peer_id, pr in self.progress.items():
+        for peer_id, pr in leader.progress.items():
             self._replicate_to(peer_id, pr)
-        self._maybe_commit()
+        self._maybe_commit(leader)
 
     # -- snapshots (follower side)
 
@@ -890,7 +879,7 @@ class RaftNode:
         self.commit_index = meta.index
         self.last_applied = meta.index
         self._recompute_configuration()
-        self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
+        self._configuration_changed()
         self._log("INFO", "Installed remote snapshot")
 
     def _keep_log_suffix(self, meta: SnapshotMeta) -> bool:
@@ -899,15 +888,16 @@ class RaftNode:
     # -- snapshots (leader side)
 
     def _on_install_snapshot_response(self, from_id: str, resp: InstallSnapshotResponse) -> None:
-        if self.role != LEADER or resp.term < self.current_term:
+        leader = self.leader
+        if leader is None or resp.term < self.current_term:
             return
-        pr = self.progress.get(from_id)
+        pr = leader.progress.get(from_id)
         if pr is None or pr.state is not ProgressState.SNAPSHOT:
             return
         pr.last_contact = self.now
         if resp.success:
             pr.acknowledge(resp.last_index, self.now)
-            self._maybe_commit()
+            self._maybe_commit(leader)
         else:
             self._log("WARN", "installSnapshot rejected to", ("peer", Bare(from_id)), ("id", self.snapshot.id))
         pr.become_probe()
@@ -915,35 +905,29 @@ class RaftNode:
 
     def _on_snapshot_send_failed(self, event: ev.SnapshotSendFailed) -> None:
         pr = self.progress.get(event.peer_id)
-        if self.role == LEADER and pr is not None and pr.state is ProgressState.SNAPSHOT:
+        if pr is not None and pr.state is ProgressState.SNAPSHOT:
             self._log("ERROR", "failed to send snapshot to", ("peer", self._server(event.peer_id)),
                       ("error", "transfer failed"))
             pr.become_probe()
             pr.probe_sent = True  # retry on the next heartbeat answer, not in a tight loop
 
-    # -- leadership transfer (target side)
-
-    def _on_timeout_now(self, from_id: str, msg: TimeoutNow) -> None:
-        if msg.term < self.current_term or not self.configuration.is_voter(self.id):
-            return
-        self._log("INFO", "received TimeoutNow, starting election", ("from", Bare(from_id)), ("term", msg.term))
-        self._start_campaign(transfer=True)
-
     # ------------------------------------------------------------------ client requests
 
-    def _may_change_state(self, request_id: int) -> bool:
-        """A leader not handing over leadership takes the request; anyone
-        else refuses it, saying why."""
-        if self.role != LEADER:
+    def _leader_for_change(self, request_id: int) -> LeaderState | None:
+        """The leader state, if this node leads and is not handing leadership
+        over; otherwise refuses the request, saying why."""
+        leader = self.leader
+        if leader is None:
             self._not_leader(request_id)
-            return False
-        if self.transfer is not None:
-            self._emit(fx.Rejected(request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress"))
-            return False
-        return True
+            return None
+        if leader.transfer is not None:
+            self._reject(request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress")
+            return None
+        return leader
 
     def _not_leader(self, request_id: int) -> None:
-        self._emit(fx.Rejected(request_id, RejectReason.NOT_LEADER, "node is not the leader", self.leader_id, self.leader_address))
+        self._emit(fx.Rejected(request_id, RejectReason.NOT_LEADER, "node is not the leader",
+                               self.leader_id, self.leader_address))
 
     def _on_propose(self, event: ev.Propose) -> None:
         self._propose((event,))
@@ -952,13 +936,14 @@ class RaftNode:
         self._propose(event.proposals)
 
     def _propose(self, proposals) -> None:
-        if self.role != LEADER:
+        leader = self.leader
+        if leader is None:
             for p in proposals:
                 self._not_leader(p.request_id)
             return
-        if self.transfer is not None:
+        if leader.transfer is not None:
             for p in proposals:
-                self._emit(fx.Rejected(p.request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress"))
+                self._reject(p.request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress")
             return
         index = self.log.last_index
         entries = []
@@ -968,18 +953,21 @@ class RaftNode:
             self._emit(fx.Proposed(p.request_id, index, self.current_term))
         self._append_as_leader(entries)
 
+    # -- linearizable reads
+
     def _on_read_index(self, event: ev.ReadIndex) -> None:
-        if self.role != LEADER:
+        leader = self.leader
+        if leader is None:
             self._not_leader(event.request_id)
             return
-        if len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id):
+        if self._is_lone_voter():
             if self.committed_in_term():
                 self._emit(fx.ReadReady(event.request_id, self.commit_index))
             else:
-                self.read_only.queue.append((event.request_id, -1, 0))
+                leader.read_only.add_unconfirmed(event.request_id)
             return
-        if self.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
-            self._heartbeat()
+        if leader.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
+            self._heartbeat(leader)
 
     def _confirm_reads(self) -> None:
         """Release reads whose heartbeat round a quorum echoed. A read that came
@@ -987,94 +975,52 @@ class RaftNode:
         release time, which covers every write acknowledged before it."""
         if not self.committed_in_term():
             return
-        acks = []
-        for voter in self.configuration.voters:
-            if voter == self.id:
-                acks.append(self.read_only.started_seq)
-            else:
-                pr = self.progress.get(voter)
-                acks.append(pr.acked_read_seq if pr else 0)
-        ready, start_next = self.read_only.confirm(quorum_value(acks))
-        if len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id):
-            ready = [(rid, idx) for rid, idx, _ in self.read_only.queue]
-            self.read_only.queue.clear()
+        leader = self.leader
+        ready, start_next = leader.read_only.confirm(leader.quorum_read_seq(self.configuration.voters, self.id))
+        if self._is_lone_voter():
+            ready = leader.read_only.take_all()
         for request_id, index in ready:
             self._emit(fx.ReadReady(request_id, index if index >= 0 else self.commit_index))
         if start_next:
-            self._heartbeat()
+            self._heartbeat(leader)
+
+    # -- membership
 
     def _on_change_membership(self, event: ev.ChangeMembership) -> None:
-        if not self._may_change_state(event.request_id):
+        leader = self._leader_for_change(event.request_id)
+        if leader is None:
             return
         if not self._configuration_stable():
-            self.pending_config_changes.append(event)
+            leader.pending_config_changes.append(event)
             return
-        self._change_membership(event)
+        self._change_membership(leader, event)
 
     def _configuration_stable(self) -> bool:
         """Rule 4: previous change committed, and an entry of this term too."""
-        return self.configuration_index <= self.commit_index and self.committed_in_term()
+        return self.membership.latest_committed(self.commit_index) and self.committed_in_term()
 
-    def _change_membership(self, event: ev.ChangeMembership) -> None:
-        current = self.configuration
-        if event.command in (ConfigCommand.REMOVE_SERVER, ConfigCommand.DEMOTE_VOTER) \
-                and not current.has(event.server_id):
-            self._emit(fx.Rejected(event.request_id, RejectReason.UNKNOWN_SERVER, f"unknown server {event.server_id!r}"))
-            return
-        new = current.apply(event.command, event.server_id, event.address)
-        if not new.voters:
-            self._emit(fx.Rejected(event.request_id, RejectReason.NO_VOTERS_LEFT, "the change would leave no voters"))
+    def _change_membership(self, leader: LeaderState, event: ev.ChangeMembership) -> None:
+        new = next_configuration(self.configuration, event.command, event.server_id, event.address)
+        if isinstance(new, RefusedChange):
+            self._reject(event.request_id, new.reason, new.error)
             return
         entry = Entry(self.log.last_index + 1, self.current_term, EntryType.CONFIGURATION, new.encode())
-        shown_addr = event.address if event.command in (ConfigCommand.ADD_VOTER, ConfigCommand.ADD_NONVOTER) else ""
         self._log("INFO", "updating configuration", ("command", Bare(str(event.command))),
-                  ("server-id", Bare(event.server_id)), ("server-addr", Bare(shown_addr)),
-                  ("servers", _ServerList(new)))
-        self.configuration = new
-        self.configuration_index = entry.index
-        self._emit(fx.ConfigurationChanged(new, entry.index))
+                  ("server-id", Bare(event.server_id)),
+                  ("server-addr", Bare(logged_address(event.command, event.address))),
+                  ("servers", ServerList(new)))
+        self.membership.appended(new, entry.index)
+        self._configuration_changed()
         self._emit(fx.Proposed(event.request_id, entry.index, self.current_term))
         for server in new.servers:
-            if server.id != self.id and server.id not in self.progress:
-                self._add_progress(server.id)
-        for peer_id in list(self.progress):
+            if server.id != self.id and server.id not in leader.progress:
+                self._add_progress(leader, server.id)
+        for peer_id in list(leader.progress):
             if not new.has(peer_id):
                 self._log("INFO", "removed peer, stopping replication", ("peer", Bare(peer_id)),
                           ("last-index", self.log.last_index))
-                del self.progress[peer_id]
+                del leader.progress[peer_id]
         self._append_as_leader([entry])
-
-    def _on_transfer_leadership(self, event: ev.TransferLeadership) -> None:
-        if not self._may_change_state(event.request_id):
-            return
-        target = event.target_id
-        self._log("DEBUG", "starting leadership transfer", ("id", target if target else None),
-                  ("address", self._server(target).address if target else None))
-        if target == self.id:
-            self._log("INFO", "cannot transfer leadership to itself")
-            self._emit(fx.Rejected(event.request_id, RejectReason.TRANSFER_TO_SELF, "cannot transfer leadership to itself"))
-            return
-        if target is None:
-            candidates = [(self.progress[v].match_index, v) for v in self.configuration.voters
-                          if v != self.id and v in self.progress]
-            if not candidates:
-                self._log("DEBUG", "cannot find peer")
-                self._emit(fx.Rejected(event.request_id, RejectReason.PEER_NOT_FOUND, "cannot find peer"))
-                return
-            target = max(candidates)[1]
-        if not self.configuration.is_voter(target) or target not in self.progress:
-            self._log("DEBUG", "cannot find peer")
-            self._emit(fx.Rejected(event.request_id, RejectReason.PEER_NOT_FOUND, f"cannot find peer {target!r}"))
-            return
-        self.transfer = (target, self.now + self.config.election_timeout, event.request_id)
-        pr = self.progress[target]
-        self._maybe_send_timeout_now(target, pr)
-        if self.transfer is not None:
-            self._replicate_to(target, pr, allow_empty=pr.state is ProgressState.PROBE)
-
-    def _maybe_send_timeout_now(self, peer_id: str, pr: Progress) -> None:
-        if self.transfer is not None and self.transfer[0] == peer_id and pr.match_index >= self.log.last_index:
-            self._emit(fx.Send(peer_id, self._server(peer_id).address, TimeoutNow(self.current_term, self.id)))
 
     def _on_bootstrap(self, event: ev.Bootstrap) -> None:
         if self.current_term != 0 or self.log.last_index != 0 or self.snapshot.index != 0:
@@ -1085,7 +1031,42 @@ class RaftNode:
         self.log.append([entry])
         self._emit(fx.AppendToLog((entry,)))
         self._recompute_configuration()
-        self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
+        self._configuration_changed()
+
+    # -- leadership transfer (leader side)
+
+    def _on_transfer_leadership(self, event: ev.TransferLeadership) -> None:
+        leader = self._leader_for_change(event.request_id)
+        if leader is None:
+            return
+        target = event.target_id
+        self._log("DEBUG", "starting leadership transfer", ("id", target if target else None),
+                  ("address", self._server(target).address if target else None))
+        if target == self.id:
+            self._log("INFO", "cannot transfer leadership to itself")
+            self._reject(event.request_id, RejectReason.TRANSFER_TO_SELF, "cannot transfer leadership to itself")
+            return
+        if target is None:
+            candidates = [(leader.progress[v].match_index, v) for v in self.configuration.voters
+                          if v != self.id and v in leader.progress]
+            if not candidates:
+                self._log("DEBUG", "cannot find peer")
+                self._reject(event.request_id, RejectReason.PEER_NOT_FOUND, "cannot find peer")
+                return
+            target = max(candidates)[1]
+        if not self.configuration.is_voter(target) or target not in leader.progress:
+            self._log("DEBUG", "cannot find peer")
+            self._reject(event.request_id, RejectReason.PEER_NOT_FOUND, f"cannot find peer {target!r}")
+            return
+        leader.transfer = LeadershipTransfer(target, self.now + self.config.election_timeout, event.request_id)
+        pr = leader.progress[target]
+        self._maybe_send_timeout_now(target, pr)
+        self._replicate_to(target, pr, allow_empty=pr.state is ProgressState.PROBE)
+
+    def _maybe_send_timeout_now(self, peer_id: str, pr: Progress) -> None:
+        transfer = self.leader.transfer if self.leader is not None else None
+        if transfer is not None and transfer.target == peer_id and pr.match_index >= self.log.last_index:
+            self._send(peer_id, TimeoutNow(self.current_term, self.id))
 
     # -- snapshots (local)
 
@@ -1093,15 +1074,14 @@ class RaftNode:
         if self.last_applied <= self.snapshot.index:
             return
         self._log("INFO", "starting snapshot up to", ("index", self.last_applied))
-        self.snapshot_asked_at = self.last_applied
-        self.applied_bytes = 0
+        self.snapshots.asked(self.last_applied)
         self._emit(fx.TakeSnapshot(SnapshotMeta(
             self.last_applied, self.log.term_at(self.last_applied) or self.snapshot.term,
             self.committed_configuration, self.committed_configuration_index)))
 
     def _on_snapshot_requested(self, event: ev.RequestSnapshot) -> None:
         if self.last_applied <= self.snapshot.index:
-            self._emit(fx.Rejected(event.request_id, RejectReason.NOTHING_TO_SNAPSHOT, "nothing new to snapshot"))
+            self._reject(event.request_id, RejectReason.NOTHING_TO_SNAPSHOT, "nothing new to snapshot")
             return
         self._take_snapshot()
         self._emit(fx.Completed(event.request_id))
@@ -1114,8 +1094,7 @@ class RaftNode:
         if meta.index <= self.snapshot.index:
             return
         self.snapshot = meta
-        to = max(min(meta.index, self.log.last_index - self.config.trailing_logs),
-                 self._trailing_bytes_start(meta.index) - 1)  # large entries: fewer kept
+        to = self.snapshots.compaction_point(self.log, meta.index)
         if to >= self.log.first_index:
             self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", to))
             self._emit(fx.CompactLog(to))
@@ -1124,28 +1103,14 @@ class RaftNode:
             self._log("INFO", "no logs to truncate")
         self._log("INFO", "snapshot complete up to", ("index", meta.index))
 
-    def _trailing_bytes_start(self, snapshot_index: int) -> int:
-        """The first index to keep after a snapshot at ``snapshot_index``:
-        every entry after it, and before it as many (up to TrailingLogs) as
-        fit, with those, in snapshot_log_bytes of entry data."""
-        kept = sum(len(e.data) for e in self.log.slice(snapshot_index + 1, self.log.last_index))
-        floor = max(self.log.base_index, self.log.last_index - self.config.trailing_logs)
-        index = snapshot_index + 1
-        while index - 1 > floor:
-            size = len(self.log.entry(index - 1).data)
-            if kept + size > self.config.snapshot_log_bytes:
-                break
-            kept += size
-            index -= 1
-        return index
-
     def _on_restore_requested(self, event: ev.RestoreUserSnapshot) -> None:
-        if not self._may_change_state(event.request_id):
+        leader = self._leader_for_change(event.request_id)
+        if leader is None:
             return
-        if not self.committed_in_term() or self.configuration_index > self.commit_index:
-            self._emit(fx.Rejected(event.request_id, RejectReason.RESTORE_NOT_READY,
-                                   "cannot restore while the leader's first entry "
-                                   "or a configuration change is uncommitted; retry"))
+        if not self.committed_in_term() or not self.membership.latest_committed(self.commit_index):
+            self._reject(event.request_id, RejectReason.RESTORE_NOT_READY,
+                         "cannot restore while the leader's first entry "
+                         "or a configuration change is uncommitted; retry")
             return
         # One past the last index, as hashicorp does: no follower has an entry
         # there, so each one is brought over by InstallSnapshot, and a
@@ -1159,7 +1124,7 @@ class RaftNode:
         self.log.reset(index, self.current_term)
         self.snapshot = meta
         self.commit_index = self.last_applied = index
-        for pr in self.progress.values():
+        for pr in leader.progress.values():
             pr.become_probe()
         self._log("INFO", "restored user snapshot", ("index", index))
         # The request completes when this no-op commits: by then a quorum holds
@@ -1193,37 +1158,6 @@ class RaftNode:
         TimeoutNow: _on_timeout_now,
     }
 
-    # ------------------------------------------------------------------ views
-
-    def status(self) -> NodeStatus:
-        """A frozen picture of this node, for everything outside the core."""
-        peers = ()
-        if self.role == LEADER:
-            peers = tuple(_peer_status(server, self.progress[server.id], self.now)
-                          for server in self.configuration.servers if server.id in self.progress)
-        return NodeStatus(
-            id=self.id, address=self.address, role=self.role, term=self.current_term,
-            leader_id=self.leader_id, leader_address=self.leader_address,
-            first_index=self.log.first_index, last_log_index=self.log.last_index,
-            last_log_term=self.log.last_term, base_term=self.log.base_term,
-            commit_index=self.commit_index, last_applied=self.last_applied,
-            last_snapshot_index=self.snapshot.index, last_snapshot_term=self.snapshot.term,
-            configuration=self.configuration, configuration_index=self.configuration_index,
-            committed_configuration=self.committed_configuration,
-            committed_configuration_index=self.committed_configuration_index,
-            last_contact=self.last_contact(), committed_in_term=self.committed_in_term(),
-            transfer_target=self.transfer[0] if self.transfer is not None else None,
-            now=self.now, peers=peers)
-
-    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
-        """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""
-        return tuple(self.log.slice(lo, hi))
-
-    def term_at(self, index: int) -> int | None:
-        """Term of the entry at ``index`` (also at first_index - 1); None if
-        compacted away or beyond the log."""
-        return self.log.term_at(index)
-
 
 def _peer_status(server: Server, pr: Progress, now: int) -> PeerStatus:
     return PeerStatus(id=server.id, address=server.address, suffrage=server.suffrage,
@@ -1231,22 +1165,6 @@ def _peer_status(server: Server, pr: Progress, now: int) -> PeerStatus:
                       last_contact=max(0, now - pr.last_contact), state=pr.state.value,
                       inflight=len(pr.inflight),
                       snapshot_index=pr.snapshot_index if pr.state is ProgressState.SNAPSHOT else 0)
-
-
-class _ServerList:
-    """Renders a configuration as hashicorp's %+v server list (``[]`` when empty)."""
-    __slots__ = ("configuration",)
-
-    def __init__(self, configuration: Configuration) -> None:
-        self.configuration = configuration
-
-    def __str__(self) -> str:
-        return self.configuration.describe()
-
-    __repr__ = __str__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ServerList) and other.configuration == self.configuration
 
 
 def _restore_log(snapshot: SnapshotMeta, stored: tuple[Entry, ...]) -> tuple[RaftLog, int | None]:
