@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .configuration import Configuration, Suffrage
+from .roles import LEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class NodeStatus:
 
     @property
     def is_leader(self) -> bool:
-        return self.role == "Leader"
+        return self.role == LEADER
 
     @property
     def last_index(self) -> int:
