@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .configuration import Configuration
+from .errors import RejectReason  # noqa: F401  (callers read fx.RejectReason)
 from .messages import Entry, Message, SnapshotMeta
 
 
@@ -68,10 +69,13 @@ class Proposed:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A request cannot be served here. ``leader_id``/``leader_address`` name
-    the known leader (for forwarding); ``unknown_outcome`` is true when the
-    request may still take effect (e.g. leadership lost after appending)."""
+    """A request cannot be served here. ``reason`` says why, for code to
+    branch on; ``error`` says it for people (shown to users as it is).
+    ``leader_id``/``leader_address`` name the known leader (for forwarding);
+    ``unknown_outcome`` is true when the request may still take effect (e.g.
+    leadership lost after appending)."""
     request_id: int
+    reason: RejectReason
     error: str
     leader_id: str | None = None
     leader_address: str | None = None

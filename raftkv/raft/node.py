@@ -8,6 +8,17 @@ in order, honouring the durability rule of the package docstring. The node
 keeps an in-memory mirror of its durable log (:class:`.log.RaftLog`); every
 change to it is also emitted as an effect so the runtime's store follows.
 
+The role is read off the role state the node holds (:mod:`.roles`): a
+``LeaderState`` while it leads, a ``CandidateState`` while it campaigns,
+neither while it follows. This module holds the node's state, its role
+changes and the dispatch of events; the protocol's parts are mixed in, one
+module each, as hashicorp/raft splits raft.go: :mod:`.election`,
+:mod:`.following` (the follower side of replication), :mod:`.replication`
+(the leader side), :mod:`.client_requests` and :mod:`.snapshots`. Plain
+bookkeeping without effects lives apart: :mod:`.membership` (which
+configuration is in force and committed) and :mod:`.snapshot_policy` (when to
+snapshot, how far to compact).
+
 House rules, numbered so tests and comments can point at them:
 
 1. ``current_term`` and ``voted_for`` change only through ``_set_hard_state``,
@@ -32,53 +43,31 @@ simulated node prints what a live node prints.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import dataclass
 
 from . import effects as fx
 from . import events as ev
+from .client_requests import ClientRequests
+from .config import RaftConfig
+from .configuration import Configuration, Server, Suffrage
 from .effects import Bare
-from .configuration import ConfigCommand, Configuration, Server, Suffrage
+from .election import Election
+from .errors import RejectReason
+from .following import Following
 from .log import RaftLog
+from .membership import Membership, ServerList
 from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
                        InstallSnapshotResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
                        TimeoutNow)
 from .progress import Progress, ProgressState
-from .quorum import quorum_value, votes_needed
-from .read_only import ReadOnly
+from .quorum import votes_needed
+from .replication import Replication
+from .roles import CANDIDATE, FOLLOWER, LEADER, SHUTDOWN, CandidateState, LeaderState
+from .snapshot_policy import SnapshotDue, SnapshotPolicy
+from .snapshots import Snapshots
+from .status import NodeStatus, PeerStatus
 
-FOLLOWER = "Follower"
-CANDIDATE = "Candidate"
-LEADER = "Leader"
-SHUTDOWN = "Shutdown"
-
-
-@dataclass(frozen=True)
-class RaftConfig:
-    """Timing and sizing, in milliseconds and entries (hashicorp's names)."""
-    heartbeat_timeout: int = 1000
-    election_timeout: int = 1000
-    leader_lease_timeout: int = 500
-    commit_timeout: int = 50
-    max_append_entries: int = 64
-    max_inflight: int = 2
-    snapshot_threshold: int = 8192
-    snapshot_interval: int = 120_000
-    trailing_logs: int = 10240
-    # The log lives in memory (hashicorp's is on disk): once this many
-    # entries were applied since the last snapshot, one is taken at once
-    # instead of at the next SnapshotInterval check, which bounds it.
-    snapshot_log_limit: int = 65536
-    # The same bound in bytes of entry data, for large entries; compaction
-    # also keeps fewer than TrailingLogs entries when those hold more.
-    snapshot_log_bytes: int = 32 * 1024 * 1024
-    pre_vote: bool = True
-    check_quorum: bool = True
-
-    @property
-    def heartbeat_interval(self) -> int:
-        # hashicorp sends heartbeats every HeartbeatTimeout/10
-        return max(1, self.heartbeat_timeout // 10)
+__all__ = ["RaftNode", "RaftConfig", "PersistentState", "FOLLOWER", "CANDIDATE", "LEADER", "SHUTDOWN"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +80,13 @@ class PersistentState:
     entries: tuple[Entry, ...] = ()
 
 
-class RaftNode:
+class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
+    """One Raft server. The protocol's parts are mixed in from their modules:
+    :mod:`.election`, :mod:`.following` (follower side of replication),
+    :mod:`.replication` (leader side), :mod:`.client_requests` and
+    :mod:`.snapshots`; this class holds the state, the role changes and the
+    dispatch of events."""
+
     def __init__(self, node_id: str, address: str, config: RaftConfig | None = None,
                  state: PersistentState | None = None, rng: random.Random | None = None,
                  now: int = 0) -> None:
@@ -109,37 +104,19 @@ class RaftNode:
 
         self.commit_index = max(self.snapshot.index, min(state.commit_index, self.log.last_index))
         self.last_applied = self.snapshot.index
-
-        self.configuration = self.snapshot.configuration
-        self.configuration_index = self.snapshot.configuration_index
-        self.committed_configuration = self.configuration
-        self.committed_configuration_index = self.configuration_index
+        self.membership = Membership(self.snapshot)
         self._recompute_configuration()
 
-        self.role = FOLLOWER
+        # at most one of these is set: the role is read off them
+        self.leader: LeaderState | None = None
+        self.candidate: CandidateState | None = None
+
         self.leader_id: str | None = None
         self.leader_address: str | None = None
         self.last_leader_contact = -(10 ** 12)
         self.election_deadline = 0
         self._warned_no_election = False
-
-        # candidate state
-        self.pre_vote_phase = False
-        self.votes_granted: set[str] = set()
-        self.votes_refused: set[str] = set()
-        self.transfer_election = False
-
-        # leader state
-        self.progress: dict[str, Progress] = {}
-        self.read_only = ReadOnly()
-        self.first_index_of_term = 0
-        self.next_heartbeat = 0
-        self.next_lease_check = 0
-        self.pending_config_changes: list[ev.ChangeMembership] = []
-        self.transfer: tuple[str, int, int] | None = None   # (target, deadline, request_id)
-        self.next_snapshot_check = now + self._snapshot_check_interval()
-        self.snapshot_asked_at = 0   # last_applied when a snapshot was last asked for
-        self.applied_bytes = 0       # entry data applied since then
+        self.snapshot_policy = SnapshotPolicy(self.config, self._randomized, now)
 
         self._out: list = []
         self._announced: tuple | None = None
@@ -149,7 +126,7 @@ class RaftNode:
     def start(self) -> list:
         """Effects of coming up: logs, and applying what is known committed."""
         self._log("INFO", "initial configuration", ("index", self.configuration_index),
-                  ("servers", _ServerList(self.configuration)))
+                  ("servers", ServerList(self.configuration)))
         if self._stale_store_from is not None:
             # the store kept entries that contradict the snapshot or end before
             # it (a crash in the middle of installing one): drop them as the
@@ -174,33 +151,93 @@ class RaftNode:
 
     def next_deadline(self) -> int:
         """The earliest time at which a Tick can change anything."""
-        if self.role == LEADER:
-            deadline = min(self.next_heartbeat, self.next_lease_check, self.next_snapshot_check)
-            if self.transfer is not None:
-                deadline = min(deadline, self.transfer[1])
-            for pr in self.progress.values():
-                if self._has_commit_news(pr):
-                    deadline = min(deadline, pr.last_send + self.config.commit_timeout)
-            return deadline
-        return min(self.election_deadline, self.next_snapshot_check)
+        leader = self.leader
+        if leader is None:
+            return min(self.election_deadline, self.snapshot_policy.next_check)
+        deadline = min(leader.next_heartbeat, leader.next_lease_check, self.snapshot_policy.next_check)
+        if leader.transfer is not None:
+            deadline = min(deadline, leader.transfer.deadline)
+        for pr in leader.progress.values():
+            if self._has_commit_news(pr):
+                deadline = min(deadline, pr.last_send + self.config.commit_timeout)
+        return deadline
 
     def _flush(self) -> list:
         out, self._out = self._out, []
         return out
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ views
+
+    def status(self) -> NodeStatus:
+        """A frozen picture of this node, for everything outside the core."""
+        leader = self.leader
+        peers = ()
+        if leader is not None:
+            peers = tuple(_peer_status(server, leader.progress[server.id], self.now)
+                          for server in self.configuration.servers if server.id in leader.progress)
+        return NodeStatus(
+            id=self.id, address=self.address, role=self.role, term=self.current_term,
+            leader_id=self.leader_id, leader_address=self.leader_address,
+            first_index=self.log.first_index, last_log_index=self.log.last_index,
+            last_log_term=self.log.last_term, base_term=self.log.base_term,
+            commit_index=self.commit_index, last_applied=self.last_applied,
+            last_snapshot_index=self.snapshot.index, last_snapshot_term=self.snapshot.term,
+            configuration=self.configuration, configuration_index=self.configuration_index,
+            committed_configuration=self.committed_configuration,
+            committed_configuration_index=self.committed_configuration_index,
+            last_contact=self.last_contact(), committed_in_term=self.committed_in_term(),
+            transfer_target=leader.transfer.target if leader and leader.transfer else None,
+            now=self.now, peers=peers)
+
+    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
+        """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""
+        return tuple(self.log.slice(lo, hi))
+
+    def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index`` (also at first_index - 1); None if
+        compacted away or beyond the log."""
+        return self.log.term_at(index)
+
+    # Read-only names the protocol code reads, and so do the simulator, the
+    # tests and (until they read status()) the runtime's views.
+
+    @property
+    def role(self) -> str:
+        if self.leader is not None:
+            return LEADER
+        return CANDIDATE if self.candidate is not None else FOLLOWER
 
     @property
     def is_leader(self) -> bool:
-        return self.role == LEADER
+        return self.leader is not None
+
+    @property
+    def progress(self) -> dict[str, Progress]:
+        return self.leader.progress if self.leader is not None else {}
+
+    @property
+    def configuration(self) -> Configuration:
+        return self.membership.latest
+
+    @property
+    def configuration_index(self) -> int:
+        return self.membership.latest_index
+
+    @property
+    def committed_configuration(self) -> Configuration:
+        return self.membership.committed
+
+    @property
+    def committed_configuration_index(self) -> int:
+        return self.membership.committed_index
 
     def last_contact(self) -> int:
-        if self.role == LEADER:
+        if self.leader is not None:
             return 0
         return max(0, self.now - self.last_leader_contact) if self.leader_id else -1
 
     def committed_in_term(self) -> bool:
-        return self.role == LEADER and self.commit_index >= self.first_index_of_term
+        return self.leader is not None and self.commit_index >= self.leader.first_index_of_term
 
     # ------------------------------------------------------------------ helpers
 
@@ -210,17 +247,20 @@ class RaftNode:
     def _log(self, level: str, message: str, *fields: tuple[str, object], logger: str = "raft") -> None:
         self._out.append(fx.Log(level, logger, message, fields))
 
+    def _reject(self, request_id: int, reason: RejectReason, error: str) -> None:
+        self._emit(fx.Rejected(request_id, reason, error))
+
     def _node_desc(self, role: str | None = None) -> str:
         return f"Node at {self.address} [{role or self.role}]"
 
     def _server(self, server_id: str) -> Server:
         return self.configuration.get(server_id) or Server(server_id, "", Suffrage.VOTER)
 
+    def _send(self, peer_id: str, message) -> None:
+        self._emit(fx.Send(peer_id, self._server(peer_id).address, message))
+
     def _randomized(self, timeout: int) -> int:
         return timeout + self.rng.randrange(timeout + 1)
-
-    def _snapshot_check_interval(self) -> int:
-        return self._randomized(self.config.snapshot_interval)
 
     def _reset_election_timer(self, timeout: int | None = None) -> None:
         self.election_deadline = self.now + self._randomized(timeout or self.config.heartbeat_timeout)
@@ -232,53 +272,34 @@ class RaftNode:
             self._emit(fx.PersistHardState(term, voted_for))
 
     def _recompute_configuration(self) -> None:
-        """Rule 4: the newest configuration entry in the log is in force."""
-        latest = self.log.last_config_entry()
-        if latest is not None and latest.index > self.snapshot.configuration_index:
-            self.configuration = Configuration.decode(latest.data)
-            self.configuration_index = latest.index
-        else:
-            self.configuration = self.snapshot.configuration
-            self.configuration_index = self.snapshot.configuration_index
-        self._recompute_committed_configuration()
+        self.membership.recompute(self.log, self.snapshot, self.commit_index)
 
-    def _recompute_committed_configuration(self) -> None:
-        if self.configuration_index <= self.commit_index:
-            self.committed_configuration = self.configuration
-            self.committed_configuration_index = self.configuration_index
-            return
-        entry = self.log.last_config_entry(at_or_below=self.commit_index)
-        if entry is not None and entry.index > self.snapshot.configuration_index:
-            self.committed_configuration = Configuration.decode(entry.data)
-            self.committed_configuration_index = entry.index
-        else:
-            self.committed_configuration = self.snapshot.configuration
-            self.committed_configuration_index = self.snapshot.configuration_index
+    def _configuration_changed(self) -> None:
+        self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
 
-    def _log_is_up_to_date(self, last_log_term: int, last_log_index: int) -> bool:
-        """§5.4.1: the candidate's log is at least as up to date as ours."""
-        if last_log_term != self.log.last_term:
-            return last_log_term > self.log.last_term
-        return last_log_index >= self.log.last_index
+    def _votes_needed(self) -> int:
+        return votes_needed(len(self.configuration.voters))
 
     def _has_live_leader(self) -> bool:
-        if self.role == LEADER:
+        if self.leader is not None:
             return True
         return (self.leader_id is not None
                 and self.now - self.last_leader_contact < self.config.heartbeat_timeout)
+
+    def _is_lone_voter(self) -> bool:
+        return len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id)
 
     # ------------------------------------------------------------------ role changes
 
     def _become_follower(self, term: int, leader_id: str | None, leader_address: str | None,
                          announce: bool = False) -> None:
         was = self.role
-        if was == LEADER:
-            self._leave_leadership()
+        if self.leader is not None:
+            self._leave_leadership(self.leader)
+        self.leader = None
+        self.candidate = None
         self._set_hard_state(term, self.voted_for if term == self.current_term else None)
         changed = was != FOLLOWER or announce
-        self.role = FOLLOWER
-        self.pre_vote_phase = False
-        self.transfer_election = False
         if leader_id is not None or changed:
             self.leader_id = leader_id
             self.leader_address = leader_address
@@ -297,226 +318,54 @@ class RaftNode:
             self._announced = now
             self._emit(fx.StateChanged(*now))
 
-    def _leave_leadership(self) -> None:
-        for request_id in self.read_only.drain():
-            self._emit(fx.Rejected(request_id, "leadership lost while confirming the read"))
-        for change in self.pending_config_changes:
-            self._emit(fx.Rejected(change.request_id, "leadership lost"))
-        self.pending_config_changes = []
-        if self.transfer is not None:
-            target, _, request_id = self.transfer
-            self.transfer = None
+    def _leave_leadership(self, leader: LeaderState) -> None:
+        """Answer everything only a leader could finish, as hashicorp's
+        leaderLoop does on its way out."""
+        for request_id in leader.read_only.drain():
+            self._reject(request_id, RejectReason.LEADERSHIP_LOST, "leadership lost while confirming the read")
+        for change in leader.pending_config_changes:
+            self._reject(change.request_id, RejectReason.LEADERSHIP_LOST, "leadership lost")
+        if leader.transfer is not None:
             self._log("DEBUG", "lost leadership during transfer (expected)")
-            self._emit(fx.Completed(request_id))
-        for peer_id, progress in self.progress.items():
+            self._emit(fx.Completed(leader.transfer.request_id))
+        for peer_id, progress in leader.progress.items():
             if progress.state is ProgressState.PIPELINE:
                 self._log("INFO", "aborting pipeline replication", ("peer", self._server(peer_id)))
-        self.progress = {}
-        self.read_only = ReadOnly()
-
-    def _eligible_for_election(self) -> bool:
-        if not self.configuration.servers:
-            if not self._warned_no_election:
-                self._log("WARN", "no known peers, aborting election")
-            return False
-        if not self.configuration.is_voter(self.id):
-            if not self._warned_no_election:
-                self._log("WARN", "heartbeat timeout reached, not part of a stable configuration "
-                                  "or a non-voter, not triggering a leader election")
-            return False
-        return True
-
-    def _start_campaign(self, transfer: bool = False) -> None:
-        """Become a candidate: pre-vote first unless disabled or a transfer."""
-        if self.role != CANDIDATE:
-            self.role = CANDIDATE
-            self._state_changed()
-        self.leader_id = None
-        self.leader_address = None
-        self.transfer_election = transfer
-        term = self.current_term + 1
-        self._log("INFO", "entering candidate state", ("node", self._node_desc(CANDIDATE)), ("term", term))
-        self._reset_election_timer(self.config.election_timeout)
-        if self.config.pre_vote and not transfer:
-            self.pre_vote_phase = True
-            self._request_votes(term, pre_vote=True)
-        else:
-            self._start_election()
-
-    def _start_election(self) -> None:
-        self.pre_vote_phase = False
-        self._set_hard_state(self.current_term + 1, self.id)
-        self._request_votes(self.current_term, pre_vote=False)
-
-    def _request_votes(self, term: int, pre_vote: bool) -> None:
-        self.votes_granted = set()
-        self.votes_refused = set()
-        kind = "pre-vote" if pre_vote else "vote"
-        self._log("DEBUG", "pre-voting for self" if pre_vote else "voting for self", ("term", term), ("id", self.id))
-        request = RequestVote(term, self.id, self.address, self.log.last_index, self.log.last_term,
-                              pre_vote=pre_vote, leadership_transfer=self.transfer_election)
-        for server in self.configuration.servers:
-            if server.id != self.id and server.is_voter:
-                self._log("DEBUG", f"asking for {kind}", ("term", term), ("from", server.id),
-                          ("address", server.address))
-                self._emit(fx.Send(server.id, server.address, request))
-        self._log("DEBUG", "calculated votes needed", ("needed", self._votes_needed()), ("term", term))
-        self._count_vote(self.id, RequestVoteResponse(term, True, pre_vote))
-
-    def _votes_needed(self) -> int:
-        return votes_needed(len(self.configuration.voters))
-
-    def _count_vote(self, voter: str, resp: RequestVoteResponse) -> None:
-        needed = self._votes_needed()
-        if resp.pre_vote:
-            self._log("DEBUG", "pre-vote received", ("from", voter), ("term", resp.term),
-                      ("tally", len(self.votes_granted)))
-            if resp.granted:
-                self.votes_granted.add(voter)
-                self._log("DEBUG", "pre-vote granted", ("from", voter), ("term", resp.term),
-                          ("tally", len(self.votes_granted)))
-            else:
-                self.votes_refused.add(voter)
-                self._log("DEBUG", "pre-vote denied", ("from", voter), ("term", resp.term),
-                          ("tally", len(self.votes_granted)))
-            term = self.current_term + 1
-            if len(self.votes_granted) >= needed:
-                self._log("INFO", "pre-vote successful, starting election", ("term", term),
-                          ("tally", len(self.votes_granted)), ("refused", len(self.votes_refused)),
-                          ("votesNeeded", needed))
-                self._start_election()
-            elif len(self.votes_refused) == needed and voter in self.votes_refused:
-                self._log("INFO", "pre-vote campaign failed, waiting for election timeout", ("term", term),
-                          ("tally", len(self.votes_granted)), ("refused", len(self.votes_refused)),
-                          ("votesNeeded", needed))
-            return
-        if resp.granted:
-            self.votes_granted.add(voter)
-            self._log("DEBUG", "vote granted", ("from", voter), ("term", resp.term),
-                      ("tally", len(self.votes_granted)))
-            if len(self.votes_granted) >= needed:
-                self._log("INFO", "election won", ("term", self.current_term), ("tally", len(self.votes_granted)))
-                self._become_leader()
-        else:
-            self.votes_refused.add(voter)
 
     def _become_leader(self) -> None:
-        self.role = LEADER
-        self.pre_vote_phase = False
-        self.transfer_election = False
+        self.candidate = None
+        self.leader = leader = LeaderState(first_index_of_term=self.log.last_index + 1, next_heartbeat=self.now,
+                                           next_lease_check=self.now + self.config.leader_lease_timeout)
         self.leader_id = self.id
         self.leader_address = self.address
         self._log("INFO", "entering leader state", ("leader", self._node_desc(LEADER)))
         self._state_changed()
-        self.progress = {}
         for server in self.configuration.servers:
             if server.id != self.id:
-                self._add_progress(server.id)
-        self.read_only = ReadOnly()
-        self.next_lease_check = self.now + self.config.leader_lease_timeout
-        self.next_heartbeat = self.now
-        noop = Entry(self.log.last_index + 1, self.current_term, EntryType.NOOP)
-        self.first_index_of_term = noop.index
-        self._append_as_leader([noop])
-        self._heartbeat()
+                self._add_progress(leader, server.id)
+        self._append_as_leader([Entry(leader.first_index_of_term, self.current_term, EntryType.NOOP)])
+        self._heartbeat(leader)
 
-    def _add_progress(self, peer_id: str) -> None:
+    def _add_progress(self, leader: LeaderState, peer_id: str) -> None:
         self._log("INFO", "added peer, starting replication", ("peer", Bare(peer_id)))
-        self.progress[peer_id] = Progress(next_index=self.log.last_index + 1, last_contact=self.now)
+        leader.progress[peer_id] = Progress(next_index=self.log.last_index + 1, last_contact=self.now)
 
-    # ------------------------------------------------------------------ ticks
+    # ------------------------------------------------------------------ events
 
     def _on_tick(self, event: ev.Tick) -> None:
         self.now = max(self.now, event.now)
-        if self.now >= self.next_snapshot_check:
-            self.next_snapshot_check = self.now + self._snapshot_check_interval()
-            if self.last_applied - self.snapshot.index >= self.config.snapshot_threshold:
-                self._take_snapshot()
-        elif (self.last_applied - max(self.snapshot.index, self.snapshot_asked_at)
-              >= self.config.snapshot_log_limit or self.applied_bytes >= self.config.snapshot_log_bytes):
+        due = self.snapshot_policy.check(self.now, self.last_applied, self.snapshot.index)
+        if due is SnapshotDue.MEMORY_LIMIT:
             self._log("INFO", "log is at its in-memory limit, not waiting for the snapshot interval",
-                      ("entries", self.last_applied - self.snapshot.index), ("bytes", self.applied_bytes),
-                      ("limit", self.config.snapshot_log_limit), ("limit-bytes", self.config.snapshot_log_bytes))
+                      ("entries", self.last_applied - self.snapshot.index),
+                      ("bytes", self.snapshot_policy.applied_bytes), ("limit", self.config.snapshot_log_limit),
+                      ("limit-bytes", self.config.snapshot_log_bytes))
+        if due is not None:
             self._take_snapshot()
-        if self.role == LEADER:
-            self._leader_tick()
+        if self.leader is not None:
+            self._leader_tick(self.leader)
         elif self.now >= self.election_deadline:
-            if self.role == CANDIDATE:
-                self._log("WARN", "Election timeout reached, restarting election")
-                self._start_campaign()
-                return
-            if self._has_live_leader():
-                self._reset_election_timer()
-                return
-            if not self._eligible_for_election():
-                self._warned_no_election = True
-                self._reset_election_timer()
-                return
-            self._log("WARN", "heartbeat timeout reached, starting election",
-                      ("last-leader-addr", Bare(self.leader_address or "")),
-                      ("last-leader-id", Bare(self.leader_id or "")))
-            self._start_campaign()
-
-    def _leader_tick(self) -> None:
-        if self.now >= self.next_lease_check:
-            self.next_lease_check = self.now + self.config.leader_lease_timeout
-            if self.config.check_quorum and not self._check_lease():
-                return
-        if self.transfer is not None and self.now >= self.transfer[1]:
-            _, _, request_id = self.transfer
-            self.transfer = None
-            self._log("DEBUG", "leadership transfer timeout")
-            self._emit(fx.Rejected(request_id, "leadership transfer timeout"))
-        if self.now >= self.next_heartbeat:
-            self._heartbeat()
-        else:
-            for peer_id, pr in self.progress.items():
-                if self._has_commit_news(pr) and self.now - pr.last_send >= self.config.commit_timeout:
-                    self._send_heartbeat(peer_id, pr)
-
-    def _has_commit_news(self, pr: Progress) -> bool:
-        """CommitTimeout: the peer could commit more than we last told it."""
-        return min(pr.match_index, self.commit_index) > pr.sent_commit
-
-    def _check_lease(self) -> bool:
-        """Check-quorum: step down if a quorum of voters went silent."""
-        contacted = 1 if self.configuration.is_voter(self.id) else 0
-        for server in self.configuration.servers:
-            if server.id == self.id or not server.is_voter:
-                continue
-            pr = self.progress.get(server.id)
-            silent = self.now - pr.last_contact if pr else self.config.leader_lease_timeout + 1
-            if silent <= self.config.leader_lease_timeout:
-                contacted += 1
-            else:
-                level = "DEBUG" if silent > 3 * self.config.leader_lease_timeout else "WARN"
-                self._log(level, "failed to contact", ("server-id", Bare(server.id)),
-                          ("time", timedelta(milliseconds=silent)))
-        if contacted < self._votes_needed():
-            self._log("WARN", "failed to contact quorum of nodes, stepping down")
-            self._become_follower(self.current_term, None, None)
-            return False
-        return True
-
-    def _heartbeat(self) -> None:
-        self.next_heartbeat = self.now + self.config.heartbeat_interval
-        for peer_id, pr in self.progress.items():
-            self._send_heartbeat(peer_id, pr)
-            if pr.state is ProgressState.SNAPSHOT and \
-                    self.now - pr.snapshot_sent_at > 2 * self.config.election_timeout:
-                pr.become_probe()  # the snapshot transfer was lost; offer it again
-
-    def _send_heartbeat(self, peer_id: str, pr: Progress) -> None:
-        # the commit index is capped by what the peer is known to match, so a
-        # follower with a stale suffix never commits entries it may have to drop
-        commit = min(pr.match_index, self.commit_index)
-        pr.sent_commit = max(pr.sent_commit, commit)
-        pr.last_send = self.now
-        self._emit(fx.Send(peer_id, self._server(peer_id).address,
-                           AppendEntries(self.current_term, self.id, self.address, 0, 0, (), commit,
-                                         heartbeat=True, read_seq=self.read_only.started_seq)))
-
-    # ------------------------------------------------------------------ messages
+            self._election_timeout()
 
     def _on_receive(self, event: ev.Receive) -> None:
         msg = event.message
@@ -536,7 +385,7 @@ class RaftNode:
                 self._become_follower(msg.term, None, None)
                 return
             if isinstance(msg, (AppendEntriesResponse, InstallSnapshotResponse)):
-                if self.role == LEADER:
+                if self.leader is not None:
                     self._log("ERROR", "peer has newer term, stopping replication",
                               ("peer", self._server(event.from_id)))
                 self._become_follower(msg.term, None, None)
@@ -549,169 +398,12 @@ class RaftNode:
         if handler is not None:
             handler(self, event.from_id, msg)
 
-    # -- votes (voter side)
-
-    def _on_request_vote(self, from_id: str, req: RequestVote) -> None:
-        kind = "pre-vote" if req.pre_vote else "vote"
-        grant = False
-        reply_term = self.current_term
-        try:
-            if self.configuration.servers and not self.configuration.has(req.candidate_id):
-                self._log("WARN", f"rejecting {kind} request since node is not in configuration",
-                          ("from", Bare(req.candidate_address)))
-                return
-            if not req.leadership_transfer and self._has_live_leader() and self.leader_id != req.candidate_id:
-                self._log("WARN", f"rejecting {kind} request since we have a leader",
-                          ("from", Bare(req.candidate_address)), ("leader", Bare(self.leader_address or "")),
-                          ("leader-id", self.leader_id or ""))
-                return
-            if req.term < self.current_term:
-                return
-            if req.pre_vote:
-                if req.term > self.current_term:
-                    self._log("DEBUG", "received a requestPreVote with a newer term, grant the pre-vote")
-            elif req.term > self.current_term:
-                self._log("DEBUG", "lost leadership because received a requestVote with a newer term")
-                self._become_follower(req.term, None, None)
-                reply_term = self.current_term
-            if self.configuration.servers and not self.configuration.is_voter(req.candidate_id):
-                self._log("WARN", f"rejecting {kind} request since node is not a voter",
-                          ("from", Bare(req.candidate_address)))
-                return
-            if not req.pre_vote and self.voted_for is not None:
-                self._log("INFO", "duplicate requestVote for same term", ("term", req.term))
-                if self.voted_for == req.candidate_id:
-                    self._log("WARN", "duplicate requestVote from", ("candidate", Bare(req.candidate_address)))
-                    grant = True
-                return
-            if not self._log_is_up_to_date(req.last_log_term, req.last_log_index):
-                if req.last_log_term < self.log.last_term:
-                    self._log("WARN", f"rejecting {kind} request since our last term is greater",
-                              ("candidate", Bare(req.candidate_address)), ("last-term", self.log.last_term),
-                              ("last-candidate-term", req.last_log_term))
-                else:
-                    self._log("WARN", f"rejecting {kind} request since our last index is greater",
-                              ("candidate", Bare(req.candidate_address)), ("last-index", self.log.last_index),
-                              ("last-candidate-index", req.last_log_index))
-                return
-            grant = True
-            if not req.pre_vote:
-                self._set_hard_state(self.current_term, req.candidate_id)
-                self._reset_election_timer()
-        finally:
-            self._emit(fx.Send(from_id, req.candidate_address,
-                               RequestVoteResponse(reply_term, grant, req.pre_vote)))
-
-    # -- votes (candidate side)
-
-    def _on_vote_response(self, from_id: str, resp: RequestVoteResponse) -> None:
-        if self.role != CANDIDATE or resp.pre_vote != self.pre_vote_phase:
-            return
-        if not resp.pre_vote and resp.term != self.current_term:
-            return  # an answer from an earlier election
-        if from_id in self.votes_granted or from_id in self.votes_refused:
-            return
-        if not self.configuration.is_voter(from_id):
-            return
-        self._count_vote(from_id, resp)
-
-    # -- append entries (follower side)
-
-    def _on_append_entries(self, from_id: str, req: AppendEntries) -> None:
-        if req.term < self.current_term:
-            self._emit(fx.Send(from_id, req.leader_address,
-                               AppendEntriesResponse(self.current_term, False, self.log.last_index,
-                                                     req.prev_log_index, heartbeat=req.heartbeat,
-                                                     read_seq=req.read_seq)))
-            return
-        self._follow(req.term, req.leader_id, req.leader_address)
-
-        if req.heartbeat:
-            self._commit_to(min(req.leader_commit, self.log.last_index))
-            self._emit(fx.Send(from_id, req.leader_address,
-                               AppendEntriesResponse(self.current_term, True, self.log.last_index, 0,
-                                                     heartbeat=True, read_seq=req.read_seq)))
-            return
-
-        prev_index, prev_term, entries = req.prev_log_index, req.prev_log_term, req.entries
-        if prev_index < self.log.base_index:
-            # entries at or below our base are committed, hence identical (Log Matching)
-            skip = self.log.base_index - prev_index
-            entries = entries[skip:]
-            prev_index, prev_term = self.log.base_index, self.log.base_term
-            if not entries and req.prev_log_index + len(req.entries) < self.log.base_index:
-                self._reply_append(from_id, req, True, self.log.base_index)
-                return
-        if prev_index > self.log.last_index:
-            self._log("WARN", "failed to get previous log", ("previous-index", prev_index),
-                      ("last-index", self.log.last_index), ("error", "log not found"))
-            self._reply_append(from_id, req, False)
-            return
-        our_term = self.log.term_at(prev_index)
-        if our_term != prev_term:
-            self._log("WARN", "previous log term mis-match", ("ours", our_term), ("remote", prev_term))
-            self._reply_append(from_id, req, False)
-            return
-
-        new_entries = self._merge_entries(entries)
-        if new_entries is None:
-            self._reply_append(from_id, req, False)
-            return
-        match = prev_index + len(entries)
-        self._commit_to(min(req.leader_commit, match))
-        self._reply_append(from_id, req, True, match)
-
-    def _follow(self, term: int, leader_id: str, leader_address: str) -> None:
-        """A current leader spoke: follow it and restart the election timer."""
-        if self.role != FOLLOWER:
-            self._become_follower(term, leader_id, leader_address)
-        self.leader_id = leader_id
-        self.leader_address = leader_address
-        self.last_leader_contact = self.now
-        self._reset_election_timer()
-
-    def _merge_entries(self, entries: tuple[Entry, ...]) -> list[Entry] | None:
-        """Append what is new, truncating a conflicting suffix (§5.3 step 3-4)."""
-        if not entries:
-            return []
-        last = self.log.last_index
-        start = 0
-        for start, entry in enumerate(entries):
-            if entry.index > last:
-                break
-            our_term = self.log.term_at(entry.index)
-            if our_term != entry.term:
-                if entry.index <= self.commit_index:
-                    # rule 2: would drop a committed entry; the leader is confused
-                    self._log("ERROR", "failed to append to logs",
-                              ("error", f"conflict at committed index {entry.index}"))
-                    return None
-                self._log("WARN", "clearing log suffix", ("from", entry.index), ("to", last))
-                self._emit(fx.TruncateLog(entry.index))
-                self.log.truncate_from(entry.index)
-                self._recompute_configuration()
-                break
-        else:
-            return []  # every entry already present
-        new = list(entries[start:])
-        if new:
-            self.log.append(new)
-            self._emit(fx.AppendToLog(tuple(new)))
-            if any(e.type is EntryType.CONFIGURATION for e in new):
-                self._recompute_configuration()
-                self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
-        return new
-
-    def _reply_append(self, to: str, req: AppendEntries, success: bool, match: int = 0) -> None:
-        self._emit(fx.Send(to, req.leader_address,
-                           AppendEntriesResponse(self.current_term, success, self.log.last_index,
-                                                 req.prev_log_index, match_index=match,
-                                                 read_seq=req.read_seq)))
+    # ------------------------------------------------------------------ commitment (every role)
 
     def _commit_to(self, index: int) -> None:
         if index > self.commit_index:
             self.commit_index = index
-            self._recompute_committed_configuration()
+            self.membership.recompute_committed(self.log, self.snapshot, self.commit_index)
             self._apply_committed()
 
     def _apply_committed(self) -> None:
@@ -719,511 +411,42 @@ class RaftNode:
             entries = self.log.slice(self.last_applied + 1, self.commit_index)
             self.last_applied = self.commit_index
             if entries:
-                self.applied_bytes += sum(len(e.data) for e in entries)
+                self.snapshot_policy.applied(entries)
                 self._emit(fx.Apply(tuple(entries)))
 
-    # -- append entries (leader side)
 
-    def _on_append_response(self, from_id: str, resp: AppendEntriesResponse) -> None:
-        if self.role != LEADER or resp.term < self.current_term:
-            return
-        pr = self.progress.get(from_id)
-        if pr is None:
-            return
-        pr.last_contact = self.now
-        if resp.heartbeat:
-            if resp.read_seq > pr.acked_read_seq:
-                pr.acked_read_seq = resp.read_seq
-                self._confirm_reads()
-            if pr.state is ProgressState.PROBE:
-                pr.probe_sent = False
-                self._replicate_to(from_id, pr, allow_empty=True)
-            elif (pr.state is ProgressState.PIPELINE and pr.inflight
-                  and self.now - pr.oldest_unacked >= self.config.heartbeat_interval):
-                # a batch (or its answer) was lost: nothing acknowledged it for a
-                # whole heartbeat interval, so probe again from the match point
-                self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
-                pr.next_index = pr.match_index + 1
-                pr.become_probe()
-                self._replicate_to(from_id, pr, allow_empty=True)
-            return
-        if resp.success:
-            moved = pr.acknowledge(resp.match_index, self.now)
-            if pr.state is ProgressState.PROBE:
-                pr.become_pipeline()
-                self._log("INFO", "pipelining replication", ("peer", self._server(from_id)))
-            if moved:
-                self._maybe_commit()
-                self._maybe_send_timeout_now(from_id, pr)
-            if self.role == LEADER:
-                self._replicate_to(from_id, pr)
-            return
-        # rejected: ignore answers to requests older than the one we are probing with
-        if resp.prev_log_index < pr.match_index:
-            return
-        if pr.state is ProgressState.PROBE and resp.prev_log_index != pr.next_index - 1:
-            return
-        if resp.last_log_index < pr.match_index:
-            # The peer no longer has entries it acknowledged: its volume was
-            # wiped or damaged. Believe it, or next_index stays pinned above
-            # its log and the two sides trade rejections forever.
-            self._log("WARN", "peer lost acknowledged log entries, replicating again",
-                      ("peer", self._server(from_id)), ("match-index", pr.match_index),
-                      ("last-index", resp.last_log_index))
-            pr.match_index = resp.last_log_index
-        if pr.state is ProgressState.PIPELINE:
-            self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
-        pr.next_index = max(min(resp.prev_log_index, resp.last_log_index + 1), pr.match_index + 1, 1)
-        pr.become_probe()
-        self._log("WARN", "appendEntries rejected, sending older logs", ("peer", self._server(from_id)),
-                  ("next", pr.next_index))
-        self._replicate_to(from_id, pr, allow_empty=True)
-
-    def _replicate_to(self, peer_id: str, pr: Progress, allow_empty: bool = False) -> None:
-        """Send the next batch to a peer, as far as its flow control allows."""
-        while pr.can_send(self.config.max_inflight):
-            if pr.next_index <= self.log.base_index:
-                self._send_snapshot(peer_id, pr)
-                return
-            entries = self.log.slice(pr.next_index, self.log.last_index, self.config.max_append_entries)
-            if not entries and not allow_empty:
-                return
-            prev = pr.next_index - 1
-            last = entries[-1].index if entries else prev
-            pr.sent_commit = max(pr.sent_commit, min(self.commit_index, last))
-            self._emit(fx.Send(peer_id, self._server(peer_id).address,
-                               AppendEntries(self.current_term, self.id, self.address, prev,
-                                             self.log.term_at(prev) or 0, tuple(entries),
-                                             self.commit_index)))
-            pr.sent(last, self.now)
-            if not entries:
-                return
-            allow_empty = False
-
-    def _send_snapshot(self, peer_id: str, pr: Progress) -> None:
-        self._log("ERROR", "failed to get log", ("index", pr.next_index), ("error", "log not found"))
-        if self.snapshot.index == 0:
-            return
-        self._log("INFO", "opening snapshot", ("id", self.snapshot.id))
-        self._log("INFO", "installing snapshot on", ("peer", Bare(peer_id)), ("id", self.snapshot.id),
-                  ("size", self.snapshot.size))
-        pr.become_snapshot(self.snapshot.index, self.now)
-        pr.last_send = self.now
-        self._emit(fx.Send(peer_id, self._server(peer_id).address,
-                           InstallSnapshot(self.current_term, self.id, self.address, self.snapshot)))
-
-    def _maybe_commit(self) -> None:
-        """Rule 3: advance commit to what a quorum of voters matched, but only
-        by counting replicas of an entry from the current term."""
-        matches = []
-        for voter in self.configuration.voters:
-            if voter == self.id:
-                matches.append(self.log.last_index)
-            elif voter in self.progress:
-                matches.append(self.progress[voter].match_index)
-            else:
-                matches.append(0)
-        index = quorum_value(matches)
-        if index > self.commit_index and self._can_commit_by_counting(index):
-            self._advance_commit(index)
-
-    def _can_commit_by_counting(self, index: int) -> bool:
-        return self.log.term_at(index) == self.current_term
-
-    def _advance_commit(self, index: int) -> None:
-        had_committed_in_term = self.committed_in_term()
-        self._commit_to(index)
-        if not had_committed_in_term and self.committed_in_term():
-            self._confirm_reads()
-        if (self.committed_configuration_index == self.configuration_index
-                and not self.configuration.is_voter(self.id)):
-            self._log("INFO", "removed ourself, transitioning to follower")
-            self._become_follower(self.current_term, None, None)
-            return
-        if self.pending_config_changes and self._configuration_stable():
-            self._change_membership(self.pending_config_changes.pop(0))
-
-    def _append_as_leader(self, entries: list[Entry]) -> None:
-        self.log.append(entries)
-        self._emit(fx.AppendToLog(tuple(entries)))
-        for peer_id, pr in self.progress.items():
-            self._replicate_to(peer_id, pr)
-        self._maybe_commit()
-
-    # -- snapshots (follower side)
-
-    def _on_install_snapshot(self, from_id: str, req: InstallSnapshot) -> None:
-        if req.term < self.current_term:
-            self._log("INFO", "ignoring installSnapshot request with older term than current term",
-                      ("request-term", req.term), ("current-term", self.current_term))
-            self._emit(fx.Send(from_id, req.leader_address,
-                               InstallSnapshotResponse(self.current_term, False, self.log.last_index)))
-            return
-        self._follow(req.term, req.leader_id, req.leader_address)
-        meta = req.meta
-        if meta.index > self.commit_index:
-            self._install_snapshot(meta, req.data)
-        self._emit(fx.Send(from_id, req.leader_address,
-                           InstallSnapshotResponse(self.current_term, True, max(meta.index, self.commit_index))))
-
-    def _install_snapshot(self, meta: SnapshotMeta, data: object) -> None:
-        self._emit(fx.RestoreSnapshot(meta, data))
-        had_logs = len(self.log) > 0
-        if self._keep_log_suffix(meta):
-            # Fig. 13 rule 7: our entry at the snapshot index matches, keep what follows
-            if had_logs:
-                self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", meta.index))
-            self._emit(fx.CompactLog(meta.index))
-            self.log.compact_through(meta.index)
-        else:
-            if had_logs:
-                self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", self.log.last_index))
-                self._emit(fx.TruncateLog(self.log.first_index))
-            # The store may still hold entries below our first index (it frees
-            # whole segments only); they must go too, or it could not take the
-            # next append at meta.index + 1.
-            self._emit(fx.CompactLog(meta.index))
-            self.log.reset(meta.index, meta.term)
-        self.snapshot = meta
-        self.commit_index = meta.index
-        self.last_applied = meta.index
-        self._recompute_configuration()
-        self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
-        self._log("INFO", "Installed remote snapshot")
-
-    def _keep_log_suffix(self, meta: SnapshotMeta) -> bool:
-        return self.log.term_at(meta.index) == meta.term and meta.index <= self.log.last_index
-
-    # -- snapshots (leader side)
-
-    def _on_install_snapshot_response(self, from_id: str, resp: InstallSnapshotResponse) -> None:
-        if self.role != LEADER or resp.term < self.current_term:
-            return
-        pr = self.progress.get(from_id)
-        if pr is None or pr.state is not ProgressState.SNAPSHOT:
-            return
-        pr.last_contact = self.now
-        if resp.success:
-            pr.acknowledge(resp.last_index, self.now)
-            self._maybe_commit()
-        else:
-            self._log("WARN", "installSnapshot rejected to", ("peer", Bare(from_id)), ("id", self.snapshot.id))
-        pr.become_probe()
-        self._replicate_to(from_id, pr, allow_empty=True)
-
-    def _on_snapshot_send_failed(self, event: ev.SnapshotSendFailed) -> None:
-        pr = self.progress.get(event.peer_id)
-        if self.role == LEADER and pr is not None and pr.state is ProgressState.SNAPSHOT:
-            self._log("ERROR", "failed to send snapshot to", ("peer", self._server(event.peer_id)),
-                      ("error", "transfer failed"))
-            pr.become_probe()
-            pr.probe_sent = True  # retry on the next heartbeat answer, not in a tight loop
-
-    # -- leadership transfer (target side)
-
-    def _on_timeout_now(self, from_id: str, msg: TimeoutNow) -> None:
-        if msg.term < self.current_term or not self.configuration.is_voter(self.id):
-            return
-        self._log("INFO", "received TimeoutNow, starting election", ("from", Bare(from_id)), ("term", msg.term))
-        self._start_campaign(transfer=True)
-
-    # ------------------------------------------------------------------ client requests
-
-    def _may_change_state(self, request_id: int) -> bool:
-        """A leader not handing over leadership takes the request; anyone
-        else refuses it, saying why."""
-        if self.role != LEADER:
-            self._not_leader(request_id)
-            return False
-        if self.transfer is not None:
-            self._emit(fx.Rejected(request_id, "leadership transfer in progress"))
-            return False
-        return True
-
-    def _not_leader(self, request_id: int) -> None:
-        self._emit(fx.Rejected(request_id, "node is not the leader", self.leader_id, self.leader_address))
-
-    def _on_propose(self, event: ev.Propose) -> None:
-        self._propose((event,))
-
-    def _on_propose_batch(self, event: ev.ProposeBatch) -> None:
-        self._propose(event.proposals)
-
-    def _propose(self, proposals) -> None:
-        if self.role != LEADER:
-            for p in proposals:
-                self._not_leader(p.request_id)
-            return
-        if self.transfer is not None:
-            for p in proposals:
-                self._emit(fx.Rejected(p.request_id, "leadership transfer in progress"))
-            return
-        index = self.log.last_index
-        entries = []
-        for p in proposals:
-            index += 1
-            entries.append(Entry(index, self.current_term, EntryType.COMMAND, p.data))
-            self._emit(fx.Proposed(p.request_id, index, self.current_term))
-        self._append_as_leader(entries)
-
-    def _on_read_index(self, event: ev.ReadIndex) -> None:
-        if self.role != LEADER:
-            self._not_leader(event.request_id)
-            return
-        if len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id):
-            if self.committed_in_term():
-                self._emit(fx.ReadReady(event.request_id, self.commit_index))
-            else:
-                self.read_only.queue.append((event.request_id, -1, 0))
-            return
-        if self.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
-            self._heartbeat()
-
-    def _confirm_reads(self) -> None:
-        """Release reads whose heartbeat round a quorum echoed. A read that came
-        in before this leader committed its no-op gets the commit index at
-        release time, which covers every write acknowledged before it."""
-        if not self.committed_in_term():
-            return
-        acks = []
-        for voter in self.configuration.voters:
-            if voter == self.id:
-                acks.append(self.read_only.started_seq)
-            else:
-                pr = self.progress.get(voter)
-                acks.append(pr.acked_read_seq if pr else 0)
-        ready, start_next = self.read_only.confirm(quorum_value(acks))
-        if len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id):
-            ready = [(rid, idx) for rid, idx, _ in self.read_only.queue]
-            self.read_only.queue.clear()
-        for request_id, index in ready:
-            self._emit(fx.ReadReady(request_id, index if index >= 0 else self.commit_index))
-        if start_next:
-            self._heartbeat()
-
-    def _on_change_membership(self, event: ev.ChangeMembership) -> None:
-        if not self._may_change_state(event.request_id):
-            return
-        if not self._configuration_stable():
-            self.pending_config_changes.append(event)
-            return
-        self._change_membership(event)
-
-    def _configuration_stable(self) -> bool:
-        """Rule 4: previous change committed, and an entry of this term too."""
-        return self.configuration_index <= self.commit_index and self.committed_in_term()
-
-    def _change_membership(self, event: ev.ChangeMembership) -> None:
-        current = self.configuration
-        if event.command in (ConfigCommand.REMOVE_SERVER, ConfigCommand.DEMOTE_VOTER) \
-                and not current.has(event.server_id):
-            self._emit(fx.Rejected(event.request_id, f"unknown server {event.server_id!r}"))
-            return
-        new = current.apply(event.command, event.server_id, event.address)
-        if not new.voters:
-            self._emit(fx.Rejected(event.request_id, "the change would leave no voters"))
-            return
-        entry = Entry(self.log.last_index + 1, self.current_term, EntryType.CONFIGURATION, new.encode())
-        shown_addr = event.address if event.command in (ConfigCommand.ADD_VOTER, ConfigCommand.ADD_NONVOTER) else ""
-        self._log("INFO", "updating configuration", ("command", Bare(str(event.command))),
-                  ("server-id", Bare(event.server_id)), ("server-addr", Bare(shown_addr)),
-                  ("servers", _ServerList(new)))
-        self.configuration = new
-        self.configuration_index = entry.index
-        self._emit(fx.ConfigurationChanged(new, entry.index))
-        self._emit(fx.Proposed(event.request_id, entry.index, self.current_term))
-        for server in new.servers:
-            if server.id != self.id and server.id not in self.progress:
-                self._add_progress(server.id)
-        for peer_id in list(self.progress):
-            if not new.has(peer_id):
-                self._log("INFO", "removed peer, stopping replication", ("peer", Bare(peer_id)),
-                          ("last-index", self.log.last_index))
-                del self.progress[peer_id]
-        self._append_as_leader([entry])
-
-    def _on_transfer_leadership(self, event: ev.TransferLeadership) -> None:
-        if not self._may_change_state(event.request_id):
-            return
-        target = event.target_id
-        self._log("DEBUG", "starting leadership transfer", ("id", target if target else None),
-                  ("address", self._server(target).address if target else None))
-        if target == self.id:
-            self._log("INFO", "cannot transfer leadership to itself")
-            self._emit(fx.Rejected(event.request_id, "cannot transfer leadership to itself"))
-            return
-        if target is None:
-            candidates = [(self.progress[v].match_index, v) for v in self.configuration.voters
-                          if v != self.id and v in self.progress]
-            if not candidates:
-                self._log("DEBUG", "cannot find peer")
-                self._emit(fx.Rejected(event.request_id, "cannot find peer"))
-                return
-            target = max(candidates)[1]
-        if not self.configuration.is_voter(target) or target not in self.progress:
-            self._log("DEBUG", "cannot find peer")
-            self._emit(fx.Rejected(event.request_id, f"cannot find peer {target!r}"))
-            return
-        self.transfer = (target, self.now + self.config.election_timeout, event.request_id)
-        pr = self.progress[target]
-        self._maybe_send_timeout_now(target, pr)
-        if self.transfer is not None:
-            self._replicate_to(target, pr, allow_empty=pr.state is ProgressState.PROBE)
-
-    def _maybe_send_timeout_now(self, peer_id: str, pr: Progress) -> None:
-        if self.transfer is not None and self.transfer[0] == peer_id and pr.match_index >= self.log.last_index:
-            self._emit(fx.Send(peer_id, self._server(peer_id).address, TimeoutNow(self.current_term, self.id)))
-
-    def _on_bootstrap(self, event: ev.Bootstrap) -> None:
-        if self.current_term != 0 or self.log.last_index != 0 or self.snapshot.index != 0:
-            self._log("INFO", "bootstrap skipped: node already has state")
-            return
-        self._set_hard_state(1, None)
-        entry = Entry(1, 1, EntryType.CONFIGURATION, event.configuration.encode())
-        self.log.append([entry])
-        self._emit(fx.AppendToLog((entry,)))
-        self._recompute_configuration()
-        self._emit(fx.ConfigurationChanged(self.configuration, self.configuration_index))
-
-    # -- snapshots (local)
-
-    def _take_snapshot(self) -> None:
-        if self.last_applied <= self.snapshot.index:
-            return
-        self._log("INFO", "starting snapshot up to", ("index", self.last_applied))
-        self.snapshot_asked_at = self.last_applied
-        self.applied_bytes = 0
-        self._emit(fx.TakeSnapshot(SnapshotMeta(
-            self.last_applied, self.log.term_at(self.last_applied) or self.snapshot.term,
-            self.committed_configuration, self.committed_configuration_index)))
-
-    def _on_snapshot_requested(self, event: ev.RequestSnapshot) -> None:
-        if self.last_applied <= self.snapshot.index:
-            self._emit(fx.Rejected(event.request_id, "nothing new to snapshot"))
-            return
-        self._take_snapshot()
-        self._emit(fx.Completed(event.request_id))
-
-    def _on_snapshot_taken(self, event: ev.SnapshotTaken) -> None:
-        meta = event.meta
-        if meta.index == self.snapshot.index and meta.term == self.snapshot.term and not self.snapshot.id:
-            self.snapshot = meta  # the runtime stored a restored backup: learn its id and size
-            return
-        if meta.index <= self.snapshot.index:
-            return
-        self.snapshot = meta
-        to = max(min(meta.index, self.log.last_index - self.config.trailing_logs),
-                 self._trailing_bytes_start(meta.index) - 1)  # large entries: fewer kept
-        if to >= self.log.first_index:
-            self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", to))
-            self._emit(fx.CompactLog(to))
-            self.log.compact_through(to)
-        elif self.log.last_index > self.config.trailing_logs:
-            self._log("INFO", "no logs to truncate")
-        self._log("INFO", "snapshot complete up to", ("index", meta.index))
-
-    def _trailing_bytes_start(self, snapshot_index: int) -> int:
-        """The first index to keep after a snapshot at ``snapshot_index``:
-        every entry after it, and before it as many (up to TrailingLogs) as
-        fit, with those, in snapshot_log_bytes of entry data."""
-        kept = sum(len(e.data) for e in self.log.slice(snapshot_index + 1, self.log.last_index))
-        floor = max(self.log.base_index, self.log.last_index - self.config.trailing_logs)
-        index = snapshot_index + 1
-        while index - 1 > floor:
-            size = len(self.log.entry(index - 1).data)
-            if kept + size > self.config.snapshot_log_bytes:
-                break
-            kept += size
-            index -= 1
-        return index
-
-    def _on_restore_requested(self, event: ev.RestoreUserSnapshot) -> None:
-        if not self._may_change_state(event.request_id):
-            return
-        if not self.committed_in_term() or self.configuration_index > self.commit_index:
-            self._emit(fx.Rejected(event.request_id, "cannot restore while the leader's first entry "
-                                   "or a configuration change is uncommitted; retry"))
-            return
-        # One past the last index, as hashicorp does: no follower has an entry
-        # there, so each one is brought over by InstallSnapshot, and a
-        # follower's old entries can never be mistaken for the restored state.
-        index = self.log.last_index + 1
-        meta = SnapshotMeta(index, self.current_term, self.configuration, self.configuration_index)
-        self._emit(fx.RestoreSnapshot(meta, event.data))
-        if len(self.log):
-            self._emit(fx.TruncateLog(self.log.first_index))
-        self._emit(fx.CompactLog(index))  # and what the store kept below our first index
-        self.log.reset(index, self.current_term)
-        self.snapshot = meta
-        self.commit_index = self.last_applied = index
-        for pr in self.progress.values():
-            pr.become_probe()
-        self._log("INFO", "restored user snapshot", ("index", index))
-        # The request completes when this no-op commits: by then a quorum holds
-        # the restored state (hashicorp's Restore waits the same way).
-        noop = Entry(index + 1, self.current_term, EntryType.NOOP)
-        self._emit(fx.Proposed(event.request_id, noop.index, noop.term))
-        self._append_as_leader([noop])
-
-    # ------------------------------------------------------------------ dispatch
-
-    _handlers = {
-        ev.Tick: _on_tick,
-        ev.Receive: _on_receive,
-        ev.Propose: _on_propose,
-        ev.ProposeBatch: _on_propose_batch,
-        ev.ReadIndex: _on_read_index,
-        ev.ChangeMembership: _on_change_membership,
-        ev.TransferLeadership: _on_transfer_leadership,
-        ev.Bootstrap: _on_bootstrap,
-        ev.SnapshotTaken: _on_snapshot_taken,
-        ev.SnapshotSendFailed: _on_snapshot_send_failed,
-        ev.RequestSnapshot: _on_snapshot_requested,
-        ev.RestoreUserSnapshot: _on_restore_requested,
-    }
-    _message_handlers = {
-        RequestVoteResponse: _on_vote_response,
-        AppendEntries: _on_append_entries,
-        AppendEntriesResponse: _on_append_response,
-        InstallSnapshot: _on_install_snapshot,
-        InstallSnapshotResponse: _on_install_snapshot_response,
-        TimeoutNow: _on_timeout_now,
-    }
-
-    # ------------------------------------------------------------------ status
-
-    def status(self) -> dict:
-        return {
-            "id": self.id,
-            "state": self.role,
-            "term": self.current_term,
-            "last_log_index": self.log.last_index,
-            "last_log_term": self.log.last_term,
-            "commit_index": self.commit_index,
-            "applied_index": self.last_applied,
-            "last_snapshot_index": self.snapshot.index,
-            "last_snapshot_term": self.snapshot.term,
-            "last_contact": self.last_contact(),
-            "leader_id": self.leader_id,
-            "leader_address": self.leader_address,
-            "configuration_index": self.configuration_index,
-        }
+# Built once the mixins are in place; a handler is looked up on RaftNode, so
+# replacing a method on the class (as the mutation tests do) takes effect.
+RaftNode._handlers = {
+    ev.Tick: RaftNode._on_tick,
+    ev.Receive: RaftNode._on_receive,
+    ev.Propose: RaftNode._on_propose,
+    ev.ProposeBatch: RaftNode._on_propose_batch,
+    ev.ReadIndex: RaftNode._on_read_index,
+    ev.ChangeMembership: RaftNode._on_change_membership,
+    ev.TransferLeadership: RaftNode._on_transfer_leadership,
+    ev.Bootstrap: RaftNode._on_bootstrap,
+    ev.SnapshotTaken: RaftNode._on_snapshot_taken,
+    ev.SnapshotSendFailed: RaftNode._on_snapshot_send_failed,
+    ev.RequestSnapshot: RaftNode._on_snapshot_requested,
+    ev.RestoreUserSnapshot: RaftNode._on_restore_requested,
+}
+RaftNode._message_handlers = {
+    RequestVoteResponse: RaftNode._on_vote_response,
+    AppendEntries: RaftNode._on_append_entries,
+    AppendEntriesResponse: RaftNode._on_append_response,
+    InstallSnapshot: RaftNode._on_install_snapshot,
+    InstallSnapshotResponse: RaftNode._on_install_snapshot_response,
+    TimeoutNow: RaftNode._on_timeout_now,
+}
 
 
-class _ServerList:
-    """Renders a configuration as hashicorp's %+v server list (``[]`` when empty)."""
-    __slots__ = ("configuration",)
-
-    def __init__(self, configuration: Configuration) -> None:
-        self.configuration = configuration
-
-    def __str__(self) -> str:
-        return self.configuration.describe()
-
-    __repr__ = __str__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ServerList) and other.configuration == self.configuration
+def _peer_status(server: Server, pr: Progress, now: int) -> PeerStatus:
+    return PeerStatus(id=server.id, address=server.address, suffrage=server.suffrage,
+                      match_index=pr.match_index, next_index=pr.next_index,
+                      last_contact=max(0, now - pr.last_contact), state=pr.state.value,
+                      inflight=len(pr.inflight),
+                      snapshot_index=pr.snapshot_index if pr.state is ProgressState.SNAPSHOT else 0)
 
 
 def _restore_log(snapshot: SnapshotMeta, stored: tuple[Entry, ...]) -> tuple[RaftLog, int | None]:

@@ -36,6 +36,17 @@ class ReadOnly:
         self.queue.append((request_id, read_index, self.started_seq))
         return True
 
+    def add_unconfirmed(self, request_id: int) -> None:
+        """Queue a read that needs no round (a lone voter) but must wait for
+        the leader's first commit of its term; ``take_all`` releases it."""
+        self.queue.append((request_id, -1, 0))
+
+    def take_all(self) -> list[tuple[int, int]]:
+        """Release every queued read, whatever its round (a lone voter)."""
+        ready = [(request_id, index) for request_id, index, _ in self.queue]
+        self.queue.clear()
+        return ready
+
     def confirm(self, quorum_seq: int) -> tuple[list[tuple[int, int]], bool]:
         """A quorum echoed ``quorum_seq``: return the ready reads and whether a
         new round must start for reads that queued behind the old one."""

@@ -1,0 +1,171 @@
+"""Requests from clients and operators: a part of :class:`~raftkv.raft.node.RaftNode`.
+
+Theory of operation: only a leader that is not handing leadership over takes
+a request that changes state; anyone else answers ``Rejected`` with a
+:class:`~raftkv.raft.errors.RejectReason` (and the known leader, to forward
+to). Proposals are appended and answered ``Proposed`` at their index.
+Linearizable reads wait for a heartbeat round a quorum echoed (ReadIndex,
+thesis §6.4). Membership changes go one at a time (rule 4): one that arrives
+while the previous is uncommitted waits in the leader's queue. A leadership
+transfer brings the target up to date, sends it TimeoutNow, and refuses new
+requests until it took over or an election timeout passed.
+"""
+
+from __future__ import annotations
+
+from . import effects as fx
+from . import events as ev
+from .effects import Bare
+from .errors import RejectReason
+from .membership import RefusedChange, ServerList, logged_address, next_configuration
+from .messages import Entry, EntryType
+from .progress import ProgressState
+from .roles import LeaderState, LeadershipTransfer
+
+
+class ClientRequests:
+    """Mixed into RaftNode; reads and changes its fields."""
+
+    def _leader_for_change(self, request_id: int) -> LeaderState | None:
+        """The leader state, if this node leads and is not handing leadership
+        over; otherwise refuses the request, saying why."""
+        leader = self.leader
+        if leader is None:
+            self._not_leader(request_id)
+            return None
+        if leader.transfer is not None:
+            self._reject(request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress")
+            return None
+        return leader
+
+    def _not_leader(self, request_id: int) -> None:
+        self._emit(fx.Rejected(request_id, RejectReason.NOT_LEADER, "node is not the leader",
+                               self.leader_id, self.leader_address))
+
+    def _on_propose(self, event: ev.Propose) -> None:
+        self._propose((event,))
+
+    def _on_propose_batch(self, event: ev.ProposeBatch) -> None:
+        self._propose(event.proposals)
+
+    def _propose(self, proposals) -> None:
+        leader = self.leader
+        if leader is None:
+            for p in proposals:
+                self._not_leader(p.request_id)
+            return
+        if leader.transfer is not None:
+            for p in proposals:
+                self._reject(p.request_id, RejectReason.TRANSFER_IN_PROGRESS, "leadership transfer in progress")
+            return
+        index = self.log.last_index
+        entries = []
+        for p in proposals:
+            index += 1
+            entries.append(Entry(index, self.current_term, EntryType.COMMAND, p.data))
+            self._emit(fx.Proposed(p.request_id, index, self.current_term))
+        self._append_as_leader(entries)
+
+    def _on_read_index(self, event: ev.ReadIndex) -> None:
+        leader = self.leader
+        if leader is None:
+            self._not_leader(event.request_id)
+            return
+        if self._is_lone_voter():
+            if self.committed_in_term():
+                self._emit(fx.ReadReady(event.request_id, self.commit_index))
+            else:
+                leader.read_only.add_unconfirmed(event.request_id)
+            return
+        if leader.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
+            self._heartbeat(leader)
+
+    def _confirm_reads(self) -> None:
+        """Release reads whose heartbeat round a quorum echoed. A read that came
+        in before this leader committed its no-op gets the commit index at
+        release time, which covers every write acknowledged before it."""
+        if not self.committed_in_term():
+            return
+        leader = self.leader
+        ready, start_next = leader.read_only.confirm(leader.quorum_read_seq(self.configuration.voters, self.id))
+        if self._is_lone_voter():
+            ready = leader.read_only.take_all()
+        for request_id, index in ready:
+            self._emit(fx.ReadReady(request_id, index if index >= 0 else self.commit_index))
+        if start_next:
+            self._heartbeat(leader)
+
+    def _on_change_membership(self, event: ev.ChangeMembership) -> None:
+        leader = self._leader_for_change(event.request_id)
+        if leader is None:
+            return
+        if not self._configuration_stable():
+            leader.pending_config_changes.append(event)
+            return
+        self._change_membership(leader, event)
+
+    def _configuration_stable(self) -> bool:
+        """Rule 4: previous change committed, and an entry of this term too."""
+        return self.membership.latest_committed(self.commit_index) and self.committed_in_term()
+
+    def _change_membership(self, leader: LeaderState, event: ev.ChangeMembership) -> None:
+        new = next_configuration(self.configuration, event.command, event.server_id, event.address)
+        if isinstance(new, RefusedChange):
+            self._reject(event.request_id, new.reason, new.error)
+            return
+        entry = Entry(self.log.last_index + 1, self.current_term, EntryType.CONFIGURATION, new.encode())
+        self._log("INFO", "updating configuration", ("command", Bare(str(event.command))),
+                  ("server-id", Bare(event.server_id)),
+                  ("server-addr", Bare(logged_address(event.command, event.address))),
+                  ("servers", ServerList(new)))
+        self.membership.appended(new, entry.index)
+        self._configuration_changed()
+        self._emit(fx.Proposed(event.request_id, entry.index, self.current_term))
+        for server in new.servers:
+            if server.id != self.id and server.id not in leader.progress:
+                self._add_progress(leader, server.id)
+        for peer_id in list(leader.progress):
+            if not new.has(peer_id):
+                self._log("INFO", "removed peer, stopping replication", ("peer", Bare(peer_id)),
+                          ("last-index", self.log.last_index))
+                del leader.progress[peer_id]
+        self._append_as_leader([entry])
+
+    def _on_transfer_leadership(self, event: ev.TransferLeadership) -> None:
+        leader = self._leader_for_change(event.request_id)
+        if leader is None:
+            return
+        target = event.target_id
+        self._log("DEBUG", "starting leadership transfer", ("id", target if target else None),
+                  ("address", self._server(target).address if target else None))
+        if target == self.id:
+            self._log("INFO", "cannot transfer leadership to itself")
+            self._reject(event.request_id, RejectReason.TRANSFER_TO_SELF, "cannot transfer leadership to itself")
+            return
+        if target is None:
+            candidates = [(leader.progress[v].match_index, v) for v in self.configuration.voters
+                          if v != self.id and v in leader.progress]
+            if not candidates:
+                self._log("DEBUG", "cannot find peer")
+                self._reject(event.request_id, RejectReason.PEER_NOT_FOUND, "cannot find peer")
+                return
+            target = max(candidates)[1]
+        if not self.configuration.is_voter(target) or target not in leader.progress:
+            self._log("DEBUG", "cannot find peer")
+            self._reject(event.request_id, RejectReason.PEER_NOT_FOUND, f"cannot find peer {target!r}")
+            return
+        leader.transfer = LeadershipTransfer(target, self.now + self.config.election_timeout, event.request_id)
+        pr = leader.progress[target]
+        self._maybe_send_timeout_now(target, pr)
+        self._replicate_to(target, pr, allow_empty=pr.state is ProgressState.PROBE)
+
+    def _on_bootstrap(self, event: ev.Bootstrap) -> None:
+        if self.current_term != 0 or self.log.last_index != 0 or self.snapshot.index != 0:
+            self._log("INFO", "bootstrap skipped: node already has state")
+            return
+        self._set_hard_state(1, None)
+        entry = Entry(1, 1, EntryType.CONFIGURATION, event.configuration.encode())
+        self.log.append([entry])
+        self._emit(fx.AppendToLog((entry,)))
+        self._recompute_configuration()
+        self._configuration_changed()

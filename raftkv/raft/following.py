@@ -1,0 +1,154 @@
+"""The follower side of replication: a part of :class:`~raftkv.raft.node.RaftNode`.
+
+Theory of operation: a follower accepts AppendEntries from the leader of its
+term when its log holds the entry before them (§5.3), truncates a conflicting
+suffix (never a committed entry, rule 2), appends what is new and commits up
+to what the leader says is committed and it is known to match. Heartbeats
+carry no entries and only move the commit index as far as the follower's own
+log reaches. An InstallSnapshot replaces the state machine; the log keeps its
+suffix only if it continues the snapshot (Fig. 13 rule 7).
+"""
+
+from __future__ import annotations
+
+from . import effects as fx
+from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
+                       InstallSnapshotResponse, SnapshotMeta)
+from .roles import FOLLOWER
+
+
+class Following:
+    """Mixed into RaftNode; reads and changes its fields."""
+
+    def _on_append_entries(self, from_id: str, req: AppendEntries) -> None:
+        if req.term < self.current_term:
+            self._emit(fx.Send(from_id, req.leader_address,
+                               AppendEntriesResponse(self.current_term, False, self.log.last_index,
+                                                     req.prev_log_index, heartbeat=req.heartbeat,
+                                                     read_seq=req.read_seq)))
+            return
+        self._follow(req.term, req.leader_id, req.leader_address)
+
+        if req.heartbeat:
+            self._commit_to(min(req.leader_commit, self.log.last_index))
+            self._emit(fx.Send(from_id, req.leader_address,
+                               AppendEntriesResponse(self.current_term, True, self.log.last_index, 0,
+                                                     heartbeat=True, read_seq=req.read_seq)))
+            return
+
+        prev_index, prev_term, entries = req.prev_log_index, req.prev_log_term, req.entries
+        if prev_index < self.log.base_index:
+            # entries at or below our base are committed, hence identical (Log Matching)
+            skip = self.log.base_index - prev_index
+            entries = entries[skip:]
+            prev_index, prev_term = self.log.base_index, self.log.base_term
+            if not entries and req.prev_log_index + len(req.entries) < self.log.base_index:
+                self._reply_append(from_id, req, True, self.log.base_index)
+                return
+        if prev_index > self.log.last_index:
+            self._log("WARN", "failed to get previous log", ("previous-index", prev_index),
+                      ("last-index", self.log.last_index), ("error", "log not found"))
+            self._reply_append(from_id, req, False)
+            return
+        our_term = self.log.term_at(prev_index)
+        if our_term != prev_term:
+            self._log("WARN", "previous log term mis-match", ("ours", our_term), ("remote", prev_term))
+            self._reply_append(from_id, req, False)
+            return
+
+        new_entries = self._merge_entries(entries)
+        if new_entries is None:
+            self._reply_append(from_id, req, False)
+            return
+        match = prev_index + len(entries)
+        self._commit_to(min(req.leader_commit, match))
+        self._reply_append(from_id, req, True, match)
+
+    def _follow(self, term: int, leader_id: str, leader_address: str) -> None:
+        """A current leader spoke: follow it and restart the election timer."""
+        if self.role != FOLLOWER:
+            self._become_follower(term, leader_id, leader_address)
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+        self.last_leader_contact = self.now
+        self._reset_election_timer()
+
+    def _merge_entries(self, entries: tuple[Entry, ...]) -> list[Entry] | None:
+        """Append what is new, truncating a conflicting suffix (§5.3 step 3-4)."""
+        if not entries:
+            return []
+        last = self.log.last_index
+        start = 0
+        for start, entry in enumerate(entries):
+            if entry.index > last:
+                break
+            our_term = self.log.term_at(entry.index)
+            if our_term != entry.term:
+                if entry.index <= self.commit_index:
+                    # rule 2: would drop a committed entry; the leader is confused
+                    self._log("ERROR", "failed to append to logs",
+                              ("error", f"conflict at committed index {entry.index}"))
+                    return None
+                self._log("WARN", "clearing log suffix", ("from", entry.index), ("to", last))
+                self._emit(fx.TruncateLog(entry.index))
+                self.log.truncate_from(entry.index)
+                self._recompute_configuration()
+                break
+        else:
+            return []  # every entry already present
+        new = list(entries[start:])
+        if new:
+            self.log.append(new)
+            self._emit(fx.AppendToLog(tuple(new)))
+            if any(e.type is EntryType.CONFIGURATION for e in new):
+                self._recompute_configuration()
+                self._configuration_changed()
+        return new
+
+    def _reply_append(self, to: str, req: AppendEntries, success: bool, match: int = 0) -> None:
+        self._emit(fx.Send(to, req.leader_address,
+                           AppendEntriesResponse(self.current_term, success, self.log.last_index,
+                                                 req.prev_log_index, match_index=match,
+                                                 read_seq=req.read_seq)))
+
+    def _on_install_snapshot(self, from_id: str, req: InstallSnapshot) -> None:
+        if req.term < self.current_term:
+            self._log("INFO", "ignoring installSnapshot request with older term than current term",
+                      ("request-term", req.term), ("current-term", self.current_term))
+            self._emit(fx.Send(from_id, req.leader_address,
+                               InstallSnapshotResponse(self.current_term, False, self.log.last_index)))
+            return
+        self._follow(req.term, req.leader_id, req.leader_address)
+        meta = req.meta
+        if meta.index > self.commit_index:
+            self._install_snapshot(meta, req.data)
+        self._emit(fx.Send(from_id, req.leader_address,
+                           InstallSnapshotResponse(self.current_term, True, max(meta.index, self.commit_index))))
+
+    def _install_snapshot(self, meta: SnapshotMeta, data: object) -> None:
+        self._emit(fx.RestoreSnapshot(meta, data))
+        had_logs = len(self.log) > 0
+        if self._keep_log_suffix(meta):
+            # Fig. 13 rule 7: our entry at the snapshot index matches, keep what follows
+            if had_logs:
+                self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", meta.index))
+            self._emit(fx.CompactLog(meta.index))
+            self.log.compact_through(meta.index)
+        else:
+            if had_logs:
+                self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", self.log.last_index))
+                self._emit(fx.TruncateLog(self.log.first_index))
+            # The store may still hold entries below our first index (it frees
+            # whole segments only); they must go too, or it could not take the
+            # next append at meta.index + 1.
+            self._emit(fx.CompactLog(meta.index))
+            self.log.reset(meta.index, meta.term)
+        self.snapshot = meta
+        self.commit_index = meta.index
+        self.last_applied = meta.index
+        self._recompute_configuration()
+        self._configuration_changed()
+        self._log("INFO", "Installed remote snapshot")
+
+    def _keep_log_suffix(self, meta: SnapshotMeta) -> bool:
+        return self.log.term_at(meta.index) == meta.term and meta.index <= self.log.last_index
