@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from raftkv.node.errors import ApplyTimeout, BadBackup, RequestError
+from raftkv.node.errors import ApplyTimeout, BadBackup, RejectReason, RequestError
 
 from .fastpath import JSON_TYPE, Reply
 from .params import BadRequest, TooLarge
@@ -53,13 +53,14 @@ def unavailable(node_id: str, message: str, unknown: bool, leader: dict | None) 
 
 
 # Refusals that are the client's to fix; every other refusal is the
-# cluster's state (no leader, a change in progress) and answers 503.
+# cluster's state (no leader, leadership lost, a transfer under way) and
+# answers 503.
 _CLIENT_ERRORS = {
-    "cannot find peer": 400,
-    "cannot transfer leadership to itself": 400,
-    "unknown server": 404,
-    "the change would leave no voters": 409,
-    "nothing new to snapshot": 409,
+    RejectReason.PEER_NOT_FOUND: 400,
+    RejectReason.TRANSFER_TO_SELF: 400,
+    RejectReason.UNKNOWN_SERVER: 404,
+    RejectReason.NO_VOTERS_LEFT: 409,
+    RejectReason.NOTHING_TO_SNAPSHOT: 409,
 }
 
 
@@ -77,8 +78,8 @@ def error_reply(node_id: str, exc: BaseException, leader: dict | None) -> Reply 
     if isinstance(exc, BadBackup):
         return json_reply(node_id, {"error": exc.message, "param": "body"}, 400)
     if isinstance(exc, RequestError):
-        for prefix, status in _CLIENT_ERRORS.items():
-            if exc.message.startswith(prefix):
-                return json_reply(node_id, {"error": exc.message}, status)
+        status = _CLIENT_ERRORS.get(exc.reason)
+        if status is not None:
+            return json_reply(node_id, {"error": exc.message}, status)
         return unavailable(node_id, exc.message, exc.unknown_outcome, leader)
     return None

@@ -32,36 +32,34 @@ from collections.abc import Awaitable, Callable
 from raftkv import hclog
 from raftkv.config import NodeSettings
 from raftkv.raft.configuration import ConfigCommand, Suffrage
-from raftkv.raft.node import LEADER, RaftNode
+from raftkv.raft.status import NodeStatus
 
 from .errors import RequestError
 
 autopilot_log = hclog.get_logger("raft.autopilot")
 
 
-
-def server_health(node: RaftNode, server_id: str, last_contact_threshold: int,
+def server_health(st: NodeStatus, server_id: str, last_contact_threshold: int,
                   max_trailing_logs: int) -> bool:
     """Whether a peer is healthy from the leader's point of view."""
-    if node.role != LEADER:
+    if not st.is_leader:
         return False
-    if server_id == node.id:
+    if server_id == st.id:
         return True
-    pr = node.progress.get(server_id)
-    if pr is None or pr.match_index <= 0:
+    peer = st.peer(server_id)
+    if peer is None or peer.match_index <= 0:
         return False
-    if node.log.last_index == 0 or node.current_term == 0:
+    if st.last_log_index == 0 or st.term == 0:
         return False
-    silent = node.now - pr.last_contact
-    if silent < 0 or silent > last_contact_threshold:
+    if peer.last_contact > last_contact_threshold:
         return False
-    return pr.match_index + max_trailing_logs >= node.log.last_index
+    return peer.match_index + max_trailing_logs >= st.last_log_index
 
 
 class Autopilot:
-    def __init__(self, core: Callable[[], RaftNode],
+    def __init__(self, status: Callable[[], NodeStatus],
                  change_membership: Callable[..., Awaitable[int]], s: NodeSettings, clock=None) -> None:
-        self.core = core
+        self.status = status
         self.change_membership = change_membership
         self.interval = s.autopilot_interval / 1000
         self.stabilization = s.server_stabilization_time
@@ -75,25 +73,25 @@ class Autopilot:
 
     def evaluate(self, now: int) -> list:
         """One reconcile round: the Nonvoters to promote now."""
-        node = self.core()
-        if node.role != LEADER:
+        st = self.status()
+        if not st.is_leader:
             if self.running_since is not None:
                 autopilot_log.debug("autopilot is now stopped")
             self.running_since = None
             self.stable_since.clear()
             return []
-        if self.running_since is None or self.term != node.current_term:
+        if self.running_since is None or self.term != st.term:
             self.running_since = now
-            self.term = node.current_term
+            self.term = st.term
             self.stable_since.clear()
             autopilot_log.debug("autopilot is now running")
         required = self.stabilization if now - self.running_since >= self.stabilization else 0
         promote = []
-        nonvoters = [s for s in node.configuration.servers if s.suffrage is Suffrage.NONVOTER]
+        nonvoters = [s for s in st.configuration.servers if s.suffrage is Suffrage.NONVOTER]
         for gone in set(self.stable_since) - {s.id for s in nonvoters}:
             del self.stable_since[gone]
         for server in nonvoters:
-            if server_health(node, server.id, self.last_contact_threshold, self.max_trailing_logs):
+            if server_health(st, server.id, self.last_contact_threshold, self.max_trailing_logs):
                 since = self.stable_since.setdefault(server.id, now)
                 if now - since >= required and server.id not in self.promoting:
                     promote.append(server)

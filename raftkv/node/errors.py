@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["ApplyTimeout", "BadBackup", "NotLeaderError", "RequestError", "ShuttingDown"]
+from raftkv.raft.errors import RejectReason
+
+__all__ = ["ApplyTimeout", "BadBackup", "NotLeaderError", "RejectReason", "RequestError", "ShuttingDown"]
 
 
 class RequestError(Exception):
@@ -11,7 +13,7 @@ class RequestError(Exception):
 
     def __init__(self, message: str, unknown_outcome: bool = False,
                  leader_id: str | None = None, leader_address: str | None = None,
-                 reason=None) -> None:
+                 reason: RejectReason | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.unknown_outcome = unknown_outcome

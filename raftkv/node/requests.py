@@ -18,13 +18,13 @@ from typing import Any
 from raftkv.raft import effects as fx
 from raftkv.raft.messages import Entry
 
-from .errors import ApplyTimeout, NotLeaderError, RequestError
+from .errors import ApplyTimeout, NotLeaderError, RejectReason, RequestError
 
 __all__ = ["PendingRequests"]
 
 # Refusals after which nothing was done and the (next) leader can take the
 # request.
-_RETRY_ELSEWHERE = ("node is not the leader", "leadership transfer in progress")
+_RETRY_ELSEWHERE = frozenset((RejectReason.NOT_LEADER, RejectReason.TRANSFER_IN_PROGRESS))
 
 
 def _consume(fut: asyncio.Future) -> None:
@@ -73,9 +73,8 @@ class PendingRequests:
         elif fut.done():
             return
         elif t is fx.Rejected:
-            retry_elsewhere = e.error.startswith(_RETRY_ELSEWHERE)
-            cls = NotLeaderError if retry_elsewhere else RequestError
-            fut.set_exception(cls(e.error, e.unknown_outcome, e.leader_id, e.leader_address))
+            cls = NotLeaderError if e.reason in _RETRY_ELSEWHERE else RequestError
+            fut.set_exception(cls(e.error, e.unknown_outcome, e.leader_id, e.leader_address, e.reason))
         elif t is fx.ReadReady:
             fut.set_result(e.index)
         else:

@@ -49,7 +49,9 @@ from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
+from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import LEADER, RaftNode
+from raftkv.raft.status import NodeStatus
 from raftkv.transport.tcp import TcpTransport
 
 from .autopilot import Autopilot, server_health
@@ -127,22 +129,22 @@ class _Network:
 
 
 class LogView:
-    """A read-only look at the core's log: bounds, and the entries it holds."""
+    """A read-only look at the core's in-memory log: bounds, and the entries it holds."""
 
-    __slots__ = ("first_index", "last_index", "base_index", "base_term", "commit_index", "_log")
+    __slots__ = ("first_index", "last_index", "base_index", "base_term", "commit_index", "_raft")
 
     def __init__(self, raft: RaftNode) -> None:
-        log = raft.log
-        self._log = log
-        self.first_index, self.last_index = log.first_index, log.last_index
-        self.base_index, self.base_term = log.base_index, log.base_term
-        self.commit_index = raft.commit_index
+        st = raft.status()
+        self._raft = raft
+        self.first_index, self.last_index = st.first_index, st.last_log_index
+        self.base_index, self.base_term = st.base_index, st.base_term
+        self.commit_index = st.commit_index
 
     def term_at(self, index: int) -> int | None:
-        return self._log.term_at(index)
+        return self._raft.term_at(index)
 
-    def entries(self, lo: int, hi: int) -> list[Entry]:
-        return list(self._log.slice(lo, hi))
+    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
+        return self._raft.entries(lo, hi)
 
 
 class Node:
@@ -179,6 +181,7 @@ class Node:
         self._tasks: list[asyncio.Task] = []
         self._configuration: Configuration = Configuration()
         self._role = "Follower"
+        self._leader: tuple[str | None, str | None] = (None, None)  # (id, Raft address)
         self._gc = GcPolicy()
 
     @property
@@ -220,14 +223,16 @@ class Node:
         net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address)
 
         self._raft = RaftNode(self.id, self.raft_address, s.raft_config(), state, random.Random(), _now_ms())
-        self._configuration = self._raft.configuration
+        st = self._raft.status()
+        self._configuration = st.configuration
+        self._leader = (st.leader_id, st.leader_address)
         self._executor = EffectExecutor(volume, self._network, _KVStateMachine(self), self)
         await self._carry_out(self._raft.start())
         if s.bootstrap and not self.had_state:
             conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
             await self._carry_out(self._raft.step(ev.Bootstrap(conf)))
 
-        self.autopilot = Autopilot(self.raft_view, self.change_membership, s)
+        self.autopilot = Autopilot(self.raft_status, self.change_membership, s)
         self.spawn(self._drive(), "raftkv-driver")
         self.spawn(self.autopilot.run(), "raftkv-autopilot")
         self.spawn(self._gc_loop(), "raftkv-gc")
@@ -409,6 +414,7 @@ class Node:
             self.metrics.role_changed(e.role, e.term)
         was = self._role
         self._role = e.role
+        self._leader = (e.leader_id, e.leader_address)
         if was == LEADER and e.role != LEADER:
             self._requests.leadership_lost(e.leader_id, e.leader_address)
         event, self._state_event = self._state_event, asyncio.Event()
@@ -461,8 +467,7 @@ class Node:
 
     def _check_leader(self) -> None:
         if self._role != LEADER:
-            raft = self._raft
-            raise NotLeaderError("node is not the leader", False, raft.leader_id, raft.leader_address)
+            raise NotLeaderError("node is not the leader", False, *self._leader, reason=RejectReason.NOT_LEADER)
 
     @property
     def is_leader(self) -> bool:
@@ -533,7 +538,7 @@ class Node:
         try:
             await self.snapshot_now()
         except RequestError as exc:
-            if "nothing new to snapshot" not in str(exc):
+            if exc.reason is not RejectReason.NOTHING_TO_SNAPSHOT:
                 raise
         opened = await self._loop.run_in_executor(self._snap_pool, self.volume.snapshots.latest_valid)
         if opened is None:
@@ -586,47 +591,46 @@ class Node:
 
     @property
     def leader_id(self) -> str | None:
-        return self._raft.leader_id
+        return self._leader[0]
 
     @property
     def leader_address(self) -> str | None:
-        return self._raft.leader_address
+        return self._leader[1]
 
     @property
     def configuration(self) -> Configuration:
-        return self._raft.configuration
+        return self._configuration
 
     def committed_in_term(self) -> bool:
         """(Leader) this term's first entry is committed: reads and writes of
         this leader reflect every earlier acknowledged write."""
-        return self._raft.committed_in_term()
+        return self._raft.status().committed_in_term
+
+    def raft_status(self) -> NodeStatus:
+        """The core's frozen view of itself (hashicorp Stats())."""
+        return self._raft.status()
 
     def status(self) -> dict:
-        """hashicorp Stats()-style state of this node."""
-        raft = self._raft
-        st = raft.status()
-        conf = raft.configuration
+        """hashicorp Stats()-style state of this node, as ``/status`` serves it."""
+        st = self._raft.status()
         applied = self.volume.kv.applied_index
-        leader = None
-        if raft.leader_id:
-            leader = {"id": raft.leader_id, "address": raft.leader_address or ""}
-        last_contact = st["last_contact"]
+        leader = {"id": st.leader_id, "address": st.leader_address or ""} if st.leader_id else None
         return {
             "id": self.id,
-            "state": "Shutdown" if self._stopping else st["state"],
-            "term": st["term"],
-            "last_log_index": st["last_log_index"],
-            "last_log_term": st["last_log_term"],
-            "commit_index": st["commit_index"],
+            "state": "Shutdown" if self._stopping else st.role,
+            "term": st.term,
+            "last_log_index": st.last_log_index,
+            "last_log_term": st.last_log_term,
+            "commit_index": st.commit_index,
             "applied_index": applied,
-            "fsm_pending": max(0, st["commit_index"] - applied),
-            "last_snapshot_index": st["last_snapshot_index"],
-            "last_snapshot_term": st["last_snapshot_term"],
-            "last_contact": None if last_contact < 0 else last_contact,
-            "num_peers": sum(1 for v in conf.voters if v != self.id),
+            "fsm_pending": max(0, st.commit_index - applied),
+            "last_snapshot_index": st.last_snapshot_index,
+            "last_snapshot_term": st.last_snapshot_term,
+            "last_contact": None if st.last_contact < 0 else st.last_contact,
+            "num_peers": sum(1 for v in st.configuration.voters if v != self.id),
             "leader": leader,
-            "latest_configuration": [s.to_dict() for s in conf.servers],
-            "latest_configuration_index": st["configuration_index"],
+            "latest_configuration": [s.to_dict() for s in st.configuration.servers],
+            "latest_configuration_index": st.configuration_index,
             "protocol_version": 3,
             "raft_address": self.raft_address,
             "http_address": self.http_address,
@@ -643,23 +647,21 @@ class Node:
     def peers(self) -> list[dict]:
         """Every server of the configuration with what this node knows of it;
         a leader adds replication progress and health."""
-        node = self._raft
+        st = self._raft.status()
         s = self.settings
         out = []
-        for server in node.configuration.servers:
+        for server in st.configuration.servers:
             row = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
-                   "leader": server.id == node.leader_id, "last_contact": None, "healthy": None}
-            if node.role == LEADER:
+                   "leader": server.id == st.leader_id, "last_contact": None, "healthy": None}
+            peer = st.peer(server.id)
+            if st.is_leader:
                 if server.id == self.id:
-                    row.update(last_contact=0, healthy=True, match_index=node.log.last_index)
-                elif server.id in node.progress:
-                    pr = node.progress[server.id]
-                    row.update(last_contact=max(0, node.now - pr.last_contact),
-                               healthy=server_health(node, server.id, s.last_contact_threshold,
-                                                     s.max_trailing_logs),
-                               match_index=pr.match_index)
-            elif server.id == node.leader_id and node.last_contact() >= 0:
-                row["last_contact"] = node.last_contact()
+                    row.update(last_contact=0, healthy=True, match_index=st.last_log_index)
+                elif peer is not None:
+                    row.update(last_contact=peer.last_contact, match_index=peer.match_index,
+                               healthy=server_health(st, server.id, s.last_contact_threshold, s.max_trailing_logs))
+            elif server.id == st.leader_id and st.last_contact >= 0:
+                row["last_contact"] = st.last_contact
             elif server.id == self.id:
                 row["last_contact"] = 0
             out.append(row)
@@ -669,6 +671,3 @@ class Node:
         """The in-memory Raft log as it stands, for the dashboard."""
         return LogView(self._raft)
 
-    def raft_view(self) -> RaftNode:
-        """The core, for read-only views (metrics, dashboard, autopilot)."""
-        return self._raft

@@ -70,6 +70,7 @@ class Following:
             self._become_follower(term, leader_id, leader_address)
         self.leader_id = leader_id
         self.leader_address = leader_address
+        self._state_changed()  # the runtime forwards requests to the leader it names
         self.last_leader_contact = self.now
         self._reset_election_timer()
 
