@@ -1,0 +1,230 @@
+"""Side-by-side benchmark of two 3-node clusters with wrk as the client.
+
+    scripts/bench-vs.sh                       raftkv (this tree) against hraftd ($HRAFTD_BIN)
+    scripts/bench-vs.sh --baseline REV        raftkv (this tree) against raftkv at git revision REV
+    options: --runs 3 --duration 5 --cases set1,set8,set64,set256,get64,stale64
+
+Both clusters run at once on loopback, fsync on; each case runs on one
+cluster then the other, alternating, ``--runs`` times; every run is printed,
+then a table of medians with the ratio this/other. Writes use unique keys
+and 64-byte values; reads go to 1,000 prefilled keys. hraftd only has local
+reads, so both read cases compare against them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_DIR = ROOT / "scripts" / "wrk"
+CASES = {  # name: (lua script, connections, env)
+    "set1": ("set.lua", 1, {}), "set8": ("set.lua", 8, {}), "set64": ("set.lua", 64, {}),
+    "set256": ("set.lua", 256, {}), "get64": ("get.lua", 64, {}), "stale64": ("get.lua", 64, {"STALE": "1"}),
+}
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def wait(what: str, check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, name: str, base: int, workdir: Path) -> None:
+        self.name, self.base, self.dir = name, base, workdir / name
+        self.dir.mkdir(parents=True)
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def leader(self) -> str:
+        return f"127.0.0.1:{self.base}"
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Raftkv(Cluster):
+    def __init__(self, name: str, base: int, workdir: Path, tree: Path) -> None:
+        super().__init__(name, base, workdir)
+        self.tree = tree
+
+    def start(self) -> None:
+        python = str(ROOT / ".venv" / "bin" / "python")
+        for i in range(3):
+            env = dict(os.environ, PYTHONPATH=str(self.tree), RAFT_NODE_ID=f"n{i + 1}",
+                       HTTP_SERVER_PORT=str(self.base + i), RAFT_SERVER_PORT=str(self.base + 100 + i),
+                       RAFT_VOLUME_DIR=str(self.dir / f"n{i + 1}"), RAFT_BOOTSTRAP="true" if i == 0 else "false",
+                       RAFT_SERVER_STABILIZATION_TIME="1s", LOG_LEVEL="INFO")
+            log = open(self.dir / f"n{i + 1}.log", "w")
+            self.procs.append(subprocess.Popen([python, "-m", "raftkv", "serve"], env=env, stdout=log,
+                                               stderr=subprocess.STDOUT, cwd=self.tree))
+        lead = f"http://{self.leader}"
+        wait("the raftkv leader", lambda: b'"Leader"' in http("GET", lead + "/status")[1])
+        for i in (1, 2):
+            wait("a join", lambda: http("GET", f"{lead}/join?nodeId=n{i + 1}&raftPort={self.base + 100 + i}")[0] == 200)
+        wait("three raftkv voters", lambda: http("GET", lead + "/status")[1].count(b'"Voter"') == 3)
+        wait("three HTTP addresses", lambda: http("GET", lead + "/peers")[1].count(b'"http": "') == 3)
+
+    def prefill(self) -> None:
+        for k in range(1, 1001):
+            status, _ = http("GET", f"http://{self.leader}/set?key=r{k}&value={'v' * 64}")
+            assert status == 200, status
+
+    env: dict = {}
+
+
+class Hraftd(Cluster):
+    env = {"HRAFTD": "1"}
+
+    def __init__(self, name: str, base: int, workdir: Path, binary: str) -> None:
+        super().__init__(name, base, workdir)
+        self.binary = binary
+
+    def start(self) -> None:
+        for i in range(3):
+            args = [self.binary, "-id", f"node{i}", "-haddr", f"127.0.0.1:{self.base + i}",
+                    "-raddr", f"127.0.0.1:{self.base + 100 + i}"]
+            if i:
+                args += ["-join", self.leader]
+            log = open(self.dir / f"node{i}.log", "w")
+            self.procs.append(subprocess.Popen(args + [str(self.dir / f"node{i}")], stdout=log,
+                                               stderr=subprocess.STDOUT))
+            if i == 0:
+                wait("hraftd's leader", lambda: http("POST", f"http://{self.leader}/key", b'{"x":"y"}')[0] == 200)
+        wait("hraftd's followers", lambda: all(http("GET", f"http://127.0.0.1:{self.base + i}/key/x")[1] == b'{"x":"y"}'
+                                               for i in (1, 2)), timeout=60)
+
+    def prefill(self) -> None:
+        body = json.dumps({f"r{k}": "v" * 64 for k in range(1, 1001)}).encode()
+        status, _ = http("POST", f"http://{self.leader}/key", body)
+        assert status == 200, status
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def run_wrk(cluster: Cluster, case: str, duration: int) -> dict:
+    script, conns, env = CASES[case]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write((WRK_DIR / script).read_text() + "\n" + (WRK_DIR / "report.lua").read_text())
+    cpu0 = cpu_seconds(cluster.pids())
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", f.name,
+                          f"http://{cluster.leader}"], env=dict(os.environ, **cluster.env, **env),
+                         capture_output=True, text=True)
+    cpu = cpu_seconds(cluster.pids()) - cpu0
+    os.unlink(f.name)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("WRK ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
+    result = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+    result["cpu_us"] = cpu / max(result["requests"], 1) * 1e6
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", help="compare with raftkv at this git revision instead of hraftd")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--cases", default=",".join(CASES))
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("installing wrk (Debian package) ...", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+        if shutil.which("wrk") is None:
+            raise SystemExit("wrk is not installed and could not be installed: apt-get install wrk")
+    workdir = Path(tempfile.mkdtemp(prefix="raftkv-bench-vs-"))
+    this = Raftkv("raftkv", 18100, workdir, ROOT)
+    if args.baseline:
+        tree = workdir / "baseline-tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
+                       check=True, capture_output=True)
+        other: Cluster = Raftkv(f"raftkv@{args.baseline}", 18300, workdir, tree)
+    else:
+        binary = os.environ.get("HRAFTD_BIN", str(ROOT.parent / "shared" / "anchors" / "hraftd" / "hraftd"))
+        if not os.access(binary, os.X_OK):
+            raise SystemExit(f"hraftd not found at {binary}: set HRAFTD_BIN to the hraftd binary "
+                             "(or use --baseline REV to compare two raftkv revisions)")
+        other = Hraftd("hraftd", 18300, workdir, binary)
+    results: dict[tuple[str, str], list[dict]] = {}
+    try:
+        for cluster in (this, other):
+            cluster.start()
+            cluster.prefill()
+        print(f"clusters ready; logs in {workdir}", flush=True)
+        for case in args.cases.split(","):
+            for run in range(args.runs):
+                for cluster in ((this, other) if run % 2 == 0 else (other, this)):
+                    r = run_wrk(cluster, case, args.duration)
+                    results.setdefault((case, cluster.name), []).append(r)
+                    print(f"{case:8} {cluster.name:20} run {run + 1}: {r['ops']:>8.0f} ops/s  p50 {r['p50']:6.2f} ms"
+                          f"  p99 {r['p99']:7.2f} ms  errors {r['errors']:.0f}  cpu {r['cpu_us']:.0f} us/op",
+                          flush=True)
+    finally:
+        this.stop()
+        other.stop()
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / "baseline-tree")],
+                           capture_output=True)
+    print()
+    print(f"| case | {this.name} ops/s (p50 / p99 ms) | {other.name} ops/s (p50 / p99 ms) | ratio |")
+    print("|---|---|---|---|")
+    for case in args.cases.split(","):
+        cells = []
+        medians = []
+        for cluster in (this, other):
+            runs = results[(case, cluster.name)]
+            ops = statistics.median(r["ops"] for r in runs)
+            medians.append(ops)
+            cells.append(f"{ops:,.0f} ({statistics.median(r['p50'] for r in runs):.2f} / "
+                         f"{statistics.median(r['p99'] for r in runs):.1f})")
+        print(f"| {case} | {cells[0]} | {cells[1]} | {medians[0] / medians[1]:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
