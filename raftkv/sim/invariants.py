@@ -41,7 +41,7 @@ class InvariantChecker:
     def check_step(self, cluster, node, event, effects, before) -> None:
         raft = node.raft
         installed = next((e.meta.index for e in effects if type(e) is fx.RestoreSnapshot), 0)
-        applied = installed or node.applied
+        applied = installed or node.applied_index
         for effect in effects:
             t = type(effect)
             if t is fx.StateChanged and effect.role == LEADER:
@@ -122,9 +122,9 @@ class InvariantChecker:
                             f"{node.id} installed snapshot {meta.index}@{meta.term}, committed term {seen[0]}")
 
     def check_snapshot(self, cluster, node, meta) -> None:
-        if node.applied != meta.index:
+        if node.applied_index != meta.index:
             raise Violation("Snapshot consistency",
-                            f"{node.id} asked to snapshot at {meta.index} with applied {node.applied}")
+                            f"{node.id} asked to snapshot at {meta.index} with applied {node.applied_index}")
 
     def _check_log_matching(self, cluster, node) -> None:
         mine = node.raft.log

@@ -38,7 +38,7 @@ def node_state(cluster, node) -> dict:
     lo = max(r.log.first_index, last - LOG_TAIL + 1)
     return {
         "id": node.id, "up": True, "role": r.role, "term": r.current_term,
-        "commit_index": r.commit_index, "applied_index": node.applied, "last_log_index": last,
+        "commit_index": r.commit_index, "applied_index": node.applied_index, "last_log_index": last,
         "last_snapshot_index": r.snapshot.index, "leader": r.leader_id,
         "member": conf.has(node.id), "voter": conf.is_voter(node.id),
         "entries": [[e.index, e.term, e.type.name.lower()] for e in r.log.slice(lo, last)],

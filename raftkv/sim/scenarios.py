@@ -27,7 +27,8 @@ from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, InstallS
                                   InstallSnapshotResponse, RequestVote, RequestVoteResponse, TimeoutNow)
 
 from . import datadriven
-from .cluster import SIM_CONFIG, SimCluster, encode_command
+from .cluster import SIM_CONFIG, SimCluster
+from .state_machine import encode_command
 from .invariants import InvariantChecker, Violation
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
