@@ -90,7 +90,11 @@ class SimNode:
             self.cluster.trace("log", (self.id, effect))
 
     def sent(self, to: str, message: Message) -> None:
-        pass
+        if self.cluster.trace:
+            self.cluster.trace("send", (self.id, to, message))
+
+    def trace_executor(self, text: str) -> None:
+        self.cluster.trace("executor", (self.id, text))
 
     def applied(self, entries: Sequence[Entry], results: list) -> None:
         self.durable.commit_hint = entries[-1].index
@@ -139,7 +143,10 @@ class SimCluster:
         self.blocked: set[tuple[str, str]] = set()
         self.crash_mid_step_rate = 0.0
         self.on_effects = []   # callbacks(node, effects) after a step (clients)
-        self.trace = None      # callable(kind, text) for human-readable traces
+        # callable(kind, payload) for human-readable traces; kinds: "event"
+        # (label), "log" (node id, fx.Log), "send" (node id, to, message),
+        # "executor" (node id, what the executor made durable or applied)
+        self.trace = None
 
     # ------------------------------------------------------------ scheduling
 
@@ -225,6 +232,7 @@ class SimCluster:
         the invariant checker between durability and the rest."""
         raft = node.raft
         executor = node.executor
+        executor.trace = node.trace_executor if self.trace else None
         ready = executor.prepare(effects)
         executor.send_early(ready, node.role == LEADER)
         executor.persist(ready)

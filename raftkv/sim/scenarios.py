@@ -94,6 +94,19 @@ class Script:
             self._header()
             line = render_line(None, effect.level, effect.logger, effect.message, effect.fields)
             self.out(f"  {node_id} {line.rstrip()}")
+        elif kind == "send":
+            node_id, to, msg = payload
+            if self.show_heartbeats or not getattr(msg, "heartbeat", False):
+                self._header()
+                self.out(f"  {node_id} -> {to}: {describe_message(msg)}")
+        elif kind == "executor":
+            node_id, text = payload
+            self._header()
+            self.out(f"  {node_id} {text}")
+
+    def _hidden(self, effect) -> bool:
+        return (type(effect) is fx.Send and not self.show_heartbeats
+                and getattr(effect.message, "heartbeat", False))
 
     def _header(self) -> None:
         if self._pending_header is not None:
@@ -101,17 +114,9 @@ class Script:
             self._pending_header = None
 
     def _after(self, node, effects) -> None:
-        shown = False
-        for effect in effects:
-            if type(effect) is fx.Send:
-                msg = effect.message
-                if not self.show_heartbeats and getattr(msg, "heartbeat", False):
-                    continue
-                self._header()
-                self.out(f"  {node.id} -> {effect.to}: {describe_message(msg)}")
-                shown = True
-            elif type(effect) is not fx.Log:
-                shown = True
+        # a step that did anything but log and send heartbeats shows the
+        # states after it, if it printed a line
+        shown = any(type(effect) is not fx.Log and not self._hidden(effect) for effect in effects)
         if shown and self._pending_header is None:
             self.state()
         self._pending_header = None
