@@ -75,7 +75,7 @@ class SimNode:
         self.raft = RaftNode(self.id, self.address, self.cluster.config,
                              PersistentState(d.term, d.voted_for, d.commit_hint, d.snapshot, entries),
                              random.Random(self.cluster.rng.random()), now)
-        self.state_machine = DictStateMachine(d.snapshot_state, d.snapshot.index if d.snapshot else 0)
+        self.state_machine = DictStateMachine(d.snapshot_state, d.snapshot.index if d.snapshot else 0, self.id)
         d.state_machine = self.state_machine
         self.executor = EffectExecutor(d, SimNetwork(self.cluster, self), self.state_machine, self)
         self.role = "Follower"
@@ -97,6 +97,8 @@ class SimNode:
         self.cluster.trace("executor", (self.id, text))
 
     def applied(self, entries: Sequence[Entry], results: list) -> None:
+        if self.cluster.observer is not None:
+            self.cluster.observer.check_applied(self.cluster, self, entries)
         self.durable.commit_hint = entries[-1].index
 
     def resolve(self, effect) -> None:

@@ -24,6 +24,8 @@ class SimNetwork:
 
     def send(self, to: str, address: str, message: Message) -> None:
         cluster, node = self.cluster, self.node
+        if cluster.observer is not None:
+            cluster.observer.check_send(cluster, node, to, message)
         if isinstance(message, InstallSnapshot):
             message = InstallSnapshot(message.term, message.leader_id, message.leader_address, message.meta,
                                       dict(node.durable.snapshot_state))

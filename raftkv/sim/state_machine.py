@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from raftkv.raft.messages import Entry, EntryType
 
+from .invariants import Violation
+
 __all__ = ["DictStateMachine", "apply_command", "encode_command"]
 
 
@@ -29,12 +31,15 @@ def apply_command(state: dict, data: bytes) -> None:
 
 
 class DictStateMachine:
-    def __init__(self, state: dict | None = None, applied: int = 0) -> None:
+    def __init__(self, state: dict | None = None, applied: int = 0, node_id: str = "") -> None:
         self.state: dict = dict(state or {})
         self.applied = applied
+        self.node_id = node_id
 
     def apply(self, entries: Sequence[Entry]) -> list:
         for e in entries:
+            if e.index != self.applied + 1:
+                raise Violation("Apply order", f"{self.node_id} applied {e.index} after {self.applied}")
             if e.type is EntryType.COMMAND:
                 apply_command(self.state, e.data)
             self.applied = e.index
