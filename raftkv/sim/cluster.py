@@ -12,14 +12,20 @@ hand-over. Only the executor's surroundings are simulated: the disk
 (:class:`~raftkv.sim.storage.Durable`), the network
 (:class:`~raftkv.sim.network.SimNetwork`), the state machine (a dict) and the
 host, which is the SimNode itself (it takes snapshots, writes the trace, and
-passes request outcomes on to the simulated clients). A crash throws away
+passes applied entries and request outcomes on to the simulated clients,
+``on_effects``, the moment the executor hands them over). A crash throws away
 everything but ``durable``; a crash *during* a step also throws away that
 step's effects before the executor sees them, which is what losing unsynced
 writes looks like to Raft.
 
-Every step is reported to an observer (the invariant checker): once its
-effects are durable and before anything else is carried out, with the node,
-the event, the effects and the node's log before the step.
+A step is carried out as ``Node._carry_out`` in ``raftkv/node/runtime.py``
+does it: ``prepare``, ``send_early`` (leader as the host last heard its
+role), ``persist`` (inline here), ``finish``. Every step is reported to an
+observer (the invariant checker) once its effects are durable and before
+anything else is carried out, with the node, the event, the effects and the
+node's log before the step; the observer also sees each message as it enters
+the network and each batch of entries as it is applied, to check them
+against what the node has made durable.
 """
 
 from __future__ import annotations
@@ -97,12 +103,20 @@ class SimNode:
         self.cluster.trace("executor", (self.id, text))
 
     def applied(self, entries: Sequence[Entry], results: list) -> None:
-        if self.cluster.observer is not None:
-            self.cluster.observer.check_applied(self.cluster, self, entries)
+        cluster = self.cluster
+        if cluster.observer is not None:
+            cluster.observer.check_applied(cluster, self, entries)
         self.durable.commit_hint = entries[-1].index
+        self._hand_to_clients(fx.Apply(tuple(entries)))
 
     def resolve(self, effect) -> None:
-        pass  # the clients read outcomes from the step's effects (SimCluster.on_effects)
+        self._hand_to_clients(effect)
+
+    def _hand_to_clients(self, effect) -> None:
+        # at the moment the executor hands it over, as a live node's request
+        # futures see it: a read served here sees the state machine as it is
+        for callback in self.cluster.on_effects:
+            callback(self, [effect])
 
     def state_changed(self, effect: fx.StateChanged) -> None:
         self.role = effect.role
@@ -144,7 +158,11 @@ class SimCluster:
         self.max_delay = 5
         self.blocked: set[tuple[str, str]] = set()
         self.crash_mid_step_rate = 0.0
-        self.on_effects = []   # callbacks(node, effects) after a step (clients)
+        # callbacks(node, [effect]) for the simulated clients, as the
+        # executor hands the host applied entries (fx.Apply) and request
+        # outcomes (Proposed, Rejected, Completed, ReadReady)
+        self.on_effects = []
+        self.after_step = []   # callbacks(node, effects) after each step (the tracers)
         # callable(kind, payload) for human-readable traces; kinds: "event"
         # (label), "log" (node id, fx.Log), "send" (node id, to, message),
         # "executor" (node id, what the executor made durable or applied)
@@ -241,7 +259,7 @@ class SimCluster:
         if self.observer is not None:
             self.observer.check_step(self, node, event, effects, before)
         executor.finish(ready)
-        for callback in self.on_effects:
+        for callback in self.after_step:
             callback(node, effects)
         if node.alive and node.raft is raft:
             gen = self._tick_gen.get(node.id, 0) + 1

@@ -1,7 +1,7 @@
 """Record a scripted scenario as data, step by step, for the dashboard's replay.
 
 Theory of operation: the same hooks that print ``raftkv sim --trace``
-(``SimCluster.trace`` and ``on_effects``) feed a :class:`Recorder` instead of
+(``SimCluster.trace`` and ``after_step``) feed a :class:`Recorder` instead of
 a printer. Each traced event (``Propose n1 user=kj``, ``Deliver n2->n1 ...``,
 ``Crash n1``) becomes a step holding its label, the simulated time, the notes
 that preceded it, the hclog records it caused, the non-heartbeat messages it
@@ -57,7 +57,7 @@ class Recorder:
         self._seq = 0
         self._printer = self.cluster.trace
         self.cluster.trace = self._trace
-        self.cluster.on_effects.append(self._after)
+        self.cluster.after_step.append(self._after)
 
     def note(self, line: str) -> None:
         if line.startswith("==== "):

@@ -82,7 +82,7 @@ class Script:
         self._pending_header: str | None = None
         if out is not None:
             self.cluster.trace = self._trace
-            self.cluster.on_effects.append(self._after)
+            self.cluster.after_step.append(self._after)
 
     # -- tracing
 

@@ -80,3 +80,17 @@ def test_applying_before_persisting_is_caught(monkeypatch):
     monkeypatch.setattr(EffectExecutor, "send_early", apply_early)
     with pytest.raises(Violation, match="Persist before apply"):
         run_scenario("follower-catch-up")
+
+
+def test_answering_a_read_before_applying_is_caught(monkeypatch):
+    """ReadReady follows the Apply it waits for; the clients see each outcome
+    the moment the executor hands it over."""
+    finish = EffectExecutor.finish
+    outcomes = (fx.Proposed, fx.Rejected, fx.Completed, fx.ReadReady)
+
+    def outcomes_first(self, ready):
+        ready.effects = sorted(ready.effects, key=lambda e: type(e) not in outcomes)
+        finish(self, ready)
+    monkeypatch.setattr(EffectExecutor, "finish", outcomes_first)
+    caught = [r.violation for r in map(run_once, range(30)) if r.violation is not None]
+    assert caught and all(v.invariant == "Linearizable read" for v in caught), caught
