@@ -15,18 +15,28 @@ order, written once:
    persistence is nothing but appends and compaction.
 3. :meth:`persist` makes the persistence effects durable, in order, with
    one ``sync`` for all appends. A live node runs it on its disk thread;
-   the simulator runs it inline (or drops it, to model a crash mid-step).
+   the simulator runs it inline (a crash mid-step drops the whole step
+   before it reaches the executor).
 4. :meth:`finish` writes the log lines, sends what has not left yet, applies
    committed entries to the state machine, and hands the remaining effects
    (request outcomes, snapshots to take, role and configuration changes) to
    the host.
 
 Storage, network, state machine and host are ``typing.Protocol``s: a live
-node plugs in its files, TCP transport, SQLite store and request futures;
-the simulator plugs in in-memory ones. With a ``trace`` callback the
-executor narrates durability and application (``persist term=2 vote=n1``,
-``append 3..5 (fsync)``, ``apply 1..5``), the step a learner most needs to
-see.
+node (``raftkv/node/runtime.py``) plugs in its files, TCP transport, SQLite
+store and request futures. The simulator (``raftkv/sim/cluster.py``) runs
+this very executor for every simulated step, with in-memory parts
+(``raftkv/sim/storage.py``, ``network.py``, ``state_machine.py``) and its
+``SimNode`` as host, and checks the contract as it is carried out: nothing
+leaves for state not yet durable, nothing is applied past the durable log,
+no read is answered before its index is applied. So the fuzzer and the
+scenarios exercise the order written here, not a copy of it.
+
+With a ``trace`` callback the executor narrates durability and application
+(``persist term=2 vote=n1``, ``append 3..5 (fsync)``, ``truncate 4..``,
+``compact ..32``, ``restore snapshot index=53 term=2``, ``apply 1..5``), the
+step a learner most needs to see; the simulator's traces print these lines
+prefixed with the node's id.
 """
 
 from __future__ import annotations

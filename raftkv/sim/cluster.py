@@ -3,32 +3,47 @@
 Theory of operation: the simulator is a discrete-event loop. Every pending
 thing (a message in flight, a node's next timer, a client request, a fault)
 sits in one heap ordered by (simulated ms, sequence number), so a seed fixes
-the whole run. Each :class:`SimNode` plays the runtime's part of the core's
-contract: it makes persistence effects "durable" (copies them into
-``durable``) before its messages enter the network, applies committed entries
-to a dict state machine, takes and installs snapshots. A crash throws away
-everything but ``durable``; a crash *during* a step also throws away that
-step's effects, which is what losing unsynced writes looks like to Raft.
+the whole run.
 
-Every step is reported to an observer (the invariant checker) with the node,
-the event, the effects and the node's log before the step.
+Each :class:`SimNode` carries out its core's effects with the live node's own
+:class:`~raftkv.node.executor.EffectExecutor`, so the simulator tests the code
+that runs: the same order of persist, early AppendEntries, send, apply and
+hand-over. Only the executor's surroundings are simulated: the disk
+(:class:`~raftkv.sim.storage.Durable`), the network
+(:class:`~raftkv.sim.network.SimNetwork`), the state machine (a dict) and the
+host, which is the SimNode itself (it takes snapshots, writes the trace, and
+passes applied entries and request outcomes on to the simulated clients,
+``on_effects``, the moment the executor hands them over). A crash throws away
+everything but ``durable``; a crash *during* a step also throws away that
+step's effects before the executor sees them, which is what losing unsynced
+writes looks like to Raft.
+
+A step is carried out as ``Node._carry_out`` in ``raftkv/node/runtime.py``
+does it: ``prepare``, ``send_early`` (leader as the host last heard its
+role), ``persist`` (inline here), ``finish``. Every step is reported to an
+observer (the invariant checker) once its effects are durable and before
+anything else is carried out, with the node, the event, the effects and the
+node's log before the step; the observer also sees each message as it enters
+the network and each batch of entries as it is applied, to check them
+against what the node has made durable.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
+from raftkv.node.executor import EffectExecutor
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import Configuration, Server
-from raftkv.raft.messages import Entry, EntryType, InstallSnapshot, SnapshotMeta
-from raftkv.raft.node import PersistentState, RaftConfig, RaftNode
+from raftkv.raft.messages import Entry, InstallSnapshot, Message, SnapshotMeta
+from raftkv.raft.node import LEADER, PersistentState, RaftConfig, RaftNode
 
-from .invariants import Violation
-
-SEGMENT_ENTRIES = 16
+from .network import SimNetwork
+from .state_machine import DictStateMachine
+from .storage import Durable
 
 SIM_CONFIG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
                         commit_timeout=5, max_append_entries=8, max_inflight=2,
@@ -36,41 +51,29 @@ SIM_CONFIG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_leas
                         snapshot_log_limit=100)
 
 
-def encode_command(key: str, value: str | None) -> bytes:
-    # the simulator's own tiny command format keeps it free of msgpack
-    return (f"set\x00{key}\x00{value}" if value is not None else f"del\x00{key}").encode()
-
-
-def apply_command(state: dict, data: bytes) -> None:
-    parts = data.decode().split("\x00")
-    if parts[0] == "set":
-        state[parts[1]] = parts[2]
-    else:
-        state.pop(parts[1], None)
-
-
-@dataclass
-class Durable:
-    """What survives a crash: the fsync'd hard state, log and snapshot."""
-    term: int = 0
-    voted_for: str | None = None
-    entries: dict[int, Entry] = field(default_factory=dict)
-    snapshot: SnapshotMeta | None = None
-    snapshot_state: dict = field(default_factory=dict)
-    commit_hint: int = 0
-
-
 class SimNode:
+    """One simulated server: its durable store, and while it is up its core,
+    state machine and executor. It is its executor's host."""
+
     def __init__(self, node_id: str, cluster: "SimCluster") -> None:
         self.id = node_id
         self.address = f"{node_id}:7000"
         self.cluster = cluster
-        self.durable = Durable()
+        self.durable = Durable(node_id)
         self.alive = False
         self.incarnation = 0
         self.raft: RaftNode | None = None
-        self.state: dict = {}
-        self.applied = 0
+        self.state_machine = DictStateMachine()
+        self.executor: EffectExecutor | None = None
+        self.role = "Follower"  # as the host last heard it, like the live node's
+
+    @property
+    def state(self) -> dict:
+        return self.state_machine.state
+
+    @property
+    def applied_index(self) -> int:
+        return self.state_machine.applied
 
     def boot(self, now: int) -> list:
         d = self.durable
@@ -78,11 +81,61 @@ class SimNode:
         self.raft = RaftNode(self.id, self.address, self.cluster.config,
                              PersistentState(d.term, d.voted_for, d.commit_hint, d.snapshot, entries),
                              random.Random(self.cluster.rng.random()), now)
-        self.state = dict(d.snapshot_state)
-        self.applied = d.snapshot.index if d.snapshot else 0
+        self.state_machine = DictStateMachine(d.snapshot_state, d.snapshot.index if d.snapshot else 0, self.id)
+        d.state_machine = self.state_machine
+        self.executor = EffectExecutor(d, SimNetwork(self.cluster, self), self.state_machine, self)
+        self.role = "Follower"
         self.alive = True
         self.incarnation += 1
         return self.raft.start()
+
+    # -- the executor's host
+
+    def log(self, effect: fx.Log) -> None:
+        if self.cluster.trace:
+            self.cluster.trace("log", (self.id, effect))
+
+    def sent(self, to: str, message: Message) -> None:
+        if self.cluster.trace:
+            self.cluster.trace("send", (self.id, to, message))
+
+    def trace_executor(self, text: str) -> None:
+        self.cluster.trace("executor", (self.id, text))
+
+    def applied(self, entries: Sequence[Entry], results: list) -> None:
+        cluster = self.cluster
+        if cluster.observer is not None:
+            cluster.observer.check_applied(cluster, self, entries)
+        self.durable.commit_hint = entries[-1].index
+        self._hand_to_clients(fx.Apply(tuple(entries)))
+
+    def resolve(self, effect) -> None:
+        self._hand_to_clients(effect)
+
+    def _hand_to_clients(self, effect) -> None:
+        # at the moment the executor hands it over, as a live node's request
+        # futures see it: a read served here sees the state machine as it is
+        for callback in self.cluster.on_effects:
+            callback(self, [effect])
+
+    def state_changed(self, effect: fx.StateChanged) -> None:
+        self.role = effect.role
+
+    def configuration_changed(self, effect: fx.ConfigurationChanged) -> None:
+        pass
+
+    def compacted(self) -> None:
+        pass
+
+    def take_snapshot(self, meta: SnapshotMeta) -> None:
+        cluster = self.cluster
+        meta = SnapshotMeta(meta.index, meta.term, meta.configuration, meta.configuration_index,
+                            id=f"{meta.term}-{meta.index}-{cluster.now}")
+        if cluster.observer is not None:
+            cluster.observer.check_snapshot(cluster, self, meta)
+        self.durable.store_snapshot(meta, self.state)
+        cluster.schedule(cluster.now + 1 + cluster.rng.randrange(5), "snapshot_taken",
+                         (self.id, self.incarnation, meta))
 
 
 class SimCluster:
@@ -105,8 +158,15 @@ class SimCluster:
         self.max_delay = 5
         self.blocked: set[tuple[str, str]] = set()
         self.crash_mid_step_rate = 0.0
-        self.on_effects = []   # callbacks(node, effects) after a step (clients)
-        self.trace = None      # callable(kind, text) for human-readable traces
+        # callbacks(node, [effect]) for the simulated clients, as the
+        # executor hands the host applied entries (fx.Apply) and request
+        # outcomes (Proposed, Rejected, Completed, ReadReady)
+        self.on_effects = []
+        self.after_step = []   # callbacks(node, effects) after each step (the tracers)
+        # callable(kind, payload) for human-readable traces; kinds: "event"
+        # (label), "log" (node id, fx.Log), "send" (node id, to, message),
+        # "executor" (node id, what the executor made durable or applied)
+        self.trace = None
 
     # ------------------------------------------------------------ scheduling
 
@@ -119,7 +179,7 @@ class SimCluster:
         if self.trace:
             self.trace("event", f"Start {node_id}")
         effects = node.boot(self.now)
-        self._after_step(node, None, effects, None)
+        self._carry_out(node, None, effects, None)
 
     def bootstrap(self, voters: list[str]) -> None:
         config = Configuration(tuple(Server(i, self.nodes[i].address) for i in voters))
@@ -184,92 +244,29 @@ class SimCluster:
             # the step ran but nothing it asked for reached the disk or the wire
             self.crash(node_id)
             return []
-        self._after_step(node, event, effects, (log_before, base_before, commit_before))
+        self._carry_out(node, event, effects, (log_before, base_before, commit_before))
         return effects
 
-    def _after_step(self, node: SimNode, event, effects: list, before) -> None:
+    def _carry_out(self, node: SimNode, event, effects: list, before) -> None:
+        """The live node's order (raftkv/node/runtime.py), run inline, with
+        the invariant checker between durability and the rest."""
         raft = node.raft
-        durable = node.durable
-        for effect in effects:
-            t = type(effect)
-            if t is fx.PersistHardState:
-                durable.term, durable.voted_for = effect.term, effect.voted_for
-            elif t is fx.AppendToLog:
-                # as the real log store does: an append continues the stored
-                # log; only an empty store may start anywhere
-                first = effect.entries[0].index
-                if durable.entries and first != max(durable.entries) + 1:
-                    raise Violation("Storage", f"{node.id} appends at {first} to a stored log "
-                                    f"ending at {max(durable.entries)}")
-                for e in effect.entries:
-                    durable.entries[e.index] = e
-            elif t is fx.TruncateLog:
-                for i in [i for i in durable.entries if i >= effect.from_index]:
-                    del durable.entries[i]
-            elif t is fx.CompactLog:
-                # as the real log store does: whole segments go (here 16
-                # entries each), so entries below the snapshot may remain;
-                # compacting through the last entry empties the store
-                through = effect.through_index
-                if durable.entries and through < max(durable.entries):
-                    through -= through % SEGMENT_ENTRIES
-                for i in [i for i in durable.entries if i <= through]:
-                    del durable.entries[i]
-            elif t is fx.RestoreSnapshot:
-                durable.snapshot = effect.meta
-                durable.snapshot_state = dict(effect.data)
-                node.state = dict(effect.data)
-                node.applied = effect.meta.index
-                durable.commit_hint = max(durable.commit_hint, effect.meta.index)
+        executor = node.executor
+        executor.trace = node.trace_executor if self.trace else None
+        ready = executor.prepare(effects)
+        executor.send_early(ready, node.role == LEADER)
+        executor.persist(ready)
         if self.observer is not None:
             self.observer.check_step(self, node, event, effects, before)
-        for effect in effects:
-            t = type(effect)
-            if t is fx.Send:
-                self._send(node, effect)
-            elif t is fx.Apply:
-                for e in effect.entries:
-                    if e.type is EntryType.COMMAND:
-                        apply_command(node.state, e.data)
-                    node.applied = e.index
-                durable.commit_hint = node.applied
-            elif t is fx.TakeSnapshot:
-                meta = SnapshotMeta(effect.meta.index, effect.meta.term, effect.meta.configuration,
-                                    effect.meta.configuration_index,
-                                    id=f"{effect.meta.term}-{effect.meta.index}-{self.now}")
-                if self.observer is not None:
-                    self.observer.check_snapshot(self, node, meta)
-                durable.snapshot = meta
-                durable.snapshot_state = dict(node.state)
-                self.schedule(self.now + 1 + self.rng.randrange(5), "snapshot_taken",
-                              (node.id, node.incarnation, meta))
-            elif t is fx.Log and self.trace:
-                self.trace("log", (node.id, effect))
-        for callback in self.on_effects:
+        executor.finish(ready)
+        for callback in self.after_step:
             callback(node, effects)
         if node.alive and node.raft is raft:
             gen = self._tick_gen.get(node.id, 0) + 1
             self._tick_gen[node.id] = gen
             self.schedule(max(raft.next_deadline(), self.now + 1), "tick", (node.id, gen))
 
-    def _send(self, node: SimNode, effect: fx.Send) -> None:
-        msg = effect.message
-        if isinstance(msg, InstallSnapshot):
-            msg = InstallSnapshot(msg.term, msg.leader_id, msg.leader_address, msg.meta,
-                                  dict(node.durable.snapshot_state))
-        dst = effect.to
-        if dst not in self.nodes or (node.id, dst) in self.blocked:
-            if isinstance(msg, InstallSnapshot):
-                self.schedule(self.now + 1, "call", lambda n=node.id, d=dst: self._snapshot_failed(n, d))
-            return
-        if self.drop_rate and self.rng.random() < self.drop_rate:
-            return
-        copies = 2 if self.dup_rate and self.rng.random() < self.dup_rate else 1
-        for _ in range(copies):
-            delay = self.min_delay + self.rng.randrange(self.max_delay - self.min_delay + 1)
-            self.schedule(self.now + delay, "deliver", (node.id, dst, msg))
-
-    def _snapshot_failed(self, node_id: str, peer_id: str) -> None:
+    def snapshot_send_failed(self, node_id: str, peer_id: str) -> None:
         if self.nodes[node_id].alive:
             self.step(node_id, ev.SnapshotSendFailed(peer_id))
 

@@ -23,7 +23,8 @@ from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.messages import EntryType
 
-from .cluster import SIM_CONFIG, SimCluster, apply_command, encode_command
+from .cluster import SIM_CONFIG, SimCluster
+from .state_machine import apply_command, encode_command
 from .invariants import InvariantChecker, Violation
 
 # Log limits just over the snapshot threshold (in entries) and a few dozen
@@ -101,9 +102,9 @@ class ClientModel:
                 self.reads += 1
                 expected = self._committed_value(key, effect.index)
                 self.checker.check_read(nid, effect.index, acked_before, node.state.get(key) if
-                                        node.applied == effect.index else expected, expected)
-                if node.applied < effect.index:
-                    raise Violation("Linearizable read", f"{nid} ready at {effect.index} with applied {node.applied}")
+                                        node.applied_index == effect.index else expected, expected)
+                if node.applied_index < effect.index:
+                    raise Violation("Linearizable read", f"{nid} ready at {effect.index} with applied {node.applied_index}")
             elif t is fx.Rejected:
                 self.pending.pop(effect.request_id, None)
                 self.proposed.pop(effect.request_id, None)

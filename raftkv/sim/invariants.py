@@ -16,11 +16,23 @@ nodes' logs; the first breach raises :class:`Violation`.
 * Committed entries are never truncated.
 * Linearizable reads: a ReadIndex answer covers every write acknowledged
   before the read was asked (checked by the client model via ``check_read``).
+
+The effect contract, as the node's executor carries it out, is checked
+against each node's durable store at the moment something leaves it:
+
+* Persist before send (``check_send``, as a message enters the network): a
+  message never speaks for a term, a vote or log entries its sender has not
+  made durable. A pre-vote request is the one exception (it names a term the
+  candidate has not entered); a leader's AppendEntries may carry entries it is
+  still writing, but its term is durable.
+* Persist before apply (``check_applied``, as entries reach the state
+  machine): a node applies only entries its durable store covers.
 """
 
 from __future__ import annotations
 
 from raftkv.raft import effects as fx
+from raftkv.raft.messages import AppendEntriesResponse, InstallSnapshotResponse, RequestVote, RequestVoteResponse
 from raftkv.raft.node import LEADER
 
 
@@ -41,14 +53,11 @@ class InvariantChecker:
     def check_step(self, cluster, node, event, effects, before) -> None:
         raft = node.raft
         installed = next((e.meta.index for e in effects if type(e) is fx.RestoreSnapshot), 0)
-        applied = installed or node.applied
         for effect in effects:
             t = type(effect)
             if t is fx.StateChanged and effect.role == LEADER:
                 self._check_election(node.id, effect.term)
                 self._check_leader_completeness(node)
-            elif t is fx.Apply:
-                applied = self._check_apply(node, applied, effect.entries)
             elif t is fx.TruncateLog and before is not None and before[0] is not None:
                 self._check_truncate(node, effect.from_index, before, installed)
             elif t is fx.RestoreSnapshot:
@@ -82,12 +91,8 @@ class InvariantChecker:
                                 f"leader {node.id} of term {node.raft.current_term} has term {ours} "
                                 f"at committed index {index} (committed term {term})")
 
-    def _check_apply(self, node, applied: int, entries) -> int:
-        expected = applied + 1
+    def _check_apply(self, node, entries) -> None:
         for e in entries:
-            if e.index != expected:
-                raise Violation("Apply order", f"{node.id} applied {e.index} after {expected - 1}")
-            expected += 1
             record = (e.term, e.type, e.data)
             seen = self.committed.get(e.index)
             if seen is None:
@@ -97,7 +102,6 @@ class InvariantChecker:
                 raise Violation("State Machine Safety",
                                 f"{node.id} applied term {e.term} at index {e.index}, "
                                 f"another node applied term {seen[0]}")
-        return expected - 1
 
     def _check_truncate(self, node, from_index: int, before, installed: int) -> None:
         """Entries a snapshot install discards up to its index are covered by
@@ -121,10 +125,55 @@ class InvariantChecker:
             raise Violation("Snapshot consistency",
                             f"{node.id} installed snapshot {meta.index}@{meta.term}, committed term {seen[0]}")
 
+    def check_send(self, cluster, node, to: str, msg) -> None:
+        durable = node.durable
+        t = type(msg)
+        if t is RequestVote and msg.pre_vote:
+            return
+        if msg.term > durable.term:
+            raise Violation("Persist before send",
+                            f"{node.id} sent {t.__name__} of term {msg.term} to {to} "
+                            f"with term {durable.term} durable")
+        if msg.term < durable.term:
+            return  # an answer in an older term (the node moved on since): nothing to vouch for
+        if t is RequestVoteResponse and msg.granted and not msg.pre_vote and durable.voted_for != to:
+            raise Violation("Persist before send",
+                            f"{node.id} granted its vote in term {msg.term} to {to} "
+                            f"with vote {durable.voted_for or '-'} durable")
+        if t is RequestVote and durable.voted_for != node.id:
+            raise Violation("Persist before send",
+                            f"{node.id} asked {to} for a vote in term {msg.term} "
+                            f"with vote {durable.voted_for or '-'} durable")
+        if t is AppendEntriesResponse and msg.success and not msg.heartbeat:
+            self._check_durable_through(node, msg.match_index, f"acknowledged {msg.match_index} to {to}")
+        if t is InstallSnapshotResponse and msg.success:
+            self._check_durable_through(node, msg.last_index, f"acknowledged a snapshot through {msg.last_index} to {to}")
+
+    def check_applied(self, cluster, node, entries) -> None:
+        """Entries the executor applied, in order (the state machine checks
+        that they continue what it applied before)."""
+        durable = node.durable
+        last = entries[-1].index
+        if last > durable.last_index:
+            raise Violation("Persist before apply",
+                            f"{node.id} applied through {last} with its store ending at {durable.last_index}")
+        self._check_apply(node, entries)
+
+    def _check_durable_through(self, node, index: int, what: str) -> None:
+        durable = node.durable
+        if index > durable.last_index:
+            raise Violation("Persist before send",
+                            f"{node.id} {what} with its store ending at {durable.last_index}")
+        stored = durable.entries.get(index)
+        ours = node.raft.log.term_at(index)
+        if stored is not None and ours is not None and stored.term != ours:
+            raise Violation("Persist before send",
+                            f"{node.id} {what}: stored term {stored.term} at {index}, log term {ours}")
+
     def check_snapshot(self, cluster, node, meta) -> None:
-        if node.applied != meta.index:
+        if node.applied_index != meta.index:
             raise Violation("Snapshot consistency",
-                            f"{node.id} asked to snapshot at {meta.index} with applied {node.applied}")
+                            f"{node.id} asked to snapshot at {meta.index} with applied {node.applied_index}")
 
     def _check_log_matching(self, cluster, node) -> None:
         mine = node.raft.log

@@ -1,11 +1,13 @@
 """Record a scripted scenario as data, step by step, for the dashboard's replay.
 
 Theory of operation: the same hooks that print ``raftkv sim --trace``
-(``SimCluster.trace`` and ``on_effects``) feed a :class:`Recorder` instead of
+(``SimCluster.trace`` and ``after_step``) feed a :class:`Recorder` instead of
 a printer. Each traced event (``Propose n1 user=kj``, ``Deliver n2->n1 ...``,
 ``Crash n1``) becomes a step holding its label, the simulated time, the notes
 that preceded it, the hclog records it caused, the non-heartbeat messages it
-sent, and every node's state after it: role, term, commit, applied, last
+sent interleaved with what its node's executor made durable and applied
+(``n1 append 3..5 (fsync)``, ``n1 apply 1..5``) in the order they happened,
+and every node's state after it: role, term, commit, applied, last
 index, snapshot index, suffrage and the tail of its log as ``[index, term,
 type]``. Steps that changed nothing visible (a quiet heartbeat) are left out.
 Scenarios are read from their files by the same player the tests and
@@ -19,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 from raftkv.eventlog import record_to_dict
-from raftkv.raft import effects as fx
 
 from .invariants import Violation
 from .scenarios import Script, describe_message, play, scenario_names, scenario_path
@@ -38,7 +39,7 @@ def node_state(cluster, node) -> dict:
     lo = max(r.log.first_index, last - LOG_TAIL + 1)
     return {
         "id": node.id, "up": True, "role": r.role, "term": r.current_term,
-        "commit_index": r.commit_index, "applied_index": node.applied, "last_log_index": last,
+        "commit_index": r.commit_index, "applied_index": node.applied_index, "last_log_index": last,
         "last_snapshot_index": r.snapshot.index, "leader": r.leader_id,
         "member": conf.has(node.id), "voter": conf.is_voter(node.id),
         "entries": [[e.index, e.term, e.type.name.lower()] for e in r.log.slice(lo, last)],
@@ -56,7 +57,7 @@ class Recorder:
         self._seq = 0
         self._printer = self.cluster.trace
         self.cluster.trace = self._trace
-        self.cluster.on_effects.append(self._after)
+        self.cluster.after_step.append(self._after)
 
     def note(self, line: str) -> None:
         if line.startswith("==== "):
@@ -97,17 +98,18 @@ class Recorder:
             rec = record_to_dict(node_id, (self._seq, self.cluster.now / 1000.0, effect.level,
                                            effect.logger, effect.message, effect.fields))
             step["logs"].append(rec)
+        elif kind == "send":
+            node_id, to, msg = payload
+            if not getattr(msg, "heartbeat", False):
+                step = self._current or self._begin(f"Step {node_id}")
+                step["messages"].append(f"{node_id} -> {to}: {describe_message(msg)}")
+        elif kind == "executor":
+            node_id, text = payload
+            step = self._current or self._begin(f"Step {node_id}")
+            step["messages"].append(f"{node_id} {text}")
 
     def _after(self, node, effects) -> None:
         step = self._current
-        for effect in effects:
-            if type(effect) is fx.Send:
-                msg = effect.message
-                if getattr(msg, "heartbeat", False):
-                    continue
-                if step is None:
-                    step = self._begin(f"Step {node.id}")
-                step["messages"].append(f"{node.id} -> {effect.to}: {describe_message(msg)}")
         if step is not None:
             self._close()
         elif self._states() != self._last_states:

@@ -27,7 +27,8 @@ from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, InstallS
                                   InstallSnapshotResponse, RequestVote, RequestVoteResponse, TimeoutNow)
 
 from . import datadriven
-from .cluster import SIM_CONFIG, SimCluster, encode_command
+from .cluster import SIM_CONFIG, SimCluster
+from .state_machine import encode_command
 from .invariants import InvariantChecker, Violation
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
@@ -81,7 +82,7 @@ class Script:
         self._pending_header: str | None = None
         if out is not None:
             self.cluster.trace = self._trace
-            self.cluster.on_effects.append(self._after)
+            self.cluster.after_step.append(self._after)
 
     # -- tracing
 
@@ -93,6 +94,19 @@ class Script:
             self._header()
             line = render_line(None, effect.level, effect.logger, effect.message, effect.fields)
             self.out(f"  {node_id} {line.rstrip()}")
+        elif kind == "send":
+            node_id, to, msg = payload
+            if self.show_heartbeats or not getattr(msg, "heartbeat", False):
+                self._header()
+                self.out(f"  {node_id} -> {to}: {describe_message(msg)}")
+        elif kind == "executor":
+            node_id, text = payload
+            self._header()
+            self.out(f"  {node_id} {text}")
+
+    def _hidden(self, effect) -> bool:
+        return (type(effect) is fx.Send and not self.show_heartbeats
+                and getattr(effect.message, "heartbeat", False))
 
     def _header(self) -> None:
         if self._pending_header is not None:
@@ -100,17 +114,9 @@ class Script:
             self._pending_header = None
 
     def _after(self, node, effects) -> None:
-        shown = False
-        for effect in effects:
-            if type(effect) is fx.Send:
-                msg = effect.message
-                if not self.show_heartbeats and getattr(msg, "heartbeat", False):
-                    continue
-                self._header()
-                self.out(f"  {node.id} -> {effect.to}: {describe_message(msg)}")
-                shown = True
-            elif type(effect) is not fx.Log:
-                shown = True
+        # a step that did anything but log and send heartbeats shows the
+        # states after it, if it printed a line
+        shown = any(type(effect) is not fx.Log and not self._hidden(effect) for effect in effects)
         if shown and self._pending_header is None:
             self.state()
         self._pending_header = None

@@ -2,6 +2,8 @@
 
 import pytest
 
+from raftkv.node.executor import EffectExecutor
+from raftkv.raft import effects as fx
 from raftkv.raft.node import RaftNode
 from raftkv.sim.fuzz import run_once
 from raftkv.sim.invariants import Violation
@@ -26,3 +28,69 @@ def test_keeping_a_conflicting_suffix_on_snapshot_install_is_caught(monkeypatch)
     monkeypatch.setattr(RaftNode, "_keep_log_suffix", lambda self, meta: meta.index <= self.log.last_index)
     with pytest.raises(Violation):
         run_scenario("snapshot-conflicting-suffix")
+
+
+# The simulator runs the node's own EffectExecutor, so breaking the effect
+# contract there must be noticed too.
+
+def test_sending_before_persisting_is_caught(monkeypatch):
+    run_scenario("first-election")
+    persist, finish = EffectExecutor.persist, EffectExecutor.finish
+
+    def send_then_persist(self, ready):
+        finish(self, ready)
+        persist(self, ready)
+    monkeypatch.setattr(EffectExecutor, "persist", lambda self, ready: None)
+    monkeypatch.setattr(EffectExecutor, "finish", send_then_persist)
+    with pytest.raises(Violation, match="Persist before send"):
+        run_scenario("first-election")
+
+
+def test_every_message_leaving_early_is_caught(monkeypatch):
+    """Only a leader's AppendEntries may leave while the leader's own write
+    is in progress; votes and acknowledgements wait for the disk."""
+    send = EffectExecutor._send
+
+    def everything_early(self, ready, leader):
+        ready.sent_early = True
+        send(self, ready.effects)
+
+    def nothing_left_to_send(self, effects, only_appends=False, skip_appends=False):
+        if not skip_appends:
+            send(self, effects, only_appends, skip_appends)
+    monkeypatch.setattr(EffectExecutor, "send_early", everything_early)
+    monkeypatch.setattr(EffectExecutor, "_send", nothing_left_to_send)
+    with pytest.raises(Violation, match="Persist before send"):
+        run_scenario("first-election")
+
+
+def test_applying_before_persisting_is_caught(monkeypatch):
+    run_scenario("follower-catch-up")
+    send_early = EffectExecutor.send_early
+
+    def apply_early(self, ready, leader):
+        # applies committed entries while the same batch's writes are under way
+        send_early(self, ready, leader)
+        if not ready.persist:
+            return
+        for effect in ready.effects:
+            if type(effect) is fx.Apply:
+                self._apply(effect.entries)
+        ready.effects = [e for e in ready.effects if type(e) is not fx.Apply]
+    monkeypatch.setattr(EffectExecutor, "send_early", apply_early)
+    with pytest.raises(Violation, match="Persist before apply"):
+        run_scenario("follower-catch-up")
+
+
+def test_answering_a_read_before_applying_is_caught(monkeypatch):
+    """ReadReady follows the Apply it waits for; the clients see each outcome
+    the moment the executor hands it over."""
+    finish = EffectExecutor.finish
+    outcomes = (fx.Proposed, fx.Rejected, fx.Completed, fx.ReadReady)
+
+    def outcomes_first(self, ready):
+        ready.effects = sorted(ready.effects, key=lambda e: type(e) not in outcomes)
+        finish(self, ready)
+    monkeypatch.setattr(EffectExecutor, "finish", outcomes_first)
+    caught = [r.violation for r in map(run_once, range(30)) if r.violation is not None]
+    assert caught and all(v.invariant == "Linearizable read" for v in caught), caught

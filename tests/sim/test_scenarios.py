@@ -59,7 +59,10 @@ def test_a_wrong_expected_block_fails_with_a_diff_and_rewrite_fixes_it(tmp_path)
         check_scenario(broken)
     message = str(failure.value)
     first_line = message.splitlines()[0]
-    assert first_line.startswith(f"{broken}:151:") and "output of 'wait-leader' differs" in first_line
+    cases, _ = datadriven.parse(original)
+    changed = next(c for c in cases if "    n2: down\n" in c.expected)
+    assert changed.name == "wait-leader"
+    assert first_line.startswith(f"{broken}:{changed.line}:") and "output of 'wait-leader' differs" in first_line
     assert "\n-    n2: Leader    term=9\n+    n2: down\n" in message
     assert "--rewrite" in message
     check_scenario(broken, rewrite=True)

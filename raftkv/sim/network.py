@@ -1,0 +1,43 @@
+"""The simulated network: one node's side of it, as the executor sees it.
+
+Theory of operation: :class:`SimNetwork` is the executor's ``Network`` for a
+simulated node. A send becomes a ``deliver`` event on the cluster's heap after
+a random delay, unless the link is cut (``cluster.blocked``), the message is
+dropped (``drop_rate``), or it is also duplicated (``dup_rate``); every draw
+comes from the cluster's seeded random generator, so a seed fixes the run.
+An ``InstallSnapshot`` carries the state of the sender's stored snapshot (a
+live node streams the snapshot file); one that cannot leave is reported back
+to the sender as ``SnapshotSendFailed``, as the live transport does.
+"""
+
+from __future__ import annotations
+
+from raftkv.raft.messages import InstallSnapshot, Message
+
+__all__ = ["SimNetwork"]
+
+
+class SimNetwork:
+    def __init__(self, cluster, node) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    def send(self, to: str, address: str, message: Message) -> None:
+        cluster, node = self.cluster, self.node
+        if cluster.observer is not None:
+            cluster.observer.check_send(cluster, node, to, message)
+        if isinstance(message, InstallSnapshot):
+            message = InstallSnapshot(message.term, message.leader_id, message.leader_address, message.meta,
+                                      dict(node.durable.snapshot_state))
+        if to not in cluster.nodes or (node.id, to) in cluster.blocked:
+            if isinstance(message, InstallSnapshot):
+                cluster.schedule(cluster.now + 1, "call",
+                                 lambda n=node.id, d=to: cluster.snapshot_send_failed(n, d))
+            return
+        rng = cluster.rng
+        if cluster.drop_rate and rng.random() < cluster.drop_rate:
+            return
+        copies = 2 if cluster.dup_rate and rng.random() < cluster.dup_rate else 1
+        for _ in range(copies):
+            delay = cluster.min_delay + rng.randrange(cluster.max_delay - cluster.min_delay + 1)
+            cluster.schedule(cluster.now + delay, "deliver", (node.id, to, message))
