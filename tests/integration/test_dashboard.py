@@ -165,6 +165,124 @@ def test_replay_steps_through_a_simulator_scenario(cluster, browser_page):
     assert not page.errors, page.errors
 
 
+# --- the page reaches one node only ---------------------------------------------------------
+
+def _only_origin(page, origin: str) -> list[str]:
+    """Let the page talk to ``origin`` and nothing else, as a browser outside
+    a Docker network, a tunnel or a proxy would: every other request fails.
+    Returns the list the refused URLs go to."""
+    refused: list[str] = []
+
+    def gate(route):
+        url = route.request.url
+        if url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            refused.append(url)
+            route.abort("addressunreachable")
+    page.route("**/*", gate)
+    return refused
+
+
+CONN = """(id) => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                    return c ? c.dataset.conn : null; }"""
+
+
+@needs_browser
+def test_dashboard_reaches_every_member_through_the_serving_node(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    index = n1.set("before", "kill")["index"]
+    cluster.wait_applied(index)
+    # The browser knows n1 as localhost:PORT while the members know it as
+    # 127.0.0.1:PORT: the page must use its own origin, not the registry's
+    # addresses, even for the node that served it.
+    origin = f"http://localhost:{n1.http_port}"
+    refused = _only_origin(page, origin)
+    page.goto(f"{origin}/ui")
+    page.wait_for_function(
+        """() => { const c = Array.from(document.querySelectorAll('[data-testid=node-card]'));
+                   return c.length === 3 && c.every(e => e.dataset.up === 'true' && e.dataset.conn === 'up')
+                          && c.filter(e => e.dataset.role === 'Leader').length === 1; }""",
+        timeout=WAIT_MS)
+    assert page.text_content("#conn").startswith("3/3 nodes streaming")
+    leader = cluster.leader()
+    roles = {c[0]: c[1] for c in _cards(page)}
+    assert roles == {n.id: ("Leader" if n.id == leader.id else "Follower") for n in cluster.running()}, roles
+    page.wait_for_function(
+        """(n) => { const s = Array.from(document.querySelectorAll('[data-testid=strip]'));
+                    return s.length === 3 && s.every(x => x.querySelector(`[data-index="${n}"][data-term]`)); }""",
+        arg=index, timeout=WAIT_MS)
+    page.wait_for_function(
+        """() => new Set(Array.from(document.querySelectorAll('#events tbody tr')).map(r => r.dataset.node)).size === 3""",
+        timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "05-relayed.png"), full_page=True)
+
+    # kill a follower that is not the serving node
+    victim = next(n for n in cluster.running() if n.id not in (leader.id, n1.id))
+    survivors = [n.id for n in cluster.running() if n.id != victim.id]
+    last_words = page.eval_on_selector_all(f"#events tbody tr[data-node='{victim.id}']:not(.note)",
+                                           "els => els.map(e => e.textContent)")
+    assert last_words, "the victim's events were in the table before the kill"
+    victim.kill()
+    page.wait_for_function(
+        """(id) => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                     return c.dataset.up === 'false' && c.dataset.conn === 'unreachable'
+                            && c.dataset.role === 'Unreachable'; }""",
+        arg=victim.id, timeout=WAIT_MS)
+    # the table marks where the page lost the node
+    page.wait_for_function(
+        """(id) => Array.from(document.querySelectorAll(`#events tbody tr.note[data-node="${id}"]`))
+                        .some(r => r.textContent.includes("lost this node's stream"))""",
+        arg=victim.id, timeout=WAIT_MS)
+    # the survivors keep streaming: a write after the kill reaches both their strips
+    after = leader.set("after", "kill")["index"]
+    page.wait_for_function(
+        """([ids, n]) => ids.every(id => document.querySelector(
+                `[data-testid=strip][data-strip="${id}"] [data-index="${n}"][data-term]`))""",
+        arg=[survivors, after], timeout=WAIT_MS)
+    for node_id in survivors:
+        assert page.evaluate(CONN, node_id) == "up"
+    assert page.text_content("#conn").startswith("2/3 nodes streaming")
+    # ... and the dead node's last events are still in the table, all of them
+    kept = page.eval_on_selector_all(f"#events tbody tr[data-node='{victim.id}']:not(.note)",
+                                     "els => els.map(e => e.textContent)")
+    assert set(last_words) <= set(kept)
+    page.screenshot(path=str(ARTIFACTS / "06-follower-killed.png"), full_page=True)
+    assert refused == [], f"the page tried to reach other origins: {refused[:5]}"
+    assert not page.errors, page.errors
+
+
+@needs_browser
+def test_dashboard_says_connecting_before_a_nodes_first_event(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    n3 = cluster["n3"]
+    origin = f"http://localhost:{n1.http_port}"
+    refused = _only_origin(page, origin)
+    # A frozen n3 accepts the relay's connection but says nothing: the page
+    # must show it as connecting, not as unreachable, until it has word.
+    n3.pause()
+    try:
+        page.goto(f"{origin}/ui")
+        page.evaluate(
+            """() => { window.seen = []; setInterval(() => {
+                   const c = document.querySelector('[data-testid=node-card][data-node="n3"]');
+                   if (c && window.seen[window.seen.length - 1] !== c.dataset.conn) window.seen.push(c.dataset.conn);
+               }, 20); }""")
+        page.wait_for_function(CONN.replace("(id) =>", "() => ((id) =>") + ")('n3') === 'connecting'",
+                               timeout=WAIT_MS)
+        card = page.text_content("[data-testid=node-card][data-node='n3']")
+        assert "connecting…" in card and "nreachable" not in card, card
+        assert "connecting" in page.text_content("#conn")
+    finally:
+        n3.resume()
+    page.wait_for_function(CONN.replace("(id) =>", "() => ((id) =>") + ")('n3') === 'up'", timeout=WAIT_MS)
+    seen = page.evaluate("() => window.seen")
+    assert seen[:2] == ["connecting", "up"], seen
+    assert refused == [] and not page.errors, (refused, page.errors)
+
+
 # --- the routes the page is built on (no browser) ------------------------------------------
 
 def _read_events(url: str, wanted: set[str], timeout: float = 15.0) -> dict[str, list]:
