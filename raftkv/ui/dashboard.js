@@ -253,13 +253,92 @@ function setStep(i) {
   scheduleRender();
 }
 
+function showPlaying(playing) {
+  const b = $("#replay-play");
+  b.classList.toggle("active", playing);
+  b.textContent = playing ? "\u275A\u275A Pause" : "\u25B6 Play";
+  b.setAttribute("aria-label", playing ? "pause" : "play");
+  b.setAttribute("aria-pressed", String(playing));
+  b.title = playing ? "pause (space)" : "play (space)";
+}
+
 function togglePlay() {
-  if (replay.timer) { clearInterval(replay.timer); replay.timer = null; $("#replay-play").classList.remove("active"); return; }
-  $("#replay-play").classList.add("active");
+  if (replay.timer) { clearInterval(replay.timer); replay.timer = null; showPlaying(false); return; }
+  if (!replay.data) return;
+  if (replay.step >= replay.data.steps.length - 1) setStep(0);   // play again from the start
+  showPlaying(true);
   replay.timer = setInterval(() => {
     if (!replay.data || replay.step >= replay.data.steps.length - 1) { togglePlay(); return; }
     setStep(replay.step + 1);
   }, 600);
+}
+
+// ---------------------------------------------------------------- replay narration
+// The recorder labels a step with the simulator's event ("Receive RequestVote
+// n2->n1", "Timeout", "Step n1"); the page says it in words, names the node
+// that acted, and lists what changed on the cards, computed from the same
+// states the cards show, so the narration cannot disagree with them.
+
+function actorOf(step, fallback) {
+  if (fallback) return fallback;
+  if (step.logs.length) return step.logs[0].node;
+  return null;
+}
+
+function saysPreVote(step, nodeId) {
+  return step.logs.some(l => l.node === nodeId && /pre-?vote/i.test(l.message)) ||
+    step.messages.some(m => m.startsWith(`${nodeId} -> `) && m.includes("(pre-vote"));
+}
+
+function headline(step, changes) {
+  const label = step.label;
+  let m;
+  if ((m = /^Start (\S+)$/.exec(label))) return `${m[1]} starts`;
+  if ((m = /^Crash (\S+)$/.exec(label))) return `${m[1]} crashes (kill -9): only what it wrote to disk survives`;
+  if ((m = /^Timeout(?: (\S+))?$/.exec(label))) {
+    const who = actorOf(step, m[1] || (changes[0] && changes[0].id));
+    return who ? `${who}'s election timer fires` : "an election timer fires";
+  }
+  if ((m = /^Receive (\w+) (\S+)->(\S+)$/.exec(label))) {
+    const [, type, from, to] = m;
+    let what = type;
+    if (type.startsWith("RequestVote") && saysPreVote(step, to)) what += " (pre-vote)";
+    // a heartbeat's answer is a heartbeat, which the recorder leaves out
+    if (type === "AppendEntries" && !step.messages.length) what += " (a heartbeat)";
+    return `${to} receives ${what} from ${from}`;
+  }
+  if ((m = /^Propose (\S+) (.*)$/.exec(label))) return `a client proposes ${m[2]} to ${m[1]}`;
+  if ((m = /^TransferLeadership (\S+)$/.exec(label))) return `${m[1]} is asked to hand leadership over`;
+  if ((m = /^Campaign (\S+)$/.exec(label))) return `${m[1]} is told to campaign now`;
+  if ((m = /^Snapshot (\S+)$/.exec(label))) return `${m[1]} takes a snapshot`;
+  if ((m = /^ChangeMembership (\S+)/.exec(label))) return `${m[1]} is asked to change the membership: ${label.slice(m[0].length).trim()}`;
+  if ((m = /^(?:Step )?(n\S*)$/.exec(label))) return `${m[1]} acts on its own (no message arrived)`;
+  if (label === "end") return "end of the scenario";
+  return label;
+}
+
+const CHANGE_FIELDS = [["term", "term"], ["commit_index", "commit"], ["applied_index", "applied"],
+                       ["last_log_index", "last index"], ["last_snapshot_index", "snapshot"]];
+
+function suffrageOf(s) { return !s.up ? null : (s.member ? (s.voter ? "Voter" : "Nonvoter") : "not a member"); }
+
+function stepChanges(prev, step) {
+  const before = new Map(((prev && prev.nodes) || []).map(s => [s.id, s]));
+  const out = [];
+  for (const s of step.nodes) {
+    const p = before.get(s.id) || { id: s.id, up: false, role: "Down" };
+    const parts = [];
+    if (p.up !== s.up) parts.push(s.up ? `starts as ${s.role}, term ${s.term}` : "is down");
+    else if (s.up) {
+      if (p.role !== s.role) parts.push(`${p.role} \u2192 ${s.role}`);
+      for (const [k, name] of CHANGE_FIELDS) {
+        if ((p[k] || 0) !== (s[k] || 0)) parts.push(`${name} ${p[k] || 0} \u2192 ${s[k] || 0}`);
+      }
+      if (suffrageOf(p) !== suffrageOf(s)) parts.push(`${suffrageOf(p)} \u2192 ${suffrageOf(s)}`);
+    }
+    if (parts.length) out.push({ id: s.id, role: s.up ? s.role : "Down", text: `${s.id}: ${parts.join(", ")}` });
+  }
+  return out;
 }
 
 function replayView() {
@@ -409,11 +488,17 @@ function renderStep(view) {
   const data = replay.data;
   if (!data) { $("#replay-pos").textContent = ""; $("#replay-step").innerHTML = ""; return; }
   const step = view.step;
+  const changes = stepChanges(replay.step ? data.steps[replay.step - 1] : null, step);
   $("#replay-pos").textContent = `step ${replay.step + 1} / ${data.steps.length}`;
   $("#replay-step").innerHTML =
-    step.notes.map(n => `<div class="note">== ${esc(n)}</div>`).join("") +
-    `<div><span class="label">${esc(step.label)}</span> <span class="muted">t=${step.t}ms</span></div>` +
-    step.messages.map(m => `<div class="msg">${esc(m)}</div>`).join("");
+    step.notes.map(n => `<div class="note" data-testid="replay-note">scenario: ${esc(n)}</div>`).join("") +
+    `<div><span class="label" data-testid="replay-headline">${esc(headline(step, changes))}</span>
+       <span class="muted">t=${step.t}ms &middot; ${esc(step.label)}</span></div>` +
+    `<div class="changes" data-testid="replay-changes">` +
+    (changes.length ? changes.map(c => `<span class="change" data-node="${esc(c.id)}" data-role="${esc(c.role)}">${esc(c.text)}</span>`).join("; ")
+                    : `<span class="muted">no change on the cards</span>`) + `</div>` +
+    (step.messages.length ? `<div class="msgs"><span class="muted">sends:</span> ` : "") +
+    step.messages.map(m => `<div class="msg">${esc(m)}</div>`).join("") + (step.messages.length ? "</div>" : "");
 }
 
 // ---------------------------------------------------------------- actions
@@ -508,6 +593,13 @@ function wire() {
   $("#replay-next").onclick = () => setStep(replay.step + 1);
   $("#replay-play").onclick = togglePlay;
   $("#replay-slider").oninput = e => setStep(parseInt(e.target.value, 10));
+  document.addEventListener("keydown", e => {
+    if (mode !== "replay" || e.target.closest("input, select, textarea")) return;
+    const keys = { ArrowLeft: () => setStep(replay.step - 1), ArrowRight: () => setStep(replay.step + 1),
+                   Home: () => setStep(0), " ": togglePlay };
+    if (e.target.closest("button") && (e.key === " " || e.key === "Enter")) return;  // the button's own click
+    if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+  });
 }
 
 async function boot() {

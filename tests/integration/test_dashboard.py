@@ -165,6 +165,70 @@ def test_replay_steps_through_a_simulator_scenario(cluster, browser_page):
     assert not page.errors, page.errors
 
 
+STEP_VIEW = """() => ({
+    pos: document.querySelector('#replay-pos').textContent,
+    headline: document.querySelector('[data-testid=replay-headline]').textContent,
+    changes: Array.from(document.querySelectorAll('#replay-step .change'))
+                  .map(e => [e.dataset.node, e.dataset.role, e.textContent]),
+    cards: Object.fromEntries(Array.from(document.querySelectorAll('[data-testid=node-card]'))
+                  .map(e => [e.dataset.node, [e.dataset.role, e.querySelector('.term').textContent]])),
+})"""
+
+
+@needs_browser
+def test_replay_controls_are_labelled_and_the_narration_agrees_with_the_cards(cluster, browser_page):
+    page = browser_page
+    node = cluster.add("n1", bootstrap=True).wait_ready()
+    page.goto(f"http://{node.http_addr}/ui?scenario=leader-crash")
+    page.wait_for_function("() => document.querySelector('#replay-pos').textContent.startsWith('step 1 /')",
+                           timeout=WAIT_MS)
+    # every control says what it does, in words and to assistive technology
+    for sel, words in (("#replay-first", "first"), ("#replay-prev", "back"), ("#replay-play", "play"),
+                       ("#replay-next", "forward")):
+        text = page.text_content(sel).lower()
+        label = page.get_attribute(sel, "aria-label").lower()
+        title = page.get_attribute(sel, "title").lower()
+        assert words in text and words in label and title, (sel, text, label, title)
+    assert page.get_by_role("button", name="step forward").count() == 1
+    assert page.get_by_role("button", name="step back").count() == 1
+    page.click("#replay-play")
+    page.wait_for_function("() => document.querySelector('#replay-play').getAttribute('aria-label') === 'pause'",
+                           timeout=WAIT_MS)
+    assert "Pause" in page.text_content("#replay-play")
+    assert page.get_attribute("#replay-play", "aria-pressed") == "true"
+    page.click("#replay-play")
+    page.wait_for_function("() => document.querySelector('#replay-play').getAttribute('aria-label') === 'play'",
+                           timeout=WAIT_MS)
+
+    # step through the whole scenario from the first step: what the narration
+    # says changed is what the cards show
+    page.click("#replay-first")
+    total = int(page.text_content("#replay-pos").split("/")[1])
+    saw = {"crash": False, "pre-vote": False, "leader": False}
+    for i in range(1, total + 1):
+        if i > 1:
+            page.click("#replay-next")
+        page.wait_for_function(f"() => document.querySelector('#replay-pos').textContent.startsWith('step {i} /')",
+                               timeout=WAIT_MS)
+        view = page.evaluate(STEP_VIEW)
+        for node_id, role, text in view["changes"]:
+            card_role, card_term = view["cards"][node_id]
+            assert card_role == role, (i, view)
+            if " \u2192 " in text and "term " in text:
+                assert text.split("term ")[1].split(" \u2192 ")[1].split(",")[0] == card_term, (i, view)
+            if "\u2192 Leader" in text:
+                saw["leader"] = True
+        if view["headline"].startswith("n2 crashes"):
+            saw["crash"] = True
+            assert view["cards"]["n2"][0] == "Down" and ["n2", "Down", "n2: is down"] in view["changes"], view
+        if "(pre-vote)" in view["headline"]:
+            saw["pre-vote"] = True
+        assert view["headline"] and not view["headline"].startswith(("Step ", "Timeout")), view
+    assert all(saw.values()), saw
+    page.screenshot(path=str(ARTIFACTS / "07-replay-narration.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
 # --- the page reaches one node only ---------------------------------------------------------
 
 def _only_origin(page, origin: str) -> list[str]:
