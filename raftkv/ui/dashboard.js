@@ -445,18 +445,47 @@ function eventMatches(ev) {
   return true;
 }
 
+// A node that fails at the same thing over and over (a leader retrying a dead
+// peer) would push everything else out of the table: a line that repeats one
+// of the node's last four kinds of line joins that row as a count instead. In
+// the replay every line is shown, since each belongs to a step.
+const FOLD_WINDOW = 4;
+
+function foldRepeats(events) {
+  const rows = [];
+  const recent = new Map();   // node id -> its last FOLD_WINDOW rows
+  for (const ev of events) {
+    const key = `${ev.level}|${ev.logger}|${ev.message}`;
+    const mine = recent.get(ev.node) || [];
+    const row = ev.note ? null : mine.find(r => r.key === key);
+    if (row) { row.count++; row.last = ev; continue; }
+    const fresh = { key, first: ev, last: ev, count: 1 };
+    rows.push(fresh);
+    mine.push(fresh);
+    if (mine.length > FOLD_WINDOW) mine.shift();
+    recent.set(ev.node, mine);
+  }
+  return rows;
+}
+
 function renderEvents(view) {
   const all = view.events.slice().sort((a, b) => a.time - b.time || a.seq - b.seq);
   const matching = all.filter(eventMatches);
-  const shown = matching.slice(-SHOW_EVENTS).reverse();
-  $("#events tbody").innerHTML = shown.map(ev => `
-    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}${ev.note ? " note" : ""}" data-node="${esc(ev.node)}">
-      <td>${esc(ev.node)}</td><td>${esc(fmtTime(ev))}</td><td class="level">${esc(ev.level)}</td>
-      <td>${esc(ev.logger)}</td><td class="message">${esc(ev.message)}</td>
-      <td class="fields">${ev.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`).join("");
-  $("#f-count").textContent = `${matching.length} of ${all.length} events`;
+  const rows = mode === "live" ? foldRepeats(matching) : matching.map(ev => ({ first: ev, last: ev, count: 1 }));
+  const shown = rows.slice(-SHOW_EVENTS).reverse();
+  $("#events tbody").innerHTML = shown.map(({ first: ev, last, count }) => `
+    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}${ev.note ? " note" : ""}"
+        data-node="${esc(ev.node)}" data-seq="${ev.seq}" data-count="${count}">
+      <td>${esc(ev.node)}</td>
+      <td>${esc(fmtTime(ev))}${count > 1 ? `<br><span class="muted">to ${esc(fmtTime(last))}</span>` : ""}</td>
+      <td class="level">${esc(ev.level)}</td>
+      <td>${esc(ev.logger)}</td><td class="message">${esc(ev.message)}${count > 1
+        ? ` <span class="repeat" title="${count} times from ${esc(fmtTime(ev))} to ${esc(fmtTime(last))}; the fields are the last one's">\u00D7${count}</span>` : ""}</td>
+      <td class="fields">${last.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`).join("");
+  $("#f-count").textContent = `${matching.length} of ${all.length} events` +
+    (rows.length < matching.length ? ` in ${rows.length} rows (repeats counted)` : "");
   const nodeSel = $("#f-node");
-  const ids = view.nodes.map(n => n.id);
+  const ids = Array.from(new Set(view.nodes.map(n => n.id).concat(all.map(ev => ev.node)))).sort();
   const have = $$("option", nodeSel).map(o => o.value).filter(Boolean);
   if (ids.join() !== have.join()) {
     nodeSel.innerHTML = `<option value="">any node</option>` + ids.map(i => `<option>${esc(i)}</option>`).join("");

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.request
 
 import pytest
@@ -111,6 +112,25 @@ def test_dashboard_follows_failover_and_a_write_from_the_page(cluster, browser_p
     page.wait_for_function(
         """(id) => document.querySelector(`[data-testid=node-card][data-node="${id}"]`).dataset.role === 'Leader'""",
         arg=new_leader.id, timeout=WAIT_MS)
+    # the election is in the table, after the dead leader's last lines, and
+    # stays there while the new leader keeps failing to reach the dead one
+    election_won = f"#events tbody tr[data-node='{new_leader.id}']:not(.note)"
+    page.wait_for_function(
+        """(sel) => Array.from(document.querySelectorAll(sel))
+                         .some(r => r.querySelector('td.message').textContent === 'election won')""",
+        arg=election_won, timeout=WAIT_MS)
+    assert page.eval_on_selector_all(f"#events tbody tr[data-node='{leader.id}']:not(.note)", "els => els.length")
+    time.sleep(5)
+    rows = page.eval_on_selector_all("#events tbody tr", "els => els.map(e => [e.dataset.node, "
+                                     "e.querySelector('td.message').textContent])")
+    assert [new_leader.id, "election won"] in rows, rows[:40]
+    assert any(node == leader.id for node, _ in rows), "the dead leader's last lines left the table"
+    # the new leader's retries of the dead peer are counted, not listed one by one
+    retries = page.eval_on_selector_all(
+        f"#events tbody tr[data-node='{new_leader.id}']",
+        """els => els.filter(e => e.querySelector('td.message').textContent.startsWith('failed to heartbeat to'))
+                    .map(e => Number(e.dataset.count))""")
+    assert len(retries) <= max(2, sum(retries) // 2), (retries, rows[:40])
     page.screenshot(path=str(ARTIFACTS / "02-failover.png"), full_page=True)
 
     # the killed node comes back; a write from the page reaches all three strips
@@ -285,8 +305,8 @@ def test_dashboard_reaches_every_member_through_the_serving_node(cluster, browse
     # kill a follower that is not the serving node
     victim = next(n for n in cluster.running() if n.id not in (leader.id, n1.id))
     survivors = [n.id for n in cluster.running() if n.id != victim.id]
-    last_words = page.eval_on_selector_all(f"#events tbody tr[data-node='{victim.id}']:not(.note)",
-                                           "els => els.map(e => e.textContent)")
+    victim_rows = f"#events tbody tr[data-node='{victim.id}']:not(.note)"
+    last_words = page.eval_on_selector_all(victim_rows, "els => els.map(e => e.dataset.seq)")
     assert last_words, "the victim's events were in the table before the kill"
     victim.kill()
     page.wait_for_function(
@@ -309,9 +329,8 @@ def test_dashboard_reaches_every_member_through_the_serving_node(cluster, browse
         assert page.evaluate(CONN, node_id) == "up"
     assert page.text_content("#conn").startswith("2/3 nodes streaming")
     # ... and the dead node's last events are still in the table, all of them
-    kept = page.eval_on_selector_all(f"#events tbody tr[data-node='{victim.id}']:not(.note)",
-                                     "els => els.map(e => e.textContent)")
-    assert set(last_words) <= set(kept)
+    kept = page.eval_on_selector_all(victim_rows, "els => els.map(e => e.dataset.seq)")
+    assert set(last_words) <= set(kept), (last_words, kept)
     page.screenshot(path=str(ARTIFACTS / "06-follower-killed.png"), full_page=True)
     assert refused == [], f"the page tried to reach other origins: {refused[:5]}"
     assert not page.errors, page.errors
