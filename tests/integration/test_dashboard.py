@@ -453,3 +453,70 @@ def test_ui_files_replay_json_and_fault_relay(cluster):
         if resp.status != 403:  # 403: the route exists but fault injection is off
             assert resp.json()["error"] == "fault injection is not available on n1"
     assert n1.request("POST", "/ui/faults", params={"node": "zz"}, json_body={}).status == 400
+
+
+def _sse(url: str, headers: dict | None = None, count: int = 3, timeout: float = 15.0) -> list[dict]:
+    """The first ``count`` events of a server-sent-events stream, each as
+    {"event", "id", "retry", "data"}."""
+    events: list[dict] = []
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        current: dict = {}
+        for raw in resp:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if current:
+                    events.append(current)
+                    current = {}
+                    if len(events) == count:
+                        break
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+def test_ui_stream_relays_another_members_stream(cluster):
+    n1 = cluster.form(3)
+    n2, n3 = cluster["n2"], cluster["n3"]
+    cluster.wait_applied(n1.set("relayed", "yes")["index"])
+    base = f"http://{n1.http_addr}/ui/stream"
+
+    # when the page goes away, n1 lets go of n2's stream too: n2 counts it answered
+    def streams_answered() -> int:
+        text = n2.get("/metrics").body.decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("raftkv_http_requests_total{") and 'route="/debug/stream"' in line)
+    before = streams_answered()
+    assert _sse(f"{base}?node=n2", count=2)[0]["data"]["id"] == "n2"
+    wait_until(lambda: streams_answered() == before + 1, timeout=10, what="n2's stream to end")
+
+    # n1's own stream, and n2's through n1: the same events n2 sends itself
+    own = _sse(f"{base}?node=n1", count=2)
+    assert own[0]["event"] == "hello" and own[0]["data"]["id"] == "n1"
+    relayed = _sse(f"{base}?node=n2", count=3)
+    assert relayed[0]["event"] == "hello" and relayed[0]["data"]["id"] == "n2"
+    assert relayed[1]["event"] == "status" and relayed[1]["data"]["id"] == "n2"
+    assert relayed[1]["data"]["state"] == "Follower"
+    # events keep coming as n2 sends them (a status at least every second)
+    statuses = [e for e in _sse(f"{base}?node=n2", count=6) if e["event"] == "status"]
+    assert len(statuses) >= 3
+
+    # Last-Event-ID reaches n2: the log resumes right after the given record
+    last = n2.get("/debug/events").json()["last_seq"]
+    assert last >= 3
+    batch = next(e for e in _sse(f"{base}?node=n2", {"Last-Event-ID": str(last - 2)}, count=3)
+                 if e["event"] == "log")
+    assert batch["data"][0]["seq"] == last - 1 and batch["data"][0]["node"] == "n2"
+    assert int(batch["id"]) == batch["data"][-1]["seq"]
+
+    assert n1.get("/ui/stream", node="zz").status == 400
+
+    # a member that cannot be reached: one "unreachable" event that says why,
+    # as an ordinary event stream so the browser tries again by itself
+    n3.kill()
+    (event,) = _sse(f"{base}?node=n3", count=1)
+    assert event["event"] == "unreachable" and event["retry"] == "2000"
+    assert event["data"]["node"] == "n3" and event["data"]["http"] == n3.http_addr
+    assert event["data"]["error"] == f"cannot reach n3 at {n3.http_addr}: connection refused"
