@@ -430,7 +430,7 @@ function renderStrips(view) {
         title="index ${i}, term ${term}, ${type}${i <= (n.commit || 0) ? ", committed" : ""}">${term}</span>`);
     }
     rows.push(`<div class="strip" data-testid="strip" data-strip="${esc(n.id)}">
-      <span class="name ${n.up ? "" : "down"}">${esc(n.id)}</span>${cells.join("")}
+      <span class="name ${n.up || n.conn === "connecting" ? "" : "down"}">${esc(n.id)}</span>${cells.join("")}
       <span class="meta">commit=${n.commit ?? "–"} snapshot=${n.snapshot || 0} last=${n.last ?? "–"}</span></div>`);
   }
   $("#strips").innerHTML = rows.join("");
@@ -447,9 +447,11 @@ function eventMatches(ev) {
 
 // A node that fails at the same thing over and over (a leader retrying a dead
 // peer) would push everything else out of the table: a line that repeats one
-// of the node's last four kinds of line joins that row as a count instead. In
-// the replay every line is shown, since each belongs to a step.
+// of the node's last four kinds of line joins that row as a count instead. INFO
+// lines are the story (each "Promoting server", each "election won") and are
+// never folded; in the replay every line is shown, since each belongs to a step.
 const FOLD_WINDOW = 4;
+const FOLDED_LEVELS = new Set(["TRACE", "DEBUG", "WARN", "ERROR"]);
 
 function foldRepeats(events) {
   const rows = [];
@@ -457,7 +459,7 @@ function foldRepeats(events) {
   for (const ev of events) {
     const key = `${ev.level}|${ev.logger}|${ev.message}`;
     const mine = recent.get(ev.node) || [];
-    const row = ev.note ? null : mine.find(r => r.key === key);
+    const row = ev.note || !FOLDED_LEVELS.has(ev.level) ? null : mine.find(r => r.key === key);
     if (row) { row.count++; row.last = ev; continue; }
     const fresh = { key, first: ev, last: ev, count: 1 };
     rows.push(fresh);

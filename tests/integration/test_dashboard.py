@@ -358,6 +358,7 @@ def test_dashboard_says_connecting_before_a_nodes_first_event(cluster, browser_p
         card = page.text_content("[data-testid=node-card][data-node='n3']")
         assert "connecting…" in card and "nreachable" not in card, card
         assert "connecting" in page.text_content("#conn")
+        page.screenshot(path=str(ARTIFACTS / "08-connecting.png"))
     finally:
         n3.resume()
     page.wait_for_function(CONN.replace("(id) =>", "() => ((id) =>") + ")('n3') === 'up'", timeout=WAIT_MS)
