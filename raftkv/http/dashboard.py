@@ -1,17 +1,24 @@
 """The dashboard's HTTP side: ``/ui``, ``/metrics`` and the ``/debug`` views.
 
 Theory of operation: the page (``raftkv/ui/``, static files, no external
-resources) is served by every node. It reads the member list from ``/peers``
-and then talks to every member *directly* at its HTTP address: one
-server-sent-events stream per node (``/debug/stream``) carries that node's
-status, the tail of its Raft log (index and term of each entry) and its
-recent hclog records from the node's :class:`~raftkv.eventlog.EventRing`.
-Those read-only routes answer with ``Access-Control-Allow-Origin: *`` so a
-page served by one node may read the others. Anything that changes state
-goes through the serving node: writes, reads and leadership transfer use the
+resources) is served by every node, and talks *only* to the node that served
+it, over relative URLs: behind Docker, a tunnel or a reverse proxy the
+browser may reach that one node and none of the addresses the members know
+each other by. It reads the member list from ``/peers`` and opens one
+server-sent-events stream per member at ``/ui/stream?node=ID``: for its own
+id the serving node answers with its own ``/debug/stream``; for any other
+member it opens that member's ``/debug/stream`` at the HTTP address in the
+registry and relays the bytes as they come (see :func:`handle_ui_stream`).
+A stream carries that node's status, the tail of its Raft log (index and
+term of each entry) and its recent hclog records from the node's
+:class:`~raftkv.eventlog.EventRing`. Anything that changes state goes
+through the serving node too: writes, reads and leadership transfer use the
 ordinary API (followers forward to the leader), and fault injection on
-another node goes through ``/ui/faults?node=ID``, which relays to that node's
-``/debug/faults``.
+another node goes through ``/ui/faults?node=ID``, which relays to that
+node's ``/debug/faults``.
+
+The ``/debug`` views keep answering with ``Access-Control-Allow-Origin: *``
+for other clients (a page of one's own, scripts) that do reach every node.
 
 Replay mode runs one deterministic simulator scenario on a worker thread
 (``/ui/replay?scenario=NAME``, see :mod:`raftkv.sim.record`) and returns
@@ -24,6 +31,7 @@ Routes:
 ``GET /ui``                      the dashboard page
 ``GET /ui/static/{name}``        its script and stylesheet
 ``GET /ui/replay[?scenario=N]``  the scenario list, or one scenario's recorded steps
+``GET /ui/stream?node=ID``       that member's ``/debug/stream``, relayed by this node
 ``POST|DELETE /ui/faults?node``  relay to that node's ``/debug/faults``
 ``GET /metrics``                 Prometheus text (:mod:`raftkv.metrics`)
 ``GET /debug/stream``            server-sent events: ``hello``, ``status``, ``log``
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from importlib import resources
 from typing import Any
@@ -232,6 +241,90 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
 
 # --- /ui ---------------------------------------------------------------------------------
 
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RELAY_CONNECT_TIMEOUT = 3.0    # seconds to reach a member before the page hears it is unreachable
+RELAY_READ_TIMEOUT = 5 * STREAM_KEEPALIVE  # a member stream this silent is hung (paused, cut off)
+RELAY_RETRY_MS = 2000          # how soon the browser tries again after an unreachable member
+
+
+async def _say_unreachable(request: web.Request, resp: web.StreamResponse | None, node_id: str,
+                           http: str | None, error: str, pending: bool = False) -> web.StreamResponse:
+    """End a relayed stream with one ``unreachable`` event, so the page can tell
+    a member that cannot be reached from one still connecting. An ordinary
+    200 event stream (not an error status) keeps the browser's EventSource
+    retrying on its own, ``retry`` milliseconds later."""
+    if resp is None:
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        await resp.prepare(request)
+    body = {"node": node_id, "http": http, "error": error, "pending": pending}
+    try:
+        await resp.write(f"retry: {RELAY_RETRY_MS}\nevent: unreachable\ndata: {_dumps(body)}\n\n".encode())
+    except (ConnectionResetError, ConnectionError):
+        pass  # the page went away first
+    return resp
+
+
+async def handle_ui_stream(request: web.Request) -> web.StreamResponse:
+    """The page's one way to any member's ``/debug/stream``: this node's own
+    stream, or another member's relayed byte for byte as it arrives (no
+    buffering, so events reach the page as soon as the member sends them).
+    ``Last-Event-ID`` goes upstream, so a reconnecting page resumes where it
+    left off; the upstream closes as soon as the page goes away (the next
+    write fails, and a member stream writes at least every second)."""
+    ctx = _ctx(request)
+    node_id = request.query.get("node") or ctx.id
+    if node_id == ctx.id:
+        return await handle_stream(request)
+    if not ctx.node.configuration.has(node_id):
+        raise BadRequest("node", f"unknown server {node_id!r}: not in the latest configuration")
+    http = ctx.registry.http_address_of(node_id)
+    if not http:
+        return await _say_unreachable(request, None, node_id, None,
+                                      f"the HTTP address of {node_id} is not known yet", pending=True)
+    headers = {"Accept": "text/event-stream"}
+    last_event_id = request.headers.get("Last-Event-ID")
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    params = {k: v for k, v in request.query.items() if k == "since"}
+    timeout = aiohttp.ClientTimeout(total=None, connect=RELAY_CONNECT_TIMEOUT, sock_read=RELAY_READ_TIMEOUT)
+    resp: web.StreamResponse | None = None
+    try:
+        async with ctx.client.get(f"http://{http}/debug/stream", headers=headers, params=params,
+                                  timeout=timeout) as upstream:
+            if upstream.status != 200:
+                return await _say_unreachable(request, None, node_id, http,
+                                              f"{node_id} at {http} answered HTTP {upstream.status}")
+            resp = web.StreamResponse(headers=SSE_HEADERS)
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                try:
+                    await resp.write(chunk)
+                except (ConnectionResetError, ConnectionError):
+                    return resp  # the page went away: leaving the block closes the upstream
+                if ctx.node.stopping:
+                    return resp
+        error = f"{node_id} at {http} closed its stream"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        error = _relay_failure(node_id, http, exc, streaming=resp is not None)
+    return await _say_unreachable(request, resp, node_id, http, error)
+
+
+def _relay_failure(node_id: str, http: str, exc: BaseException, streaming: bool) -> str:
+    """What the page shows on the card of a member the relay lost: in words,
+    not as an aiohttp exception."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        why = os.strerror(err.errno) if err.errno else (str(err) or "connection failed")
+        return f"cannot reach {node_id} at {http}: {why.lower()}"
+    if isinstance(exc, TimeoutError):
+        if streaming:
+            return f"{node_id} at {http} went silent for {RELAY_READ_TIMEOUT:g}s"
+        return f"{node_id} at {http} did not answer within {RELAY_CONNECT_TIMEOUT + RELAY_READ_TIMEOUT:g}s"
+    if streaming:
+        return f"{node_id} at {http} stopped streaming (the node stopped, or the connection broke)"
+    return f"cannot reach {node_id} at {http}: {exc or type(exc).__name__}"
+
+
 def _ui_file(name: str) -> bytes:
     return resources.files("raftkv").joinpath("ui", name).read_bytes()
 
@@ -299,6 +392,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/ui/", handle_ui)
     r.add_get("/ui/static/{name}", handle_static)
     r.add_get("/ui/replay", handle_replay)
+    r.add_get("/ui/stream", handle_ui_stream)
     r.add_post("/ui/faults", handle_faults)
     r.add_delete("/ui/faults", handle_faults)
     r.add_get("/debug/stream", handle_stream)

@@ -1,17 +1,23 @@
 // raftkv dashboard: a live view of the whole cluster, or a replay of a
 // simulator scenario, in three views: node cards, log strips, merged events.
 // No libraries, no external resources: the page must work on a closed network.
+// The page talks only to the node that served it, over relative URLs: that
+// node relays every other member's stream (/ui/stream?node=ID), so the page
+// works wherever the browser reaches that one node (Docker, a tunnel, a proxy).
 "use strict";
 
 const $ = (sel, el = document) => el.querySelector(sel);
 const $$ = (sel, el = document) => Array.from(el.querySelectorAll(sel));
 const WINDOW = 40;          // log indexes shown per strip
 const KEEP_ENTRIES = 400;   // entries kept per node
-const KEEP_EVENTS = 5000;   // merged events kept
+const KEEP_EVENTS = 3000;   // events kept per node, so a chatty node cannot push out a dead one's last words
 const SHOW_EVENTS = 400;    // rows rendered
 const STALE_MS = 3000;      // a stream silent this long means the node is unreachable
+const GIVE_UP_MS = 10000;   // connecting this long without a word or an answer means unreachable
+const REOPEN_MS = 2000;     // how soon to reopen a stream the browser gave up on
 
-const live = { self: null, nodes: new Map(), events: [], peersFrom: null };
+// events: node id -> that node's records (and the page's own notes about it), oldest first
+const live = { self: null, nodes: new Map(), events: new Map() };
 const replay = { data: null, step: 0, timer: null };
 const filter = { text: "", level: "", node: "", quick: "" };
 let mode = "live";
@@ -28,9 +34,7 @@ function fmtTime(ev) {
   const d = new Date(ev.time * 1000);
   return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
-function urlFor(http, path) {
-  return (!http || http === location.host) ? path : `http://${http}${path}`;
-}
+function streamURL(id) { return `/ui/stream?node=${encodeURIComponent(id)}`; }
 async function getJSON(url, opts) {
   const resp = await fetch(url, Object.assign({ cache: "no-store" }, opts || {}));
   let body = null;
@@ -53,48 +57,86 @@ function say(text, isError) {
 function nodeEntry(id) {
   let n = live.nodes.get(id);
   if (!n) {
-    n = { id, http: null, suffrage: null, status: null, lastMsg: 0, entries: new Map(), lastSeq: 0,
-          boot: null, es: null, esHttp: null };
+    // lastMsg: when the stream last spoke; failedAt: when the serving node last
+    // said it cannot reach the member (or the stream broke); since: when the
+    // page started trying, so "connecting..." turns into "unreachable" only
+    // after a failure or a long silence, never at first sight.
+    n = { id, http: null, suffrage: null, status: null, lastMsg: 0, failedAt: 0, failure: "", pending: false,
+          since: Date.now(), entries: new Map(), lastSeq: 0, boot: null, es: null, wasUp: false };
     live.nodes.set(id, n);
   }
   return n;
 }
 
+function heard(n) {
+  n.lastMsg = Date.now();
+  n.pending = false;
+}
+
+function addEvents(id, records) {
+  let list = live.events.get(id);
+  if (!list) { list = []; live.events.set(id, list); }
+  for (const r of records) list.push(r);
+  if (list.length > KEEP_EVENTS) list.splice(0, list.length - KEEP_EVENTS);
+}
+
+// A row of the page's own in the event table where a node's stream was lost
+// or came back, so the table tells where a node's last words end.
+function pageNote(n, level, message, fields) {
+  addEvents(n.id, [{ seq: 0, node: n.id, time: Date.now() / 1000, level, logger: "dashboard", message,
+                     fields, note: true }]);
+}
+
 function connect(n) {
-  if (n.es && n.esHttp === n.http) return;
-  if (n.es) n.es.close();
-  n.esHttp = n.http;
-  const es = new EventSource(urlFor(n.http, "/debug/stream"));
+  if (n.es) return;
+  const es = new EventSource(streamURL(n.id));
   n.es = es;
   es.addEventListener("hello", e => {
     const h = JSON.parse(e.data);
-    if (n.boot !== null && h.boot !== n.boot) {   // the node restarted: start over
+    if (n.boot !== null && h.boot !== n.boot) {   // the node restarted: its log view starts over
       n.entries.clear();
       n.lastSeq = 0;
     }
     n.boot = h.boot;
+    n.http = h.http || n.http;
     n.faultInjection = h.fault_injection;
-    n.lastMsg = Date.now();
+    heard(n);
+    scheduleRender();
   });
   es.addEventListener("status", e => {
     const st = JSON.parse(e.data);
     n.status = st;
-    n.lastMsg = Date.now();
+    heard(n);
     applyLog(n, st.log);
     scheduleRender();
   });
   es.addEventListener("log", e => {
     const recs = JSON.parse(e.data);
-    n.lastMsg = Date.now();
-    for (const r of recs) {
-      if (r.seq <= n.lastSeq) continue;
-      n.lastSeq = r.seq;
-      live.events.push(r);
-    }
-    if (live.events.length > KEEP_EVENTS) live.events.splice(0, live.events.length - KEEP_EVENTS);
+    heard(n);
+    const fresh = recs.filter(r => r.seq > n.lastSeq);
+    if (fresh.length) { n.lastSeq = fresh[fresh.length - 1].seq; addEvents(n.id, fresh); }
     scheduleRender();
   });
-  es.onerror = () => scheduleRender();  // EventSource reconnects by itself
+  // The serving node cannot reach this member: it says why, then closes
+  // the stream, and the browser tries again by itself.
+  es.addEventListener("unreachable", e => {
+    const u = JSON.parse(e.data);
+    n.failure = u.error || "unreachable";
+    n.pending = !!u.pending;
+    if (!u.pending) n.failedAt = Date.now();
+    scheduleRender();
+  });
+  es.onerror = () => {
+    if (!n.pending && n.lastMsg >= n.failedAt) {   // the stream broke without a word
+      n.failedAt = Date.now();
+      n.failure = n.failure || "the stream broke";
+    }
+    if (es.readyState === EventSource.CLOSED) {    // the browser gave up: open it again later
+      n.es = null;
+      setTimeout(() => { if (live.nodes.get(n.id) === n) connect(n); }, REOPEN_MS);
+    }
+    scheduleRender();
+  };
 }
 
 function applyLog(n, d) {
@@ -107,15 +149,35 @@ function applyLog(n, d) {
   }
 }
 
-function isUp(n) { return n.status !== null && Date.now() - n.lastMsg < STALE_MS; }
+// "up": the stream spoke lately and nothing failed since; "unreachable": the
+// serving node could not reach it, the stream broke or went silent, or the
+// page got no word for GIVE_UP_MS; "connecting": none of those yet.
+function connState(n) {
+  const now = Date.now();
+  if (n.lastMsg && n.lastMsg >= n.failedAt && now - n.lastMsg < STALE_MS) return "up";
+  if (n.failedAt || n.lastMsg) return "unreachable";
+  return now - n.since < GIVE_UP_MS ? "connecting" : "unreachable";
+}
+function isUp(n) { return connState(n) === "up"; }
+
+// Note in the event table where a node's stream was lost and where it came back.
+function noteTransitions() {
+  for (const n of live.nodes.values()) {
+    const up = isUp(n);
+    if (up === n.wasUp) continue;
+    if (n.wasUp) pageNote(n, "WARN", "dashboard lost this node's stream", [["reason", n.failure || "silent"]]);
+    else if (n.failedAt) pageNote(n, "INFO", "dashboard reached this node again", []);
+    n.wasUp = up;
+    if (up) n.failure = "";
+  }
+}
 
 async function refreshPeers() {
-  // ask the serving node first, then any other member we know of
-  const sources = [null, ...Array.from(live.nodes.values()).filter(isUp).map(n => n.http)];
-  for (const http of sources) {
-    try {
-      const r = await getJSON(urlFor(http, "/peers"));
-      if (!r.ok || !Array.isArray(r.body)) continue;
+  // Only the serving node is asked: it answers with the leader's view, or
+  // with its own when it cannot reach a leader.
+  try {
+    const r = await getJSON("/peers");
+    if (r.ok && Array.isArray(r.body)) {
       const ids = new Set();
       for (const p of r.body) {
         ids.add(p.id);
@@ -123,15 +185,14 @@ async function refreshPeers() {
         n.suffrage = p.suffrage;
         n.peer = p;
         if (p.http) n.http = p.http;
-        if (n.http) connect(n);
+        connect(n);
       }
+      // a removed member's card goes; its events stay in the table
       for (const [id, n] of live.nodes) {
         if (!ids.has(id)) { if (n.es) n.es.close(); live.nodes.delete(id); }
       }
-      live.peersFrom = http || location.host;
-      break;
-    } catch (e) { /* try the next member */ }
-  }
+    }
+  } catch (e) { /* the serving node is away; the streams say so */ }
   scheduleRender();
 }
 
@@ -139,22 +200,26 @@ function liveView() {
   const nodes = Array.from(live.nodes.values()).sort((a, b) => a.id.localeCompare(b.id));
   const leader = nodes.find(n => isUp(n) && n.status && n.status.state === "Leader");
   const leaderPeers = new Map(((leader && leader.status.peers) || []).map(p => [p.id, p]));
+  const events = [];
+  for (const list of live.events.values()) for (const r of list) events.push(r);
   return {
     nodes: nodes.map(n => {
       const st = n.status || {};
-      const up = isUp(n);
+      const conn = connState(n);
+      const up = conn === "up";
       let lastContact = st.last_contact;
       if (leaderPeers.has(n.id) && n !== leader) lastContact = leaderPeers.get(n.id).last_contact;
       const conf = (st.latest_configuration || []).find(s => s.id === n.id);
       return {
-        id: n.id, up, role: up ? (st.state || "?") : "Unreachable", term: st.term,
+        id: n.id, up, conn, failure: n.failure,
+        role: up ? (st.state || "?") : (conn === "connecting" ? "connecting…" : "Unreachable"), term: st.term,
         commit: st.commit_index, applied: st.applied_index, last: st.last_log_index,
         snapshot: st.last_snapshot_index || 0, voter: (conf ? conf.suffrage : n.suffrage) === "Voter",
         suffrage: conf ? conf.suffrage : (n.suffrage || "?"), lastContact, leader: st.leader ? st.leader.id : null,
         http: n.http, entries: n.entries, faultInjection: !!st.fault_injection,
       };
     }),
-    events: live.events,
+    events,
     current: null,
   };
 }
@@ -188,13 +253,92 @@ function setStep(i) {
   scheduleRender();
 }
 
+function showPlaying(playing) {
+  const b = $("#replay-play");
+  b.classList.toggle("active", playing);
+  b.textContent = playing ? "\u275A\u275A Pause" : "\u25B6 Play";
+  b.setAttribute("aria-label", playing ? "pause" : "play");
+  b.setAttribute("aria-pressed", String(playing));
+  b.title = playing ? "pause (space)" : "play (space)";
+}
+
 function togglePlay() {
-  if (replay.timer) { clearInterval(replay.timer); replay.timer = null; $("#replay-play").classList.remove("active"); return; }
-  $("#replay-play").classList.add("active");
+  if (replay.timer) { clearInterval(replay.timer); replay.timer = null; showPlaying(false); return; }
+  if (!replay.data) return;
+  if (replay.step >= replay.data.steps.length - 1) setStep(0);   // play again from the start
+  showPlaying(true);
   replay.timer = setInterval(() => {
     if (!replay.data || replay.step >= replay.data.steps.length - 1) { togglePlay(); return; }
     setStep(replay.step + 1);
   }, 600);
+}
+
+// ---------------------------------------------------------------- replay narration
+// The recorder labels a step with the simulator's event ("Receive RequestVote
+// n2->n1", "Timeout", "Step n1"); the page says it in words, names the node
+// that acted, and lists what changed on the cards, computed from the same
+// states the cards show, so the narration cannot disagree with them.
+
+function actorOf(step, fallback) {
+  if (fallback) return fallback;
+  if (step.logs.length) return step.logs[0].node;
+  return null;
+}
+
+function saysPreVote(step, nodeId) {
+  return step.logs.some(l => l.node === nodeId && /pre-?vote/i.test(l.message)) ||
+    step.messages.some(m => m.startsWith(`${nodeId} -> `) && m.includes("(pre-vote"));
+}
+
+function headline(step, changes) {
+  const label = step.label;
+  let m;
+  if ((m = /^Start (\S+)$/.exec(label))) return `${m[1]} starts`;
+  if ((m = /^Crash (\S+)$/.exec(label))) return `${m[1]} crashes (kill -9): only what it wrote to disk survives`;
+  if ((m = /^Timeout(?: (\S+))?$/.exec(label))) {
+    const who = actorOf(step, m[1] || (changes[0] && changes[0].id));
+    return who ? `${who}'s election timer fires` : "an election timer fires";
+  }
+  if ((m = /^Receive (\w+) (\S+)->(\S+)$/.exec(label))) {
+    const [, type, from, to] = m;
+    let what = type;
+    if (type.startsWith("RequestVote") && saysPreVote(step, to)) what += " (pre-vote)";
+    // a heartbeat's answer is a heartbeat, which the recorder leaves out
+    if (type === "AppendEntries" && !step.messages.length) what += " (a heartbeat)";
+    return `${to} receives ${what} from ${from}`;
+  }
+  if ((m = /^Propose (\S+) (.*)$/.exec(label))) return `a client proposes ${m[2]} to ${m[1]}`;
+  if ((m = /^TransferLeadership (\S+)$/.exec(label))) return `${m[1]} is asked to hand leadership over`;
+  if ((m = /^Campaign (\S+)$/.exec(label))) return `${m[1]} is told to campaign now`;
+  if ((m = /^Snapshot (\S+)$/.exec(label))) return `${m[1]} takes a snapshot`;
+  if ((m = /^ChangeMembership (\S+)/.exec(label))) return `${m[1]} is asked to change the membership: ${label.slice(m[0].length).trim()}`;
+  if ((m = /^(?:Step )?(n\S*)$/.exec(label))) return `${m[1]} acts on its own (no message arrived)`;
+  if (label === "end") return "end of the scenario";
+  return label;
+}
+
+const CHANGE_FIELDS = [["term", "term"], ["commit_index", "commit"], ["applied_index", "applied"],
+                       ["last_log_index", "last index"], ["last_snapshot_index", "snapshot"]];
+
+function suffrageOf(s) { return !s.up ? null : (s.member ? (s.voter ? "Voter" : "Nonvoter") : "not a member"); }
+
+function stepChanges(prev, step) {
+  const before = new Map(((prev && prev.nodes) || []).map(s => [s.id, s]));
+  const out = [];
+  for (const s of step.nodes) {
+    const p = before.get(s.id) || { id: s.id, up: false, role: "Down" };
+    const parts = [];
+    if (p.up !== s.up) parts.push(s.up ? `starts as ${s.role}, term ${s.term}` : "is down");
+    else if (s.up) {
+      if (p.role !== s.role) parts.push(`${p.role} \u2192 ${s.role}`);
+      for (const [k, name] of CHANGE_FIELDS) {
+        if ((p[k] || 0) !== (s[k] || 0)) parts.push(`${name} ${p[k] || 0} \u2192 ${s[k] || 0}`);
+      }
+      if (suffrageOf(p) !== suffrageOf(s)) parts.push(`${suffrageOf(p)} \u2192 ${suffrageOf(s)}`);
+    }
+    if (parts.length) out.push({ id: s.id, role: s.up ? s.role : "Down", text: `${s.id}: ${parts.join(", ")}` });
+  }
+  return out;
 }
 
 function replayView() {
@@ -221,6 +365,7 @@ function replayView() {
 // ---------------------------------------------------------------- rendering
 
 function render() {
+  if (mode === "live") noteTransitions();
   const view = mode === "live" ? liveView() : replayView();
   renderCards(view);
   renderStrips(view);
@@ -229,9 +374,17 @@ function render() {
   if (mode === "replay") renderStep(view);
 }
 
+function badge(n) {
+  if (n.up) return `<span class="badge up">up</span>`;
+  if (mode === "replay") return `<span class="badge down">down</span>`;
+  if (n.conn === "connecting") return `<span class="badge connecting">connecting…</span>`;
+  return `<span class="badge down" title="${esc(n.failure || "no word from this node")}">unreachable</span>`;
+}
+
 function renderCards(view) {
   const html = view.nodes.map(n => `
-    <div class="card" data-testid="node-card" data-node="${esc(n.id)}" data-role="${esc(n.role)}" data-up="${n.up}">
+    <div class="card" data-testid="node-card" data-node="${esc(n.id)}" data-role="${esc(n.role)}" data-up="${n.up}"
+         data-conn="${esc(n.conn || (n.up ? "up" : "down"))}">
       <div class="title"><span class="id">${esc(n.id)}</span>
         <span class="role">${esc(n.role)}</span></div>
       <dl>
@@ -242,8 +395,9 @@ function renderCards(view) {
         <dt>snapshot</dt><dd>${n.snapshot || "–"}</dd>
         <dt>last contact</dt><dd>${n.role === "Leader" ? "(leader)" : (n.lastContact == null ? "–" : n.lastContact + " ms")}</dd>
         <dt>suffrage</dt><dd class="suffrage">${esc(n.suffrage)}</dd>
-        <dt>status</dt><dd><span class="badge ${n.up ? "up" : "down"}">${n.up ? "up" : (mode === "live" ? "unreachable" : "down")}</span></dd>
+        <dt>status</dt><dd class="conn">${badge(n)}</dd>
         ${n.http ? `<dt>http</dt><dd>${esc(n.http)}</dd>` : ""}
+        ${!n.up && n.failure ? `<dd class="failure">${esc(n.failure)}</dd>` : ""}
       </dl>
     </div>`).join("");
   $("#cards").innerHTML = html || `<span class="muted">no nodes yet</span>`;
@@ -276,7 +430,7 @@ function renderStrips(view) {
         title="index ${i}, term ${term}, ${type}${i <= (n.commit || 0) ? ", committed" : ""}">${term}</span>`);
     }
     rows.push(`<div class="strip" data-testid="strip" data-strip="${esc(n.id)}">
-      <span class="name ${n.up ? "" : "down"}">${esc(n.id)}</span>${cells.join("")}
+      <span class="name ${n.up || n.conn === "connecting" ? "" : "down"}">${esc(n.id)}</span>${cells.join("")}
       <span class="meta">commit=${n.commit ?? "–"} snapshot=${n.snapshot || 0} last=${n.last ?? "–"}</span></div>`);
   }
   $("#strips").innerHTML = rows.join("");
@@ -291,18 +445,49 @@ function eventMatches(ev) {
   return true;
 }
 
+// A node that fails at the same thing over and over (a leader retrying a dead
+// peer) would push everything else out of the table: a line that repeats one
+// of the node's last four kinds of line joins that row as a count instead. INFO
+// lines are the story (each "Promoting server", each "election won") and are
+// never folded; in the replay every line is shown, since each belongs to a step.
+const FOLD_WINDOW = 4;
+const FOLDED_LEVELS = new Set(["TRACE", "DEBUG", "WARN", "ERROR"]);
+
+function foldRepeats(events) {
+  const rows = [];
+  const recent = new Map();   // node id -> its last FOLD_WINDOW rows
+  for (const ev of events) {
+    const key = `${ev.level}|${ev.logger}|${ev.message}`;
+    const mine = recent.get(ev.node) || [];
+    const row = ev.note || !FOLDED_LEVELS.has(ev.level) ? null : mine.find(r => r.key === key);
+    if (row) { row.count++; row.last = ev; continue; }
+    const fresh = { key, first: ev, last: ev, count: 1 };
+    rows.push(fresh);
+    mine.push(fresh);
+    if (mine.length > FOLD_WINDOW) mine.shift();
+    recent.set(ev.node, mine);
+  }
+  return rows;
+}
+
 function renderEvents(view) {
   const all = view.events.slice().sort((a, b) => a.time - b.time || a.seq - b.seq);
   const matching = all.filter(eventMatches);
-  const shown = matching.slice(-SHOW_EVENTS).reverse();
-  $("#events tbody").innerHTML = shown.map(ev => `
-    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}" data-node="${esc(ev.node)}">
-      <td>${esc(ev.node)}</td><td>${esc(fmtTime(ev))}</td><td class="level">${esc(ev.level)}</td>
-      <td>${esc(ev.logger)}</td><td class="message">${esc(ev.message)}</td>
-      <td class="fields">${ev.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`).join("");
-  $("#f-count").textContent = `${matching.length} of ${all.length} events`;
+  const rows = mode === "live" ? foldRepeats(matching) : matching.map(ev => ({ first: ev, last: ev, count: 1 }));
+  const shown = rows.slice(-SHOW_EVENTS).reverse();
+  $("#events tbody").innerHTML = shown.map(({ first: ev, last, count }) => `
+    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}${ev.note ? " note" : ""}"
+        data-node="${esc(ev.node)}" data-seq="${ev.seq}" data-count="${count}">
+      <td>${esc(ev.node)}</td>
+      <td>${esc(fmtTime(ev))}${count > 1 ? `<br><span class="muted">to ${esc(fmtTime(last))}</span>` : ""}</td>
+      <td class="level">${esc(ev.level)}</td>
+      <td>${esc(ev.logger)}</td><td class="message">${esc(ev.message)}${count > 1
+        ? ` <span class="repeat" title="${count} times from ${esc(fmtTime(ev))} to ${esc(fmtTime(last))}; the fields are the last one's">\u00D7${count}</span>` : ""}</td>
+      <td class="fields">${last.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`).join("");
+  $("#f-count").textContent = `${matching.length} of ${all.length} events` +
+    (rows.length < matching.length ? ` in ${rows.length} rows (repeats counted)` : "");
   const nodeSel = $("#f-node");
-  const ids = view.nodes.map(n => n.id);
+  const ids = Array.from(new Set(view.nodes.map(n => n.id).concat(all.map(ev => ev.node)))).sort();
   const have = $$("option", nodeSel).map(o => o.value).filter(Boolean);
   if (ids.join() !== have.join()) {
     nodeSel.innerHTML = `<option value="">any node</option>` + ids.map(i => `<option>${esc(i)}</option>`).join("");
@@ -326,18 +511,25 @@ function renderControls(view) {
   syncSelect($("#fault-node"), view.nodes.map(n => n.id));
   $("#faults").hidden = !view.nodes.some(n => n.faultInjection);
   const up = view.nodes.filter(n => n.up).length;
-  $("#conn").textContent = `${up}/${view.nodes.length} nodes streaming`;
+  const connecting = view.nodes.filter(n => n.conn === "connecting").length;
+  $("#conn").textContent = `${up}/${view.nodes.length} nodes streaming` + (connecting ? `, ${connecting} connecting…` : "");
 }
 
 function renderStep(view) {
   const data = replay.data;
   if (!data) { $("#replay-pos").textContent = ""; $("#replay-step").innerHTML = ""; return; }
   const step = view.step;
+  const changes = stepChanges(replay.step ? data.steps[replay.step - 1] : null, step);
   $("#replay-pos").textContent = `step ${replay.step + 1} / ${data.steps.length}`;
   $("#replay-step").innerHTML =
-    step.notes.map(n => `<div class="note">== ${esc(n)}</div>`).join("") +
-    `<div><span class="label">${esc(step.label)}</span> <span class="muted">t=${step.t}ms</span></div>` +
-    step.messages.map(m => `<div class="msg">${esc(m)}</div>`).join("");
+    step.notes.map(n => `<div class="note" data-testid="replay-note">scenario: ${esc(n)}</div>`).join("") +
+    `<div><span class="label" data-testid="replay-headline">${esc(headline(step, changes))}</span>
+       <span class="muted">t=${step.t}ms &middot; ${esc(step.label)}</span></div>` +
+    `<div class="changes" data-testid="replay-changes">` +
+    (changes.length ? changes.map(c => `<span class="change" data-node="${esc(c.id)}" data-role="${esc(c.role)}">${esc(c.text)}</span>`).join("; ")
+                    : `<span class="muted">no change on the cards</span>`) + `</div>` +
+    (step.messages.length ? `<div class="msgs"><span class="muted">sends:</span> ` : "") +
+    step.messages.map(m => `<div class="msg">${esc(m)}</div>`).join("") + (step.messages.length ? "</div>" : "");
 }
 
 // ---------------------------------------------------------------- actions
@@ -432,6 +624,13 @@ function wire() {
   $("#replay-next").onclick = () => setStep(replay.step + 1);
   $("#replay-play").onclick = togglePlay;
   $("#replay-slider").oninput = e => setStep(parseInt(e.target.value, 10));
+  document.addEventListener("keydown", e => {
+    if (mode !== "replay" || e.target.closest("input, select, textarea")) return;
+    const keys = { ArrowLeft: () => setStep(replay.step - 1), ArrowRight: () => setStep(replay.step + 1),
+                   Home: () => setStep(0), " ": togglePlay };
+    if (e.target.closest("button") && (e.key === " " || e.key === "Enter")) return;  // the button's own click
+    if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+  });
 }
 
 async function boot() {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.request
 
 import pytest
@@ -111,6 +112,25 @@ def test_dashboard_follows_failover_and_a_write_from_the_page(cluster, browser_p
     page.wait_for_function(
         """(id) => document.querySelector(`[data-testid=node-card][data-node="${id}"]`).dataset.role === 'Leader'""",
         arg=new_leader.id, timeout=WAIT_MS)
+    # the election is in the table, after the dead leader's last lines, and
+    # stays there while the new leader keeps failing to reach the dead one
+    election_won = f"#events tbody tr[data-node='{new_leader.id}']:not(.note)"
+    page.wait_for_function(
+        """(sel) => Array.from(document.querySelectorAll(sel))
+                         .some(r => r.querySelector('td.message').textContent === 'election won')""",
+        arg=election_won, timeout=WAIT_MS)
+    assert page.eval_on_selector_all(f"#events tbody tr[data-node='{leader.id}']:not(.note)", "els => els.length")
+    time.sleep(5)
+    rows = page.eval_on_selector_all("#events tbody tr", "els => els.map(e => [e.dataset.node, "
+                                     "e.querySelector('td.message').textContent])")
+    assert [new_leader.id, "election won"] in rows, rows[:40]
+    assert any(node == leader.id for node, _ in rows), "the dead leader's last lines left the table"
+    # the new leader's retries of the dead peer are counted, not listed one by one
+    retries = page.eval_on_selector_all(
+        f"#events tbody tr[data-node='{new_leader.id}']",
+        """els => els.filter(e => e.querySelector('td.message').textContent.startsWith('failed to heartbeat to'))
+                    .map(e => Number(e.dataset.count))""")
+    assert len(retries) <= max(2, sum(retries) // 2), (retries, rows[:40])
     page.screenshot(path=str(ARTIFACTS / "02-failover.png"), full_page=True)
 
     # the killed node comes back; a write from the page reaches all three strips
@@ -163,6 +183,188 @@ def test_replay_steps_through_a_simulator_scenario(cluster, browser_page):
     assert "election won" in messages
     page.screenshot(path=str(ARTIFACTS / "04-replay.png"), full_page=True)
     assert not page.errors, page.errors
+
+
+STEP_VIEW = """() => ({
+    pos: document.querySelector('#replay-pos').textContent,
+    headline: document.querySelector('[data-testid=replay-headline]').textContent,
+    changes: Array.from(document.querySelectorAll('#replay-step .change'))
+                  .map(e => [e.dataset.node, e.dataset.role, e.textContent]),
+    cards: Object.fromEntries(Array.from(document.querySelectorAll('[data-testid=node-card]'))
+                  .map(e => [e.dataset.node, [e.dataset.role, e.querySelector('.term').textContent]])),
+})"""
+
+
+@needs_browser
+def test_replay_controls_are_labelled_and_the_narration_agrees_with_the_cards(cluster, browser_page):
+    page = browser_page
+    node = cluster.add("n1", bootstrap=True).wait_ready()
+    page.goto(f"http://{node.http_addr}/ui?scenario=leader-crash")
+    page.wait_for_function("() => document.querySelector('#replay-pos').textContent.startsWith('step 1 /')",
+                           timeout=WAIT_MS)
+    # every control says what it does, in words and to assistive technology
+    for sel, words in (("#replay-first", "first"), ("#replay-prev", "back"), ("#replay-play", "play"),
+                       ("#replay-next", "forward")):
+        text = page.text_content(sel).lower()
+        label = page.get_attribute(sel, "aria-label").lower()
+        title = page.get_attribute(sel, "title").lower()
+        assert words in text and words in label and title, (sel, text, label, title)
+    assert page.get_by_role("button", name="step forward").count() == 1
+    assert page.get_by_role("button", name="step back").count() == 1
+    page.click("#replay-play")
+    page.wait_for_function("() => document.querySelector('#replay-play').getAttribute('aria-label') === 'pause'",
+                           timeout=WAIT_MS)
+    assert "Pause" in page.text_content("#replay-play")
+    assert page.get_attribute("#replay-play", "aria-pressed") == "true"
+    page.click("#replay-play")
+    page.wait_for_function("() => document.querySelector('#replay-play').getAttribute('aria-label') === 'play'",
+                           timeout=WAIT_MS)
+
+    # step through the whole scenario from the first step: what the narration
+    # says changed is what the cards show
+    page.click("#replay-first")
+    total = int(page.text_content("#replay-pos").split("/")[1])
+    saw = {"crash": False, "pre-vote": False, "leader": False}
+    for i in range(1, total + 1):
+        if i > 1:
+            page.click("#replay-next")
+        page.wait_for_function(f"() => document.querySelector('#replay-pos').textContent.startsWith('step {i} /')",
+                               timeout=WAIT_MS)
+        view = page.evaluate(STEP_VIEW)
+        for node_id, role, text in view["changes"]:
+            card_role, card_term = view["cards"][node_id]
+            assert card_role == role, (i, view)
+            if " \u2192 " in text and "term " in text:
+                assert text.split("term ")[1].split(" \u2192 ")[1].split(",")[0] == card_term, (i, view)
+            if "\u2192 Leader" in text:
+                saw["leader"] = True
+        if view["headline"].startswith("n2 crashes"):
+            saw["crash"] = True
+            assert view["cards"]["n2"][0] == "Down" and ["n2", "Down", "n2: is down"] in view["changes"], view
+        if "(pre-vote)" in view["headline"]:
+            saw["pre-vote"] = True
+        assert view["headline"] and not view["headline"].startswith(("Step ", "Timeout")), view
+    assert all(saw.values()), saw
+    page.screenshot(path=str(ARTIFACTS / "07-replay-narration.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+# --- the page reaches one node only ---------------------------------------------------------
+
+def _only_origin(page, origin: str) -> list[str]:
+    """Let the page talk to ``origin`` and nothing else, as a browser outside
+    a Docker network, a tunnel or a proxy would: every other request fails.
+    Returns the list the refused URLs go to."""
+    refused: list[str] = []
+
+    def gate(route):
+        url = route.request.url
+        if url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            refused.append(url)
+            route.abort("addressunreachable")
+    page.route("**/*", gate)
+    return refused
+
+
+CONN = """(id) => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                    return c ? c.dataset.conn : null; }"""
+
+
+@needs_browser
+def test_dashboard_reaches_every_member_through_the_serving_node(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    index = n1.set("before", "kill")["index"]
+    cluster.wait_applied(index)
+    # The browser knows n1 as localhost:PORT while the members know it as
+    # 127.0.0.1:PORT: the page must use its own origin, not the registry's
+    # addresses, even for the node that served it.
+    origin = f"http://localhost:{n1.http_port}"
+    refused = _only_origin(page, origin)
+    page.goto(f"{origin}/ui")
+    page.wait_for_function(
+        """() => { const c = Array.from(document.querySelectorAll('[data-testid=node-card]'));
+                   return c.length === 3 && c.every(e => e.dataset.up === 'true' && e.dataset.conn === 'up')
+                          && c.filter(e => e.dataset.role === 'Leader').length === 1; }""",
+        timeout=WAIT_MS)
+    assert page.text_content("#conn").startswith("3/3 nodes streaming")
+    leader = cluster.leader()
+    roles = {c[0]: c[1] for c in _cards(page)}
+    assert roles == {n.id: ("Leader" if n.id == leader.id else "Follower") for n in cluster.running()}, roles
+    page.wait_for_function(
+        """(n) => { const s = Array.from(document.querySelectorAll('[data-testid=strip]'));
+                    return s.length === 3 && s.every(x => x.querySelector(`[data-index="${n}"][data-term]`)); }""",
+        arg=index, timeout=WAIT_MS)
+    page.wait_for_function(
+        """() => new Set(Array.from(document.querySelectorAll('#events tbody tr')).map(r => r.dataset.node)).size === 3""",
+        timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "05-relayed.png"), full_page=True)
+
+    # kill a follower that is not the serving node
+    victim = next(n for n in cluster.running() if n.id not in (leader.id, n1.id))
+    survivors = [n.id for n in cluster.running() if n.id != victim.id]
+    victim_rows = f"#events tbody tr[data-node='{victim.id}']:not(.note)"
+    last_words = page.eval_on_selector_all(victim_rows, "els => els.map(e => e.dataset.seq)")
+    assert last_words, "the victim's events were in the table before the kill"
+    victim.kill()
+    page.wait_for_function(
+        """(id) => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                     return c.dataset.up === 'false' && c.dataset.conn === 'unreachable'
+                            && c.dataset.role === 'Unreachable'; }""",
+        arg=victim.id, timeout=WAIT_MS)
+    # the table marks where the page lost the node
+    page.wait_for_function(
+        """(id) => Array.from(document.querySelectorAll(`#events tbody tr.note[data-node="${id}"]`))
+                        .some(r => r.textContent.includes("lost this node's stream"))""",
+        arg=victim.id, timeout=WAIT_MS)
+    # the survivors keep streaming: a write after the kill reaches both their strips
+    after = leader.set("after", "kill")["index"]
+    page.wait_for_function(
+        """([ids, n]) => ids.every(id => document.querySelector(
+                `[data-testid=strip][data-strip="${id}"] [data-index="${n}"][data-term]`))""",
+        arg=[survivors, after], timeout=WAIT_MS)
+    for node_id in survivors:
+        assert page.evaluate(CONN, node_id) == "up"
+    assert page.text_content("#conn").startswith("2/3 nodes streaming")
+    # ... and the dead node's last events are still in the table, all of them
+    kept = page.eval_on_selector_all(victim_rows, "els => els.map(e => e.dataset.seq)")
+    assert set(last_words) <= set(kept), (last_words, kept)
+    page.screenshot(path=str(ARTIFACTS / "06-follower-killed.png"), full_page=True)
+    assert refused == [], f"the page tried to reach other origins: {refused[:5]}"
+    assert not page.errors, page.errors
+
+
+@needs_browser
+def test_dashboard_says_connecting_before_a_nodes_first_event(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    n3 = cluster["n3"]
+    origin = f"http://localhost:{n1.http_port}"
+    refused = _only_origin(page, origin)
+    # A frozen n3 accepts the relay's connection but says nothing: the page
+    # must show it as connecting, not as unreachable, until it has word.
+    n3.pause()
+    try:
+        page.goto(f"{origin}/ui")
+        page.evaluate(
+            """() => { window.seen = []; setInterval(() => {
+                   const c = document.querySelector('[data-testid=node-card][data-node="n3"]');
+                   if (c && window.seen[window.seen.length - 1] !== c.dataset.conn) window.seen.push(c.dataset.conn);
+               }, 20); }""")
+        page.wait_for_function(CONN.replace("(id) =>", "() => ((id) =>") + ")('n3') === 'connecting'",
+                               timeout=WAIT_MS)
+        card = page.text_content("[data-testid=node-card][data-node='n3']")
+        assert "connecting…" in card and "nreachable" not in card, card
+        assert "connecting" in page.text_content("#conn")
+        page.screenshot(path=str(ARTIFACTS / "08-connecting.png"))
+    finally:
+        n3.resume()
+    page.wait_for_function(CONN.replace("(id) =>", "() => ((id) =>") + ")('n3') === 'up'", timeout=WAIT_MS)
+    seen = page.evaluate("() => window.seen")
+    assert seen[:2] == ["connecting", "up"], seen
+    assert refused == [] and not page.errors, (refused, page.errors)
 
 
 # --- the routes the page is built on (no browser) ------------------------------------------
@@ -252,3 +454,70 @@ def test_ui_files_replay_json_and_fault_relay(cluster):
         if resp.status != 403:  # 403: the route exists but fault injection is off
             assert resp.json()["error"] == "fault injection is not available on n1"
     assert n1.request("POST", "/ui/faults", params={"node": "zz"}, json_body={}).status == 400
+
+
+def _sse(url: str, headers: dict | None = None, count: int = 3, timeout: float = 15.0) -> list[dict]:
+    """The first ``count`` events of a server-sent-events stream, each as
+    {"event", "id", "retry", "data"}."""
+    events: list[dict] = []
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        current: dict = {}
+        for raw in resp:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if current:
+                    events.append(current)
+                    current = {}
+                    if len(events) == count:
+                        break
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+def test_ui_stream_relays_another_members_stream(cluster):
+    n1 = cluster.form(3)
+    n2, n3 = cluster["n2"], cluster["n3"]
+    cluster.wait_applied(n1.set("relayed", "yes")["index"])
+    base = f"http://{n1.http_addr}/ui/stream"
+
+    # when the page goes away, n1 lets go of n2's stream too: n2 counts it answered
+    def streams_answered() -> int:
+        text = n2.get("/metrics").body.decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("raftkv_http_requests_total{") and 'route="/debug/stream"' in line)
+    before = streams_answered()
+    assert _sse(f"{base}?node=n2", count=2)[0]["data"]["id"] == "n2"
+    wait_until(lambda: streams_answered() == before + 1, timeout=10, what="n2's stream to end")
+
+    # n1's own stream, and n2's through n1: the same events n2 sends itself
+    own = _sse(f"{base}?node=n1", count=2)
+    assert own[0]["event"] == "hello" and own[0]["data"]["id"] == "n1"
+    relayed = _sse(f"{base}?node=n2", count=3)
+    assert relayed[0]["event"] == "hello" and relayed[0]["data"]["id"] == "n2"
+    assert relayed[1]["event"] == "status" and relayed[1]["data"]["id"] == "n2"
+    assert relayed[1]["data"]["state"] == "Follower"
+    # events keep coming as n2 sends them (a status at least every second)
+    statuses = [e for e in _sse(f"{base}?node=n2", count=6) if e["event"] == "status"]
+    assert len(statuses) >= 3
+
+    # Last-Event-ID reaches n2: the log resumes right after the given record
+    last = n2.get("/debug/events").json()["last_seq"]
+    assert last >= 3
+    batch = next(e for e in _sse(f"{base}?node=n2", {"Last-Event-ID": str(last - 2)}, count=3)
+                 if e["event"] == "log")
+    assert batch["data"][0]["seq"] == last - 1 and batch["data"][0]["node"] == "n2"
+    assert int(batch["id"]) == batch["data"][-1]["seq"]
+
+    assert n1.get("/ui/stream", node="zz").status == 400
+
+    # a member that cannot be reached: one "unreachable" event that says why,
+    # as an ordinary event stream so the browser tries again by itself
+    n3.kill()
+    (event,) = _sse(f"{base}?node=n3", count=1)
+    assert event["event"] == "unreachable" and event["retry"] == "2000"
+    assert event["data"]["node"] == "n3" and event["data"]["http"] == n3.http_addr
+    assert event["data"]["error"] == f"cannot reach n3 at {n3.http_addr}: connection refused"
