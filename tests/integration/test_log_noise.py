@@ -36,6 +36,14 @@ def _leader_only_lines(text: str) -> list[str]:
 def test_dead_follower_costs_the_leader_a_few_lines_and_the_other_follower_none(cluster):
     leader = cluster.form(3)
     follower, victim = cluster["n2"], cluster["n3"]
+
+    # LOG_LEVEL=DEBUG: every node says when its state machine applied a write
+    index = leader.set("user", "kj")["index"]
+    line = re.compile(r"\[DEBUG\] fsm: applied write: index=%d term=\d+ op=set key=user size=2$" % index,
+                      re.MULTILINE)
+    for node in cluster.running():
+        wait_until(lambda: line.search(node.log()), what=f"the applied-write line on {node.id}")
+
     mark = len(leader.log())
 
     victim.kill()
@@ -76,3 +84,12 @@ def test_followers_never_print_replication_failures_when_the_leader_dies(cluster
     # the new leader does replicate to the dead node, with the same bound
     errors = _errors(new.log())
     assert len([e for e in errors if any(m in e for m in LEADER_ONLY)]) <= MAX_LEADER_ERRORS + 1, errors
+
+
+def test_applied_writes_are_not_logged_at_info(cluster):
+    node = cluster.add("n1", bootstrap=True, env={"LOG_LEVEL": "INFO"}).wait_ready()
+    wait_until(node.is_leader, 15, what="n1 to lead")
+    node.set("user", "kj")
+    node.stop()
+    assert "applied write" not in node.log()
+    assert "entering leader state" in node.log()
