@@ -83,6 +83,8 @@ def test_followers_never_print_replication_failures_when_the_leader_dies(cluster
     assert _leader_only_lines(other.log()) == [], _leader_only_lines(other.log())
     # the new leader does replicate to the dead node, with the same bound
     errors = _errors(new.log())
+    print(f"new leader {new.id}: {len(errors)} ERROR lines in {WINDOW:.0f}s; "
+          f"the other follower {other.id}: {len(_errors(other.log()))}")
     assert len([e for e in errors if any(m in e for m in LEADER_ONLY)]) <= MAX_LEADER_ERRORS + 1, errors
 
 
