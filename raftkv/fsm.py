@@ -133,6 +133,24 @@ def encode_set_many(mapping: Mapping[str, str]) -> bytes:
     return msgpack.packb([OP_SET_MANY, dict(mapping)], use_bin_type=True)
 
 
+def describe_command(data: bytes) -> list[tuple[str, object]]:
+    """The pairs a log line shows for an applied command: the operation and
+    its key (or how many keys), and the value's size -- never the value,
+    which may be megabytes or a secret."""
+    try:
+        cmd = msgpack.unpackb(data, raw=False, use_list=True)
+        op = cmd[0]
+        if op == OP_SET:
+            return [("op", op), ("key", cmd[1]), ("size", len(cmd[2].encode()))]
+        if op == OP_DELETE:
+            return [("op", op), ("key", cmd[1])]
+        if op == OP_SET_MANY:
+            return [("op", op), ("keys", len(cmd[1]))]
+    except Exception:  # a malformed command was rejected (and logged) by apply
+        pass
+    return [("op", "unknown")]
+
+
 def _all_str(mapping: dict) -> bool:
     return all(type(k) is str and type(v) is str for k, v in mapping.items())
 

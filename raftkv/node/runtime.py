@@ -44,7 +44,7 @@ from typing import Any
 
 from raftkv import hclog
 from raftkv.config import NodeSettings, describe_raft_config
-from raftkv.fsm import RESERVED_PREFIX, KVStore, SnapshotFormatError
+from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -64,6 +64,7 @@ from .volume import Volume
 
 raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")
+fsm_log = hclog.get_logger("fsm")
 
 __all__ = ["Node", "rss_bytes"]
 
@@ -103,6 +104,7 @@ class _KVStateMachine:
         t0 = time.perf_counter()
         volume = self.node.volume
         kv = volume.kv
+        applied_before = kv.applied_index
         results = []
         for entry in entries:
             if entry.type is EntryType.COMMAND:
@@ -115,7 +117,19 @@ class _KVStateMachine:
         metrics = self.node.metrics
         if metrics is not None:
             metrics.fsm_apply.observe(time.perf_counter() - t0)
+        if hclog.is_enabled("DEBUG"):  # one check per batch: free at INFO
+            _log_applied_writes(entries, results, applied_before)
         return results
+
+
+def _log_applied_writes(entries: Sequence[Entry], results: list, applied_before: int) -> None:
+    """LOG_LEVEL=DEBUG: one line per write this node's state machine applied
+    (the moment the seed's demo printed "Set handler called"), on every node."""
+    for entry, result in zip(entries, results):
+        if (entry.type is EntryType.COMMAND and entry.index > applied_before
+                and not isinstance(result, CommandError)):
+            fsm_log.log_fields("DEBUG", "applied write", [
+                ("index", entry.index), ("term", entry.term), *describe_command(entry.data)])
 
 
 class _Network:

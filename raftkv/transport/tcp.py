@@ -26,11 +26,29 @@ syscall, and no task is created per message.
 Loss is normal: Raft retries. A queue over its bound drops its oldest frames
 (counted in ``stats()``); a dead connection loses what was in flight. A
 channel dials on demand and, after a failure, waits a backoff of 10ms, 10ms,
-10ms, 20ms, 40ms ... capped at 500ms before the next dial, logging one line
-per failure (so once per backoff step, never per message), in hashicorp's
-words: ``failed to appendEntries to`` for the append channel and ``failed to
-heartbeat to`` (with ``backoff time``) for the heartbeat channel, with Go's
-error texts (``dial tcp 127.0.0.1:9001: connect: connection refused``, EOF).
+10ms, 20ms, 40ms ... capped at 500ms before the next dial (hashicorp's
+heartbeat backoff; the cap is its HeartbeatTimeout/2), so a peer that comes
+back is reached again within half a second.
+
+Failures are reported as the RPC that failed, in hashicorp's words and keys,
+with Go's error texts (``dial tcp 127.0.0.1:9001: connect: connection
+refused``, ``EOF``): ``failed to appendEntries to`` (peer, error) for the
+append channel, and on the heartbeat channel according to the last message
+queued on it: ``failed to heartbeat to`` (peer, backoff time, error) for a
+heartbeat, ``failed to make requestVote RPC`` (target, error, term) for a
+vote or pre-vote request, a DEBUG ``failed to make TimeoutNow RPC to ...``
+for a leadership transfer. Only a leader sends AppendEntries, so only a
+leader prints the replication lines. Responses are not RPCs of this node
+(in hashicorp they travel back on the caller's connection): a follower that
+cannot deliver one to a dead leader says nothing, as hashicorp's does. A
+connection that breaks while nothing waits to be sent is not a failed RPC
+either: it is dropped quietly and the next message dials afresh (messages
+queued meanwhile were never written, so they have not failed).
+
+A dead peer must not bury the rest of the log: a channel logs the first
+failure of a streak, then at most one line per ``log_interval`` (5s), while
+it keeps redialing on the backoff above. The streak ends, and failures
+count from zero again, once a connection has stayed up for the backoff cap.
 
 Snapshots: ``send`` of an ``InstallSnapshot`` opens a dedicated connection:
 Hello, the header (``data`` travels as nil), the bytes read from
@@ -74,7 +92,7 @@ from collections import deque
 from datetime import timedelta
 from typing import Any, Callable, Protocol
 
-from raftkv.raft.messages import AppendEntries, InstallSnapshot, SnapshotMeta
+from raftkv.raft.messages import AppendEntries, InstallSnapshot, RequestVote, SnapshotMeta, TimeoutNow
 
 from .auth import NONCE_SIZE, AuthError, ClusterKeyAuth
 from .faults import FaultInjector
@@ -131,8 +149,57 @@ def channel_for(message: object) -> str:
 
 def backoff_delay(failures: int, base: float = 0.010, cap: float = 0.5) -> float:
     """Seconds to wait after the ``failures``-th consecutive failure (1-based):
-    10ms, 10ms, 10ms, 20ms, 40ms ... capped, as hashicorp's backoff()."""
+    10ms, 10ms, 10ms, 20ms, 40ms ... capped, as hashicorp's
+    cappedExponentialBackoff() in its heartbeat loop."""
     return min(base * (1 << max(0, min(failures, 32) - 3)), cap)
+
+
+class FailureLogRounds:
+    """When a channel's failure is worth a line: the first failure of a
+    streak at once, then the same report at most once per ``interval``. A
+    different report (a candidate's vote request, then the same node's
+    heartbeat as leader) is news and is written at once."""
+
+    __slots__ = ("interval", "what", "at", "held")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.what: object = None
+        self.at = 0.0
+        self.held = 0  # lines held back, over the channel's life
+
+    def admit(self, what: object, now: float) -> bool:
+        if what == self.what and now - self.at < self.interval:
+            self.held += 1
+            return False
+        self.what, self.at = what, now
+        return True
+
+    def reset(self) -> None:
+        """The peer was reached: the next failure starts a new streak."""
+        self.what = None
+
+
+def failure_report(kind: str, last: object, peer_id: str, address: str, server: object,
+                   backoff: float, error: str) -> tuple[str, str, list[tuple[str, object]]] | None:
+    """What hashicorp/raft logs when the RPC a channel carries fails:
+    (level, message, fields), or None when hashicorp would say nothing.
+
+    ``last`` is the last message queued on a heartbeat channel; ``server`` is
+    the peer as hashicorp prints a Server (``{Voter n2 127.0.0.1:9001}``)."""
+    if kind == APPEND:
+        return "ERROR", "failed to appendEntries to", [("peer", server), ("error", error)]
+    kind_of = type(last)
+    if kind_of is AppendEntries:
+        return "ERROR", "failed to heartbeat to", [
+            ("peer", address), ("backoff time", timedelta(seconds=backoff)), ("error", error)]
+    if kind_of is RequestVote:
+        return "ERROR", "failed to make requestVote RPC", [
+            ("target", server), ("error", error), ("term", last.term)]
+    if kind_of is TimeoutNow:
+        # hashicorp logs the error's text alone, at DEBUG
+        return "DEBUG", f"failed to make TimeoutNow RPC to {peer_id}: {error}", []
+    return None
 
 
 def _no_log(level: str, logger: str, message: str, fields: list[tuple[str, object]]) -> None:
@@ -230,17 +297,21 @@ class _Blocking:
 
 
 class _Connection:
-    __slots__ = ("reader", "writer", "address", "local", "remote", "lost", "watcher", "opened_at")
+    __slots__ = ("reader", "writer", "address", "local", "remote", "lost", "write_failed", "watcher",
+                 "healthy_timer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, now: float) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
         self.reader = reader
         self.writer = writer
         self.address = address
         self.local = _sockaddr(writer.get_extra_info("sockname"))
         self.remote = _sockaddr(writer.get_extra_info("peername"))
         self.lost: str | None = None
+        # frames were handed to this connection and the write failed: they are
+        # lost, so the loss is a failed RPC even if nothing else is queued
+        self.write_failed = False
         self.watcher: asyncio.Task | None = None
-        self.opened_at = now
+        self.healthy_timer: asyncio.TimerHandle | None = None
 
 
 class _Channel:
@@ -256,8 +327,12 @@ class _Channel:
         self.queued_bytes = 0
         self.dropped = 0
         self.sent_frames = 0
+        # the last message queued on a heartbeat channel: what a failure is
+        # reported as (a heartbeat, a vote request, a response ...)
+        self.last: object = None
         self.failures = 0
         self.retry_at = 0.0
+        self.rounds = FailureLogRounds(transport.log_interval)
         self.conn: _Connection | None = None
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -278,6 +353,7 @@ class _Channel:
                     conn.writer.write(frame)
                 except Exception as e:  # the writer task notices and redials
                     conn.lost = io_error_text("write", conn.local, conn.remote, e)
+                    conn.write_failed = True
                 else:
                     self.sent_frames += 1
                     return
@@ -310,7 +386,7 @@ class _Channel:
             self.wakeup.clear()
             conn = self.conn
             if conn is not None and (conn.lost is not None or conn.address != self.address):
-                if conn.lost is not None:
+                if conn.lost is not None and conn.write_failed:
                     self._failed(conn.lost)
                 self._drop_connection()
             if not self.queue:
@@ -327,8 +403,9 @@ class _Channel:
                 except Exception as e:
                     self._failed(dial_error_text(address, e))
                     continue
-                self.conn = conn = _Connection(reader, writer, address, loop.time())
+                self.conn = conn = _Connection(reader, writer, address)
                 conn.watcher = loop.create_task(self._watch(conn))
+                conn.healthy_timer = loop.call_later(t.backoff_cap, self._healthy, conn)
             conn = self.conn
             frames = self.queue
             self.queue = deque()
@@ -341,6 +418,7 @@ class _Channel:
             except Exception as e:  # whatever broke, this connection is done
                 if conn.lost is None:
                     conn.lost = io_error_text("write", conn.local, conn.remote, e)
+                conn.write_failed = True
 
     async def _watch(self, conn: _Connection) -> None:
         """Peers never write on our outbound connections, so a read returns
@@ -355,27 +433,38 @@ class _Channel:
             conn.lost = error
         self.wakeup.set()
 
+    def _healthy(self, conn: _Connection) -> None:
+        """The connection has stayed up for the backoff cap: the peer is
+        reachable again, so the next failure starts a new streak (a new
+        backoff from 10ms, and a line at once)."""
+        conn.healthy_timer = None
+        if self.conn is conn and conn.lost is None:
+            self.failures = 0
+            self.rounds.reset()
+
     def _failed(self, error: str) -> None:
+        """The frames of this channel could not be delivered: back off, and
+        report it as hashicorp does, once per ``log_interval`` at most."""
         t = self.t
         now = t._loop.time()
-        conn = self.conn
-        if conn is not None and now - conn.opened_at >= t.backoff_cap:
-            self.failures = 0  # it had been healthy: start the backoff over
         self.failures += 1
         backoff = backoff_delay(self.failures, t.backoff_base, t.backoff_cap)
         self.retry_at = now + backoff
-        if self.kind == APPEND:
-            t._log("ERROR", RAFT_LOGGER, "failed to appendEntries to",
-                   [("peer", t._describe(self.peer_id)), ("error", error)])
-        else:
-            t._log("ERROR", RAFT_LOGGER, "failed to heartbeat to",
-                   [("peer", self.address), ("backoff time", timedelta(seconds=backoff)), ("error", error)])
+        report = failure_report(self.kind, self.last, self.peer_id, self.address,
+                                t._describe(self.peer_id), backoff, error)
+        what = APPEND if self.kind == APPEND else type(self.last)
+        if report is None or not self.rounds.admit(what, now):
+            return
+        level, message, fields = report
+        t._log(level, RAFT_LOGGER, message, fields)
 
     def _drop_connection(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             if conn.watcher is not None:
                 conn.watcher.cancel()
+            if conn.healthy_timer is not None:
+                conn.healthy_timer.cancel()
             conn.writer.transport.abort()
 
     async def close(self) -> None:
@@ -391,7 +480,7 @@ class _Channel:
     def stats(self) -> dict[str, Any]:
         return {"address": self.address, "connected": self.conn is not None and self.conn.lost is None,
                 "queued": len(self.queue), "queued_bytes": self.queued_bytes, "dropped": self.dropped,
-                "sent": self.sent_frames, "failures": self.failures}
+                "sent": self.sent_frames, "failures": self.failures, "held_lines": self.rounds.held}
 
 
 class _SnapshotFailure(Exception):
@@ -432,6 +521,7 @@ class TcpTransport:
         snapshot_ack_timeout: float = 120.0,
         backoff_base: float = 0.010,
         backoff_cap: float = 0.5,
+        log_interval: float = 5.0,
     ) -> None:
         if isinstance(authenticate, (bytes, str)):
             authenticate = ClusterKeyAuth(authenticate)
@@ -462,6 +552,7 @@ class TcpTransport:
         self.snapshot_ack_timeout = snapshot_ack_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.log_interval = log_interval
         self.faults = faults
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -566,6 +657,8 @@ class TcpTransport:
         channel = self._channels.get((to_id, kind))
         if channel is None:
             channel = self._channels[(to_id, kind)] = _Channel(self, to_id, kind, address)
+        if kind is HEARTBEAT:
+            channel.last = message  # small messages only: never a batch of entries
         channel.enqueue(frame, address)
 
     async def disconnect(self, peer_id: str) -> None:

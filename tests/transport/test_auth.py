@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from raftkv.raft.messages import RequestVoteResponse
+from raftkv.raft.messages import RequestVote, RequestVoteResponse
 from raftkv.transport.auth import AuthError, ClusterKeyAuth
 from raftkv.transport.codec import AuthChallenge, AuthProof, encode, hello, read_frame
 
@@ -41,23 +41,24 @@ async def test_same_key_talks(transports, watch):
 async def test_caller_without_the_key_is_refused_and_logged(transports, watch, caller_key):
     a, _, a_log = await transports("n1", authenticate=caller_key, dial_timeout=1.0)
     b, b_in, b_log = await transports("n2", authenticate=KEY)
+    # the caller reports the refusal as the RPC that failed (a vote request)
     for i in range(3):
-        a.send("n2", b.address, RequestVoteResponse(i, True))
+        a.send("n2", b.address, RequestVote(i + 1, "n1", a.address, 0, 0))
     await watch.until(lambda: b_log.find("refused connection"))
     level, logger, _, fields = b_log.find("refused connection")[0]
     assert (level, logger) == ("ERROR", "raft.net") and "n1" in fields["error"]
     if caller_key is not None:
-        await watch.until(lambda: a_log.find("failed to heartbeat to"))
-        assert "cluster key" in a_log.find("failed to heartbeat to")[0][3]["error"]
+        await watch.until(lambda: a_log.find("failed to make requestVote RPC"))
+        assert "cluster key" in a_log.find("failed to make requestVote RPC")[0][3]["error"]
     assert b_in.items == []
 
 
 async def test_acceptor_without_the_key_is_not_trusted(transports, watch):
     a, _, a_log = await transports("n1", authenticate=KEY, dial_timeout=0.5)
     b, b_in, _ = await transports("n2")
-    a.send("n2", b.address, RequestVoteResponse(1, True))
-    await watch.until(lambda: a_log.find("failed to heartbeat to"))
-    assert "cluster key" in a_log.find("failed to heartbeat to")[0][3]["error"]
+    a.send("n2", b.address, RequestVote(1, "n1", a.address, 0, 0))
+    await watch.until(lambda: a_log.find("failed to make requestVote RPC"))
+    assert "cluster key" in a_log.find("failed to make requestVote RPC")[0][3]["error"]
     assert b_in.items == []
 
 

@@ -15,6 +15,7 @@ import pytest
 from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import (
     AppendEntries,
+    AppendEntriesResponse,
     Entry,
     InstallSnapshot,
     RequestVote,
@@ -26,10 +27,12 @@ from raftkv.transport.codec import Hello, SnapshotChunk, encode, hello, read_fra
 from raftkv.transport.tcp import (
     APPEND,
     HEARTBEAT,
+    FailureLogRounds,
     TcpTransport,
     backoff_delay,
     channel_for,
     dial_error_text,
+    failure_report,
     split_host_port,
 )
 
@@ -79,6 +82,59 @@ def test_backoff_sequence():
     ms = [round(backoff_delay(n) * 1000) for n in range(1, 11)]
     assert ms == [10, 10, 10, 20, 40, 80, 160, 320, 500, 500]
     assert backoff_delay(10_000) == 0.5
+
+
+def test_backoff_follows_hashicorps_capped_exponential_backoff():
+    # hashicorp's heartbeat loop: cappedExponentialBackoff(10ms, failures, 12,
+    # HeartbeatTimeout/2), failures counted from 0 before the increment
+    def capped(failures: int, cap: float) -> float:
+        base, power = 0.010, min(failures, 12)
+        while power > 2:
+            if base > cap:
+                return cap
+            base *= 2
+            power -= 1
+        return min(base, cap)
+    for cap in (0.15, 0.5, 5.0):
+        assert [backoff_delay(n, cap=cap) for n in range(1, 13)] == pytest.approx(
+            [capped(n - 1, cap) for n in range(1, 13)])
+
+
+def test_log_rounds_write_the_first_failure_then_one_line_per_interval():
+    rounds = FailureLogRounds(interval=5.0)
+    # a dial every half second for 12 seconds
+    written = [t / 2 for t in range(24) if rounds.admit(HEARTBEAT, t / 2)]
+    assert written == [0.0, 5.0, 10.0]
+    assert rounds.held == 24 - 3
+
+
+def test_log_rounds_a_new_report_or_a_new_streak_is_written_at_once():
+    rounds = FailureLogRounds(interval=5.0)
+    assert rounds.admit(RequestVote, 0.0)
+    assert not rounds.admit(RequestVote, 0.1)
+    assert rounds.admit(AppendEntries, 0.2)       # the candidate won: now it heartbeats
+    assert not rounds.admit(AppendEntries, 0.3)
+    rounds.reset()                                 # the peer was reached again
+    assert rounds.admit(AppendEntries, 0.4)
+
+
+def test_failure_reports_use_hashicorps_messages_and_keys():
+    server = "{Voter n2 127.0.0.1:9001}"
+    err = "dial tcp 127.0.0.1:9001: connect: connection refused"
+
+    def report(kind, last):
+        return failure_report(kind, last, "n2", "127.0.0.1:9001", server, 0.02, err)
+
+    assert report(APPEND, None) == ("ERROR", "failed to appendEntries to", [("peer", server), ("error", err)])
+    assert report(HEARTBEAT, heartbeat(1)) == ("ERROR", "failed to heartbeat to", [
+        ("peer", "127.0.0.1:9001"), ("backoff time", timedelta(milliseconds=20)), ("error", err)])
+    assert report(HEARTBEAT, RequestVote(7, "n1", "", 0, 0)) == (
+        "ERROR", "failed to make requestVote RPC", [("target", server), ("error", err), ("term", 7)])
+    assert report(HEARTBEAT, TimeoutNow(7, "n1")) == (
+        "DEBUG", f"failed to make TimeoutNow RPC to n2: {err}", [])
+    # answers are not this node's RPCs: a follower never reports them
+    assert report(HEARTBEAT, RequestVoteResponse(7, True)) is None
+    assert report(HEARTBEAT, AppendEntriesResponse(7, True, 3, 3)) is None
 
 
 def test_go_style_errors_and_addresses():
@@ -267,7 +323,7 @@ async def test_handler_exceptions_are_logged_and_do_not_drop_the_connection(tran
 
 # --- failures, backoff, reconnection ------------------------------------------
 
-async def test_peer_down_then_up_reconnects_and_logs_once_per_backoff_step(transports, watch):
+async def test_peer_down_then_up_reconnects_and_logs_once_per_streak(transports, watch):
     b, b_in, _ = await transports("n2")
     port = port_of(b)
     peer = f"127.0.0.1:{port}"
@@ -279,37 +335,105 @@ async def test_peer_down_then_up_reconnects_and_logs_once_per_backoff_step(trans
     await watch.until(lambda: len(b_in.items) == 2)
 
     await b.close()
-    # the dropped connections are noticed without any traffic: error=EOF
-    await watch.until(lambda: a_log.find("failed to heartbeat to") and a_log.find("failed to appendEntries to"))
+    # the dropped connections are noticed without any traffic, and since no
+    # RPC was waiting, nothing failed yet: no line
+    await watch.until(lambda: not any(ch["connected"] for ch in a.stats()["n2"].values()))
+    assert not a_log.lines
     for i in range(1, 41):
         a.send("n2", peer, heartbeat(i))
     a.send("n2", peer, append(1))
-    await watch.until(lambda: len(a_log.find("failed to heartbeat to")) >= 7
-                      and len(a_log.find("failed to appendEntries to")) >= 7)
-
-    hb_lines = a_log.find("failed to heartbeat to")
-    assert hb_lines[0][3] == {"peer": peer, "backoff time": timedelta(milliseconds=10), "error": "EOF"}
+    # the dials keep failing on the backoff schedule ...
+    await watch.until(lambda: a.stats()["n2"][HEARTBEAT]["failures"] >= 7
+                      and a.stats()["n2"][APPEND]["failures"] >= 7)
+    # ... and each channel has said so once, in hashicorp's words and keys
     refused = f"dial tcp {peer}: connect: connection refused"
-    for level, logger, _, fields in hb_lines[1:]:
-        assert (level, logger) == ("ERROR", "raft")
-        assert list(fields) == ["peer", "backoff time", "error"]
-        assert fields["peer"] == peer and fields["error"] == refused
-    assert [f["backoff time"] for *_, f in hb_lines[:7]] == [
-        timedelta(milliseconds=ms) for ms in (10, 10, 10, 20, 40, 80, 160)]
-    ae_lines = a_log.find("failed to appendEntries to")
-    assert ae_lines[0][3] == {"peer": server, "error": "EOF"}
-    assert ae_lines[1][3] == {"peer": server, "error": refused}
-    # one line per dial attempt, not one per queued message
-    assert len(hb_lines) == a.stats()["n2"][HEARTBEAT]["failures"]
+    assert a_log.lines == [
+        ("ERROR", "raft", "failed to heartbeat to",
+         {"peer": peer, "backoff time": timedelta(milliseconds=10), "error": refused}),
+        ("ERROR", "raft", "failed to appendEntries to", {"peer": server, "error": refused}),
+    ]
+    assert list(a_log.lines[0][3]) == ["peer", "backoff time", "error"]
+    assert a.stats()["n2"][HEARTBEAT]["held_lines"] == a.stats()["n2"][HEARTBEAT]["failures"] - 1
 
     b2, b2_in, _ = await transports("n2", port=port)
     await watch.until(lambda: len(b2_in.of(AppendEntries)) == 41)
     assert [m.read_seq for m in b2_in.of(AppendEntries) if m.heartbeat] == list(range(1, 41))
     assert [m for m in b2_in.of(AppendEntries) if not m.heartbeat] == [append(1)]
-    lines_at_reconnect = len(a_log.find("failed to heartbeat to"))
+    lines_at_reconnect = len(a_log.lines)
     a.send("n2", peer, heartbeat(99))
     await watch.until(lambda: len(b2_in.items) == 42)
-    assert len(a_log.find("failed to heartbeat to")) == lines_at_reconnect
+    assert len(a_log.lines) == lines_at_reconnect
+
+
+async def test_a_dead_peer_costs_one_line_per_log_interval(transports, watch):
+    peer = await dead_address(transports)
+    a, _, a_log = await transports("n1", log_interval=0.4)
+    times: list[float] = []
+    loop = asyncio.get_running_loop()
+    real_log = a._log
+
+    def log(*args):
+        times.append(loop.time())
+        real_log(*args)
+    a._log = log
+
+    start = loop.time()
+    i = 0
+    while len(a_log.find("failed to heartbeat to")) < 3:  # a leader heartbeating every 10ms
+        i += 1
+        a.send("n2", peer, heartbeat(i))
+        await asyncio.sleep(0.01)
+        assert loop.time() - start < 10
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert all(gap >= 0.4 for gap in gaps), gaps
+    # many more dials than lines: the backoff redials, the rounds keep quiet
+    assert a.stats()["n2"][HEARTBEAT]["failures"] >= 3 + 5
+
+
+async def test_failures_are_reported_as_the_rpc_that_failed(transports, watch):
+    peer = await dead_address(transports)
+    server = f"{{Voter n2 {peer}}}"
+    a, _, a_log = await transports("n1", describe_peer=lambda pid: server)
+    # a follower answering a dead leader: hashicorp says nothing
+    a.send("n2", peer, RequestVoteResponse(3, False))
+    await watch.until(lambda: a.stats()["n2"][HEARTBEAT]["failures"] >= 3)
+    assert not a_log.lines
+    # a candidate asking for a vote
+    a.send("n2", peer, RequestVote(4, "n1", a.address, 7, 3, pre_vote=True))
+    await watch.until(lambda: a_log.lines)
+    refused = f"dial tcp {peer}: connect: connection refused"
+    assert a_log.lines == [("ERROR", "raft", "failed to make requestVote RPC",
+                            {"target": server, "error": refused, "term": 4})]
+    assert list(a_log.lines[0][3]) == ["target", "error", "term"]
+    # elected: its first heartbeat failure is news, written at once
+    a.send("n2", peer, heartbeat(1))
+    await watch.until(lambda: len(a_log.lines) == 2)
+    assert a_log.lines[1][2] == "failed to heartbeat to"
+    # a leadership transfer: hashicorp's DEBUG line, the error text alone
+    a.send("n2", peer, TimeoutNow(4, "n1"))
+    await watch.until(lambda: len(a_log.lines) == 3)
+    assert a_log.lines[2] == ("DEBUG", "raft", f"failed to make TimeoutNow RPC to n2: {refused}", {})
+
+
+async def test_a_connection_that_stayed_up_ends_the_streak(transports, watch):
+    b, b_in, _ = await transports("n2")
+    port = port_of(b)
+    a, _, a_log = await transports("n1", backoff_cap=0.05)
+    a.send("n2", b.address, heartbeat(0))
+    await watch.until(lambda: b_in.items)
+    await b.close()
+    a.send("n2", b.address, heartbeat(1))
+    await watch.until(lambda: a_log.lines)
+    # back, and reachable for longer than the backoff cap
+    b2, b2_in, _ = await transports("n2", port=port)
+    await watch.until(lambda: b2_in.items)
+    await asyncio.sleep(0.2)
+    assert a.stats()["n2"][HEARTBEAT]["failures"] == 0
+    await b2.close()
+    a.send("n2", b.address, heartbeat(2))
+    # well within log_interval (5s), yet a new streak: written at once
+    await watch.until(lambda: len(a_log.lines) == 2)
+    assert [line[2] for line in a_log.lines] == ["failed to heartbeat to"] * 2
 
 
 async def test_outbound_queue_is_bounded_and_counts_drops(transports):
@@ -364,9 +488,9 @@ async def test_close_closes_the_listener_and_every_connection(transports, watch)
             await read_until_closed(reader)  # our idle inbound connection was closed
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port_of(a))
-        # n2's dial to n1 notices, without sending anything
-        await watch.until(lambda: b_log.find("failed to heartbeat to"))
-        assert b_log.find("failed to heartbeat to")[0][3]["error"] == "EOF"
+        # n2's dial to n1 notices, without sending anything; no RPC failed
+        await watch.until(lambda: not b.stats()["n1"][HEARTBEAT]["connected"])
+        assert not b_log.find("failed to heartbeat to")
         a.send("n2", b.address, TimeoutNow(2, "n1"))  # after close: silently dropped
         await a.close()  # idempotent
     finally:
