@@ -58,6 +58,18 @@ def server_health(node: RaftNode, server_id: str, last_contact_threshold: int,
     return pr.match_index + max_trailing_logs >= node.log.last_index
 
 
+def reachable_within(s: NodeSettings) -> int:
+    """The longest silence after which ``/peers`` calls a server unhealthy.
+
+    A reachable peer answers the leader's heartbeats several times per
+    heartbeat timeout; one that has been silent for a whole heartbeat timeout
+    would already be calling an election of its own if it were listening.
+    Autopilot's LastContactThreshold (10s, as in Vault) is meant to ride out
+    a slow follower before promotion; an operator asking "can the leader
+    reach it?" needs the tighter answer. Never looser than the threshold."""
+    return min(s.heartbeat_timeout, s.last_contact_threshold)
+
+
 class Autopilot:
     def __init__(self, core: Callable[[], RaftNode],
                  change_membership: Callable[..., Awaitable[int]], s: NodeSettings, clock=None) -> None:

@@ -52,7 +52,7 @@ from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.transport.tcp import TcpTransport
 
-from .autopilot import Autopilot, server_health
+from .autopilot import Autopilot, reachable_within, server_health
 from .errors import ApplyTimeout, BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
@@ -655,7 +655,7 @@ class Node:
                 elif server.id in node.progress:
                     pr = node.progress[server.id]
                     row.update(last_contact=max(0, node.now - pr.last_contact),
-                               healthy=server_health(node, server.id, s.last_contact_threshold,
+                               healthy=server_health(node, server.id, reachable_within(s),
                                                      s.max_trailing_logs),
                                match_index=pr.match_index)
             elif server.id == node.leader_id and node.last_contact() >= 0:
