@@ -82,7 +82,7 @@ def test_join_refuses_to_move_a_member_and_replace_moves_it(cluster):
     assert (body["address"], body["replaced"], body["changed"]) == (n2.raft_addr, before["address"], True)
     n1.wait_for_log(f"[INFO]  http: replacing server: id=n2 address={n2.raft_addr} "
                     f"old-address={before['address']}")
-    assert f"command=RemoveServer server-id=n2" in n1.log()
+    assert "command=RemoveServer server-id=n2" in n1.log()
     cluster.wait_voters(["n1", "n2", "n3"])
     assert configured(n1, "n2") == {"id": "n2", "address": n2.raft_addr, "suffrage": "Voter"}
     index = n1.set("after-move", "yes")["index"]

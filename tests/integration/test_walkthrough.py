@@ -40,7 +40,7 @@ def test_walkthrough(cluster):
 
     # a write on the leader answers once committed and applied
     r = n1.set("hello", "world")
-    assert r["served_by"] == "n1" and r["key"] == "hello" and r["value"] == "world"
+    assert r["served_by"] == "n1" and r["key"] == "hello" and r["size"] == 5 and "value" not in r
     index = r["index"]
 
     # a follower forwards linearizable reads to the leader ...
