@@ -69,10 +69,12 @@ def reachable_within(s: NodeSettings) -> int:
     A reachable peer answers the leader's heartbeats several times per
     heartbeat timeout; one that has been silent for a whole heartbeat timeout
     would already be calling an election of its own if it were listening.
-    Autopilot's LastContactThreshold (10s, as in Vault) is meant to ride out
-    a slow follower before promotion; an operator asking "can the leader
-    reach it?" needs the tighter answer. Never looser than the threshold."""
-    return min(s.heartbeat_timeout, s.last_contact_threshold)
+    Two heartbeat timeouts leave room for one slow answer on a loaded
+    machine. Autopilot's LastContactThreshold (10s, as in Vault) is meant to
+    ride out a slow follower before promotion; an operator asking "can the
+    leader reach it?" needs the tighter answer. Never looser than the
+    threshold."""
+    return min(2 * s.heartbeat_timeout, s.last_contact_threshold)
 
 
 class Autopilot:

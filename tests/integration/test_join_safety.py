@@ -99,12 +99,12 @@ def test_peers_healthy_turns_false_when_the_leader_cannot_reach_a_member(cluster
     wait_until(lambda: peer_row(n1, "n2")["healthy"] is True, what="n2 healthy on the leader")
     cluster["n2"].kill()
     killed_at = time.monotonic()
-    # a few heartbeat timeouts (300ms here), far below LastContactThreshold (10s)
+    # two heartbeat timeouts (300ms here), far below LastContactThreshold (10s)
     wait_until(lambda: peer_row(n1, "n2")["healthy"] is False, timeout=3.0,
                what="n2 unhealthy on the leader")
     print(f"n2 reported unhealthy {time.monotonic() - killed_at:.2f}s after the kill")
     row = peer_row(n1, "n2")
-    assert row["last_contact"] >= 300, row
+    assert row["last_contact"] >= 600, row
     assert peer_row(n1, "n3")["healthy"] is True and peer_row(n1, "n1")["healthy"] is True
     # back again: healthy again
     cluster["n2"].start().wait_ready()
