@@ -7,10 +7,11 @@ SIGTERM/SIGINT. The client subcommands (``status``, ``peers``, ``get``,
 ``set``, ``remove``, ``join``, ``remove-peer``, ``transfer-leadership``,
 ``watch``, ``snapshot``) are thin wrappers over the HTTP API (README, "HTTP API")
 using only the standard library, so they start fast; they print the JSON
-answer (``peers`` and ``watch``: a table like ``vault operator raft
-list-peers``) and exit 0 on a 2xx status, else print one line naming the
-error to stderr and exit 1 (2 if the node cannot be reached). ``sim`` hands over to
-``raftkv.sim.cli`` when that package provides it.
+answer (``get``: the value alone unless ``--json``; ``peers`` and ``watch``:
+a table like ``vault operator raft list-peers``) and exit 0 on a 2xx status,
+else print one line naming the error to stderr and exit 1 (2 if the node
+cannot be reached). ``--addr`` goes before or after the subcommand. ``sim``
+hands over to ``raftkv.sim.cli`` when that package provides it.
 """
 
 from __future__ import annotations
@@ -55,14 +56,18 @@ def _request(addr: str, method: str, path: str, params: dict | None = None,
         return status, raw.decode("utf-8", "replace")
 
 
-def _client(args: argparse.Namespace, method: str, path: str, params: dict | None = None) -> int:
+def _client(args: argparse.Namespace, method: str, path: str, params: dict | None = None,
+            show=None) -> int:
+    """One request; on success print ``show(body)`` (default: the JSON answer)."""
     try:
         status, body = _request(args.addr, method, path, params)
     except (urllib.error.URLError, OSError) as exc:
         return _unreachable(args.addr, exc)
-    text = json.dumps(body, indent=2, ensure_ascii=False) if not isinstance(body, str) else body
     if 200 <= status < 300:
-        print(text)
+        if show is not None:
+            print(show(body))
+        else:
+            print(json.dumps(body, indent=2, ensure_ascii=False) if not isinstance(body, str) else body)
         return 0
     print(f"raftkv: {_error_line(status, body)}", file=sys.stderr)
     return 1
@@ -291,25 +296,49 @@ def _serve(args: argparse.Namespace) -> int:
     return run_node(settings)
 
 
+ADDR_HELP = f"HTTP address of any node (default: {DEFAULT_ADDR}, env RAFTKV_ADDR)"
+
+
+def _resolve_addr(args: argparse.Namespace) -> None:
+    """``args.addr``: given after the subcommand, else before it, else
+    RAFTKV_ADDR, else the default."""
+    addr = getattr(args, "addr", None) or args.global_addr
+    args.addr = addr or os.environ.get("RAFTKV_ADDR") or DEFAULT_ADDR
+
+
+def _value_of(body: object) -> str:
+    """``raftkv get``: the value alone, as a shell script wants it."""
+    if isinstance(body, dict) and isinstance(body.get("value"), str):
+        return body["value"]
+    return json.dumps(body, ensure_ascii=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftkv", description="A Raft key-value store.")
+    # --addr is accepted before the subcommand (raftkv --addr URL get k) and
+    # after it (raftkv get k --addr URL). Both spellings store None unless
+    # given, because a subparser's default would overwrite the value given
+    # before it; _resolve_addr picks the one given, else env, else default.
+    parser.add_argument("--addr", dest="global_addr", metavar="ADDR", help=ADDR_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run a node (settings from env, flags win)")
+    serve = sub.add_parser("serve", help="run a node (settings from env, flags win)",
+                           description="Run a node. Each setting is a flag or an environment "
+                                       "variable; a flag wins over its variable.")
     add_serve_arguments(serve)
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("--addr", default=os.environ.get("RAFTKV_ADDR", DEFAULT_ADDR),
-                       help=f"HTTP address of any node (default {DEFAULT_ADDR}, env RAFTKV_ADDR)")
+        p.add_argument("--addr", metavar="ADDR", help=ADDR_HELP)
         return p
 
     client("status", help="show a node's Raft status")
     p = client("peers", help="list the cluster's servers")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p = client("get", help="read a key")
+    p = client("get", help="read a key: prints its value")
     p.add_argument("key")
     p.add_argument("--stale", action="store_true", help="read the node's local copy (may be stale)")
+    p.add_argument("--json", action="store_true", help="print the JSON answer instead of the value")
     p = client("set", help="write a key")
     p.add_argument("key")
     p.add_argument("value")
@@ -332,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="the backup file (save, restore)")
     sub.add_parser("sim", help="deterministic cluster simulator (raftkv.sim)", add_help=False)
     from .bench import add_arguments as add_bench_arguments
-    add_bench_arguments(sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP"))
+    bench = sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP")
+    add_bench_arguments(bench)
+    bench.set_defaults(addr=None)  # so `raftkv --addr URL bench` counts; _resolve_addr fills it in
     return parser
 
 
@@ -351,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         return sim.main() or 0
     parser = build_parser()
     args = parser.parse_args(argv)
+    _resolve_addr(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "status":
@@ -358,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "peers":
         return _print_peers(args)
     if args.command == "get":
-        return _client(args, "GET", "/get", {"key": args.key, "stale": "true" if args.stale else None})
+        return _client(args, "GET", "/get", {"key": args.key, "stale": "true" if args.stale else None},
+                       show=None if args.json else _value_of)
     if args.command == "set":
         return _client(args, "POST", "/set", {"key": args.key, "value": args.value})
     if args.command == "remove":

@@ -173,7 +173,7 @@ class NodeSettings:
     http_port: int = _opt("HTTP_SERVER_PORT", "--http-port", _parse_port, 8000, "HTTP API port")
     raft_port: int = _opt("RAFT_SERVER_PORT", "--raft-port", _parse_port, 9000, "Raft transport port")
     volume_dir: str = _opt("RAFT_VOLUME_DIR", "--volume-dir", str, "",
-                           "data directory (default ./raftkv-data/<node id>)", "DIR")
+                           "data directory (default: ./raftkv-data/<node id>)", "DIR")
     bind_addr: str = _opt("BIND_ADDR", "--bind-addr", _parse_host, "127.0.0.1",
                           "address both listeners bind", "HOST")
     advertise_addr: str = _opt("ADVERTISE_ADDR", "--advertise-addr", _parse_host, "",
@@ -296,13 +296,34 @@ def _setting_fields():
     return [f for f in fields(NodeSettings) if "env" in f.metadata]
 
 
+def _shown_default(f) -> str | None:
+    """A setting's default as a user would write it (``1s``, ``1MiB``,
+    ``false``), or None when there is none worth showing."""
+    value, parse = f.default, f.metadata["parse"]
+    if value in ("", ()) or f.metadata.get("secret") or not f.repr:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if parse in (_duration, _positive_duration):
+        return format_go_duration(value)
+    if parse is _byte_size:
+        for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    return str(value)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; a flag given on the command line wins over its
-    environment variable. Flags are kept as text and parsed like the env."""
+    environment variable. Flags are kept as text and parsed like the env.
+    The help names each default (the flags themselves default to None, so
+    that an unset flag leaves the environment in charge)."""
     for f in _setting_fields():
         md = f.metadata
+        shown = _shown_default(f)
+        default = f" (default: {shown})" if shown is not None and "(default" not in md["help"] else ""
         kwargs = {"dest": f.name, "default": None, "metavar": md["metavar"],
-                  "help": f"{md['help']} [env {md['env']}]"}
+                  "help": f"{md['help']}{default} [env {md['env']}]"}
         if f.type in ("bool", bool):
             # --bootstrap alone means true; --bootstrap=false is accepted too
             kwargs.update(nargs="?", const="true")

@@ -56,9 +56,13 @@ async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
 
 
 async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
+    # The answer names what was written, not the value itself: echoing a
+    # 500 KB value back doubles the traffic and tells the client nothing new.
+    size = len(value.encode("utf-8", "surrogatepass"))
+
     async def local() -> Reply:
         index, _ = await ctx.node.propose(encode_set(key, value))
-        return json_reply(ctx.id, {"key": key, "value": value, "index": index})
+        return json_reply(ctx.id, {"key": key, "index": index, "size": size})
     return await on_leader(ctx, call, local, write=True)
 
 

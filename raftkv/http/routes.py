@@ -159,21 +159,41 @@ async def handle_key_delete(request: web.Request) -> web.StreamResponse:
 
 # --- membership ---------------------------------------------------------------------
 
+def _join_request(request: web.Request, body: bytes, host: str | None) -> tuple[JoinRequest, bool, bool]:
+    """The join asked for, whether its host was guessed from the caller (only
+    ``raftPort`` given), and whether it asks to move a member (``replace``)."""
+    if body.strip() and (request.content_type == "application/json" or body.lstrip()[:1] in (b"{", b"[")):
+        doc = parse_json_object(body)
+        join = parse_join_json(body, host)
+        named = {k: ("true" if v else "false") if isinstance(v, bool) else v
+                 for k, v in doc.items() if isinstance(v, (str, bool))}
+    else:
+        named = {**request.query, **dict(_form(body))} if body.strip() else dict(request.query)
+        join = parse_join_params(named, host)
+    guessed = not any(isinstance(named.get(k), str) and named[k].strip() for k in ("raftAddr", "addr"))
+    return join, guessed, parse_bool_param({**request.query, **named}, "replace", False)
+
+
+def _moving_refused(existing, join: JoinRequest, guessed: bool) -> Answer:
+    """409 for a join that would move a member to another address."""
+    how = (f"to move it on purpose, remove it first (POST /remove-peer?nodeId={join.id}) and join again, "
+           f"or repeat the join with raftAddr=host:port and replace=true")
+    if guessed:
+        what = (f"server {join.id} is already a member at {existing.address}; the address {join.address} "
+                f"was guessed from the caller's IP and never replaces a member's address")
+    else:
+        what = f"server {join.id} is already a member at {existing.address}, not {join.address}"
+    return Answer(409, {"error": f"{what}; {how}", "param": "raftAddr" if not guessed else "raftPort",
+                        "id": join.id, "address": existing.address})
+
+
 async def handle_join(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
     body = b""
     if request.method == "POST" and request.can_read_body:
         body = await read_body(request)
     call = call_of(request, body)
-    host = call.client_host()
-    join = None
-    if body.strip():
-        if request.content_type == "application/json" or body.lstrip()[:1] in (b"{", b"["):
-            join = parse_join_json(body, host)
-        else:
-            join = parse_join_params({**request.query, **dict(_form(body))}, host)
-    if join is None:
-        join = parse_join_params(request.query, host)
+    join, guessed, replace = _join_request(request, body, call.client_host())
 
     async def local() -> Reply:
         node = ctx.node
@@ -188,14 +208,30 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
             raise Answer(409, {"error": f"address {join.address} is already used by server {clash.id}; "
                                         f"remove it first (POST /remove-peer?nodeId={clash.id})",
                                "param": "raftAddr"})
+        moving = existing is not None and existing.address != join.address
+        if moving:
+            # A member's address changes only when the caller says so: a join
+            # that merely repeats an id (or guesses the host from a NAT or
+            # Docker gateway) would otherwise cut that member off the cluster.
+            if guessed or not replace:
+                raise _moving_refused(existing, join, guessed)
+            if join.id == ctx.id:
+                raise Answer(409, {"error": f"server {join.id} is the leader; transfer leadership first "
+                                            f"(POST /transfer-leadership) and ask the new leader",
+                                   "param": "nodeId"})
+            http_log.info("replacing server", id=join.id, address=join.address,
+                          **{"old-address": existing.address})
+            await node.change_membership(ConfigCommand.REMOVE_SERVER, join.id)
         command = ConfigCommand.ADD_VOTER if join.voter else ConfigCommand.ADD_NONVOTER
         http_log.info("join request", id=join.id, address=join.address, command=str(command))
         index = await node.change_membership(command, join.id, join.address)
         await _register_quietly(ctx, join)
         now = node.configuration.get(join.id)
         suffrage = now.suffrage.value if now else ("Voter" if join.voter else "Nonvoter")
-        return json_reply(ctx.id, {"id": join.id, "address": join.address, "suffrage": suffrage,
-                                   "index": index, "changed": True})
+        answer = {"id": join.id, "address": join.address, "suffrage": suffrage, "index": index, "changed": True}
+        if moving:
+            answer["replaced"] = existing.address
+        return json_reply(ctx.id, answer)
     return respond(await on_leader(ctx, call, local, write=True))
 
 

@@ -10,10 +10,15 @@ learners watch the logs) the leader looks at each Nonvoter:
   contact is within ``LastContactThreshold`` (10s), and its log is within
   ``MaxTrailingLogs`` (1000) entries of the leader's last index;
 * *stable* means healthy without interruption for
-  ``ServerStabilizationTime`` (10s). Like raft-autopilot, that requirement
-  counts as 0 until autopilot itself has been running (this node has been
-  leader) that long, so a freshly elected leader does not hold back servers
-  it cannot yet have watched.
+  ``ServerStabilizationTime`` (10s), as this leader watched it: the clock
+  starts at the first healthy check after the server joined (or after this
+  node became leader, for a nonvoter that joined under an earlier leader)
+  and restarts whenever a check finds it unhealthy. That is Vault's rule (a
+  server must be healthy for ServerStabilizationTime after it joined).
+  raft-autopilot's library default waives the time until autopilot itself
+  has run that long, which promoted the first server joined to a fresh
+  cluster within a second; a learner reading "stabilization" in the logs
+  would then see no stabilization at all.
 
 A stable Nonvoter is promoted: INFO ``Promoting server: id= address= name=``
 on logger ``raft.autopilot``, then a ``ChangeMembership(AddVoter)``, after
@@ -56,6 +61,20 @@ def server_health(st: NodeStatus, server_id: str, last_contact_threshold: int,
     return peer.match_index + max_trailing_logs >= st.last_log_index
 
 
+def reachable_within(s: NodeSettings) -> int:
+    """The longest silence after which ``/peers`` calls a server unhealthy.
+
+    A reachable peer answers the leader's heartbeats several times per
+    heartbeat timeout; one that has been silent for a whole heartbeat timeout
+    would already be calling an election of its own if it were listening.
+    Two heartbeat timeouts leave room for one slow answer on a loaded
+    machine. Autopilot's LastContactThreshold (10s, as in Vault) is meant to
+    ride out a slow follower before promotion; an operator asking "can the
+    leader reach it?" needs the tighter answer. Never looser than the
+    threshold."""
+    return min(2 * s.heartbeat_timeout, s.last_contact_threshold)
+
+
 class Autopilot:
     def __init__(self, status: Callable[[], NodeStatus],
                  change_membership: Callable[..., Awaitable[int]], s: NodeSettings, clock=None) -> None:
@@ -66,7 +85,7 @@ class Autopilot:
         self.last_contact_threshold = s.last_contact_threshold
         self.max_trailing_logs = s.max_trailing_logs
         self.clock = clock or (lambda: int(time.monotonic() * 1000))
-        self.running_since: int | None = None   # when this node became leader
+        self.running_since: int | None = None   # when this node became leader (for the logs)
         self.term: int | None = None
         self.stable_since: dict[str, int] = {}
         self.promoting: set[str] = set()
@@ -85,7 +104,7 @@ class Autopilot:
             self.term = st.term
             self.stable_since.clear()
             autopilot_log.debug("autopilot is now running")
-        required = self.stabilization if now - self.running_since >= self.stabilization else 0
+        required = self.stabilization
         promote = []
         nonvoters = [s for s in st.configuration.servers if s.suffrage is Suffrage.NONVOTER]
         for gone in set(self.stable_since) - {s.id for s in nonvoters}:

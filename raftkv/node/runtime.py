@@ -54,7 +54,7 @@ from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.transport.tcp import TcpTransport
 
-from .autopilot import Autopilot, server_health
+from .autopilot import Autopilot, reachable_within, server_health
 from .errors import ApplyTimeout, BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
@@ -673,7 +673,7 @@ class Node:
                     row.update(last_contact=0, healthy=True, match_index=st.last_log_index)
                 elif peer is not None:
                     row.update(last_contact=peer.last_contact, match_index=peer.match_index,
-                               healthy=server_health(st, server.id, s.last_contact_threshold, s.max_trailing_logs))
+                               healthy=server_health(st, server.id, reachable_within(s), s.max_trailing_logs))
             elif server.id == st.leader_id and st.last_contact >= 0:
                 row["last_contact"] = st.last_contact
             elif server.id == self.id:

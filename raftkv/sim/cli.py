@@ -17,13 +17,30 @@ from .invariants import Violation
 from .scenarios import run_scenario, scenario_names
 
 
+# The help a terminal shows: plain text (the module docstring is for readers
+# of the code and uses reST markup).
+DESCRIPTION = """\
+The deterministic simulator: randomized fault runs with the safety
+invariants checked after every step, or one scripted scenario. Scenarios
+are the files in raftkv/sim/testdata (see its README.md).
+
+examples:
+  raftkv sim --runs 1000 --seed 1        randomized fault runs, one summary line
+  raftkv sim --scenario leader-crash --trace
+  raftkv sim --list
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="raftkv sim", description=__doc__,
+    parser = argparse.ArgumentParser(prog="raftkv sim", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=100, help="randomized runs (default 100)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the first run; run i uses seed+i")
-    parser.add_argument("--chaos-ms", type=int, default=CHAOS_MS, help="simulated ms of faults per run")
-    parser.add_argument("--scenario", choices=scenario_names(), help="run one scripted scenario")
+    parser.add_argument("--runs", type=int, default=100, help="randomized runs (default: 100)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the first run; run i uses seed+i (default: 1)")
+    parser.add_argument("--chaos-ms", type=int, default=CHAOS_MS,
+                        help=f"simulated ms of faults per run (default: {CHAOS_MS})")
+    parser.add_argument("--scenario", choices=scenario_names(), metavar="NAME",
+                        help="run one scripted scenario (the names: raftkv sim --list)")
     parser.add_argument("--trace", action="store_true", help="print every event of the scenario")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     parser.add_argument("--json-trace", metavar="FILE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,9 +30,16 @@ def test_cli_client_commands(cluster):
     assert r.returncode == 0 and '"id": "n2"' in r.stdout and '"state": "Follower"' in r.stdout
 
     r = cli("set", "color", "blue", "--addr", addr)
-    assert r.returncode == 0 and '"index"' in r.stdout, r.stderr
-    r = cli("get", "color", "--addr", addr)
-    assert r.returncode == 0 and '"value": "blue"' in r.stdout
+    assert r.returncode == 0 and '"index"' in r.stdout and '"size": 4' in r.stdout, r.stderr
+    assert "blue" not in r.stdout  # the answer names the write, it does not echo the value
+    # get prints the value alone; --json the answer; --addr before or after the subcommand
+    for args in (("get", "color", "--addr", addr), ("--addr", addr, "get", "color")):
+        r = cli(*args)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "blue\n", ""), (args, r)
+    r = cli("--addr", addr, "get", "--json", "color")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"key": "color", "value": "blue", "served_by": "n1"}, r
+    r = cli("--addr", addr, "status")
+    assert r.returncode == 0 and '"id": "n2"' in r.stdout, r
     r = cli("remove", "color", "--addr", addr)
     assert r.returncode == 0 and '"removed": true' in r.stdout
     r = cli("get", "color", "--addr", addr)

@@ -160,7 +160,7 @@ def test_requests_it_does_not_serve_go_to_aiohttp(node):
         assert status == 400 and b"error" in data
     finally:
         c.close()
-    assert node.set("after", "ok")["value"] == "ok"
+    assert node.set("after", "ok")["size"] == 2 and node.value("after") == "ok"
 
 
 def test_a_follower_forwards_hot_requests_to_the_leader(cluster):

@@ -114,15 +114,18 @@ def test_corrupt_log_tail_and_snapshots_of_a_member(cluster):
     n3 = cluster["n3"]
     acked = {}
     for i in range(80):
-        acked[f"a{i}"] = leader.set(f"a{i}", str(i))["value"]
+        assert leader.set(f"a{i}", str(i))["size"] == len(str(i))
+        acked[f"a{i}"] = str(i)
     cluster.wait_applied(leader.status()["commit_index"])
     assert n3.post("/snapshot").status == 200
     for i in range(40):
-        acked[f"b{i}"] = leader.set(f"b{i}", str(i))["value"]
+        assert leader.set(f"b{i}", str(i))["size"] == len(str(i))
+        acked[f"b{i}"] = str(i)
     cluster.wait_applied(leader.status()["commit_index"])
     assert n3.post("/snapshot").status == 200
     for i in range(20):
-        acked[f"c{i}"] = leader.set(f"c{i}", str(i))["value"]
+        assert leader.set(f"c{i}", str(i))["size"] == len(str(i))
+        acked[f"c{i}"] = str(i)
     cluster.wait_applied(leader.status()["commit_index"])
     n3.kill()
 
@@ -138,7 +141,8 @@ def test_corrupt_log_tail_and_snapshots_of_a_member(cluster):
         f.truncate(max(0, segments[-1].stat().st_size - rng.randrange(1, 40)))
 
     for i in range(20):
-        acked[f"d{i}"] = leader.set(f"d{i}", str(i))["value"]
+        assert leader.set(f"d{i}", str(i))["size"] == len(str(i))
+        acked[f"d{i}"] = str(i)
     n3.start().wait_ready()
     log = n3.log().split("creating Raft")[-1]
     assert "failed to open snapshot" in log or "failed to restore snapshot" in log or \

@@ -1,5 +1,6 @@
 """The shell scripts of the seed demo: startn*.sh honour the seed's
-environment variables and CLEAN=1, and pump.sh reports its rate."""
+environment variables and CLEAN=1, pump.sh reports its rate, and demo.sh
+runs on volumes of its own and ends with a short, true summary."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
+from pathlib import Path
 
 import pytest
 
-from cluster import REPO, Node, wait_until
+from cluster import REPO, Node, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +70,87 @@ def test_start_scripts_and_pump(tmp_path):
                 proc.kill()
                 proc.wait(10)
             out.close()
+
+
+WALKTHROUGH_VOLUMES = [Path(f"/tmp/node{i}") for i in (1, 2, 3)]
+
+
+def _volume_marks() -> list:
+    marks = []
+    for path in WALKTHROUGH_VOLUMES:
+        try:
+            st = path.stat()
+            marks.append((str(path), st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            marks.append((str(path), None, None))
+    return marks
+
+
+def test_demo_runs_on_its_own_volumes_and_says_what_to_try(tmp_path):
+    http_ports = [free_port() for _ in range(3)]
+    raft_ports = [free_port() for _ in range(3)]
+    logs, tmp = tmp_path / "logs", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_", "HTTP_", "CLEAN"))}
+    env.update({"LOGS": str(logs), "TMPDIR": str(tmp), "HTTP_PORTS": " ".join(map(str, http_ports)),
+                "RAFT_PORTS": " ".join(map(str, raft_ports)), "RAFT_HEARTBEAT_TIMEOUT": "300ms",
+                "RAFT_SERVER_STABILIZATION_TIME": "2s", "RAFT_AUTOPILOT_INTERVAL": "200ms"})
+    before = _volume_marks()
+    # its own session, so a Ctrl-C can reach it and its nodes as a terminal's would
+    demo = subprocess.Popen([str(REPO / "scripts" / "demo.sh")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any(line.startswith("  stop ") for line in lines) or demo.poll() is not None,
+                   timeout=90, what="the demo's summary")
+        out = "".join(lines)
+        assert demo.poll() is None, out
+        h1, h2 = http_ports[0], http_ports[1]
+
+        # its data lives in a directory of its own under TMPDIR, not in the walkthrough's volumes
+        data = Path(re.search(r"data is in (\S+) \(deleted on exit\)", out).group(1))
+        assert data.parent == tmp and sorted(p.name for p in data.iterdir()) == ["node1", "node2", "node3"]
+        assert _volume_marks() == before
+
+        # it said it was waiting for the promotion before showing voters, and the roles are true
+        waiting = out.index("Waiting for autopilot to promote them to voters")
+        assert "healthy for 2s (RAFT_SERVER_STABILIZATION_TIME) after it joined" in out
+        table = out[out.index("Node  Address"):out.index("Next:")]
+        assert waiting < out.index("Node  Address")
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.strip()}
+        assert {n: (r[2], r[3]) for n, r in rows.items()} == \
+            {"n1": ("leader", "true"), "n2": ("follower", "true"), "n3": ("follower", "true")}, table
+        assert '"Voter"' not in out[:waiting]  # nothing claimed voters before autopilot promoted them
+        m = re.search(r"Promoted after (\d+)s", out)
+        assert m and int(m.group(1)) >= 2, out
+
+        # short and readable: no /status dump, and the next things to try
+        assert "latest_configuration" not in out and max(len(line) for line in lines) < 200, out
+        for text in (f"http://localhost:{h1}/ui", f"tail -f {logs}/n*.log",
+                     f'curl "http://localhost:{h1}/set?key=user&value=kj"',
+                     f'curl "http://localhost:{h2}/get?key=user"', "Ctrl-C"):
+            assert text in out, (text, out)
+        assert "Starting node1" in (logs / "n1.log").read_text()
+
+        # Ctrl-C: the nodes stop, the demo's data goes, the logs stay
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(30) == 0
+        reader.join(10)
+        out = "".join(lines)
+        assert "Stopping the cluster." in out and not data.exists(), out
+        assert (logs / "n1.log").exists()
+        assert _volume_marks() == before
+        for port in http_ports:
+            wait_until(lambda: _refused(port), timeout=15, what=f"port {port} to close")
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(10)
+
+
+def _refused(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0

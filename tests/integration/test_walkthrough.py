@@ -27,13 +27,20 @@ def in_order(text: str, *needles: str) -> bool:
     return True
 
 
+def line_time(text: str, needle: str) -> float:
+    """Seconds since the epoch of the first log line containing ``needle``."""
+    from datetime import datetime
+    line = next(line for line in text.splitlines() if needle in line)
+    return datetime.strptime(line.split(" ", 1)[0].replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
 def test_walkthrough(cluster):
     n1 = cluster.form(3)
     n2, n3 = cluster["n2"], cluster["n3"]
 
     # a write on the leader answers once committed and applied
     r = n1.set("hello", "world")
-    assert r["served_by"] == "n1" and r["key"] == "hello" and r["value"] == "world"
+    assert r["served_by"] == "n1" and r["key"] == "hello" and r["size"] == 5 and "value" not in r
     index = r["index"]
 
     # a follower forwards linearizable reads to the leader ...
@@ -119,6 +126,12 @@ def test_walkthrough(cluster):
              "[INFO]  raft: added peer, starting replication: peer=n3",
              f"[INFO]  raft.autopilot: Promoting server: id=n3 address={n3.raft_addr} name=n3",
              f"command=AddVoter server-id=n3 server-addr={n3.raft_addr}")
+    # autopilot waited ServerStabilizationTime (1s here) after each join, the
+    # first one too (the README's "~10 s after the join" at the default 10s)
+    for node_id in ("n2", "n3"):
+        joined = line_time(log1, f"command=AddNonvoter server-id={node_id} ")
+        promoted = line_time(log1, f"raft.autopilot: Promoting server: id={node_id} ")
+        assert promoted - joined >= 1.0, (node_id, joined, promoted)
     for log, node in ((log2, n2), (log3, n3)):
         in_order(log,
                  "[INFO]  raft: initial configuration: index=0 servers=[]",
