@@ -10,7 +10,9 @@ from raftkv.config import NodeSettings
 from raftkv.node.autopilot import Autopilot, reachable_within
 from raftkv.raft.configuration import Server, Suffrage
 from raftkv.raft.node import LEADER
+from raftkv.raft.configuration import Configuration
 from raftkv.raft.progress import Progress
+from raftkv.raft.status import NodeStatus, PeerStatus
 
 STABILIZATION = 10_000
 
@@ -35,6 +37,18 @@ class FakeLeader:
         self.servers.append(Server(server_id, f"127.0.0.1:{9000 + len(self.servers)}", Suffrage.NONVOTER))
         self.progress[server_id] = Progress(next_index=self.log.last_index + 1, last_contact=self.now)
 
+    def status(self) -> NodeStatus:
+        """The frozen view autopilot reads, as RaftNode.status() builds it."""
+        conf = Configuration(tuple(self.servers))
+        last = self.log.last_index
+        peers = tuple(PeerStatus(s.id, s.address, s.suffrage, self.progress[s.id].match_index,
+                                 self.progress[s.id].next_index,
+                                 max(0, self.now - self.progress[s.id].last_contact), "probe", 0, 0)
+                      for s in self.servers if s.id != self.id and s.id in self.progress)
+        return NodeStatus(self.id, "127.0.0.1:9000", self.role, self.current_term, self.id, "127.0.0.1:9000",
+                          1, last, self.current_term, 0, last, last, 0, 0, conf, 1, conf, 1, 0, True, None,
+                          self.now, peers)
+
     def hear_from(self, server_id: str) -> None:
         pr = self.progress[server_id]
         pr.match_index = self.log.last_index
@@ -47,7 +61,7 @@ def make_autopilot(core: FakeLeader, last_contact_threshold: int = 10_000) -> Au
 
     async def change_membership(*_args):
         return 0
-    return Autopilot(lambda: core, change_membership, settings, clock=lambda: core.now)
+    return Autopilot(core.status, change_membership, settings, clock=lambda: core.now)
 
 
 def run_until(core: FakeLeader, pilot: Autopilot, until: int, answering: tuple[str, ...]) -> dict[str, int]:
