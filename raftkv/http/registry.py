@@ -143,10 +143,15 @@ class Registry:
                         if resp.status == 200:
                             http_log.info("joined cluster", via=base, response=body.strip())
                             return
+                        if resp.status == 409:
+                            # the cluster knows this id at another address: retrying
+                            # cannot help, the operator must move it on purpose
+                            http_log.error("join refused, not retrying", via=base, error=body.strip()[:300])
+                            return
                         error = f"HTTP {resp.status}: {body.strip()[:200]}"
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = str(exc) or type(exc).__name__
-                http_log.warn("failed to join cluster, will retry", **{"via": base, "error": error,
-                                                                      "backoff time": timedelta(seconds=delay)})
+                http_log.warn("failed to join cluster, will retry", via=base, error=error,
+                              backoff=timedelta(seconds=delay))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
