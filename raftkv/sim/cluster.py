@@ -184,7 +184,7 @@ class SimCluster:
     def bootstrap(self, voters: list[str]) -> None:
         config = Configuration(tuple(Server(i, self.nodes[i].address) for i in voters))
         for i in voters:
-            self.step(i, ev.Bootstrap(config))
+            self.step(i, ev.Bootstrap(config), label=f"Bootstrap {i} voters={','.join(voters)}")
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
