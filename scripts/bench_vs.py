@@ -3,6 +3,7 @@
     scripts/bench-vs.sh                       raftkv (this tree) against hraftd ($HRAFTD_BIN)
     scripts/bench-vs.sh --baseline REV        raftkv (this tree) against raftkv at git revision REV
     options: --runs 3 --duration 5 --cases set1,set8,set64,set256,get64,stale64
+             --client raftkv   load with `raftkv bench` instead of wrk (raftkv clusters only)
 
 Both clusters run at once on loopback, fsync on; each case runs on one
 cluster then the other, alternating, ``--runs`` times; every run is printed,
@@ -165,14 +166,40 @@ def run_wrk(cluster: Cluster, case: str, duration: int) -> dict:
     return result
 
 
+BENCH_ARGS = {  # the same cases for `raftkv bench` (its own keys: bench-N, prefilled for reads)
+    "set1": ["-c", "1"], "set8": ["-c", "8"], "set64": ["-c", "64"], "set256": ["-c", "256"],
+    "get64": ["-c", "64", "-k", "1000", "--mix", "get=1"], "stale64": ["-c", "64", "-k", "1000", "--mix", "stale=1"],
+}
+
+
+def run_raftkv_bench(cluster: Cluster, case: str, duration: int) -> dict:
+    args = [str(ROOT / ".venv" / "bin" / "raftkv"), "bench", "--addr", f"http://{cluster.leader}", "-d",
+            str(duration), "-q", "--json", *BENCH_ARGS[case]]
+    if "-k" in BENCH_ARGS[case]:
+        args.append("--prefill")
+    cpu0 = cpu_seconds(cluster.pids())
+    out = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    cpu = cpu_seconds(cluster.pids()) - cpu0
+    if out.returncode != 0:
+        raise SystemExit(f"raftkv bench failed: {out.stdout}\n{out.stderr}")
+    r = json.loads(out.stdout)
+    lat = r["latency_ms"]
+    return {"ops": r["ops_per_s"], "p50": lat["p50"], "p99": lat["p99"], "errors": r["errors"],
+            "requests": r["ops"], "cpu_us": cpu / max(r["ops"], 1) * 1e6}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", help="compare with raftkv at this git revision instead of hraftd")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--client", choices=("wrk", "raftkv"), default="wrk")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
+    if args.client == "raftkv" and not args.baseline:
+        raise SystemExit("--client raftkv compares raftkv revisions: give --baseline REV")
+    load = run_wrk if args.client == "wrk" else run_raftkv_bench
+    if args.client == "wrk" and shutil.which("wrk") is None:
         print("installing wrk (Debian package) ...", file=sys.stderr)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
         if shutil.which("wrk") is None:
@@ -199,7 +226,7 @@ def main() -> int:
         for case in args.cases.split(","):
             for run in range(args.runs):
                 for cluster in ((this, other) if run % 2 == 0 else (other, this)):
-                    r = run_wrk(cluster, case, args.duration)
+                    r = load(cluster, case, args.duration)
                     results.setdefault((case, cluster.name), []).append(r)
                     print(f"{case:8} {cluster.name:20} run {run + 1}: {r['ops']:>8.0f} ops/s  p50 {r['p50']:6.2f} ms"
                           f"  p99 {r['p99']:7.2f} ms  errors {r['errors']:.0f}  cpu {r['cpu_us']:.0f} us/op",
@@ -211,6 +238,7 @@ def main() -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / "baseline-tree")],
                            capture_output=True)
     print()
+    print(f"client: {args.client}; median of {args.runs} runs of {args.duration} s")
     print(f"| case | {this.name} ops/s (p50 / p99 ms) | {other.name} ops/s (p50 / p99 ms) | ratio |")
     print("|---|---|---|---|")
     for case in args.cases.split(","):
