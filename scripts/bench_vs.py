@@ -195,6 +195,8 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--client", choices=("wrk", "raftkv"), default="wrk")
+    ap.add_argument("--port-base", type=int, default=18100,
+                    help="HTTP ports base..base+2 and base+200..; Raft ports 100 above each")
     args = ap.parse_args()
     if args.client == "raftkv" and not args.baseline:
         raise SystemExit("--client raftkv compares raftkv revisions: give --baseline REV")
@@ -205,18 +207,18 @@ def main() -> int:
         if shutil.which("wrk") is None:
             raise SystemExit("wrk is not installed and could not be installed: apt-get install wrk")
     workdir = Path(tempfile.mkdtemp(prefix="raftkv-bench-vs-"))
-    this = Raftkv("raftkv", 18100, workdir, ROOT)
+    this = Raftkv("raftkv", args.port_base, workdir, ROOT)
     if args.baseline:
         tree = workdir / "baseline-tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
                        check=True, capture_output=True)
-        other: Cluster = Raftkv(f"raftkv@{args.baseline}", 18300, workdir, tree)
+        other: Cluster = Raftkv(f"raftkv@{args.baseline}", args.port_base + 200, workdir, tree)
     else:
         binary = os.environ.get("HRAFTD_BIN", str(ROOT.parent / "shared" / "anchors" / "hraftd" / "hraftd"))
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"hraftd not found at {binary}: set HRAFTD_BIN to the hraftd binary "
                              "(or use --baseline REV to compare two raftkv revisions)")
-        other = Hraftd("hraftd", 18300, workdir, binary)
+        other = Hraftd("hraftd", args.port_base + 200, workdir, binary)
     results: dict[tuple[str, str], list[dict]] = {}
     try:
         for cluster in (this, other):
