@@ -52,6 +52,7 @@ from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
+from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.tcp import TcpTransport
 
 from .autopilot import Autopilot, reachable_within, server_health
@@ -221,7 +222,8 @@ class Node:
             from raftkv.transport.faults import FaultInjector
             self.faults = FaultInjector(log=lambda level, msg, fields: net_log.log_fields(level, msg, fields))
             net_log.warn("fault injection is enabled: /debug/faults can drop or delay traffic")
-        self.transport = TcpTransport(
+        transport_class = HashicorpTransport if s.protocol == "hashicorp" else TcpTransport
+        self.transport = transport_class(
             self.id, s.bind_addr, s.raft_port, self._on_message, log=hclog.emit_fields,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
