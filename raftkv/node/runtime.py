@@ -45,6 +45,7 @@ from typing import Any
 from raftkv import hclog
 from raftkv.config import NodeSettings, describe_raft_config
 from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
+from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -212,7 +213,7 @@ class Node:
         self._requests = PendingRequests(loop)
         s = self.settings
         raft_log.info("creating Raft", config=describe_raft_config(s))
-        self.volume = volume = Volume(s.data_dir)
+        self.volume = volume = Volume(s.data_dir, HraftdKVStore if s.fsm == "hraftd" else KVStore)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
         state = volume.recover()
@@ -492,6 +493,8 @@ class Node:
     async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
         """Replicate a command; returns (index, state machine result) once applied."""
         self._check_leader()
+        if self.settings.fsm == "hraftd":
+            data = to_hraftd_command(data)  # so Go nodes can apply it too
         rid, fut = self._register()
         self._proposals.append(ev.Propose(rid, data))
         self._wake()
