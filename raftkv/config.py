@@ -157,6 +157,13 @@ def _opt(env: str, flag: str, parse, default, help: str, metavar: str | None = N
                                                              "help": help, "metavar": metavar})
 
 
+def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}")
+    return value
+
+
 def _parse_cluster_key(text: str) -> str:
     key = text.strip()
     if len(key.encode("utf-8")) < 16:
@@ -233,6 +240,13 @@ class NodeSettings:
     cluster_key: str = _opt("RAFT_CLUSTER_KEY", "--cluster-key", _parse_cluster_key, "",
                             "shared secret: Raft connections prove it (HMAC challenge) and admin routes "
                             "require it as a bearer token", "KEY", secret=True)
+    protocol: str = _opt("RAFT_PROTOCOL", "--protocol", lambda t: _parse_choice(t, ("raftkv", "hashicorp")),
+                         "raftkv", "wire protocol of the Raft port: raftkv's own, or hashicorp/raft 1.1.2's "
+                         "net_transport (to join a cluster of Go nodes; pre-vote is then off)",
+                         "raftkv|hashicorp")
+    fsm: str = _opt("RAFT_FSM", "--fsm", lambda t: _parse_choice(t, ("raftkv", "hraftd")), "raftkv",
+                    "state machine commands and snapshot format: raftkv's, or hraftd's JSON",
+                    "raftkv|hraftd")
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
 
@@ -279,6 +293,9 @@ class NodeSettings:
             trailing_logs=self.trailing_logs,
             snapshot_log_limit=self.snapshot_log_limit,
             snapshot_log_bytes=self.snapshot_log_bytes,
+            # hashicorp/raft 1.1.2 has no RequestPreVote RPC and closes the
+            # connection on one, so a node speaking its protocol never sends it
+            pre_vote=self.protocol != "hashicorp",
         )
 
 

@@ -45,6 +45,7 @@ from typing import Any
 from raftkv import hclog
 from raftkv.config import NodeSettings, describe_raft_config
 from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
+from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -52,6 +53,7 @@ from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
+from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.tcp import TcpTransport
 
 from .autopilot import Autopilot, reachable_within, server_health
@@ -211,7 +213,7 @@ class Node:
         self._requests = PendingRequests(loop)
         s = self.settings
         raft_log.info("creating Raft", config=describe_raft_config(s))
-        self.volume = volume = Volume(s.data_dir)
+        self.volume = volume = Volume(s.data_dir, HraftdKVStore if s.fsm == "hraftd" else KVStore)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
         state = volume.recover()
@@ -221,7 +223,8 @@ class Node:
             from raftkv.transport.faults import FaultInjector
             self.faults = FaultInjector(log=lambda level, msg, fields: net_log.log_fields(level, msg, fields))
             net_log.warn("fault injection is enabled: /debug/faults can drop or delay traffic")
-        self.transport = TcpTransport(
+        transport_class = HashicorpTransport if s.protocol == "hashicorp" else TcpTransport
+        self.transport = transport_class(
             self.id, s.bind_addr, s.raft_port, self._on_message, log=hclog.emit_fields,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
@@ -490,6 +493,8 @@ class Node:
     async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
         """Replicate a command; returns (index, state machine result) once applied."""
         self._check_leader()
+        if self.settings.fsm == "hraftd":
+            data = to_hraftd_command(data)  # so Go nodes can apply it too
         rid, fut = self._register()
         self._proposals.append(ev.Propose(rid, data))
         self._wake()

@@ -34,7 +34,7 @@ class VolumeInUse(RuntimeError):
 
 
 class Volume:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, store_class: type[KVStore] = KVStore) -> None:
         self.data_dir = data_dir
         os.makedirs(data_dir, exist_ok=True)
         self._lock_fd = self._lock(data_dir)
@@ -45,7 +45,8 @@ class Volume:
         self.uploads = os.path.join(data_dir, "uploads")
         shutil.rmtree(self.uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self.uploads)
-        self.kv = KVStore(os.path.join(data_dir, "fsm.db"), log=fsm_log.log_fields)
+        # KVStore, or a variant reading another format (raftkv/fsm_hraftd.py)
+        self.kv = store_class(os.path.join(data_dir, "fsm.db"), log=fsm_log.log_fields)
         # set by the runtime: a restored backup is stored as a snapshot the
         # core must hear about; an installed one is counted
         self.on_backup_stored: Callable[[SnapshotMeta], None] = lambda meta: None
@@ -108,6 +109,7 @@ class Volume:
                                             fields + [("applied-index", self.kv.applied_index)])
                         return meta
                     raft_log.log_fields("INFO", "starting restore from snapshot", fields)
+                    self._expect_restore(meta)
                     restore_state_machine(self.kv, meta, f)
             except Exception as exc:
                 raft_log.log_fields("ERROR", "failed to restore snapshot", fields + [("error", str(exc))])
@@ -159,8 +161,15 @@ class Volume:
         stored = handle if isinstance(handle, SnapshotMeta) else meta
         _, f = self.snapshots.open(stored.id)
         with f:
+            self._expect_restore(stored)
             restore_state_machine(self.kv, stored, f)
         self.on_installed()
+
+    def _expect_restore(self, meta: SnapshotMeta) -> None:
+        # a snapshot format without its own index (hraftd's) learns it here
+        expect = getattr(self.kv, "expect_restore", None)
+        if expect is not None:
+            expect(meta.index)
 
     # ------------------------------------------------------------------ snapshots and uploads
 
