@@ -396,6 +396,10 @@ class KVStore:
 
         return persist
 
+    def expect_restore(self, applied_index: int) -> None:
+        """The index the next restored snapshot stands for. raftkv's format
+        carries its own index; a format that does not (hraftd's) keeps it."""
+
     def restore(self, reader: BinaryIO) -> None:
         """Replace the whole state with a snapshot streamed from ``reader``."""
         unpacker = msgpack.Unpacker(reader, raw=False, max_buffer_size=_MAX_OBJECT,

@@ -109,7 +109,7 @@ class Volume:
                                             fields + [("applied-index", self.kv.applied_index)])
                         return meta
                     raft_log.log_fields("INFO", "starting restore from snapshot", fields)
-                    self._expect_restore(meta)
+                    self.kv.expect_restore(meta.index)
                     restore_state_machine(self.kv, meta, f)
             except Exception as exc:
                 raft_log.log_fields("ERROR", "failed to restore snapshot", fields + [("error", str(exc))])
@@ -161,15 +161,9 @@ class Volume:
         stored = handle if isinstance(handle, SnapshotMeta) else meta
         _, f = self.snapshots.open(stored.id)
         with f:
-            self._expect_restore(stored)
+            self.kv.expect_restore(stored.index)
             restore_state_machine(self.kv, stored, f)
         self.on_installed()
-
-    def _expect_restore(self, meta: SnapshotMeta) -> None:
-        # a snapshot format without its own index (hraftd's) learns it here
-        expect = getattr(self.kv, "expect_restore", None)
-        if expect is not None:
-            expect(meta.index)
 
     # ------------------------------------------------------------------ snapshots and uploads
 

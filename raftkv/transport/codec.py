@@ -235,7 +235,7 @@ class _Gen:
         arity = offset + len(flds)
         lines = [
             f"def {fn}(b, path={cls.__name__!r}):",
-            f"    if type(b) is not list: _bad(path, 'list', b)",
+            "    if type(b) is not list: _bad(path, 'list', b)",
             f"    if len(b) != {arity}: _arity(path, {len(flds)}, len(b) - {offset})",
         ]
         args = []

@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 from raftkv.raft.configuration import Configuration
 from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, EntryType, InstallSnapshot,
-                                  RequestVote, SnapshotMeta, TimeoutNow)
+                                  RequestVote, SnapshotMeta)
 
 from . import hashicorp_codec as hc
 from .codec import CodecError
