@@ -15,13 +15,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-HRAFTD = os.environ.get("HRAFTD", "/work/shared/anchors/hraftd/hraftd")
+# the shared/ folder beside the repository holds the hraftd build (README there)
+HRAFTD = os.environ.get("HRAFTD_BIN", str(Path(__file__).resolve().parents[3] / "shared" / "anchors" / "hraftd" / "hraftd"))
 
 pytestmark = pytest.mark.skipif(not os.access(HRAFTD, os.X_OK),
-                                reason=f"hraftd binary not found at {HRAFTD} (set HRAFTD=path)")
+                                reason=f"hraftd binary not found at {HRAFTD} (set HRAFTD_BIN=path)")
 
 
 def free_port() -> int:
