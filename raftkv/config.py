@@ -247,6 +247,9 @@ class NodeSettings:
     fsm: str = _opt("RAFT_FSM", "--fsm", lambda t: _parse_choice(t, ("raftkv", "hraftd")), "raftkv",
                     "state machine commands and snapshot format: raftkv's, or hraftd's JSON",
                     "raftkv|hraftd")
+    trace_file: str = _opt("RAFT_TRACE", "--trace-file", str, "",
+                           "record every input and output of the Raft core to FILE, "
+                           "for `raftkv replay` (off when empty)", "FILE")
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
 

@@ -62,6 +62,7 @@ from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
 from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
+from .trace import TraceRecorder
 from .volume import Volume
 
 raft_log = hclog.get_logger("raft")
@@ -199,6 +200,7 @@ class Node:
         self._role = "Follower"
         self._leader: tuple[str | None, str | None] = (None, None)  # (id, Raft address)
         self._gc = GcPolicy()
+        self._trace: TraceRecorder | None = None  # RAFT_TRACE: every step, for raftkv replay
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -239,15 +241,31 @@ class Node:
         self._network.transport = self.transport
         net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address)
 
-        self._raft = RaftNode(self.id, self.raft_address, s.raft_config(), state, random.Random(), _now_ms())
+        # A seed of our own, so that a trace can rebuild the same generator.
+        seed = int.from_bytes(os.urandom(8), "big")
+        config, started_at = s.raft_config(), _now_ms()
+        self._raft = RaftNode(self.id, self.raft_address, config, state, random.Random(seed), started_at)
+        if s.trace_file:
+            self._trace = TraceRecorder(s.trace_file)
+            self._trace.start(self.id, self.raft_address, config, state, seed, started_at)
+            raft_log.warn("recording every step of the Raft core", file=s.trace_file)
         st = self._raft.status()
         self._configuration = st.configuration
         self._leader = (st.leader_id, st.leader_address)
         self._executor = EffectExecutor(volume, self._network, _KVStateMachine(self), self)
-        await self._carry_out(self._raft.start())
+        effects = self._raft.start()
+        if self._trace is not None:
+            self._trace.step(None, None, effects, self._raft.status())
+            self._trace.flush()
+        await self._carry_out(effects)
         if s.bootstrap and not self.had_state:
             conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
-            await self._carry_out(self._raft.step(ev.Bootstrap(conf)))
+            event = ev.Bootstrap(conf)
+            effects = self._raft.step(event)
+            if self._trace is not None:
+                self._trace.step(event, None, effects, self._raft.status())
+                self._trace.flush()
+            await self._carry_out(effects)
 
         self.autopilot = Autopilot(self.raft_status, self.change_membership, s)
         self.spawn(self._drive(), "raftkv-driver")
@@ -306,6 +324,8 @@ class Node:
                 await asyncio.gather(self._snapshot_task, return_exceptions=True)
             if self.volume is not None:
                 await self._loop.run_in_executor(self._disk, self.volume.close)
+            if self._trace is not None:
+                self._trace.close()
         except Exception as exc:
             raft_log.error("failed to shut down cleanly", error=str(exc))
             self.exit_code = self.exit_code or 1
@@ -379,12 +399,14 @@ class Node:
                 self._proposals = []
             for event in events:
                 effects.extend(self._step(event))
+            if self._trace is not None:
+                self._trace.flush()
             if effects:
                 await self._carry_out(effects)
 
     def _step(self, event) -> list:
         try:
-            return self._raft.step(event)
+            effects = self._raft.step(event)
         except Exception as exc:
             # A bug, or input the core could not digest; the node's state is
             # still what the core left, so keep serving and say what happened.
@@ -392,7 +414,12 @@ class Node:
                            error=f"{type(exc).__name__}: {exc}")
             if hclog.is_enabled("DEBUG"):
                 raft_log.debug("traceback", trace=traceback.format_exc())
+            if self._trace is not None:
+                self._trace.step(event, None, [], self._raft.status(), exc)
             return []
+        if self._trace is not None:
+            self._trace.step(event, None, effects, self._raft.status())
+        return effects
 
     async def _carry_out(self, effects: list) -> None:
         executor = self._executor

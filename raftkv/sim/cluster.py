@@ -78,9 +78,12 @@ class SimNode:
     def boot(self, now: int) -> list:
         d = self.durable
         entries = tuple(d.entries[i] for i in sorted(d.entries))
-        self.raft = RaftNode(self.id, self.address, self.cluster.config,
-                             PersistentState(d.term, d.voted_for, d.commit_hint, d.snapshot, entries),
-                             random.Random(self.cluster.rng.random()), now)
+        state = PersistentState(d.term, d.voted_for, d.commit_hint, d.snapshot, entries)
+        seed = self.cluster.rng.random()
+        self.raft = RaftNode(self.id, self.address, self.cluster.config, state, random.Random(seed), now)
+        recorder = self.cluster.recorders.get(self.id)
+        if recorder is not None:
+            recorder.start(self.id, self.address, self.cluster.config, state, seed, now)
         self.state_machine = DictStateMachine(d.snapshot_state, d.snapshot.index if d.snapshot else 0, self.id)
         d.state_machine = self.state_machine
         self.executor = EffectExecutor(d, SimNetwork(self.cluster, self), self.state_machine, self)
@@ -167,6 +170,8 @@ class SimCluster:
         # (label), "log" (node id, fx.Log), "send" (node id, to, message),
         # "executor" (node id, what the executor made durable or applied)
         self.trace = None
+        # node id -> raftkv.node.trace.TraceRecorder: that node's steps, for raftkv replay
+        self.recorders: dict = {}
 
     # ------------------------------------------------------------ scheduling
 
@@ -179,6 +184,7 @@ class SimCluster:
         if self.trace:
             self.trace("event", f"Start {node_id}")
         effects = node.boot(self.now)
+        self._record(node, None, effects)
         self._carry_out(node, None, effects, None)
 
     def bootstrap(self, voters: list[str]) -> None:
@@ -238,6 +244,8 @@ class SimCluster:
         commit_before = node.raft.commit_index
         effects = node.raft.step(event, self.now)
         self.steps += 1
+        if self.recorders:
+            self._record(node, event, effects)
         if self.trace and label is not None and (not label.startswith("Timeout") or effects):
             self.trace("event", label)
         if self.crash_mid_step_rate and self.rng.random() < self.crash_mid_step_rate:
@@ -246,6 +254,12 @@ class SimCluster:
             return []
         self._carry_out(node, event, effects, (log_before, base_before, commit_before))
         return effects
+
+    def _record(self, node: SimNode, event, effects: list) -> None:
+        recorder = self.recorders.get(node.id)
+        if recorder is not None:
+            recorder.step(event, None if event is None else self.now, effects, node.raft.status())
+            recorder.flush()  # each simulated step is carried out on its own
 
     def _carry_out(self, node: SimNode, event, effects: list, before) -> None:
         """The live node's order (raftkv/node/runtime.py), run inline, with
