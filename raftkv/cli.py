@@ -11,7 +11,9 @@ answer (``get``: the value alone unless ``--json``; ``peers`` and ``watch``:
 a table like ``vault operator raft list-peers``) and exit 0 on a 2xx status,
 else print one line naming the error to stderr and exit 1 (2 if the node
 cannot be reached). ``--addr`` goes before or after the subcommand. ``sim``
-hands over to ``raftkv.sim.cli`` when that package provides it.
+hands over to ``raftkv.sim.cli`` when that package provides it, and so does
+``replay`` (``raftkv replay FILE...``: step traces a node recorded with
+``RAFT_TRACE`` fed through a fresh core).
 """
 
 from __future__ import annotations
@@ -360,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("take", "save", "restore"))
     p.add_argument("file", nargs="?", help="the backup file (save, restore)")
     sub.add_parser("sim", help="deterministic cluster simulator (raftkv.sim)", add_help=False)
+    sub.add_parser("replay", help="replay nodes' RAFT_TRACE files through a fresh Raft core", add_help=False)
     from .bench import add_arguments as add_bench_arguments
     bench = sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP")
     add_bench_arguments(bench)
@@ -380,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
             return sim.main(argv[1:]) or 0
         sys.argv = ["raftkv sim", *argv[1:]]
         return sim.main() or 0
+    if argv and argv[0] == "replay":
+        try:
+            sim = importlib.import_module("raftkv.sim.cli")
+        except ImportError:
+            print("raftkv replay: the simulator (raftkv.sim.cli) is not available", file=sys.stderr)
+            return EXIT_USAGE
+        return sim.replay_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _resolve_addr(args)

@@ -44,7 +44,7 @@ from raftkv.raft.node import LEADER, RaftNode
 
 from .scenarios import describe_message
 
-__all__ = ["Divergence", "FileResult", "replay_files", "replay_document", "main_replay"]
+__all__ = ["Divergence", "FileResult", "replay_file", "replay_files", "replay_document", "summary"]
 
 CONTEXT_STEPS = 3  # recorded steps shown before a divergence
 
@@ -369,47 +369,3 @@ def summary(results: Sequence[FileResult]) -> str:
     divergences = sum(1 for r in results if r.divergence)
     runs = sum(r.incarnations for r in results)
     return f"replayed {steps} steps, {divergences} divergences ({len(results)} files, {runs} runs)"
-
-
-def main_replay(argv: list[str] | None = None) -> int:
-    """``raftkv replay FILE...``"""
-    import argparse
-    import json
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="raftkv replay",
-        description="Feed the steps a node recorded (RAFT_TRACE=FILE) through a fresh Raft core and "
-                    "check it produces the same effects and states at every step. With several "
-                    "files (one per node) the traces are printed merged by time.")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="trace files written with RAFT_TRACE")
-    parser.add_argument("--quiet", "-q", action="store_true", help="print only the summary and divergences")
-    parser.add_argument("--json-trace", metavar="OUT",
-                        help="write the replay as the dashboard's replay document ('-' for stdout)")
-    args = parser.parse_args(argv)
-    try:
-        if args.json_trace:
-            doc = replay_document(args.files)
-            text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-            if args.json_trace == "-":
-                print(text)
-            else:
-                with open(args.json_trace, "w", encoding="utf-8") as f:
-                    f.write(text + "\n")
-            counts = doc["replayed"].values()
-            steps = sum(c["steps"] for c in counts)
-            divergences = sum(c["divergences"] for c in counts)
-            print(f"replayed {steps} steps, {divergences} divergences", file=sys.stderr)
-            return 1 if divergences else 0
-        out = None if args.quiet else print
-        results = replay_files(args.files, out=out)
-    except (OSError, TraceError) as exc:
-        print(f"raftkv replay: {exc}", file=sys.stderr)
-        return 2
-    for r in results:
-        if args.quiet and r.divergence is not None:
-            print(r.divergence.report())
-        print(f"{r.path}: node {r.node_id}, {r.incarnations} runs, {r.steps} steps, "
-              f"{'1 divergence' if r.divergence else '0 divergences'}")
-    print(summary(results))
-    return 1 if any(r.divergence for r in results) else 0
