@@ -22,7 +22,10 @@ cut short by a crash is dropped when the file is opened again.
 
 Values are encoded generically (:func:`encode`): a dataclass of the core as
 ``{"@": name, "f": [fields...]}``, an enum as ``{"%": name, "v": value}``,
-tuples as lists. Anything else — the runtime's opaque handles, such as the
+tuples as lists; the bulky ones faster: a Raft message as its wire body
+(:mod:`raftkv.transport.codec`, ``{"M": bytes}``), a tuple of log entries
+flattened (``{"E": [index, term, type, data, ...]}``) and so are the
+proposals of a ``ProposeBatch`` (``{"P": [request_id, data, ...]}``). Anything else — the runtime's opaque handles, such as the
 backup store in ``RestoreUserSnapshot`` or a ``ServerList`` in a log record —
 is kept as a description ``{"?": type, "s": text}`` and decodes to an
 :class:`OpaqueHandle` carrying that description, so a replayed core hands the
@@ -45,6 +48,7 @@ from raftkv.raft import configuration, effects, events, messages
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import PersistentState
+from raftkv.transport.codec import TYPE_CODES, decode_body, encode_body
 
 __all__ = ["FORMAT", "VERSION", "STATUS_KEYS", "OpaqueHandle", "TraceRecorder", "TraceError",
            "encode", "decode", "read_records", "describe_event"]
@@ -90,6 +94,8 @@ _ENUMS: dict[str, type] = {cls.__name__: cls for cls in (messages.EntryType, con
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls))
                                         for cls in _CLASSES.values()}
 _PLAIN = frozenset((type(None), bool, int, float, str, bytes))
+_MESSAGES = frozenset(cls for cls in TYPE_CODES if cls.__module__ == messages.__name__)
+_Entry, _EntryType, _Propose = messages.Entry, messages.EntryType, events.Propose
 
 
 def encode(value: Any) -> Any:
@@ -98,7 +104,19 @@ def encode(value: Any) -> Any:
     if t in _PLAIN:
         return value
     if t is tuple or t is list:
+        if value:
+            # the bulk of a busy trace, flattened: entries and group-committed proposals
+            first = type(value[0])
+            if first is _Entry:
+                return {"E": [x for e in value for x in (e.index, e.term, e.type.value, e.data)]}
+            if first is _Propose:
+                return {"P": [x for p in value for x in (p.request_id, p.data)]}
         return [encode(v) for v in value]
+    if t in _MESSAGES:
+        # the wire codec's generated encoders; the snapshot handle is not wire data
+        if t is messages.InstallSnapshot:
+            return {"M": encode_body(value), "d": encode(value.data)}
+        return {"M": encode_body(value)}
     names = _FIELDS.get(t)
     if names is not None:
         return {"@": t.__name__, "f": [encode(getattr(value, n)) for n in names]}
@@ -125,6 +143,18 @@ def decode(value: Any) -> Any:
     if type(value) is list:
         return tuple(decode(v) for v in value)
     if type(value) is dict:
+        if "M" in value:
+            message = decode_body(value["M"])
+            if "d" in value:
+                message = dataclasses.replace(message, data=decode(value["d"]))
+            return message
+        if "E" in value:
+            flat = value["E"]
+            return tuple(_Entry(flat[i], flat[i + 1], _EntryType(flat[i + 2]), flat[i + 3])
+                         for i in range(0, len(flat), 4))
+        if "P" in value:
+            flat = value["P"]
+            return tuple(_Propose(flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
         if "@" in value:
             cls = _CLASSES.get(value["@"])
             if cls is None:

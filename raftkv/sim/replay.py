@@ -165,6 +165,17 @@ def _node_state(raft: RaftNode, status: dict) -> dict:
             "entries": [[e.index, e.term, e.type.name.lower()] for e in raft.entries(lo, last)]}
 
 
+def _header(labels: Sequence[str]) -> str:
+    """The events of a batch, runs of the same one counted: ``Receive AppendEntries n3->n1 x16``."""
+    runs: list[list] = []
+    for label in labels:
+        if runs and runs[-1][0] == label:
+            runs[-1][1] += 1
+        else:
+            runs.append([label, 1])
+    return ", ".join(label if n == 1 else f"{label} x{n}" for label, n in runs) or "Tick"
+
+
 def _describe_state(status: dict) -> str:
     snap = f" snapshot={status['last_snapshot_index']}" if status["last_snapshot_index"] else ""
     return (f"{status['id']}: {status['state']:<9} term={status['term']} commit={status['commit_index']} "
@@ -327,7 +338,7 @@ def replay_files(paths: Sequence[str], out: Callable[[str], None] | None = print
         t0 = batches[0].t if batches else 0
         for batch in batches:
             if batch.lines or batch.start or batch.divergence:
-                out(f"----{{{batch.node_id} {', '.join(batch.labels) or 'Tick'} t={batch.t - t0}ms}}")
+                out(f"----{{{batch.node_id} {_header(batch.labels)} t={batch.t - t0}ms}}")
                 for line in batch.lines:
                     out(line)
                 if batch.state is not None:
@@ -354,7 +365,7 @@ def replay_document(paths: Sequence[str]) -> dict:
             seq += 1
             logs.append(record_to_dict(batch.node_id, (seq, (batch.t - t0) / 1000.0, level, logger, message, fields)))
         notes = [batch.divergence.report()] if batch.divergence else []
-        steps.append({"index": len(steps), "label": f"{batch.node_id} {', '.join(batch.labels) or 'Tick'}",
+        steps.append({"index": len(steps), "label": f"{batch.node_id} {_header(batch.labels)}",
                       "t": batch.t - t0, "notes": notes, "logs": logs, "messages": batch.messages,
                       "nodes": [dict(states[n]) for n in nodes]})
     divergences = [r.divergence for r in results if r.divergence]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -135,10 +136,11 @@ def test_altered_event_is_reported_as_a_divergence(tmp_path):
     def newer_term(records):
         # a message from a term the sender never reached
         for record in records:
-            if (record["k"] == "step" and record["ev"] and record["ev"]["@"] == "Receive"
-                    and record["ev"]["f"][1]["@"] == "AppendEntries"):
-                record["ev"]["f"][1]["f"][0] += 5
-                return
+            if record["k"] == "step" and record["ev"] and record["ev"]["@"] == "Receive":
+                message = decode(record["ev"]["f"][1])
+                if isinstance(message, AppendEntries):
+                    record["ev"]["f"][1] = encode(dataclasses.replace(message, term=message.term + 5))
+                    return
         raise AssertionError("no AppendEntries received")
     rewrite(path, newer_term)
     results = replay_files([path], out=None)
