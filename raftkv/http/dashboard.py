@@ -23,7 +23,11 @@ for other clients (a page of one's own, scripts) that do reach every node.
 Replay mode runs one deterministic simulator scenario on a worker thread
 (``/ui/replay?scenario=NAME``, see :mod:`raftkv.sim.record`) and returns
 every step's node states, messages and log lines; the page steps through them
-with the same views.
+with the same views. It also opens step traces that nodes recorded with
+``RAFT_TRACE``: the page uploads them (``POST /ui/replay``), this node
+replays them through a fresh core (:mod:`raftkv.sim.replay`) and answers
+the same kind of document, one step per driver batch, with any divergence
+as the step's note.
 
 Routes:
 
@@ -31,6 +35,7 @@ Routes:
 ``GET /ui``                      the dashboard page
 ``GET /ui/static/{name}``        its script and stylesheet
 ``GET /ui/replay[?scenario=N]``  the scenario list, or one scenario's recorded steps
+``POST /ui/replay``              replay uploaded RAFT_TRACE files (form fields ``trace``)
 ``GET /ui/stream?node=ID``       that member's ``/debug/stream``, relayed by this node
 ``POST|DELETE /ui/faults?node``  relay to that node's ``/debug/faults``
 ``GET /metrics``                 Prometheus text (:mod:`raftkv.metrics`)
@@ -45,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 import time
 from importlib import resources
 from typing import Any
@@ -53,7 +59,9 @@ import aiohttp
 from aiohttp import web
 
 from raftkv.metrics import CONTENT_TYPE_LATEST
+from raftkv.node.trace import TraceError
 from raftkv.sim import record
+from raftkv.sim.replay import replay_document
 
 from .context import CTX, HttpContext
 from .params import BadRequest
@@ -68,6 +76,7 @@ STREAM_INTERVAL = 0.2      # seconds between looks at the node, per stream
 STREAM_KEEPALIVE = 1.0     # send status at least this often, changed or not
 LOG_WINDOW = 300           # entries of the log tail a stream sends at most
 BACKLOG = 500              # log records a new stream starts with
+MAX_TRACE_UPLOAD = 64 * 1024 * 1024  # bytes of trace files one replay may upload
 _STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
 
 
@@ -356,6 +365,47 @@ async def handle_replay(request: web.Request) -> web.StreamResponse:
     return _json(cache[name])
 
 
+async def handle_replay_upload(request: web.Request) -> web.StreamResponse:
+    """Replay trace files: multipart form fields named ``trace`` (one file
+    per node), or a single file as the raw body."""
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory(prefix="raftkv-replay-") as tmp:
+        paths: list[str] = []
+        names: list[str] = []
+        received = 0
+
+        async def save(chunks, name: str) -> None:
+            nonlocal received
+            path = os.path.join(tmp, str(len(paths)))
+            with open(path, "wb") as f:
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if received > MAX_TRACE_UPLOAD:
+                        raise BadRequest("trace", f"trace files larger than {MAX_TRACE_UPLOAD} bytes")
+                    f.write(chunk)
+            paths.append(path)
+            names.append(os.path.basename(name) or f"trace {len(paths)}")
+
+        if request.content_type.startswith("multipart/"):
+            async for part in await request.multipart():
+                if part.name == "trace":
+                    await save(_part_chunks(part), part.filename or "")
+        elif request.can_read_body:
+            await save(request.content.iter_chunked(65536), request.query.get("name", ""))
+        if not paths:
+            raise BadRequest("trace", "no trace file uploaded (form field 'trace')")
+        try:
+            doc = await loop.run_in_executor(None, replay_document, paths, names)
+        except TraceError as exc:
+            raise BadRequest("trace", str(exc).replace(tmp + os.sep, "")) from None
+    return _json(doc)
+
+
+async def _part_chunks(part):
+    while chunk := await part.read_chunk(65536):
+        yield chunk
+
+
 async def handle_faults(request: web.Request) -> web.StreamResponse:
     """Relay a fault-injection request to the named member's ``/debug/faults``."""
     ctx = _ctx(request)
@@ -392,6 +442,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/ui/", handle_ui)
     r.add_get("/ui/static/{name}", handle_static)
     r.add_get("/ui/replay", handle_replay)
+    r.add_post("/ui/replay", handle_replay_upload)
     r.add_get("/ui/stream", handle_ui_stream)
     r.add_post("/ui/faults", handle_faults)
     r.add_delete("/ui/faults", handle_faults)

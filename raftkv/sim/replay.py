@@ -230,13 +230,14 @@ def _incarnations(path: str) -> list[tuple[dict, list[dict]]]:
     return out
 
 
-def replay_file(path: str, on_batch: Callable[[Batch], None] | None = None) -> FileResult:
-    """Replay every incarnation in one file; ``on_batch`` gets each carried-out batch."""
-    result = FileResult(path)
+def replay_file(path: str, on_batch: Callable[[Batch], None] | None = None, name: str | None = None) -> FileResult:
+    """Replay every incarnation in one file; ``on_batch`` gets each carried-out
+    batch. ``name`` is what reports call the file (default: its path)."""
+    result = FileResult(name or path)
     for number, (start, steps) in enumerate(_incarnations(path), 1):
         result.node_id = start["id"]
         result.incarnations = number
-        divergence = _replay_incarnation(path, number, start, steps, result, on_batch)
+        divergence = _replay_incarnation(result.path, number, start, steps, result, on_batch)
         if divergence is not None:
             result.divergence = divergence
             break
@@ -320,11 +321,12 @@ def _replay_incarnation(path: str, number: int, start: dict, steps: list[dict], 
 
 # ---------------------------------------------------------------- several files
 
-def _replay_all(paths: Sequence[str]) -> tuple[list[FileResult], list[Batch]]:
+def _replay_all(paths: Sequence[str], names: Sequence[str] | None = None
+                ) -> tuple[list[FileResult], list[Batch]]:
     results, streams = [], []
-    for path in paths:
+    for i, path in enumerate(paths):
         batches: list[Batch] = []
-        results.append(replay_file(path, batches.append))
+        results.append(replay_file(path, batches.append, names[i] if names else None))
         streams.append(batches)
     merged = list(heapq.merge(*[[(b.t, i, n, b) for n, b in enumerate(s)] for i, s in enumerate(streams)],
                               key=lambda item: item[:3]))
@@ -348,9 +350,10 @@ def replay_files(paths: Sequence[str], out: Callable[[str], None] | None = print
     return results
 
 
-def replay_document(paths: Sequence[str]) -> dict:
-    """The replay of these files as :mod:`raftkv.sim.record`'s document, for the dashboard."""
-    results, batches = _replay_all(paths)
+def replay_document(paths: Sequence[str], names: Sequence[str] | None = None) -> dict:
+    """The replay of these files as :mod:`raftkv.sim.record`'s document, for
+    the dashboard; ``names`` are what it calls the files (default: their paths)."""
+    results, batches = _replay_all(paths, names)
     nodes = sorted({r.node_id for r in results if r.node_id})
     states = {n: {"id": n, "up": False, "role": "Down"} for n in nodes}
     t0 = batches[0].t if batches else 0
@@ -369,7 +372,7 @@ def replay_document(paths: Sequence[str]) -> dict:
                       "t": batch.t - t0, "notes": notes, "logs": logs, "messages": batch.messages,
                       "nodes": [dict(states[n]) for n in nodes]})
     divergences = [r.divergence for r in results if r.divergence]
-    return {"scenario": " ".join(paths), "nodes": nodes, "passed": not divergences,
+    return {"scenario": " ".join(r.path for r in results), "nodes": nodes, "passed": not divergences,
             "error": divergences[0].report() if divergences else None, "steps": steps,
             "replayed": {r.path: {"node": r.node_id, "incarnations": r.incarnations, "steps": r.steps,
                                   "divergences": 1 if r.divergence else 0} for r in results}}

@@ -232,18 +232,38 @@ async function loadScenarios() {
   sel.innerHTML = ((r.body && r.body.scenarios) || []).map(s => `<option>${esc(s)}</option>`).join("");
 }
 
+function showReplay(doc) {
+  replay.data = doc;
+  replay.step = 0;
+  const slider = $("#replay-slider");
+  slider.max = String(Math.max(0, doc.steps.length - 1));
+  slider.value = "0";
+  scheduleRender();
+}
+
 async function loadReplay(name) {
   say(`loading scenario ${name} ...`);
   const r = await getJSON(`/ui/replay?scenario=${encodeURIComponent(name)}`);
   if (!r.ok) { say(`replay: ${(r.body && r.body.error) || r.status}`, true); return; }
-  replay.data = r.body;
-  replay.step = 0;
-  const slider = $("#replay-slider");
-  slider.max = String(Math.max(0, r.body.steps.length - 1));
-  slider.value = "0";
+  showReplay(r.body);
   say(`scenario ${name}: ${r.body.steps.length} steps` + (r.body.passed ? ", every invariant held" : `, VIOLATION: ${r.body.error}`),
       !r.body.passed);
-  scheduleRender();
+}
+
+// Trace files recorded with RAFT_TRACE: the serving node replays them through
+// a fresh core and answers the same document a scenario gives.
+async function loadTraces(files) {
+  if (!files || !files.length) return;
+  const form = new FormData();
+  for (const f of files) form.append("trace", f, f.name);
+  say(`replaying ${files.length} trace file${files.length > 1 ? "s" : ""} ...`);
+  const r = await getJSON("/ui/replay", { method: "POST", body: form });
+  if (!r.ok) { say(`replay: ${(r.body && r.body.error) || r.status}`, true); return; }
+  showReplay(r.body);
+  const counts = Object.values(r.body.replayed || {});
+  const steps = counts.reduce((n, c) => n + c.steps, 0);
+  say(`traces ${r.body.scenario}: ${steps} core steps replayed in ${r.body.steps.length} batches` +
+      (r.body.passed ? ", no divergence" : `, DIVERGENCE: ${r.body.error.split("\n")[0]}`), !r.body.passed);
 }
 
 function setStep(i) {
@@ -619,6 +639,7 @@ function wire() {
   });
   $$(".tab").forEach(b => b.onclick = () => setMode(b.dataset.mode));
   $("#replay-load").onclick = () => loadReplay($("#replay-scenario").value);
+  $("#replay-file").onchange = e => loadTraces(e.target.files);
   $("#replay-first").onclick = () => setStep(0);
   $("#replay-prev").onclick = () => setStep(replay.step - 1);
   $("#replay-next").onclick = () => setStep(replay.step + 1);

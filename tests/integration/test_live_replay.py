@@ -5,9 +5,12 @@ feeds each node's trace to a fresh core and must find no divergence."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -77,5 +80,29 @@ def test_live_cluster_under_faults_replays_without_divergence(cluster):
     assert re.search(r"^  n\d apply \d+", out, re.M)
     assert "SnapshotTaken" in out
     installed = "Receive InstallSnapshot" in out
+
+    # the dashboard's replay opens the same files (uploaded to a running node)
+    kept = []
+    for node, path in zip(cluster.nodes.values(), files):
+        kept.append(node.dir / f"{node.id}.trace")
+        shutil.copy(path, kept[-1])
+    n2 = cluster["n2"].start().wait_ready()
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"trace\"; "
+                    f"filename=\"{p.name}\"\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+                    + p.read_bytes() + b"\r\n" for p in kept) + f"--{boundary}--\r\n".encode()
+    resp = n2.request("POST", "/ui/replay", body=body,
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=120)
+    assert resp.status == 200, resp
+    doc = resp.json()
+    assert doc["passed"] and doc["nodes"] == ["n1", "n2", "n3"], doc.get("error")
+    assert doc["scenario"] == "n1.trace n2.trace n3.trace"
+    assert {c["node"]: c["steps"] for c in doc["replayed"].values()} == steps
+    assert any(l["message"] == "entering leader state" for s in doc["steps"] for l in s["logs"])
+    assert [s["t"] for s in doc["steps"]] == sorted(s["t"] for s in doc["steps"])
+    json.dumps(doc)
+    bad = n2.request("POST", "/ui/replay", body=b"\x00\x00\x00\x05hello", timeout=30)
+    assert bad.status == 400, bad
+
     print(f"replayed {steps} steps (n1 in two runs), 0 divergences; "
           f"{'with' if installed else 'without'} an InstallSnapshot")
