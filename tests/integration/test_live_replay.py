@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from cluster import REPO, Writer, wait_until
+from test_dashboard import WAIT_MS, browser_page, needs_browser  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +107,41 @@ def test_live_cluster_under_faults_replays_without_divergence(cluster):
 
     print(f"replayed {steps} steps (n1 in two runs), 0 divergences; "
           f"{'with' if installed else 'without'} an InstallSnapshot")
+
+
+def _simulated_traces(tmp_path) -> list[str]:
+    from raftkv.node.trace import TraceRecorder
+    from raftkv.sim import scenarios
+    paths: list[str] = []
+
+    def attach(script):
+        for node_id in script.cluster.nodes:
+            paths.append(str(tmp_path / f"{node_id}.trace"))
+            script.cluster.recorders[node_id] = TraceRecorder(paths[-1])
+    scenarios.play(scenarios.scenario_path("leader-crash"), None, on_script=attach)
+    return paths
+
+
+@needs_browser
+def test_dashboard_replay_opens_trace_files(cluster, browser_page, tmp_path):
+    page = browser_page
+    traces = _simulated_traces(tmp_path)
+    node = cluster.add("n1", bootstrap=True).wait_ready()
+    page.goto(f"http://{node.http_addr}/ui")
+    page.click("#tab-replay")
+    page.set_input_files("#replay-file", traces)
+    page.wait_for_function("() => document.querySelector('#replay-pos').textContent.startsWith('step 1 /')",
+                           timeout=WAIT_MS)
+    assert "no divergence" in page.text_content("#op-result")
+    total = int(page.text_content("#replay-pos").split("/")[1])
+    assert total > 10
+    page.eval_on_selector("#replay-slider", f"(e) => {{ e.value = '{total - 1}'; e.dispatchEvent(new Event('input')); }}")
+    page.wait_for_function(f"() => document.querySelector('#replay-pos').textContent.startsWith('step {total} /')",
+                           timeout=WAIT_MS)
+    cards = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid=node-card]'))
+                                     .map(e => [e.dataset.node, e.dataset.role])""")
+    assert sorted(c[0] for c in cards) == ["n1", "n2", "n3"]
+    assert [c for c in cards if c[1] == "Leader"], cards
+    messages = page.eval_on_selector_all("#events tbody td.message", "els => els.map(e => e.textContent)")
+    assert "election won" in messages
+    assert not page.errors, page.errors
