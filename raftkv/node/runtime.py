@@ -18,6 +18,11 @@ sleeps until the core's next deadline or until something arrives, then
    :class:`~raftkv.node.executor.EffectExecutor` — the same code the
    simulator runs — with the persistence on a dedicated disk thread.
 
+With ``RAFT_TRACE=FILE`` the driver also hands every step (event, effects,
+status) to a :class:`~raftkv.node.trace.TraceRecorder`, written once per
+batch, which ``raftkv replay`` feeds through a fresh core; unset, that costs
+one ``if`` per step.
+
 Snapshots are written from the state machine's frozen copy on a worker
 thread; the core hears ``SnapshotTaken`` once the snapshot is durable.
 Snapshots received from a leader are streamed by the transport straight into
