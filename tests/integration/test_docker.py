@@ -188,6 +188,18 @@ class Compose:
             except ValueError:
                 return exc.code, {"error": body.decode(errors="replace")}
 
+    def first_event(self, service: str, path: str, **params: str) -> tuple[str, dict]:
+        """The first server-sent event of a stream: (event name, data)."""
+        with urllib.request.urlopen(self.url(service, path, **params), timeout=10) as resp:
+            event = None
+            for raw in resp:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[len("event: "):]
+                elif line.startswith("data: ") and event is not None:
+                    return event, json.loads(line[len("data: "):])
+        raise AssertionError(f"{path} on {service} ended before its first event")
+
     def logs(self) -> str:
         return self("logs", "--no-color", "--tail", "80", check=False).stdout
 
@@ -261,6 +273,11 @@ def test_compose_cluster_joins_writes_reads_and_survives_a_stopped_leader(docker
             return len(peers) == 3 and all(p["suffrage"] == "Voter" and p["healthy"] for p in peers)
 
         wait_until(all_voters, timeout=60, interval=0.5, what="autopilot to promote n2 and n3")
+
+        # The dashboard works from the host through one published port: n1
+        # relays n3's stream over the compose network.
+        event, hello = compose.first_event("n1", "/ui/stream", node="n3")
+        assert event == "hello" and hello["id"] == "n3" and hello["http"] == "n3:8002", (event, hello)
 
         containers = {name: compose.container(name) for name in NODES}
 
