@@ -84,6 +84,28 @@ def _error_of(data: dict) -> RequestError:
                data.get("leader_id"), data.get("leader_address"), reason)
 
 
+class _Outbox:
+    """Frames bound for one socket, written together once per turn of the
+    event loop: under load one ``write`` syscall carries many answers."""
+
+    __slots__ = ("frames", "loop", "transport")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
+        self.loop = loop
+        self.transport = transport
+        self.frames: list[bytes] = []
+
+    def put(self, message) -> None:
+        if not self.frames:
+            self.loop.call_soon(self.flush)
+        self.frames.append(msgpack.packb(message, use_bin_type=True))
+
+    def flush(self) -> None:
+        frames, self.frames = self.frames, []
+        if frames and not self.transport.is_closing():
+            self.transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+
+
 def _plain(result):
     """A state machine result as msgpack carries it (a CommandError as None:
     the HTTP answers do not show it)."""
@@ -99,9 +121,11 @@ class _ServerConnection(asyncio.Protocol):
         self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024)
         self.pid: int | None = None
         self.tasks: set[asyncio.Task] = set()
+        self.outbox: _Outbox | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.outbox = _Outbox(asyncio.get_running_loop(), transport)
         self.server.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -112,7 +136,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def send(self, message) -> None:
         if self.transport is not None:
-            self.transport.write(msgpack.packb(message, use_bin_type=True))
+            self.outbox.put(message)
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
@@ -205,6 +229,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.client.transport = transport
+        self.client.outbox = _Outbox(asyncio.get_running_loop(), transport)
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
@@ -223,6 +248,7 @@ class LinkClient:
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.outbox: _Outbox | None = None
         self.closed: asyncio.Future | None = None
         self.applied_index = 0
         self.is_leader = False
@@ -249,7 +275,7 @@ class LinkClient:
         return self.transport is not None
 
     def _send(self, message) -> None:
-        self.transport.write(msgpack.packb(message, use_bin_type=True))
+        self.outbox.put(message)
 
     def _request(self, *message) -> asyncio.Future:
         if self.transport is None:

@@ -50,8 +50,12 @@ class WorkerPool:
     async def start(self) -> None:
         s = self.settings
         _check_port_free(s.bind_addr, s.http_port)
-        for slot in range(s.http_workers):
-            await self._start_one(slot)
+        slots = range(s.http_workers)
+        results = await asyncio.gather(*(self._start_one(slot) for slot in slots), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        for slot in slots:
             self._watchers.append(asyncio.get_running_loop().create_task(self._watch(slot),
                                                                          name=f"raftkv-http-worker-{slot}"))
 

@@ -52,7 +52,7 @@ def test_a_write_acknowledged_on_one_connection_is_read_on_every_other(cluster):
     cluster.env.update(WORKERS)
     leader = cluster.form(3)
     follower = cluster["n2"]
-    assert len(_pids(leader, "http-worker")) == 2
+    wait_until(lambda: len(_pids(leader, "http-worker")) == 2, 20, what="both workers")
     writer = Client(leader)
     # several connections each: the kernel spreads them over both workers
     readers = [Client(leader) for _ in range(4)] + [Client(follower) for _ in range(2)]
@@ -126,8 +126,8 @@ def test_a_killed_worker_is_replaced(cluster):
     cluster.env.update(WORKERS)
     n1 = cluster.add("n1", bootstrap=True).wait_ready()
     wait_until(n1.is_leader, 15, what="n1 to lead")
-    workers = _pids(n1, "http-worker")
-    assert len(workers) == 2
+    workers = wait_until(lambda: len(_pids(n1, "http-worker")) == 2 and _pids(n1, "http-worker"), 20,
+                         what="both workers")
     os.kill(workers[0], signal.SIGKILL)
     n1.wait_for_log("HTTP worker exited, starting another")
     wait_until(lambda: len(_pids(n1, "http-worker")) == 2 and workers[0] not in _pids(n1, "http-worker"), 20,
@@ -140,7 +140,8 @@ def test_a_killed_worker_is_replaced(cluster):
 def test_kill_9_of_the_raft_process_loses_no_acknowledged_write_and_stops_the_workers(cluster):
     cluster.env.update(WORKERS)
     leader = cluster.form(3)
-    workers = _pids(leader, "http-worker")
+    workers = wait_until(lambda: len(_pids(leader, "http-worker")) == 2 and _pids(leader, "http-worker"), 20,
+                         what="both workers")
     writer = Writer(leader, "w")
     writer.start()
     wait_until(lambda: len(writer.acked) >= 30, 20, what="some acknowledged writes")
@@ -156,12 +157,14 @@ def test_kill_9_of_the_raft_process_loses_no_acknowledged_write_and_stops_the_wo
         assert new.value(key) == value, key
     wait_until(lambda: leader.value(next(reversed(writer.acked)), stale=True) is not None, 20,
                what="the restarted node to catch up")
-    assert len(_pids(leader, "http-worker")) == 2
+    wait_until(lambda: len(_pids(leader, "http-worker")) == 2, 20, what="the restarted node's workers")
 
 
 def test_status_and_metrics_list_the_processes(cluster):
     cluster.env.update(WORKERS)
     n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    # the port answers once the first worker listens; the second may follow
+    wait_until(lambda: len(_pids(n1, "http-worker")) == 2, 20, what="both workers")
     rows = n1.status()["processes"]
     assert [r["role"] for r in rows] == ["raft", "http-worker", "http-worker"]
     assert rows[0]["pid"] == n1.proc.pid
