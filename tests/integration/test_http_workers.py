@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -180,3 +181,25 @@ def test_without_workers_status_lists_the_one_process(cluster):
     n1 = cluster.add("n1", bootstrap=True).wait_ready()
     rows = n1.status()["processes"]
     assert [(r["role"], r["pid"]) for r in rows] == [("raft", n1.proc.pid)]
+
+
+def test_workers_relay_streams_and_bodies_to_the_raft_process(cluster):
+    cluster.env.update(WORKERS)
+    n1 = cluster.add("n1", bootstrap=True).wait_ready()
+    wait_until(n1.is_leader, 15, what="n1 to lead")
+    n1.set("a", "1")
+    # a server-sent-events stream, relayed as it comes
+    with urllib.request.urlopen(f"http://{n1.http_addr}/debug/stream", timeout=15) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.readline().decode().startswith("event: hello")
+    # a backup out, and back in as a streamed body
+    backup = n1.get("/snapshot")
+    assert backup.status == 200 and len(backup.body) > 0, backup
+    n1.set("a", "2")
+    restored = n1.request("POST", "/restore", body=backup.body,
+                          headers={"Content-Type": "application/octet-stream"})
+    assert restored.status == 200, restored
+    assert n1.value("a") == "1"
+    # a JSON body on another route
+    assert n1.request("POST", "/key", json_body={"b": "3"}).status == 200
+    assert n1.get("/key/b").json() == {"b": "3"}
