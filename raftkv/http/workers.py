@@ -94,7 +94,9 @@ class WorkerPool:
                     await asyncio.sleep(1.0)
 
     def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs.values() if proc.returncode is None]
+        """The workers that are serving (said hello over the link)."""
+        ready = set(self.link.pids())
+        return [proc.pid for proc in self.procs.values() if proc.returncode is None and proc.pid in ready]
 
     def processes(self) -> list[dict]:
         """The Raft process and every live worker, with CPU and RSS."""
