@@ -252,6 +252,9 @@ class NodeSettings:
                            "for `raftkv replay` (off when empty)", "FILE")
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
+    http_workers: int = _opt("HTTP_WORKERS", "--http-workers", lambda t: _parse_int(t, 0, 64), 0,
+                             "HTTP worker processes sharing the HTTP port (SO_REUSEPORT); 0 serves "
+                             "HTTP in the Raft process itself", "N")
 
     # ------------------------------------------------------------------ derived
 

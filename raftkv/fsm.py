@@ -523,3 +523,38 @@ def _stream(reader: sqlite3.Connection, applied_index: int, writer: _Writer) -> 
         writer.write(chunk)
         total += len(chunk)
     return total
+
+
+class KVReader:
+    """A read-only view of a store's file from another process (an HTTP
+    worker). Like the store's own reader it keeps one read transaction open
+    until asked to look again (``renew``): starting one costs file-lock
+    syscalls, more than the lookup. ``applied_index`` is read in the same
+    transaction as the data, so a view that shows index N holds every write
+    up to N and nothing after it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # mode=ro: a worker must never write the state machine, even by mistake
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=30.0)
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self.applied_index = 0
+        self.renew()
+
+    def renew(self) -> int:
+        """Look at the newest committed state; returns its applied index."""
+        db = self._db
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        db.execute("BEGIN")
+        row = db.execute("SELECT applied_index FROM meta").fetchone()
+        self.applied_index = row[0] if row is not None else 0
+        return self.applied_index
+
+    def get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        self._db.close()

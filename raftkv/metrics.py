@@ -46,12 +46,13 @@ Names (Prometheus style of hashicorp's go-metrics keys):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                PlatformCollector, ProcessCollector, disable_created_metrics,
                                generate_latest)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .raft.messages import AppendEntries
 
@@ -69,6 +70,32 @@ class NodeViews(Protocol):
 
     def status(self) -> dict: ...
     def peers(self) -> list[dict]: ...
+
+
+class _ProcessCollector:
+    """CPU time and RSS of each of the node's processes (the Raft process and
+    its HTTP workers), read at scrape time."""
+
+    def __init__(self) -> None:
+        self.processes: Callable[[], list[dict]] | None = None
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        if self.processes is None:
+            return
+        rows = self.processes()
+        cpu = CounterMetricFamily("raftkv_process_cpu_seconds", "CPU time of each process of the node",
+                                  labels=["role", "pid"])
+        rss = GaugeMetricFamily("raftkv_process_resident_memory_bytes", "resident memory of each process "
+                                "of the node", labels=["role", "pid"])
+        for row in rows:
+            labels = [row["role"], str(row["pid"])]
+            cpu.add_metric(labels, row["cpu_seconds"])
+            rss.add_metric(labels, row["rss_bytes"])
+        yield cpu
+        yield rss
 
 
 class _RaftCollector:
@@ -123,6 +150,8 @@ class NodeMetrics:
         reg = self.registry
         self._collector = _RaftCollector()
         reg.register(self._collector)
+        self._processes = _ProcessCollector()
+        reg.register(self._processes)
         ProcessCollector(registry=reg)   # process_resident_memory_bytes, cpu seconds, fds
         PlatformCollector(registry=reg)  # python_info
         self.commit_time = Histogram("raft_commit_time_seconds",
@@ -163,6 +192,10 @@ class NodeMetrics:
     def watch(self, node: NodeViews) -> None:
         """Read the gauges from ``node`` from now on."""
         self._collector.node = node
+
+    def watch_processes(self, processes: Callable[[], list[dict]]) -> None:
+        """Report the rows ``processes()`` returns (``raftkv.procstat``) from now on."""
+        self._processes.processes = processes
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; the children for each (route, method,

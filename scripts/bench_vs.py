@@ -4,6 +4,8 @@
     scripts/bench-vs.sh --baseline REV        raftkv (this tree) against raftkv at git revision REV
     options: --runs 3 --duration 5 --cases set1,set8,set64,set256,get64,stale64
              --client raftkv   load with `raftkv bench` instead of wrk (raftkv clusters only)
+             --env NAME=VALUE (settings of this tree's nodes, e.g. --env HTTP_WORKERS=2;
+             repeatable) --baseline-env NAME=VALUE (the same for the baseline's nodes)
 
 Both clusters run at once on loopback, fsync on; each case runs on one
 cluster then the other, alternating, ``--runs`` times; every run is printed,
@@ -57,7 +59,7 @@ def wait(what: str, check, timeout: float = 60.0) -> None:
 
 class Cluster:
     def __init__(self, name: str, base: int, workdir: Path) -> None:
-        self.name, self.base, self.dir = name, base, workdir / name
+        self.name, self.base, self.dir = name, base, workdir / name.split()[0].replace("/", "_")
         self.dir.mkdir(parents=True)
         self.procs: list[subprocess.Popen] = []
 
@@ -80,9 +82,10 @@ class Cluster:
 
 
 class Raftkv(Cluster):
-    def __init__(self, name: str, base: int, workdir: Path, tree: Path) -> None:
+    def __init__(self, name: str, base: int, workdir: Path, tree: Path, settings: dict[str, str]) -> None:
         super().__init__(name, base, workdir)
         self.tree = tree
+        self.settings = settings
 
     def start(self) -> None:
         python = str(ROOT / ".venv" / "bin" / "python")
@@ -90,7 +93,7 @@ class Raftkv(Cluster):
             env = dict(os.environ, PYTHONPATH=str(self.tree), RAFT_NODE_ID=f"n{i + 1}",
                        HTTP_SERVER_PORT=str(self.base + i), RAFT_SERVER_PORT=str(self.base + 100 + i),
                        RAFT_VOLUME_DIR=str(self.dir / f"n{i + 1}"), RAFT_BOOTSTRAP="true" if i == 0 else "false",
-                       RAFT_SERVER_STABILIZATION_TIME="1s", LOG_LEVEL="INFO")
+                       RAFT_SERVER_STABILIZATION_TIME="1s", LOG_LEVEL="INFO", **self.settings)
             log = open(self.dir / f"n{i + 1}.log", "w")
             self.procs.append(subprocess.Popen([python, "-m", "raftkv", "serve"], env=env, stdout=log,
                                                stderr=subprocess.STDOUT, cwd=self.tree))
@@ -136,10 +139,21 @@ class Hraftd(Cluster):
         assert status == 200, status
 
 
+def with_children(pids: list[int]) -> list[int]:
+    """The nodes' pids and their children's (a node's HTTP workers)."""
+    out = list(pids)
+    for pid in pids:
+        try:
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def cpu_seconds(pids: list[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for pid in pids:
+    for pid in with_children(pids):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
@@ -197,7 +211,13 @@ def main() -> int:
     ap.add_argument("--client", choices=("wrk", "raftkv"), default="wrk")
     ap.add_argument("--port-base", type=int, default=18100,
                     help="HTTP ports base..base+2 and base+200..; Raft ports 100 above each")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for this tree's nodes (repeatable), e.g. HTTP_WORKERS=2")
+    ap.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for the baseline's nodes (repeatable)")
     args = ap.parse_args()
+    settings = dict(pair.split("=", 1) for pair in args.env)
+    baseline_settings = dict(pair.split("=", 1) for pair in args.baseline_env)
     if args.client == "raftkv" and not args.baseline:
         raise SystemExit("--client raftkv compares raftkv revisions: give --baseline REV")
     load = run_wrk if args.client == "wrk" else run_raftkv_bench
@@ -207,12 +227,14 @@ def main() -> int:
         if shutil.which("wrk") is None:
             raise SystemExit("wrk is not installed and could not be installed: apt-get install wrk")
     workdir = Path(tempfile.mkdtemp(prefix="raftkv-bench-vs-"))
-    this = Raftkv("raftkv", args.port_base, workdir, ROOT)
+    label = "raftkv" + "".join(f" {k}={v}" for k, v in settings.items())
+    this = Raftkv(label, args.port_base, workdir, ROOT, settings)
     if args.baseline:
         tree = workdir / "baseline-tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
                        check=True, capture_output=True)
-        other: Cluster = Raftkv(f"raftkv@{args.baseline}", args.port_base + 200, workdir, tree)
+        other: Cluster = Raftkv(f"raftkv@{args.baseline}" + "".join(f" {k}={v}" for k, v in baseline_settings.items()),
+                                args.port_base + 200, workdir, tree, baseline_settings)
     else:
         binary = os.environ.get("HRAFTD_BIN", str(ROOT.parent / "shared" / "anchors" / "hraftd" / "hraftd"))
         if not os.access(binary, os.X_OK):
@@ -230,7 +252,7 @@ def main() -> int:
                 for cluster in ((this, other) if run % 2 == 0 else (other, this)):
                     r = load(cluster, case, args.duration)
                     results.setdefault((case, cluster.name), []).append(r)
-                    print(f"{case:8} {cluster.name:20} run {run + 1}: {r['ops']:>8.0f} ops/s  p50 {r['p50']:6.2f} ms"
+                    print(f"{case:8} {cluster.name:28} run {run + 1}: {r['ops']:>8.0f} ops/s  p50 {r['p50']:6.2f} ms"
                           f"  p99 {r['p99']:7.2f} ms  errors {r['errors']:.0f}  cpu {r['cpu_us']:.0f} us/op",
                           flush=True)
     finally:

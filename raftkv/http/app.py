@@ -4,9 +4,14 @@ The app's middlewares, outermost first: request metrics and CORS
 (:mod:`.dashboard`), errors to JSON answers (:mod:`.routes`), the cluster
 key on admin routes (:mod:`.admin`). :class:`HttpService` also runs the
 HTTP-address registry's upkeep and, with ``RAFT_JOIN``, the join client.
+With ``HTTP_WORKERS=N`` the public port belongs to N worker processes
+(:mod:`.workers`, :mod:`.worker`) and this process serves them on a unix
+socket (the app, for what they relay) and the link (:mod:`.link`).
 """
 
 from __future__ import annotations
+
+import os
 
 import aiohttp
 from aiohttp import web
@@ -16,13 +21,16 @@ from raftkv.config import NodeSettings
 from raftkv.eventlog import ring_for
 from raftkv.metrics import NodeMetrics
 from raftkv.node.runtime import Node
+from raftkv.procstat import process_stats
 
 from . import admin, backup, dashboard, routes
-from .context import CTX, Call, HttpContext
-from .fastpath import DEFAULT_WANTED_HEADERS, FastPath, FastRequest
-from .kv import read_key, write_key
+from .context import CTX, HttpContext
+from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
+from .forward import on_leader
+from .kv import fast_route, read_key, write_key
+from .link import LinkServer, remove_socket_file, socket_path
 from .registry import Registry
-from .replies import Reply, error_reply
+from .workers import WorkerPool
 
 http_log = hclog.get_logger("http")
 
@@ -41,21 +49,6 @@ def create_app(ctx: HttpContext) -> web.Application:
     return app
 
 
-def _fast_route(ctx: HttpContext, operation):
-    """A data-plane operation as a fast-path route. The fast routes are not
-    admin routes (no cluster key), and need no CORS header."""
-    async def route(query: dict[str, str], request: FastRequest) -> Reply:
-        call = Call(request.method, request.target, query, request.headers, request.remote)
-        try:
-            return await operation(ctx, call)
-        except Exception as exc:
-            reply = error_reply(ctx.id, exc, ctx.registry.leader())
-            if reply is None:
-                raise  # a bug: the fast path answers 500 and logs it
-            return reply
-    return route
-
-
 class HttpService:
     """The node's HTTP port, and the HTTP side's background work."""
 
@@ -68,6 +61,9 @@ class HttpService:
         self.ctx: HttpContext | None = None
         self.fast: FastPath | None = None
         self.listener = None
+        self.internal_path: str | None = None
+        self.link: LinkServer | None = None
+        self.workers: WorkerPool | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -75,7 +71,10 @@ class HttpService:
             timeout=aiohttp.ClientTimeout(total=s.apply_timeout / 1000 + 5, connect=3),
             connector=aiohttp.TCPConnector(limit=256))
         registry = Registry(self.node, s, self.client)
-        self.ctx = ctx = HttpContext(self.node, s, self.client, registry, self.metrics, ring_for(self.node.id))
+        self.ctx = ctx = HttpContext(self.node, s, self.client, registry, self.metrics, ring_for(self.node.id),
+                                     leader_runner=on_leader, processes=self.processes)
+        if self.metrics is not None:
+            self.metrics.watch_processes(self.processes)
         # A value may travel in the query string (GET /set?key=k&value=...), so
         # the request line must be able to hold one over the limit: then the
         # handler answers 413 instead of the parser answering 400.
@@ -86,15 +85,19 @@ class HttpService:
         # Every connection starts on the fast path, which serves GET /get and
         # GET /set itself and hands anything else to the app's server.
         self.fast = FastPath(
-            {(b"GET", "/get"): _fast_route(ctx, read_key), (b"GET", "/set"): _fast_route(ctx, write_key)},
+            {(b"GET", "/get"): fast_route(ctx, read_key), (b"GET", "/set"): fast_route(ctx, write_key)},
             fallback=self.runner.server,
             observe=self.metrics.http_request if self.metrics is not None else None,
             wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
             max_head=line + 16 * 1024,
             log=hclog.get_logger("http"))
-        self.listener = await self.node.loop.create_server(self.fast, s.bind_addr, s.http_port, reuse_address=True)
+        if s.http_workers:
+            await self._start_workers(registry)
+        else:
+            self.listener = await self.node.loop.create_server(self.fast, s.bind_addr, s.http_port,
+                                                               reuse_address=True)
         http_log.info("HTTP API listening", bind=f"{s.bind_addr}:{s.http_port}",
-                      advertise=self.node.http_address)
+                      advertise=self.node.http_address, workers=s.http_workers)
         self.node.spawn(registry.keep_registered(), "raftkv-registry")
         if s.join:
             if self.node.had_state:
@@ -102,10 +105,41 @@ class HttpService:
             else:
                 self.node.spawn(registry.join_cluster(), "raftkv-join")
 
+    async def _start_workers(self, registry: Registry) -> None:
+        """The public port goes to the workers; this process serves them on
+        an internal listener (what they relay) and the link (reads and
+        writes). See raftkv.http.worker."""
+        s = self.settings
+        self.internal_path = socket_path(s.data_dir, "http.sock")
+        remove_socket_file(self.internal_path)
+        self.listener = await self.node.loop.create_unix_server(self.fast, self.internal_path)
+        self.link = LinkServer(self.node, registry.leader)
+        link_path = socket_path(s.data_dir, "link.sock")
+        await self.link.start(link_path)
+        self.workers = WorkerPool(s, self.link, {
+            "node_id": self.node.id, "bind": s.bind_addr, "port": s.http_port, "link": link_path,
+            "internal": self.internal_path, "state_machine": self.node.state_machine_path,
+            "max_body": s.max_body, "apply_timeout": s.apply_timeout / 1000,
+            "log_level": s.log_level, "log_format": s.log_format})
+        await self.workers.start()
+
+    def processes(self) -> list[dict]:
+        """This node's processes with their CPU time and RSS."""
+        if self.workers is not None:
+            return self.workers.processes()
+        row = process_stats("raft", os.getpid())
+        return [row] if row is not None else []
+
     async def stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
+        if self.link is not None:
+            self.link.close()
         if self.listener is not None:
             self.listener.close()
             self.fast.close()
+        if self.internal_path is not None:
+            remove_socket_file(self.internal_path)
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,10 +29,22 @@ class HttpContext:
     registry: Registry
     metrics: NodeMetrics | None
     events: EventRing
+    # how a request runs on the leader (raftkv.http.forward.on_leader):
+    # handed in, because forwarding itself needs this context
+    leader_runner: Callable[..., Awaitable] | None = None
+    # the node's processes with their CPU and RSS (raftkv.procstat)
+    processes: Callable[[], list[dict]] | None = None
 
     @property
     def id(self) -> str:
         return self.node.id
+
+    async def on_leader(self, call: "Call", local: Callable[[], Awaitable], write: bool):
+        """Run ``local`` on the leader: here if this node leads, else forwarded."""
+        return await self.leader_runner(self, call, local, write)
+
+    def known_leader(self) -> dict | None:
+        return self.registry.leader()
 
     @property
     def max_body(self) -> int:
@@ -62,8 +74,10 @@ class Call:
         return self.headers.get(_FORWARDED_BY_LOWER) is not None
 
     def client_host(self) -> str | None:
-        """The caller's IP; for a request forwarded by a peer, the original caller's."""
-        if self.forwarded:
+        """The caller's IP; for a request forwarded by a peer, or relayed by
+        one of this node's HTTP workers over the local socket (no peer
+        address), the original caller's."""
+        if self.forwarded or not self.remote:
             first = (self.headers.get("x-forwarded-for") or "").split(",")[0].strip()
             if first:
                 return first

@@ -1,9 +1,12 @@
 """The data plane: reads and writes of keys.
 
 Each operation is a plain function of the context and a :class:`Call`
-returning a :class:`Reply`, so the aiohttp routes and the fast path
-(:mod:`raftkv.http.fastpath`) run the same code. Failures are exceptions the
-one table in :mod:`raftkv.http.replies` turns into answers.
+returning a :class:`Reply`, so the aiohttp routes, the fast path
+(:mod:`raftkv.http.fastpath`) and the HTTP workers (:mod:`raftkv.http.worker`,
+whose context reaches the Raft process over the local link) run the same
+code. The context says how a request gets to the leader (``ctx.on_leader``).
+Failures are exceptions the one table in :mod:`raftkv.http.replies` turns
+into answers.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
 from .context import Call, HttpContext
-from .forward import on_leader
+from .fastpath import FastRequest
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
-from .replies import Reply, json_reply
+from .replies import Reply, error_reply, json_reply
 
-__all__ = ["kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "write_key"]
+__all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "write_key"]
 
 
 def _value_shape(ctx: HttpContext, key: str, value: str) -> Reply:
@@ -52,7 +55,7 @@ async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
             # done, so let on_leader try the next leader
             raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
         return answer()
-    return await on_leader(ctx, call, local, write=False)
+    return await ctx.on_leader(call, local, write=False)
 
 
 async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
@@ -63,21 +66,21 @@ async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
     async def local() -> Reply:
         index, _ = await ctx.node.propose(encode_set(key, value))
         return json_reply(ctx.id, {"key": key, "index": index, "size": size})
-    return await on_leader(ctx, call, local, write=True)
+    return await ctx.on_leader(call, local, write=True)
 
 
 async def kv_delete(ctx: HttpContext, call: Call, key: str) -> Reply:
     async def local() -> Reply:
         index, removed = await ctx.node.propose(encode_delete(key))
         return json_reply(ctx.id, {"key": key, "removed": bool(removed), "index": index})
-    return await on_leader(ctx, call, local, write=True)
+    return await ctx.on_leader(call, local, write=True)
 
 
 async def kv_set_many(ctx: HttpContext, call: Call, mapping: Mapping[str, str]) -> Reply:
     async def local() -> Reply:
         index, count = await ctx.node.propose(encode_set_many(mapping))
         return json_reply(ctx.id, {"keys": count, "index": index})
-    return await on_leader(ctx, call, local, write=True)
+    return await ctx.on_leader(call, local, write=True)
 
 
 # --- the query-string forms (GET /get, GET|POST /set), shared with the fast path
@@ -98,3 +101,20 @@ def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
     if not body.strip():
         raise BadRequest("body", "missing JSON body of keys and values")
     return parse_key_values(body, ctx.max_body)
+
+
+def fast_route(ctx, operation):
+    """A data-plane operation as a fast-path route (``ctx``: an
+    :class:`HttpContext`, or a worker's context with the same surface). The
+    fast routes are not admin routes (no cluster key), and need no CORS
+    header."""
+    async def route(query: dict[str, str], request: FastRequest) -> Reply:
+        call = Call(request.method, request.target, query, request.headers, request.remote)
+        try:
+            return await operation(ctx, call)
+        except Exception as exc:
+            reply = error_reply(ctx.id, exc, ctx.known_leader())
+            if reply is None:
+                raise  # a bug: the fast path answers 500 and logs it
+            return reply
+    return route

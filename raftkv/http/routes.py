@@ -304,6 +304,8 @@ def status_view(ctx: HttpContext) -> dict:
     st = ctx.node.status()
     if st["leader"] is not None:
         st["leader"]["http"] = ctx.registry.http_address_of(st["leader"]["id"])
+    if ctx.processes is not None:
+        st["processes"] = ctx.processes()
     return st
 
 

@@ -649,6 +649,18 @@ class Node:
         return self._leader[1]
 
     @property
+    def applied_index(self) -> int:
+        """The highest index applied to the state machine (what another
+        process reading its file sees once the batch is committed)."""
+        return self.volume.kv.applied_index
+
+    @property
+    def state_machine_path(self) -> str:
+        """The SQLite file of the state machine, for read-only readers in
+        other processes (``raftkv.fsm.KVReader``)."""
+        return self.volume.kv.path
+
+    @property
     def configuration(self) -> Configuration:
         return self._configuration
 

@@ -1,0 +1,201 @@
+"""An HTTP worker: one of the processes that share a node's public HTTP port
+(``HTTP_WORKERS``), so that HTTP serving runs on more than one core.
+
+``python -m raftkv.http.worker SPEC`` (SPEC: JSON written by
+:mod:`raftkv.http.workers`, which starts and watches the workers). A worker
+
+* binds the HTTP port with ``SO_REUSEPORT`` (the kernel spreads connections
+  over the workers) and serves ``GET /get`` and ``GET /set`` on the fast
+  path (:mod:`raftkv.http.fastpath`) through the shared data plane
+  (:mod:`raftkv.http.kv`), with a context whose node handle is
+  :class:`WorkerNode`;
+* reads keys straight from the state machine's SQLite file, read-only
+  (:class:`raftkv.fsm.KVReader`). A stale read is that alone. A
+  linearizable read first gets a read index from the Raft process over the
+  local link (:mod:`raftkv.http.link`; one request for every read waiting in
+  this worker, confirmed by one ReadIndex round), then waits until its own
+  view of the file has applied that index;
+* sends writes to the Raft process over the link (pipelined, so group commit
+  still batches them);
+* relays everything else -- other routes, and reads and writes when the Raft
+  process does not lead -- to the Raft process's internal HTTP listener
+  (:mod:`raftkv.http.proxy`), where the node's full aiohttp app forwards to
+  the leader as usual.
+
+A worker stops when the link closes: without the Raft process it cannot
+confirm a read or commit a write, so it answers what is in flight with 503
+and exits; the Raft process starts a fresh one when it comes back. It logs
+only its own start, stop and errors; the Raft story is the Raft process's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from raftkv import hclog
+from raftkv.fsm import KVReader
+from raftkv.node.errors import ApplyTimeout, NotLeaderError
+
+from .context import Call
+from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
+from .kv import fast_route, read_key, write_key
+from .link import LinkClient
+from .proxy import RaftProcessProxy
+from .replies import Reply
+
+worker_log = hclog.get_logger("http.worker")
+
+__all__ = ["WorkerContext", "WorkerNode", "main"]
+
+# While a linearizable read waits for the file to show its read index.
+_VIEW_POLL = 0.0005
+
+
+class WorkerNode:
+    """The narrow handle (``raftkv.node.Node``'s data-plane methods) as a
+    worker has it: reads from the file, the rest over the link."""
+
+    def __init__(self, node_id: str, link: LinkClient, reader: KVReader, apply_timeout: float) -> None:
+        self.id = node_id
+        self.link = link
+        self.reader = reader
+        self.apply_timeout = apply_timeout
+        self._state_seen = -1
+        self._wrote_index = 0  # this worker's latest write: its own reads see it
+
+    @property
+    def is_leader(self) -> bool:
+        return self.link.is_leader
+
+    def get_local(self, key: str) -> str | None:
+        link = self.link
+        if link.state_seen != self._state_seen or self.reader.applied_index < self._wrote_index:
+            # the Raft process announced a change (or this worker wrote): look again
+            self._state_seen = link.state_seen
+            self.reader.renew()
+        return self.reader.get(key)
+
+    async def read_barrier(self) -> int:
+        index = await self.link.read_index()
+        reader = self.reader
+        if reader.applied_index < index and reader.renew() < index:
+            # The Raft process answers once the entries up to the read index
+            # are applied and committed to the file, so this is a rare race
+            # with the commit; poll briefly.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.apply_timeout
+            while reader.renew() < index:
+                if loop.time() > deadline:
+                    raise ApplyTimeout("the state machine did not reach the read index", False)
+                await asyncio.sleep(_VIEW_POLL)
+        return index
+
+    async def propose(self, data: bytes) -> tuple[int, object]:
+        index, result = await self.link.propose(data)
+        if index > self._wrote_index:
+            self._wrote_index = index
+        return index, result
+
+
+@dataclass
+class WorkerContext:
+    """What :mod:`raftkv.http.kv` needs, for a worker."""
+    node: WorkerNode
+    id: str
+    max_body: int
+    link: LinkClient
+    proxy: RaftProcessProxy
+
+    async def on_leader(self, call: Call, local, write: bool) -> Reply:
+        # The Raft process decides: it confirms leadership on every read and
+        # write, so a worker's guess can only send a request the longer way.
+        if self.link.is_leader:
+            try:
+                return await local()
+            except NotLeaderError:
+                pass
+        return await self.proxy.relay(call)
+
+    def known_leader(self) -> dict | None:
+        return self.link.leader
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(spec: dict) -> int:
+    loop = asyncio.get_running_loop()
+    node_id = spec["node_id"]
+    max_body = spec["max_body"]
+    link = LinkClient()
+    await link.connect(spec["link"])
+    reader = KVReader(spec["state_machine"])
+    proxy = RaftProcessProxy(node_id, spec["internal"], lambda: link.leader)
+    ctx = WorkerContext(WorkerNode(node_id, link, reader, spec["apply_timeout"]), node_id, max_body, link, proxy)
+    line = 3 * max_body + 16 * 1024
+    relay_server = web.Server(proxy.handle, access_log=None, max_line_size=line,
+                              max_field_size=max(8190, 16 * 1024))
+    fast = FastPath({(b"GET", "/get"): fast_route(ctx, read_key), (b"GET", "/set"): fast_route(ctx, write_key)},
+                    fallback=relay_server,
+                    wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
+                    max_head=line + 16 * 1024,
+                    log=worker_log)
+    try:
+        sock = _listen(spec["bind"], spec["port"])
+    except OSError as exc:
+        worker_log.error("HTTP worker cannot listen", bind=f"{spec['bind']}:{spec['port']}", error=str(exc))
+        return 1
+    listener = await loop.create_server(fast, sock=sock)
+    link.hello()
+    worker_log.info("HTTP worker serving", pid=os.getpid(), bind=f"{spec['bind']}:{spec['port']}")
+
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    await asyncio.wait([link.closed, stop], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if not stop.done():
+        worker_log.warn("Raft process is gone, HTTP worker stopping", pid=os.getpid())
+        code = 1
+    listener.close()
+    fast.close()
+    await relay_server.shutdown(1.0)
+    link.close()
+    await proxy.close()
+    reader.close()
+    worker_log.info("HTTP worker stopped", pid=os.getpid())
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    hclog.configure(spec.get("log_level", "INFO"), spec.get("log_format", "hclog"), stream=sys.stderr)
+    import uvloop
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(spec))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
