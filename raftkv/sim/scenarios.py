@@ -239,8 +239,11 @@ class Script:
         the leader to make it a voter."""
         def caught_up():
             leader = self.cluster.leader()
-            return (leader is not None and server_id in leader.raft.progress
-                    and leader.raft.progress[server_id].match_index >= leader.raft.log.last_index)
+            if leader is None:
+                return False
+            st = leader.raft.status()
+            peer = st.peer(server_id)
+            return peer is not None and peer.match_index >= st.last_log_index
         self.run_until(caught_up, what=f"{server_id} caught up")
         leader = self.cluster.leader()
         self._header()
@@ -303,8 +306,13 @@ def _condition(script: Script, case: datadriven.Case):
     if kind.key == "match-index":
         opts = {a.key: a.value for a in rest if a.values}
         leader, peer, least = opts["leader"], opts["peer"], int(opts["min"])
-        return lambda: (raft(leader) is not None and raft(leader).is_leader
-                        and raft(leader).progress[peer].match_index >= least)
+        def matched() -> bool:
+            node = raft(leader)
+            if node is None or not node.is_leader:
+                return False
+            progress = node.status().peer(peer)
+            return progress is not None and progress.match_index >= least
+        return matched
     raise ValueError(f"unknown condition {kind.key!r}")
 
 
