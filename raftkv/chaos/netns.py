@@ -325,7 +325,12 @@ class NetNode:
             return None
 
     def set(self, key: str, value: str, timeout: float = 5.0) -> Response:
-        resp = self.get("/set", timeout=timeout, key=key, value=value)
+        """A write; status 0 when no answer came in time (not acknowledged,
+        outcome unknown), as a client on a broken network sees it."""
+        try:
+            resp = self.get("/set", timeout=timeout, key=key, value=value)
+        except OSError as exc:
+            resp = Response(0, repr(exc).encode())
         self.cluster.note("op", f"{self.id} set {key}={value} -> {resp.status}", ok=resp.status == 200)
         return resp
 
