@@ -495,15 +495,22 @@ class NetCluster:
     # ------------------------------------------------------------ forming
 
     def form(self, ids: list[str] | None = None, timeout: float = 30.0) -> NetNode:
-        """Bootstrap the first node, join the rest with RAFT_JOIN (over the
-        network), wait until all are voters; returns the first node."""
+        """Start every node at once (the first bootstraps), then add the rest
+        with ``/join`` on the first, as an operator would with curl; wait
+        until all are voters with their HTTP addresses known. Returns the
+        first node. (Starting them all together saves a Python start-up per
+        node over RAFT_JOIN's retry backoff.)"""
         ids = ids or list(self.nodes)
-        first = self.nodes[ids[0]].start(bootstrap=True).wait_ready()
+        first = self.nodes[ids[0]].start(bootstrap=True)
+        for node_id in ids[1:]:
+            self.nodes[node_id].start()
+        first.wait_ready()
         wait_until(lambda: first.state() == "Leader", timeout, what=f"{first.id} to lead")
         for node_id in ids[1:]:
-            self.nodes[node_id].start(join=f"http://{first.real_http}")
-        for node_id in ids[1:]:
-            self.nodes[node_id].wait_ready()
+            node = self.nodes[node_id].wait_ready()
+            resp = first.request("POST", "/join", {"nodeId": node.id, "raftAddr": node.raft_addr,
+                                                   "httpAddr": node.real_http}, timeout=15)
+            assert resp.status == 200, f"join of {node.id}: {resp}"
 
         def all_voters():
             leader = self.leader(timeout=5)
