@@ -60,7 +60,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -643,7 +643,7 @@ def _describe(cluster: NetCluster) -> str:
               f"  heal it:                ip -n {a.netns} route del blackhole {b.ip}/32; "
               f"ip -n {b.netns} route del blackhole {a.ip}/32",
               f"  delay/loss on n1 -> n2: python -m raftkv.chaos.netns link {a.control_path} n2 delay_ms=100 loss=0.1",
-              f"  pause a node:           kill -STOP <pid>   (pids: "
+              "  pause a node:           kill -STOP <pid>   (pids: "
               + ", ".join(f"{n.id}={n.proc.pid}" for n in cluster.nodes.values() if n.proc) + ")",
               "", "Ctrl-C removes every namespace, link and process."]
     return "\n".join(lines)
