@@ -9,6 +9,7 @@ through the one table of :mod:`.replies`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import traceback
 from urllib.parse import parse_qsl
 
@@ -159,9 +160,11 @@ async def handle_key_delete(request: web.Request) -> web.StreamResponse:
 
 # --- membership ---------------------------------------------------------------------
 
-def _join_request(request: web.Request, body: bytes, host: str | None) -> tuple[JoinRequest, bool, bool]:
+def _join_request(request: web.Request, body: bytes, host: str | None,
+                  voter_by_default: bool = False) -> tuple[JoinRequest, bool, bool]:
     """The join asked for, whether its host was guessed from the caller (only
-    ``raftPort`` given), and whether it asks to move a member (``replace``)."""
+    ``raftPort`` given), and whether it asks to move a member (``replace``).
+    ``voter_by_default`` makes a join that leaves ``voter`` unsaid add a voter."""
     if body.strip() and (request.content_type == "application/json" or body.lstrip()[:1] in (b"{", b"[")):
         doc = parse_json_object(body)
         join = parse_join_json(body, host)
@@ -171,6 +174,8 @@ def _join_request(request: web.Request, body: bytes, host: str | None) -> tuple[
         named = {**request.query, **dict(_form(body))} if body.strip() else dict(request.query)
         join = parse_join_params(named, host)
     guessed = not any(isinstance(named.get(k), str) and named[k].strip() for k in ("raftAddr", "addr"))
+    if voter_by_default and "voter" not in named and "voter" not in request.query:
+        join = dataclasses.replace(join, voter=True)
     return join, guessed, parse_bool_param({**request.query, **named}, "replace", False)
 
 
@@ -193,7 +198,12 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
     if request.method == "POST" and request.can_read_body:
         body = await read_body(request)
     call = call_of(request, body)
-    join, guessed, replace = _join_request(request, body, call.client_host())
+    # hraftd's -join sends only {"id", "addr"} and a Go leader answers it with
+    # AddVoter: a raftkv leader speaking hashicorp's protocol does the same,
+    # so the cluster grows alike whichever kind of node leads (autopilot
+    # would promote a nonvoter only after RAFT_SERVER_STABILIZATION_TIME)
+    join, guessed, replace = _join_request(request, body, call.client_host(),
+                                           voter_by_default=ctx.settings.protocol == "hashicorp")
 
     async def local() -> Reply:
         node = ctx.node

@@ -256,6 +256,7 @@ class Node:
             raft_log.warn("recording every step of the Raft core", file=s.trace_file)
         st = self._raft.status()
         self._configuration = st.configuration
+        self._name_peers(st.configuration)
         self._leader = (st.leader_id, st.leader_address)
         self._executor = EffectExecutor(volume, self._network, _KVStateMachine(self), self)
         effects = self._raft.start()
@@ -374,6 +375,15 @@ class Node:
         self._inbox.append(ev.Receive(from_id, message))
         self._wake()
 
+    def _name_peers(self, configuration: Configuration) -> None:
+        # hashicorp/raft 1.1.2 names the sender of an RPC by address only: a
+        # transport speaking it must know each member's id before the first
+        # request comes in, or a restarted follower would not recognise a
+        # candidate (votes refused as "not in configuration")
+        learn = getattr(self.transport, "learn_configuration", None)
+        if learn is not None:
+            learn(configuration)
+
     def _describe_peer(self, peer_id: str) -> str:
         server = self._configuration.get(peer_id)
         return str(server) if server else peer_id
@@ -472,6 +482,7 @@ class Node:
     def configuration_changed(self, e: fx.ConfigurationChanged) -> None:
         gone = set(self._configuration.ids) - set(e.configuration.ids) - {self.id}
         self._configuration = e.configuration
+        self._name_peers(e.configuration)
         for peer_id in gone:
             self._loop.create_task(self.transport.disconnect(peer_id))
 
