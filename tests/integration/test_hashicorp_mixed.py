@@ -195,6 +195,15 @@ class MixedNode:
     def panicked(self) -> bool:
         return self.kind == "go" and "panic" in self.log_path.read_text(errors="replace")
 
+    def misnamed_members(self) -> list[str]:
+        """A raftkv node's refusals of members it failed to name: every
+        candidate here is a member, so each such line is a transport that
+        did not know a member's address."""
+        if self.kind != "py":
+            return []
+        return [line for line in self.log_path.read_text(errors="replace").splitlines()
+                if "since node is not in configuration" in line or "failed to decode" in line]
+
 
 class MixedCluster:
     def __init__(self, kinds: list[str], root: Path) -> None:
@@ -271,6 +280,7 @@ def test_hraftd_nodes_join_a_raftkv_leader_and_read_its_writes(tmp_path):
         for node in cluster.nodes:
             assert node.alive(), f"{node.id} exited"
             assert not node.panicked(), f"{node.id} panicked: see {node.log_path}"
+            assert not node.misnamed_members(), node.misnamed_members()[:3]
     finally:
         cluster.stop()
 
@@ -378,6 +388,7 @@ def test_kill_the_leader_of_a_mixed_cluster_repeatedly(tmp_path):
             assert elections["py"] >= 1, "no raftkv node ever won an election"
         for node in cluster.nodes:
             assert not node.panicked(), f"{node.id} panicked: see {node.log_path}"
+            assert not node.misnamed_members(), node.misnamed_members()[:3]
     finally:
         writer.done.set()
         cluster.stop()
