@@ -380,9 +380,7 @@ class Node:
         # transport speaking it must know each member's id before the first
         # request comes in, or a restarted follower would not recognise a
         # candidate (votes refused as "not in configuration")
-        learn = getattr(self.transport, "learn_configuration", None)
-        if learn is not None:
-            learn(configuration)
+        self.transport.learn_configuration(configuration)
 
     def _describe_peer(self, peer_id: str) -> str:
         server = self._configuration.get(peer_id)

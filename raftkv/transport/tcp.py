@@ -661,6 +661,9 @@ class TcpTransport:
             channel.last = message  # small messages only: never a batch of entries
         channel.enqueue(frame, address)
 
+    def learn_configuration(self, configuration) -> None:
+        """Nothing to learn: every raftkv frame names its sender's id."""
+
     async def disconnect(self, peer_id: str) -> None:
         """Forget a peer (e.g. removed from the configuration): close its
         channels, drop what is queued for it and abandon a snapshot stream."""
