@@ -1,0 +1,42 @@
+"""The 6.5840 lab's test helpers (``one()``, concurrent starts), shared by
+the lab scenario modules of this directory, over HTTP to namespaced nodes."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from raftkv.chaos.netns import wait_until
+
+ELECTION_BOUND = 5.0   # the lab: a leader within 5 s
+AGREE_BOUND = 10.0     # the lab's one(): a command agreed within 10 s
+
+
+def agreed_everywhere(c, key, value, ids=None, timeout=AGREE_BOUND):
+    for node_id in ids or [n.id for n in c.running()]:
+        wait_until(lambda n=c[node_id]: n.value(key, stale=True) == value, timeout,
+                   what=f"{node_id} to apply {key}={value}")
+
+
+def one(c, key, value, ids=None, timeout=AGREE_BOUND):
+    """The lab's one(): submit until some leader commits it, then every
+    expected server has it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            leader = c.leader(timeout=max(0.5, deadline - time.monotonic()), among=ids)
+            if leader.set(key, value, timeout=3).status == 200:
+                break
+        except AssertionError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{key}={value} not committed within {timeout}s")
+    agreed_everywhere(c, key, value, ids, timeout)
+
+
+def submit_many(node, prefix, count, timeout=1.0):
+    """Fire ``count`` writes at once at ``node``; return how many were acknowledged."""
+    with ThreadPoolExecutor(max_workers=min(count, 25)) as pool:
+        results = list(pool.map(lambda i: node.set(f"{prefix}{i}", str(i), timeout=timeout).status,
+                                range(count)))
+    return sum(1 for s in results if s == 200)
