@@ -35,6 +35,7 @@ Names (Prometheus style of hashicorp's go-metrics keys):
 ``raft_replication_append_entries_rpc_total{peer}``     AppendEntries sent (heartbeats not counted)
 ``raft_replication_append_entries_logs_total{peer}``    entries carried by them
 ``raft_replication_heartbeat_total{peer}``              heartbeats sent
+``raft_election_request_vote_rpc_total{peer,kind}``     vote requests sent (kind: vote, pre-vote)
 ``raft_state_candidate_total`` / ``_leader_total`` /    role transitions: elections started and won,
 ``raft_state_follower_total``                           steps down
 ``raft_snapshot_create_total``                          snapshots taken
@@ -54,7 +55,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .raft.messages import AppendEntries
+from .raft.messages import AppendEntries, RequestVote
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics", "NodeViews"]
 
@@ -166,6 +167,8 @@ class NodeMetrics:
                                    "log entries sent to each peer in AppendEntries", ["peer"], registry=reg)
         self.heartbeat = Counter("raft_replication_heartbeat", "heartbeats sent to each peer", ["peer"],
                                  registry=reg)
+        self.request_vote = Counter("raft_election_request_vote_rpc", "vote requests sent to each peer",
+                                    ["peer", "kind"], registry=reg)
         self.role = {r: Counter(f"raft_state_{r.lower()}", f"transitions into the {r} role", registry=reg)
                      for r in ("Candidate", "Leader", "Follower")}
         self.snapshot_create = Counter("raft_snapshot_create", "snapshots taken by this node", registry=reg)
@@ -212,8 +215,11 @@ class NodeMetrics:
         children[1].observe(seconds)
 
     def sent(self, to_id: str, message) -> None:
-        """Count a message to a peer: AppendEntries RPCs, their entries, heartbeats."""
-        if type(message) is AppendEntries:
+        """Count a message to a peer: AppendEntries RPCs, their entries,
+        heartbeats, and vote requests (pre-votes apart)."""
+        if type(message) is RequestVote:
+            self.request_vote.labels(to_id, "pre-vote" if message.pre_vote else "vote").inc()
+        elif type(message) is AppendEntries:
             rpc, logs, heartbeat = self.peer(to_id)
             if message.heartbeat:
                 heartbeat.inc()
