@@ -68,7 +68,7 @@ from .gcpolicy import GcPolicy
 from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .trace import TraceRecorder
-from .volume import Volume
+from .volume import Volume, read_peers_file
 
 raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")
@@ -220,9 +220,13 @@ class Node:
         self._requests = PendingRequests(loop)
         s = self.settings
         raft_log.info("creating Raft", config=describe_raft_config(s))
+        # read before the volume is opened: a bad file must leave it untouched
+        recovered_configuration = read_peers_file(s.data_dir)
         self.volume = volume = Volume(s.data_dir, HraftdKVStore if s.fsm == "hraftd" else KVStore)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
+        if recovered_configuration is not None:
+            volume.recover_cluster(recovered_configuration)
         state = volume.recover()
         self.had_state = bool(state.current_term or state.entries or state.snapshot)
 
