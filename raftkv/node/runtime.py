@@ -722,19 +722,23 @@ class Node:
 
     def peers(self) -> list[dict]:
         """Every server of the configuration with what this node knows of it;
-        a leader adds replication progress and health."""
+        a leader adds replication progress (``match_index``, ``lag_entries``
+        = its last index - the match index) and health."""
         st = self._raft.status()
         s = self.settings
         out = []
         for server in st.configuration.servers:
             row = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
-                   "leader": server.id == st.leader_id, "last_contact": None, "healthy": None}
+                   "leader": server.id == st.leader_id, "last_contact": None, "healthy": None,
+                   "lag_entries": None}
             peer = st.peer(server.id)
             if st.is_leader:
                 if server.id == self.id:
-                    row.update(last_contact=0, healthy=True, match_index=st.last_log_index)
+                    row.update(last_contact=0, healthy=True, match_index=st.last_log_index, lag_entries=0)
                 elif peer is not None:
-                    row.update(last_contact=peer.last_contact, match_index=peer.match_index,
+                    # what the follower still lacks of the leader's log
+                    lag = max(0, st.last_log_index - peer.match_index)
+                    row.update(last_contact=peer.last_contact, match_index=peer.match_index, lag_entries=lag,
                                healthy=server_health(st, server.id, reachable_within(s), s.max_trailing_logs))
             elif server.id == st.leader_id and st.last_contact >= 0:
                 row["last_contact"] = st.last_contact
