@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import wait_until
 from test_cli_metrics import cli
+from test_dashboard import WAIT_MS, browser_page, needs_browser  # noqa: F401 (browser_page is a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,27 @@ def test_a_paused_follower_shows_lag_and_last_contact(cluster):
     wait_until(lambda: _peer(n1, "n2")["lag_entries"] == 0, 20, what="n2 to catch up")
     assert _gauge(n1, "raft_replication_lag_entries", "n2") == 0
     assert _peer(n1, "n2")["last_contact"] < 1000
+
+
+LAG_OF = """(id) => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                      return c ? c.querySelector('dd.lag').textContent : null; }"""
+
+
+@needs_browser
+def test_the_dashboard_cards_show_a_followers_lag(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    n3 = cluster["n3"]
+    page.goto(f"http://{n1.http_addr}/ui")
+    page.wait_for_function(f"() => ({LAG_OF})('n3') === '0 entries'", timeout=WAIT_MS)
+    assert page.evaluate(LAG_OF, "n1") == "(leader)"
+    n3.pause()
+    try:
+        for i in range(20):
+            n1.set(f"k{i}", str(i))
+        page.wait_for_function(
+            f"() => {{ const t = ({LAG_OF})('n3'); return !!t && parseInt(t, 10) >= 20; }}", timeout=WAIT_MS)
+    finally:
+        n3.resume()
+    page.wait_for_function(f"() => ({LAG_OF})('n3') === '0 entries'", timeout=WAIT_MS)
+    assert not page.errors, page.errors
