@@ -5,6 +5,10 @@ what start-up reads back from them.
 ``snapshots/``, ``fsm.db`` (the SQLite state machine; not fsync'd — the log
 replays what it missed) and ``uploads/`` (backups being restored). A
 :class:`Volume` is also the executor's :class:`~raftkv.node.executor.Storage`.
+
+An operator may add ``peers.json`` to recover from a lost quorum
+(:func:`read_peers_file`, :meth:`Volume.recover_cluster`); once applied it
+is renamed ``peers.json.recovered``.
 """
 
 from __future__ import annotations
