@@ -128,8 +128,8 @@ class Volume:
 
     def recover_cluster(self, configuration: Configuration) -> int:
         """hashicorp's RecoverCluster: keep the log and the snapshots, and
-        append ``configuration`` after the last index, in the current term,
-        with the commit hint at it, so the core starts with it as the latest
+        append ``configuration`` after the last index, in a new term, with
+        the commit hint at it, so the core starts with it as the latest
         committed configuration. Returns the entry's index. Whatever the log
         held beyond the old commit index becomes committed too, as in
         hashicorp: no quorum is left that could say otherwise."""
@@ -146,9 +146,11 @@ class Volume:
             else:
                 last_term = self.log.get(last_index).term
         index = max(last_index, snap_index) + 1
-        term = max(self.stable.term, last_term, snap_term, 1)
-        if term != self.stable.term:
-            self.stable.set_hard_state(term, self.stable.voted_for)
+        # A term of its own, above any this node has seen: survivors with logs
+        # of different lengths append the entry at different indexes, and no
+        # two different entries may share an index and a term (Log Matching).
+        term = max(self.stable.term, last_term, snap_term) + 1
+        self.stable.set_hard_state(term, None)
         self.log.append([Entry(index, term, EntryType.CONFIGURATION, configuration.encode())])
         self.log.sync()
         self.stable.set_commit_hint(index)
