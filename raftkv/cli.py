@@ -146,6 +146,10 @@ def cluster_view(addr: str, timeout: float = 3.0) -> dict:
             "applied_index": st.get("applied_index") if st else None,
             "term": st.get("term") if st else None,
             "last_contact": peer.get("last_contact"),
+            "healthy": peer.get("healthy"),
+            "last_term": st.get("last_log_term") if st else None,
+            "last_index": st.get("last_log_index") if st else None,
+            "lag_entries": peer.get("lag_entries"),
             "trails_leader_by": (leader_commit - commit) if leader_commit is not None and commit is not None
             else None,
         })
@@ -160,16 +164,21 @@ class _ClientError(Exception):
 
 
 def _peers_table(view: dict, wide: bool = False) -> str:
-    headers = ["Node", "Address", "State", "Voter", "Commit Index", "Trails Leader By"]
+    """The columns of ``vault operator raft autopilot state`` that apply
+    (Healthy, Last Contact, Last Term, Last Index), the leader's replication
+    lag in entries, and raftkv's commit view."""
+    headers = ["Node", "Address", "State", "Voter", "Healthy", "Last Contact", "Last Term", "Last Index",
+               "Lag", "Commit Index", "Trails Leader By"]
     if wide:
-        headers += ["Term", "Applied Index", "Last Contact"]
+        headers += ["Term", "Applied Index"]
     rows = []
     for r in view["servers"]:
-        row = [r["node"], r["address"], r["state"], _cell(r["voter"]), _cell(r["commit_index"]),
-               _cell(r["trails_leader_by"])]
+        lc = r.get("last_contact")
+        row = [r["node"], r["address"], r["state"], _cell(r["voter"]), _cell(r.get("healthy")),
+               "" if lc is None else f"{lc}ms", _cell(r.get("last_term")), _cell(r.get("last_index")),
+               _cell(r.get("lag_entries")), _cell(r["commit_index"]), _cell(r["trails_leader_by"])]
         if wide:
-            lc = r["last_contact"]
-            row += [_cell(r["term"]), _cell(r["applied_index"]), "" if lc is None else f"{lc}ms"]
+            row += [_cell(r["term"]), _cell(r["applied_index"])]
         rows.append(row)
     return _table(headers, rows)
 

@@ -30,6 +30,7 @@ Names (Prometheus style of hashicorp's go-metrics keys):
 ``raft_peers``                                          voters besides this node
 ``raft_leader_last_contact_seconds{peer}``              (leader) since each follower last answered
 ``raft_last_contact_seconds``                           (follower) since the leader was last heard
+``raft_replication_lag_entries{peer}``                  (leader) entries each follower lacks
 ``raft_commit_time_seconds``                            proposal to committed and applied (leader)
 ``raft_fsm_apply_seconds``                              applying one batch of committed entries
 ``raft_replication_append_entries_rpc_total{peer}``     AppendEntries sent (heartbeats not counted)
@@ -130,10 +131,18 @@ class _RaftCollector:
         if role == "Leader":
             lc = GaugeMetricFamily("raft_leader_last_contact_seconds",
                                    "(leader) seconds since each follower last answered", labels=["peer"])
+            lag = GaugeMetricFamily("raft_replication_lag_entries",
+                                    "(leader) entries of the leader's log each follower does not hold yet",
+                                    labels=["peer"])
             for row in node.peers():
-                if row["id"] != st["id"] and row.get("last_contact") is not None:
+                if row["id"] == st["id"]:
+                    continue
+                if row.get("last_contact") is not None:
                     lc.add_metric([row["id"]], row["last_contact"] / 1000.0)
+                if row.get("lag_entries") is not None:
+                    lag.add_metric([row["id"]], float(row["lag_entries"]))
             yield lc
+            yield lag
         elif st["last_contact"] is not None:
             yield GaugeMetricFamily("raft_last_contact_seconds",
                                     "(follower) seconds since the leader was last heard",

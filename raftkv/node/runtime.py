@@ -68,7 +68,7 @@ from .gcpolicy import GcPolicy
 from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .trace import TraceRecorder
-from .volume import Volume
+from .volume import Volume, read_peers_file
 
 raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")
@@ -220,9 +220,13 @@ class Node:
         self._requests = PendingRequests(loop)
         s = self.settings
         raft_log.info("creating Raft", config=describe_raft_config(s))
+        # read before the volume is opened: a bad file must leave it untouched
+        recovered_configuration = read_peers_file(s.data_dir)
         self.volume = volume = Volume(s.data_dir, HraftdKVStore if s.fsm == "hraftd" else KVStore)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
+        if recovered_configuration is not None:
+            volume.recover_cluster(recovered_configuration)
         state = volume.recover()
         self.had_state = bool(state.current_term or state.entries or state.snapshot)
 
@@ -718,19 +722,23 @@ class Node:
 
     def peers(self) -> list[dict]:
         """Every server of the configuration with what this node knows of it;
-        a leader adds replication progress and health."""
+        a leader adds replication progress (``match_index``, ``lag_entries``
+        = its last index - the match index) and health."""
         st = self._raft.status()
         s = self.settings
         out = []
         for server in st.configuration.servers:
             row = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
-                   "leader": server.id == st.leader_id, "last_contact": None, "healthy": None}
+                   "leader": server.id == st.leader_id, "last_contact": None, "healthy": None,
+                   "lag_entries": None}
             peer = st.peer(server.id)
             if st.is_leader:
                 if server.id == self.id:
-                    row.update(last_contact=0, healthy=True, match_index=st.last_log_index)
+                    row.update(last_contact=0, healthy=True, match_index=st.last_log_index, lag_entries=0)
                 elif peer is not None:
-                    row.update(last_contact=peer.last_contact, match_index=peer.match_index,
+                    # what the follower still lacks of the leader's log
+                    lag = max(0, st.last_log_index - peer.match_index)
+                    row.update(last_contact=peer.last_contact, match_index=peer.match_index, lag_entries=lag,
                                healthy=server_health(st, server.id, reachable_within(s), s.max_trailing_logs))
             elif server.id == st.leader_id and st.last_contact >= 0:
                 row["last_contact"] = st.last_contact

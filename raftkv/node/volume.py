@@ -5,11 +5,16 @@ what start-up reads back from them.
 ``snapshots/``, ``fsm.db`` (the SQLite state machine; not fsync'd — the log
 replays what it missed) and ``uploads/`` (backups being restored). A
 :class:`Volume` is also the executor's :class:`~raftkv.node.executor.Storage`.
+
+An operator may add ``peers.json`` to recover from a lost quorum
+(:func:`read_peers_file`, :meth:`Volume.recover_cluster`); once applied it
+is renamed ``peers.json.recovered``.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -17,7 +22,8 @@ from collections.abc import Callable, Sequence
 
 from raftkv import hclog
 from raftkv.fsm import RESERVED_PREFIX, KVStore
-from raftkv.raft.messages import Entry, SnapshotMeta
+from raftkv.raft.configuration import Configuration, Server, Suffrage
+from raftkv.raft.messages import Entry, EntryType, SnapshotMeta
 from raftkv.raft.node import PersistentState
 from raftkv.storage import LogStore, SnapshotStore, StableStore
 
@@ -26,11 +32,62 @@ from .snapshots import restore_state_machine
 fsm_log = hclog.get_logger("fsm")
 raft_log = hclog.get_logger("raft")
 
-__all__ = ["Volume", "VolumeInUse"]
+__all__ = ["PEERS_FILE", "BadPeersFile", "Volume", "VolumeInUse", "read_peers_file"]
+
+# Consul's and Vault's name: an operator drops it in the volume to recover
+# from a lost quorum; it is renamed once applied so a restart does not redo it
+PEERS_FILE = "peers.json"
+PEERS_FILE_DONE = "peers.json.recovered"
 
 
 class VolumeInUse(RuntimeError):
     pass
+
+
+class BadPeersFile(ValueError):
+    """peers.json cannot be used; the message names the problem."""
+
+
+def read_peers_file(data_dir: str) -> Configuration | None:
+    """The configuration a ``peers.json`` in the volume asks for, or None when
+    there is none. Only reads: a bad file refuses the start before anything
+    in the volume is opened or changed."""
+    path = os.path.join(data_dir, PEERS_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise BadPeersFile(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise BadPeersFile(f"{path}: expected a JSON list of servers, got {type(items).__name__}")
+    if not items:
+        raise BadPeersFile(f"{path}: the list of servers is empty")
+    servers: list[Server] = []
+    for position, item in enumerate(items):
+        where = f"{path}: server #{position + 1}"
+        if not isinstance(item, dict):
+            raise BadPeersFile(f"{where}: expected an object with id and address")
+        server_id, address = item.get("id"), item.get("address")
+        if not isinstance(server_id, str) or not server_id.strip():
+            raise BadPeersFile(f"{where}: missing id")
+        if not isinstance(address, str) or not address.strip():
+            raise BadPeersFile(f"{where} ({server_id}): missing address")
+        non_voter = item.get("non_voter", False)
+        if not isinstance(non_voter, bool):
+            raise BadPeersFile(f"{where} ({server_id}): non_voter must be true or false")
+        if any(s.id == server_id for s in servers):
+            raise BadPeersFile(f"{path}: duplicate id {server_id!r}")
+        if any(s.address == address for s in servers):
+            raise BadPeersFile(f"{path}: duplicate address {address!r}")
+        servers.append(Server(server_id, address, Suffrage.NONVOTER if non_voter else Suffrage.VOTER))
+    configuration = Configuration(tuple(servers))
+    if not configuration.voters:
+        raise BadPeersFile(f"{path}: no voter (every server has non_voter: true)")
+    return configuration
 
 
 class Volume:
@@ -68,6 +125,41 @@ class Volume:
         return fd
 
     # ------------------------------------------------------------------ start-up
+
+    def recover_cluster(self, configuration: Configuration) -> int:
+        """hashicorp's RecoverCluster: keep the log and the snapshots, and
+        append ``configuration`` after the last index, in a new term, with
+        the commit hint at it, so the core starts with it as the latest
+        committed configuration. Returns the entry's index. Whatever the log
+        held beyond the old commit index becomes committed too, as in
+        hashicorp: no quorum is left that could say otherwise."""
+        snapshots = self.snapshots.list()
+        snap_index = max((m.index for m in snapshots), default=0)
+        snap_term = max((m.term for m in snapshots if m.index == snap_index), default=0)
+        last_index, last_term = self.log.last_index(), 0
+        if last_index:
+            if last_index < snap_index:
+                # a log wholly behind the newest snapshot is one the core would
+                # drop anyway; the entry must follow the snapshot
+                self.log.truncate_from(self.log.first_index())
+                last_index = 0
+            else:
+                last_term = self.log.get(last_index).term
+        index = max(last_index, snap_index) + 1
+        # A term of its own, above any this node has seen: survivors with logs
+        # of different lengths append the entry at different indexes, and no
+        # two different entries may share an index and a term (Log Matching).
+        term = max(self.stable.term, last_term, snap_term) + 1
+        self.stable.set_hard_state(term, None)
+        self.log.append([Entry(index, term, EntryType.CONFIGURATION, configuration.encode())])
+        self.log.sync()
+        self.stable.set_commit_hint(index)
+        self.stable.flush()
+        os.replace(os.path.join(self.data_dir, PEERS_FILE), os.path.join(self.data_dir, PEERS_FILE_DONE))
+        raft_log.warn("found peers.json file, recovering Raft configuration, renamed it",
+                      index=index, term=term, configuration=configuration.describe(),
+                      **{"renamed-to": PEERS_FILE_DONE})
+        return index
 
     def recover(self) -> PersistentState:
         """What the core starts from: hard state, the newest valid snapshot
@@ -189,6 +281,12 @@ class Volume:
         self.stable.close()
         self.log.close()
         self.kv.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     def abort(self) -> None:
         """Close what can be closed after a failed start, quietly."""
@@ -197,3 +295,4 @@ class Volume:
                 closer()
             except Exception:
                 pass
+        self._unlock()

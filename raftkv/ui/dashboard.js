@@ -208,14 +208,19 @@ function liveView() {
       const conn = connState(n);
       const up = conn === "up";
       let lastContact = st.last_contact;
-      if (leaderPeers.has(n.id) && n !== leader) lastContact = leaderPeers.get(n.id).last_contact;
+      // the leader's view of a follower: since it last answered, and how far behind it is
+      let lag = null;
+      if (leaderPeers.has(n.id) && n !== leader) {
+        lastContact = leaderPeers.get(n.id).last_contact;
+        lag = leaderPeers.get(n.id).lag_entries ?? null;
+      }
       const conf = (st.latest_configuration || []).find(s => s.id === n.id);
       return {
         id: n.id, up, conn, failure: n.failure,
         role: up ? (st.state || "?") : (conn === "connecting" ? "connecting…" : "Unreachable"), term: st.term,
         commit: st.commit_index, applied: st.applied_index, last: st.last_log_index,
         snapshot: st.last_snapshot_index || 0, voter: (conf ? conf.suffrage : n.suffrage) === "Voter",
-        suffrage: conf ? conf.suffrage : (n.suffrage || "?"), lastContact, leader: st.leader ? st.leader.id : null,
+        suffrage: conf ? conf.suffrage : (n.suffrage || "?"), lastContact, lag, leader: st.leader ? st.leader.id : null,
         http: n.http, entries: n.entries, faultInjection: !!st.fault_injection,
       };
     }),
@@ -373,7 +378,7 @@ function replayView() {
       id: s.id, up: s.up, role: s.up ? s.role : "Down", term: s.term, commit: s.commit_index,
       applied: s.applied_index, last: s.last_log_index, snapshot: s.last_snapshot_index || 0,
       voter: !!s.voter, suffrage: s.up ? (s.member ? (s.voter ? "Voter" : "Nonvoter") : "not a member") : "?",
-      lastContact: null, leader: s.leader, http: null,
+      lastContact: null, lag: null, leader: s.leader, http: null,
       entries: new Map((s.entries || []).map(([i, t, ty]) => [i, [t, ty]])),
     })),
     events,
@@ -413,7 +418,8 @@ function renderCards(view) {
         <dt>applied</dt><dd class="applied">${n.applied ?? "–"}</dd>
         <dt>last index</dt><dd class="last">${n.last ?? "–"}</dd>
         <dt>snapshot</dt><dd>${n.snapshot || "–"}</dd>
-        <dt>last contact</dt><dd>${n.role === "Leader" ? "(leader)" : (n.lastContact == null ? "–" : n.lastContact + " ms")}</dd>
+        <dt>last contact</dt><dd class="last-contact">${n.role === "Leader" ? "(leader)" : (n.lastContact == null ? "–" : n.lastContact + " ms")}</dd>
+        <dt>lag</dt><dd class="lag" title="entries of the leader's log this node does not hold yet">${n.role === "Leader" ? "(leader)" : (n.lag == null ? "–" : n.lag + " entries")}</dd>
         <dt>suffrage</dt><dd class="suffrage">${esc(n.suffrage)}</dd>
         <dt>status</dt><dd class="conn">${badge(n)}</dd>
         ${n.http ? `<dt>http</dt><dd>${esc(n.http)}</dd>` : ""}
