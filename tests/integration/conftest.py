@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, sync_playwright
 from cluster import Cluster
 
 
@@ -24,3 +25,19 @@ def cluster(tmp_path, request):
     if rep is not None and rep.failed:
         for node in c.nodes.values():
             print(f"\n===== {node.id} ({node.log_path}) =====\n{node.log()[-6000:]}")
+
+
+@pytest.fixture
+def browser_page():
+    """A chromium page; ``page.errors`` collects the page's script errors."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.errors = errors
+            yield page
+        finally:
+            browser.close()

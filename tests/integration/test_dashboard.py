@@ -6,49 +6,15 @@ Screenshots go to ``test-artifacts/ui/`` (gitignored)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 import urllib.request
 
 import pytest
 
-from cluster import REPO, wait_until
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # the browser tests say why they skip
-    sync_playwright = None
+from browser import ARTIFACTS, WAIT_MS, needs_browser
+from cluster import wait_until
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = REPO / "test-artifacts" / "ui"
-WAIT_MS = 30_000
-
-needs_browser = pytest.mark.skipif(
-    sync_playwright is None or not os.path.exists(CHROMIUM),
-    reason=("playwright is not importable (pip install playwright; it is in the test extra)"
-            if sync_playwright is None else
-            f"chromium not found at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)"))
-
-
-@pytest.fixture
-def browser_page():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.errors = errors
-            yield page
-        finally:
-            browser.close()
-
 
 CARDS = """() => Array.from(document.querySelectorAll('[data-testid=node-card]'))
                  .map(e => [e.dataset.node, e.dataset.role, e.dataset.up])"""

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import wait_until
 from test_cli_metrics import cli
-from test_dashboard import WAIT_MS, browser_page, needs_browser  # noqa: F401 (browser_page is a fixture)
+from browser import WAIT_MS, needs_browser
 
 pytestmark = pytest.mark.integration
 

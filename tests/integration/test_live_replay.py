@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from cluster import REPO, Writer, wait_until
-from test_dashboard import WAIT_MS, browser_page, needs_browser  # noqa: F401  (a fixture)
+from browser import WAIT_MS, needs_browser
 
 pytestmark = pytest.mark.integration
 
