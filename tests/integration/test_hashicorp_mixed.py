@@ -15,6 +15,13 @@ may be lost, every node must end with the same state, no Go node may panic.
 ``RAFTKV_MIXED_KILLS`` sets the number of kills (6 by default; the long run
 is ``RAFTKV_MIXED_KILLS=50``), ``RAFTKV_MIXED_NODES`` the cluster
 (``py,go,go`` by default: the first node bootstraps).
+
+Snapshots across kinds: an hraftd node joining a raftkv leader that has
+compacted its log restores raftkv's snapshot (seconds, always run); a raftkv
+node joining an hraftd leader that has compacted its log installs hraftd's
+snapshot (``RAFTKV_MIXED_SNAPSHOT=1``: hraftd snapshots only after 8192 new
+entries and a check 120-240 s apart, so the test writes 20000 keys and waits
+up to five minutes).
 """
 
 from __future__ import annotations
@@ -135,7 +142,8 @@ class MixedNode:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, bootstrap: bool = False, join: str | None = None) -> None:
+    def start(self, bootstrap: bool = False, join: str | None = None, env: dict | None = None) -> None:
+        """``env`` adds settings to a raftkv node's environment."""
         log = open(self.log_path, "a")
         log.write(f"\n===== start {self.starts} =====\n")
         log.flush()
@@ -145,11 +153,11 @@ class MixedNode:
                 args += ["-join", join]
             self.proc = subprocess.Popen(args + [str(self.data)], stdout=log, stderr=log)
         else:
-            env = dict(os.environ, RAFT_PROTOCOL="hashicorp", RAFT_FSM="hraftd",
-                       RAFT_BOOTSTRAP="true" if bootstrap else "false")
+            node_env = dict(os.environ, RAFT_PROTOCOL="hashicorp", RAFT_FSM="hraftd",
+                            RAFT_BOOTSTRAP="true" if bootstrap else "false", **(env or {}))
             self.proc = subprocess.Popen([sys.executable, "-m", "raftkv", "serve", "--node-id", self.id,
                                           "--http-port", str(self.http_port), "--raft-port", str(self.raft_port),
-                                          "--volume-dir", str(self.data)], env=env, stdout=log, stderr=log)
+                                          "--volume-dir", str(self.data)], env=node_env, stdout=log, stderr=log)
         log.close()
         self.starts += 1
 
@@ -392,3 +400,118 @@ def test_kill_the_leader_of_a_mixed_cluster_repeatedly(tmp_path):
     finally:
         writer.done.set()
         cluster.stop()
+
+
+# --- snapshots across kinds ---------------------------------------------------------------
+
+def post_many(http_addr: str, prefix: str, count: int, threads: int = 8) -> None:
+    """``count`` hraftd writes (``POST /key``, one key each: one log entry
+    each), from ``threads`` keep-alive connections at once so that the
+    leader batches them."""
+    import http.client
+    errors: list[str] = []
+
+    def run(start: int) -> None:
+        conn = http.client.HTTPConnection(http_addr, timeout=30)
+        try:
+            for i in range(start, count, threads):
+                conn.request("POST", "/key", body=json.dumps({f"{prefix}{i}": f"v{i}"}),
+                             headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    errors.append(f"{prefix}{i}: {r.status}")
+                    return
+        finally:
+            conn.close()
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors[:5]
+
+
+def raftkv_status(node_http: str) -> dict:
+    return json.loads(http("GET", f"http://{node_http}/status")[1])
+
+
+@pytest.mark.skipif(os.environ.get("RAFTKV_MIXED_SNAPSHOT") != "1",
+                    reason="takes minutes (hraftd snapshots every 120-240 s): set RAFTKV_MIXED_SNAPSHOT=1")
+def test_raftkv_node_installs_a_snapshot_from_a_go_leader(tmp_path):
+    """hraftd compacts its log (SnapshotThreshold 8192, TrailingLogs 10240,
+    a snapshot check every 120-240 s); a raftkv node that joins afterwards
+    cannot be sent the first entries and must install hraftd's snapshot."""
+    go = MixedNode("go", "node0", tmp_path)
+    py = MixedNode("py", "n1", tmp_path)
+    started = time.time()
+    try:
+        go.start()
+        eventually(go.leads, what="hraftd to lead")
+        writes = 20000
+        post_many(go.http, "s", writes)
+        print(f"{writes} writes in {time.time() - started:.0f} s", flush=True)
+        eventually(lambda: "compacting logs" in go.log_path.read_text(errors="replace"),
+                   timeout=300, what="hraftd to snapshot and compact its log")
+        print(f"hraftd compacted after {time.time() - started:.0f} s", flush=True)
+        py.start()
+        eventually(lambda: http("GET", f"http://{py.http}/status")[0] == 200, what="raftkv to serve")
+        status, body = http("POST", f"http://{go.http}/join", {"id": py.id, "addr": py.raft})
+        assert status == 200, body
+        for i in range(20):
+            assert http("POST", f"http://{go.http}/key", {f"after{i}": f"v{i}"})[0] == 200
+        eventually(lambda: py.read("after19") == "v19", timeout=60,
+                   what="the raftkv node to catch up past the snapshot")
+        print(f"raftkv caught up after {time.time() - started:.0f} s", flush=True)
+        st = raftkv_status(py.http)
+        assert st["last_snapshot_index"] > 0, st
+        assert st["state"] == "Follower" and st["leader"]["id"] == go.id, st
+        for key, want in (("s0", "v0"), ("s12345", "v12345"), (f"s{writes - 1}", f"v{writes - 1}"), ("after7", "v7")):
+            assert py.read(key) == want, key
+        log = py.log_path.read_text(errors="replace")
+        assert "Installed remote snapshot" in log, log[-3000:]
+        assert go.alive() and not go.panicked(), f"hraftd failed: see {go.log_path}"
+        assert not py.misnamed_members(), py.misnamed_members()[:3]
+    finally:
+        py.stop()
+        go.stop()
+
+
+def test_hraftd_node_installs_a_snapshot_from_a_raftkv_leader(tmp_path):
+    """A raftkv leader compacts its log quickly (low threshold, short
+    interval); an hraftd node that joins afterwards must restore raftkv's
+    snapshot (hraftd's JSON map) and read the keys written before it."""
+    py = MixedNode("py", "py1", tmp_path)
+    go = MixedNode("go", "go1", tmp_path)
+    started = time.time()
+    # the leader snapshots after 64 new entries, keeps 32, checks every second
+    py.start(bootstrap=True, env={"RAFT_SNAPSHOT_THRESHOLD": "64", "RAFT_TRAILING_LOGS": "32",
+                                  "RAFT_SNAPSHOT_INTERVAL": "1s"})
+    try:
+        eventually(py.leads, what="the raftkv node to lead")
+        writes = 400
+        post_many(py.http, "s", writes, threads=4)
+        assert http("GET", f"http://{py.http}/remove?key=s1")[0] == 200
+
+        def compacted():
+            st = raftkv_status(py.http)
+            return (st["last_snapshot_index"] > 64 and "compacting logs: from=1 " in
+                    py.log_path.read_text(errors="replace") and st)
+        st = eventually(compacted, timeout=20, what="the raftkv leader to snapshot and compact its log")
+        print(f"raftkv snapshot at {st['last_snapshot_index']} after {time.time() - started:.1f} s", flush=True)
+        go.start(join=py.http)
+        for i in range(10):
+            assert http("POST", f"http://{py.http}/key", {f"after{i}": f"v{i}"})[0] == 200
+        eventually(lambda: go.read("after9") == "v9", timeout=30, what="hraftd to catch up past the snapshot")
+        print(f"hraftd caught up after {time.time() - started:.1f} s", flush=True)
+        for key, want in (("s0", "v0"), ("s1", None), ("s123", "v123"), (f"s{writes - 1}", f"v{writes - 1}"),
+                          ("after3", "v3")):
+            assert go.read(key) == want, key
+        log = go.log_path.read_text(errors="replace")
+        assert "Installed remote snapshot" in log, log[-3000:]
+        assert go.alive() and not go.panicked(), f"hraftd failed: see {go.log_path}"
+        assert not py.misnamed_members(), py.misnamed_members()[:3]
+    finally:
+        go.stop()
+        py.stop()
