@@ -9,13 +9,11 @@ scenarios run with ``RAFTKV_NETNS_LONG=1``.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from raftkv.chaos.netns import NetCluster, cleanup_stale, namespaces_available, write_timeline
 
-LONG = os.environ.get("RAFTKV_NETNS_LONG", "") not in ("", "0", "false")
 
 _why_not: str | None | bool = False
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from labkit import LONG
+
 from raftkv.chaos.netnemesis import run_real_network
 from raftkv.chaos.timeline import draw_timeline
 
-from conftest import LONG
 
 pytestmark = pytest.mark.timeout(300 if LONG else 120)
 

@@ -23,8 +23,7 @@ import pytest
 
 from raftkv.chaos.netns import wait_until
 
-from conftest import LONG
-from labkit import AGREE_BOUND, ELECTION_BOUND, one
+from labkit import AGREE_BOUND, ELECTION_BOUND, LONG, one
 
 pytestmark = pytest.mark.timeout(240 if LONG else 90)
 

@@ -18,8 +18,7 @@ import pytest
 
 from raftkv.chaos.netns import wait_until
 
-from conftest import LONG
-from labkit import AGREE_BOUND, ELECTION_BOUND, agreed_everywhere, one, submit_many
+from labkit import AGREE_BOUND, ELECTION_BOUND, LONG, agreed_everywhere, one, submit_many
 
 pytestmark = pytest.mark.timeout(240 if LONG else 90)
 
