@@ -198,3 +198,18 @@ def test_plain_http_to_the_https_port_fails_cleanly(tls_cluster):
     # the node is unharmed and says nothing alarming about it
     assert node.get("/status").status == 200
     assert "Traceback" not in node.log()
+
+
+@pytest.mark.parametrize("http_client", ["raw", "aiohttp"])
+def test_bench_with_cacert(tls_cluster, http_client):
+    leader = tls_cluster.leader()
+    follower = follower_of(tls_cluster)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "raftkv", "bench", "--cacert", str(tls_cluster.certs / "ca.pem"),
+         "--addr", f"{leader.http_addr},{follower.http_addr}", "-n", "60", "-c", "4", "-k", "8", "--prefill",
+         "--mix", "set=1,get=1", "--http", http_client, "--json", "-q"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ops"] == 60 and not result["errors"], result["error_kinds"]
