@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import math
@@ -67,6 +68,7 @@ class Plan:
     http: str = "raw"
     sequential: bool = False  # keys 0..keys-1 in order, each once (prefill)
     pump: bool = False  # keys "1".."N" in order, each once, value = key (scripts/pump.sh)
+    cacert: str | None = None  # a TLS cluster's CA (PEM): https, verified against it
 
 
 @dataclass
@@ -111,9 +113,18 @@ def parse_mix(text: str) -> dict[str, float]:
     return {k: v for k, v in mix.items() if v > 0}
 
 
-def _base(addr: str) -> str:
+def _base(addr: str, cacert: str | None = None) -> str:
+    """host:port means https when a CA is given (a TLS cluster), else http."""
     addr = addr.strip().rstrip("/")
-    return addr if "://" in addr else "http://" + addr
+    return addr if "://" in addr else ("https://" if cacert else "http://") + addr
+
+
+@functools.lru_cache(maxsize=None)
+def _tls_context(cacert: str | None):
+    """One client SSL context per CA and process (a Plan crosses process
+    boundaries by pickling, which an SSLContext does not survive)."""
+    from raftkv.tlsconfig import client_context_for_ca
+    return client_context_for_ca(cacert)
 
 
 # ---------------------------------------------------------------------- worker
@@ -199,11 +210,12 @@ def _timed_out(fut: asyncio.Future, conn: _RawConnection) -> None:
 class RawClient:
     """One closed-loop client's connection to one node (reconnects on need)."""
 
-    def __init__(self, base: str, timeout: float) -> None:
+    def __init__(self, base: str, timeout: float, cacert: str | None = None) -> None:
         from urllib.parse import urlsplit
         u = urlsplit(base)
         self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or 80
+        self.tls = _tls_context(cacert) if u.scheme == "https" else None
+        self.port = u.port or (443 if self.tls else 80)
         self.host_header = f"Host: {u.netloc}\r\n\r\n".encode()
         self.timeout = timeout
         self.conn: _RawConnection | None = None
@@ -212,7 +224,8 @@ class RawClient:
         loop = asyncio.get_running_loop()
         conn = self.conn
         if conn is None or conn.transport is None or conn.transport.is_closing():
-            _, conn = await asyncio.wait_for(loop.create_connection(_RawConnection, self.host, self.port),
+            tls = {"ssl": self.tls, "server_hostname": self.host} if self.tls is not None else {}
+            _, conn = await asyncio.wait_for(loop.create_connection(_RawConnection, self.host, self.port, **tls),
                                              self.timeout)
             self.conn = conn
         fut = conn.waiter = loop.create_future()
@@ -231,10 +244,11 @@ class RawClient:
 class AiohttpClients:
     """The same interface over one shared aiohttp session (``--http aiohttp``)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, cacert: str | None = None) -> None:
         import aiohttp
+        tls = {"ssl": _tls_context(cacert)} if cacert else {}
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, **tls),
             timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False,
             skip_auto_headers=("User-Agent",))
 
@@ -258,11 +272,11 @@ class AiohttpClients:
 
 def _clients(plan: Plan):
     if plan.http == "aiohttp":
-        shared = AiohttpClients(plan.timeout)
+        shared = AiohttpClients(plan.timeout, plan.cacert)
         return shared.client, shared.close
     async def nothing() -> None:
         return None
-    return (lambda base: RawClient(base, plan.timeout)), nothing
+    return (lambda base: RawClient(base, plan.timeout, plan.cacert)), nothing
 
 
 async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
@@ -274,7 +288,7 @@ async def run_clients(plan: Plan, first_client: int, count: int, progress=None,
     ops = list(plan.mix)
     weights = [plan.mix[o] for o in ops]
     only = ops[0] if len(ops) == 1 else None
-    bases = [_base(a) for a in plan.addrs]
+    bases = [_base(a, plan.cacert) for a in plan.addrs]
     remaining = [budget if budget is not None else -1]
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -545,7 +559,8 @@ def prefill(plan: Plan) -> dict:
     """Write every key of the key space once (untimed warm-up for reads)."""
     fill = Plan(addrs=plan.addrs, clients=min(plan.clients, plan.keys), duration=None,
                 requests=plan.keys, keys=plan.keys, value_size=plan.value_size, mix={"set": 1.0},
-                prefix=plan.prefix, timeout=plan.timeout, http=plan.http, sequential=True)
+                prefix=plan.prefix, timeout=plan.timeout, http=plan.http, sequential=True,
+                cacert=plan.cacert)
     with _new_loop_runner() as runner:
         tally = runner.run(run_clients(fill, 0, fill.clients, None, fill.requests))
     return {"ops": tally.ok, "errors": tally.failed, "error_kinds": tally.errors}
@@ -557,6 +572,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--addr", default=os.environ.get("RAFTKV_ADDR", "http://127.0.0.1:8000"),
                    help="HTTP address of a node; a comma-separated list spreads clients over nodes "
                         "(default http://127.0.0.1:8000, env RAFTKV_ADDR)")
+    p.add_argument("--cacert", default=None, metavar="FILE",
+                   help="CA certificate (PEM) of a TLS cluster: host:port addresses mean https, "
+                        "verified against it (env RAFTKV_CACERT)")
     p.add_argument("-c", "--clients", type=int, default=1, help="concurrent closed-loop clients (default 1)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-d", "--duration", type=float, default=None, help="seconds to run (default 10)")
@@ -610,7 +628,8 @@ def main(args: argparse.Namespace) -> int:
     duration = None if args.requests is not None else (args.duration or 10.0)
     plan = Plan(addrs=addrs, clients=args.clients, duration=duration, requests=args.requests,
                 keys=args.keys, value_size=args.value_size, mix=mix, prefix=args.prefix,
-                timeout=args.timeout, seed=args.seed, http=args.http, pump=args.pump)
+                timeout=args.timeout, seed=args.seed, http=args.http, pump=args.pump,
+                cacert=getattr(args, "cacert", None) or os.environ.get("RAFTKV_CACERT") or None)
     progress = None if args.quiet else sys.stderr
     try:
         if args.prefill:

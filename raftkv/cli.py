@@ -31,6 +31,23 @@ from .config import EXIT_USAGE, ConfigError, add_serve_arguments, load_settings
 
 DEFAULT_ADDR = "http://127.0.0.1:8000"
 
+# The CA of --cacert / RAFTKV_CACERT as a client SSL context, set once by
+# main(): one CLI invocation talks to one cluster, so every request of it
+# (including to the other members `peers` and `watch` visit) trusts the same CA.
+_tls_context = None
+
+
+def _base_url(addr: str) -> str:
+    """A node's base URL: as given, or host:port with https when a CA was
+    given (a TLS cluster), else http."""
+    if "://" in addr:
+        return addr.rstrip("/")
+    return ("https://" if _tls_context is not None else "http://") + addr.rstrip("/")
+
+
+def _urlopen(req: urllib.request.Request, timeout: float):
+    return urllib.request.urlopen(req, timeout=timeout, context=_tls_context)
+
 
 def _auth_headers() -> dict[str, str]:
     """The cluster key as a bearer token, when RAFT_CLUSTER_KEY is set: the
@@ -41,14 +58,13 @@ def _auth_headers() -> dict[str, str]:
 
 def _request(addr: str, method: str, path: str, params: dict | None = None,
              timeout: float = 30.0) -> tuple[int, object]:
-    base = addr if "://" in addr else "http://" + addr
-    url = base.rstrip("/") + path
+    url = _base_url(addr) + path
     if params:
         url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
                                  headers=_auth_headers())
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _urlopen(req, timeout) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -244,7 +260,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     a file so a large state never sits in memory whole."""
     if args.action == "take":
         return _client(args, "POST", "/snapshot")
-    base = (args.addr if "://" in args.addr else "http://" + args.addr).rstrip("/")
+    base = _base_url(args.addr)
     try:
         if args.action == "save":
             return _snapshot_save(base, args.file)
@@ -262,7 +278,7 @@ def _snapshot_save(base: str, path: str) -> int:
     import zlib
     tmp = path + ".part"
     req = urllib.request.Request(base + "/snapshot", headers=_auth_headers())
-    with urllib.request.urlopen(req, timeout=600) as resp, open(tmp, "wb") as out:
+    with _urlopen(req, 600) as resp, open(tmp, "wb") as out:
         crc, size = 0, 0
         while chunk := resp.read(1024 * 1024):
             out.write(chunk)
@@ -290,7 +306,7 @@ def _snapshot_restore(base: str, path: str) -> int:
         req = urllib.request.Request(base + "/restore", data=f, method="POST",
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(size), **_auth_headers()})
-        with urllib.request.urlopen(req, timeout=600) as resp:
+        with _urlopen(req, 600) as resp:
             print(resp.read().decode("utf-8", "replace"))
     return 0
 
@@ -308,6 +324,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 ADDR_HELP = f"HTTP address of any node (default: {DEFAULT_ADDR}, env RAFTKV_ADDR)"
+CACERT_HELP = ("CA certificate (PEM) to verify the nodes' HTTPS with; host:port addresses then "
+               "mean https (env RAFTKV_CACERT)")
 
 
 def _resolve_addr(args: argparse.Namespace) -> None:
@@ -315,6 +333,15 @@ def _resolve_addr(args: argparse.Namespace) -> None:
     RAFTKV_ADDR, else the default."""
     addr = getattr(args, "addr", None) or args.global_addr
     args.addr = addr or os.environ.get("RAFTKV_ADDR") or DEFAULT_ADDR
+    args.cacert = getattr(args, "cacert", None) or args.global_cacert or os.environ.get("RAFTKV_CACERT") or None
+
+
+def _use_cacert(cafile: str | None) -> None:
+    """The client SSL context of every request (urllib here, bench's own)."""
+    global _tls_context
+    if cafile:
+        from .tlsconfig import client_context_for_ca
+        _tls_context = client_context_for_ca(cafile)
 
 
 def _value_of(body: object) -> str:
@@ -331,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     # given, because a subparser's default would overwrite the value given
     # before it; _resolve_addr picks the one given, else env, else default.
     parser.add_argument("--addr", dest="global_addr", metavar="ADDR", help=ADDR_HELP)
+    parser.add_argument("--cacert", dest="global_cacert", metavar="FILE", help=CACERT_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run a node (settings from env, flags win)",
@@ -341,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--addr", metavar="ADDR", help=ADDR_HELP)
+        p.add_argument("--cacert", metavar="FILE", help=CACERT_HELP)
         return p
 
     client("status", help="show a node's Raft status")
@@ -375,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments as add_bench_arguments
     bench = sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP")
     add_bench_arguments(bench)
-    bench.set_defaults(addr=None)  # so `raftkv --addr URL bench` counts; _resolve_addr fills it in
+    bench.set_defaults(addr=None, cacert=None)  # so `raftkv --addr URL bench` counts; _resolve_addr fills it in
     return parser
 
 
@@ -404,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     _resolve_addr(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command is not None and args.command != "bench":
+        try:
+            _use_cacert(args.cacert)
+        except ValueError as exc:
+            print(f"raftkv: --cacert: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "status":
         return _client(args, "GET", "/status")
     if args.command == "peers":

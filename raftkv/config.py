@@ -164,6 +164,13 @@ def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _parse_path(text: str) -> str:
+    path = text.strip()
+    if not path:
+        raise ValueError("empty path")
+    return path
+
+
 def _parse_cluster_key(text: str) -> str:
     key = text.strip()
     if len(key.encode("utf-8")) < 16:
@@ -252,11 +259,29 @@ class NodeSettings:
                            "for `raftkv replay` (off when empty)", "FILE")
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
+    tls_cert_file: str = _opt("RAFT_TLS_CERT_FILE", "--tls-cert-file", _parse_path, "",
+                              "this node's TLS certificate (PEM); with the key and CA files set, the "
+                              "Raft port speaks mutual TLS and the HTTP port HTTPS", "FILE")
+    tls_key_file: str = _opt("RAFT_TLS_KEY_FILE", "--tls-key-file", _parse_path, "",
+                             "the private key of RAFT_TLS_CERT_FILE (PEM)", "FILE")
+    tls_ca_file: str = _opt("RAFT_TLS_CA_FILE", "--tls-ca-file", _parse_path, "",
+                            "the CA (PEM) that signs every node's certificate; peers must present "
+                            "one it signed", "FILE")
     http_workers: int = _opt("HTTP_WORKERS", "--http-workers", lambda t: _parse_int(t, 0, 64), 0,
                              "HTTP worker processes sharing the HTTP port (SO_REUSEPORT); 0 serves "
                              "HTTP in the Raft process itself", "N")
 
     # ------------------------------------------------------------------ derived
+
+    @property
+    def tls(self) -> bool:
+        """TLS on both ports (validation guarantees all three files or none)."""
+        return bool(self.tls_cert_file)
+
+    @property
+    def http_scheme(self) -> str:
+        """The scheme of every node's HTTP API: a cluster is all-TLS or not."""
+        return "https" if self.tls else "http"
 
     @property
     def data_dir(self) -> str:
@@ -397,6 +422,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         if values.get(name, minimum) < minimum:
             raise ConfigError(f"{env_name}: {format_go_duration(values[name])} is too low "
                               f"(at least {minimum}ms)")
+    _check_tls(values)
     settings = NodeSettings(**values)
     if not settings.node_id:
         raise ConfigError("RAFT_NODE_ID: required (or --node-id), e.g. RAFT_NODE_ID=n1")
@@ -413,6 +439,31 @@ def load_settings(environ: Mapping[str, str] | None = None,
             raise ConfigError(f"HTTP_ADVERTISE_ADDR: expected host:port, got "
                               f"{settings.http_advertise_addr!r}")
     return settings
+
+
+_TLS_SETTINGS = (("tls_cert_file", "RAFT_TLS_CERT_FILE"), ("tls_key_file", "RAFT_TLS_KEY_FILE"),
+                 ("tls_ca_file", "RAFT_TLS_CA_FILE"))
+
+
+def _check_tls(values: dict[str, object]) -> None:
+    """All three TLS files or none; with them, join addresses default to
+    https (a cluster is all-TLS or not). Files are read when the node
+    starts (raftkv.tlsconfig), so a bad file fails start-up, not parsing."""
+    given = [env for name, env in _TLS_SETTINGS if values.get(name)]
+    if not given:
+        return
+    if len(given) != len(_TLS_SETTINGS):
+        missing = [env for name, env in _TLS_SETTINGS if not values.get(name)]
+        raise ConfigError(f"{', '.join(missing)}: required with {', '.join(given)} "
+                          "(TLS needs the certificate, its key and the CA, or none of them)")
+    if values.get("protocol", "raftkv") == "hashicorp":
+        raise ConfigError("RAFT_PROTOCOL: hashicorp's net_transport has no TLS; "
+                          "unset RAFT_TLS_* or use the raftkv protocol")
+    if values.get("http_workers", 0):
+        raise ConfigError("HTTP_WORKERS: the worker processes do not serve HTTPS yet; "
+                          "use HTTP_WORKERS=0 with RAFT_TLS_*")
+    values["join"] = tuple("https://" + j[len("http://"):] if j.startswith("http://") else j
+                           for j in values.get("join", ()))
 
 
 def describe_raft_config(settings: NodeSettings) -> str:

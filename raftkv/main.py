@@ -12,17 +12,29 @@ from .config import NodeSettings
 from .http.app import HttpService
 from .metrics import NodeMetrics
 from .node.runtime import Node
+from .tlsconfig import TlsContexts, build_contexts
 
 raft_log = hclog.get_logger("raft")
 
 __all__ = ["run_node"]
 
 
+def _tls_contexts(settings: NodeSettings) -> TlsContexts | None:
+    if not settings.tls:
+        return None
+    return build_contexts(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file)
+
+
 async def serve(settings: NodeSettings) -> int:
+    try:
+        tls = _tls_contexts(settings)
+    except ValueError as exc:  # a certificate, key or CA file that will not load
+        raft_log.error("failed to start node", error=str(exc))
+        return 1
     metrics = NodeMetrics()
-    node = Node(settings, metrics)
+    node = Node(settings, metrics, tls=tls)
     metrics.watch(node)
-    http = HttpService(node, settings, metrics)
+    http = HttpService(node, settings, metrics, tls=tls)
     loop = asyncio.get_running_loop()
     try:
         await node.start()

@@ -22,6 +22,7 @@ from raftkv.eventlog import ring_for
 from raftkv.metrics import NodeMetrics
 from raftkv.node.runtime import Node
 from raftkv.procstat import process_stats
+from raftkv.tlsconfig import TlsContexts
 
 from . import admin, backup, dashboard, routes
 from .context import CTX, HttpContext
@@ -52,8 +53,10 @@ def create_app(ctx: HttpContext) -> web.Application:
 class HttpService:
     """The node's HTTP port, and the HTTP side's background work."""
 
-    def __init__(self, node: Node, settings: NodeSettings, metrics: NodeMetrics | None) -> None:
+    def __init__(self, node: Node, settings: NodeSettings, metrics: NodeMetrics | None,
+                 tls: TlsContexts | None = None) -> None:
         self.node = node
+        self.tls = tls  # RAFT_TLS_*: serve HTTPS, and speak it to the other members
         self.settings = settings
         self.metrics = metrics
         self.client: aiohttp.ClientSession | None = None
@@ -69,7 +72,7 @@ class HttpService:
         s = self.settings
         self.client = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=s.apply_timeout / 1000 + 5, connect=3),
-            connector=aiohttp.TCPConnector(limit=256))
+            connector=aiohttp.TCPConnector(limit=256, **({"ssl": self.tls.https_client} if self.tls else {})))
         registry = Registry(self.node, s, self.client)
         self.ctx = ctx = HttpContext(self.node, s, self.client, registry, self.metrics, ring_for(self.node.id),
                                      leader_runner=on_leader, processes=self.processes)
@@ -94,10 +97,13 @@ class HttpService:
         if s.http_workers:
             await self._start_workers(registry)
         else:
-            self.listener = await self.node.loop.create_server(self.fast, s.bind_addr, s.http_port,
-                                                               reuse_address=True)
+            # with TLS the fast path reads decrypted bytes from the SSL
+            # transport, and its hand-over to aiohttp passes that transport on
+            self.listener = await self.node.loop.create_server(
+                self.fast, s.bind_addr, s.http_port, reuse_address=True,
+                ssl=self.tls.https_server if self.tls else None)
         http_log.info("HTTP API listening", bind=f"{s.bind_addr}:{s.http_port}",
-                      advertise=self.node.http_address, workers=s.http_workers)
+                      advertise=self.node.http_address, workers=s.http_workers, scheme=s.http_scheme)
         self.node.spawn(registry.keep_registered(), "raftkv-registry")
         if s.join:
             if self.node.had_state:

@@ -48,7 +48,7 @@ async def _on_leader_streaming(request: web.Request,
     for name in ("Content-Type", "Authorization"):
         if request.headers.get(name):
             headers[name] = request.headers[name]
-    url = URL(f"http://{leader_http}{request.raw_path}", encoded=True)
+    url = URL(ctx.node_url(leader_http, request.raw_path), encoded=True)
     body = request.content if request.method == "POST" else None
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=max(60.0, leader_wait(ctx)))
     try:

@@ -13,7 +13,7 @@ from raftkv.eventlog import EventRing
 from raftkv.metrics import NodeMetrics
 from raftkv.node.runtime import Node
 
-from .registry import Registry
+from .registry import Registry, node_url
 
 __all__ = ["CTX", "Call", "HttpContext", "call_of"]
 
@@ -45,6 +45,10 @@ class HttpContext:
 
     def known_leader(self) -> dict | None:
         return self.registry.leader()
+
+    def node_url(self, http_address: str, path: str = "") -> str:
+        """``path`` on a member's HTTP API, http or https as this node serves."""
+        return node_url(self.settings, http_address, path)
 
     @property
     def max_body(self) -> int:

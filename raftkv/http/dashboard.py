@@ -298,7 +298,7 @@ async def handle_ui_stream(request: web.Request) -> web.StreamResponse:
     timeout = aiohttp.ClientTimeout(total=None, connect=RELAY_CONNECT_TIMEOUT, sock_read=RELAY_READ_TIMEOUT)
     resp: web.StreamResponse | None = None
     try:
-        async with ctx.client.get(f"http://{http}/debug/stream", headers=headers, params=params,
+        async with ctx.client.get(ctx.node_url(http, "/debug/stream"), headers=headers, params=params,
                                   timeout=timeout) as upstream:
             if upstream.status != 200:
                 return await _say_unreachable(request, None, node_id, http,
@@ -418,7 +418,7 @@ async def handle_faults(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = {"Content-Type": "application/json"} if body else {}
     try:
-        async with ctx.client.request(request.method, f"http://{http}/debug/faults", data=body or None,
+        async with ctx.client.request(request.method, ctx.node_url(http, "/debug/faults"), data=body or None,
                                               headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             data = await resp.read()
             if resp.status in (404, 405):

@@ -88,7 +88,7 @@ async def forward(ctx: HttpContext, call: Call, leader_http: str, write: bool,
                   quiet: bool = False) -> tuple[Reply, bool]:
     """Relay the request to the leader. Returns the answer and whether it is
     safe and useful to retry (nothing was done, a new leader may help)."""
-    url = URL(f"http://{leader_http}{call.raw_path}", encoded=True)
+    url = URL(ctx.node_url(leader_http, call.raw_path), encoded=True)
     try:
         async with ctx.client.request(call.method, url, data=call.body or None,
                                       headers=forward_headers(ctx, call), allow_redirects=False) as resp:

@@ -29,9 +29,17 @@ from raftkv.node.runtime import Node
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["HTTP_KEY_PREFIX", "Registry"]
+__all__ = ["HTTP_KEY_PREFIX", "Registry", "node_url"]
 
 HTTP_KEY_PREFIX = RESERVED_PREFIX + "http/"
+
+
+
+def node_url(settings: NodeSettings, http_address: str, path: str = "") -> str:
+    """The URL of ``path`` on a member's HTTP API. The advertised address is
+    host:port; the scheme is this node's own (RAFT_TLS_* makes a cluster
+    all-HTTPS, so every member serves what this one does)."""
+    return f"{settings.http_scheme}://{http_address}{path}"
 
 
 class Registry:
@@ -110,7 +118,7 @@ class Registry:
 
     async def _register_self_remote(self, leader_http: str) -> None:
         try:
-            url = f"http://{leader_http}/_raftkv/register"
+            url = node_url(self.settings, leader_http, "/_raftkv/register")
             async with self.client.post(url, params={"nodeId": self.node.id, "httpAddr": self.node.http_address},
                                         headers=self.admin_headers(),
                                         timeout=aiohttp.ClientTimeout(total=5)) as resp:

@@ -58,6 +58,7 @@ from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
+from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.tcp import TcpTransport
 
@@ -172,8 +173,9 @@ class LogView:
 class Node:
     """One node: see the module docstring."""
 
-    def __init__(self, settings: NodeSettings, metrics=None) -> None:
+    def __init__(self, settings: NodeSettings, metrics=None, tls: TlsContexts | None = None) -> None:
         self.settings = settings
+        self.tls = tls  # RAFT_TLS_*: the Raft port's mutual-TLS contexts
         self.id = settings.node_id
         self.raft_address = settings.raft_address()
         self.http_address = settings.http_address()
@@ -245,10 +247,13 @@ class Node:
             max_frame=_max_frame(s),
             faults=self.faults,
             authenticate=s.cluster_key or None,
+            **({"server_ssl": self.tls.raft_server, "client_ssl": self.tls.raft_client}
+               if self.tls is not None else {}),
         )
         await self.transport.start()
         self._network.transport = self.transport
-        net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address)
+        net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address,
+                     tls=self.tls is not None)
 
         # A seed of our own, so that a trace can rebuild the same generator.
         seed = int.from_bytes(os.urandom(8), "big")

@@ -85,9 +85,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import errno
 import socket
+import ssl
 from collections import deque
 from datetime import timedelta
 from typing import Any, Callable, Protocol
@@ -487,6 +489,66 @@ class _SnapshotFailure(Exception):
     """A snapshot stream failed; the message is what gets logged."""
 
 
+def _tls_error(e: BaseException) -> str:
+    if isinstance(e, ssl.SSLError):
+        # "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ..." without "(_ssl.c:1006)"
+        text = str(e.args[1]) if len(e.args) > 1 else str(e)
+        return text.rsplit(" (_ssl.c:", 1)[0]
+    if isinstance(e, TimeoutError):
+        return "handshake timed out"
+    return str(e) or type(e).__name__
+
+
+class _TlsListener:
+    """The Raft port's listener with TLS: a plain accept loop that hands
+    each socket to ``TcpTransport._tls_accept``. asyncio's TLS server
+    (``start_server(ssl=...)``) would drop a failed handshake without a
+    word; here it is ours to log. Quacks like the ``asyncio.Server`` it
+    replaces (``sockets``, ``close``, ``wait_closed``)."""
+
+    def __init__(self, owner: "TcpTransport") -> None:
+        self.owner = owner
+        self.sockets: list[socket.socket] = []
+        self._accepting: asyncio.Task | None = None
+
+    def listen(self, host: str, port: int) -> None:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        sock = socket.create_server((host, port), family=family, backlog=128)
+        sock.setblocking(False)
+        self.sockets = [sock]
+        self._accepting = self.owner._loop.create_task(self._accept(sock))
+
+    async def _accept(self, sock: socket.socket) -> None:
+        owner, loop = self.owner, self.owner._loop
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError:
+                if owner._closed:
+                    return
+                await asyncio.sleep(0.1)  # out of file descriptors, say: try again shortly
+                continue
+            if owner._closed:
+                conn.close()
+                continue
+            task = loop.create_task(owner._tls_accept(conn))
+            owner._handshakes.add(task)
+            task.add_done_callback(owner._handshakes.discard)
+
+    def close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for sock in self.sockets:
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        if self._accepting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+
+
 class TcpTransport:
     """See the module docstring.
 
@@ -522,6 +584,8 @@ class TcpTransport:
         backoff_base: float = 0.010,
         backoff_cap: float = 0.5,
         log_interval: float = 5.0,
+        server_ssl: "ssl.SSLContext | None" = None,
+        client_ssl: "ssl.SSLContext | None" = None,
     ) -> None:
         if isinstance(authenticate, (bytes, str)):
             authenticate = ClusterKeyAuth(authenticate)
@@ -554,6 +618,9 @@ class TcpTransport:
         self.backoff_cap = backoff_cap
         self.log_interval = log_interval
         self.faults = faults
+        self.server_ssl = server_ssl
+        self.client_ssl = client_ssl
+        self._handshakes: set[asyncio.Task] = set()
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -577,8 +644,12 @@ class TcpTransport:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._serve, self.bind_host, self.bind_port,
-                                                  limit=_READ_SIZE)
+        if self.server_ssl is None:
+            self._server = await asyncio.start_server(self._serve, self.bind_host, self.bind_port,
+                                                      limit=_READ_SIZE)
+        else:
+            self._server = _TlsListener(self)
+            self._server.listen(self.bind_host, self.bind_port)
         sockname = self._server.sockets[0].getsockname()
         self._bound = join_host_port(self.bind_host, sockname[1])
 
@@ -590,6 +661,8 @@ class TcpTransport:
         self._closed = True
         if self._server is not None:
             self._server.close()
+        for task in list(self._handshakes):
+            task.cancel()
         sends = list(self._snapshot_sends.values())
         for task in sends:
             task.cancel()
@@ -698,7 +771,11 @@ class TcpTransport:
     async def _dial(self, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = split_host_port(address)
         async with asyncio.timeout(self.dial_timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+            if self.client_ssl is None:
+                reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+            else:
+                reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE,
+                                                               ssl=self.client_ssl, server_hostname=host)
         try:
             _set_nodelay(writer)
             writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
@@ -775,6 +852,33 @@ class TcpTransport:
                 raise AuthError(f"{msg.node_id}: {e}") from None
             writer.write(encode(AuthProof(auth.acceptor_proof(proof.nonce, nonce), b"")))
         return msg
+
+    async def _tls_accept(self, conn: socket.socket) -> None:
+        """The TLS handshake of an accepted connection, then ``_serve``. A
+        caller without a certificate from the CA (or with none at all) fails
+        here and is logged as ``refused connection``."""
+        try:
+            remote = _sockaddr(conn.getpeername())
+        except OSError:
+            conn.close()
+            return
+        loop = self._loop
+        reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
+        try:
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(reader, loop=loop), conn,
+                ssl=self.server_ssl, ssl_handshake_timeout=self.io_timeout)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            conn.close()
+            if not self._closed:
+                self._log("ERROR", NET_LOGGER, "refused connection",
+                          [("remote-address", remote), ("error", f"tls: {_tls_error(e)}")])
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._serve(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -22,7 +22,7 @@ TIMEOUT = 15.0
 
 
 def pytest_asyncio_loop_factories(config, item):
-    if item.path.name == "test_tcp_transport.py":
+    if item.path.name in ("test_tcp_transport.py", "test_tls_transport.py"):
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
 
