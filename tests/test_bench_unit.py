@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from array import array
 
 import pytest
 

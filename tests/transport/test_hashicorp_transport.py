@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, RequestVote,
