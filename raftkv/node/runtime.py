@@ -59,6 +59,7 @@ from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.tlsconfig import TlsContexts
+from raftkv.transport.faults import FaultInjector
 from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.tcp import TcpTransport
 
@@ -233,8 +234,7 @@ class Node:
         self.had_state = bool(state.current_term or state.entries or state.snapshot)
 
         if s.fault_injection:
-            from raftkv.transport.faults import FaultInjector
-            self.faults = FaultInjector(log=lambda level, msg, fields: net_log.log_fields(level, msg, fields))
+            self.faults = FaultInjector(log=net_log.log_fields)
             net_log.warn("fault injection is enabled: /debug/faults can drop or delay traffic")
         transport_class = HashicorpTransport if s.protocol == "hashicorp" else TcpTransport
         self.transport = transport_class(
