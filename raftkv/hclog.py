@@ -417,9 +417,6 @@ class HclogLogger(structlog.BoundLoggerBase):
             # The level is known to be enabled: straight to structlog's dispatch.
             self._proxy_to_logger(_METHOD_FOR.get(level) or _method_for(level), event, **{_PAIRS: fields})
 
-    def is_enabled_for(self, level: str) -> bool:
-        return is_enabled(level)
-
 
 # --- configuration ----------------------------------------------------------
 

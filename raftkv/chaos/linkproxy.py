@@ -120,10 +120,6 @@ class LinkFaults:
             raise ValueError("delay_ms and jitter_ms must not be negative")
         return faults
 
-    @property
-    def clean(self) -> bool:
-        return self == LinkFaults()
-
 
 @dataclass
 class LinkStats:

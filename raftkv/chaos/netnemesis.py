@@ -20,7 +20,6 @@ PNG marks them.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from .checker import Verdict, check
 from .history import FAIL, OK, UNKNOWN, FaultWindow, save_history, unavailability
 from .netns import NetCluster, wait_until
+from .report import report
 from .workload import Workload
 
 __all__ = ["FAULTS", "NetResult", "run_real_network"]
@@ -167,15 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = FAULTS if args.nemesis == "mixed" else (args.nemesis,)
     result = run_real_network(root, args.minutes * 60, args.seed, args.nodes, args.clients, args.keys,
                               out=out, check_limit=max(300.0, args.minutes * 120), faults=faults)
-    verdict_path = result.history.with_suffix(".verdict.txt")
-    verdict_path.write_text(result.summary() + "\n" + result.verdict.explain() + "\n")
-    print(f"verdict: {verdict_path}")
-    if args.png:
-        from .timeline import draw_timeline
-        print(f"timeline: {draw_timeline(result.history, result.history.with_suffix('.png'))}")
-    print(f"node logs: {root}")
-    print(json.dumps({"unavailable_s": result.unavailable, "counts": result.counts}))
-    return {True: 0, False: 1, None: 3}[result.verdict.ok]
+    return report(result, root, args.png)
 
 
 if __name__ == "__main__":

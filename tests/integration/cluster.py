@@ -88,6 +88,10 @@ class Response:
 
 
 class Node:
+    # how the tests reach the HTTP API (a TLS node: https and the test CA)
+    scheme = "http"
+    ssl_context = None
+
     def __init__(self, node_id: str, root: Path, env: dict[str, str] | None = None,
                  bootstrap: bool = False, join: str | None = None,
                  command: list[str] | None = None) -> None:
@@ -203,7 +207,7 @@ class Node:
 
     def request(self, method: str, path: str, params: dict | None = None, body: bytes | None = None,
                 json_body: Any = None, headers: dict | None = None, timeout: float = 20.0) -> Response:
-        url = f"http://{self.http_addr}{path}"
+        url = f"{self.scheme}://{self.http_addr}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
         hdrs = dict(headers or {})
@@ -214,7 +218,7 @@ class Node:
             body = b""
         req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context) as resp:
                 return Response(resp.status, resp.read(), dict(resp.headers))
         except urllib.error.HTTPError as exc:
             return Response(exc.code, exc.read(), dict(exc.headers))

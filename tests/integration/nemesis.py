@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from cluster import Cluster, Node, wait_until  # noqa: E402
 
 from raftkv.chaos.checker import Verdict, check  # noqa: E402
 from raftkv.chaos.history import FAIL, OK, UNKNOWN, FaultWindow, save_history, unavailability  # noqa: E402
+from raftkv.chaos.report import report  # noqa: E402
 from raftkv.chaos.workload import Workload  # noqa: E402
 
 NEMESIS_ENV = {
@@ -426,16 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     except Skip as exc:
         print(f"skipped: {exc}")
         return 0
-    verdict_path = result.history.with_suffix(".verdict.txt")
-    verdict_path.write_text(result.summary() + "\n" + result.verdict.explain() + "\n")
-    print(f"verdict: {verdict_path}")
-    if args.png:
-        from raftkv.chaos.timeline import draw_timeline
-        png = draw_timeline(result.history, result.history.with_suffix(".png"))
-        print(f"timeline: {png}")
-    print(f"node logs: {root}")
-    print(json.dumps({"unavailable_s": result.unavailable, "counts": result.counts}))
-    return {True: 0, False: 1, None: 3}[result.verdict.ok]
+    return report(result, root, args.png)
 
 
 if __name__ == "__main__":

@@ -62,10 +62,11 @@ def engine_answers() -> bool:
 def compose_command() -> list[str] | None:
     """The compose v2 plugin if present, else the v1 docker-compose."""
     try:
-        if run(["docker", "compose", "version"], timeout=20, check=False).returncode == 0:
-            return ["docker", "compose"]
+        has_plugin = run(["docker", "compose", "version"], timeout=20, check=False).returncode == 0
     except subprocess.TimeoutExpired:
-        pass
+        has_plugin = False  # a CLI that hangs on `compose` has no working plugin
+    if has_plugin:
+        return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
 

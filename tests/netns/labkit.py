@@ -28,10 +28,11 @@ def one(c, key, value, ids=None, timeout=AGREE_BOUND):
     while True:
         try:
             leader = c.leader(timeout=max(0.5, deadline - time.monotonic()), among=ids)
-            if leader.set(key, value, timeout=3).status == 200:
-                break
+            committed = leader.set(key, value, timeout=3).status == 200
         except AssertionError:
-            pass
+            committed = False  # no leader yet: the lab's one() keeps trying until its deadline
+        if committed:
+            break
         if time.monotonic() > deadline:
             raise AssertionError(f"{key}={value} not committed within {timeout}s")
     agreed_everywhere(c, key, value, ids, timeout)
