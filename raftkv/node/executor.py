@@ -127,12 +127,12 @@ class EffectExecutor:
         """Make the persistence effects durable, in order, with one sync of
         the log for all appends. May run on another thread."""
         storage, trace = self.storage, self.trace
-        pending: list[str] = []  # appends written but not synced yet, for the trace
+        pending: list = []  # entries appended but not synced yet
         for e in ready.persist:
             t = type(e)
             if t is fx.AppendToLog:
                 storage.append(e.entries)
-                pending.append(_span(e.entries))
+                pending.append(e.entries)
             elif t is fx.PersistHardState:
                 storage.set_hard_state(e.term, e.voted_for)
                 if trace:
@@ -154,10 +154,10 @@ class EffectExecutor:
         if pending:
             self._sync(pending)
 
-    def _sync(self, pending: list[str]) -> None:
+    def _sync(self, pending: list) -> None:
         self.storage.sync()
-        if self.trace:
-            self.trace(f"append {', '.join(pending)} (fsync)")
+        if self.trace:  # the words are built only for a trace, off the write path
+            self.trace(f"append {', '.join(_span(entries) for entries in pending)} (fsync)")
         pending.clear()
 
     def finish(self, ready: Ready) -> None:
