@@ -51,8 +51,16 @@ class RaftProcessProxy:
         return unavailable(self.node_id, f"the node's Raft process did not answer: {exc or type(exc).__name__}",
                            unknown, self.leader())
 
+    def _stopping(self) -> Reply:
+        # the Raft process is gone and this worker is closing its relay:
+        # nothing of the request was sent, so another node may take it
+        return unavailable(self.node_id, "the node's Raft process is gone; this worker is stopping",
+                           False, self.leader())
+
     async def relay(self, call: Call) -> Reply:
         """A fast-path request (no body), answered whole."""
+        if self.session.closed:
+            return self._stopping()
         headers = {"X-Forwarded-For": _forwarded_for(call.forwarded, call.header("x-forwarded-for"),
                                                      call.remote)}
         for name in ("authorization", "content-type", FORWARDED_BY.lower()):
@@ -72,6 +80,10 @@ class RaftProcessProxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The worker's fallback server: any request, bodies and answers streamed."""
+        if self.session.closed:
+            reply = self._stopping()
+            return web.Response(body=reply.body, status=reply.status, content_type="application/json",
+                                headers={SERVED_BY: self.node_id})
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
         headers["X-Forwarded-For"] = _forwarded_for(FORWARDED_BY in request.headers,
                                                     request.headers.get("X-Forwarded-For"), request.remote)
