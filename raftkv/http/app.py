@@ -28,7 +28,7 @@ from . import admin, backup, dashboard, routes
 from .context import CTX, HttpContext
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from .forward import on_leader
-from .kv import fast_route, read_key, write_key
+from .kv import fast_route, read_key_now, write_key_now
 from .link import LinkServer, remove_socket_file, socket_path
 from .registry import Registry
 from .workers import WorkerPool
@@ -88,7 +88,7 @@ class HttpService:
         # Every connection starts on the fast path, which serves GET /get and
         # GET /set itself and hands anything else to the app's server.
         self.fast = FastPath(
-            {(b"GET", "/get"): fast_route(ctx, read_key), (b"GET", "/set"): fast_route(ctx, write_key)},
+            {(b"GET", "/get"): fast_route(ctx, read_key_now), (b"GET", "/set"): fast_route(ctx, write_key_now)},
             fallback=self.runner.server,
             observe=self.metrics.http_request if self.metrics is not None else None,
             wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),

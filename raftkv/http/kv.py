@@ -11,7 +11,8 @@ into answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 
 from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
@@ -21,7 +22,8 @@ from .fastpath import FastRequest
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
 from .replies import Reply, error_reply, json_reply
 
-__all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "write_key"]
+__all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "read_key_now", "write_key",
+           "write_key_now"]
 
 
 def _value_shape(ctx: HttpContext, key: str, value: str) -> Reply:
@@ -36,14 +38,8 @@ def map_shape(ctx: HttpContext, key: str, value: str) -> Reply:
 async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
                  shape: Callable[[HttpContext, str, str], Reply] = _value_shape) -> Reply:
     node = ctx.node
-
-    def answer() -> Reply:
-        value = node.get_local(key)
-        if value is None:
-            return json_reply(ctx.id, {"error": "key not found", "key": key}, 404)
-        return shape(ctx, key, value)
     if stale:
-        return answer()
+        return _read_answer(ctx, key, shape)
 
     async def local() -> Reply:
         try:
@@ -54,7 +50,7 @@ async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
             # leadership was lost while confirming the read: nothing was
             # done, so let on_leader try the next leader
             raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
-        return answer()
+        return _read_answer(ctx, key, shape)
     return await ctx.on_leader(call, local, write=False)
 
 
@@ -103,18 +99,128 @@ def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
     return parse_key_values(body, ctx.max_body)
 
 
+# --- the same two routes for the fast path: no coroutine where none is needed
+
+def read_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
+    """``GET /get`` answered as early as it can be: a stale read at once; a
+    linearizable read on the leader as a future that the shared read-index
+    round resolves; anything else (forwarding, no leader yet) as
+    :func:`read_key`'s coroutine."""
+    key = parse_key(call.query)
+    if parse_bool_param(call.query, "stale", False):
+        return _read_answer(ctx, key, _value_shape)
+    node = ctx.node
+    if node.is_leader:
+        try:
+            barrier = node.read_barrier_nowait()
+        except NotLeaderError:
+            pass
+        else:
+            # leadership lost while confirming: nothing was done, the
+            # coroutine path finds the next leader
+            return _then(ctx, barrier, lambda _index: _read_answer(ctx, key, _value_shape),
+                         lambda: kv_get(ctx, call, key, False), _read_retries)
+    return kv_get(ctx, call, key, False)
+
+
+def write_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
+    """``GET /set`` on the leader as a future of its answer (resolved when
+    the write is applied); elsewhere :func:`write_key`'s coroutine."""
+    params = call.query
+    key = parse_key(params)
+    value = parse_value(params, ctx.max_body, key)
+    node = ctx.node
+    if node.is_leader:
+        try:
+            proposed = node.propose_nowait(encode_set(key, value))
+        except NotLeaderError:
+            pass
+        else:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            return _then(ctx, proposed,
+                         lambda result: json_reply(ctx.id, {"key": key, "index": result[0], "size": size}),
+                         lambda: kv_set(ctx, call, key, value), _write_retries)
+    return kv_set(ctx, call, key, value)
+
+
+def _read_answer(ctx: HttpContext, key: str, shape: Callable[[HttpContext, str, str], Reply]) -> Reply:
+    value = ctx.node.get_local(key)
+    if value is None:
+        return json_reply(ctx.id, {"error": "key not found", "key": key}, 404)
+    return shape(ctx, key, value)
+
+
+def _read_retries(exc: BaseException) -> bool:
+    return isinstance(exc, RequestError) and not isinstance(exc, ApplyTimeout)
+
+
+def _write_retries(exc: BaseException) -> bool:
+    return isinstance(exc, NotLeaderError)
+
+
+def _then(ctx, waiting: asyncio.Future, answer: Callable[[object], Reply],
+          again: Callable[[], Awaitable[Reply]], retries: Callable[[BaseException], bool]) -> asyncio.Future:
+    """The future of a request's answer: ``answer(result)`` once ``waiting``
+    is done; if it failed in a way ``retries`` accepts, the answer of the
+    coroutine ``again()``; for any other failure, the error's answer."""
+    out = ctx.node.loop.create_future()
+
+    def settle(reply_or_error) -> None:
+        if out.done():
+            return
+        if isinstance(reply_or_error, BaseException):
+            out.set_exception(reply_or_error)  # a bug: the fast path answers 500
+        else:
+            out.set_result(reply_or_error)
+
+    def done(fut: asyncio.Future) -> None:
+        exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+        if exc is None:
+            try:
+                settle(answer(fut.result()))
+            except Exception as error:
+                settle(_answer_error(ctx, error))
+        elif retries(exc):
+            retry = asyncio.ensure_future(_answering(ctx, again()))
+            retry.add_done_callback(lambda t: settle(asyncio.CancelledError() if t.cancelled()
+                                                      else t.exception() or t.result()))
+        else:
+            settle(_answer_error(ctx, exc))
+    waiting.add_done_callback(done)
+    return out
+
+
+def _answer_error(ctx, exc: BaseException) -> Reply | BaseException:
+    reply = error_reply(ctx.id, exc, ctx.known_leader())
+    return exc if reply is None else reply
+
+
+async def _answering(ctx, pending: Awaitable[Reply]) -> Reply:
+    try:
+        return await pending
+    except Exception as exc:
+        reply = error_reply(ctx.id, exc, ctx.known_leader())
+        if reply is None:
+            raise  # a bug: the fast path answers 500 and logs it
+        return reply
+
+
 def fast_route(ctx, operation):
     """A data-plane operation as a fast-path route (``ctx``: an
-    :class:`HttpContext`, or a worker's context with the same surface). The
-    fast routes are not admin routes (no cluster key), and need no CORS
-    header."""
-    async def route(query: dict[str, str], request: FastRequest) -> Reply:
+    :class:`HttpContext`, or a worker's context with the same surface):
+    ``operation(ctx, call)`` returns a :class:`Reply`, a future of one, or a
+    coroutine; failures become their answers. The fast routes are not admin
+    routes (no cluster key), and need no CORS header."""
+    def route(query: dict[str, str], request: FastRequest) -> Reply | Awaitable[Reply]:
         call = Call(request.method, request.target, query, request.headers, request.remote)
         try:
-            return await operation(ctx, call)
+            result = operation(ctx, call)
         except Exception as exc:
             reply = error_reply(ctx.id, exc, ctx.known_leader())
             if reply is None:
                 raise  # a bug: the fast path answers 500 and logs it
             return reply
+        if result.__class__ is Reply or isinstance(result, asyncio.Future):
+            return result
+        return _answering(ctx, result)
     return route

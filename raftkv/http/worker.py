@@ -46,7 +46,7 @@ from raftkv.node.errors import ApplyTimeout, NotLeaderError
 
 from .context import Call
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
-from .kv import fast_route, read_key, write_key
+from .kv import fast_route, read_key_now, write_key_now
 from .link import LinkClient
 from .proxy import RaftProcessProxy
 from .replies import Reply
@@ -70,6 +70,7 @@ class WorkerNode:
         self.apply_timeout = apply_timeout
         self._state_seen = -1
         self._wrote_index = 0  # this worker's latest write: its own reads see it
+        self.loop = asyncio.get_running_loop()  # built inside the worker's loop
 
     @property
     def is_leader(self) -> bool:
@@ -97,6 +98,16 @@ class WorkerNode:
                     raise ApplyTimeout("the state machine did not reach the read index", False)
                 await asyncio.sleep(_VIEW_POLL)
         return index
+
+    def read_barrier_nowait(self) -> asyncio.Future:
+        if not self.is_leader:
+            raise NotLeaderError("the Raft process does not lead")
+        return asyncio.ensure_future(self.read_barrier())
+
+    def propose_nowait(self, data: bytes) -> asyncio.Future:
+        if not self.is_leader:
+            raise NotLeaderError("the Raft process does not lead")
+        return asyncio.ensure_future(self.propose(data))
 
     async def propose(self, data: bytes) -> tuple[int, object]:
         index, result = await self.link.propose(data)
@@ -156,7 +167,7 @@ async def serve(spec: dict) -> int:
     line = 3 * max_body + 16 * 1024
     relay_server = web.Server(proxy.handle, access_log=None, max_line_size=line,
                               max_field_size=max(8190, 16 * 1024))
-    fast = FastPath({(b"GET", "/get"): fast_route(ctx, read_key), (b"GET", "/set"): fast_route(ctx, write_key)},
+    fast = FastPath({(b"GET", "/get"): fast_route(ctx, read_key_now), (b"GET", "/set"): fast_route(ctx, write_key_now)},
                     fallback=relay_server,
                     wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
                     max_head=line + 16 * 1024,

@@ -34,9 +34,19 @@ def _consume(fut: asyncio.Future) -> None:
         fut.exception()
 
 
-def _expire(fut: asyncio.Future, what: str) -> None:
+def _expire(fut: asyncio.Future, what: str, unknown_outcome: bool = True) -> None:
     if not fut.done():
-        fut.set_exception(ApplyTimeout(f"timed out waiting for {what}", unknown_outcome=True))
+        fut.set_exception(ApplyTimeout(f"timed out waiting for {what}", unknown_outcome=unknown_outcome))
+
+
+class _CancelTimer:
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: asyncio.TimerHandle) -> None:
+        self.handle = handle
+
+    def __call__(self, fut: asyncio.Future) -> None:
+        self.handle.cancel()
 
 
 class PendingRequests:
@@ -62,6 +72,11 @@ class PendingRequests:
             return await fut
         finally:
             handle.cancel()
+
+    def expire_after(self, fut: asyncio.Future, timeout: float, what: str, unknown_outcome: bool = True) -> None:
+        """Fail ``fut`` with ApplyTimeout unless it is done within ``timeout``."""
+        handle = self.loop.call_later(timeout, _expire, fut, what, unknown_outcome)
+        fut.add_done_callback(_CancelTimer(handle))
 
     def resolve(self, e) -> None:
         t = type(e)

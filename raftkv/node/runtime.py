@@ -104,6 +104,20 @@ def _max_frame(s: NodeSettings) -> int:
     return max(64 * 1024 * 1024, s.max_append_entries * (s.max_body + 4096) + 1024 * 1024)
 
 
+class _CommitTimer:
+    """Observes how long a proposal took to commit and apply, when it ends."""
+
+    __slots__ = ("histogram", "t0")
+
+    def __init__(self, histogram) -> None:
+        self.histogram = histogram
+        self.t0 = time.perf_counter()
+
+    def __call__(self, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.histogram.observe(time.perf_counter() - self.t0)
+
+
 class _KVStateMachine:
     """The executor's state machine: the SQLite store, one transaction per batch."""
 
@@ -196,6 +210,10 @@ class Node:
         self._executor: EffectExecutor | None = None
         self._requests: PendingRequests | None = None
         self._inbox: list = []
+        # The linearizable reads that arrived since the driver last took the
+        # inbox share one ReadIndex request: its read index is taken when the
+        # core steps it, after every one of them arrived.
+        self._read_batch: asyncio.Future | None = None
         self._proposals: list[ev.Propose] = []
         self._waiter: asyncio.Future | None = None
         self._snapshot_task: asyncio.Task | None = None
@@ -416,6 +434,7 @@ class Node:
                         break
             effects = self._step(ev.Tick(_now_ms()))
             events, self._inbox = self._inbox, []
+            self._read_batch = None
             if self._proposals:
                 events.append(ev.ProposeBatch(tuple(self._proposals)))
                 self._proposals = []
@@ -542,29 +561,44 @@ class Node:
 
     async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
         """Replicate a command; returns (index, state machine result) once applied."""
+        return await self.propose_nowait(data, timeout)
+
+    def propose_nowait(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
+        """:meth:`propose` as a future of (index, result), for callers that
+        answer from a callback instead of a coroutine (the HTTP fast path).
+        Raises NotLeaderError at once on a follower."""
         self._check_leader()
         if self.settings.fsm == "hraftd":
             data = to_hraftd_command(data)  # so Go nodes can apply it too
         rid, fut = self._register()
         self._proposals.append(ev.Propose(rid, data))
         self._wake()
-        t0 = time.perf_counter()
-        result = await self._requests.wait(fut, self._timeout(timeout), "the write to commit")
+        self._requests.expire_after(fut, self._timeout(timeout), "the write to commit")
         if self.metrics is not None:
-            self.metrics.commit_time.observe(time.perf_counter() - t0)
-        return result
+            fut.add_done_callback(_CommitTimer(self.metrics.commit_time))
+        return fut
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """ReadIndex: returns once a linearizable read may be served locally."""
+        # shielded: the batch is shared, a cancelled reader must not cancel it
+        return await asyncio.shield(self.read_barrier_nowait(timeout))
+
+    def read_barrier_nowait(self, timeout: float | None = None) -> asyncio.Future:
+        """The future of the read index a linearizable read arriving now may be
+        served at (the state machine has applied it when the future is done).
+        Reads arriving before the driver takes its inbox share one ReadIndex
+        request and one future. Raises NotLeaderError at once on a follower."""
         self._check_leader()
-        rid, fut = self._register()
-        self._inbox.append(ev.ReadIndex(rid))
-        self._wake()
-        try:
-            return await self._requests.wait(fut, self._timeout(timeout), "leadership confirmation")
-        except ApplyTimeout as exc:
-            exc.unknown_outcome = False  # a read changes nothing
-            raise
+        batch = self._read_batch
+        if batch is None or batch.done():
+            rid, batch = self._register()
+            self._inbox.append(ev.ReadIndex(rid))
+            self._read_batch = batch
+            self._wake()
+            # a read changes nothing: its timeout says the outcome is known
+            self._requests.expire_after(batch, self._timeout(timeout), "leadership confirmation",
+                                        unknown_outcome=False)
+        return batch
 
     def get_local(self, key: str) -> str | None:
         """The value in this node's state machine (a stale read, or a
