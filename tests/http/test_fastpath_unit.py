@@ -154,6 +154,68 @@ async def test_pipelined_fast_requests_are_answered_in_order():
         writer.close()
 
 
+def three_kinds_of_route():
+    """``/now`` answers at once, ``/later`` with a future resolved after
+    ``delay`` seconds (or failed with ``fail``), ``/task`` with a coroutine."""
+    def route(query, request):
+        if request.path == "/now":
+            if "boom" in query:
+                raise RuntimeError("sync data plane bug")
+            return Reply(200, json.dumps({"kind": "now", "n": query.get("n")}).encode())
+        if request.path == "/later":
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            if "fail" in query:
+                loop.call_later(0.01, fut.set_exception, RuntimeError("future data plane bug"))
+            else:
+                body = json.dumps({"kind": "later", "n": query.get("n")}).encode()
+                loop.call_later(float(query.get("delay", "0.01")), fut.set_result, Reply(200, body))
+            return fut
+        return echo_get(query, request)
+    return {("GET", "/now"): route, ("GET", "/later"): route, ("GET", "/get"): route}
+
+
+async def test_a_route_may_answer_at_once_with_a_future_or_with_a_coroutine():
+    async with Server(routes=three_kinds_of_route()) as s:
+        reader, writer = await s.connect()
+        # pipelined: the slow future first, then immediate answers behind it
+        writer.write(get("/later?n=1&delay=0.1") + get("/now?n=2") + get("/get?n=3&sleep=0.02") + get("/now?n=4"))
+        answers = []
+        for _ in range(4):
+            status, _, body = await read_response(reader)
+            assert status == 200
+            answers.append(json.loads(body))
+        assert [a.get("kind", "task") for a in answers] == ["later", "now", "task", "now"]
+        assert [a.get("n") or a["query"]["n"] for a in answers] == ["1", "2", "3", "4"]
+        assert [o[0] for o in s.observed] == ["/later", "/now", "/get", "/now"]
+        writer.close()
+
+
+async def test_many_immediate_answers_on_many_connections_all_arrive():
+    async with Server(routes=three_kinds_of_route()) as s:
+        conns = [await s.connect() for _ in range(20)]
+        for i, (_, writer) in enumerate(conns):
+            writer.write(b"".join(get(f"/now?n={i}-{j}") for j in range(10)))
+        for i, (reader, writer) in enumerate(conns):
+            for j in range(10):
+                status, _, body = await read_response(reader)
+                assert status == 200 and json.loads(body)["n"] == f"{i}-{j}"
+            writer.close()
+
+
+@pytest.mark.parametrize("target", ["/now?boom=1", "/later?fail=1"])
+async def test_a_bug_in_an_immediate_or_future_route_is_a_logged_500(target):
+    async with Server(routes=three_kinds_of_route()) as s:
+        reader, writer = await s.connect()
+        writer.write(get(target) + get("/now?n=after"))
+        status, _, body = await read_response(reader)
+        assert status == 500 and "internal error: RuntimeError" in json.loads(body)["error"]
+        assert any(line[1] == "internal error serving request" for line in s.log.lines)
+        status, _, body = await read_response(reader)  # the connection goes on
+        assert status == 200 and json.loads(body)["n"] == "after"
+        writer.close()
+
+
 async def test_a_head_split_byte_by_byte():
     async with Server() as s:
         reader, writer = await s.connect()
