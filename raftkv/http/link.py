@@ -88,12 +88,14 @@ class _Outbox:
     """Frames bound for one socket, written together once per turn of the
     event loop: under load one ``write`` syscall carries many answers."""
 
-    __slots__ = ("frames", "loop", "transport")
+    __slots__ = ("frames", "loop", "on_flush", "transport")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
+                 on_flush: Callable[[], None] | None = None) -> None:
         self.loop = loop
         self.transport = transport
         self.frames: list[bytes] = []
+        self.on_flush = on_flush  # called as the frames leave, before the write
 
     def put(self, message) -> None:
         if not self.frames:
@@ -101,6 +103,8 @@ class _Outbox:
         self.frames.append(msgpack.packb(message, use_bin_type=True))
 
     def flush(self) -> None:
+        if self.on_flush is not None:
+            self.on_flush()
         frames, self.frames = self.frames, []
         if frames and not self.transport.is_closing():
             self.transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
@@ -120,7 +124,6 @@ class _ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024)
         self.pid: int | None = None
-        self.tasks: set[asyncio.Task] = set()
         self.outbox: _Outbox | None = None
 
     def connection_made(self, transport) -> None:
@@ -131,8 +134,6 @@ class _ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.transport = None
         self.server.connections.discard(self)
-        for task in self.tasks:
-            task.cancel()
 
     def send(self, message) -> None:
         if self.transport is not None:
@@ -140,34 +141,49 @@ class _ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
+        node = self.server.node
         for message in self.unpacker:
             kind = message[0]
-            if kind == READ:
-                self._run(message[1], self.server.read_index())
-            elif kind == PROPOSE:
-                self._run(message[1], self.server.propose(message[2]))
-            elif kind == HELLO:
-                self.pid = message[1]
-                self.send(self.server.state())
+            try:
+                if kind == READ:
+                    # every read in this burst joins the node's next ReadIndex request
+                    waiting = node.read_barrier_nowait()
+                elif kind == PROPOSE:
+                    waiting = node.propose_nowait(message[2])
+                else:
+                    if kind == HELLO:
+                        self.pid = message[1]
+                        self.send(self.server.state())
+                    continue
+            except RequestError as exc:  # not the leader: refused at once
+                self.send([message[1], False, _error_map(exc)])
+                continue
+            waiting.add_done_callback(_Answer(self, message[1], kind))
 
-    def _run(self, request_id: int, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(lambda t: self._answer(request_id, t))
 
-    def _answer(self, request_id: int, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if task.cancelled():
+class _Answer:
+    """Sends the outcome of one worker's request back over the link."""
+
+    __slots__ = ("connection", "request_id", "kind")
+
+    def __init__(self, connection: _ServerConnection, request_id: int, kind: str) -> None:
+        self.connection, self.request_id, self.kind = connection, request_id, kind
+
+    def __call__(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
             return
-        exc = task.exception()
+        exc = fut.exception()
         if exc is None:
-            self.send([request_id, True, task.result()])
+            result = fut.result()
+            if self.kind == PROPOSE:
+                result = [result[0], _plain(result[1])]
+            self.connection.send([self.request_id, True, result])
         elif isinstance(exc, RequestError):
-            self.send([request_id, False, _error_map(exc)])
+            self.connection.send([self.request_id, False, _error_map(exc)])
         else:
             link_log.error("link request failed", error=f"{type(exc).__name__}: {exc}")
-            self.send([request_id, False, {"type": "RequestError", "message": f"internal error: {exc}",
-                                           "unknown": True}])
+            self.connection.send([self.request_id, False, {"type": "RequestError",
+                                                           "message": f"internal error: {exc}", "unknown": True}])
 
 
 class LinkServer:
@@ -189,13 +205,6 @@ class LinkServer:
     def pids(self) -> list[int]:
         """The pids of the workers that said hello."""
         return [c.pid for c in self.connections if c.pid is not None]
-
-    async def read_index(self) -> int:
-        return await self.node.read_barrier()
-
-    async def propose(self, command: bytes) -> list:
-        index, result = await self.node.propose(command)
-        return [index, _plain(result)]
 
     def state(self) -> list:
         node = self.node
@@ -229,7 +238,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.client.transport = transport
-        self.client.outbox = _Outbox(asyncio.get_running_loop(), transport)
+        self.client.outbox = _Outbox(asyncio.get_running_loop(), transport, self.client.sent)
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
@@ -241,10 +250,10 @@ class _ClientConnection(asyncio.Protocol):
 
 
 class LinkClient:
-    """A worker's end of the link. ``read_index()`` is batched: every read
-    that arrives while a round is under way waits for the next round, one
-    request for all of them (a read must not share a round that started
-    before it arrived)."""
+    """A worker's end of the link. Reads are batched: every read that
+    arrives before the next frames leave shares one read-index request (a
+    read must not share a request that was sent before it arrived: its read
+    index is taken when the Raft process receives it)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -257,8 +266,7 @@ class LinkClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
-        self._read_round: asyncio.Future | None = None      # sent, not answered
-        self._next_round: asyncio.Future | None = None      # waiting for the one in flight
+        self._read_batch: asyncio.Future | None = None  # asked for, not sent yet
 
     async def connect(self, path: str) -> None:
         self._loop = loop = asyncio.get_running_loop()
@@ -287,41 +295,19 @@ class LinkClient:
         self._send([message[0], request_id, *message[1:]])
         return fut
 
-    async def propose(self, command: bytes) -> tuple[int, object]:
-        index, result = await self._request(PROPOSE, command)
-        return index, result
+    def propose(self, command: bytes) -> asyncio.Future:
+        """The future of ``[index, result]`` once the command is applied."""
+        return self._request(PROPOSE, command)
 
-    async def read_index(self) -> int:
-        if self._read_round is None:
-            self._read_round = fut = self._request(READ)
-            fut.add_done_callback(self._round_done)
-            return await asyncio.shield(fut)
-        if self._next_round is None:
-            self._next_round = self._loop.create_future()
-        return await asyncio.shield(self._next_round)
+    def read_index(self) -> asyncio.Future:
+        """The future of a read index for a read arriving now (shared)."""
+        batch = self._read_batch
+        if batch is None:
+            batch = self._read_batch = self._request(READ)
+        return batch
 
-    def _round_done(self, _fut: asyncio.Future) -> None:
-        self._read_round = None
-        waiting, self._next_round = self._next_round, None
-        if waiting is None:
-            return
-        try:
-            fut = self._read_round = self._request(READ)
-        except RequestError as exc:
-            waiting.set_exception(exc)
-            return
-        fut.add_done_callback(self._round_done)
-
-        def relay(done: asyncio.Future) -> None:
-            if waiting.done():
-                return
-            if done.cancelled():
-                waiting.cancel()
-            elif done.exception() is not None:
-                waiting.set_exception(done.exception())
-            else:
-                waiting.set_result(done.result())
-        fut.add_done_callback(relay)
+    def sent(self) -> None:
+        self._read_batch = None
 
     def received(self, message) -> None:
         first = message[0]
@@ -346,9 +332,6 @@ class LinkClient:
             if not fut.done():
                 fut.set_exception(gone)
                 fut.exception()  # a round nobody awaits any more must not warn
-        if self._next_round is not None and not self._next_round.done():
-            self._next_round.set_exception(gone)
-            self._next_round.exception()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
 

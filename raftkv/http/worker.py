@@ -31,6 +31,7 @@ only its own start, stop and errors; the Raft story is the Raft process's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -71,6 +72,7 @@ class WorkerNode:
         self._state_seen = -1
         self._wrote_index = 0  # this worker's latest write: its own reads see it
         self.loop = asyncio.get_running_loop()  # built inside the worker's loop
+        self._visible: dict[asyncio.Future, asyncio.Future] = {}  # read batch -> seen in the file
 
     @property
     def is_leader(self) -> bool:
@@ -85,34 +87,57 @@ class WorkerNode:
         return self.reader.get(key)
 
     async def read_barrier(self) -> int:
-        index = await self.link.read_index()
-        reader = self.reader
-        if reader.applied_index < index and reader.renew() < index:
-            # The Raft process answers once the entries up to the read index
-            # are applied and committed to the file, so this is a rare race
-            # with the commit; poll briefly.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.apply_timeout
-            while reader.renew() < index:
-                if loop.time() > deadline:
-                    raise ApplyTimeout("the state machine did not reach the read index", False)
-                await asyncio.sleep(_VIEW_POLL)
-        return index
+        # shielded: the future is shared by every read of its batch
+        return await asyncio.shield(self.read_barrier_nowait())
 
     def read_barrier_nowait(self) -> asyncio.Future:
-        if not self.is_leader:
+        """The future of a read index this worker's view of the file has
+        reached, for a read arriving now: shared by the reads of one batch."""
+        if not self.link.is_leader:
             raise NotLeaderError("the Raft process does not lead")
-        return asyncio.ensure_future(self.read_barrier())
+        batch = self.link.read_index()
+        visible = self._visible.get(batch)
+        if visible is None:
+            visible = self._visible[batch] = self.loop.create_future()
+            batch.add_done_callback(functools.partial(self._index_known, visible))
+        return visible
+
+    def _index_known(self, visible: asyncio.Future, batch: asyncio.Future) -> None:
+        self._visible.pop(batch, None)
+        if batch.cancelled():
+            visible.cancel()
+        elif batch.exception() is not None:
+            visible.set_exception(batch.exception())
+        else:
+            self._await_view(visible, batch.result(), self.loop.time() + self.apply_timeout)
+
+    def _await_view(self, visible: asyncio.Future, index: int, deadline: float) -> None:
+        # The Raft process answers once the entries up to the read index are
+        # applied and committed to the file, so waiting here is a rare race
+        # with the commit: poll briefly.
+        if visible.done():
+            return
+        reader = self.reader
+        if reader.applied_index >= index or reader.renew() >= index:
+            visible.set_result(index)
+        elif self.loop.time() > deadline:
+            visible.set_exception(ApplyTimeout("the state machine did not reach the read index", False))
+        else:
+            self.loop.call_later(_VIEW_POLL, self._await_view, visible, index, deadline)
 
     def propose_nowait(self, data: bytes) -> asyncio.Future:
-        if not self.is_leader:
+        if not self.link.is_leader:
             raise NotLeaderError("the Raft process does not lead")
-        return asyncio.ensure_future(self.propose(data))
+        proposed = self.link.propose(data)
+        proposed.add_done_callback(self._wrote)
+        return proposed
+
+    def _wrote(self, proposed: asyncio.Future) -> None:
+        if not proposed.cancelled() and proposed.exception() is None:
+            self._wrote_index = max(self._wrote_index, proposed.result()[0])
 
     async def propose(self, data: bytes) -> tuple[int, object]:
-        index, result = await self.link.propose(data)
-        if index > self._wrote_index:
-            self._wrote_index = index
+        index, result = await self.propose_nowait(data)
         return index, result
 
 
