@@ -176,6 +176,7 @@ class FastPath:
             _header_line(n, v) for n, v in pairs)
         self._status_lines: dict[int, bytes] = {}
         self._type_lines: dict[str, bytes] = {}
+        self._extra_lines: dict[tuple, bytes] = {}
         self._unsent: list[tuple[asyncio.Transport, bytes, bool]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the first connection's
         self._date_second = -1
@@ -221,8 +222,16 @@ class FastPath:
             type_line = self._type_lines[reply.content_type] = _header_line("Content-Type", reply.content_type)
         extra = reply.headers
         if extra:
-            pairs = extra.items() if isinstance(extra, Mapping) else extra
-            extra = b"".join(_header_line(n, v) for n, v in pairs)
+            if extra.__class__ is tuple:
+                lines = self._extra_lines.get(extra)
+                if lines is None:
+                    lines = b"".join(_header_line(n, v) for n, v in extra)
+                    if len(self._extra_lines) < 256:  # the same few (served-by) over and over
+                        self._extra_lines[extra] = lines
+                extra = lines
+            else:
+                pairs = extra.items() if isinstance(extra, Mapping) else extra
+                extra = b"".join(_header_line(n, v) for n, v in pairs)
         else:
             extra = b""
         second = int(time.time())
@@ -263,6 +272,14 @@ def _decode_query(query: bytes | None) -> dict[str, str] | None:
     UTF-8 and aiohttp's own rules should decide."""
     if not query:
         return {}
+    if b"%" not in query and b"+" not in query:
+        # nothing to unquote: what parse_qsl returns, without its per-pair work
+        decoded = {}
+        for pair in query.decode("ascii").split("&"):
+            if pair:
+                name, _, value = pair.partition("=")
+                decoded.setdefault(name, value)
+        return decoded
     try:
         pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
     except UnicodeError:

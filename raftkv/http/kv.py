@@ -20,14 +20,14 @@ from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 from .context import Call, HttpContext
 from .fastpath import FastRequest
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
-from .replies import Reply, error_reply, json_reply
+from .replies import Reply, error_reply, json_reply, value_reply, written_reply
 
 __all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "read_key_now", "write_key",
            "write_key_now"]
 
 
 def _value_shape(ctx: HttpContext, key: str, value: str) -> Reply:
-    return json_reply(ctx.id, {"key": key, "value": value})
+    return value_reply(ctx.id, key, value)
 
 
 def map_shape(ctx: HttpContext, key: str, value: str) -> Reply:
@@ -61,7 +61,7 @@ async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
 
     async def local() -> Reply:
         index, _ = await ctx.node.propose(encode_set(key, value))
-        return json_reply(ctx.id, {"key": key, "index": index, "size": size})
+        return written_reply(ctx.id, key, index, size)
     return await ctx.on_leader(call, local, write=True)
 
 
@@ -138,7 +138,7 @@ def write_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
         else:
             size = len(value.encode("utf-8", "surrogatepass"))
             return _then(ctx, proposed,
-                         lambda result: json_reply(ctx.id, {"key": key, "index": result[0], "size": size}),
+                         lambda result: written_reply(ctx.id, key, result[0], size),
                          lambda: kv_set(ctx, call, key, value), _write_retries)
     return kv_set(ctx, call, key, value)
 

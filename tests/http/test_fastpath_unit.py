@@ -9,6 +9,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import uvloop
 from aiohttp import web
 
@@ -448,3 +450,29 @@ def test_render_builds_one_answer():
 def test_on_uvloop(scenario):
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+@given(st.lists(st.tuples(st.sampled_from(["key", "value", "stale", "", "k=", "a b", "é"]),
+                          st.text(alphabet="abc=&%+ 9é", max_size=6)), max_size=5),
+       st.booleans())
+def test_query_decoding_matches_parse_qsl(pairs, quote_them):
+    from urllib.parse import parse_qsl, quote, urlencode
+
+    from raftkv.http.fastpath import _decode_query
+    query = urlencode(pairs) if quote_them else "&".join(f"{quote(n, safe='=')}={quote(v, safe='=')}"
+                                                         for n, v in pairs)
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        expected.setdefault(name, value)
+    assert _decode_query(query.encode("ascii")) == expected
+
+
+@given(st.text(max_size=20), st.text(max_size=40), st.integers(0, 2**63), st.integers(0, 10**7))
+def test_hand_built_answers_match_the_json_encoder(key, value, index, size):
+    from raftkv.http.replies import json_reply, value_reply, written_reply
+    try:
+        expected = json_reply("n1", {"key": key, "value": value})
+    except UnicodeEncodeError:
+        return  # a lone surrogate: neither can encode it
+    assert value_reply("n1", key, value) == expected
+    assert written_reply("n1", key, index, size) == json_reply("n1", {"key": key, "index": index, "size": size})
