@@ -11,10 +11,10 @@ httptools (llhttp, the parser uvicorn and aiohttp's own C parser use) and
 serves the routes it was given -- ``GET /get``, ``GET /set`` -- by calling a
 plain data-plane function ``fn(query, request)`` and writing its answer in one
 ``transport.write``. The function returns the :class:`Reply` itself when it
-can answer at once (a stale read: no task, no callback), an
-``asyncio.Future`` of it when the answer waits on the node (a write to
-commit, a read-index round: the future's done-callback answers), or a
-coroutine for anything longer (forwarding to the leader: it runs as a task).
+can answer at once (a stale read: no task, no callback), a :class:`Pending`
+(or an ``asyncio.Future``) when the answer waits on the node (a write to
+commit, a read-index round: it is written when resolved), or a coroutine for
+anything longer (forwarding to the leader: it runs as a task).
 Per request, a task and a coroutine chain cost more than the read itself.
 
 The first request that is anything else (another route or method, a body,
@@ -57,7 +57,7 @@ import httptools
 import structlog
 
 __all__ = ["DEFAULT_WANTED_HEADERS", "IDLE_TIMEOUT", "JSON_TYPE", "MAX_HEAD", "FastPath", "FastRequest",
-           "Reply"]
+           "Pending", "Reply"]
 
 JSON_TYPE = "application/json; charset=utf-8"
 MAX_HEAD = 64 * 1024
@@ -292,22 +292,53 @@ def _decode_query(query: bytes | None) -> dict[str, str] | None:
     return decoded
 
 
+class Pending:
+    """An answer the data plane gives later: a route returns one, and calls
+    :meth:`resolve` with the :class:`Reply` (or the exception of a bug, which
+    is answered 500). Unlike an ``asyncio.Future`` it delivers at once, with
+    no turn of the event loop in between."""
+
+    __slots__ = ("_deliver", "_outcome")
+
+    def __init__(self) -> None:
+        self._deliver: Callable[[Reply | BaseException], None] | None = None
+        self._outcome: Reply | BaseException | None = None
+
+    def resolve(self, outcome: Reply | BaseException) -> None:
+        deliver, self._deliver = self._deliver, None
+        if deliver is not None:
+            deliver(outcome)
+        elif self._outcome is None:
+            self._outcome = outcome
+
+    def then(self, deliver: Callable[[Reply | BaseException], None]) -> None:
+        if self._outcome is not None:
+            deliver(self._outcome)
+        else:
+            self._deliver = deliver
+
+
 class _Waiting:
-    """The done-callback of a route's future: answers on its connection."""
+    """Answers on its connection once a route's :class:`Pending` or future
+    is done."""
 
     __slots__ = ("connection", "route", "keep_alive", "t0")
 
     def __init__(self, connection: "FastPathProtocol", route: _Route, keep_alive: bool, t0: float) -> None:
         self.connection, self.route, self.keep_alive, self.t0 = connection, route, keep_alive, t0
 
-    def __call__(self, fut: asyncio.Future) -> None:
+    def __call__(self, outcome: Reply | BaseException) -> None:
         connection, route = self.connection, self.route
+        if outcome.__class__ is not Reply:
+            outcome = connection._site.internal_error(route, outcome)
+        connection._finish(route, outcome, self.keep_alive, self.t0, resume=True)
+
+    def future_done(self, fut: asyncio.Future) -> None:
         if fut.cancelled():
-            reply = connection._site.error_reply(503, "the request was cancelled")
+            self(self.connection._site.error_reply(503, "the request was cancelled"))
         else:
             exc = fut.exception()
-            reply = fut.result() if exc is None else connection._site.internal_error(route, exc)
-        connection._finish(route, reply, self.keep_alive, self.t0, resume=True)
+            self(fut.result() if exc is None else exc)
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -519,8 +550,10 @@ class FastPathProtocol(asyncio.Protocol):
         if result.__class__ is Reply:
             # answered at once (a stale read, a refusal): no task, no callback
             self._finish(route, result, keep_alive, t0, resume=False)
+        elif result.__class__ is Pending:
+            result.then(_Waiting(self, route, keep_alive, t0))
         elif isinstance(result, asyncio.Future):
-            result.add_done_callback(_Waiting(self, route, keep_alive, t0))
+            result.add_done_callback(_Waiting(self, route, keep_alive, t0).future_done)
         else:
             self._task = self._loop.create_task(self._serve(route, result, keep_alive, t0))
 

@@ -18,7 +18,7 @@ from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
 from .context import Call, HttpContext
-from .fastpath import FastRequest
+from .fastpath import FastRequest, Pending
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
 from .replies import Reply, error_reply, json_reply, value_reply, written_reply
 
@@ -103,8 +103,8 @@ def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
 
 def read_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
     """``GET /get`` answered as early as it can be: a stale read at once; a
-    linearizable read on the leader as a future that the shared read-index
-    round resolves; anything else (forwarding, no leader yet) as
+    linearizable read on the leader as a pending answer that the shared
+    read-index round resolves; anything else (forwarding, no leader yet) as
     :func:`read_key`'s coroutine."""
     key = parse_key(call.query)
     if parse_bool_param(call.query, "stale", False):
@@ -124,8 +124,8 @@ def read_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
 
 
 def write_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
-    """``GET /set`` on the leader as a future of its answer (resolved when
-    the write is applied); elsewhere :func:`write_key`'s coroutine."""
+    """``GET /set`` on the leader as a pending answer (resolved when the
+    write is applied); elsewhere :func:`write_key`'s coroutine."""
     params = call.query
     key = parse_key(params)
     value = parse_value(params, ctx.max_body, key)
@@ -159,33 +159,25 @@ def _write_retries(exc: BaseException) -> bool:
 
 
 def _then(ctx, waiting: asyncio.Future, answer: Callable[[object], Reply],
-          again: Callable[[], Awaitable[Reply]], retries: Callable[[BaseException], bool]) -> asyncio.Future:
-    """The future of a request's answer: ``answer(result)`` once ``waiting``
-    is done; if it failed in a way ``retries`` accepts, the answer of the
+          again: Callable[[], Awaitable[Reply]], retries: Callable[[BaseException], bool]) -> Pending:
+    """The request's answer, pending: ``answer(result)`` once ``waiting`` is
+    done; if it failed in a way ``retries`` accepts, the answer of the
     coroutine ``again()``; for any other failure, the error's answer."""
-    out = ctx.node.loop.create_future()
-
-    def settle(reply_or_error) -> None:
-        if out.done():
-            return
-        if isinstance(reply_or_error, BaseException):
-            out.set_exception(reply_or_error)  # a bug: the fast path answers 500
-        else:
-            out.set_result(reply_or_error)
+    out = Pending()
 
     def done(fut: asyncio.Future) -> None:
         exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
         if exc is None:
             try:
-                settle(answer(fut.result()))
+                out.resolve(answer(fut.result()))
             except Exception as error:
-                settle(_answer_error(ctx, error))
+                out.resolve(_answer_error(ctx, error))
         elif retries(exc):
             retry = asyncio.ensure_future(_answering(ctx, again()))
-            retry.add_done_callback(lambda t: settle(asyncio.CancelledError() if t.cancelled()
-                                                      else t.exception() or t.result()))
+            retry.add_done_callback(lambda t: out.resolve(asyncio.CancelledError() if t.cancelled()
+                                                          else t.exception() or t.result()))
         else:
-            settle(_answer_error(ctx, exc))
+            out.resolve(_answer_error(ctx, exc))
     waiting.add_done_callback(done)
     return out
 
@@ -208,8 +200,8 @@ async def _answering(ctx, pending: Awaitable[Reply]) -> Reply:
 def fast_route(ctx, operation):
     """A data-plane operation as a fast-path route (``ctx``: an
     :class:`HttpContext`, or a worker's context with the same surface):
-    ``operation(ctx, call)`` returns a :class:`Reply`, a future of one, or a
-    coroutine; failures become their answers. The fast routes are not admin
+    ``operation(ctx, call)`` returns a :class:`Reply`, a :class:`Pending` one,
+    or a coroutine; failures become their answers. The fast routes are not admin
     routes (no cluster key), and need no CORS header."""
     def route(query: dict[str, str], request: FastRequest) -> Reply | Awaitable[Reply]:
         call = Call(request.method, request.target, query, request.headers, request.remote)
@@ -220,7 +212,7 @@ def fast_route(ctx, operation):
             if reply is None:
                 raise  # a bug: the fast path answers 500 and logs it
             return reply
-        if result.__class__ is Reply or isinstance(result, asyncio.Future):
+        if result.__class__ is Reply or result.__class__ is Pending:
             return result
         return _answering(ctx, result)
     return route

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import uvloop
 from aiohttp import web
 
-from raftkv.http.fastpath import FastPath, FastRequest, Reply
+from raftkv.http.fastpath import FastPath, FastRequest, Pending, Reply
 
 
 class Log:
@@ -173,23 +173,34 @@ def three_kinds_of_route():
                 body = json.dumps({"kind": "later", "n": query.get("n")}).encode()
                 loop.call_later(float(query.get("delay", "0.01")), fut.set_result, Reply(200, body))
             return fut
+        if request.path == "/pending":
+            pending = Pending()
+            body = json.dumps({"kind": "pending", "n": query.get("n")}).encode()
+            outcome = RuntimeError("pending data plane bug") if "fail" in query else Reply(200, body)
+            if "ready" in query:
+                pending.resolve(outcome)  # resolved before the fast path looks
+            else:
+                asyncio.get_running_loop().call_later(float(query.get("delay", "0.01")), pending.resolve, outcome)
+            return pending
         return echo_get(query, request)
-    return {("GET", "/now"): route, ("GET", "/later"): route, ("GET", "/get"): route}
+    return {("GET", "/now"): route, ("GET", "/later"): route, ("GET", "/get"): route, ("GET", "/pending"): route}
 
 
 async def test_a_route_may_answer_at_once_with_a_future_or_with_a_coroutine():
     async with Server(routes=three_kinds_of_route()) as s:
         reader, writer = await s.connect()
         # pipelined: the slow future first, then immediate answers behind it
-        writer.write(get("/later?n=1&delay=0.1") + get("/now?n=2") + get("/get?n=3&sleep=0.02") + get("/now?n=4"))
+        writer.write(get("/later?n=1&delay=0.1") + get("/now?n=2") + get("/get?n=3&sleep=0.02") + get("/now?n=4")
+                     + get("/pending?n=5&delay=0.05") + get("/pending?n=6&ready=1") + get("/now?n=7"))
         answers = []
-        for _ in range(4):
+        for _ in range(7):
             status, _, body = await read_response(reader)
             assert status == 200
             answers.append(json.loads(body))
-        assert [a.get("kind", "task") for a in answers] == ["later", "now", "task", "now"]
-        assert [a.get("n") or a["query"]["n"] for a in answers] == ["1", "2", "3", "4"]
-        assert [o[0] for o in s.observed] == ["/later", "/now", "/get", "/now"]
+        assert [a.get("kind", "task") for a in answers] == ["later", "now", "task", "now", "pending", "pending",
+                                                            "now"]
+        assert [a.get("n") or a["query"]["n"] for a in answers] == ["1", "2", "3", "4", "5", "6", "7"]
+        assert [o[0] for o in s.observed] == ["/later", "/now", "/get", "/now", "/pending", "/pending", "/now"]
         writer.close()
 
 
@@ -205,7 +216,7 @@ async def test_many_immediate_answers_on_many_connections_all_arrive():
             writer.close()
 
 
-@pytest.mark.parametrize("target", ["/now?boom=1", "/later?fail=1"])
+@pytest.mark.parametrize("target", ["/now?boom=1", "/later?fail=1", "/pending?fail=1", "/pending?fail=1&ready=1"])
 async def test_a_bug_in_an_immediate_or_future_route_is_a_logged_500(target):
     async with Server(routes=three_kinds_of_route()) as s:
         reader, writer = await s.connect()
