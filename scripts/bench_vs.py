@@ -3,15 +3,18 @@
     scripts/bench-vs.sh                       raftkv (this tree) against hraftd ($HRAFTD_BIN)
     scripts/bench-vs.sh --baseline REV        raftkv (this tree) against raftkv at git revision REV
     options: --runs 3 --duration 5 --cases set1,set8,set64,set256,get64,stale64
+             --keys N  load N more keys (100-byte values) into both clusters first, in
+             batches through POST /key, which both serve (e.g. --keys 1000000)
              --client raftkv   load with `raftkv bench` instead of wrk (raftkv clusters only)
              --env NAME=VALUE (settings of this tree's nodes, e.g. --env HTTP_WORKERS=2;
              repeatable) --baseline-env NAME=VALUE (the same for the baseline's nodes)
 
 Both clusters run at once on loopback, fsync on; each case runs on one
 cluster then the other, alternating, ``--runs`` times; every run is printed,
-then a table of medians with the ratio this/other. Writes use unique keys
-and 64-byte values; reads go to 1,000 prefilled keys. hraftd only has local
-reads, so both read cases compare against them.
+then a table of medians with the ratio this/other, and each node's resident
+memory (its HTTP workers included) and the snapshots it took. Writes use
+unique keys and 64-byte values; reads go to 1,000 prefilled keys. hraftd
+only has local reads, so both read cases compare against them.
 """
 
 from __future__ import annotations
@@ -69,6 +72,38 @@ class Cluster:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+    def load(self, keys: int, batch: int = 5000) -> None:
+        """``keys`` keys ``k<N>`` with 100-byte values, ``batch`` per POST /key."""
+        value = "x" * 100
+        for start in range(0, keys, batch):
+            body = json.dumps({f"k{n}": value for n in range(start, min(start + batch, keys))}).encode()
+            status, answer = http("POST", f"http://{self.leader}/key", body, timeout=60)
+            if status != 200:
+                raise SystemExit(f"{self.name}: loading keys failed at {start}: {status} {answer[:200]!r}")
+
+    def rss_mb(self) -> list[float]:
+        """Each node's resident memory in MB, its child processes included."""
+        out = []
+        for pid in self.pids():
+            total = 0
+            for p in with_children([pid]):
+                try:
+                    for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+                except OSError:
+                    pass
+            out.append(total / 1024)
+        return out
+
+    def snapshots(self) -> list[int]:
+        """How many snapshots each node's log says it took."""
+        counts = []
+        for log in sorted(self.dir.glob("*.log")):
+            text = log.read_text(errors="replace")
+            counts.append(text.count("snapshot complete up to"))  # hashicorp/raft's words, and raftkv's
+        return counts
 
     def stop(self) -> None:
         for p in self.procs:
@@ -209,6 +244,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--client", choices=("wrk", "raftkv"), default="wrk")
+    ap.add_argument("--keys", type=int, default=0, help="load this many more keys into both clusters first")
     ap.add_argument("--port-base", type=int, default=18100,
                     help="HTTP ports base..base+2 and base+200..; Raft ports 100 above each")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -246,6 +282,11 @@ def main() -> int:
         for cluster in (this, other):
             cluster.start()
             cluster.prefill()
+            if args.keys:
+                t0 = time.monotonic()
+                cluster.load(args.keys)
+                print(f"{cluster.name}: loaded {args.keys:,} keys in {time.monotonic() - t0:.0f} s; RSS MB per node "
+                      + ", ".join(f"{mb:.0f}" for mb in cluster.rss_mb()), flush=True)
         print(f"clusters ready; logs in {workdir}", flush=True)
         for case in args.cases.split(","):
             for run in range(args.runs):
@@ -255,6 +296,8 @@ def main() -> int:
                     print(f"{case:8} {cluster.name:28} run {run + 1}: {r['ops']:>8.0f} ops/s  p50 {r['p50']:6.2f} ms"
                           f"  p99 {r['p99']:7.2f} ms  errors {r['errors']:.0f}  cpu {r['cpu_us']:.0f} us/op",
                           flush=True)
+        memory = {c.name: c.rss_mb() for c in (this, other)}
+        snapshots = {c.name: c.snapshots() for c in (this, other)}
     finally:
         this.stop()
         other.stop()
@@ -275,6 +318,10 @@ def main() -> int:
             cells.append(f"{ops:,.0f} ({statistics.median(r['p50'] for r in runs):.2f} / "
                          f"{statistics.median(r['p99'] for r in runs):.1f})")
         print(f"| {case} | {cells[0]} | {cells[1]} | {medians[0] / medians[1]:.2f} |")
+    print()
+    for name in (this.name, other.name):
+        print(f"{name}: RSS MB per node at the end " + ", ".join(f"{mb:.0f}" for mb in memory[name])
+              + "; snapshots taken per node " + ", ".join(str(n) for n in snapshots[name]))
     return 0
 
 
