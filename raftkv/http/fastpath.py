@@ -105,7 +105,7 @@ class FastRequest:
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    fn: Callable[[dict[str, str], FastRequest], Reply | Awaitable[Reply]]
+    fn: Callable[[dict[str, str], FastRequest], "Reply | Pending | Awaitable[Reply]"]
     method: str
     path: str
 
@@ -131,7 +131,8 @@ class FastPath:
 
     ``routes`` maps ``(method, path)`` -- ``(b"GET", "/get")`` or
     ``("GET", "/get")`` -- to ``fn(query, request)`` returning a
-    :class:`Reply`, a future of one or a coroutine (module docstring).
+    :class:`Reply`, a :class:`Pending` one (or a future of one), or a
+    coroutine (module docstring).
     ``fallback()`` returns a fresh protocol that takes a connection over
     (``aiohttp.web.Server(handler)``). ``observe(route, method, status,
     seconds)`` is called once per request served here. ``headers`` go on
@@ -178,7 +179,7 @@ class FastPath:
         self._type_lines: dict[str, bytes] = {}
         self._extra_lines: dict[tuple, bytes] = {}
         self._unsent: list[tuple[asyncio.Transport, bytes, bool]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None  # the first connection's
+        self.loop: asyncio.AbstractEventLoop | None = None  # its connections' (set by the first)
         self._date_second = -1
         self._date_line = b""
 
@@ -192,7 +193,7 @@ class FastPath:
         per answer (measured: a fifth of the node's CPU on loopback).
         ``close``: close the connection after it."""
         if not self._unsent:
-            self._loop.call_soon(self.flush)
+            self.loop.call_soon(self.flush)
         self._unsent.append((transport, data, close))
 
     def flush(self) -> None:
@@ -380,8 +381,8 @@ class FastPathProtocol(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         # once per connection: on Python 3.11 each get_running_loop() is a getpid() syscall
         self._loop = loop = asyncio.get_running_loop()
-        if self._site._loop is None:
-            self._site._loop = loop
+        if self._site.loop is None:
+            self._site.loop = loop
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self._remote = peer[0] if isinstance(peer, tuple) and peer else None

@@ -101,7 +101,7 @@ def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
 
 # --- the same two routes for the fast path: no coroutine where none is needed
 
-def read_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
+def read_key_now(ctx: HttpContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
     """``GET /get`` answered as early as it can be: a stale read at once; a
     linearizable read on the leader as a pending answer that the shared
     read-index round resolves; anything else (forwarding, no leader yet) as
@@ -116,14 +116,12 @@ def read_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
         except NotLeaderError:
             pass
         else:
-            # leadership lost while confirming: nothing was done, the
-            # coroutine path finds the next leader
             return _then(ctx, barrier, lambda _index: _read_answer(ctx, key, _value_shape),
                          lambda: kv_get(ctx, call, key, False), _read_retries)
     return kv_get(ctx, call, key, False)
 
 
-def write_key_now(ctx: HttpContext, call: Call) -> Reply | Awaitable[Reply]:
+def write_key_now(ctx: HttpContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
     """``GET /set`` on the leader as a pending answer (resolved when the
     write is applied); elsewhere :func:`write_key`'s coroutine."""
     params = call.query
@@ -151,6 +149,8 @@ def _read_answer(ctx: HttpContext, key: str, shape: Callable[[HttpContext, str, 
 
 
 def _read_retries(exc: BaseException) -> bool:
+    # leadership lost while confirming: nothing was done, and the coroutine
+    # path (on_leader) finds the next leader
     return isinstance(exc, RequestError) and not isinstance(exc, ApplyTimeout)
 
 
@@ -203,7 +203,7 @@ def fast_route(ctx, operation):
     ``operation(ctx, call)`` returns a :class:`Reply`, a :class:`Pending` one,
     or a coroutine; failures become their answers. The fast routes are not admin
     routes (no cluster key), and need no CORS header."""
-    def route(query: dict[str, str], request: FastRequest) -> Reply | Awaitable[Reply]:
+    def route(query: dict[str, str], request: FastRequest) -> Reply | Pending | Awaitable[Reply]:
         call = Call(request.method, request.target, query, request.headers, request.remote)
         try:
             result = operation(ctx, call)

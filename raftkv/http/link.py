@@ -6,9 +6,9 @@ flight (pipelined):
 
     ["h", pid]            hello: the worker is serving; its pid for /status
     ["r", id]             a read index: answered once the leader has confirmed
-                          its leadership (``Node.read_barrier``); one request
-                          stands for every read the worker has waiting
-    ["p", id, command]    propose a state-machine command (``Node.propose``)
+                          its leadership (``Node.read_barrier_nowait``); one
+                          request stands for every read the worker has waiting
+    ["p", id, command]    propose a state-machine command (``Node.propose_nowait``)
 
 Answers are ``[id, True, result]`` or ``[id, False, error]``, where an error
 is the request's exception as a map (its type, message and what it says

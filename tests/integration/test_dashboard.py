@@ -328,6 +328,8 @@ def test_dashboard_says_connecting_before_a_nodes_first_event(cluster, browser_p
     finally:
         n3.resume()
     page.wait_for_function(CONN.replace("(id) =>", "() => ((id) =>") + ")('n3') === 'up'", timeout=WAIT_MS)
+    # the 20 ms sampler may not have run since the card turned up
+    page.wait_for_function("() => window.seen.includes('up')", timeout=WAIT_MS)
     seen = page.evaluate("() => window.seen")
     assert seen[:2] == ["connecting", "up"], seen
     assert refused == [] and not page.errors, (refused, page.errors)
