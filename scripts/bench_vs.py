@@ -20,6 +20,7 @@ only has local reads, so both read cases compare against them.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -73,14 +74,20 @@ class Cluster:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def load(self, keys: int, batch: int = 5000) -> None:
-        """``keys`` keys ``k<N>`` with 100-byte values, ``batch`` per POST /key."""
+    def load(self, keys: int, batch: int = 1000, parallel: int = 64) -> None:
+        """``keys`` keys ``k<N>`` with 100-byte values, ``batch`` per POST /key
+        and ``parallel`` POSTs at a time (hraftd applies a POSTed map one key
+        at a time, so only concurrent POSTs share its commits)."""
         value = "x" * 100
-        for start in range(0, keys, batch):
+
+        def post(start: int) -> None:
             body = json.dumps({f"k{n}": value for n in range(start, min(start + batch, keys))}).encode()
-            status, answer = http("POST", f"http://{self.leader}/key", body, timeout=60)
+            status, answer = http("POST", f"http://{self.leader}/key", body, timeout=300)
             if status != 200:
                 raise SystemExit(f"{self.name}: loading keys failed at {start}: {status} {answer[:200]!r}")
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            for done in pool.map(post, range(0, keys, batch)):
+                pass
 
     def rss_mb(self) -> list[float]:
         """Each node's resident memory in MB, its child processes included."""

@@ -237,8 +237,7 @@ class _ClientConnection(asyncio.Protocol):
         self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024)
 
     def connection_made(self, transport) -> None:
-        self.client.transport = transport
-        self.client.outbox = _Outbox(asyncio.get_running_loop(), transport, self.client.sent)
+        self.client.attach(transport)
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
@@ -272,6 +271,12 @@ class LinkClient:
         self._loop = loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         await loop.create_unix_connection(lambda: _ClientConnection(self), path)
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        """Speak over ``transport`` from now on."""
+        self._loop = asyncio.get_running_loop()
+        self.transport = transport
+        self.outbox = _Outbox(self._loop, transport, self.sent)
 
     def hello(self) -> None:
         """Tell the Raft process this worker is serving."""
@@ -307,6 +312,7 @@ class LinkClient:
         return batch
 
     def sent(self) -> None:
+        """The outbox's frames are leaving: a read from now on needs a new request."""
         self._read_batch = None
 
     def received(self, message) -> None:
