@@ -33,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from raftkv.procstat import process_stats
+
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "scripts" / "wrk"
 CASES = {  # name: (lua script, connections, env)
@@ -86,22 +88,14 @@ class Cluster:
             if status != 200:
                 raise SystemExit(f"{self.name}: loading keys failed at {start}: {status} {answer[:200]!r}")
         with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-            for done in pool.map(post, range(0, keys, batch)):
-                pass
+            list(pool.map(post, range(0, keys, batch)))  # re-raises the first failure
 
     def rss_mb(self) -> list[float]:
         """Each node's resident memory in MB, its child processes included."""
         out = []
         for pid in self.pids():
-            total = 0
-            for p in with_children([pid]):
-                try:
-                    for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
-                except OSError:
-                    pass
-            out.append(total / 1024)
+            rows = (process_stats("node", p) for p in with_children([pid]))
+            out.append(sum(row["rss_bytes"] for row in rows if row is not None) / 2**20)
         return out
 
     def snapshots(self) -> list[int]:

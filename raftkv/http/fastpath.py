@@ -12,9 +12,9 @@ serves the routes it was given -- ``GET /get``, ``GET /set`` -- by calling a
 plain data-plane function ``fn(query, request)`` and writing its answer in one
 ``transport.write``. The function returns the :class:`Reply` itself when it
 can answer at once (a stale read: no task, no callback), a :class:`Pending`
-(or an ``asyncio.Future``) when the answer waits on the node (a write to
-commit, a read-index round: it is written when resolved), or a coroutine for
-anything longer (forwarding to the leader: it runs as a task).
+one when the answer waits on the node (a write to commit, a read-index
+round: it is written when resolved), or a coroutine for anything longer
+(forwarding to the leader: it runs as a task).
 Per request, a task and a coroutine chain cost more than the read itself.
 
 The first request that is anything else (another route or method, a body,
@@ -131,8 +131,8 @@ class FastPath:
 
     ``routes`` maps ``(method, path)`` -- ``(b"GET", "/get")`` or
     ``("GET", "/get")`` -- to ``fn(query, request)`` returning a
-    :class:`Reply`, a :class:`Pending` one (or a future of one), or a
-    coroutine (module docstring).
+    :class:`Reply`, a :class:`Pending` one, or a coroutine (module
+    docstring).
     ``fallback()`` returns a fresh protocol that takes a connection over
     (``aiohttp.web.Server(handler)``). ``observe(route, method, status,
     seconds)`` is called once per request served here. ``headers`` go on
@@ -140,7 +140,7 @@ class FastPath:
     ``max_head`` bounds a request head (request line included): over it the
     answer is 413. ``log`` is a structlog-style logger (``warning``, ``error``)."""
 
-    def __init__(self, routes: Mapping[tuple[bytes | str, str], Callable[..., Reply | Awaitable[Reply]]],
+    def __init__(self, routes: Mapping[tuple[bytes | str, str], Callable[..., "Reply | Pending | Awaitable[Reply]"]],
                  fallback: Callable[[], asyncio.Protocol], *,
                  observe: Callable[[str, str, int, float], None] | None = None,
                  headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
@@ -320,8 +320,7 @@ class Pending:
 
 
 class _Waiting:
-    """Answers on its connection once a route's :class:`Pending` or future
-    is done."""
+    """Answers on its connection once a route's :class:`Pending` is resolved."""
 
     __slots__ = ("connection", "route", "keep_alive", "t0")
 
@@ -333,13 +332,6 @@ class _Waiting:
         if outcome.__class__ is not Reply:
             outcome = connection._site.internal_error(route, outcome)
         connection._finish(route, outcome, self.keep_alive, self.t0, resume=True)
-
-    def future_done(self, fut: asyncio.Future) -> None:
-        if fut.cancelled():
-            self(self.connection._site.error_reply(503, "the request was cancelled"))
-        else:
-            exc = fut.exception()
-            self(fut.result() if exc is None else exc)
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -553,8 +545,6 @@ class FastPathProtocol(asyncio.Protocol):
             self._finish(route, result, keep_alive, t0, resume=False)
         elif result.__class__ is Pending:
             result.then(_Waiting(self, route, keep_alive, t0))
-        elif isinstance(result, asyncio.Future):
-            result.add_done_callback(_Waiting(self, route, keep_alive, t0).future_done)
         else:
             self._task = self._loop.create_task(self._serve(route, result, keep_alive, t0))
 

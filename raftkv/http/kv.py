@@ -55,9 +55,7 @@ async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
 
 
 async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
-    # The answer names what was written, not the value itself: echoing a
-    # 500 KB value back doubles the traffic and tells the client nothing new.
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = _size(value)
 
     async def local() -> Reply:
         index, _ = await ctx.node.propose(encode_set(key, value))
@@ -134,11 +132,17 @@ def write_key_now(ctx: HttpContext, call: Call) -> Reply | Pending | Awaitable[R
         except NotLeaderError:
             pass
         else:
-            size = len(value.encode("utf-8", "surrogatepass"))
+            size = _size(value)
             return _then(ctx, proposed,
                          lambda result: written_reply(ctx.id, key, result[0], size),
                          lambda: kv_set(ctx, call, key, value), _write_retries)
     return kv_set(ctx, call, key, value)
+
+
+def _size(value: str) -> int:
+    # The answer to a write names what was written, not the value itself:
+    # echoing a 500 KB value back doubles the traffic and tells nothing new.
+    return len(value.encode("utf-8", "surrogatepass"))
 
 
 def _read_answer(ctx: HttpContext, key: str, shape: Callable[[HttpContext, str, str], Reply]) -> Reply:
@@ -187,14 +191,18 @@ def _answer_error(ctx, exc: BaseException) -> Reply | BaseException:
     return exc if reply is None else reply
 
 
+def _answer_or_raise(ctx, exc: Exception) -> Reply:
+    reply = error_reply(ctx.id, exc, ctx.known_leader())
+    if reply is None:
+        raise exc  # a bug: the fast path answers 500 and logs it
+    return reply
+
+
 async def _answering(ctx, pending: Awaitable[Reply]) -> Reply:
     try:
         return await pending
     except Exception as exc:
-        reply = error_reply(ctx.id, exc, ctx.known_leader())
-        if reply is None:
-            raise  # a bug: the fast path answers 500 and logs it
-        return reply
+        return _answer_or_raise(ctx, exc)
 
 
 def fast_route(ctx, operation):
@@ -208,10 +216,7 @@ def fast_route(ctx, operation):
         try:
             result = operation(ctx, call)
         except Exception as exc:
-            reply = error_reply(ctx.id, exc, ctx.known_leader())
-            if reply is None:
-                raise  # a bug: the fast path answers 500 and logs it
-            return reply
+            return _answer_or_raise(ctx, exc)
         if result.__class__ is Reply or result.__class__ is Pending:
             return result
         return _answering(ctx, result)

@@ -64,17 +64,15 @@ class PendingRequests:
         return rid, fut
 
     async def wait(self, fut: asyncio.Future, timeout: float, what: str) -> Any:
-        # One timer per request, no shield/timeout context: the hot path of
-        # every write and linearizable read. A handler that is cancelled
-        # cancels ``fut``; resolving skips futures that are already done.
-        handle = self.loop.call_later(timeout, _expire, fut, what)
-        try:
-            return await fut
-        finally:
-            handle.cancel()
+        # A handler that is cancelled cancels ``fut``; resolving skips
+        # futures that are already done.
+        self.expire_after(fut, timeout, what)
+        return await fut
 
     def expire_after(self, fut: asyncio.Future, timeout: float, what: str, unknown_outcome: bool = True) -> None:
-        """Fail ``fut`` with ApplyTimeout unless it is done within ``timeout``."""
+        """Fail ``fut`` with ApplyTimeout unless it is done within ``timeout``:
+        one timer per request, cancelled when the future is done, no
+        shield or timeout context (every write and linearizable read)."""
         handle = self.loop.call_later(timeout, _expire, fut, what, unknown_outcome)
         fut.add_done_callback(_CancelTimer(handle))
 

@@ -64,7 +64,7 @@ from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.tcp import TcpTransport
 
 from .autopilot import Autopilot, reachable_within, server_health
-from .errors import ApplyTimeout, BadBackup, NotLeaderError, RequestError, ShuttingDown
+from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
 from .requests import PendingRequests

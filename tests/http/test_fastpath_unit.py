@@ -157,22 +157,26 @@ async def test_pipelined_fast_requests_are_answered_in_order():
 
 
 def three_kinds_of_route():
-    """``/now`` answers at once, ``/later`` with a future resolved after
-    ``delay`` seconds (or failed with ``fail``), ``/task`` with a coroutine."""
+    """``/now`` answers at once; ``/later`` and ``/pending`` with a Pending
+    resolved after ``delay`` seconds (or with a bug, ``fail``), ``/later``
+    through an asyncio future's callback; ``/get`` with a coroutine."""
     def route(query, request):
         if request.path == "/now":
             if "boom" in query:
                 raise RuntimeError("sync data plane bug")
             return Reply(200, json.dumps({"kind": "now", "n": query.get("n")}).encode())
         if request.path == "/later":
+            # resolved from an asyncio future's callback, as the data plane does
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
+            pending = Pending()
+            fut.add_done_callback(lambda f: pending.resolve(f.exception() or f.result()))
             if "fail" in query:
                 loop.call_later(0.01, fut.set_exception, RuntimeError("future data plane bug"))
             else:
                 body = json.dumps({"kind": "later", "n": query.get("n")}).encode()
                 loop.call_later(float(query.get("delay", "0.01")), fut.set_result, Reply(200, body))
-            return fut
+            return pending
         if request.path == "/pending":
             pending = Pending()
             body = json.dumps({"kind": "pending", "n": query.get("n")}).encode()
@@ -186,7 +190,7 @@ def three_kinds_of_route():
     return {("GET", "/now"): route, ("GET", "/later"): route, ("GET", "/get"): route, ("GET", "/pending"): route}
 
 
-async def test_a_route_may_answer_at_once_with_a_future_or_with_a_coroutine():
+async def test_a_route_may_answer_at_once_pending_or_with_a_coroutine():
     async with Server(routes=three_kinds_of_route()) as s:
         reader, writer = await s.connect()
         # pipelined: the slow future first, then immediate answers behind it
