@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ __all__ = ["PEERS_FILE", "BadPeersFile", "Volume", "VolumeInUse", "read_peers_fi
 # from a lost quorum; it is renamed once applied so a restart does not redo it
 PEERS_FILE = "peers.json"
 PEERS_FILE_DONE = "peers.json.recovered"
+# the stable store's key for the volume's identity
+VOLUME_ID_KEY = "volume_id"
 
 
 class VolumeInUse(RuntimeError):
@@ -178,6 +181,7 @@ class Volume:
         if self.log.last_index():
             entries = tuple(self.log.entries(self.log.first_index(), self.log.last_index()))
         return PersistentState(
+            volume_id=self._volume_id(has_log=bool(entries) or snapshot_meta is not None),
             current_term=self.stable.term,
             voted_for=self.stable.voted_for,
             # what the state machine has applied is committed too
@@ -185,6 +189,22 @@ class Volume:
             snapshot=snapshot_meta,
             entries=entries,
         )
+
+    def _volume_id(self, has_log: bool) -> str:
+        """This volume's identity: a random id made when the volume starts
+        out empty, kept in the stable store. A volume with neither log nor
+        snapshot holds nothing it could have acknowledged, so it gets a new
+        id even if a stable store survived: the leader then sees a new
+        server under the old name and re-admits it only once caught up
+        (docs/disks.md)."""
+        current = self.stable.get(VOLUME_ID_KEY)
+        if has_log and isinstance(current, str) and current:
+            return current
+        new = secrets.token_hex(8)
+        self.stable.set(VOLUME_ID_KEY, new)
+        raft_log.info("new volume identity", volume=new, path=self.data_dir,
+                      **({"previous": current} if current else {}))
+        return new
 
     def _restore_latest_snapshot(self, snapshots: list[SnapshotMeta]) -> SnapshotMeta | None:
         """Load the newest valid snapshot into the state machine, trying older

@@ -72,12 +72,15 @@ __all__ = ["RaftNode", "RaftConfig", "PersistentState", "FOLLOWER", "CANDIDATE",
 
 @dataclass(frozen=True)
 class PersistentState:
-    """What a node recovers from disk on restart."""
+    """What a node recovers from disk on restart. ``volume_id`` names the
+    volume the state lives on: a new one means whatever the node
+    acknowledged before is gone (the amnesia guard, docs/disks.md)."""
     current_term: int = 0
     voted_for: str | None = None
     commit_index: int = 0               # a hint: the last index known applied
     snapshot: SnapshotMeta | None = None
     entries: tuple[Entry, ...] = ()
+    volume_id: str = ""
 
 
 class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
