@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import effects as fx
 from . import events as ev
+from .configuration import Configuration, Server
 from .effects import Bare
 from .errors import RejectReason
 from .membership import RefusedChange, ServerList, logged_address, next_configuration
@@ -87,7 +88,8 @@ class ClientRequests:
         if not self.committed_in_term():
             return
         leader = self.leader
-        ready, start_next = leader.read_only.confirm(leader.quorum_read_seq(self.configuration.voters, self.id))
+        ready, start_next = leader.read_only.confirm(
+            leader.quorum_read_seq(self.configuration.voters, self.id, self._uncounted_voters(leader)))
         if self._is_lone_voter():
             ready = leader.read_only.take_all()
         for request_id, index in ready:
@@ -109,10 +111,21 @@ class ClientRequests:
         return self.membership.latest_committed(self.commit_index) and self.committed_in_term()
 
     def _change_membership(self, leader: LeaderState, event: ev.ChangeMembership) -> None:
-        new = next_configuration(self.configuration, event.command, event.server_id, event.address)
+        # a server becoming a voter is recorded with the volume it answers
+        # from (rule 7); the leader knows it once the server has answered
+        pr = leader.progress.get(event.server_id)
+        volume = pr.volume if pr is not None else (self.volume_id if event.server_id == self.id else "")
+        new = next_configuration(self.configuration, event.command, event.server_id, event.address, volume)
         if isinstance(new, RefusedChange):
             self._reject(event.request_id, new.reason, new.error)
             return
+        before = self.configuration.get(event.server_id)
+        after = new.get(event.server_id)
+        if (after is not None and after.is_voter and before is not None and before.volume
+                and after.volume != before.volume):
+            self._log("WARN", "re-admitting a voter whose storage was lost: it has caught up on a new volume",
+                      ("server-id", Bare(event.server_id)), ("volume", after.volume),
+                      ("previous-volume", before.volume))
         entry = Entry(self.log.last_index + 1, self.current_term, EntryType.CONFIGURATION, new.encode())
         self._log("INFO", "updating configuration", ("command", Bare(str(event.command))),
                   ("server-id", Bare(event.server_id)),
@@ -164,7 +177,13 @@ class ClientRequests:
             self._log("INFO", "bootstrap skipped: node already has state")
             return
         self._set_hard_state(1, None)
-        entry = Entry(1, 1, EntryType.CONFIGURATION, event.configuration.encode())
+        configuration = event.configuration
+        me = configuration.get(self.id)
+        if me is not None and not me.volume and self.volume_id:
+            configuration = Configuration(tuple(
+                Server(s.id, s.address, s.suffrage, self.volume_id) if s.id == self.id else s
+                for s in configuration.servers))
+        entry = Entry(1, 1, EntryType.CONFIGURATION, configuration.encode())
         self.log.append([entry])
         self._emit(fx.AppendToLog((entry,)))
         self._recompute_configuration()

@@ -37,6 +37,10 @@ class Server:
     id: str
     address: str
     suffrage: Suffrage = Suffrage.VOTER
+    # The identity of the volume this voter was admitted with (the amnesia
+    # guard): a voter answering from another volume lost what it promised.
+    # Empty when unknown (a voter added directly, hashicorp's protocol).
+    volume: str = ""
 
     @property
     def is_voter(self) -> bool:
@@ -47,7 +51,10 @@ class Server:
         return "{%s %s %s}" % (self.suffrage.value, self.id, self.address)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "address": self.address, "suffrage": self.suffrage.value}
+        out = {"id": self.id, "address": self.address, "suffrage": self.suffrage.value}
+        if self.volume:
+            out["volume"] = self.volume
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,32 +89,40 @@ class Configuration:
             for s in self.servers
         ) + "]"
 
-    def apply(self, command: ConfigCommand, server_id: str, address: str) -> "Configuration":
-        """The configuration after one change (hashicorp's nextConfiguration)."""
+    def apply(self, command: ConfigCommand, server_id: str, address: str, volume: str = "") -> "Configuration":
+        """The configuration after one change (hashicorp's nextConfiguration).
+        ``volume``, when known, is the server's volume identity: it is
+        recorded when the server becomes a voter."""
         servers = list(self.servers)
         existing = self.get(server_id)
         if command is ConfigCommand.ADD_VOTER:
-            new = Server(server_id, address or (existing.address if existing else ""), Suffrage.VOTER)
+            new = Server(server_id, address or (existing.address if existing else ""), Suffrage.VOTER,
+                         volume or (existing.volume if existing else ""))
             if existing is None:
                 servers.append(new)
             else:
                 servers[servers.index(existing)] = new
         elif command is ConfigCommand.ADD_NONVOTER:
             if existing is None:
-                servers.append(Server(server_id, address, Suffrage.NONVOTER))
+                servers.append(Server(server_id, address, Suffrage.NONVOTER, volume))
             else:
                 # hashicorp keeps a voter a voter; only the address can change
-                servers[servers.index(existing)] = Server(server_id, address or existing.address, existing.suffrage)
+                servers[servers.index(existing)] = Server(server_id, address or existing.address,
+                                                          existing.suffrage, existing.volume)
         elif command is ConfigCommand.DEMOTE_VOTER:
             if existing is not None:
-                servers[servers.index(existing)] = Server(server_id, existing.address, Suffrage.NONVOTER)
+                servers[servers.index(existing)] = Server(server_id, existing.address, Suffrage.NONVOTER,
+                                                          volume or existing.volume)
         elif command is ConfigCommand.REMOVE_SERVER:
             servers = [s for s in servers if s.id != server_id]
         return Configuration(tuple(servers))
 
     def encode(self) -> bytes:
-        return json.dumps([[s.id, s.address, s.suffrage.value] for s in self.servers]).encode()
+        return json.dumps([[s.id, s.address, s.suffrage.value, s.volume] if s.volume
+                           else [s.id, s.address, s.suffrage.value] for s in self.servers]).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> "Configuration":
-        return cls(tuple(Server(i, a, Suffrage(s)) for i, a, s in json.loads(data)))
+        # three fields, or four with the volume identity
+        return cls(tuple(Server(item[0], item[1], Suffrage(item[2]), item[3] if len(item) > 3 else "")
+                         for item in json.loads(data)))

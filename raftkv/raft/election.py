@@ -49,6 +49,11 @@ class Election:
                 self._log("WARN", "heartbeat timeout reached, not part of a stable configuration "
                                   "or a non-voter, not triggering a leader election")
             return False
+        reason = self._amnesia_reason()
+        if reason is not None:
+            if not self._warned_no_election:
+                self._log("WARN", f"heartbeat timeout reached, not triggering a leader election since {reason}")
+            return False
         return True
 
     def _start_campaign(self, transfer: bool = False) -> None:
@@ -127,7 +132,14 @@ class Election:
         grant = False
         reply_term = self.current_term
         try:
-            if self.configuration.servers and not self.configuration.has(req.candidate_id):
+            amnesia = self._amnesia_reason()
+            if amnesia is not None:
+                # rule 7: whatever this node promised before is gone with its
+                # volume; a vote now could elect a leader without them
+                self._log("WARN", f"rejecting {kind} request since {amnesia}",
+                          ("from", Bare(req.candidate_address)))
+                return
+            if not self.configuration.has(req.candidate_id):
                 self._log("WARN", f"rejecting {kind} request since node is not in configuration",
                           ("from", Bare(req.candidate_address)))
                 return
@@ -181,6 +193,10 @@ class Election:
 
     def _on_timeout_now(self, from_id: str, msg: TimeoutNow) -> None:
         if msg.term < self.current_term or not self.configuration.is_voter(self.id):
+            return
+        amnesia = self._amnesia_reason()
+        if amnesia is not None:
+            self._log("WARN", f"ignoring TimeoutNow since {amnesia}", ("from", Bare(from_id)))
             return
         self._log("INFO", "received TimeoutNow, starting election", ("from", Bare(from_id)), ("term", msg.term))
         self._start_campaign(transfer=True)

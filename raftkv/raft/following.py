@@ -25,7 +25,7 @@ class Following:
             self._emit(fx.Send(from_id, req.leader_address,
                                AppendEntriesResponse(self.current_term, False, self.log.last_index,
                                                      req.prev_log_index, heartbeat=req.heartbeat,
-                                                     read_seq=req.read_seq)))
+                                                     read_seq=req.read_seq, volume=self.volume_id)))
             return
         self._follow(req.term, req.leader_id, req.leader_address)
 
@@ -33,7 +33,8 @@ class Following:
             self._commit_to(min(req.leader_commit, self.log.last_index))
             self._emit(fx.Send(from_id, req.leader_address,
                                AppendEntriesResponse(self.current_term, True, self.log.last_index, 0,
-                                                     heartbeat=True, read_seq=req.read_seq)))
+                                                     heartbeat=True, read_seq=req.read_seq,
+                                                     volume=self.volume_id)))
             return
 
         prev_index, prev_term, entries = req.prev_log_index, req.prev_log_term, req.entries
@@ -73,6 +74,12 @@ class Following:
         self._state_changed()  # the runtime forwards requests to the leader it names
         self.last_leader_contact = self.now
         self._reset_election_timer()
+        if self.voted_for is None and self._amnesia_reason() is not None:
+            # A node that lost its volume may have voted in this term before
+            # and forgotten it. The leader of the term is the one candidate
+            # that vote can safely have gone to: record it, so that once
+            # re-admitted the node cannot vote a second time in this term.
+            self._set_hard_state(term, leader_id)
 
     def _merge_entries(self, entries: tuple[Entry, ...]) -> list[Entry] | None:
         """Append what is new, truncating a conflicting suffix (§5.3 step 3-4)."""
@@ -110,21 +117,23 @@ class Following:
         self._emit(fx.Send(to, req.leader_address,
                            AppendEntriesResponse(self.current_term, success, self.log.last_index,
                                                  req.prev_log_index, match_index=match,
-                                                 read_seq=req.read_seq)))
+                                                 read_seq=req.read_seq, volume=self.volume_id)))
 
     def _on_install_snapshot(self, from_id: str, req: InstallSnapshot) -> None:
         if req.term < self.current_term:
             self._log("INFO", "ignoring installSnapshot request with older term than current term",
                       ("request-term", req.term), ("current-term", self.current_term))
             self._emit(fx.Send(from_id, req.leader_address,
-                               InstallSnapshotResponse(self.current_term, False, self.log.last_index)))
+                               InstallSnapshotResponse(self.current_term, False, self.log.last_index,
+                                                       self.volume_id)))
             return
         self._follow(req.term, req.leader_id, req.leader_address)
         meta = req.meta
         if meta.index > self.commit_index:
             self._install_snapshot(meta, req.data)
         self._emit(fx.Send(from_id, req.leader_address,
-                           InstallSnapshotResponse(self.current_term, True, max(meta.index, self.commit_index))))
+                           InstallSnapshotResponse(self.current_term, True, max(meta.index, self.commit_index),
+                                                   self.volume_id)))
 
     def _install_snapshot(self, meta: SnapshotMeta, data: object) -> None:
         self._emit(fx.RestoreSnapshot(meta, data))

@@ -67,11 +67,11 @@ class RefusedChange(NamedTuple):
 
 
 def next_configuration(current: Configuration, command: ConfigCommand, server_id: str,
-                       address: str) -> Configuration | RefusedChange:
+                       address: str, volume: str = "") -> Configuration | RefusedChange:
     """The configuration one change leads to, or why it cannot be made."""
     if command in (ConfigCommand.REMOVE_SERVER, ConfigCommand.DEMOTE_VOTER) and not current.has(server_id):
         return RefusedChange(RejectReason.UNKNOWN_SERVER, f"unknown server {server_id!r}")
-    new = current.apply(command, server_id, address)
+    new = current.apply(command, server_id, address, volume)
     if not new.voters:
         return RefusedChange(RejectReason.NO_VOTERS_LEFT, "the change would leave no voters")
     return new

@@ -79,6 +79,7 @@ class AppendEntriesResponse:
     match_index: int = 0  # on success: prev_log_index + len(entries)
     heartbeat: bool = False
     read_seq: int = 0
+    volume: str = ""      # the follower's volume identity (the amnesia guard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class InstallSnapshotResponse:
     term: int
     success: bool
     last_index: int
+    volume: str = ""
 
 
 @dataclass(frozen=True, slots=True)

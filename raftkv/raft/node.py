@@ -35,6 +35,11 @@ House rules, numbered so tests and comments can point at them:
    can rely on the state machine being exactly there.
 6. Pre-vote (thesis §9.6), check-quorum and leader stickiness keep a
    partitioned or removed node from disrupting a healthy leader.
+7. The amnesia guard: a node whose durable state is gone (no
+   configuration, or a volume other than the one it was admitted with as a
+   voter) neither votes nor campaigns, and a leader counts no voter
+   answering from another volume towards a commit, a read or its lease; it
+   demotes that voter and autopilot promotes it again once caught up.
 
 Log records are effects carrying hashicorp/raft's message text and keys, so a
 simulated node prints what a live node prints.
@@ -100,6 +105,7 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
         self.now = now
         state = state or PersistentState()
 
+        self.volume_id = state.volume_id
         self.current_term = state.current_term
         self.voted_for = state.voted_for
         self.snapshot: SnapshotMeta = state.snapshot or SnapshotMeta(0, 0)
@@ -190,7 +196,7 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
             committed_configuration_index=self.committed_configuration_index,
             last_contact=self.last_contact(), committed_in_term=self.committed_in_term(),
             transfer_target=leader.transfer.target if leader and leader.transfer else None,
-            now=self.now, peers=peers)
+            now=self.now, peers=peers, volume_id=self.volume_id, amnesia_guard=self._amnesia_reason())
 
     def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
         """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""
@@ -289,6 +295,20 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
         return (self.leader_id is not None
                 and self.now - self.last_leader_contact < self.config.heartbeat_timeout)
 
+    def _amnesia_reason(self) -> str | None:
+        """Rule 7 (the amnesia guard): why this node must not vote or
+        campaign, or None. A node without a configuration holds nothing a
+        candidate could be compared against; a voter admitted with another
+        volume has lost the log and votes it promised. Either waits until a
+        leader has re-admitted it (docs/disks.md)."""
+        conf = self.configuration
+        if not conf.servers:
+            return "we have no configuration"
+        me = conf.get(self.id)
+        if me is not None and me.is_voter and me.volume and self.volume_id and me.volume != self.volume_id:
+            return f"our volume {self.volume_id} is not {me.volume}, the one we were admitted with"
+        return None
+
     def _is_lone_voter(self) -> bool:
         return len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id)
 
@@ -301,7 +321,10 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
             self._leave_leadership(self.leader)
         self.leader = None
         self.candidate = None
-        self._set_hard_state(term, self.voted_for if term == self.current_term else None)
+        vote = self.voted_for if term == self.current_term else None
+        if vote is None and leader_id is not None and self._amnesia_reason() is not None:
+            vote = leader_id  # rule 7: see Following._follow
+        self._set_hard_state(term, vote)
         changed = was != FOLLOWER or announce
         if leader_id is not None or changed:
             self.leader_id = leader_id
@@ -449,7 +472,8 @@ def _peer_status(server: Server, pr: Progress, now: int) -> PeerStatus:
                       match_index=pr.match_index, next_index=pr.next_index,
                       last_contact=max(0, now - pr.last_contact), state=pr.state.value,
                       inflight=len(pr.inflight),
-                      snapshot_index=pr.snapshot_index if pr.state is ProgressState.SNAPSHOT else 0)
+                      snapshot_index=pr.snapshot_index if pr.state is ProgressState.SNAPSHOT else 0,
+                      volume=pr.volume)
 
 
 def _restore_log(snapshot: SnapshotMeta, stored: tuple[Entry, ...]) -> tuple[RaftLog, int | None]:

@@ -41,6 +41,8 @@ class Progress:
     oldest_unacked: int = 0      # ms, when the oldest batch in flight left
     snapshot_index: int = 0      # index of the snapshot in flight (SNAPSHOT state)
     snapshot_sent_at: int = 0
+    volume: str = ""             # the volume identity the peer last answered from
+    behind_since: int = -1       # ms, since when heartbeat answers say its log ends below match_index
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

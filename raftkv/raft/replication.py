@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from . import effects as fx
 from . import events as ev
+from .configuration import ConfigCommand
 from .effects import Bare
 from .errors import RejectReason
 from .messages import (AppendEntries, AppendEntriesResponse, Entry, InstallSnapshot, InstallSnapshotResponse,
@@ -53,11 +54,13 @@ class Replication:
     def _check_lease(self, leader: LeaderState) -> bool:
         """Check-quorum: step down if a quorum of voters went silent."""
         contacted = 1 if self.configuration.is_voter(self.id) else 0
+        uncounted = self._uncounted_voters(leader)
         for server in self.configuration.servers:
             if server.id == self.id or not server.is_voter:
                 continue
             pr = leader.progress.get(server.id)
-            silent = self.now - pr.last_contact if pr else self.config.leader_lease_timeout + 1
+            silent = (self.now - pr.last_contact if pr and server.id not in uncounted
+                      else self.config.leader_lease_timeout + 1)
             if silent <= self.config.leader_lease_timeout:
                 contacted += 1
             else:
@@ -133,10 +136,24 @@ class Replication:
         if pr is None:
             return
         pr.last_contact = self.now
+        if not self._note_volume(leader, from_id, pr, resp.volume):
+            return
         if resp.heartbeat:
             if resp.read_seq > pr.acked_read_seq:
                 pr.acked_read_seq = resp.read_seq
                 self._confirm_reads()
+            if resp.last_log_index >= pr.match_index:
+                pr.behind_since = -1
+            elif pr.behind_since < 0:
+                pr.behind_since = self.now
+            elif self.now - pr.behind_since >= 2 * self.config.heartbeat_interval:
+                # A quiet cluster sends nothing but heartbeats: without this a
+                # follower that lost entries waits for the next write. One such
+                # answer may just have been overtaken by an append's answer;
+                # answers saying so for two heartbeat intervals are not.
+                pr.behind_since = -1
+                self._peer_lost_entries(from_id, pr, resp.last_log_index)
+                return
             if pr.state is ProgressState.PROBE:
                 pr.probe_sent = False
                 self._replicate_to(from_id, pr, allow_empty=True)
@@ -166,13 +183,8 @@ class Replication:
         if pr.state is ProgressState.PROBE and resp.prev_log_index != pr.next_index - 1:
             return
         if resp.last_log_index < pr.match_index:
-            # The peer no longer has entries it acknowledged: its volume was
-            # wiped or damaged. Believe it, or next_index stays pinned above
-            # its log and the two sides trade rejections forever.
-            self._log("WARN", "peer lost acknowledged log entries, replicating again",
-                      ("peer", self._server(from_id)), ("match-index", pr.match_index),
-                      ("last-index", resp.last_log_index))
-            pr.match_index = resp.last_log_index
+            self._peer_lost_entries(from_id, pr, resp.last_log_index)
+            return
         if pr.state is ProgressState.PIPELINE:
             self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
         pr.next_index = max(min(resp.prev_log_index, resp.last_log_index + 1), pr.match_index + 1, 1)
@@ -180,6 +192,64 @@ class Replication:
         self._log("WARN", "appendEntries rejected, sending older logs", ("peer", self._server(from_id)),
                   ("next", pr.next_index))
         self._replicate_to(from_id, pr, allow_empty=True)
+
+    def _peer_lost_entries(self, peer_id: str, pr: Progress, last_index: int) -> None:
+        """The peer no longer has entries it acknowledged (a heartbeat answer
+        or a rejection says its log ends below its match index): believe it
+        and probe from its end, or next_index stays pinned above its log and
+        the two sides trade rejections forever (etcd's heartbeat-response
+        handling does the same)."""
+        self._log("WARN", "peer lost acknowledged log entries, replicating again",
+                  ("peer", self._server(peer_id)), ("match-index", pr.match_index), ("last-index", last_index))
+        if pr.state is ProgressState.PIPELINE:
+            self._log("INFO", "aborting pipeline replication", ("peer", self._server(peer_id)))
+        pr.match_index = last_index
+        pr.next_index = last_index + 1
+        pr.become_probe()
+        self._replicate_to(peer_id, pr, allow_empty=True)
+
+    def _note_volume(self, leader: LeaderState, peer_id: str, pr: Progress, volume: str) -> bool:
+        """Rule 7, the leader's side: track the volume each peer answers
+        from. A peer whose volume changed under this leader starts over
+        (nothing it acknowledged is there); a voter answering from a volume
+        other than the one it was admitted with is demoted, and counts for
+        nothing until autopilot has promoted it again. False when the answer
+        was consumed by starting over."""
+        if not volume or volume == pr.volume:
+            if pr.volume and self._stale_voter(peer_id, pr):
+                self._demote_stale_voter(leader, peer_id)
+            return True
+        previous, pr.volume = pr.volume, volume
+        server = self.configuration.get(peer_id)
+        admitted = server.volume if server is not None and server.is_voter else ""
+        if previous or (admitted and admitted != volume):
+            self._log("WARN", "peer's storage was lost: not counting it for commit, reads or the lease "
+                              "until it is caught up and re-admitted", ("peer", self._server(peer_id)),
+                      ("volume", volume), ("admitted-volume", admitted or previous))
+        if previous:
+            pr.match_index = 0
+            pr.acked_read_seq = 0
+            pr.next_index = self.log.last_index + 1
+            pr.become_probe()
+            self._replicate_to(peer_id, pr, allow_empty=True)
+        if self._stale_voter(peer_id, pr):
+            self._demote_stale_voter(leader, peer_id)
+        return not previous
+
+    def _stale_voter(self, peer_id: str, pr: Progress) -> bool:
+        server = self.configuration.get(peer_id)
+        return (server is not None and server.is_voter and bool(server.volume) and bool(pr.volume)
+                and server.volume != pr.volume)
+
+    def _uncounted_voters(self, leader: LeaderState) -> frozenset[str]:
+        """Voters whose answers count for nothing (rule 7)."""
+        return frozenset(peer_id for peer_id, pr in leader.progress.items()
+                         if pr.volume and self._stale_voter(peer_id, pr))
+
+    def _demote_stale_voter(self, leader: LeaderState, peer_id: str) -> None:
+        if not self._configuration_stable() or leader.transfer is not None:
+            return  # tried again at its next answer
+        self._change_membership(leader, ev.ChangeMembership(0, ConfigCommand.DEMOTE_VOTER, peer_id))
 
     def _on_install_snapshot_response(self, from_id: str, resp: InstallSnapshotResponse) -> None:
         leader = self.leader
@@ -189,6 +259,8 @@ class Replication:
         if pr is None or pr.state is not ProgressState.SNAPSHOT:
             return
         pr.last_contact = self.now
+        if not self._note_volume(leader, from_id, pr, resp.volume):
+            return
         if resp.success:
             pr.acknowledge(resp.last_index, self.now)
             self._maybe_commit(leader)
@@ -208,7 +280,8 @@ class Replication:
     def _maybe_commit(self, leader: LeaderState) -> None:
         """Rule 3: advance commit to what a quorum of voters matched, but only
         by counting replicas of an entry from the current term."""
-        index = leader.quorum_match_index(self.configuration.voters, self.id, self.log.last_index)
+        index = leader.quorum_match_index(self.configuration.voters, self.id, self.log.last_index,
+                                          self._uncounted_voters(leader))
         if index > self.commit_index and self._can_commit_by_counting(index):
             self._advance_commit(leader, index)
 

@@ -75,19 +75,22 @@ class LeaderState:
         self.pending_config_changes: list[ChangeMembership] = []
         self.transfer: LeadershipTransfer | None = None
 
-    def quorum_match_index(self, voters: tuple[str, ...], own_id: str, own_last_index: int) -> int:
-        """The highest index a quorum of voters holds (the leader counts its own log)."""
+    def quorum_match_index(self, voters: tuple[str, ...], own_id: str, own_last_index: int,
+                           uncounted: frozenset[str] = frozenset()) -> int:
+        """The highest index a quorum of voters holds (the leader counts its
+        own log); an ``uncounted`` voter holds nothing."""
         matches = []
         for voter in voters:
             if voter == own_id:
                 matches.append(own_last_index)
-            elif voter in self.progress:
+            elif voter in self.progress and voter not in uncounted:
                 matches.append(self.progress[voter].match_index)
             else:
                 matches.append(0)
         return quorum_value(matches)
 
-    def quorum_read_seq(self, voters: tuple[str, ...], own_id: str) -> int:
+    def quorum_read_seq(self, voters: tuple[str, ...], own_id: str,
+                        uncounted: frozenset[str] = frozenset()) -> int:
         """The newest heartbeat round a quorum of voters echoed."""
         acks = []
         for voter in voters:
@@ -95,5 +98,5 @@ class LeaderState:
                 acks.append(self.read_only.started_seq)
             else:
                 pr = self.progress.get(voter)
-                acks.append(pr.acked_read_seq if pr else 0)
+                acks.append(pr.acked_read_seq if pr and voter not in uncounted else 0)
         return quorum_value(acks)

@@ -29,6 +29,7 @@ class PeerStatus:
     state: str              # "probe" | "pipeline" | "snapshot" (ProgressState values)
     inflight: int           # batches sent and not yet acknowledged
     snapshot_index: int     # index of the snapshot being sent (state "snapshot"), else 0
+    volume: str = ""        # the volume identity the peer last answered from
 
     @property
     def is_voter(self) -> bool:
@@ -60,6 +61,8 @@ class NodeStatus:
     transfer_target: str | None     # a leader handing over leadership: to whom
     now: int                        # the core's clock, ms
     peers: tuple[PeerStatus, ...]   # on a leader only: every other server, in configuration order
+    volume_id: str = ""             # this node's volume identity
+    amnesia_guard: str | None = None  # why this node may not vote now (rule 7), or None
 
     @property
     def is_leader(self) -> bool:
@@ -97,6 +100,8 @@ class NodeStatus:
             "leader_id": self.leader_id,
             "leader_address": self.leader_address,
             "configuration_index": self.configuration_index,
+            "volume_id": self.volume_id,
+            "amnesia_guard": self.amnesia_guard,
         }
 
     def __getitem__(self, key: str):

@@ -54,7 +54,7 @@ from raftkv.raft.messages import (
 )
 
 MAGIC = "raftkv"
-VERSION = 1
+VERSION = 2  # 2: responses carry the volume identity, servers their volume
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 HEADER_SIZE = 4
 

@@ -81,6 +81,7 @@ def test_to_dict_keeps_the_status_json_shape():
         "id": "n1", "state": "Leader", "term": n.current_term, "last_log_index": 2, "last_log_term": n.current_term,
         "commit_index": 0, "applied_index": 0, "last_snapshot_index": 0, "last_snapshot_term": 0,
         "last_contact": 0, "leader_id": "n1", "leader_address": "n1:1", "configuration_index": 1,
+        "volume_id": "", "amnesia_guard": None,
     }
     assert n.status()["state"] == "Leader"  # old callers index it like the dict it was
 

@@ -252,7 +252,7 @@ HELLO = encode(hello("intruder", "127.0.0.1:1"))
     (HELLO[:-1], True, "truncated frame"),
     (encode(TimeoutNow(1, "n1")), False, "expected Hello as the first frame, got TimeoutNow"),
     (encode(Hello("etcd", 1, "x", "y")), False, "bad magic"),
-    (encode(Hello("raftkv", 2, "x", "y")), False, "unsupported protocol version 2"),
+    (encode(Hello("raftkv", 1, "x", "y")), False, "unsupported protocol version 1"),
     (HELLO + encode(SnapshotChunk(b"", True)), False, "unexpected SnapshotChunk"),
     (HELLO + HELLO, False, "unexpected Hello"),
 ], ids=["http", "random", "oversized", "bad-msgpack", "unknown-type", "truncated-body",

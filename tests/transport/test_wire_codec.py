@@ -105,9 +105,12 @@ def test_wire_layout_is_type_code_then_fields_in_order():
         3, 3, "n1", "127.0.0.1:9000", 6, 2, [[7, 3, 2, b"cfg"]], 5, False, 9]
     meta = SnapshotMeta(10, 2, Configuration((Server("n1", "a:1"), Server("n2", "a:2", Suffrage.NONVOTER))), 4, "2-10-1", 344)
     body = msgpack.unpackb(encode_body(InstallSnapshot(2, "n1", "a:1", meta)), raw=False)
-    assert body == [5, 2, "n1", "a:1", [10, 2, [["n1", "a:1", "Voter"], ["n2", "a:2", "Nonvoter"]], 4, "2-10-1", 344], None]
+    assert body == [5, 2, "n1", "a:1", [10, 2, [["n1", "a:1", "Voter", ""], ["n2", "a:2", "Nonvoter", ""]], 4,
+                                        "2-10-1", 344], None]
+    assert msgpack.unpackb(encode_body(AppendEntriesResponse(3, True, 7, 6, 7, volume="5f1c")), raw=False) == [
+        4, 3, True, 7, 6, 7, False, 0, "5f1c"]
     assert msgpack.unpackb(encode_body(codec.hello("n2", "127.0.0.1:9001")), raw=False) == [
-        64, "raftkv", 1, "n2", "127.0.0.1:9001"]
+        64, "raftkv", 2, "n2", "127.0.0.1:9001"]
 
 
 def test_install_snapshot_data_never_travels():
@@ -153,7 +156,7 @@ def body(*items) -> bytes:
     (body(3, 1, "n1", "a", 0, 0, [[1, 1, 0, b""], [2, 1, 9, b""]], 0, False, 0), r"AppendEntries.entries\[1\].type: expected entry type"),
     (body(3, 1, "n1", "a", 0, 0, [[1, 1, 0]], 0, False, 0), r"AppendEntries.entries\[0\]: expected 4 fields, got 3"),
     (body(3, 1, "n1", "a", 0, 0, {}, 0, False, 0), "AppendEntries.entries: expected list"),
-    (body(5, 1, "n1", "a", [1, 1, [["n1", "a", "Staging"]], 0, "", 0], None),
+    (body(5, 1, "n1", "a", [1, 1, [["n1", "a", "Staging", ""]], 0, "", 0], None),
      r"InstallSnapshot.meta.configuration\[0\].suffrage: expected suffrage"),
     (body(5, 1, "n1", "a", [1, 1, [], 0, "", 0], b"data"), "InstallSnapshot.data: expected nil"),
     (body(65, "x", True), "SnapshotChunk.data: expected bytes"),
