@@ -138,16 +138,25 @@ def _positive_duration(text: str) -> int:
     return ms
 
 
-def _byte_size(text: str) -> int:
+def _size_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]i?[bB]?|[bB])?\s*", text)
     if m is None:
         raise ValueError(f"invalid size {text!r} (e.g. 1048576, 512KiB, 1MiB)")
     n = int(m.group(1))
     unit = (m.group(2) or "b").lower()[0]
-    n *= {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[unit]
+    return n * {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[unit]
+
+
+def _byte_size(text: str) -> int:
+    n = _size_bytes(text)
     if n < 1024:
         raise ValueError(f"size {text!r} too small (at least 1KiB)")
     return n
+
+
+def _free_space(text: str) -> int:
+    """A size where 0 means "no minimum"."""
+    return _size_bytes(text)
 
 
 # --- the settings -------------------------------------------------------------
@@ -267,6 +276,10 @@ class NodeSettings:
     tls_ca_file: str = _opt("RAFT_TLS_CA_FILE", "--tls-ca-file", _parse_path, "",
                             "the CA (PEM) that signs every node's certificate; peers must present "
                             "one it signed", "FILE")
+    min_free_bytes: int = _opt("RAFT_MIN_FREE_BYTES", "--min-free-bytes", _free_space, 64 * 1024 * 1024,
+                               "refuse to start (exit 73) on a volume with less free space than this; "
+                               "the default holds one full AppendEntries batch of 64 values of 1MiB "
+                               "(0: no check)", "SIZE")
     http_workers: int = _opt("HTTP_WORKERS", "--http-workers", lambda t: _parse_int(t, 0, 64), 0,
                              "HTTP worker processes sharing the HTTP port (SO_REUSEPORT); 0 serves "
                              "HTTP in the Raft process itself", "N")
@@ -354,7 +367,7 @@ def _shown_default(f) -> str | None:
         return "true" if value else "false"
     if parse in (_duration, _positive_duration):
         return format_go_duration(value)
-    if parse is _byte_size:
+    if parse in (_byte_size, _free_space) and value:
         for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
             if value % size == 0:
                 return f"{value // size}{unit}"

@@ -1,5 +1,14 @@
 """Runs one raftkv node: builds the runtime (:mod:`raftkv.node`) and its
-HTTP side (:mod:`raftkv.http`), and stops both on SIGTERM/SIGINT."""
+HTTP side (:mod:`raftkv.http`), and stops both on SIGTERM/SIGINT.
+
+The exit code says why the node stopped: 0 after SIGTERM/SIGINT; 2 for a
+bad setting (:mod:`raftkv.cli`); 73 when the volume cannot take writes, so
+the node did not start (read-only, not writable, or less free space than
+``RAFT_MIN_FREE_BYTES``); 74 when the volume failed (a write or fsync error,
+a full disk) or went away (deleted, replaced) while the node ran; 1 for
+anything else (a port in use, a volume in use by another process, a bug).
+A supervisor should not restart on 2 or 73: only an operator can fix those.
+See :mod:`raftkv.node.watchdog`."""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from .config import NodeSettings
 from .http.app import HttpService
 from .metrics import NodeMetrics
 from .node.runtime import Node
+from .node.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
 from .tlsconfig import TlsContexts, build_contexts
 
 raft_log = hclog.get_logger("raft")
@@ -26,6 +36,12 @@ def _tls_contexts(settings: NodeSettings) -> TlsContexts | None:
 
 
 async def serve(settings: NodeSettings) -> int:
+    # Before anything touches the volume: a node that starts on a full disk
+    # dies at its first write, and a supervisor would restart it forever.
+    refusal = start_refusal(settings.data_dir, settings.min_free_bytes)
+    if refusal is not None:
+        raft_log.error(refusal)
+        return EXIT_VOLUME_UNUSABLE
     try:
         tls = _tls_contexts(settings)
     except ValueError as exc:  # a certificate, key or CA file that will not load

@@ -34,7 +34,8 @@ from collections.abc import Callable
 import msgpack
 
 from raftkv import hclog
-from raftkv.node.errors import ApplyTimeout, NotLeaderError, RejectReason, RequestError, ShuttingDown
+from raftkv.node.errors import (ApplyTimeout, DiskFull, NotLeaderError, RejectReason, RequestError, ShuttingDown,
+                                StorageFailed)
 from raftkv.node.runtime import Node
 
 link_log = hclog.get_logger("http.link")
@@ -48,7 +49,8 @@ STATE = "s"
 # How often the Raft process looks for a new applied index to announce.
 ANNOUNCE_PERIOD = 0.005
 
-_ERRORS = {cls.__name__: cls for cls in (RequestError, NotLeaderError, ApplyTimeout, ShuttingDown)}
+_ERRORS = {cls.__name__: cls for cls in (RequestError, NotLeaderError, ApplyTimeout, ShuttingDown, StorageFailed,
+                                         DiskFull)}
 
 
 def socket_path(volume_dir: str, name: str) -> str:

@@ -6,7 +6,9 @@ Every answer is JSON and names the node that served it: the
 is not a user's key/value map. Bad input is 400 with ``param`` naming the
 culprit; an absent key 404; a body or value over ``HTTP_MAX_BODY`` 413; no
 leader or a timeout 503 with ``outcome_unknown`` saying whether the write may
-still happen. Nothing a client sends produces a 500: a 500 means a bug.
+still happen; a node whose disk is full 507 naming the file it could not
+write (its volume failing or gone otherwise: 503 saying so; the node is
+stopping either way). Nothing a client sends produces a 500: a 500 means a bug.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 from json.encoder import encode_basestring as _encode_string  # what ensure_ascii=False uses
 from typing import Any
 
-from raftkv.node.errors import ApplyTimeout, BadBackup, RejectReason, RequestError
+from raftkv.node.errors import ApplyTimeout, BadBackup, DiskFull, RejectReason, RequestError
 
 from .fastpath import JSON_TYPE, Reply
 from .params import BadRequest, TooLarge
@@ -100,6 +102,9 @@ def error_reply(node_id: str, exc: BaseException, leader: dict | None) -> Reply 
         return unavailable(node_id, exc.message, exc.unknown_outcome, leader)
     if isinstance(exc, BadBackup):
         return json_reply(node_id, {"error": exc.message, "param": "body"}, 400)
+    if isinstance(exc, DiskFull):
+        # Insufficient Storage: not "try again shortly" -- someone must free space
+        return json_reply(node_id, {"error": exc.message, "outcome_unknown": exc.unknown_outcome}, 507)
     if isinstance(exc, RequestError):
         status = _CLIENT_ERRORS.get(exc.reason)
         if status is not None:

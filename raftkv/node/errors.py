@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from raftkv.raft.errors import RejectReason
 
-__all__ = ["ApplyTimeout", "BadBackup", "NotLeaderError", "RejectReason", "RequestError", "ShuttingDown"]
+__all__ = ["ApplyTimeout", "BadBackup", "DiskFull", "NotLeaderError", "RejectReason", "RequestError", "ShuttingDown",
+           "StorageFailed"]
 
 
 class RequestError(Exception):
@@ -37,3 +38,14 @@ class ApplyTimeout(RequestError):
 
 class ShuttingDown(RequestError):
     """The node is stopping."""
+
+
+class StorageFailed(ShuttingDown):
+    """The node's volume failed (a write or fsync error) or is gone: the node
+    is stopping, and the message names the path and the error. Another
+    member can take the request."""
+
+
+class DiskFull(StorageFailed):
+    """The node's volume ran out of space: the message names the file that
+    could not be written."""

@@ -42,6 +42,7 @@ import asyncio
 import concurrent.futures
 import os
 import random
+import sqlite3
 import time
 import traceback
 from collections.abc import Sequence
@@ -71,6 +72,8 @@ from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .trace import TraceRecorder
 from .volume import Volume, read_peers_file
+from .watchdog import (EXIT_STORAGE_FAILED, GuardedStorage, ReportingSink, VolumeFailure, VolumeWatch,
+                       as_volume_failure, io_failure)
 
 raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")
@@ -145,13 +148,16 @@ class _KVStateMachine:
         kv = volume.kv
         applied_before = kv.applied_index
         results = []
-        for entry in entries:
-            if entry.type is EntryType.COMMAND:
-                results.append(kv.apply(entry.index, entry.data))
-            else:
-                kv.mark_applied(entry.index)
-                results.append(None)
-        kv.commit()
+        try:
+            for entry in entries:
+                if entry.type is EntryType.COMMAND:
+                    results.append(kv.apply(entry.index, entry.data))
+                else:
+                    kv.mark_applied(entry.index)
+                    results.append(None)
+            kv.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise io_failure(exc, os.path.abspath(kv.path)) from exc
         volume.stable.set_commit_hint(entries[-1].index)
         metrics = self.node.metrics
         if metrics is not None:
@@ -214,6 +220,9 @@ class Node:
         self.had_state = False
         self.faults = None  # a FaultInjector with RAFT_FAULT_INJECTION
         self.volume: Volume | None = None
+        self._watch: VolumeWatch | None = None
+        # set once the volume failed or went away: the node serves nothing more
+        self._storage_failure: VolumeFailure | None = None
         self.transport: TcpTransport | None = None
         self.autopilot: Autopilot | None = None
 
@@ -259,6 +268,7 @@ class Node:
         # read before the volume is opened: a bad file must leave it untouched
         recovered_configuration = read_peers_file(s.data_dir)
         self.volume = volume = Volume(s.data_dir, HraftdKVStore if s.fsm == "hraftd" else KVStore)
+        self._watch = VolumeWatch(s.data_dir)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
         if recovered_configuration is not None:
@@ -274,7 +284,7 @@ class Node:
             self.id, s.bind_addr, s.raft_port, self._on_message, log=hclog.emit_fields,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
-            snapshot_sink=lambda from_id, meta: ReceivedSnapshot(volume.snapshots.create(meta), meta.size),
+            snapshot_sink=self._snapshot_sink,
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
             advertise=self.raft_address,
             max_frame=_max_frame(s),
@@ -300,7 +310,7 @@ class Node:
         self._configuration = st.configuration
         self._name_peers(st.configuration)
         self._leader = (st.leader_id, st.leader_address)
-        self._executor = EffectExecutor(volume, self._network, _KVStateMachine(self), self)
+        self._executor = EffectExecutor(GuardedStorage(volume), self._network, _KVStateMachine(self), self)
         effects = self._raft.start()
         if self._trace is not None:
             self._trace.step(None, None, effects, self._raft.status())
@@ -319,6 +329,7 @@ class Node:
         self.spawn(self._drive(), "raftkv-driver")
         self.spawn(self.autopilot.run(), "raftkv-autopilot")
         self.spawn(self._gc_loop(), "raftkv-gc")
+        self.spawn(self._watch.run(self._storage_failed), "raftkv-volume-watchdog")
         self._gc.started()
 
     def spawn(self, coro, name: str) -> None:
@@ -371,7 +382,10 @@ class Node:
             if self._snapshot_task is not None:
                 await asyncio.gather(self._snapshot_task, return_exceptions=True)
             if self.volume is not None:
-                await self._loop.run_in_executor(self._disk, self.volume.close)
+                # a failed volume gets no more writes (a commit hint, a last
+                # apply): they would fail again, or land where no one looks
+                close = self.volume.close if self._storage_failure is None else self.volume.abort
+                await self._loop.run_in_executor(self._disk, close)
             if self._trace is not None:
                 self._trace.close()
         except Exception as exc:
@@ -489,18 +503,59 @@ class Node:
                     # here spares two thread hand-offs on that path. Under
                     # load (bigger batches) the thread lets the next
                     # AppendEntries be read meanwhile.
-                    executor.persist(ready)
+                    self._persist(ready)
                 else:
-                    await self._loop.run_in_executor(self._disk, executor.persist, ready)
-            except Exception as exc:
+                    await self._loop.run_in_executor(self._disk, self._persist, ready)
+            except VolumeFailure as failure:
                 # Raft cannot go on without its disk: never send or ack
                 # anything that might not be durable.
+                self._storage_failed(failure)
+                return
+            except Exception as exc:
                 raft_log.error("failed to persist, shutting down", error=f"{type(exc).__name__}: {exc}")
                 self.exit_code = 1
                 self._stopping = True  # the driver stops before the next step
                 self.request_shutdown()
                 return
-        executor.finish(ready)
+            if self._storage_failure is not None:
+                return  # the watchdog found the volume gone while this was written
+        try:
+            executor.finish(ready)
+        except VolumeFailure as failure:  # the state machine's file
+            self._storage_failed(failure)
+
+    def _persist(self, ready) -> None:
+        self._executor.persist(ready)
+        # What was just written went to whatever directory the path names
+        # now; only if that is still this node's volume may it be acknowledged.
+        self._watch.raise_if_lost()
+
+    def _storage_failed(self, failure: VolumeFailure) -> None:
+        """The volume failed or went away: from now on nothing is
+        acknowledged or served from it, what waits fails with the reason,
+        and the process exits with EXIT_STORAGE_FAILED. One ERROR line."""
+        if self._storage_failure is not None or self._stop_started:
+            return
+        self._storage_failure = failure
+        self._stopping = True  # before the line: whoever reads it finds the node refusing
+        raft_log.error(failure.headline, path=failure.path, error=failure.error)
+        self.exit_code = EXIT_STORAGE_FAILED
+        self._requests.fail_all(failure.request_error(unknown_outcome=True))
+        self._wake()
+        self.request_shutdown()
+
+    def _snapshot_sink(self, from_id: str, meta: SnapshotMeta) -> ReportingSink:
+        """Where the transport writes a snapshot received from the leader."""
+        path = os.path.abspath(self.volume.snapshots.dir)
+
+        def report(failure: VolumeFailure) -> None:  # from the transport's worker thread
+            self._loop.call_soon_threadsafe(self._storage_failed, failure)
+        try:
+            writer = self.volume.snapshots.create(meta)
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed(io_failure(exc, path))
+            raise
+        return ReportingSink(ReceivedSnapshot(writer, meta.size), path, report)
 
     # ------------------------------------------------------------------ the executor's host
 
@@ -555,7 +610,11 @@ class Node:
         try:
             stored = await self._loop.run_in_executor(self._snap_pool, self.volume.write_snapshot, meta, persist)
         except Exception as exc:
-            raft_log.error("failed to take snapshot", error=str(exc))
+            failure = as_volume_failure(exc, os.path.abspath(self.volume.snapshots.dir))
+            if failure is not None:
+                self._storage_failed(failure)
+            else:
+                raft_log.error("failed to take snapshot", error=str(exc))
             raise
         self.submit(ev.SnapshotTaken(stored))
         return stored
@@ -568,8 +627,14 @@ class Node:
 
     def _register(self) -> tuple[int, asyncio.Future]:
         if self._stopping:
-            raise ShuttingDown("node is shutting down")
+            raise self._refusal()
         return self._requests.register()
+
+    def _refusal(self) -> ShuttingDown:
+        """Why a request arriving now is refused (nothing was done)."""
+        if self._storage_failure is not None:
+            return self._storage_failure.request_error(unknown_outcome=False)
+        return ShuttingDown("node is shutting down")
 
     def _timeout(self, timeout: float | None) -> float:
         return self.settings.apply_timeout / 1000 if timeout is None else timeout
@@ -625,7 +690,11 @@ class Node:
 
     def get_local(self, key: str) -> str | None:
         """The value in this node's state machine (a stale read, or a
-        linearizable one after ``read_barrier``)."""
+        linearizable one after ``read_barrier``). Refused once the node
+        stops: its volume may be gone (then the file read is not the node's
+        any more) or being closed."""
+        if self._stopping:
+            raise self._refusal()
         return self.volume.kv.get(key)
 
     async def change_membership(self, command: ConfigCommand, server_id: str, address: str = "",
