@@ -373,6 +373,18 @@ class KVStore:
         if self._cleanup is not None:
             self._cleanup()
 
+    def abandon(self) -> None:
+        """Close without committing, as a crash would. After a write of the
+        file failed, SQLite may have undone the failing statement and kept the
+        rest of the transaction; committing that (``close`` does) would record
+        the batch as applied with a change missing. The file stays at the last
+        commit and the log replays the batch at the next start."""
+        self._in_txn = False
+        self.applied_index = self._committed_index  # so a later close() commits nothing
+        for db in (self._reader, self._db):
+            with contextlib.suppress(sqlite3.Error):
+                db.close()  # an open transaction is rolled back
+
     def _reject(self, index: int, error: CommandError) -> CommandError:
         self._log("WARN", "rejected malformed command", [("index", index), ("error", str(error))])
         return error

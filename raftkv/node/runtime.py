@@ -382,9 +382,7 @@ class Node:
             if self._snapshot_task is not None:
                 await asyncio.gather(self._snapshot_task, return_exceptions=True)
             if self.volume is not None:
-                # a failed volume gets no more writes (a commit hint, a last
-                # apply): they would fail again, or land where no one looks
-                close = self.volume.close if self._storage_failure is None else self.volume.abort
+                close = self.volume.close if self._storage_failure is None else self._abandon_volume
                 await self._loop.run_in_executor(self._disk, close)
             if self._trace is not None:
                 self._trace.close()
@@ -543,6 +541,13 @@ class Node:
         self._requests.fail_all(failure.request_error(unknown_outcome=True))
         self._wake()
         self.request_shutdown()
+
+    def _abandon_volume(self) -> None:
+        """(disk thread) Close a failed volume quietly and without a last
+        commit of the state machine: its open transaction may hold part of a
+        batch (see KVStore.abandon)."""
+        self.volume.kv.abandon()
+        self.volume.abort()
 
     def _snapshot_sink(self, from_id: str, meta: SnapshotMeta) -> ReportingSink:
         """Where the transport writes a snapshot received from the leader."""

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from raftkv.config import load_settings
-from raftkv.fsm import encode_set
+from raftkv.fsm import KVStore, encode_set, encode_set_many
 from raftkv.http.replies import error_reply
 from raftkv.node.errors import DiskFull, ShuttingDown, StorageFailed
 from raftkv.node.runtime import Node
@@ -230,6 +230,29 @@ async def test_a_state_machine_that_cannot_write_stops_the_node(leader, monkeypa
     with pytest.raises(DiskFull, match=r"disk full: cannot write .*fsm\.db: database or disk is full"):
         await asyncio.wait_for(leader.propose(encode_set("k", "v")), 10)
     assert leader.exit_code == EXIT_STORAGE_FAILED
+
+
+async def test_a_batch_the_state_machine_failed_half_way_is_not_committed(leader, monkeypatch):
+    kv = leader.volume.kv
+    before = kv.applied_index
+    real_put = kv._put
+
+    def put(key, value):
+        if key == "b":  # SQLite undid this statement and kept the transaction
+            exc = sqlite3.OperationalError("database or disk is full")
+            exc.sqlite_errorcode = 13
+            raise exc
+        real_put(key, value)
+    monkeypatch.setattr(kv, "_put", put)
+    with pytest.raises(DiskFull):
+        await asyncio.wait_for(leader.propose(encode_set_many({"a": "1", "b": "2"})), 10)
+    await leader.stop()
+    reopened = KVStore(kv.path)
+    try:
+        # "a" without "b" at the batch's index would be a state no other node has
+        assert reopened.applied_index == before and reopened.get("a") is None
+    finally:
+        reopened.close()
 
 
 async def test_a_plain_shutdown_refuses_reads_as_shutting_down(leader):
