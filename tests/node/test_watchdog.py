@@ -19,8 +19,13 @@ from raftkv.fsm import KVStore, encode_set, encode_set_many
 from raftkv.http.replies import error_reply
 from raftkv.node.errors import DiskFull, ShuttingDown, StorageFailed
 from raftkv.node.runtime import Node
-from raftkv.node.watchdog import (EXIT_STORAGE_FAILED, VolumeFailure, VolumeWatch, as_volume_failure,
-                                  start_refusal)
+from raftkv.node.watchdog import (
+    EXIT_STORAGE_FAILED,
+    VolumeFailure,
+    VolumeWatch,
+    as_volume_failure,
+    start_refusal,
+)
 
 
 @pytest.fixture
