@@ -20,6 +20,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 from raftkv import hclog
 from raftkv.fsm import RESERVED_PREFIX, KVStore
@@ -98,10 +99,27 @@ class Volume:
         self.data_dir = data_dir
         os.makedirs(data_dir, exist_ok=True)
         self._lock_fd = self._lock(data_dir)
-        self.log = LogStore(os.path.join(data_dir, "log"), log=raft_log.log_fields)
-        self.stable = StableStore(os.path.join(data_dir, "stable"), log=raft_log.log_fields)
-        self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
-                                       log=hclog.get_logger("raft.snapshot").log_fields)
+        # Every store is checked for corruption before any of them repairs or
+        # removes anything, so that a refused volume stays as it was found.
+        # The stable store's commit hint and the newest snapshot say how far
+        # the log must reach: entries applied here were durable here first.
+        self._newest_snapshot: tuple[SnapshotMeta, BinaryIO] | None = None
+        try:
+            self.stable = StableStore(os.path.join(data_dir, "stable"), log=raft_log.log_fields)
+            self.snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), retain=2,
+                                           log=hclog.get_logger("raft.snapshot").log_fields,
+                                           remove_leftovers=False)
+            self._newest_snapshot = self.snapshots.open_newest()
+            held = self._newest_snapshot[0].index if self._newest_snapshot is not None else 0
+            applied = self.stable.commit_hint
+            self.log = LogStore(os.path.join(data_dir, "log"), log=raft_log.log_fields,
+                                durable_through=applied if applied > held else 0)
+        except BaseException:
+            if self._newest_snapshot is not None:
+                self._newest_snapshot[1].close()
+            self._unlock()
+            raise
+        self.snapshots.remove_leftovers()
         self.uploads = os.path.join(data_dir, "uploads")
         shutil.rmtree(self.uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self.uploads)
@@ -165,9 +183,9 @@ class Volume:
         return index
 
     def recover(self) -> PersistentState:
-        """What the core starts from: hard state, the newest valid snapshot
+        """What the core starts from: hard state, the newest snapshot
         (restored into the state machine unless it is already past it) and
-        the log."""
+        the log. Damage to any of them was refused when the volume opened."""
         snapshots = self.snapshots.list()
         known = max([self.log.last_index()] + [m.index for m in snapshots])
         if self.kv.applied_index > known:
@@ -176,7 +194,7 @@ class Volume:
             fsm_log.warn("state machine file is ahead of the log and snapshots, discarding it",
                          **{"applied-index": self.kv.applied_index, "last-known-index": known})
             self.kv.reset()
-        snapshot_meta = self._restore_latest_snapshot(snapshots)
+        snapshot_meta = self._restore_latest_snapshot()
         entries: tuple = ()
         if self.log.last_index():
             entries = tuple(self.log.entries(self.log.first_index(), self.log.last_index()))
@@ -206,29 +224,29 @@ class Volume:
                       **({"previous": current} if current else {}))
         return new
 
-    def _restore_latest_snapshot(self, snapshots: list[SnapshotMeta]) -> SnapshotMeta | None:
-        """Load the newest valid snapshot into the state machine, trying older
-        ones if a newer one is damaged (the store checks the CRC on open)."""
-        for meta in snapshots:
-            fields = [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
-                      ("size-in-bytes", meta.size)]
-            try:
-                _, f = self.snapshots.open(meta.id)
-                with f:
-                    if self.kv.applied_index >= meta.index:
-                        # the state machine's own file is already past it
-                        raft_log.log_fields("INFO", "state machine is ahead of the snapshot, not restoring",
-                                            fields + [("applied-index", self.kv.applied_index)])
-                        return meta
-                    raft_log.log_fields("INFO", "starting restore from snapshot", fields)
-                    self.kv.expect_restore(meta.index)
-                    restore_state_machine(self.kv, meta, f)
-            except Exception as exc:
-                raft_log.log_fields("ERROR", "failed to restore snapshot", fields + [("error", str(exc))])
-                continue
-            raft_log.log_fields("INFO", "restored from snapshot", fields)
-            return meta
-        return None
+    def _restore_latest_snapshot(self) -> SnapshotMeta | None:
+        """Load the newest snapshot, verified when the volume opened, into
+        the state machine. Never an older one instead: the log may be
+        compacted past it, and the core would start with a hole. A snapshot
+        that passed its CRC but does not restore (another RAFT_FSM's format)
+        fails the start."""
+        newest, self._newest_snapshot = self._newest_snapshot, None
+        if newest is None:
+            return None
+        meta, f = newest
+        fields = [("id", meta.id), ("last-index", meta.index), ("last-term", meta.term),
+                  ("size-in-bytes", meta.size)]
+        with f:
+            if self.kv.applied_index >= meta.index:
+                # the state machine's own file is already past it
+                raft_log.log_fields("INFO", "state machine is ahead of the snapshot, not restoring",
+                                    fields + [("applied-index", self.kv.applied_index)])
+                return meta
+            raft_log.log_fields("INFO", "starting restore from snapshot", fields)
+            self.kv.expect_restore(meta.index)
+            restore_state_machine(self.kv, meta, f)
+        raft_log.log_fields("INFO", "restored from snapshot", fields)
+        return meta
 
     # ------------------------------------------------------------------ Storage (disk thread)
 
@@ -295,7 +313,13 @@ class Volume:
 
     # ------------------------------------------------------------------ shutdown
 
+    def _drop_newest_snapshot(self) -> None:
+        if self._newest_snapshot is not None:
+            self._newest_snapshot[1].close()
+            self._newest_snapshot = None
+
     def close(self) -> None:
+        self._drop_newest_snapshot()
         self.stable.set_commit_hint(self.kv.applied_index)
         self.stable.flush()
         self.stable.close()
@@ -310,6 +334,7 @@ class Volume:
 
     def abort(self) -> None:
         """Close what can be closed after a failed start, quietly."""
+        self._drop_newest_snapshot()
         for closer in (self.log.close, self.stable.close, self.kv.close):
             try:
                 closer()

@@ -29,9 +29,17 @@ Invariants this module keeps:
    reaches into the active segment seals it, so the next append starts a new
    segment and the next compaction can delete the old one whole.
 6. Opening never trusts the disk: each record's length, checksum, encoding and
-   index are verified. The first bad record ends the log; the file is cut
-   there (a torn tail after a crash is expected, not an error) and any later
-   segment is discarded, each with a WARN. Garbage never raises.
+   index are verified, and the segments must follow each other without gaps.
+   A crash can only tear what was never synced: the end of the last segment.
+   So a bad record there with nothing intact after it is a torn tail, cut off
+   with a WARN. Any other damage (a bad record followed by an intact one, a
+   bad record or an empty file in an earlier segment, a record whose checksum
+   holds but whose contents do not, a gap between segments, or a log ending
+   below the index the caller knows was durable) is corruption: opening
+   raises :class:`~raftkv.storage.errors.StorageCorruptError` naming the file
+   and offset, and changes nothing on disk.
+7. A new segment is created only once the previous one is durable, so the
+   disk never holds a later segment without all of the earlier ones.
 
 Reads and writes are guarded by one lock so the runtime may call ``sync`` from
 a worker thread while the event loop reads; ``sync`` itself runs its fsyncs on
@@ -51,6 +59,7 @@ import msgpack
 
 from ..raft.messages import Entry, EntryType
 from ._files import LogFn, fsync_dir, noop_log
+from .errors import StorageCorruptError
 
 
 SEGMENT_SUFFIX = ".seg"
@@ -65,9 +74,13 @@ _HEADER = struct.Struct(">II")
 _FLOOR = struct.Struct(">QI")
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 _ENTRY_TYPES = frozenset(int(t) for t in EntryType)
+# Every payload is msgpack's fixarray of four, so a record can only start 8
+# bytes before this byte: the search for intact records past a bad one jumps
+# from one to the next instead of trying every offset.
+_PAYLOAD_START = b"\x94"
 
 
-class LogCorruptError(Exception):
+class LogCorruptError(StorageCorruptError):
     """A record read back from a segment failed its checksum or decoding."""
 
 
@@ -98,36 +111,57 @@ def _decode_payload(payload) -> Entry:
     return Entry(index, term, EntryType(typ), data)
 
 
-def _scan(data, base: int) -> tuple[list[int], int, str | None]:
+def _scan(data, base: int) -> tuple[list[int], int, str | None, bool]:
     """Validate the records of one segment image.
 
     Returns (record offsets, end of the valid prefix, reason the scan stopped
-    early or None)."""
+    early or None, whether the record it stopped at had a matching checksum:
+    a crash cannot write one of those, only the disk or a bug can)."""
     view = memoryview(data)
     size = len(view)
     offsets: list[int] = []
     pos = 0
     while pos < size:
         if size - pos < _HEADER.size:
-            return offsets, pos, "short record header"
+            return offsets, pos, "short record header", False
         length, crc = _HEADER.unpack_from(view, pos)
         if length == 0 or length > MAX_RECORD_SIZE:
-            return offsets, pos, "bad record length %d" % length
+            return offsets, pos, "bad record length %d" % length, False
         end = pos + _HEADER.size + length
         if end > size:
-            return offsets, pos, "short record"
+            return offsets, pos, "short record", False
         payload = view[pos + _HEADER.size:end]
         if zlib.crc32(payload) != crc:
-            return offsets, pos, "checksum mismatch"
+            return offsets, pos, "checksum mismatch", False
         try:
             entry = _decode_payload(payload)
         except ValueError as exc:
-            return offsets, pos, str(exc)
+            return offsets, pos, str(exc), True
         if entry.index != base + len(offsets):
-            return offsets, pos, "unexpected index %d" % entry.index
+            return offsets, pos, f"unexpected index {entry.index}, expected {base + len(offsets)}", True
         offsets.append(pos)
         pos = end
-    return offsets, pos, None
+    return offsets, pos, None, False
+
+
+def _next_intact_record(data: bytes, start: int) -> int | None:
+    """The offset of the first record at or after ``start`` whose length
+    fits, whose checksum matches and whose payload decodes, or None."""
+    view = memoryview(data)
+    size = len(data)
+    i = start + _HEADER.size
+    while (i := data.find(_PAYLOAD_START, i)) >= 0:
+        pos = i - _HEADER.size
+        length, crc = _HEADER.unpack_from(view, pos)
+        if 0 < length <= size - i and zlib.crc32(view[i:i + length]) == crc:
+            try:
+                _decode_payload(view[i:i + length])
+            except ValueError:
+                pass
+            else:
+                return pos
+        i += 1
+    return None
 
 
 class _Segment:
@@ -154,7 +188,10 @@ class LogStore:
 
     def __init__(self, path_dir: str, log: LogFn | None = None, *,
                  segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 cache_entries: int = DEFAULT_CACHE_ENTRIES):
+                 cache_entries: int = DEFAULT_CACHE_ENTRIES, durable_through: int = 0):
+        """``durable_through``: an index the caller knows this log made
+        durable and nothing else (no snapshot) holds; a log that opens
+        ending below it lost entries and is refused as corrupt."""
         self.path = path_dir
         self._log = log or noop_log
         self._segment_size = segment_size
@@ -173,7 +210,7 @@ class LogStore:
         self._cache_first = 0
         self._closed = False
         os.makedirs(path_dir, exist_ok=True)
-        self._recover()
+        self._recover(durable_through)
 
     # ------------------------------------------------------------------ queries
 
@@ -387,6 +424,14 @@ class LogStore:
     def _active_segment(self, start: int) -> _Segment:
         if self._segments and not self._seal_active and self._segments[-1].size < self._segment_size:
             return self._segments[-1]
+        if self._segments:
+            # Invariant 7. Unconditionally: a sync running on another thread
+            # may have taken the old segment off the dirty set before its
+            # fdatasync is done. Once per segment, so cheap.
+            _fdatasync(self._segments[-1].fd)
+            fsync_dir(self.path)
+            self._dirty.discard(self._segments[-1])
+            self._dir_dirty = False
         path = os.path.join(self.path, _segment_name(start))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         seg = _Segment(start, path, fd, [], 0)
@@ -469,30 +514,26 @@ class LogStore:
             end = seg.record_end(r1)
             blob = os.pread(seg.fd, end - start, start)
             if len(blob) != end - start:
-                raise LogCorruptError("%s: short read at offset %d" % (seg.name, start))
+                raise LogCorruptError(seg.path, start, "short read")
             view = memoryview(blob)
             for r in range(r0, r1 + 1):
                 pos = seg.offsets[r] - start
                 length, crc = _HEADER.unpack_from(view, pos)
                 payload = view[pos + _HEADER.size:pos + _HEADER.size + length]
                 if zlib.crc32(payload) != crc:
-                    raise LogCorruptError("%s: checksum mismatch at offset %d"
-                                          % (seg.name, seg.offsets[r]))
+                    raise LogCorruptError(seg.path, seg.offsets[r], "checksum mismatch")
                 try:
                     out.append(_decode_payload(payload))
                 except ValueError as exc:
-                    raise LogCorruptError("%s: %s at offset %d"
-                                          % (seg.name, exc, seg.offsets[r])) from None
+                    raise LogCorruptError(seg.path, seg.offsets[r], str(exc)) from None
             index = last + 1
             i += 1
         return out
 
-    def _recover(self) -> None:
+    def _recover(self, durable_through: int) -> None:
+        """Check every segment, then repair: refuse corruption before any
+        file is touched (invariant 6)."""
         self._floor = self._read_floor()
-        try:
-            os.unlink(os.path.join(self.path, FIRST_INDEX_FILE + ".tmp"))
-        except FileNotFoundError:
-            pass
         found: list[tuple[int, str]] = []
         for name in os.listdir(self.path):
             if not name.endswith(SEGMENT_SUFFIX):
@@ -503,67 +544,85 @@ class LogStore:
                 continue
             found.append((int(stem), name))
         found.sort()
+        # What an interrupted compaction left behind: whole segments below the
+        # floor, whose entries a snapshot holds. Their contents do not matter.
+        live = 0
+        while live + 1 < len(found) and found[live + 1][0] <= self._floor:
+            live += 1
+        stale = found[:live]
 
-        changed = False
-        expected: int | None = None
-        for pos, (base, name) in enumerate(found):
-            path = os.path.join(self.path, name)
-            is_last = pos == len(found) - 1
-            if expected is not None and base != expected:
-                self._discard(found[pos:], "gap before segment")
-                changed = True
-                break
-            fd = os.open(path, os.O_RDWR)
-            try:
+        opened: list[_Segment] = []
+        torn: tuple[int, str] | None = None  # (file size, reason) of the last segment
+        try:
+            expected: int | None = None
+            for pos, (base, name) in enumerate(found[live:], start=live):
+                path = os.path.join(self.path, name)
+                is_last = pos == len(found) - 1
+                if expected is not None and base != expected:
+                    missing = f": entries {expected}..{base - 1} are missing" if base > expected else ""
+                    raise StorageCorruptError(path, 0, f"segment starts at index {base}, but the one "
+                                                       f"before it ends at index {expected - 1}{missing}")
+                fd = os.open(path, os.O_RDWR)
+                seg = _Segment(base, path, fd, [], 0)
+                opened.append(seg)
                 size = os.fstat(fd).st_size
                 data = os.pread(fd, size, 0) if size else b""
-                offsets, end, reason = _scan(data, base)
-                del data
+                seg.offsets, seg.size, reason, intact = _scan(data, base)
                 if reason is not None:
-                    os.ftruncate(fd, end)
-                    os.fsync(fd)
-                    self._log("WARN", "log store: truncated torn tail",
-                              [("segment", name), ("offset", end), ("dropped-bytes", size - end),
-                               ("error", reason)])
-            except BaseException:
-                os.close(fd)
-                raise
-            if not offsets:
-                os.close(fd)
-                os.unlink(path)
-                changed = True
-                if not is_last:
-                    self._discard(found[pos + 1:], "empty segment before it")
-                break
-            seg = _Segment(base, path, fd, offsets, end)
-            self._segments.append(seg)
-            self._bases.append(base)
-            expected = seg.last + 1
-            if reason is not None:
-                changed = True
-                if not is_last:
-                    self._discard(found[pos + 1:], "corrupt segment before it")
-                break
+                    if intact:
+                        raise StorageCorruptError(path, seg.size, reason)
+                    if not is_last:
+                        raise StorageCorruptError(path, seg.size, f"{reason}, in a segment that later "
+                                                                  "segments follow")
+                    follower = _next_intact_record(data, seg.size + 1)
+                    if follower is not None:
+                        raise StorageCorruptError(path, seg.size, f"{reason}, and an intact record follows "
+                                                                  f"at offset {follower}")
+                    torn = (size, reason)
+                elif not seg.offsets and not is_last:
+                    raise StorageCorruptError(path, 0, "empty segment, and later segments follow")
+                del data
+                expected = base + len(seg.offsets)
+            kept = [seg for seg in opened if seg.offsets and seg.last >= self._floor]
+            last = kept[-1].last if kept else 0
+            if last < durable_through:
+                where = opened[-1] if opened else None
+                damaged = f" (the last record is damaged: {torn[1]})" if torn else ""
+                raise StorageCorruptError(
+                    where.path if where else self.path, where.size if where else 0,
+                    f"the log ends at index {last}, but index {durable_through} was durable here "
+                    f"and no snapshot holds it{damaged}")
+        except BaseException:
+            for seg in opened:
+                os.close(seg.fd)
+            raise
 
-        # Drop what an interrupted compaction left behind.
-        while self._segments and self._segments[0].last < self._floor:
-            seg = self._segments.pop(0)
-            self._bases.pop(0)
-            self._unlink_segment(seg)
+        changed = False
+        try:
+            os.unlink(os.path.join(self.path, FIRST_INDEX_FILE + ".tmp"))
+        except FileNotFoundError:
+            pass
+        if torn is not None:
+            seg = opened[-1]
+            os.ftruncate(seg.fd, seg.size)
+            os.fsync(seg.fd)
+            self._log("WARN", "log store: truncated torn tail",
+                      [("segment", seg.name), ("offset", seg.size), ("dropped-bytes", torn[0] - seg.size),
+                       ("error", torn[1])])
+        for _base, name in stale:
+            try:
+                os.unlink(os.path.join(self.path, name))
+            except FileNotFoundError:
+                pass
             changed = True
+        for seg in opened:
+            if not (seg.offsets and seg.last >= self._floor):
+                self._unlink_segment(seg)
+                changed = True
         if changed:
             fsync_dir(self.path)
-        if self._segments:
-            self._first = max(self._floor, self._segments[0].base)
-            self._last = self._segments[-1].last
-
-    def _discard(self, rest: list[tuple[int, str]], why: str) -> None:
-        for _base, name in rest:
-            path = os.path.join(self.path, name)
-            try:
-                size = os.path.getsize(path)
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            self._log("WARN", "log store: discarded segment",
-                      [("segment", name), ("dropped-bytes", size), ("reason", why)])
+        self._segments = kept
+        self._bases = [seg.base for seg in kept]
+        if kept:
+            self._first = max(self._floor, kept[0].base)
+            self._last = kept[-1].last

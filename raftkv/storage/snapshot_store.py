@@ -21,8 +21,12 @@ Invariants:
    which the next start removes (WARN ``found temporary snapshot``).
 2. Nothing is trusted on read: ``open`` checks the size and CRC of
    ``state.bin`` against ``meta.json`` before handing out the file, and
-   ``latest_valid`` skips (WARN ``failed to open snapshot``) a damaged newest
-   snapshot in favour of an older one. This is why we retain more than one.
+   ``latest_valid`` (what a backup sends) skips (WARN ``failed to open
+   snapshot``) a damaged newest snapshot in favour of an older one. A node
+   starting up uses ``open_newest`` instead, which never falls back: by
+   invariant 1 a finished snapshot that fails its checks was damaged on
+   disk, and starting from an older one (whose log may be compacted away) or
+   from none would forget what it held (``StorageCorruptError``).
 3. After each new snapshot, all but the newest ``retain`` are reaped (INFO
    ``reaping snapshot``). A reader that already opened a reaped snapshot keeps
    reading it: POSIX keeps unlinked files alive while open.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import zlib
@@ -42,6 +47,7 @@ from typing import BinaryIO
 from ..raft.configuration import Configuration
 from ..raft.messages import SnapshotMeta
 from ._files import LogFn, fsync_dir, noop_log
+from .errors import StorageCorruptError
 
 
 TMP_SUFFIX = ".tmp"
@@ -49,6 +55,7 @@ META_FILE = "meta.json"
 STATE_FILE = "state.bin"
 FORMAT_VERSION = 1
 _CHUNK = 1024 * 1024
+_ID = re.compile(r"(\d+)-(\d+)-(\d+)")
 
 
 class SnapshotCorruptError(Exception):
@@ -57,6 +64,23 @@ class SnapshotCorruptError(Exception):
 
 def _sort_key(meta: SnapshotMeta) -> tuple:
     return (meta.term, meta.index, meta.id)
+
+
+def _id_key(name: str) -> tuple[int, int, int] | None:
+    """(term, index, unix ms) from a snapshot id: the order ``_sort_key``
+    gives, known without reading a (possibly damaged) ``meta.json``."""
+    m = _ID.fullmatch(name)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def _checksum(f: BinaryIO) -> tuple[int, int]:
+    """(crc32, size) of the rest of ``f``, read in bounded chunks."""
+    crc = 0
+    size = 0
+    while chunk := f.read(_CHUNK):
+        crc = zlib.crc32(chunk, crc)
+        size += len(chunk)
+    return crc, size
 
 
 class SnapshotWriter:
@@ -142,17 +166,25 @@ class SnapshotWriter:
 class SnapshotStore:
     """Directory of snapshots; see the module docstring."""
 
-    def __init__(self, dir: str, retain: int = 2, log: LogFn | None = None):
+    def __init__(self, dir: str, retain: int = 2, log: LogFn | None = None,
+                 remove_leftovers: bool = True):
+        """``remove_leftovers=False`` leaves the ``.tmp`` directories of
+        interrupted writers until ``remove_leftovers()`` is called: a volume
+        checks all its stores for corruption before it changes any file."""
         if retain < 1:
             raise ValueError("retain must be at least 1")
         self.dir = dir
         self.retain = retain
         self._log = log or noop_log
         os.makedirs(dir, exist_ok=True)
-        for name in sorted(os.listdir(dir)):
+        if remove_leftovers:
+            self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        for name in sorted(os.listdir(self.dir)):
             if name.endswith(TMP_SUFFIX):
                 self._log("WARN", "found temporary snapshot", [("name", name)])
-                shutil.rmtree(os.path.join(dir, name), ignore_errors=True)
+                shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
 
     def create(self, meta: SnapshotMeta) -> SnapshotWriter:
         ms = int(time.time() * 1000)
@@ -186,11 +218,7 @@ class SnapshotStore:
         meta, stored_crc = self._read_meta(snapshot_id)
         f = open(os.path.join(self.dir, snapshot_id, STATE_FILE), "rb")
         try:
-            crc = 0
-            size = 0
-            while chunk := f.read(_CHUNK):
-                crc = zlib.crc32(chunk, crc)
-                size += len(chunk)
+            crc, size = _checksum(f)
             if size != meta.size:
                 raise SnapshotCorruptError("snapshot %s: size %d, meta.json says %d"
                                            % (snapshot_id, size, meta.size))
@@ -199,6 +227,45 @@ class SnapshotStore:
                           [("stored", stored_crc), ("computed", crc)])
                 raise SnapshotCorruptError("snapshot %s: CRC checksum failed (stored %d, computed %d)"
                                            % (snapshot_id, stored_crc, crc))
+            f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        return meta, f
+
+    def open_newest(self) -> tuple[SnapshotMeta, BinaryIO] | None:
+        """The newest finished snapshot, verified and opened for reading, or
+        None when there is none. A damaged one raises StorageCorruptError
+        (see invariant 2) and logs nothing: the caller refuses to start and
+        says so once."""
+        newest: tuple[tuple[int, int, int], str] | None = None
+        for name in os.listdir(self.dir):
+            key = _id_key(name)
+            if key is not None and (newest is None or key > newest[0]) \
+                    and os.path.isdir(os.path.join(self.dir, name)):
+                newest = (key, name)
+        if newest is None:
+            return None
+        name = newest[1]
+        try:
+            meta, stored_crc = self._read_meta(name)
+        except (OSError, SnapshotCorruptError) as exc:
+            raise StorageCorruptError(os.path.join(self.dir, name, META_FILE), 0,
+                                      f"the newest snapshot's metadata is unreadable: {exc}") from None
+        path = os.path.join(self.dir, name, STATE_FILE)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 -- handed to the caller, open
+        except OSError as exc:
+            raise StorageCorruptError(path, 0, f"the newest snapshot's data cannot be opened: "
+                                               f"{exc.strerror}") from None
+        try:
+            crc, size = _checksum(f)
+            if size != meta.size:
+                raise StorageCorruptError(path, min(size, meta.size), f"the newest snapshot's data is "
+                                          f"{size} bytes, {META_FILE} says {meta.size}")
+            if crc != stored_crc:
+                raise StorageCorruptError(path, 0, f"the newest snapshot's CRC checksum failed over the "
+                                                   f"whole file (stored {stored_crc}, computed {crc})")
             f.seek(0)
         except BaseException:
             f.close()

@@ -18,9 +18,11 @@ Invariants:
    the *older* copy, so the newest durable state survives any crash or
    torn write.
 2. On load the newest copy whose magic, length and CRC check out wins. A
-   corrupt newest copy falls back to the other one with a WARN; if copies
-   exist but none is valid we refuse to start (``StableStoreCorruptError``)
-   rather than forget a vote and risk voting twice in one term.
+   corrupt newest copy falls back to the other one with a WARN (a torn write
+   can only hit the copy being replaced); if copies exist but none is valid
+   we refuse to start (``StableStoreCorruptError``, a
+   :class:`~raftkv.storage.errors.StorageCorruptError`) rather than forget a
+   vote and risk voting twice in one term.
 3. ``current_term`` never goes backwards.
 
 ``commit_hint`` (the last index known applied) is only a restart hint, so
@@ -37,6 +39,7 @@ import zlib
 
 import msgpack
 from ._files import LogFn, fsync_dir, noop_log
+from .errors import StorageCorruptError
 
 
 MAGIC = b"RKVSTBL1"
@@ -45,7 +48,7 @@ _RESERVED = frozenset({"term", "voted_for", "commit_hint"})
 _MAX_PAYLOAD = 16 * 1024 * 1024
 
 
-class StableStoreCorruptError(Exception):
+class StableStoreCorruptError(StorageCorruptError):
     """Stable state files exist but none of them is valid."""
 
 
@@ -105,11 +108,10 @@ class StableStore:
                 self._log("WARN", "stable store: ignoring corrupt state file",
                           [("name", name), ("error", error)])
             if best is None and bad:
-                self._log("ERROR", "stable store: no valid state file",
-                          [("path", self.path)])
+                # the caller logs the refusal: one ERROR line, not two
                 raise StableStoreCorruptError(
-                    "no valid stable state in %s: %s"
-                    % (self.path, "; ".join("%s: %s" % b for b in bad)))
+                    self.path, 0, "no valid copy of the term and vote (%s)"
+                    % "; ".join("%s: %s" % b for b in bad))
             if best is not None:
                 self._seq = best["seq"]
                 self._term = best["term"]

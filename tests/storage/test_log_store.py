@@ -1,4 +1,5 @@
-"""LogStore: append/get/truncate/compact/reopen, crash recovery, and a model test."""
+"""LogStore: append/get/truncate/compact/reopen, crash recovery (torn tails cut,
+corruption refused), and a model test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from raftkv.raft.messages import Entry, EntryType
+from raftkv.storage import RECOVERY, StorageCorruptError
 from raftkv.storage import log_store as log_store_mod
 from raftkv.storage.log_store import LogStore
 
@@ -285,28 +287,91 @@ def test_torn_tail_short_record(tmp_path, cut):
     s.close()
 
 
-def test_flipped_bytes_truncate_at_bad_record(tmp_path):
+def _files(path):
+    """Every file under ``path`` with its bytes: what a refusal must leave alone."""
+    out = {}
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, path)] = f.read()
+    return out
+
+
+def _flip(path, offset, count=1):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = f.read(count)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def _refused(path, **opts):
+    """Open ``path``, which must be refused; returns the error after checking
+    that nothing on disk changed."""
+    before = _files(path)
+    rec = Recorder()
+    with pytest.raises(StorageCorruptError) as caught:
+        LogStore(path, log=rec, **opts)
+    assert _files(path) == before
+    assert not rec.find("WARN", "log store: truncated torn tail")
+    err = caught.value
+    assert str(err).startswith(f"{err.path} is corrupt at offset {err.offset}: ")
+    assert str(err).endswith(RECOVERY)
+    return err
+
+
+def test_flipped_bytes_in_the_last_record_are_a_torn_tail(tmp_path):
+    path = str(tmp_path)
+    s = LogStore(path)
+    s.append(mk(1, 20))
+    offsets = list(s._segments[-1].offsets)
+    s.close()
+    _flip(_last_seg(path), offsets[19] + 12)
+    rec = Recorder()
+    s = LogStore(path, log=rec)
+    assert s.entries(1, 20) == mk(1, 19)
+    [w] = rec.find("WARN", "log store: truncated torn tail")
+    assert (w["offset"], w["error"]) == (offsets[19], "checksum mismatch")
+    s.close()
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "checksum"])
+def test_flipped_bytes_before_intact_records_are_refused(tmp_path, where):
+    # (This used to truncate at the bad record as if it were a torn tail,
+    # dropping the eight intact records after it.)
     path = str(tmp_path)
     s = LogStore(path)
     s.append(mk(1, 20))
     offsets = list(s._segments[-1].offsets)
     s.close()
     seg = _last_seg(path)
-    with open(seg, "r+b") as f:
-        f.seek(offsets[12] + 12)
-        b = f.read(1)
-        f.seek(offsets[12] + 12)
-        f.write(bytes([b[0] ^ 0xFF]))
-    rec = Recorder()
-    s = LogStore(path, log=rec)
-    assert s.last_index() == 12
-    assert s.entries(1, 20) == mk(1, 12)
-    [w] = rec.find("WARN", "log store: truncated torn tail")
-    assert w["offset"] == offsets[12]
+    _flip(seg, offsets[12] + {"payload": 12, "length": 1, "checksum": 5}[where])
+    err = _refused(path)
+    assert (err.path, err.offset) == (seg, offsets[12])
+    assert "and an intact record follows at offset" in err.problem
+
+
+def test_eight_bytes_flipped_in_the_middle_of_a_big_segment_are_refused(tmp_path):
+    path = str(tmp_path)
+    s = LogStore(path)
+    for lo in range(1, 20001, 500):
+        s.append(mk(lo, lo + 499, size=150))
+    offsets = list(s._segments[-1].offsets)
     s.close()
+    seg = _last_seg(path)
+    size = os.path.getsize(seg)
+    assert size > 3_000_000
+    middle = size // 2
+    _flip(seg, middle, 8)
+    err = _refused(path)
+    bad = max(o for o in offsets if o <= middle)
+    assert (err.path, err.offset) == (seg, bad)
+    assert "checksum mismatch, and an intact record follows at offset" in err.problem
 
 
-def test_corruption_in_middle_segment_drops_later_segments(tmp_path):
+def test_a_damaged_earlier_segment_is_refused(tmp_path):
+    # (This used to cut the damaged segment and discard every later one.)
     path = str(tmp_path)
     s = LogStore(path, segment_size=200)
     s.append(mk(1, 10))
@@ -316,22 +381,44 @@ def test_corruption_in_middle_segment_drops_later_segments(tmp_path):
     files = seg_files(path)
     assert len(files) >= 4
     victim = os.path.join(path, files[1])
-    with open(victim, "r+b") as f:
-        f.seek(9)
-        f.write(b"\xff\xff\xff")
-    rec = Recorder()
-    s = LogStore(path, segment_size=200, log=rec)
-    first_of_victim = int(files[1][:-4])
-    assert s.last_index() == first_of_victim - 1
-    assert s.entries(1, 100) == mk(1, 10) + [e for i in range(11, first_of_victim) for e in mk(i, i)]
-    assert rec.find("WARN", "log store: truncated torn tail")
-    discarded = rec.find("WARN", "log store: discarded segment")
-    assert {d["segment"] for d in discarded} == set(files[2:])
-    assert seg_files(path) == files[:1]
+    _flip(victim, 9, 3)
+    err = _refused(path, segment_size=200)
+    assert (err.path, err.offset) == (victim, 0)
+    assert err.problem == "checksum mismatch, in a segment that later segments follow"
+
+
+def test_a_torn_end_of_an_earlier_segment_is_refused(tmp_path):
+    # a later segment is created only once the earlier one is durable, so
+    # its end cannot be torn by a crash
+    path = str(tmp_path)
+    s = LogStore(path, segment_size=200)
+    for i in range(1, 41):
+        s.append(mk(i, i))
     s.close()
+    files = seg_files(path)
+    victim = os.path.join(path, files[0])
+    size = os.path.getsize(victim)
+    with open(victim, "r+b") as f:
+        f.truncate(size - 3)
+    err = _refused(path, segment_size=200)
+    assert err.path == victim and err.problem.startswith("short record")
 
 
-def test_gap_between_segments_discards_the_rest(tmp_path):
+def test_an_empty_earlier_segment_is_refused(tmp_path):
+    path = str(tmp_path)
+    s = LogStore(path, segment_size=200)
+    for i in range(1, 41):
+        s.append(mk(i, i))
+    s.close()
+    victim = os.path.join(path, seg_files(path)[1])
+    open(victim, "wb").close()
+    err = _refused(path, segment_size=200)
+    assert (err.path, err.offset) == (victim, 0)
+    assert "empty segment" in err.problem
+
+
+def test_a_gap_between_segments_is_refused(tmp_path):
+    # (This used to keep the segments before the gap and discard the rest.)
     path = str(tmp_path)
     s = LogStore(path, segment_size=100)
     for i in range(1, 21):
@@ -339,10 +426,102 @@ def test_gap_between_segments_discards_the_rest(tmp_path):
     s.close()
     files = seg_files(path)
     os.unlink(os.path.join(path, files[2]))
+    err = _refused(path, segment_size=100)
+    missing_from, after = int(files[2][:-4]), int(files[3][:-4])
+    assert (err.path, err.offset) == (os.path.join(path, files[3]), 0)
+    assert err.problem == (f"segment starts at index {after}, but the one before it ends at index "
+                           f"{missing_from - 1}: entries {missing_from}..{after - 1} are missing")
+
+
+def test_a_log_shorter_than_what_was_durable_is_refused(tmp_path):
+    path = str(tmp_path)
+    s = LogStore(path)
+    s.append(mk(1, 20))
+    last_record = s._segments[-1].offsets[-1]
+    s.close()
+    seg = _last_seg(path)
+    size = os.path.getsize(seg)
+    with open(seg, "r+b") as f:  # looks like a torn tail, but entry 20 was durable
+        f.truncate(size - 3)
+    err = _refused(path, durable_through=20)
+    assert (err.path, err.offset) == (seg, last_record)
+    assert err.problem == ("the log ends at index 19, but index 20 was durable here and no snapshot "
+                           "holds it (the last record is damaged: short record)")
+    # had entry 19 been the last durable one, the same tail would only be torn
     rec = Recorder()
-    s = LogStore(path, segment_size=100, log=rec)
-    assert s.last_index() == int(files[2][:-4]) - 1
-    assert rec.find("WARN", "log store: discarded segment")
+    s = LogStore(path, log=rec, durable_through=19)
+    assert s.last_index() == 19 and rec.find("WARN", "log store: truncated torn tail")
+    s.close()
+
+
+def test_an_empty_log_below_what_was_durable_is_refused(tmp_path):
+    path = str(tmp_path)
+    err = _refused(path, durable_through=5)
+    assert (err.path, err.offset) == (path, 0)
+    assert err.problem.startswith("the log ends at index 0, but index 5 was durable here")
+
+
+def test_a_record_with_a_good_checksum_and_a_wrong_index_is_refused(tmp_path):
+    # (This used to be cut as a torn tail.) A crash cannot write a record
+    # whose checksum holds; the name says 5, the records say 1..3.
+    path = str(tmp_path)
+    s = LogStore(path)
+    s.append(mk(1, 3))
+    s.close()
+    os.rename(os.path.join(path, "00000000000000000001.seg"), os.path.join(path, "00000000000000000005.seg"))
+    err = _refused(path)
+    assert err.offset == 0 and err.problem == "unexpected index 1, expected 5"
+
+
+def test_zeros_after_the_last_record_are_a_torn_tail(tmp_path):
+    path = str(tmp_path)
+    s = LogStore(path)
+    s.append(mk(1, 5))
+    s.close()
+    seg = _last_seg(path)
+    size = os.path.getsize(seg)
+    with open(seg, "ab") as f:  # space the file system allocated, never written
+        f.write(bytes(4096))
+    rec = Recorder()
+    s = LogStore(path, log=rec)
+    assert s.entries(1, 10) == mk(1, 5)
+    [w] = rec.find("WARN", "log store: truncated torn tail")
+    assert (w["offset"], w["dropped-bytes"]) == (size, 4096)
+    s.close()
+
+
+def test_a_new_segment_starts_only_once_the_previous_one_is_durable(tmp_path, monkeypatch):
+    path = str(tmp_path)
+    s = LogStore(path, segment_size=200)
+    s.append(mk(1, 10))
+    synced = []
+    monkeypatch.setattr(log_store_mod, "_fdatasync", lambda fd: synced.append((fd, seg_files(path))))
+    first = s._segments[-1]
+    s.append(mk(11, 11))  # the first segment is full: a new one starts
+    assert len(s._segments) == 2
+    assert synced == [(first.fd, [first.name])]
+    s.close()
+
+
+def test_compacted_leftovers_are_not_checked(tmp_path):
+    path = str(tmp_path)
+    s = LogStore(path, segment_size=200)
+    for i in range(1, 41, 4):
+        s.append(mk(i, i + 3))
+    s.close()
+    files = seg_files(path)
+    keep = {n: _files(path)[n] for n in files[:2]}
+    s = LogStore(path, segment_size=200)
+    s.compact_through(int(files[2][:-4]))
+    s.close()
+    # a crash before the unlinks, and damage in what they would have removed
+    for n, data in keep.items():
+        with open(os.path.join(path, n), "wb") as f:
+            f.write(data)
+    _flip(os.path.join(path, files[0]), 10, 4)
+    s = LogStore(path, segment_size=200)
+    assert s.first_index() == int(files[2][:-4]) + 1 and s.last_index() == 40
+    assert seg_files(path) == files[2:]
     s.close()
 
 
@@ -351,6 +530,8 @@ def test_gap_between_segments_discards_the_rest(tmp_path):
                                                               "00000000000000000007.seg", "first_index"]),
        keep_valid=st.booleans())
 def test_garbage_never_crashes(tmp_path_factory, garbage, name, keep_valid):
+    """Garbage opens as a valid prefix or is refused as corruption without a
+    file changed; nothing else is ever raised."""
     path = str(tmp_path_factory.mktemp("garbage"))
     if keep_valid:
         s = LogStore(path)
@@ -360,8 +541,16 @@ def test_garbage_never_crashes(tmp_path_factory, garbage, name, keep_valid):
     mode = "ab" if (keep_valid and os.path.exists(target)) else "wb"
     with open(target, mode) as f:
         f.write(garbage)
+    before = _files(path)
     rec = Recorder()
-    s = LogStore(path, log=rec)
+    try:
+        s = LogStore(path, log=rec)
+    except StorageCorruptError:
+        assert _files(path) == before
+        # a segment after the intact one is a gap, never a torn tail
+        assert keep_valid and name == "00000000000000000007.seg"
+        shutil.rmtree(path)
+        return
     first, last = s.first_index(), s.last_index()
     assert (first == 0) == (last == 0)
     got = s.entries(first, last)
@@ -372,20 +561,6 @@ def test_garbage_never_crashes(tmp_path_factory, garbage, name, keep_valid):
     assert s.last_index() == (last + 2 if last else 2)
     s.close()
     shutil.rmtree(path)
-
-
-def test_garbage_segment_with_valid_header_but_wrong_index(tmp_path):
-    path = str(tmp_path)
-    s = LogStore(path)
-    s.append(mk(1, 3))
-    s.close()
-    # the records say 1..3 but the name says 5: nothing here can be trusted
-    os.rename(os.path.join(path, "00000000000000000001.seg"), os.path.join(path, "00000000000000000005.seg"))
-    rec = Recorder()
-    s = LogStore(path, log=rec)
-    assert (s.first_index(), s.last_index()) == (0, 0)
-    assert rec.find("WARN", "log store: truncated torn tail")
-    s.close()
 
 
 # ------------------------------------------------------------------ model-based test

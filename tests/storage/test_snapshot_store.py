@@ -1,4 +1,5 @@
-"""SnapshotStore: create/list/open, retention, leftovers, and corruption."""
+"""SnapshotStore: create/list/open, retention, leftovers, and corruption (skipped
+by latest_valid for a backup, refused by open_newest for a starting node)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import SnapshotMeta
+from raftkv.storage import RECOVERY, StorageCorruptError
 from raftkv.storage.snapshot_store import SnapshotCorruptError, SnapshotStore
 
 CONF = Configuration((Server("n1", "127.0.0.1:9000"), Server("n2", "127.0.0.1:9001", Suffrage.NONVOTER)))
@@ -171,3 +173,93 @@ def test_streamed_large_snapshot(tmp_path):
         while block := f.read(65536):
             n += len(block)
     assert n == meta.size
+
+
+# ------------------------------------------------------------------ open_newest: what a starting node reads
+
+def _tree(path):
+    out = {}
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, path)] = f.read()
+    return out
+
+
+def test_open_newest_verifies_and_opens_the_newest(tmp_path):
+    store = SnapshotStore(str(tmp_path))
+    assert store.open_newest() is None
+    take(store, 10, chunks=[b"old"])
+    new = take(store, 20, chunks=[b"new ", b"state"])
+    meta, f = store.open_newest()
+    with f:
+        assert meta == new and f.read() == b"new state"
+
+
+@pytest.mark.parametrize("damage", ["short-data", "long-data", "flipped", "no-data", "no-meta", "bad-meta"])
+def test_open_newest_refuses_a_damaged_newest_without_falling_back(tmp_path, damage):
+    rec = Recorder()
+    store = SnapshotStore(str(tmp_path), log=rec)
+    take(store, 10, chunks=[b"old"])
+    new = take(store, 20, chunks=[b"newer state"])
+    d = os.path.join(str(tmp_path), new.id)
+    state, meta_file = os.path.join(d, "state.bin"), os.path.join(d, "meta.json")
+    if damage == "short-data":
+        with open(state, "r+b") as f:
+            f.truncate(3)
+    elif damage == "long-data":
+        with open(state, "ab") as f:
+            f.write(b"more")
+    elif damage == "flipped":
+        with open(state, "r+b") as f:
+            f.write(b"N")
+    elif damage == "no-data":
+        os.unlink(state)
+    elif damage == "no-meta":
+        os.unlink(meta_file)
+    else:
+        with open(meta_file, "w") as f:
+            f.write('{"index": ')
+    before = _tree(str(tmp_path))
+    with pytest.raises(StorageCorruptError) as caught:
+        store.open_newest()
+    err = caught.value
+    expect = {"short-data": (state, 3, "the newest snapshot's data is 3 bytes, meta.json says 11"),
+              "long-data": (state, 11, "the newest snapshot's data is 15 bytes, meta.json says 11"),
+              "flipped": (state, 0, "the newest snapshot's CRC checksum failed over the whole file"),
+              "no-data": (state, 0, "the newest snapshot's data cannot be opened: No such file or directory"),
+              "no-meta": (meta_file, 0, "the newest snapshot's metadata is unreadable"),
+              "bad-meta": (meta_file, 0, "the newest snapshot's metadata is unreadable: bad metadata")}[damage]
+    assert (err.path, err.offset) == expect[:2] and err.problem.startswith(expect[2])
+    assert str(err).endswith(RECOVERY)
+    assert _tree(str(tmp_path)) == before
+    # the one ERROR line is the caller's
+    assert not [r for r in rec.records if r[0] == "ERROR"]
+
+
+def test_an_unfinished_snapshot_is_not_the_newest(tmp_path):
+    store = SnapshotStore(str(tmp_path))
+    good = take(store, 10)
+    w = store.create(SnapshotMeta(30, 3, CONF, 1))
+    w.write(b"half")  # the process dies here: no meta.json, never renamed
+    rec = Recorder()
+    store2 = SnapshotStore(str(tmp_path), log=rec, remove_leftovers=False)
+    assert os.path.isdir(w.path) and not rec.records
+    meta, f = store2.open_newest()
+    f.close()
+    assert meta == good
+    store2.remove_leftovers()
+    [warn] = rec.find("WARN", "found temporary snapshot")
+    assert warn["name"] == w.id + ".tmp" and sorted(os.listdir(str(tmp_path))) == [good.id]
+
+
+def test_a_damaged_older_snapshot_does_not_matter(tmp_path):
+    store = SnapshotStore(str(tmp_path))
+    old = take(store, 10)
+    new = take(store, 20)
+    with open(os.path.join(str(tmp_path), old.id, "meta.json"), "w") as f:
+        f.write("{not json")
+    meta, f = store.open_newest()
+    f.close()
+    assert meta == new

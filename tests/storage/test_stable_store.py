@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from raftkv.storage import RECOVERY, StorageCorruptError
 from raftkv.storage.stable_store import StableStore, StableStoreCorruptError
 
 
@@ -15,6 +16,14 @@ class Recorder:
 
     def __call__(self, level, message, fields):
         self.records.append((level, message, dict(fields)))
+
+
+def _files(path):
+    out = {}
+    for name in os.listdir(path):
+        with open(os.path.join(path, name), "rb") as f:
+            out[name] = f.read()
+    return out
 
 
 def test_fresh_store_defaults(tmp_path):
@@ -102,8 +111,18 @@ def test_all_copies_corrupt_refuses_to_start(tmp_path):
     for n in ("stable.0", "stable.1"):
         with open(os.path.join(path, n), "wb") as f:
             f.write(b"RKVSTBL1 nonsense")
-    with pytest.raises(StableStoreCorruptError):
-        StableStore(path)
+    before = _files(path)
+    rec = Recorder()
+    with pytest.raises(StableStoreCorruptError) as caught:
+        StableStore(path, log=rec)
+    err = caught.value
+    assert isinstance(err, StorageCorruptError)
+    assert (err.path, err.offset) == (path, 0)
+    assert "stable.0: length 544108398 does not match 1 payload bytes; stable.1: " in err.problem
+    assert str(err).endswith(RECOVERY)
+    # the refusal is the caller's one ERROR line; the store only warns
+    assert {lv for lv, _m, _f in rec.records} == {"WARN"}
+    assert _files(path) == before
 
 
 def test_leftover_temp_file_is_harmless(tmp_path):
