@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from raftkv.node.executor import EffectExecutor
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
-from raftkv.raft.configuration import Configuration, Server
+from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, InstallSnapshot, Message, SnapshotMeta
 from raftkv.raft.node import LEADER, PersistentState, RaftConfig, RaftNode
 
@@ -59,7 +59,8 @@ class SimNode:
         self.id = node_id
         self.address = f"{node_id}:7000"
         self.cluster = cluster
-        self.durable = Durable(node_id)
+        self.volumes = 1
+        self.durable = Durable(node_id, volume=f"{node_id}.v1")
         self.alive = False
         self.incarnation = 0
         self.raft: RaftNode | None = None
@@ -78,7 +79,7 @@ class SimNode:
     def boot(self, now: int) -> list:
         d = self.durable
         entries = tuple(d.entries[i] for i in sorted(d.entries))
-        state = PersistentState(d.term, d.voted_for, d.commit_hint, d.snapshot, entries)
+        state = PersistentState(d.term, d.voted_for, d.commit_hint, d.snapshot, entries, d.volume)
         seed = self.cluster.rng.random()
         self.raft = RaftNode(self.id, self.address, self.cluster.config, state, random.Random(seed), now)
         recorder = self.cluster.recorders.get(self.id)
@@ -91,6 +92,11 @@ class SimNode:
         self.alive = True
         self.incarnation += 1
         return self.raft.start()
+
+    def wipe(self) -> None:
+        """Lose the disk: a new, empty volume with an identity of its own."""
+        self.volumes += 1
+        self.durable = Durable(self.id, volume=f"{self.id}.v{self.volumes}")
 
     # -- the executor's host
 
@@ -188,7 +194,9 @@ class SimCluster:
         self._carry_out(node, None, effects, None)
 
     def bootstrap(self, voters: list[str]) -> None:
-        config = Configuration(tuple(Server(i, self.nodes[i].address) for i in voters))
+        # every voter is recorded with its volume, as a lone bootstrapping node records its own
+        config = Configuration(tuple(Server(i, self.nodes[i].address, Suffrage.VOTER, self.nodes[i].durable.volume)
+                                     for i in voters))
         for i in voters:
             self.step(i, ev.Bootstrap(config), label=f"Bootstrap {i} voters={','.join(voters)}")
 
@@ -201,6 +209,13 @@ class SimCluster:
         node.alive = False
         node.raft = None
         self._tick_gen[node_id] = self._tick_gen.get(node_id, 0) + 1
+
+    def wipe(self, node_id: str) -> None:
+        """Crash a node and lose its disk; it comes back empty when started."""
+        self.crash(node_id)
+        if self.trace:
+            self.trace("event", f"Wipe {node_id}")
+        self.nodes[node_id].wipe()
 
     def run_until(self, t: int, stop=None) -> bool:
         """Process events up to simulated time t; True if ``stop()`` fired."""

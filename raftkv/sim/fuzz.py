@@ -4,7 +4,9 @@ Theory of operation: one run = one seed. A run starts 3 voters (plus spare
 nodes that may join), then for a bounded stretch of simulated time injects
 faults drawn from the seed (message drop, duplication, reordering by random
 delay, symmetric and one-way partitions that heal, crashes between steps and
-in the middle of a step, restarts), while clients write, delete and do
+in the middle of a step, restarts, and lost disks: a node wiped and started
+again empty under its old name, as long as a quorum of voters keeps the
+volumes they were admitted with), while clients write, delete and do
 linearizable reads, and an operator adds, promotes, demotes and removes
 servers, transfers leadership and forces snapshots. Then every fault heals,
 every crashed member restarts, and liveness is required: a leader within a
@@ -129,6 +131,7 @@ def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResul
     cluster.dup_rate = rng.choice([0.0, 0.02, 0.05])
     cluster.max_delay = rng.choice([3, 10, 30])
     crash_rate = rng.choice([0.0, 0.5, 1.0])
+    wipe_rate = rng.choice([0.0, 0.3, 0.6])
     try:
         for node_id in VOTERS:
             cluster.start(node_id)
@@ -137,7 +140,7 @@ def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResul
         while t < chaos_ms:
             t += 5 + rng.randrange(40)
             cluster.run_until(t)
-            _random_action(cluster, clients, rng, crash_rate)
+            _random_action(cluster, clients, rng, crash_rate, wipe_rate)
         _heal_and_settle(cluster, clients)
         violation = None
     except Violation as exc:
@@ -145,7 +148,7 @@ def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResul
     return RunResult(seed, cluster.steps, violation, list(recent), len(clients.acked), clients.reads)
 
 
-def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: float) -> None:
+def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: float, wipe_rate: float) -> None:
     live = cluster.live()
     roll = rng.random()
     if roll < 0.45 and live:
@@ -165,7 +168,10 @@ def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: f
                 cluster.crash_mid_step_rate = 1.0   # the victim's next step dies half-done
                 cluster.step(victim.id, ev.Tick(cluster.now))
                 cluster.crash_mid_step_rate = 0.0
-            cluster.crash(victim.id)
+            if rng.random() < wipe_rate and _can_lose_disk(cluster, victim.id):
+                _lose_disk(cluster, victim.id, rng)
+            else:
+                cluster.crash(victim.id)
         down = [n for n in cluster.nodes.values() if not n.alive and (n.id in members or n.durable.term)]
         if down and rng.random() < 0.7:
             cluster.start(rng.choice(down).id)
@@ -197,6 +203,35 @@ def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: f
         node = rng.choice(live) if live else None
         if node is not None:
             cluster.step(node.id, ev.RequestSnapshot(clients._request_id()))
+
+
+def _lose_disk(cluster: SimCluster, node_id: str, rng) -> None:
+    """Wipe a node and start it again empty at once. Half the time the
+    leader crashes with it, so that a follower that lags behind campaigns
+    while the wiped node is there to vote: the case the amnesia guard is
+    for (docs/disks.md)."""
+    leader = cluster.leader()
+    cluster.wipe(node_id)
+    if leader is not None and leader.id != node_id and rng.random() < 0.5:
+        cluster.crash(leader.id)
+    cluster.start(node_id)
+
+
+def _can_lose_disk(cluster: SimCluster, node_id: str) -> bool:
+    """Whether a quorum of voters would still hold the volumes they were
+    admitted with: with fewer, acknowledged writes may be gone from every
+    disk, which no protocol can undo."""
+    config = None
+    for node in cluster.live():
+        if config is None or node.raft.configuration_index > config[1]:
+            config = (node.raft.configuration, node.raft.configuration_index)
+    if config is None:
+        return False
+    voters = [s for s in config[0].servers if s.is_voter]
+    intact = sum(1 for s in voters
+                 if s.id != node_id and cluster.nodes[s.id].durable.volume == (s.volume or cluster.nodes[s.id].durable.volume)
+                 and cluster.nodes[s.id].durable.last_index > 0)
+    return intact >= len(voters) // 2 + 1
 
 
 def _members(cluster: SimCluster) -> set[str]:

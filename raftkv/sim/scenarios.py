@@ -37,7 +37,7 @@ TESTDATA = pathlib.Path(__file__).parent / "testdata"
 # not named here follow in alphabetical order
 TEACHING_ORDER = ("first-election", "leader-crash", "follower-catch-up", "stale-leader-partition",
                   "nonvoter-join-and-promotion", "snapshot-install", "leadership-transfer",
-                  "split-vote", "figure-8", "snapshot-conflicting-suffix")
+                  "split-vote", "figure-8", "snapshot-conflicting-suffix", "amnesia")
 
 
 def describe_message(msg) -> str:
@@ -354,6 +354,7 @@ COMMANDS = {
     "start": lambda s, c: s.start(*_nodes(c)),
     "bootstrap": lambda s, c: s.bootstrap(*_nodes(c)),
     "crash": lambda s, c: [s.crash(i) for i in _nodes(c)],
+    "wipe": lambda s, c: [s.cluster.wipe(i) for i in _nodes(c)],
     "isolate": lambda s, c: [s.isolate(i) for i in _nodes(c)],
     "block": lambda s, c: [s.block(src, dst) for src, dst in _links(c)],
     "unblock": lambda s, c: [s.cluster.blocked.discard(link) for link in _links(c)],

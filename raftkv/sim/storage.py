@@ -30,6 +30,7 @@ SEGMENT_ENTRIES = 16
 class Durable:
     """The fsync'd hard state, log and snapshot of one node."""
     node_id: str = ""
+    volume: str = ""  # the volume identity; a wiped node starts on a new one
     term: int = 0
     voted_for: str | None = None
     entries: dict[int, Entry] = field(default_factory=dict)

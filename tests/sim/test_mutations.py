@@ -94,3 +94,23 @@ def test_answering_a_read_before_applying_is_caught(monkeypatch):
     monkeypatch.setattr(EffectExecutor, "finish", outcomes_first)
     caught = [r.violation for r in map(run_once, range(30)) if r.violation is not None]
     assert caught and all(v.invariant == "Linearizable read" for v in caught), caught
+
+
+def _switch_off_the_amnesia_guard(monkeypatch):
+    monkeypatch.setattr(RaftNode, "_amnesia_reason", lambda self: None)
+    monkeypatch.setattr(RaftNode, "_stale_voter", lambda self, peer_id, pr: False)
+
+
+def test_a_wiped_voter_voting_is_caught_in_the_amnesia_scenario(monkeypatch):
+    run_scenario("amnesia")  # the guarded core passes
+    _switch_off_the_amnesia_guard(monkeypatch)
+    with pytest.raises(Violation, match="Leader Completeness|Election Safety|State Machine Safety"):
+        run_scenario("amnesia")
+
+
+def test_a_wiped_voter_voting_is_caught_by_randomized_runs(monkeypatch):
+    """The randomized schedule wipes disks; without the guard some run loses
+    an acknowledged write or elects two leaders in a term."""
+    _switch_off_the_amnesia_guard(monkeypatch)
+    caught = [s for s in range(100) if run_once(s).violation is not None]
+    assert caught, "no randomized run noticed a wiped voter voting"

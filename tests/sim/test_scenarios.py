@@ -17,6 +17,8 @@ EXPECTED_LINES = {
     "split-vote": ["Election timeout reached, restarting election"],
     "figure-8": ["election won"],
     "snapshot-conflicting-suffix": ["Installed remote snapshot"],
+    "amnesia": ["rejecting pre-vote request since we have no configuration", "peer's storage was lost",
+                "command=DemoteVoter", "re-admitting a voter whose storage was lost", "command=AddVoter"],
 }
 
 
