@@ -24,7 +24,7 @@ import aiohttp
 from raftkv import hclog
 from raftkv.config import NodeSettings
 from raftkv.fsm import RESERVED_PREFIX, encode_delete, encode_set
-from raftkv.node.errors import RequestError
+from raftkv.node.errors import RequestError, ShuttingDown
 from raftkv.node.runtime import Node
 
 http_log = hclog.get_logger("http")
@@ -61,12 +61,17 @@ class Registry:
         return self.http_address_of(self.node.leader_id)
 
     def leader(self) -> dict | None:
-        """The known leader: id, Raft address and HTTP address."""
+        """The known leader: id, Raft address and HTTP address (None once
+        this node stops: it then reads nothing from its state machine, and
+        this only decorates an answer, often the one saying so)."""
         st_leader = self.node.leader_id
         if not st_leader:
             return None
-        return {"id": st_leader, "address": self.node.leader_address or "",
-                "http": self.http_address_of(st_leader)}
+        try:
+            http = self.http_address_of(st_leader)
+        except ShuttingDown:
+            http = None
+        return {"id": st_leader, "address": self.node.leader_address or "", "http": http}
 
     async def register(self, node_id: str, http_address: str) -> int | None:
         """(Leader) record a node's HTTP address in the replicated registry."""
