@@ -318,7 +318,9 @@ class Node:
         await self._carry_out(effects)
         if s.bootstrap and not self.had_state:
             conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
-            event = ev.Bootstrap(conf)
+            # a lone first server waits to hear whether a cluster already
+            # counts it as a member (its volume was wiped: CLEAN=1)
+            event = ev.Bootstrap(conf, wait_for_cluster=True)
             effects = self._raft.step(event)
             if self._trace is not None:
                 self._trace.step(event, None, effects, self._raft.status())

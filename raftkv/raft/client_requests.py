@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import effects as fx
 from . import events as ev
-from .configuration import Configuration, Server
+from .configuration import ConfigCommand, Configuration, Server
 from .effects import Bare
 from .errors import RejectReason
 from .membership import RefusedChange, ServerList, logged_address, next_configuration
@@ -113,8 +113,10 @@ class ClientRequests:
     def _change_membership(self, leader: LeaderState, event: ev.ChangeMembership) -> None:
         # a server becoming a voter is recorded with the volume it answers
         # from (rule 7); the leader knows it once the server has answered
-        pr = leader.progress.get(event.server_id)
-        volume = pr.volume if pr is not None else (self.volume_id if event.server_id == self.id else "")
+        volume = ""
+        if event.command is ConfigCommand.ADD_VOTER:
+            pr = leader.progress.get(event.server_id)
+            volume = pr.volume if pr is not None else (self.volume_id if event.server_id == self.id else "")
         new = next_configuration(self.configuration, event.command, event.server_id, event.address, volume)
         if isinstance(new, RefusedChange):
             self._reject(event.request_id, new.reason, new.error)
@@ -176,10 +178,28 @@ class ClientRequests:
         if self.current_term != 0 or self.log.last_index != 0 or self.snapshot.index != 0:
             self._log("INFO", "bootstrap skipped: node already has state")
             return
+        if event.wait_for_cluster:
+            self._pending_bootstrap = event.configuration
+            self._reset_election_timer()
+            self._log("INFO", "waiting an election timeout before bootstrapping, in case a cluster already "
+                              "has this node as a member")
+            return
+        self._bootstrap(event.configuration)
+
+    def _give_up_bootstrap(self, from_id: str, term: int) -> None:
+        """An existing cluster spoke to us: this node is one of its members
+        whose volume was lost. Bootstrapping a cluster of its own would put
+        a second history under the same name (rule 7)."""
+        self._pending_bootstrap = None
+        self._log("WARN", "not bootstrapping: an existing cluster has this node as a member; it will be "
+                          "caught up and re-admitted", ("from", Bare(from_id)), ("term", term))
+
+    def _bootstrap(self, configuration: Configuration) -> None:
+        self._pending_bootstrap = None
         self._set_hard_state(1, None)
-        configuration = event.configuration
         me = configuration.get(self.id)
-        if me is not None and not me.volume and self.volume_id:
+        if configuration.ids == (self.id,) and not me.volume and self.volume_id:
+            # a lone node forming a cluster records its own volume (rule 7)
             configuration = Configuration(tuple(
                 Server(s.id, s.address, s.suffrage, self.volume_id) if s.id == self.id else s
                 for s in configuration.servers))

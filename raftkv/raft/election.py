@@ -139,7 +139,7 @@ class Election:
                 self._log("WARN", f"rejecting {kind} request since {amnesia}",
                           ("from", Bare(req.candidate_address)))
                 return
-            if not self.configuration.has(req.candidate_id):
+            if self.configuration.servers and not self.configuration.has(req.candidate_id):
                 self._log("WARN", f"rejecting {kind} request since node is not in configuration",
                           ("from", Bare(req.candidate_address)))
                 return

@@ -59,8 +59,12 @@ class TransferLeadership:
 
 @dataclass(frozen=True, slots=True)
 class Bootstrap:
-    """Form a new cluster from an empty node (hashicorp BootstrapCluster)."""
+    """Form a new cluster from an empty node (hashicorp BootstrapCluster).
+    With ``wait_for_cluster`` the node first listens for one election
+    timeout and gives up bootstrapping if an existing cluster speaks to it:
+    then it is a member whose volume was lost, not the first server."""
     configuration: Configuration
+    wait_for_cluster: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,7 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
         self.last_leader_contact = -(10 ** 12)
         self.election_deadline = 0
         self._warned_no_election = False
+        self._pending_bootstrap: Configuration | None = None  # Bootstrap(wait_for_cluster=True)
         self.snapshot_policy = SnapshotPolicy(self.config, self._randomized, now)
 
         self._out: list = []
@@ -391,10 +392,15 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
         if self.leader is not None:
             self._leader_tick(self.leader)
         elif self.now >= self.election_deadline:
+            if self._pending_bootstrap is not None:
+                self._bootstrap(self._pending_bootstrap)
             self._election_timeout()
 
     def _on_receive(self, event: ev.Receive) -> None:
         msg = event.message
+        if (self._pending_bootstrap is not None and msg.term > 0
+                and isinstance(msg, (RequestVote, AppendEntries, InstallSnapshot, TimeoutNow))):
+            self._give_up_bootstrap(event.from_id, msg.term)
         if isinstance(msg, RequestVote):
             self._on_request_vote(event.from_id, msg)
             return
