@@ -397,6 +397,11 @@ class Node:
 
     async def abort(self) -> None:
         """Undo a start that failed half-way (ports in use, a bad volume)."""
+        # the node's tasks may be running already (the HTTP side failed to
+        # start): none of them may act, or report on, the volume closed here
+        self._stop_started = self._stopping = True
+        for task in self._tasks:
+            task.cancel()
         if self.transport is not None:
             try:
                 await self.transport.close()
@@ -851,6 +856,10 @@ class Node:
             "num_keys": self.user_key_count(),
             "rss_bytes": rss_bytes(),
             "fault_injection": self.faults is not None,
+            "volume_id": st.volume_id,
+            # why this node may not vote or campaign now (its volume is not
+            # the one it was admitted with), or null: docs/disks.md
+            "amnesia_guard": st.amnesia_guard,
         }
 
     def user_key_count(self) -> int:
