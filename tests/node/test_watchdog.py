@@ -4,6 +4,7 @@ error, and a disk too full to start on."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import os
@@ -14,13 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from raftkv.config import load_settings
+from raftkv.config import ConfigError, add_serve_arguments, load_settings
 from raftkv.fsm import KVStore, encode_set, encode_set_many
 from raftkv.http.replies import error_reply
 from raftkv.node.errors import DiskFull, ShuttingDown, StorageFailed
 from raftkv.node.runtime import Node
 from raftkv.node.watchdog import (
     EXIT_STORAGE_FAILED,
+    ReportingSink,
     VolumeFailure,
     VolumeWatch,
     as_volume_failure,
@@ -130,7 +132,41 @@ def test_a_full_disk_answers_507_with_the_message():
     assert reply.status == 503 and b"volume lost: /v: directory was deleted" in reply.body
 
 
+def test_a_received_snapshot_that_cannot_be_written_is_reported():
+    class Sink:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def cancel(self):
+            self.cancelled = True
+
+    reported: list[VolumeFailure] = []
+    sink = ReportingSink(Sink(), "/v/snapshots", reported.append)
+    with pytest.raises(OSError):  # the transport still sees it, and refuses the snapshot
+        sink.write(b"x")
+    with pytest.raises(OSError):
+        sink.close()
+    sink.cancel()
+    assert [(f.path, f.disk_full) for f in reported] == [("/v/snapshots", True), ("/v/snapshots", False)]
+    assert sink.sink.cancelled
+
+
 # --------------------------------------------------------------------------- the start-up check
+
+def test_the_minimum_is_a_setting_with_a_flag():
+    assert load_settings({"RAFT_NODE_ID": "n1"}).min_free_bytes == 64 << 20
+    assert load_settings({"RAFT_NODE_ID": "n1", "RAFT_MIN_FREE_BYTES": "4MiB"}).min_free_bytes == 4 << 20
+    assert load_settings({"RAFT_NODE_ID": "n1"}, {"min_free_bytes": "0"}).min_free_bytes == 0
+    with pytest.raises(ConfigError, match="RAFT_MIN_FREE_BYTES"):
+        load_settings({"RAFT_NODE_ID": "n1", "RAFT_MIN_FREE_BYTES": "plenty"})
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert "--min-free-bytes SIZE" in parser.format_help()
+    assert "(default: 64MiB) [env RAFT_MIN_FREE_BYTES]" in " ".join(parser.format_help().split())
+
 
 def _statvfs(free: int, readonly: bool = False, inodes: int = 1000):
     return SimpleNamespace(f_bavail=free // 4096, f_frsize=4096, f_flag=os.ST_RDONLY if readonly else 0,
