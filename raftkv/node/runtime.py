@@ -541,6 +541,10 @@ class Node:
         and the process exits with EXIT_STORAGE_FAILED. One ERROR line."""
         if self._storage_failure is not None or self._stop_started:
             return
+        if not failure.lost:
+            # a write into a directory that is gone fails too (ENOENT ...):
+            # name the cause, not the symptom
+            failure = self._watch.check() or failure
         self._storage_failure = failure
         self._stopping = True  # before the line: whoever reads it finds the node refusing
         raft_log.error(failure.headline, path=failure.path, error=failure.error)

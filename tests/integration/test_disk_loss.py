@@ -116,7 +116,10 @@ def fill(path) -> None:
 
 
 def test_a_full_disk_stops_the_leader_which_catches_up_once_space_is_freed(cluster, small_disk):
-    cluster.env.update({"LOG_LEVEL": "INFO", "RAFT_MIN_FREE_BYTES": "8MiB"})
+    # slower heartbeats than the harness's: n1 must still lead when its disk
+    # fills, however busy the machine is with the big writes
+    cluster.env.update({"LOG_LEVEL": "INFO", "RAFT_MIN_FREE_BYTES": "8MiB", "RAFT_HEARTBEAT_TIMEOUT": "1s",
+                        "RAFT_ELECTION_TIMEOUT": "1s", "RAFT_LEADER_LEASE_TIMEOUT": "500ms"})
     ballast = small_disk / "ballast"
     with open(ballast, "wb") as f:
         f.write(b"\0" * (16 << 20))  # what the operator will delete to make room

@@ -247,6 +247,15 @@ async def test_a_write_to_a_deleted_volume_is_never_acknowledged(leader):
     assert leader.exit_code == EXIT_STORAGE_FAILED
 
 
+async def test_a_write_failing_because_the_volume_is_gone_names_the_cause(leader, monkeypatch):
+    def gone(entries):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/somewhere/log/x.seg")
+    monkeypatch.setattr(leader.volume.log, "append", gone)
+    shutil.rmtree(leader.settings.data_dir)
+    with pytest.raises(StorageFailed, match="volume lost: .*: directory was deleted"):
+        await asyncio.wait_for(leader.propose(encode_set("k", "v")), 10)
+
+
 async def test_a_full_disk_fails_the_waiting_write_with_disk_full(leader, monkeypatch):
     def no_space(entries):
         raise OSError(errno.ENOSPC, "No space left on device")
