@@ -1,7 +1,8 @@
 """Fuzzing a live cluster: random and truncated frames thrown at the Raft
 ports of every member, and a member's log tail and snapshots corrupted while
-it is down. A node answers with an error, drops the connection or truncates
-with a WARN; it never crashes and the cluster never loses an acknowledged
+it is down. A node answers with an error or drops the connection, and
+refuses to start on a damaged volume (one ERROR line, nothing changed) until
+it is wiped; it never crashes and the cluster never loses an acknowledged
 write. (Extends test_bad_input.py and test_durability.py: many frame shapes
 under load, and snapshots damaged together with the log.)"""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import socket
 import struct
 
@@ -143,10 +145,21 @@ def test_corrupt_log_tail_and_snapshots_of_a_member(cluster):
     for i in range(20):
         assert leader.set(f"d{i}", str(i))["size"] == len(str(i))
         acked[f"d{i}"] = str(i)
+    # Damage to what n3 made durable is refused, never cut off: one ERROR
+    # line naming the file, every file as it was. (This used to start after
+    # skipping the damaged snapshot and cutting the log.)
+    before = {p: p.read_bytes() for p in n3.volume.rglob("*") if p.is_file() and p.name != "LOCK"}
+    seen = len(n3.log())
+    n3.start()
+    assert n3.proc.wait(60) == 1
+    run = n3.log()[seen:]
+    [error] = [line for line in run.splitlines() if "[ERROR]" in line]
+    assert "is corrupt at offset" in error and "wipe the volume (RAFT_VOLUME_DIR)" in error, run
+    assert before == {p: p.read_bytes() for p in n3.volume.rglob("*") if p.is_file() and p.name != "LOCK"}
+    assert "Traceback" not in run
+    # wiped, it is caught up from the others
+    shutil.rmtree(n3.volume)
     n3.start().wait_ready()
-    log = n3.log().split("creating Raft")[-1]
-    assert "failed to open snapshot" in log or "failed to restore snapshot" in log or \
-        "log store" in log, log[-3000:]
     commit = leader.status()["commit_index"]
     wait_until(lambda: n3.status()["applied_index"] >= commit, 40, what="n3 to catch up after the damage")
     assert n3.running
