@@ -28,6 +28,3 @@ class StorageCorruptError(Exception):
         self.offset = offset
         self.problem = problem
         super().__init__(f"{path} is corrupt at offset {offset}: {problem}; {RECOVERY}")
-
-    def __reduce__(self):
-        return type(self), (self.path, self.offset, self.problem)
