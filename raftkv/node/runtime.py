@@ -29,6 +29,13 @@ Snapshots received from a leader are streamed by the transport straight into
 the snapshot store; the handle the core hands back in ``RestoreSnapshot`` is
 the stored snapshot's metadata.
 
+The volume is watched (:mod:`raftkv.node.watchdog`): a write or fsync error,
+or the volume directory deleted or replaced under the node, stops it with one
+ERROR line and exit code 74. Nothing written since the last good write is
+acknowledged, what waits fails (507 for a full disk), and no request is
+answered from the state machine any more (``get_local`` refuses once the
+node stops).
+
 The rest of raftkv (the HTTP side) uses the node only through its public
 methods: ``propose``, ``read_barrier``/``get_local``, ``change_membership``,
 ``transfer_leadership``, ``snapshot_now``/``latest_snapshot``/
