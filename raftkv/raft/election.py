@@ -139,7 +139,13 @@ class Election:
                 self._log("WARN", f"rejecting {kind} request since {amnesia}",
                           ("from", Bare(req.candidate_address)))
                 return
-            if self.configuration.servers and not self.configuration.has(req.candidate_id):
+            # A candidate whose log goes further than ours has seen entries,
+            # configurations among them (its own addition or promotion), that
+            # we have not: ours is the stale view, and refusing it could
+            # leave a cluster whose up-to-date servers cannot be elected.
+            newer_history = (req.last_log_term, req.last_log_index) > (self.log.last_term, self.log.last_index)
+            if (self.configuration.servers and not self.configuration.has(req.candidate_id)
+                    and not newer_history):
                 self._log("WARN", f"rejecting {kind} request since node is not in configuration",
                           ("from", Bare(req.candidate_address)))
                 return
@@ -157,7 +163,8 @@ class Election:
                 self._log("DEBUG", "lost leadership because received a requestVote with a newer term")
                 self._become_follower(req.term, None, None)
                 reply_term = self.current_term
-            if self.configuration.servers and not self.configuration.is_voter(req.candidate_id):
+            if (self.configuration.servers and not self.configuration.is_voter(req.candidate_id)
+                    and not newer_history):
                 self._log("WARN", f"rejecting {kind} request since node is not a voter",
                           ("from", Bare(req.candidate_address)))
                 return

@@ -42,6 +42,7 @@ class Progress:
     snapshot_index: int = 0      # index of the snapshot in flight (SNAPSHOT state)
     snapshot_sent_at: int = 0
     volume: str = ""             # the volume identity the peer last answered from
+    retired_volumes: set[str] = field(default_factory=set)  # volumes it answered from before
     behind_since: int = -1       # ms, since when heartbeat answers say its log ends below match_index
 
     def become_probe(self) -> None:

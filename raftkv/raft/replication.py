@@ -136,7 +136,7 @@ class Replication:
         if pr is None:
             return
         pr.last_contact = self.now
-        if not self._note_volume(leader, from_id, pr, resp.volume):
+        if not self._note_volume(leader, from_id, pr, resp.volume, resp.last_log_index):
             return
         if resp.heartbeat:
             if resp.read_seq > pr.acked_read_seq:
@@ -208,7 +208,7 @@ class Replication:
         pr.become_probe()
         self._replicate_to(peer_id, pr, allow_empty=True)
 
-    def _note_volume(self, leader: LeaderState, peer_id: str, pr: Progress, volume: str) -> bool:
+    def _note_volume(self, leader: LeaderState, peer_id: str, pr: Progress, volume: str, last_index: int) -> bool:
         """Rule 7, the leader's side: track the volume each peer answers
         from. A peer whose volume changed under this leader starts over
         (nothing it acknowledged is there); a voter answering from a volume
@@ -219,7 +219,11 @@ class Replication:
             if pr.volume and self._stale_voter(peer_id, pr):
                 self._demote_stale_voter(leader, peer_id)
             return True
+        if volume in pr.retired_volumes:
+            return False  # late news from a volume that is gone
         previous, pr.volume = pr.volume, volume
+        if previous:
+            pr.retired_volumes.add(previous)
         server = self.configuration.get(peer_id)
         admitted = server.volume if server is not None and server.is_voter else ""
         if previous or (admitted and admitted != volume):
@@ -227,9 +231,11 @@ class Replication:
                               "until it is caught up and re-admitted", ("peer", self._server(peer_id)),
                       ("volume", volume), ("admitted-volume", admitted or previous))
         if previous:
+            # probe from where its new log ends: answers to what was sent to
+            # the old volume then no longer match the probe and are ignored
             pr.match_index = 0
             pr.acked_read_seq = 0
-            pr.next_index = self.log.last_index + 1
+            pr.next_index = min(last_index, self.log.last_index) + 1
             pr.become_probe()
             self._replicate_to(peer_id, pr, allow_empty=True)
         if self._stale_voter(peer_id, pr):
@@ -259,7 +265,7 @@ class Replication:
         if pr is None or pr.state is not ProgressState.SNAPSHOT:
             return
         pr.last_contact = self.now
-        if not self._note_volume(leader, from_id, pr, resp.volume):
+        if not self._note_volume(leader, from_id, pr, resp.volume, resp.last_index):
             return
         if resp.success:
             pr.acknowledge(resp.last_index, self.now)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
-from raftkv.raft.configuration import ConfigCommand
+from raftkv.raft.configuration import ConfigCommand, Configuration
 from raftkv.raft.messages import EntryType
 
 from .cluster import SIM_CONFIG, SimCluster
@@ -218,20 +218,38 @@ def _lose_disk(cluster: SimCluster, node_id: str, rng) -> None:
 
 
 def _can_lose_disk(cluster: SimCluster, node_id: str) -> bool:
-    """Whether a quorum of voters would still hold the volumes they were
-    admitted with: with fewer, acknowledged writes may be gone from every
-    disk, which no protocol can undo."""
-    config = None
-    for node in cluster.live():
-        if config is None or node.raft.configuration_index > config[1]:
-            config = (node.raft.configuration, node.raft.configuration_index)
-    if config is None:
+    """Whether, in every configuration some disk holds (committed or not:
+    any of them may be the one in force when the dust settles), a quorum of
+    voters would still hold the volumes they were admitted with. With fewer,
+    acknowledged writes may be gone from every disk that counts, which no
+    protocol can undo: the guard then keeps the cluster waiting for an
+    operator instead."""
+    configurations = _durable_configurations(cluster)
+    if not configurations:
         return False
-    voters = [s for s in config[0].servers if s.is_voter]
-    intact = sum(1 for s in voters
-                 if s.id != node_id and cluster.nodes[s.id].durable.volume == (s.volume or cluster.nodes[s.id].durable.volume)
-                 and cluster.nodes[s.id].durable.last_index > 0)
-    return intact >= len(voters) // 2 + 1
+    for config in configurations:
+        voters = [s for s in config.servers if s.is_voter]
+        intact = 0
+        for server in voters:
+            disk = cluster.nodes[server.id].durable
+            if server.id != node_id and disk.last_index > 0 and (not server.volume or disk.volume == server.volume):
+                intact += 1
+        if intact < len(voters) // 2 + 1:
+            return False
+    return True
+
+
+def _durable_configurations(cluster: SimCluster) -> list[Configuration]:
+    """The newest configuration on each node's disk, down or up."""
+    found = []
+    for node in cluster.nodes.values():
+        d = node.durable
+        entries = [e for e in d.entries.values() if e.type is EntryType.CONFIGURATION]
+        if entries:
+            found.append(Configuration.decode(max(entries, key=lambda e: e.index).data))
+        elif d.snapshot is not None and d.snapshot.configuration.servers:
+            found.append(d.snapshot.configuration)
+    return found
 
 
 def _members(cluster: SimCluster) -> set[str]:
@@ -262,6 +280,9 @@ def _membership_change(cluster: SimCluster, clients: ClientModel, rng) -> None:
         cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.ADD_NONVOTER, new, node.address))
     elif choice < 0.7 and nonvoters:
         new = rng.choice(nonvoters)
+        progress = leader.raft.progress.get(new)
+        if progress is None or progress.match_index < leader.raft.commit_index:
+            return  # autopilot promotes only a nonvoter that has caught up
         cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.ADD_VOTER, new, cluster.nodes[new].address))
     elif choice < 0.85 and len(voters) > 3:
         cluster.step(leader.id, ev.ChangeMembership(rid, ConfigCommand.DEMOTE_VOTER, rng.choice(voters)))
