@@ -3,10 +3,11 @@
 Theory of operation: ``raftkv serve`` turns flags + environment into
 :class:`~raftkv.config.NodeSettings` (a bad value exits with status 2 and a
 message naming the variable) and runs :func:`raftkv.main.run_node` until
-SIGTERM/SIGINT (exit 0). It exits 73 when the volume cannot take writes, so
+SIGTERM/SIGINT (exit 0). It exits 73 when the volume cannot be used, so
 the node never started (read-only, not writable, less free space than
-``RAFT_MIN_FREE_BYTES``), 74 when the volume failed or went away while the
-node ran, 1 for anything else (:mod:`raftkv.main`). The client subcommands (``status``, ``peers``, ``get``,
+``RAFT_MIN_FREE_BYTES``, corrupt), 74 when the volume failed or went away
+while the node ran, 1 for anything else (:mod:`raftkv.main`). The client
+subcommands (``status``, ``peers``, ``get``,
 ``set``, ``remove``, ``join``, ``remove-peer``, ``transfer-leadership``,
 ``watch``, ``snapshot``) are thin wrappers over the HTTP API (README, "HTTP API")
 using only the standard library, so they start fast; they print the JSON

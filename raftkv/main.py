@@ -2,9 +2,9 @@
 HTTP side (:mod:`raftkv.http`), and stops both on SIGTERM/SIGINT.
 
 The exit code says why the node stopped: 0 after SIGTERM/SIGINT; 2 for a
-bad setting (:mod:`raftkv.cli`); 73 when the volume cannot take writes, so
-the node did not start (read-only, not writable, or less free space than
-``RAFT_MIN_FREE_BYTES``); 74 when the volume failed (a write or fsync error,
+bad setting (:mod:`raftkv.cli`); 73 when the volume cannot be used, so the
+node did not start (read-only, not writable, less free space than
+``RAFT_MIN_FREE_BYTES``, or corrupt: docs/disks.md); 74 when the volume failed (a write or fsync error,
 a full disk) or went away (deleted, replaced) while the node ran; 1 for
 anything else (a port in use, a volume in use by another process, a bug).
 A supervisor should not restart on 2 or 73: only an operator can fix those.
@@ -22,6 +22,7 @@ from .http.app import HttpService
 from .metrics import NodeMetrics
 from .node.runtime import Node
 from .node.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
+from .storage import StorageCorruptError
 from .tlsconfig import TlsContexts, build_contexts
 
 raft_log = hclog.get_logger("raft")
@@ -55,14 +56,16 @@ async def serve(settings: NodeSettings) -> int:
     try:
         await node.start()
         await http.start()
-    except Exception as exc:  # ports in use, an unreadable volume ...
+    except Exception as exc:  # ports in use, an unreadable or corrupt volume ...
         raft_log.error("failed to start node", error=f"{type(exc).__name__}: {exc}")
         for closer in (http.stop(), node.abort()):
             try:
                 await closer
             except Exception:
                 pass
-        return 1
+        # a corrupt volume is one only an operator can mend (wipe it): a
+        # supervisor restarting the node would only see the same refusal
+        return EXIT_VOLUME_UNUSABLE if isinstance(exc, StorageCorruptError) else 1
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.request_shutdown)
     await node.wait_shutdown_requested()
