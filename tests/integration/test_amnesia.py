@@ -87,3 +87,28 @@ def test_clean_start_of_the_bootstrap_node_joins_the_cluster_it_belonged_to(clus
     cluster.wait_applied(leader.status()["commit_index"], [n1], timeout=30)
     assert n1.value("before", stale=True) == "1" and n1.value("while-n1-was-down", stale=True) == "2"
     assert "entering leader state" not in n1.log().split("not bootstrapping")[0].split("new volume identity")[-1]
+
+
+def test_a_follower_that_lost_its_last_entries_is_repaired_in_a_quiet_cluster(cluster):
+    """Its disk lost the end of its log (a torn tail cut at the next start)
+    although it had acknowledged those entries. The cluster then only sends
+    heartbeats; their answers must make the leader probe again."""
+    leader = cluster.form(3)
+    for i in range(100):
+        leader.set(f"k{i}", "x" * 200)
+    commit = leader.status()["commit_index"]
+    n3 = cluster["n3"]
+    cluster.wait_applied(commit, [n3])
+    n3.kill()
+    segment = max((n3.volume / "log").glob("*.seg"))
+    size = segment.stat().st_size
+    with open(segment, "r+b") as f:
+        f.truncate(size - 20 * 230 - 7)  # some twenty entries and a torn record
+    n3.start().wait_ready()
+    n3.wait_for_log("log store: truncated torn tail")
+
+    # no write from here on: heartbeats alone must bring n3 back
+    wait_until(lambda: n3.status()["applied_index"] >= commit, 30, what="n3 to be repaired without a write")
+    assert "peer lost acknowledged log entries, replicating again" in leader.log()
+    assert n3.value("k99", stale=True) == "x" * 200
+    assert leader.status()["commit_index"] == commit, "a write happened after all"
