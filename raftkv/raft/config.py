@@ -13,6 +13,9 @@ class RaftConfig:
     leader_lease_timeout: int = 500
     commit_timeout: int = 50
     max_append_entries: int = 64
+    # An AppendEntries also stops at this many bytes of entry data (it holds
+    # at least one entry), so that it fits the transport's frame limit.
+    max_append_bytes: int = 8 * 1024 * 1024 - 64 * 1024
     max_inflight: int = 2
     snapshot_threshold: int = 8192
     snapshot_interval: int = 120_000

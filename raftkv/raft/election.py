@@ -149,7 +149,9 @@ class Election:
                 self._log("WARN", f"rejecting {kind} request since node is not in configuration",
                           ("from", Bare(req.candidate_address)))
                 return
-            if not req.leadership_transfer and self._has_live_leader() and self.leader_id != req.candidate_id:
+            # only a voter we know can have been handed leadership (TimeoutNow)
+            transfer = req.leadership_transfer and self.configuration.is_voter(req.candidate_id)
+            if not transfer and self._has_live_leader() and self.leader_id != req.candidate_id:
                 self._log("WARN", f"rejecting {kind} request since we have a leader",
                           ("from", Bare(req.candidate_address)), ("leader", Bare(self.leader_address or "")),
                           ("leader-id", self.leader_id or ""))

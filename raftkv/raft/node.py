@@ -40,6 +40,9 @@ House rules, numbered so tests and comments can point at them:
    voter) neither votes nor campaigns, and a leader counts no voter
    answering from another volume towards a commit, a read or its lease; it
    demotes that voter and autopilot promotes it again once caught up.
+8. A received message is acted on only if it comes from a member, in its
+   own name, and is sane (:mod:`.admission`): a stranger on the network
+   cannot move a term, win a vote or lead.
 
 Log records are effects carrying hashicorp/raft's message text and keys, so a
 simulated node prints what a live node prints.
@@ -52,6 +55,7 @@ from dataclasses import dataclass
 
 from . import effects as fx
 from . import events as ev
+from .admission import Admission
 from .client_requests import ClientRequests
 from .config import RaftConfig
 from .configuration import Configuration, Server, Suffrage
@@ -88,7 +92,7 @@ class PersistentState:
     volume_id: str = ""
 
 
-class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
+class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snapshots):
     """One Raft server. The protocol's parts are mixed in from their modules:
     :mod:`.election`, :mod:`.following` (follower side of replication),
     :mod:`.replication` (leader side), :mod:`.client_requests` and
@@ -126,6 +130,7 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
         self.election_deadline = 0
         self._warned_no_election = False
         self._pending_bootstrap: Configuration | None = None  # Bootstrap(wait_for_cluster=True)
+        self._warned_at: dict[str, int] = {}  # sender -> when we last said why we ignored it
         self.snapshot_policy = SnapshotPolicy(self.config, self._randomized, now)
 
         self._out: list = []
@@ -398,6 +403,8 @@ class RaftNode(Election, Following, Replication, ClientRequests, Snapshots):
 
     def _on_receive(self, event: ev.Receive) -> None:
         msg = event.message
+        if not self._admit(event.from_id, msg):
+            return
         if (self._pending_bootstrap is not None and msg.term > 0
                 and isinstance(msg, (RequestVote, AppendEntries, InstallSnapshot, TimeoutNow))):
             self._give_up_bootstrap(event.from_id, msg.term)

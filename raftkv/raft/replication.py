@@ -104,7 +104,8 @@ class Replication:
             if pr.next_index <= self.log.base_index:
                 self._send_snapshot(peer_id, pr)
                 return
-            entries = self.log.slice(pr.next_index, self.log.last_index, self.config.max_append_entries)
+            entries = _within_bytes(self.log.slice(pr.next_index, self.log.last_index,
+                                                   self.config.max_append_entries), self.config.max_append_bytes)
             if not entries and not allow_empty:
                 return
             prev = pr.next_index - 1
@@ -311,3 +312,13 @@ class Replication:
         transfer = self.leader.transfer if self.leader is not None else None
         if transfer is not None and transfer.target == peer_id and pr.match_index >= self.log.last_index:
             self._send(peer_id, TimeoutNow(self.current_term, self.id))
+
+
+def _within_bytes(entries: list[Entry], limit: int) -> list[Entry]:
+    """The leading entries whose data fits ``limit`` bytes; at least one."""
+    total = 0
+    for i, entry in enumerate(entries):
+        total += len(entry.data)
+        if total > limit and i > 0:
+            return entries[:i]
+    return entries
