@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from raftkv import hclog
 from raftkv.fsm import RESERVED_PREFIX, KVStore
+from raftkv.raft.admission import MAX_SANE
 from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, EntryType, SnapshotMeta
 from raftkv.raft.node import PersistentState
@@ -171,7 +172,15 @@ class Volume:
         # of different lengths append the entry at different indexes, and no
         # two different entries may share an index and a term (Log Matching).
         term = max(self.stable.term, last_term, snap_term) + 1
-        self.stable.set_hard_state(term, None)
+        rewind = term > MAX_SANE and max(last_term, snap_term) < MAX_SANE
+        if rewind:
+            # The hard state holds a term no message may carry (forged
+            # messages drove the cluster there before raftkv refused them):
+            # the recovered cluster goes on from its log's last term instead.
+            term = max(last_term, snap_term) + 1
+            raft_log.warn("recovering from a term that cannot be incremented, going on from the log's",
+                          **{"stored-term": self.stable.term, "term": term})
+        self.stable.set_hard_state(term, None, rewind=rewind)
         self.log.append([Entry(index, term, EntryType.CONFIGURATION, configuration.encode())])
         self.log.sync()
         self.stable.set_commit_hint(index)

@@ -123,14 +123,15 @@ class StableStore:
 
     # ----------------------------------------------------------------- writes
 
-    def set_hard_state(self, term: int, voted_for: str | None) -> None:
-        """Durably record (term, voted_for) before returning."""
+    def set_hard_state(self, term: int, voted_for: str | None, rewind: bool = False) -> None:
+        """Durably record (term, voted_for) before returning. ``rewind`` lets
+        the term go backwards: only an operator's recovery may ask that."""
         if type(term) is not int or term < 0:
             raise ValueError("term must be a non-negative int, got %r" % (term,))
         if voted_for is not None and not isinstance(voted_for, str):
             raise ValueError("voted_for must be str or None, got %r" % (voted_for,))
         with self._lock:
-            if term < self._term:
+            if term < self._term and not rewind:
                 raise ValueError("term would go backwards: %d < %d" % (term, self._term))
             self._write(term, voted_for, self._keys)
             self._term = term

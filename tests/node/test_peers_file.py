@@ -99,3 +99,22 @@ def test_recovery_of_an_empty_volume_starts_the_log_with_it(tmp_path):
     state = volume.recover()
     volume.close()
     assert state.entries[0].index == 1 and state.entries[0].term == 1 and state.commit_index == 1
+
+
+def test_recovery_goes_on_from_the_log_when_the_stored_term_cannot_be_incremented(tmp_path):
+    """A cluster driven to a term near 2^64 by forged messages (before they
+    were refused) gets going again with peers.json."""
+    data = str(tmp_path)
+    volume = Volume(data)
+    volume.append([Entry(1, 1, EntryType.CONFIGURATION, _conf("n1", "n2", "n3").encode()),
+                   Entry(2, 2, EntryType.COMMAND, b"x")])
+    volume.sync()
+    volume.stable.set_hard_state(2 ** 64 - 1, None)
+    volume.close()
+
+    _write(tmp_path, [{"id": "n1", "address": "127.0.0.1:9000"}])
+    volume = Volume(data)
+    assert volume.recover_cluster(read_peers_file(data)) == 3
+    state = volume.recover()
+    volume.close()
+    assert state.current_term == 3 and state.entries[-1].term == 3
