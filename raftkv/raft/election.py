@@ -191,8 +191,13 @@ class Election:
                 self._set_hard_state(self.current_term, req.candidate_id)
                 self._reset_election_timer()
         finally:
-            self._emit(fx.Send(from_id, req.candidate_address,
-                               RequestVoteResponse(reply_term, grant, req.pre_vote)))
+            known = self.configuration.get(from_id)
+            if known is not None or not self.configuration.servers:
+                # A stranger gets no answer: one sent to the address its
+                # request names would let anyone make us dial anywhere.
+                self._emit(fx.Send(from_id, known.address if known is not None and known.address
+                                   else req.candidate_address,
+                                   RequestVoteResponse(reply_term, grant, req.pre_vote)))
 
     def _log_is_up_to_date(self, last_log_term: int, last_log_index: int) -> bool:
         """§5.4.1: the candidate's log is at least as up to date as ours."""

@@ -131,3 +131,13 @@ def test_a_node_without_configuration_takes_a_leaders_messages_only():
     assert n.current_term == 0
     n.step(ev.Receive("n1", AppendEntries(7, "n1", "n1:1", 0, 0, (), 0, heartbeat=True)))
     assert n.leader_id == "n1" and n.current_term == 7
+
+
+def test_a_strangers_vote_request_is_refused_without_dialing_the_address_it_names():
+    n = node()
+    out = n.step(ev.Receive("evil", RequestVote(5, "evil", "10.9.9.9:22", 99, 4)), 10_000)
+    assert not [e for e in out if isinstance(e, fx.Send)]
+    assert n.current_term == 1 and n.voted_for is None
+    out = n.step(ev.Receive("n3", RequestVote(5, "n3", "10.9.9.9:22", 99, 4)), 10_000)
+    sends = [e for e in out if isinstance(e, fx.Send)]
+    assert [s.address for s in sends] == ["n3:1"], "a member is answered at its configured address"
