@@ -139,13 +139,12 @@ class Election:
                 self._log("WARN", f"rejecting {kind} request since {amnesia}",
                           ("from", Bare(req.candidate_address)))
                 return
-            # A candidate whose log goes further than ours has seen entries,
-            # configurations among them (its own addition or promotion), that
-            # we have not: ours is the stale view, and refusing it could
-            # leave a cluster whose up-to-date servers cannot be elected.
-            newer_history = (req.last_log_term, req.last_log_index) > (self.log.last_term, self.log.last_index)
+            # A server that only an uncommitted entry removed may still be a
+            # voter when the dust settles: the committed configuration counts
+            # too, or an up-to-date server could be refused for good.
+            committed = self.committed_configuration
             if (self.configuration.servers and not self.configuration.has(req.candidate_id)
-                    and not newer_history):
+                    and not committed.has(req.candidate_id)):
                 self._log("WARN", f"rejecting {kind} request since node is not in configuration",
                           ("from", Bare(req.candidate_address)))
                 return
@@ -165,8 +164,11 @@ class Election:
                 self._log("DEBUG", "lost leadership because received a requestVote with a newer term")
                 self._become_follower(req.term, None, None)
                 reply_term = self.current_term
+            # A member whose log goes further than ours has seen entries we
+            # have not, its promotion perhaps: ours is the stale view.
+            newer_history = (req.last_log_term, req.last_log_index) > (self.log.last_term, self.log.last_index)
             if (self.configuration.servers and not self.configuration.is_voter(req.candidate_id)
-                    and not newer_history):
+                    and not committed.is_voter(req.candidate_id) and not newer_history):
                 self._log("WARN", f"rejecting {kind} request since node is not a voter",
                           ("from", Bare(req.candidate_address)))
                 return
