@@ -28,6 +28,23 @@ be a list of exactly the right length whose items have exactly the right
 msgpack types (``True`` is not an int, ``str`` is not ``bytes``). Anything
 else -- bad msgpack, an unknown type code, a wrong arity or type, an oversized
 or truncated frame -- raises :class:`CodecError` and nothing else.
+
+Unpacking is bounded before any type check, because msgpack builds every
+object a body describes and a length prefix costs the sender one byte: a 6 MB
+body of one-byte empty arrays is six million Python lists, about 450 MB. So:
+
+* every msgpack length is capped by what a message can hold
+  (``MAX_ARRAY_LEN`` elements, ``MAX_STR_LEN`` bytes of text, no maps, no
+  extension types, binary up to the frame limit); a length over its cap is
+  refused as soon as its header is read, before anything is allocated;
+* a body over ``SMALL_BODY`` bytes is first walked without building anything
+  (msgpack's header readers and ``skip``) and refused if it holds more than
+  ``MAX_OBJECTS`` values: per-array caps alone still let nested arrays
+  multiply. A body up to ``SMALL_BODY`` cannot expand to more than a few MB,
+  so the hot path (heartbeats, answers, small batches) skips the walk.
+
+A refusal is a CodecError naming the limit (``5000000 exceeds
+max_array_len(1024)``), and the connection that sent it is closed.
 """
 
 from __future__ import annotations
@@ -55,8 +72,22 @@ from raftkv.raft.messages import (
 
 MAGIC = "raftkv"
 VERSION = 2  # 2: responses carry the volume identity, servers their volume
-DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # RAFT_MAX_FRAME's default
 HEADER_SIZE = 4
+
+# The longest list a message holds: an AppendEntries' entries, at most
+# RAFT_MAX_APPEND_ENTRIES (whose upper bound this is, so that nodes of one
+# cluster with different settings still accept each other's batches), or
+# the servers of a configuration.
+MAX_ARRAY_LEN = 1024
+# Text is ids, addresses, magic, volume ids and error messages.
+MAX_STR_LEN = 16 * 1024
+# Values in one body: a full AppendEntries is 1 + 10 fields + 1024 entries of
+# 1 + 4; a snapshot's configuration 1024 servers of 1 + 4.
+MAX_OBJECTS = 64 + 8 * MAX_ARRAY_LEN
+# Bodies up to this size are unpacked without the counting walk: at worst
+# (one-byte empty arrays) they expand ~40x, a few MB, freed at once.
+SMALL_BODY = 64 * 1024
 
 _HEADER = struct.Struct(">I")
 _MAX_BODY = 0xFFFFFFFF  # what the 4-byte length can express
@@ -325,12 +356,93 @@ def encode(message: object) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes | bytearray | memoryview) -> object:
-    """Decode one frame body (no length prefix). Raises only CodecError."""
+def _prefix(cls: type) -> bytes:
+    """The bytes every body of ``cls`` begins with: its array header and type code."""
+    arity = len(fields(cls)) + 1
+    return msgpack.packb([TYPE_CODES[cls]] + [None] * (arity - 1))[:-(arity - 1)]
+
+
+# The only messages whose body may exceed SMALL_BODY: entries, a snapshot's
+# configuration, snapshot bytes.
+_LARGE_PREFIXES = tuple(_prefix(cls) for cls in (AppendEntries, InstallSnapshot, SnapshotChunk))
+_LARGE_PREFIX_LEN = max(len(p) for p in _LARGE_PREFIXES)
+
+_WALK_STEP = 256 * 1024
+
+# msgpack's first byte of an array (fixarray, array 16, array 32)
+_ARRAY_HEAD = bytes(1 if 0x90 <= b <= 0x9F or b in (0xDC, 0xDD) else 0 for b in range(256))
+
+
+def _refused(e: Exception) -> CodecError:
+    text = str(e)
+    if isinstance(e, ValueError) and " exceeds max_" in text:
+        return CodecError(f"refused msgpack body: {text}")
+    return CodecError(f"malformed msgpack body: {type(e).__name__}: {text}")
+
+
+def _count_values(body: bytes | bytearray | memoryview, max_bin_len: int) -> None:
+    """Walk ``body``'s msgpack structure without building it; CodecError if
+    it holds more than MAX_OBJECTS values or breaks a length cap. Each step
+    reads at least one byte and counts at least one value, so the walk is
+    bounded by MAX_OBJECTS steps. The body is fed to the unpacker a piece at
+    a time: its buffer holds the largest single value, not a second copy of
+    the body."""
+    up = msgpack.Unpacker(max_buffer_size=max(len(body), 1), max_array_len=MAX_ARRAY_LEN, max_map_len=0,
+                          max_str_len=MAX_STR_LEN, max_bin_len=max_bin_len, max_ext_len=0)
+    tell, array_header, skip, is_array = up.tell, up.read_array_header, up.skip, _ARRAY_HEAD
+    view = memoryview(body)
+    size, fed = len(body), 0
+    budget, todo = MAX_OBJECTS, 1
     try:
-        obj = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
+        while todo:
+            todo -= 1
+            if is_array[body[tell()]]:  # an IndexError past the end: truncated
+                while True:
+                    try:
+                        n = array_header()
+                        break
+                    except msgpack.OutOfData:
+                        if fed >= size:
+                            raise
+                        up.feed(view[fed:fed + _WALK_STEP])
+                        fed += _WALK_STEP
+                if n > MAX_ARRAY_LEN:  # read_array_header does not check it
+                    raise CodecError(f"refused msgpack body: {n} exceeds max_array_len({MAX_ARRAY_LEN})")
+                budget -= n
+                if budget < 0:
+                    raise CodecError(f"refused msgpack body: more than {MAX_OBJECTS} values "
+                                     f"in a body of {size} bytes (max_objects({MAX_OBJECTS}))")
+                todo += n
+            else:
+                while True:
+                    try:
+                        skip()
+                        break
+                    except msgpack.OutOfData:
+                        if fed >= size:
+                            raise
+                        up.feed(view[fed:fed + _WALK_STEP])
+                        fed += _WALK_STEP
+    except (ValueError, IndexError, msgpack.UnpackException) as e:  # a cap, bad bytes, the end
+        raise _refused(e) from None
+    finally:
+        view.release()
+
+
+def decode_body(body: bytes | bytearray | memoryview, max_bin_len: int | None = None) -> object:
+    """Decode one frame body (no length prefix). Raises only CodecError.
+    ``max_bin_len`` caps binary values (entry data, snapshot chunks); by
+    default the body's own length."""
+    if max_bin_len is None:
+        max_bin_len = len(body)
+    if len(body) > SMALL_BODY:
+        _count_values(body, max_bin_len)
+    try:
+        obj = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True,
+                              max_array_len=MAX_ARRAY_LEN, max_map_len=0, max_str_len=MAX_STR_LEN,
+                              max_bin_len=max_bin_len, max_ext_len=0)
     except Exception as e:
-        raise CodecError(f"malformed msgpack body: {type(e).__name__}: {e}") from None
+        raise _refused(e) from None
     if type(obj) is not list or not obj:
         _bad("frame", "non-empty list", obj)
     code = obj[0]
@@ -351,7 +463,9 @@ class FrameDecoder:
     ``push(data)`` buffers bytes; ``pop()`` returns the next complete message
     or None. ``feed(data)`` does both and returns every complete message.
     An oversized length is rejected as soon as its 4-byte prefix arrives, so
-    a hostile peer cannot make us buffer it. After a CodecError the decoder
+    a hostile peer cannot make us buffer it; so is a length over SMALL_BODY
+    as soon as the body's first bytes show a message that is never that long
+    (a 6 MB "array of millions" is refused after 6 bytes). After a CodecError the decoder
     stays broken (the stream has lost its framing) and re-raises it.
     """
 
@@ -375,18 +489,26 @@ class FrameDecoder:
             (length,) = _HEADER.unpack_from(buf, pos)
             if length > self.max_frame:
                 self._fail(CodecError(f"frame of {length} bytes exceeds the limit of {self.max_frame}"))
+            start = pos + HEADER_SIZE
+            if (length > SMALL_BODY and avail >= HEADER_SIZE + _LARGE_PREFIX_LEN
+                    and not buf.startswith(_LARGE_PREFIXES, start)):
+                self._fail(CodecError(f"frame of {length} bytes exceeds the limit of {SMALL_BODY} for "
+                                      "anything but AppendEntries, InstallSnapshot and SnapshotChunk"))
             if avail - HEADER_SIZE >= length:
-                end = pos + HEADER_SIZE + length
-                body = buf[pos + HEADER_SIZE:end]
+                end = start + length
+                # decoded in place: a copy of the body would double what a
+                # large frame costs
+                try:
+                    with memoryview(buf) as view, view[start:end] as body:
+                        msg = decode_body(body, self.max_frame)
+                except CodecError as e:
+                    self._fail(e)
                 if end == len(buf):
                     buf.clear()
                     self._pos = 0
                 else:
                     self._pos = end
-                try:
-                    return decode_body(body)
-                except CodecError as e:
-                    self._fail(e)
+                return msg
         if pos:
             del buf[:pos]  # compact once per exhausted batch, not per frame
             self._pos = 0
@@ -439,4 +561,4 @@ async def read_frame(reader, max_frame: int = DEFAULT_MAX_FRAME) -> object | Non
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError as e:
         raise CodecError(f"truncated frame: got {len(e.partial)} of {length} body bytes") from None
-    return decode_body(body)
+    return decode_body(body, max_frame)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
+import os
 import struct
 
 import msgpack
@@ -141,7 +143,8 @@ def body(*items) -> bytes:
     (b"", "malformed msgpack"),
     (b"\xc1", "malformed msgpack"),
     (body(1, 2) + b"\x00", "malformed msgpack"),       # trailing bytes
-    (msgpack.packb({"a": 1}), "expected non-empty list"),
+    (msgpack.packb({}), "expected non-empty list"),
+    (msgpack.packb({"a": 1}), r"1 exceeds max_map_len\(0\)"),      # no maps on this wire
     (msgpack.packb([]), "expected non-empty list"),
     (msgpack.packb(5), "expected non-empty list"),
     (body(99, 1), "unknown message type code 99"),
@@ -161,7 +164,7 @@ def body(*items) -> bytes:
     (body(5, 1, "n1", "a", [1, 1, [], 0, "", 0], b"data"), "InstallSnapshot.data: expected nil"),
     (body(65, "x", True), "SnapshotChunk.data: expected bytes"),
     (b"\x92\x02\xa2\xff\xfe", "malformed msgpack"),   # invalid UTF-8 in a str
-    (b"\x92\xd4\x01\x00\x01", "unknown message type code ExtType"),  # ext type as code
+    (b"\x92\xd4\x01\x00\x01", r"exceeds max_ext_len\(0\)"),  # nor extension types
 ])
 def test_malformed_bodies_raise_codec_error(raw, fragment):
     with pytest.raises(CodecError, match=fragment):
@@ -223,10 +226,10 @@ def test_oversized_length_is_rejected_before_the_body_arrives():
     assert FrameDecoder(max_frame=1024).feed(encode(SnapshotChunk(b"x" * 1000, False)))  # at the limit is fine
 
 
-def test_default_limit_is_64_mib():
+def test_default_limit_is_8_mib():
     decoder = FrameDecoder()
-    with pytest.raises(CodecError, match="exceeds the limit"):
-        decoder.feed(struct.pack(">I", 64 * 1024 * 1024 + 1))
+    with pytest.raises(CodecError, match="exceeds the limit of 8388608"):
+        decoder.feed(struct.pack(">I", 8 * 1024 * 1024 + 1))
 
 
 def test_decoder_stays_broken_after_an_error():
@@ -270,3 +273,120 @@ async def test_read_frame():
 async def test_read_frame_errors(data, fragment):
     with pytest.raises(CodecError, match=fragment):
         await read_frame(reader_with(data), max_frame=1000)
+
+
+# --- limits: what a body may make us build ------------------------------------
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def entries_claiming(n: int, padding: int = 0) -> bytes:
+    """An AppendEntries body whose entries array header claims ``n`` entries."""
+    head = b"\x9a" + msgpack.packb([3, 1, "n1", "a", 0, 0])[1:]  # ten items: AppendEntries' arity
+    return head + b"\xdd" + struct.pack(">I", n) + b"\x90" * padding
+
+
+def nested_empty_arrays(size: int) -> bytes:
+    """An AppendEntries body of about ``size`` bytes whose entries are arrays
+    of 1024 arrays of four empty arrays: within every per-array cap, yet
+    ~40 Python objects per byte if built."""
+    inner = b"\xdc" + struct.pack(">H", 1024) + (b"\x94" + b"\x90" * 4) * 1024
+    count = max(1, min(1024, size // len(inner)))
+    head = b"\x9a" + msgpack.packb([3, 1, "n1", "a", 0, 0])[1:]
+    return head + b"\xdc" + struct.pack(">H", count) + inner * count + msgpack.packb(0) + b"\xc2\x00"
+
+
+@pytest.mark.parametrize("padding", [0, 2 * codec.SMALL_BODY], ids=["small-body", "walked-body"])
+def test_an_array_over_max_array_len_is_refused_before_it_is_built(padding):
+    with pytest.raises(CodecError, match=r"refused msgpack body: 5000000 exceeds max_array_len\(1024\)"):
+        decode_body(entries_claiming(5_000_000, padding))
+    with pytest.raises(CodecError, match=r"1025 exceeds max_array_len\(1024\)"):
+        decode_body(entries_claiming(1025, padding))
+
+
+def test_max_array_len_covers_the_largest_batch_and_configuration():
+    # RAFT_MAX_APPEND_ENTRIES goes up to 1024 (config.py): a full batch of
+    # the largest setting, over SMALL_BODY so the walk runs too
+    batch = AppendEntries(2, "n1", "a:1", 0, 0, tuple(Entry(i, 2, data=b"v" * 200) for i in range(1, 1025)), 0)
+    assert len(encode_body(batch)) > codec.SMALL_BODY
+    assert decode_body(encode_body(batch)) == batch
+    servers = tuple(Server(f"n{i}", f"node-{i:04d}.raft-cluster.example.internal:9000", Suffrage.VOTER, f"vol-{i:04d}")
+                    for i in range(1024))
+    snap = InstallSnapshot(2, "n1", "a:1", SnapshotMeta(5, 2, Configuration(servers), 5, "2-5-1", 100))
+    assert len(encode_body(snap)) > codec.SMALL_BODY
+    assert decode_body(encode_body(snap)) == snap
+
+
+def test_text_and_binary_have_caps():
+    long_id = "n" * (codec.MAX_STR_LEN + 1)
+    with pytest.raises(CodecError, match=r"exceeds max_str_len\(16384\)"):
+        decode_body(encode_body(TimeoutNow(1, long_id)))
+    chunk = encode_body(SnapshotChunk(b"x" * 1001, False))
+    with pytest.raises(CodecError, match=r"1001 exceeds max_bin_len\(1000\)"):
+        decode_body(chunk, max_bin_len=1000)
+    assert decode_body(chunk, max_bin_len=1001) == SnapshotChunk(b"x" * 1001, False)
+
+
+def test_nested_arrays_beyond_max_objects_are_refused_without_building_them():
+    body = nested_empty_arrays(1 << 20)
+    with pytest.raises(CodecError, match=r"more than 8256 values in a body of \d+ bytes \(max_objects\(8256\)\)"):
+        decode_body(body)
+    # under SMALL_BODY the same shape is built (a few MB at most) and then
+    # refused by its type
+    with pytest.raises(CodecError, match=r"AppendEntries.entries\[0\]: expected 4 fields"):
+        decode_body(nested_empty_arrays(codec.SMALL_BODY // 2))
+
+
+def test_only_messages_that_can_be_large_may_have_a_large_body():
+    big = codec.SMALL_BODY + 1
+    for body_start in (b"\x93\x02", b"\xdd\x00\x4c", b"\x91\x40", b"\x80\x00"):
+        decoder = FrameDecoder()
+        with pytest.raises(CodecError, match="exceeds the limit of 65536 for anything but AppendEntries"):
+            decoder.feed(struct.pack(">I", big) + body_start)  # refused after 6 bytes of 65537
+    for kind in (AppendEntries, InstallSnapshot, SnapshotChunk):
+        prefix = encode(next(m for m in (
+            AppendEntries(1, "n1", "a", 0, 0, (), 0), InstallSnapshot(1, "n1", "a", SnapshotMeta(1, 1)),
+            SnapshotChunk(b"", False)) if type(m) is kind))[4:6]
+        assert FrameDecoder().feed(struct.pack(">I", big) + prefix) == []  # waits for the rest
+
+
+def test_the_6mb_array_of_millions_costs_no_memory():
+    # The frame that took a follower from 75 to 514 MB: a msgpack array that
+    # claims five million elements, followed by six million one-byte empty
+    # arrays. Built before the measurement starts.
+    body = b"\xdd" + struct.pack(">I", 5_000_000) + b"\x90" * 6_000_000
+    frame = struct.pack(">I", len(body)) + body
+    nested = nested_empty_arrays(6_000_000)
+    gc.collect()
+    before = rss()
+    decoder = FrameDecoder()
+    with pytest.raises(CodecError, match="exceeds the limit of 65536 for anything but AppendEntries"):
+        for i in range(0, len(frame), 256 * 1024):  # as the socket delivers it
+            decoder.push(frame[i:i + 256 * 1024])
+            decoder.pop()
+    with pytest.raises(CodecError, match=r"5000000 exceeds max_array_len\(1024\)"):
+        decode_body(body)
+    with pytest.raises(CodecError, match=r"max_objects\(8256\)"):
+        decode_body(nested)
+    grown = rss() - before
+    print(f"RSS growth decoding the 6 MB frames: {grown / 1e6:.1f} MB")
+    assert grown < 4 * 1024 * 1024
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), code=st.sampled_from(sorted(TYPE_CODES.values())),
+       fields=st.lists(msgpack_values, max_size=10))
+def test_the_counting_walk_only_ever_raises_codec_error(data, code, fields):
+    # the walk runs on bodies over SMALL_BODY; here on small ones directly
+    for body in (data, msgpack.packb([code, *fields], use_bin_type=True)):
+        with contextlib.suppress(CodecError):
+            codec._count_values(body, len(body))
+
+
+@settings(max_examples=100, deadline=None)
+@given(message=any_message)
+def test_every_real_message_passes_the_counting_walk(message):
+    body = encode_body(message)
+    codec._count_values(body, len(body))
