@@ -283,6 +283,24 @@ class NodeSettings:
     http_workers: int = _opt("HTTP_WORKERS", "--http-workers", lambda t: _parse_int(t, 0, 64), 0,
                              "HTTP worker processes sharing the HTTP port (SO_REUSEPORT); 0 serves "
                              "HTTP in the Raft process itself", "N")
+    # The HTTP port's limits against slow or hostile clients (raftkv/http/limits.py)
+    http_max_head_bytes: int = _opt("HTTP_MAX_HEAD_BYTES", "--http-max-head-bytes", _byte_size, 64 * 1024,
+                                    "largest request head, request line and headers together (431 above); "
+                                    "a value sent in the query string must fit in it, larger ones go in "
+                                    "a POST body", "SIZE")
+    http_max_headers: int = _opt("HTTP_MAX_HEADERS", "--http-max-headers", lambda t: _parse_int(t, 1, 10_000),
+                                 100, "most header fields in a request (431 above)", "N")
+    http_head_timeout: int = _opt("HTTP_HEAD_TIMEOUT", "--http-head-timeout", _positive_duration, 10_000,
+                                  "longest a request head may take to arrive once its first byte has, "
+                                  "however slowly it trickles (408, then the connection is closed)", "DUR")
+    http_idle_timeout: int = _opt("HTTP_IDLE_TIMEOUT", "--http-idle-timeout", _positive_duration, 75_000,
+                                  "an idle keep-alive connection is closed after this, and so is one whose "
+                                  "request body stops arriving for this long", "DUR")
+    http_max_connections: int = _opt("HTTP_MAX_CONNECTIONS", "--http-max-connections",
+                                     lambda t: _parse_int(t, 0), 1024,
+                                     "most open HTTP connections per process serving the port (each HTTP "
+                                     "worker has its own); the next one gets a 503 and is closed (0: no cap)",
+                                     "N")
 
     # ------------------------------------------------------------------ derived
 
