@@ -63,8 +63,22 @@ a worker thread, one at a time per snapshot. Any failure cancels the sink,
 and the sender reports it through ``on_snapshot_failed(peer_id)``.
 
 A frame that does not decode (CodecError: malformed, oversized, truncated,
-or a first frame that is not a valid Hello) is logged as ``failed to decode
-incoming command`` and closes that connection only.
+over one of the codec's unpacking limits, or a first frame that is not a
+valid Hello) is logged as ``failed to decode incoming command`` and closes
+that connection only.
+
+What an accepted connection may hold, since anyone who reaches the port can
+open one: every read has a deadline. The Hello (and the cluster-key proof,
+or the TLS handshake) must come within ``io_timeout``; after it, a frame
+once begun must be complete within ``io_timeout`` (a snapshot stream's next
+chunk too), so a peer cannot park a half-sent frame and its buffer; a
+connection with nothing pending may stay silent for ``idle_timeout``, then it
+is closed (DEBUG ``closing idle connection``): a leader's append channel in a
+quiet cluster is that, and the dialing side notices the EOF and redials
+quietly when it next has something to send. Beyond ``max_connections``
+accepted connections (TLS handshakes included) a new one is closed at once,
+and a WARN ``too many connections, closing new ones`` says so at most once
+per ``log_interval`` with the number refused since the last line.
 
 Fault injection (tests and chaos runs only): with a :class:`FaultInjector`
 (``faults=``) holding rules, each message sent or received is first offered
@@ -95,6 +109,7 @@ from datetime import timedelta
 from typing import Any, Callable, Protocol
 
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, RequestVote, SnapshotMeta, TimeoutNow
+from raftkv.textforms import go_duration
 
 from .auth import NONCE_SIZE, AuthError, ClusterKeyAuth
 from .faults import FaultInjector
@@ -127,6 +142,7 @@ _READ_SIZE = 256 * 1024
 _HELLO_MAX_FRAME = 64 * 1024      # a Hello is tiny; refuse to buffer more for one
 _CONTROL_MAX_FRAME = 64 * 1024    # likewise the SnapshotAck
 _WRITE_HIGH_WATER = 1024 * 1024   # drain() waits only past this much unsent data
+_ACK_ERROR_MAX = 4096             # characters of a SnapshotAck's error text
 
 
 _CONTROL_FRAMES = frozenset({Hello, SnapshotChunk, SnapshotAck, AuthChallenge, AuthProof})
@@ -522,7 +538,7 @@ class _TlsListener:
         owner, loop = self.owner, self.owner._loop
         while True:
             try:
-                conn, _ = await loop.sock_accept(sock)
+                conn, peer = await loop.sock_accept(sock)
             except asyncio.CancelledError:
                 raise
             except OSError:
@@ -532,6 +548,11 @@ class _TlsListener:
                 continue
             if owner._closed:
                 conn.close()
+                continue
+            if len(owner._handshakes) >= owner.max_connections:
+                # before the TLS handshake: a flood must not cost us its CPU
+                conn.close()
+                owner._refuse_over_limit(_sockaddr(peer))
                 continue
             task = loop.create_task(owner._tls_accept(conn))
             owner._handshakes.add(task)
@@ -581,6 +602,8 @@ class TcpTransport:
         dial_timeout: float = 5.0,
         io_timeout: float = 10.0,
         snapshot_ack_timeout: float = 120.0,
+        idle_timeout: float = 60.0,
+        max_connections: int = 256,
         backoff_base: float = 0.010,
         backoff_cap: float = 0.5,
         log_interval: float = 5.0,
@@ -614,6 +637,8 @@ class TcpTransport:
         self.dial_timeout = dial_timeout
         self.io_timeout = io_timeout
         self.snapshot_ack_timeout = snapshot_ack_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.log_interval = log_interval
@@ -631,6 +656,9 @@ class TcpTransport:
         self._snapshot_sends: dict[str, asyncio.Task] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._dropped_closed = 0
+        self.refused_connections = 0  # over max_connections, over the transport's life
+        self._refusals_logged = 0
+        self._refusal_logged_at: float | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -880,61 +908,111 @@ class TcpTransport:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         await self._serve(reader, writer)
 
+    def _refuse_over_limit(self, remote: str) -> None:
+        """A connection beyond ``max_connections`` was closed at once: say so
+        at most once per ``log_interval``, with how many since the last line."""
+        self.refused_connections += 1
+        now = self._loop.time()
+        if self._refusal_logged_at is not None and now - self._refusal_logged_at < self.log_interval:
+            return
+        self._refusal_logged_at = now
+        refused, self._refusals_logged = self.refused_connections - self._refusals_logged, self.refused_connections
+        self._log("WARN", NET_LOGGER, "too many connections, closing new ones",
+                  [("limit", self.max_connections), ("remote-address", remote), ("refused", refused)])
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if self._closed:
             writer.transport.abort()
             return
-        self._inbound[task] = writer
         local = _sockaddr(writer.get_extra_info("sockname"))
         remote = _sockaddr(writer.get_extra_info("peername"))
+        if len(self._inbound) >= self.max_connections:
+            writer.transport.abort()
+            self._refuse_over_limit(remote)
+            return
+        self._inbound[task] = writer
         self._log("DEBUG", NET_LOGGER, "accepted connection",
                   [("local-address", local), ("remote-address", remote)])
         _set_nodelay(writer)
         receiver: _SnapshotReceiver | None = None
+        from_id = "?"
+        decoder = FrameDecoder(self.max_frame)
+        marked = -1  # see below
         try:
             peer = await self._handshake_in(reader, writer)
             if peer is None:
                 return
             from_id = peer.node_id
-            decoder = FrameDecoder(self.max_frame)
             handler = self.handler
-            while True:
-                data = await reader.read(_READ_SIZE)
-                if not data:
-                    decoder.eof()
-                    if receiver is not None:
-                        receiver.fail("failed to copy snapshot", "unexpected EOF")
-                    return
-                decoder.push(data)
-                while (msg := decoder.pop()) is not None:
-                    kind = type(msg)
-                    faults = self.faults
-                    if faults is not None and faults.rules and receiver is None:
-                        drop, delay = faults.verdict(from_id, "in")
-                        if drop:
-                            if kind is InstallSnapshot:
-                                return  # refuse the stream; the sender retries later
-                            continue
-                        if delay and kind is not InstallSnapshot:
-                            self._loop.call_later(delay, self._deliver_late, from_id, msg)
-                            continue
-                    if receiver is not None:
-                        if kind is not SnapshotChunk:
-                            raise CodecError(f"expected SnapshotChunk, got {kind.__name__}")
-                        if await receiver.chunk(msg):
-                            receiver = None
-                    elif kind is InstallSnapshot:
-                        receiver = _SnapshotReceiver(self, from_id, msg, writer)
-                        receiver.open()
-                    elif kind in _CONTROL_FRAMES:
-                        raise CodecError(f"unexpected {kind.__name__} frame")
+            loop = self._loop
+            # Every read has a deadline. With nothing pending, the peer may
+            # be quiet for idle_timeout (a leader's append channel in a
+            # quiet cluster); the dialer redials when it next has something
+            # to say. Once a frame has begun, or a snapshot is streaming, the
+            # next complete frame is due within io_timeout: a peer cannot
+            # hold the connection, and its buffer, with a frame it never
+            # finishes.
+            frames = 0        # complete frames read
+            marked = -1       # the value of ``frames`` when frame_due was set
+            frame_due = 0.0
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    if decoder.buffered or receiver is not None:
+                        if marked != frames:
+                            marked, frame_due = frames, loop.time() + self.io_timeout
+                        deadline.reschedule(frame_due)
                     else:
-                        try:
-                            handler(from_id, msg)
-                        except Exception as e:
-                            self._log("ERROR", NET_LOGGER, "failed to handle incoming command",
-                                      [("error", f"{type(e).__name__}: {e}")])
+                        marked = -1
+                        deadline.reschedule(loop.time() + self.idle_timeout)
+                    data = await reader.read(_READ_SIZE)
+                    deadline.reschedule(None)
+                    if not data:
+                        decoder.eof()
+                        if receiver is not None:
+                            receiver.fail("failed to copy snapshot", "unexpected EOF")
+                        return
+                    decoder.push(data)
+                    while (msg := decoder.pop()) is not None:
+                        frames += 1
+                        kind = type(msg)
+                        faults = self.faults
+                        if faults is not None and faults.rules and receiver is None:
+                            drop, delay = faults.verdict(from_id, "in")
+                            if drop:
+                                if kind is InstallSnapshot:
+                                    return  # refuse the stream; the sender retries later
+                                continue
+                            if delay and kind is not InstallSnapshot:
+                                self._loop.call_later(delay, self._deliver_late, from_id, msg)
+                                continue
+                        if receiver is not None:
+                            if kind is not SnapshotChunk:
+                                raise CodecError(f"expected SnapshotChunk, got {kind.__name__}")
+                            if await receiver.chunk(msg):
+                                receiver = None
+                        elif kind is InstallSnapshot:
+                            receiver = _SnapshotReceiver(self, from_id, msg, writer)
+                            receiver.open()
+                        elif kind in _CONTROL_FRAMES:
+                            raise CodecError(f"unexpected {kind.__name__} frame")
+                        else:
+                            try:
+                                handler(from_id, msg)
+                            except Exception as e:
+                                self._log("ERROR", NET_LOGGER, "failed to handle incoming command",
+                                          [("error", f"{type(e).__name__}: {e}")])
+        except TimeoutError:
+            if marked < 0:
+                self._log("DEBUG", NET_LOGGER, "closing idle connection",
+                          [("node-id", from_id), ("remote-address", remote),
+                           ("idle", timedelta(seconds=self.idle_timeout))])
+            else:
+                pending = f"{decoder.buffered} bytes of an incomplete frame" if decoder.buffered \
+                    else "a snapshot stream"
+                self._log("ERROR", NET_LOGGER, "failed to decode incoming command",
+                          [("error", f"i/o timeout: {pending} for {go_duration(int(self.io_timeout * 1e9))}"),
+                           ("remote-address", remote)])
         except CodecError as e:
             self._log("ERROR", NET_LOGGER, "failed to decode incoming command", [("error", str(e))])
         except AuthError as e:
@@ -1149,6 +1227,8 @@ class _SnapshotReceiver:
                             [("error", f"{type(e).__name__}: {e}")])
 
     def _nack(self, error: str) -> None:
+        if len(error) > _ACK_ERROR_MAX:
+            error = error[:_ACK_ERROR_MAX - 3] + "..."  # the sender refuses longer text (MAX_STR_LEN)
         try:
             self.writer.write(encode(SnapshotAck(False, error)))
         except Exception:

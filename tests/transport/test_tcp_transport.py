@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import struct
 from datetime import timedelta
 
+import msgpack
 import pytest
 
 from raftkv.raft.configuration import Configuration, Server
@@ -242,6 +244,51 @@ async def test_heartbeats_do_not_wait_behind_a_stalled_append_connection(transpo
 HELLO = encode(hello("intruder", "127.0.0.1:1"))
 
 
+def framed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+# An AppendEntries' first six fields; the entries array header follows.
+AE_HEAD = b"\x9a" + msgpack.packb([3, 1, "n1", "a", 0, 0])[1:]
+AE_TAIL = msgpack.packb(0) + b"\xc2\x00"   # leader_commit, heartbeat, read_seq
+
+
+def array_of_millions(size: int = 6_000_000) -> bytes:
+    """The frame that took a follower from 75 to 514 MB: a msgpack array
+    claiming five million elements, then ``size`` one-byte empty arrays."""
+    return framed(b"\xdd" + struct.pack(">I", 5_000_000) + b"\x90" * size)
+
+
+def nested_arrays(size: int) -> bytes:
+    """An AppendEntries whose entries are arrays of 1024 arrays of four empty
+    arrays: a valid start, every array within its cap, ~40 objects a byte."""
+    inner = b"\xdc" + struct.pack(">H", 1024) + (b"\x94" + b"\x90" * 4) * 1024
+    count = max(1, min(1024, size // len(inner)))
+    return framed(AE_HEAD + b"\xdc" + struct.pack(">H", count) + inner * count + AE_TAIL)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_from_now() -> int:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS and return
+    it; ``peak_rss()`` then tells the most this process held since. Where
+    the reset is not allowed, the current RSS stands in for the peak."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss()
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return max(int(line.split()[1]) * 1024, rss())
+    return rss()
+
+
 @pytest.mark.parametrize("payload, half_close, fragment", [
     (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False, "exceeds the limit"),
     (os.urandom(64), False, ""),
@@ -255,8 +302,16 @@ HELLO = encode(hello("intruder", "127.0.0.1:1"))
     (encode(Hello("raftkv", 1, "x", "y")), False, "unsupported protocol version 1"),
     (HELLO + encode(SnapshotChunk(b"", True)), False, "unexpected SnapshotChunk"),
     (HELLO + HELLO, False, "unexpected Hello"),
+    (HELLO + array_of_millions(64 * 1024), False,
+     "exceeds the limit of 65536 for anything but AppendEntries"),
+    (HELLO + framed(AE_HEAD + b"\xdd" + struct.pack(">I", 5_000_000) + b"\x90" * 1000), False,
+     "5000000 exceeds max_array_len(1024)"),
+    (HELLO + nested_arrays(1 << 20), False, "max_objects(8256)"),
+    (HELLO + encode(TimeoutNow(1, "n" * 20_000)), False, "exceeds max_str_len(16384)"),
+    (HELLO + framed(b"\x92\x07\x81\xa1k\x01"), False, "1 exceeds max_map_len(0)"),
 ], ids=["http", "random", "oversized", "bad-msgpack", "unknown-type", "truncated-body",
-        "truncated-hello", "no-hello", "bad-magic", "bad-version", "stray-chunk", "second-hello"])
+        "truncated-hello", "no-hello", "bad-magic", "bad-version", "stray-chunk", "second-hello",
+        "array-of-millions", "entries-over-cap", "nested-arrays", "long-text", "map"])
 async def test_bad_input_closes_only_that_connection(transports, watch, payload, half_close, fragment):
     a, a_in, a_log = await transports("n1")
     b, b_in, b_log = await transports("n2")
@@ -319,6 +374,154 @@ async def test_handler_exceptions_are_logged_and_do_not_drop_the_connection(tran
     [(_, _, _, fields)] = b_log.find("failed to handle incoming command")
     assert "boom" in fields["error"]
     assert len(b_log.find("accepted connection")) == 1
+
+
+def _throw(port: int, data: bytes) -> None:
+    """Send ``data`` on a fresh connection from a plain blocking socket (no
+    copy of it is buffered on our side) and wait for the other end to close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s, \
+            contextlib.suppress(OSError):  # reset as soon as it is refused
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+
+
+@pytest.mark.parametrize("make, buffered, error", [
+    (array_of_millions, False, "exceeds the limit of 65536 for anything but AppendEntries"),
+    # A valid start makes the receiver take the whole frame in before the
+    # walk refuses it: what it costs is the frame's buffer (grown by
+    # reallocation, so up to twice its size), not its ~40 objects a byte.
+    (lambda: nested_arrays(6_000_000), True, "max_objects(8256)"),
+], ids=["array-of-millions", "nested-arrays"])
+async def test_a_6mb_frame_of_empty_arrays_leaves_memory_flat(transports, watch, make, buffered, error):
+    b, b_in, b_log = await transports("n2")
+    data = HELLO + make()                 # built before the measurement,
+    await asyncio.to_thread(_throw, port_of(b), b"")  # and so is the thread that sends it
+    gc.collect()
+    before = peak_rss_from_now()
+    for _ in range(3):
+        await asyncio.to_thread(_throw, port_of(b), data)
+    await watch.until(lambda: len(b_log.find("failed to decode incoming command")) == 3)
+    peak, after = peak_rss() - before, rss() - before
+    limit = 4 * MiB + (2 * len(data) if buffered else 0)
+    print(f"RSS after three {len(data) / 1e6:.1f} MB frames: peak +{peak / 1e6:.1f} MB, then {after / 1e6:+.1f} MB")
+    assert all(error in line[3]["error"] for line in b_log.find("failed to decode incoming command"))
+    assert peak < limit, f"RSS peaked {peak / 1e6:.1f} MB higher"
+    assert b_in.items == []
+
+
+async def test_a_frame_left_unfinished_is_dropped_after_io_timeout(transports, watch):
+    b, b_in, b_log = await transports("n2", io_timeout=0.5, idle_timeout=60.0)
+    frame = encode(AppendEntries(1, "intruder", "", 0, 0, (Entry(1, 1, data=b"x" * 1000),), 0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.write(HELLO + frame[:10])
+        # a byte at a time is progress on the socket but not a frame: the
+        # frame as a whole is due within io_timeout of its first byte
+        for byte in frame[10:40]:
+            if reader.at_eof():
+                break
+            writer.write(bytes([byte]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 0.1)
+        async with asyncio.timeout(15):
+            assert await read_until_closed(reader) == b""
+        assert loop.time() - started < 5
+    finally:
+        writer.close()
+    await watch.until(lambda: b_log.find("failed to decode incoming command"))
+    [(level, _, _, fields)] = b_log.find("failed to decode incoming command")
+    assert level == "ERROR"
+    assert fields["error"].startswith("i/o timeout: ") and "bytes of an incomplete frame for 500ms" in fields["error"]
+    assert b_in.items == []
+
+
+async def test_a_silent_connection_is_closed_before_and_after_the_hello(transports, watch):
+    b, _, b_log = await transports("n2", io_timeout=0.5, idle_timeout=0.5)
+    silent = await asyncio.open_connection("127.0.0.1", port_of(b))
+    greeted = await asyncio.open_connection("127.0.0.1", port_of(b))
+    greeted[1].write(HELLO)
+    try:
+        async with asyncio.timeout(15):
+            assert await read_until_closed(silent[0]) == b""
+            assert await read_until_closed(greeted[0]) == b""
+    finally:
+        silent[1].close()
+        greeted[1].close()
+    await watch.until(lambda: b_log.find("closing idle connection") and b_log.find("failed to decode incoming command"))
+    [(level, _, _, fields)] = b_log.find("failed to decode incoming command")
+    assert (level, fields["error"]) == ("ERROR", "i/o timeout waiting for Hello")
+    [(level, logger, _, fields)] = b_log.find("closing idle connection")
+    assert (level, logger, fields["node-id"]) == ("DEBUG", "raft.net", "intruder")
+    assert fields["idle"] == timedelta(milliseconds=500)
+    assert not b._inbound
+
+
+async def test_a_quiet_peer_redials_without_a_word_after_its_idle_connection_was_closed(transports, watch):
+    a, _, a_log = await transports("n1")
+    b, b_in, b_log = await transports("n2", idle_timeout=0.3)
+    a.send("n2", b.address, TimeoutNow(1, "n1"))
+    a.send("n2", b.address, append(1))
+    await watch.until(lambda: len(b_in.items) == 2)
+    # both of n1's channels fall idle and n2 closes them; n1 notices the EOF
+    await watch.until(lambda: len(b_log.find("closing idle connection")) == 2)
+    await watch.until(lambda: not any(ch["connected"] for ch in a.stats()["n2"].values()))
+    a.send("n2", b.address, TimeoutNow(2, "n1"))
+    a.send("n2", b.address, append(2))
+    await watch.until(lambda: len(b_in.items) == 4)
+    assert sorted(type(m).__name__ for _, m in b_in.items) == ["AppendEntries"] * 2 + ["TimeoutNow"] * 2
+    assert len(b_log.find("accepted connection")) == 4
+    assert [line for line in a_log.lines if line[0] in ("WARN", "ERROR")] == []
+    assert all(ch["failures"] == 0 and ch["dropped"] == 0 for ch in a.stats()["n2"].values())
+
+
+async def test_connections_beyond_max_connections_are_closed_at_once(transports, watch):
+    b, b_in, b_log = await transports("n2", max_connections=3, log_interval=60.0)
+    held = []
+    try:
+        for _ in range(3):
+            held.append(await asyncio.open_connection("127.0.0.1", port_of(b)))
+            held[-1][1].write(HELLO)
+        await watch.until(lambda: len(b_log.find("accepted connection")) == 3)
+        loop = asyncio.get_running_loop()
+        for _ in range(5):
+            started = loop.time()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
+            try:
+                async with asyncio.timeout(15):
+                    assert await read_until_closed(reader) == b""
+            finally:
+                writer.close()
+            assert loop.time() - started < 2  # at once, not after a timeout
+        assert b.refused_connections == 5
+        # one line for the burst, however long it lasts
+        [(level, logger, _, fields)] = b_log.find("too many connections, closing new ones")
+        assert (level, logger) == ("WARN", "raft.net")
+        assert fields["limit"] == 3 and fields["refused"] == 1
+        assert fields["remote-address"].startswith("127.0.0.1:")
+        assert len(b_log.find("accepted connection")) == 3
+    finally:
+        for _, writer in held:
+            writer.close()
+    # room again once those are gone
+    await watch.until(lambda: not b._inbound)
+    a, _, _ = await transports("n1")
+    a.send("n2", b.address, TimeoutNow(1, "n1"))
+    await watch.until(lambda: b_in.items == [("n1", TimeoutNow(1, "n1"))])
+
+
+async def test_refusal_lines_are_rate_limited_and_count_what_they_held_back(transports, watch):
+    b, _, b_log = await transports("n2", max_connections=0, log_interval=0.2)
+    for _ in range(3):
+        await asyncio.to_thread(_throw, port_of(b), b"")
+    await watch.until(lambda: b.refused_connections == 3)
+    await asyncio.sleep(0.25)  # let the log interval pass: what is being tested is time
+    await asyncio.to_thread(_throw, port_of(b), b"")
+    await watch.until(lambda: len(b_log.find("too many connections, closing new ones")) == 2)
+    assert [line[3]["refused"] for line in b_log.find("too many connections, closing new ones")] == [1, 3]
 
 
 # --- failures, backoff, reconnection ------------------------------------------

@@ -4,6 +4,7 @@ contexts from scripts/tls-certs.sh), on both event loops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import subprocess
 from pathlib import Path
@@ -87,4 +88,27 @@ async def test_a_plain_caller_is_refused_and_logged(transports, watch, certs):
     a.send("n2", b.address, RequestVote(1, "n1", a.address, 0, 0))
     await watch.until(lambda: b_log.find("refused connection"))
     assert b_log.find("refused connection")[0][3]["error"].startswith("tls: ")
+    assert b_in.items == []
+
+
+async def test_connections_beyond_the_limit_are_closed_before_the_tls_handshake(transports, watch, certs):
+    b, b_in, b_log = await transports("n2", max_connections=1, log_interval=60.0,
+                                      **tls_kwargs(contexts(certs, "ca", "n2")))
+    host, port = b.address.rsplit(":", 1)
+    # holds the only slot: connected, its TLS handshake not even begun
+    _, held_writer = await asyncio.open_connection(host, int(port))
+    try:
+        await watch.until(lambda: len(b._handshakes) == 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            async with asyncio.timeout(5):  # closed at once, not after the handshake timeout
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read(1024) == b""
+        finally:
+            writer.transport.abort()
+        await watch.until(lambda: b_log.find("too many connections, closing new ones"))
+        [(level, _, _, fields)] = b_log.find("too many connections, closing new ones")
+        assert level == "WARN" and fields["limit"] == 1 and b.refused_connections == 1
+    finally:
+        held_writer.transport.abort()
     assert b_in.items == []
