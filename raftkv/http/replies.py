@@ -85,6 +85,7 @@ _CLIENT_ERRORS = {
     RejectReason.TRANSFER_TO_SELF: 400,
     RejectReason.UNKNOWN_SERVER: 404,
     RejectReason.NO_VOTERS_LEFT: 409,
+    RejectReason.QUORUM_AT_RISK: 409,
     RejectReason.NOTHING_TO_SNAPSHOT: 409,
 }
 

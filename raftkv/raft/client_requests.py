@@ -21,6 +21,7 @@ from .errors import RejectReason
 from .membership import RefusedChange, ServerList, logged_address, next_configuration
 from .messages import Entry, EntryType
 from .progress import ProgressState
+from .quorum import votes_needed
 from .roles import LeaderState, LeadershipTransfer
 
 
@@ -121,6 +122,16 @@ class ClientRequests:
         if isinstance(new, RefusedChange):
             self._reject(event.request_id, new.reason, new.error)
             return
+        if event.command in (ConfigCommand.DEMOTE_VOTER, ConfigCommand.REMOVE_SERVER):
+            stale = self._uncounted_voters(leader)
+            intact = [v for v in new.voters if v not in stale]
+            if stale and len(intact) < votes_needed(len(new.voters)):
+                # as etcd's strict reconfiguration check: a voter that lost its
+                # storage counts for nothing, so this would leave no quorum
+                self._reject(event.request_id, RejectReason.QUORUM_AT_RISK,
+                             f"removing {event.server_id!r} would leave {len(intact)} of {len(new.voters)} voters "
+                             f"with their storage, fewer than a quorum; {', '.join(sorted(stale))} lost theirs")
+                return
         before = self.configuration.get(event.server_id)
         after = new.get(event.server_id)
         if (after is not None and after.is_voter and before is not None and before.volume

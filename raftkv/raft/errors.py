@@ -23,6 +23,9 @@ class RejectReason(enum.Enum):
     """A membership change names a server that is not in the configuration."""
     NO_VOTERS_LEFT = "no_voters_left"
     """A membership change would leave the cluster without a voter."""
+    QUORUM_AT_RISK = "quorum_at_risk"
+    """A membership change would leave fewer voters that kept their storage
+    than a quorum (rule 7): demote or wait for the ones that lost it first."""
     TRANSFER_TIMEOUT = "transfer_timeout"
     """The transfer target did not take over within an election timeout."""
     TRANSFER_TO_SELF = "transfer_to_self"

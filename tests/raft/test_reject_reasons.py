@@ -77,6 +77,20 @@ def transfer_times_out():
     return n.step(ev.Tick(later), later)
 
 
+def demoting_the_last_intact_peer():
+    """n2 answers from a new volume (it lost its storage) before the leader
+    could demote it; an operator then asks to demote n3."""
+    with_volumes = Configuration(tuple(Server(i, f"{i}:1", volume=f"{i}-v1") for i in ("n1", "n2", "n3")))
+    n = leader(with_volumes, committed=False)
+    last = n.log.last_index
+    n.step(ev.Receive("n2", AppendEntriesResponse(n.current_term, True, last, last - 1, match_index=last,
+                                                  volume="n2-v2")))
+    n.step(ev.Receive("n3", AppendEntriesResponse(n.current_term, True, last, last - 1, match_index=last,
+                                                  volume="n3-v1")))
+    assert n.committed_in_term()
+    return n.step(ev.ChangeMembership(1, ConfigCommand.DEMOTE_VOTER, "n3"))
+
+
 NOT_LEADER = "node is not the leader"
 IN_PROGRESS = "leadership transfer in progress"
 ADD_N4 = ev.ChangeMembership(1, ConfigCommand.ADD_VOTER, "n4", "n4:1")
@@ -107,6 +121,9 @@ CASES = {
                            1, RejectReason.UNKNOWN_SERVER, "unknown server 'n9'"),
     "membership/no-voters": (lambda: leader(ALONE).step(ev.ChangeMembership(1, ConfigCommand.DEMOTE_VOTER, "n1")),
                              1, RejectReason.NO_VOTERS_LEFT, "the change would leave no voters"),
+    "membership/quorum-at-risk": (demoting_the_last_intact_peer, 1, RejectReason.QUORUM_AT_RISK,
+                                  "removing 'n3' would leave 1 of 2 voters with their storage, fewer than a "
+                                  "quorum; n2 lost theirs"),
     "transfer/timeout": (transfer_times_out, 99, RejectReason.TRANSFER_TIMEOUT, "leadership transfer timeout"),
     "transfer/self": (lambda: leader().step(ev.TransferLeadership(1, "n1")),
                       1, RejectReason.TRANSFER_TO_SELF, "cannot transfer leadership to itself"),
