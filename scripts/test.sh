@@ -4,4 +4,5 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
-exec python -m pytest -q "$@"
+# -rs: the run ends with every skipped test and why
+exec python -m pytest -q -rs "$@"
