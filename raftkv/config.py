@@ -25,9 +25,10 @@ from dataclasses import dataclass, field, fields
 
 from . import textforms
 from .raft.node import RaftConfig
+from .transport.codec import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK_SIZE
 from .textforms import go_duration, join_host_port, parse_log_level, parse_node_id, split_host_port
 
-__all__ = ["ConfigError", "NodeSettings", "add_serve_arguments", "format_go_duration",
+__all__ = ["ConfigError", "NodeSettings", "add_serve_arguments", "format_go_duration", "format_size",
            "load_settings", "parse_bool", "parse_duration_ms"]
 
 EXIT_USAGE = 2
@@ -154,12 +155,45 @@ def _byte_size(text: str) -> int:
     return n
 
 
+def _frame_size(text: str) -> int:
+    n = _byte_size(text)
+    if n > MAX_FRAME_LIMIT:
+        raise ValueError(f"size {text!r} too large (at most {format_size(MAX_FRAME_LIMIT)})")
+    return n
+
+
+def _connection_limit(text: str) -> int:
+    # each peer holds up to three connections (append, heartbeat, a snapshot
+    # stream), and a redial may overlap the connection it replaces
+    return _parse_int(text, 8, 65535)
+
+
+def format_size(n: int) -> str:
+    """A byte count as a user would write it: ``8MiB``, ``1088KiB``, ``1000``."""
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
 def _free_space(text: str) -> int:
     """A size where 0 means "no minimum"."""
     return _size_bytes(text)
 
 
 # --- the settings -------------------------------------------------------------
+
+# Room in a frame for everything but entry data or snapshot bytes: the
+# message's other fields, per-entry headers, a command's key and encoding.
+FRAME_OVERHEAD = 64 * 1024
+MAX_FRAME_LIMIT = 1024 ** 3
+# hraftd's commands are JSON with non-ASCII escaped: a value of control
+# characters grows six-fold (\x01 -> \u0001) on its way into the log.
+_HRAFTD_GROWTH = 6
+
+# The Raft core stops an AppendEntries at RaftConfig.max_append_bytes of
+# entry data where it has that knob; before it had, only at a count.
+LEADER_CAPS_BATCH_BYTES = any(f.name == "max_append_bytes" for f in fields(RaftConfig))
 
 def _opt(env: str, flag: str, parse, default, help: str, metavar: str | None = None, secret: bool = False):
     return field(default=default, repr=not secret, metadata={"env": env, "flag": flag, "parse": parse,
@@ -280,6 +314,17 @@ class NodeSettings:
                                "refuse to start (exit 73) on a volume with less free space than this; "
                                "the default holds one full AppendEntries batch of 64 values of 1MiB "
                                "(0: no check)", "SIZE")
+    max_frame: int = _opt("RAFT_MAX_FRAME", "--max-frame", _frame_size, DEFAULT_MAX_FRAME,
+                          "largest Raft frame sent or accepted; a leader's AppendEntries stops at this "
+                          "size (one entry may fill it); must hold one entry at HTTP_MAX_BODY plus 64KiB",
+                          "SIZE")
+    conn_idle_timeout: int = _opt("RAFT_CONN_IDLE_TIMEOUT", "--conn-idle-timeout", _positive_duration,
+                                  60_000, "an accepted Raft connection with nothing pending is closed "
+                                  "after this long without a frame (its dialer redials when it needs to)",
+                                  "DUR")
+    max_connections: int = _opt("RAFT_MAX_CONNECTIONS", "--max-connections", _connection_limit, 256,
+                                "accepted Raft connections at once; beyond it new ones are closed at once "
+                                "(each peer holds up to 3)", "N")
     http_workers: int = _opt("HTTP_WORKERS", "--http-workers", lambda t: _parse_int(t, 0, 64), 0,
                              "HTTP worker processes sharing the HTTP port (SO_REUSEPORT); 0 serves "
                              "HTTP in the Raft process itself", "N")
@@ -343,7 +388,16 @@ class NodeSettings:
             return self.http_advertise_addr
         return join_host_port(self.resolve_advertise_host(), self.http_port)
 
+    def max_entry_bytes(self) -> int:
+        """The largest log entry the HTTP API can make, as it travels: a
+        value (with its key) at HTTP_MAX_BODY, as the state machine encodes it."""
+        growth = _HRAFTD_GROWTH if self.fsm == "hraftd" else 1
+        return growth * self.max_body + FRAME_OVERHEAD
+
     def raft_config(self) -> RaftConfig:
+        # A batch's entry data stops FRAME_OVERHEAD short of the frame limit,
+        # where the core has that knob (see LEADER_CAPS_BATCH_BYTES).
+        sizing = {"max_append_bytes": self.max_frame - FRAME_OVERHEAD} if LEADER_CAPS_BATCH_BYTES else {}
         return RaftConfig(
             heartbeat_timeout=self.heartbeat_timeout,
             election_timeout=self.election_timeout,
@@ -358,6 +412,7 @@ class NodeSettings:
             # hashicorp/raft 1.1.2 has no RequestPreVote RPC and closes the
             # connection on one, so a node speaking its protocol never sends it
             pre_vote=self.protocol != "hashicorp",
+            **sizing,
         )
 
 
@@ -385,10 +440,8 @@ def _shown_default(f) -> str | None:
         return "true" if value else "false"
     if parse in (_duration, _positive_duration):
         return format_go_duration(value)
-    if parse in (_byte_size, _free_space) and value:
-        for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-            if value % size == 0:
-                return f"{value // size}{unit}"
+    if parse in (_byte_size, _free_space, _frame_size) and value:
+        return format_size(value)
     return str(value)
 
 
@@ -469,7 +522,25 @@ def load_settings(environ: Mapping[str, str] | None = None,
         if not host or port is None:
             raise ConfigError(f"HTTP_ADVERTISE_ADDR: expected host:port, got "
                               f"{settings.http_advertise_addr!r}")
+    _check_max_frame(settings)
     return settings
+
+
+def _check_max_frame(s: NodeSettings) -> None:
+    """A frame limit that an entry or a snapshot chunk cannot fit would stop
+    replication at the first one, with the node otherwise healthy: refuse it
+    at start instead."""
+    entry = s.max_entry_bytes()
+    if s.max_frame < entry:
+        how = (f"{_HRAFTD_GROWTH} x HTTP_MAX_BODY + 64KiB: hraftd's JSON escapes" if s.fsm == "hraftd"
+               else "HTTP_MAX_BODY + 64KiB")
+        raise ConfigError(f"RAFT_MAX_FRAME: {format_size(s.max_frame)} is too small for one entry at "
+                          f"HTTP_MAX_BODY ({format_size(s.max_body)}): a frame must hold {format_size(entry)} "
+                          f"({how}); raise RAFT_MAX_FRAME or lower HTTP_MAX_BODY")
+    chunk = SNAPSHOT_CHUNK_SIZE + FRAME_OVERHEAD
+    if s.max_frame < chunk:
+        raise ConfigError(f"RAFT_MAX_FRAME: {format_size(s.max_frame)} is too small for a snapshot chunk: "
+                          f"a frame must hold {format_size(chunk)} ({format_size(SNAPSHOT_CHUNK_SIZE)} + 64KiB)")
 
 
 _TLS_SETTINGS = (("tls_cert_file", "RAFT_TLS_CERT_FILE"), ("tls_key_file", "RAFT_TLS_KEY_FILE"),

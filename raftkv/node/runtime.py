@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raftkv import hclog
-from raftkv.config import NodeSettings, describe_raft_config
+from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings, describe_raft_config
 from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
 from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
 from raftkv.raft import effects as fx
@@ -108,10 +108,13 @@ def _resolve(fut: asyncio.Future) -> None:
 
 
 def _max_frame(s: NodeSettings) -> int:
-    # The core caps an AppendEntries at MaxAppendEntries entries, not bytes:
-    # a batch of values at the size limit must still fit in one frame, or
-    # replication of that batch would be refused by the codec forever.
-    return max(64 * 1024 * 1024, s.max_append_entries * (s.max_body + 4096) + 1024 * 1024)
+    # RAFT_MAX_FRAME, which our leaders' batches stop short of. A leader that
+    # caps a batch by entry count only -- a Go node on hashicorp's protocol,
+    # or a core without max_append_bytes -- sends MaxAppendEntries values at
+    # the size limit in one frame: refusing it would stall replication.
+    if s.protocol == "hashicorp" or not LEADER_CAPS_BATCH_BYTES:
+        return max(s.max_frame, s.max_append_entries * s.max_entry_bytes() + 1024 * 1024)
+    return s.max_frame
 
 
 # A follower writes an append of at most this many entries on the loop's thread.
@@ -295,6 +298,8 @@ class Node:
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
             advertise=self.raft_address,
             max_frame=_max_frame(s),
+            max_connections=s.max_connections,
+            **({"idle_timeout": s.conn_idle_timeout / 1000} if transport_class is TcpTransport else {}),
             faults=self.faults,
             authenticate=s.cluster_key or None,
             **({"server_ssl": self.tls.raft_server, "client_ssl": self.tls.raft_client}
@@ -304,6 +309,11 @@ class Node:
         self._network.transport = self.transport
         net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address,
                      tls=self.tls is not None)
+        if not s.cluster_key and self.tls is None:
+            fix = ("hashicorp's protocol has neither: keep the port on a trusted network" if s.protocol == "hashicorp"
+                   else 'set RAFT_CLUSTER_KEY or RAFT_TLS_* (README, "Cluster key")')
+            net_log.warn(f"the Raft port is unauthenticated: anyone who can reach {s.bind_addr}:{s.raft_port} can "
+                         f"join the cluster's traffic; {fix}")
 
         # A seed of our own, so that a trace can rebuild the same generator.
         seed = int.from_bytes(os.urandom(8), "big")

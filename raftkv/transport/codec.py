@@ -73,6 +73,7 @@ from raftkv.raft.messages import (
 MAGIC = "raftkv"
 VERSION = 2  # 2: responses carry the volume identity, servers their volume
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # RAFT_MAX_FRAME's default
+SNAPSHOT_CHUNK_SIZE = 1024 * 1024    # bytes of snapshot per SnapshotChunk frame
 HEADER_SIZE = 4
 
 # The longest list a message holds: an AppendEntries' entries, at most

@@ -36,8 +36,13 @@ with which address from the core's own ``send`` calls and from every
 configuration it carries (configuration entries, snapshot metadata); an
 address it cannot name yet is used as the id.
 
-A frame that does not decode is logged as ``failed to decode incoming
-command`` and closes that connection only. Pre-vote requests are never sent
+A frame that does not decode, or breaks the decoder's limits (the frame
+limit on buffered bytes, per-value caps of hashicorp_codec.StreamDecoder), is
+logged as ``failed to decode incoming command`` and closes that connection
+only. Beyond ``max_connections`` accepted connections a new one is closed at
+once, as in transport/tcp.py. Inbound reads have no idle deadline here: Go
+peers keep pooled connections open and would log an error for each one
+closed under them. Pre-vote requests are never sent
 (1.1.2 has no such RPC and would close the connection): a node using this
 transport must run with pre-vote off (``RaftConfig.pre_vote``).
 """
@@ -56,8 +61,8 @@ from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, EntryTyp
 
 from . import hashicorp_codec as hc
 from .codec import CodecError
-from .tcp import (FailureLogRounds, backoff_delay, dial_error_text, failure_report, io_error_text,
-                  join_host_port, split_host_port)
+from .tcp import (OVER_LIMIT_MESSAGE, FailureLogRounds, OverLimitLines, backoff_delay, dial_error_text,
+                  failure_report, io_error_text, join_host_port, over_limit_fields, split_host_port)
 
 NET_LOGGER = "raft.net"
 RAFT_LOGGER = "raft"
@@ -236,7 +241,7 @@ class HashicorpTransport:
                  on_snapshot_failed: Callable[[str], None] | None = None,
                  authenticate: Any = None, faults: Any = None, advertise: str | None = None,
                  dial_timeout: float = 5.0, io_timeout: float = 10.0, backoff_cap: float = 0.5,
-                 log_interval: float = 5.0, max_queue: int = 1024) -> None:
+                 log_interval: float = 5.0, max_queue: int = 1024, max_connections: int = 256) -> None:
         if authenticate:
             raise NotImplementedError("hashicorp/raft's protocol has no cluster key handshake: "
                                       "RAFT_CLUSTER_KEY cannot be used with RAFT_PROTOCOL=hashicorp")
@@ -257,6 +262,8 @@ class HashicorpTransport:
         self.backoff_cap = backoff_cap
         self.log_interval = log_interval
         self.max_queue = max_queue
+        self.max_connections = max_connections
+        self._over_limit = OverLimitLines(log_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._bound: str | None = None
@@ -318,6 +325,10 @@ class HashicorpTransport:
 
     def dropped(self, peer_id: str | None = None) -> int:
         return sum(o.dropped for (p, _), o in self._out.items() if peer_id in (None, p))
+
+    @property
+    def refused_connections(self) -> int:
+        return self._over_limit.refused
 
     # --- names -------------------------------------------------------------------
 
@@ -412,8 +423,15 @@ class HashicorpTransport:
         if self._closed:
             writer.transport.abort()
             return
-        self._inbound[task] = writer
         remote = _sockaddr(writer.get_extra_info("peername"))
+        if len(self._inbound) >= self.max_connections:
+            writer.transport.abort()
+            refused = self._over_limit.refuse(self._loop.time())
+            if refused is not None:
+                self._log("WARN", NET_LOGGER, OVER_LIMIT_MESSAGE,
+                          over_limit_fields(self.max_connections, remote, refused))
+            return
+        self._inbound[task] = writer
         self._log("DEBUG", NET_LOGGER, "accepted connection",
                   [("local-address", _sockaddr(writer.get_extra_info("sockname"))), ("remote-address", remote)])
         decoder = hc.StreamDecoder(self.max_frame)

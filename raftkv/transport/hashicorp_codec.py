@@ -364,7 +364,14 @@ class StreamDecoder:
     """
 
     def __init__(self, max_buffer: int = 64 * 1024 * 1024) -> None:
-        self._unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=max_buffer)
+        # Without caps msgpack sizes every length by the buffer: one header
+        # could claim millions of elements. Go's MaxAppendEntries is at most
+        # 1024; hashicorp's structs are maps of a dozen keys; Data (entries,
+        # configurations) may be str or bin and as long as the frame; an
+        # extension is at most a timestamp.
+        self._unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=max_buffer,
+                                          max_array_len=1024, max_map_len=64, max_str_len=max_buffer,
+                                          max_bin_len=max_buffer, max_ext_len=64)
         self._rpc_type: int | None = None
         self._error: Any = _MISSING
 

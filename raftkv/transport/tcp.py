@@ -118,6 +118,7 @@ from .codec import (
     AuthProof,
     DEFAULT_MAX_FRAME,
     MAGIC,
+    SNAPSHOT_CHUNK_SIZE,
     VERSION,
     CodecError,
     FrameDecoder,
@@ -196,6 +197,36 @@ class FailureLogRounds:
     def reset(self) -> None:
         """The peer was reached: the next failure starts a new streak."""
         self.what = None
+
+
+class OverLimitLines:
+    """The WARN line for connections closed over ``max_connections``: the
+    first at once, then at most one per ``interval``, each counting the
+    refusals since the previous line."""
+
+    __slots__ = ("interval", "logged", "logged_at", "refused")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.refused = 0      # over the transport's life
+        self.logged = 0       # of those, reported in a line so far
+        self.logged_at: float | None = None
+
+    def refuse(self, now: float) -> int | None:
+        """Count one refusal; the number to report if a line is due now."""
+        self.refused += 1
+        if self.logged_at is not None and now - self.logged_at < self.interval:
+            return None
+        self.logged_at = now
+        count, self.logged = self.refused - self.logged, self.refused
+        return count
+
+
+def over_limit_fields(limit: int, remote: str, refused: int) -> list[tuple[str, object]]:
+    return [("limit", limit), ("remote-address", remote), ("refused", refused)]
+
+
+OVER_LIMIT_MESSAGE = "too many connections, closing new ones"
 
 
 def failure_report(kind: str, last: object, peer_id: str, address: str, server: object,
@@ -598,7 +629,7 @@ class TcpTransport:
         advertise: str | None = None,
         max_queue_frames: int = 1024,
         max_queue_bytes: int = 64 * 1024 * 1024,
-        snapshot_chunk_size: int = 1024 * 1024,
+        snapshot_chunk_size: int = SNAPSHOT_CHUNK_SIZE,
         dial_timeout: float = 5.0,
         io_timeout: float = 10.0,
         snapshot_ack_timeout: float = 120.0,
@@ -656,9 +687,7 @@ class TcpTransport:
         self._snapshot_sends: dict[str, asyncio.Task] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._dropped_closed = 0
-        self.refused_connections = 0  # over max_connections, over the transport's life
-        self._refusals_logged = 0
-        self._refusal_logged_at: float | None = None
+        self._over_limit = OverLimitLines(log_interval)
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -908,17 +937,15 @@ class TcpTransport:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         await self._serve(reader, writer)
 
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed at once for being over ``max_connections``."""
+        return self._over_limit.refused
+
     def _refuse_over_limit(self, remote: str) -> None:
-        """A connection beyond ``max_connections`` was closed at once: say so
-        at most once per ``log_interval``, with how many since the last line."""
-        self.refused_connections += 1
-        now = self._loop.time()
-        if self._refusal_logged_at is not None and now - self._refusal_logged_at < self.log_interval:
-            return
-        self._refusal_logged_at = now
-        refused, self._refusals_logged = self.refused_connections - self._refusals_logged, self.refused_connections
-        self._log("WARN", NET_LOGGER, "too many connections, closing new ones",
-                  [("limit", self.max_connections), ("remote-address", remote), ("refused", refused)])
+        refused = self._over_limit.refuse(self._loop.time())
+        if refused is not None:
+            self._log("WARN", NET_LOGGER, OVER_LIMIT_MESSAGE, over_limit_fields(self.max_connections, remote, refused))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from raftkv.config import (ConfigError, add_serve_arguments, describe_raft_config, format_go_duration,
-                           load_settings, parse_duration_ms)
+from raftkv.config import (LEADER_CAPS_BATCH_BYTES, ConfigError, add_serve_arguments, describe_raft_config,
+                           format_go_duration, load_settings, parse_duration_ms)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text, ms", [
@@ -99,6 +105,12 @@ def test_timing_knobs_from_env():
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
     ({"HTTP_MAX_BODY": "12"}, "HTTP_MAX_BODY"),
+    ({"RAFT_MAX_FRAME": "lots"}, "RAFT_MAX_FRAME"),
+    ({"RAFT_MAX_FRAME": "2GiB"}, "RAFT_MAX_FRAME"),
+    ({"RAFT_CONN_IDLE_TIMEOUT": "60"}, "RAFT_CONN_IDLE_TIMEOUT"),
+    ({"RAFT_CONN_IDLE_TIMEOUT": "0s"}, "RAFT_CONN_IDLE_TIMEOUT"),
+    ({"RAFT_MAX_CONNECTIONS": "3"}, "RAFT_MAX_CONNECTIONS"),
+    ({"RAFT_MAX_CONNECTIONS": "many"}, "RAFT_MAX_CONNECTIONS"),
 ])
 def test_bad_values_name_the_variable(env, name):
     full = {"RAFT_NODE_ID": "n1", **env}
@@ -122,3 +134,73 @@ def test_advertise_addresses():
     assert s.http_address() == "proxy:80"
     with pytest.raises(ConfigError, match="HTTP_ADVERTISE_ADDR"):
         load_settings({"RAFT_NODE_ID": "n1", "HTTP_ADVERTISE_ADDR": "proxy"})
+
+
+# --- the Raft port's limits ---------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def test_raft_port_limits_default_and_parse():
+    s = load_settings({"RAFT_NODE_ID": "n1"})
+    assert (s.max_frame, s.conn_idle_timeout, s.max_connections) == (8 * MiB, 60_000, 256)
+    s = load_settings({"RAFT_NODE_ID": "n1", "RAFT_MAX_FRAME": "16MiB", "RAFT_CONN_IDLE_TIMEOUT": "1m30s",
+                       "RAFT_MAX_CONNECTIONS": "64"})
+    assert (s.max_frame, s.conn_idle_timeout, s.max_connections) == (16 * MiB, 90_000, 64)
+    s = load_settings({"RAFT_NODE_ID": "n1", "RAFT_MAX_FRAME": "16MiB"},
+                      parse_flags("--max-frame", "33554432", "--conn-idle-timeout", "5s", "--max-connections", "8"))
+    assert (s.max_frame, s.conn_idle_timeout, s.max_connections) == (32 * MiB, 5000, 8)
+
+
+def test_a_leaders_batches_stop_short_of_the_frame_limit():
+    # RaftConfig.max_append_bytes is the core's byte cap on a batch; settings
+    # built before the core had it simply leave it out
+    config = load_settings({"RAFT_NODE_ID": "n1", "RAFT_MAX_FRAME": "16MiB"}).raft_config()
+    if LEADER_CAPS_BATCH_BYTES:
+        assert config.max_append_bytes == 16 * MiB - 64 * 1024
+    else:
+        assert not hasattr(config, "max_append_bytes")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RAFT_MAX_FRAME": "1MiB"},
+     ("RAFT_MAX_FRAME: 1MiB is too small for one entry at HTTP_MAX_BODY (1MiB): a frame must hold 1088KiB "
+      "(HTTP_MAX_BODY + 64KiB); raise RAFT_MAX_FRAME or lower HTTP_MAX_BODY")),
+    ({"RAFT_MAX_FRAME": "8MiB", "HTTP_MAX_BODY": "8MiB"},
+     "RAFT_MAX_FRAME: 8MiB is too small for one entry at HTTP_MAX_BODY (8MiB): a frame must hold 8256KiB"),
+    ({"RAFT_MAX_FRAME": "4MiB", "RAFT_FSM": "hraftd"},
+     "a frame must hold 6208KiB (6 x HTTP_MAX_BODY + 64KiB: hraftd's JSON escapes)"),
+    ({"RAFT_MAX_FRAME": "1MiB", "HTTP_MAX_BODY": "64KiB"},
+     "RAFT_MAX_FRAME: 1MiB is too small for a snapshot chunk: a frame must hold 1088KiB (1MiB + 64KiB)"),
+])
+def test_a_frame_limit_an_entry_or_a_snapshot_chunk_cannot_fit_is_refused(env, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"RAFT_NODE_ID": "n1", **env})
+    assert message in str(info.value)
+
+
+def test_the_smallest_frame_limits_that_fit_are_accepted():
+    assert load_settings({"RAFT_NODE_ID": "n1", "RAFT_MAX_FRAME": "1088KiB"}).max_frame == 1088 * 1024
+    s = load_settings({"RAFT_NODE_ID": "n1", "RAFT_MAX_FRAME": "16448KiB", "HTTP_MAX_BODY": "16MiB"})
+    assert s.max_frame == s.max_entry_bytes() == 16 * MiB + 64 * 1024
+
+
+def test_a_bad_frame_limit_stops_raftkv_serve_with_exit_2(tmp_path):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+           "RAFT_NODE_ID": "n1", "RAFT_VOLUME_DIR": str(tmp_path / "data"), "RAFT_MAX_FRAME": "1MiB"}
+    r = subprocess.run([sys.executable, "-m", "raftkv", "serve"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 2, r
+    assert r.stderr.strip() == ("raftkv serve: RAFT_MAX_FRAME: 1MiB is too small for one entry at HTTP_MAX_BODY "
+                                "(1MiB): a frame must hold 1088KiB (HTTP_MAX_BODY + 64KiB); raise RAFT_MAX_FRAME "
+                                "or lower HTTP_MAX_BODY")
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_help_names_the_raft_port_limits():
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "(default: 8MiB) [env RAFT_MAX_FRAME]" in text
+    assert "(default: 1m0s) [env RAFT_CONN_IDLE_TIMEOUT]" in text
+    assert "(default: 256) [env RAFT_MAX_CONNECTIONS]" in text

@@ -95,3 +95,48 @@ def test_garbage_closes_only_that_connection():
             await b.close()
 
     asyncio.run(main())
+
+
+def _hostile(port: int, data: bytes) -> bytes:
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            return s.recv(1024)
+        except OSError:
+            return b""
+
+
+def test_headers_claiming_millions_are_refused_and_the_connection_closed():
+    import struct
+
+    async def main():
+        lines = []
+        b = HashicorpTransport("b", "127.0.0.1", 0, lambda f, m: None, log=lambda *line: lines.append(line),
+                               max_connections=2, log_interval=60.0)
+        await b.start()
+        try:
+            port = int(b.address.rsplit(":", 1)[1])
+            rpc_append = b"\x00"
+            for payload, fragment in [
+                (rpc_append + b"\xdf" + struct.pack(">I", 5_000_000) + b"\x80" * 1000, "exceeds max_map_len(64)"),
+                (rpc_append + b"\x81\xa7Entries\xdd" + struct.pack(">I", 5_000_000) + b"\x90" * 1000,
+                 "exceeds max_array_len(1024)"),
+            ]:
+                assert await asyncio.to_thread(_hostile, port, payload) == b""
+                await wait_for(lambda fragment=fragment: any(fragment in str(line) for line in lines))
+            # a flood beyond max_connections is closed at once, with one line
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            await wait_for(lambda: len(b._inbound) == 2)
+            for _ in range(3):
+                assert await asyncio.to_thread(_hostile, port, b"") == b""
+            assert b.refused_connections == 3
+            warns = [line for line in lines if line[2] == "too many connections, closing new ones"]
+            assert len(warns) == 1 and warns[0][0] == "WARN" and dict(warns[0][3])["limit"] == 2
+            for _, writer in held:
+                writer.close()
+        finally:
+            await b.close()
+
+    asyncio.run(main())
