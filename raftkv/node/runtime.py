@@ -299,7 +299,8 @@ class Node:
             advertise=self.raft_address,
             max_frame=_max_frame(s),
             max_connections=s.max_connections,
-            **({"idle_timeout": s.conn_idle_timeout / 1000} if transport_class is TcpTransport else {}),
+            **({"idle_timeout": s.conn_idle_timeout / 1000, "stranger_snapshot_after": s.heartbeat_timeout / 1000}
+               if transport_class is TcpTransport else {}),
             faults=self.faults,
             authenticate=s.cluster_key or None,
             **({"server_ssl": self.tls.raft_server, "client_ssl": self.tls.raft_client}

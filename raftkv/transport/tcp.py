@@ -56,7 +56,11 @@ Hello, the header (``data`` travels as nil), the bytes read from
 ``done=True``; then it waits for the receiver's ``SnapshotAck``. The
 receiver writes each chunk to ``snapshot_sink(from_id, meta)`` as it arrives
 and, when done, calls ``handler(from_id, InstallSnapshot(..., data=handle))``
-with the handle returned by the sink's ``close()``. Neither side holds more
+with the handle returned by the sink's ``close()`` -- unless the sender is
+not in the configuration (``learn_configuration``) while members are heard
+from: the sink publishes the snapshot on the volume before the core could
+ignore it, so such a stream is refused first (``SnapshotAck(False)``, a WARN
+``refusing a snapshot from a server not in the configuration``). Neither side holds more
 than a chunk or so in memory: writes wait for the socket to drain and the
 receiver reads no further until a chunk is stored. Blocking file calls run in
 a worker thread, one at a time per snapshot. Any failure cancels the sink,
@@ -635,6 +639,7 @@ class TcpTransport:
         snapshot_ack_timeout: float = 120.0,
         idle_timeout: float = 60.0,
         max_connections: int = 256,
+        stranger_snapshot_after: float = 1.0,
         backoff_base: float = 0.010,
         backoff_cap: float = 0.5,
         log_interval: float = 5.0,
@@ -670,6 +675,7 @@ class TcpTransport:
         self.snapshot_ack_timeout = snapshot_ack_timeout
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.stranger_snapshot_after = stranger_snapshot_after
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.log_interval = log_interval
@@ -688,6 +694,9 @@ class TcpTransport:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._dropped_closed = 0
         self._over_limit = OverLimitLines(log_interval)
+        self._members: frozenset[str] = frozenset()
+        self._member_heard_at = float("-inf")
+        self._strangers = OverLimitLines(log_interval)  # snapshot streams refused
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -792,7 +801,9 @@ class TcpTransport:
         channel.enqueue(frame, address)
 
     def learn_configuration(self, configuration) -> None:
-        """Nothing to learn: every raftkv frame names its sender's id."""
+        """The members, whose snapshot streams are taken (every raftkv frame
+        names its sender's id, so there are no addresses to learn)."""
+        self._members = frozenset(server.id for server in configuration.servers)
 
     async def disconnect(self, peer_id: str) -> None:
         """Forget a peer (e.g. removed from the configuration): close its
@@ -1019,11 +1030,14 @@ class TcpTransport:
                             if await receiver.chunk(msg):
                                 receiver = None
                         elif kind is InstallSnapshot:
+                            self._admit_snapshot(from_id, remote, writer)
                             receiver = _SnapshotReceiver(self, from_id, msg, writer)
                             receiver.open()
                         elif kind in _CONTROL_FRAMES:
                             raise CodecError(f"unexpected {kind.__name__} frame")
                         else:
+                            if from_id in self._members:
+                                self._member_heard_at = loop.time()
                             try:
                                 handler(from_id, msg)
                             except Exception as e:
@@ -1061,6 +1075,28 @@ class TcpTransport:
                 writer.transport.abort()
             else:
                 writer.close()  # flushes a pending SnapshotAck first
+
+    def _admit_snapshot(self, from_id: str, remote: str, writer: asyncio.StreamWriter) -> None:
+        """Whether a snapshot stream from ``from_id`` may be stored. The sink
+        publishes the snapshot on the volume before the core hears of it, so
+        the core's rule for senders is applied here first: a stream from a
+        server outside the configuration is refused while members are being
+        heard from (a stranger's snapshot, stored, would be restored from at
+        the next start). A node with no configuration yet, or cut off from
+        every member it knows for ``stranger_snapshot_after`` (its
+        configuration may be the stale one), takes it, as the core would."""
+        members = self._members
+        if not members or from_id in members:
+            return
+        if self._loop.time() - self._member_heard_at >= self.stranger_snapshot_after:
+            return
+        refused = self._strangers.refuse(self._loop.time())
+        if refused is not None:
+            self._log("WARN", NET_LOGGER, "refusing a snapshot from a server not in the configuration",
+                      [("from", from_id), ("remote-address", remote), ("refused", refused)])
+        with contextlib.suppress(Exception):
+            writer.write(encode(SnapshotAck(False, f"{from_id} is not in the configuration")))
+        raise _SnapshotFailure("snapshot from a stranger")
 
     def _deliver_late(self, from_id: str, msg: object) -> None:
         if self._closed:

@@ -25,7 +25,7 @@ from raftkv.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from raftkv.transport.codec import Hello, SnapshotChunk, encode, hello, read_frame
+from raftkv.transport.codec import Hello, SnapshotAck, SnapshotChunk, encode, hello, read_frame
 from raftkv.transport.tcp import (
     APPEND,
     HEARTBEAT,
@@ -785,6 +785,57 @@ async def test_snapshot_streams_in_chunks_and_arrives_identical(transports, watc
     assert failed == [] and not a_log.find("failed to send snapshot to")
     assert b_in.of(AppendEntries) == [heartbeat(1)]
     assert a._snapshot_sends == {}
+
+
+async def _stranger_snapshot(port: int) -> object:
+    """A stranger streams a complete 16-byte snapshot; what it hears back."""
+    conf = Configuration((Server("intruder", "127.0.0.1:1"),))
+    offer = InstallSnapshot(1000, "intruder", "127.0.0.1:1", SnapshotMeta(500, 1000, conf, 500, "x", 16))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(HELLO + encode(offer) + encode(SnapshotChunk(b"A" * 16, True)))
+        async with asyncio.timeout(15):
+            return await read_frame(reader)
+    finally:
+        writer.close()
+
+
+async def test_a_snapshot_from_a_stranger_is_refused_while_members_are_heard(transports, watch):
+    sinks: list[Sink] = []
+
+    def sink(from_id, meta):
+        sinks.append(Sink(watch))
+        return sinks[-1]
+
+    b, b_in, b_log = await transports("n2", snapshot_sink=sink, stranger_snapshot_after=60.0)
+    a, _, _ = await transports("n1")
+    b.learn_configuration(Configuration((Server("n1", a.address), Server("n2", b.address))))
+    a.send("n2", b.address, heartbeat(1))  # a member is heard from
+    await watch.until(lambda: b_in.items)
+
+    ack = await _stranger_snapshot(port_of(b))
+    # stored, it would be restored from at the next start: never opened
+    assert ack == SnapshotAck(False, "intruder is not in the configuration")
+    assert sinks == [] and not b_in.of(InstallSnapshot)
+    [(level, logger, _, fields)] = b_log.find("refusing a snapshot from a server not in the configuration")
+    assert (level, logger, fields["from"], fields["refused"]) == ("WARN", "raft.net", "intruder", 1)
+
+
+async def test_a_snapshot_from_a_stranger_is_taken_without_configuration_or_members(transports, watch):
+    sinks: list[Sink] = []
+
+    def sink(from_id, meta):
+        sinks.append(Sink(watch))
+        return sinks[-1]
+
+    # no configuration yet (a new server): the leader is a stranger to it
+    b, b_in, _ = await transports("n2", snapshot_sink=sink, stranger_snapshot_after=0.2)
+    assert await _stranger_snapshot(port_of(b)) == SnapshotAck(True, "")
+    # a configuration, but none of its members heard for stranger_snapshot_after:
+    # ours may be the stale one (the core decides, as with any snapshot)
+    b.learn_configuration(Configuration((Server("n1", "127.0.0.1:1"), Server("n2", b.address))))
+    assert await _stranger_snapshot(port_of(b)) == SnapshotAck(True, "")
+    assert len(b_in.of(InstallSnapshot)) == 2 and all(s.closed for s in sinks)
 
 
 async def test_snapshot_sink_failure_cancels_and_reports_to_the_sender(transports, watch, snapshot_file):
