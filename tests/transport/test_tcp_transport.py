@@ -25,7 +25,14 @@ from raftkv.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from raftkv.transport.codec import Hello, SnapshotAck, SnapshotChunk, encode, hello, read_frame
+from raftkv.transport.codec import (
+    Hello,
+    SnapshotAck,
+    SnapshotChunk,
+    encode,
+    hello,
+    read_frame,
+)
 from raftkv.transport.tcp import (
     APPEND,
     HEARTBEAT,
