@@ -1,8 +1,9 @@
 """The HTTP side of a node: the aiohttp application and its listener.
 
 The app's middlewares, outermost first: request metrics and CORS
-(:mod:`.dashboard`), errors to JSON answers (:mod:`.routes`), the cluster
-key on admin routes (:mod:`.admin`). :class:`HttpService` also runs the
+(:mod:`.dashboard`), errors to JSON answers and the refusal of a path, query
+or header that is not UTF-8 (:mod:`.routes`), the cluster key on admin
+routes (:mod:`.admin`). The port's limits are :mod:`.limits`'. :class:`HttpService` also runs the
 HTTP-address registry's upkeep and, with ``RAFT_JOIN``, the join client.
 With ``HTTP_WORKERS=N`` the public port belongs to N worker processes
 (:mod:`.workers`, :mod:`.worker`) and this process serves them on a unix
@@ -29,8 +30,10 @@ from .context import CTX, HttpContext
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from .forward import on_leader
 from .kv import fast_route, read_key_now, write_key_now
+from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 from .link import LinkServer, remove_socket_file, socket_path
 from .registry import Registry
+from .replies import error_reply
 from .workers import WorkerPool
 
 http_log = hclog.get_logger("http")
@@ -40,7 +43,7 @@ __all__ = ["HttpService", "create_app"]
 
 def create_app(ctx: HttpContext) -> web.Application:
     app = web.Application(middlewares=[dashboard.observe_middleware, routes.errors_middleware,
-                                       admin.require_cluster_key],
+                                       routes.strict_input_middleware, admin.require_cluster_key],
                           client_max_size=ctx.max_body)
     app[CTX] = ctx
     dashboard.add_routes(app)  # /ui, /metrics, /debug/*
@@ -78,22 +81,24 @@ class HttpService:
                                      leader_runner=on_leader, processes=self.processes)
         if self.metrics is not None:
             self.metrics.watch_processes(self.processes)
-        # A value may travel in the query string (GET /set?key=k&value=...), so
-        # the request line must be able to hold one over the limit: then the
-        # handler answers 413 instead of the parser answering 400.
-        line = 3 * s.max_body + 16 * 1024
+        limits = HttpLimits.from_settings(s)
+        if s.http_workers:
+            limits = limits.for_relays()  # the public port is the workers'
+        raise_open_files_limit(limits, http_log)
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0,
-                                    max_line_size=line, max_field_size=max(8190, 16 * 1024))
+                                    **limits.aiohttp_kwargs())
         await self.runner.setup()
         # Every connection starts on the fast path, which serves GET /get and
         # GET /set itself and hands anything else to the app's server.
         self.fast = FastPath(
             {(b"GET", "/get"): fast_route(ctx, read_key_now), (b"GET", "/set"): fast_route(ctx, write_key_now)},
-            fallback=self.runner.server,
+            fallback=lambda: None,
             observe=self.metrics.http_request if self.metrics is not None else None,
             wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
-            max_head=line + 16 * 1024,
-            log=hclog.get_logger("http"))
+            bad_request=lambda exc: error_reply(ctx.id, exc, None), served_by=ctx.id,
+            log=http_log, **limits.fast_path_kwargs())
+        self.fast.fallback = JsonErrorHandler.factory(self.runner.server, self.node.loop, self.fast, ctx.id, http_log,
+                                                      limits, access_log=None)
         if s.http_workers:
             await self._start_workers(registry)
         else:
@@ -126,6 +131,7 @@ class HttpService:
             "node_id": self.node.id, "bind": s.bind_addr, "port": s.http_port, "link": link_path,
             "internal": self.internal_path, "state_machine": self.node.state_machine_path,
             "max_body": s.max_body, "apply_timeout": s.apply_timeout / 1000,
+            "limits": HttpLimits.from_settings(s).to_spec(),
             "log_level": s.log_level, "log_format": s.log_format})
         await self.workers.start()
 

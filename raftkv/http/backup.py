@@ -20,7 +20,7 @@ from raftkv import hclog
 
 from .context import CTX, FORWARDED_BY, HttpContext, call_of
 from .forward import leader_wait, no_leader_reply
-from .params import BadRequest
+from .params import BadRequest, origin_form
 from .replies import SERVED_BY, json_reply, unavailable
 from .routes import respond
 
@@ -48,7 +48,7 @@ async def _on_leader_streaming(request: web.Request,
     for name in ("Content-Type", "Authorization"):
         if request.headers.get(name):
             headers[name] = request.headers[name]
-    url = URL(ctx.node_url(leader_http, request.raw_path), encoded=True)
+    url = URL(ctx.node_url(leader_http, origin_form(request.raw_path)), encoded=True)
     body = request.content if request.method == "POST" else None
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=max(60.0, leader_wait(ctx)))
     try:

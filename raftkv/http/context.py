@@ -13,6 +13,7 @@ from raftkv.eventlog import EventRing
 from raftkv.metrics import NodeMetrics
 from raftkv.node.runtime import Node
 
+from .params import origin_form
 from .registry import Registry, node_url
 
 __all__ = ["CTX", "Call", "HttpContext", "call_of"]
@@ -61,6 +62,8 @@ CTX: web.AppKey[HttpContext] = web.AppKey("raftkv", HttpContext)
 @dataclass(slots=True)
 class Call:
     """One request as the data plane sees it, whichever server framed it.
+    ``raw_path`` is the target's path and query, as sent (the origin-form,
+    never a scheme or host: forwarding appends it to a node's address).
     ``headers`` is case-insensitive (aiohttp's) or keyed by lower-case names
     (the fast path's), so lookups use lower-case names."""
     method: str
@@ -89,4 +92,5 @@ class Call:
 
 
 def call_of(request: web.Request, body: bytes = b"") -> Call:
-    return Call(request.method, request.raw_path, request.query, request.headers, request.remote, body)
+    # raw_path is the target as sent: an absolute-form one holds a scheme and host
+    return Call(request.method, origin_form(request.raw_path), request.query, request.headers, request.remote, body)

@@ -19,7 +19,7 @@ Per request, a task and a coroutine chain cost more than the read itself.
 
 The first request that is anything else (another route or method, a body,
 HTTP/1.0, ``Upgrade``/``Expect``, a target with a fragment, ``;`` or a bad
-percent escape, a query that is not UTF-8) hands the connection over for
+percent escape) hands the connection over for
 good: the fallback's protocol (an ``aiohttp.web.Server``'s request handler in
 production) is attached with the public ``connection_made`` /
 ``transport.set_protocol`` / ``data_received`` calls and fed the bytes from
@@ -35,6 +35,23 @@ still ours to give to the next request or to aiohttp.
 
 Only the headers the routes need are kept (``wanted_headers``); the others
 are looked at once, by lowercased name, and dropped.
+
+Limits (the port faces anyone, so every connection is bounded in bytes and
+time, and every refusal is a JSON answer naming the problem):
+
+* at most ``max_connections`` at once (503 to the next, then closed);
+* a request head (request line and headers) of at most ``max_head`` bytes
+  and ``max_headers`` header lines (431, then closed), complete at most
+  ``head_timeout`` seconds after its first byte arrived, however slowly the
+  bytes trickle (408, then closed);
+* a connection idle for ``idle_timeout`` seconds is closed;
+* a query or a header a route reads that is not UTF-8 is a 400 naming it
+  (``bad_request``), never a decoding with U+FFFD in it.
+
+A connection handed over stays behind a :class:`_Relay`, which holds the
+same limits for its later requests: it watches the request framing with a
+second llhttp parser that sees only where messages begin and end, and passes
+the bytes on to the fallback's protocol untouched.
 """
 
 from __future__ import annotations
@@ -51,18 +68,25 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httptools
 import structlog
 
-__all__ = ["DEFAULT_WANTED_HEADERS", "IDLE_TIMEOUT", "JSON_TYPE", "MAX_HEAD", "FastPath", "FastRequest",
-           "Pending", "Reply"]
+from .params import BadRequest, parse_query
+
+__all__ = ["DEFAULT_WANTED_HEADERS", "HEAD_TIMEOUT", "IDLE_TIMEOUT", "JSON_TYPE", "MAX_CONNECTIONS", "MAX_HEAD",
+           "MAX_HEADERS", "FastPath", "FastRequest", "Pending", "Reply"]
 
 JSON_TYPE = "application/json; charset=utf-8"
+# The defaults of HTTP_MAX_HEAD_BYTES, HTTP_MAX_HEADERS, HTTP_HEAD_TIMEOUT,
+# HTTP_IDLE_TIMEOUT and HTTP_MAX_CONNECTIONS (raftkv.config).
 MAX_HEAD = 64 * 1024
-# aiohttp's keepalive_timeout: an idle keep-alive connection is closed after it.
+MAX_HEADERS = 100
+HEAD_TIMEOUT = 10.0
+# longer than HTTP clients keep an idle pooled connection (aiohttp's 15 s),
+# so that a client never sends on a connection the server is closing
 IDLE_TIMEOUT = 75.0
+MAX_CONNECTIONS = 1024
 DEFAULT_WANTED_HEADERS = ("authorization", "x-raftkv-forwarded-by", "x-forwarded-for")
 # While a request is being answered, read no further than this ahead.
 _PAUSE_AT = 64 * 1024
@@ -74,6 +98,10 @@ _NOT_OURS = 2
 _FRAMING_HEADERS = {b"content-length": _HAS_BODY_IF_NONZERO, b"transfer-encoding": _NOT_OURS,
                     b"expect": _NOT_OURS, b"upgrade": _NOT_OURS}
 _RESPONSE = b"%s%s%s%s%sContent-Length: %d\r\n%s\r\n%s"
+_HTTP_SCHEMES = (b"http", b"https", b"HTTP", b"HTTPS")
+# How long a refused connection is read from (and the bytes dropped) after its
+# answer, so that unread bytes do not make the kernel reset it, answer lost.
+LINGER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +165,14 @@ class FastPath:
     (``aiohttp.web.Server(handler)``). ``observe(route, method, status,
     seconds)`` is called once per request served here. ``headers`` go on
     every answer, as do ``Server`` (``server_name``) and ``Date``.
-    ``max_head`` bounds a request head (request line included): over it the
-    answer is 413. ``log`` is a structlog-style logger (``warning``, ``error``)."""
+    ``max_head``, ``max_headers``, ``head_timeout``, ``idle_timeout`` and
+    ``max_connections`` (None: no cap) are the limits of the module
+    docstring. ``bad_request(exc)`` answers a fast route's request refused
+    before the route runs (a :class:`~raftkv.http.params.BadRequest`: a
+    query or header that is not UTF-8); by default a 400 naming the
+    parameter. ``served_by`` (a node id) goes on the answers the fast path
+    makes itself, as ``X-Raftkv-Served-By`` and ``served_by``, as on the
+    routes' own. ``log`` is a structlog-style logger (``warning``, ``error``)."""
 
     def __init__(self, routes: Mapping[tuple[bytes | str, str], Callable[..., "Reply | Pending | Awaitable[Reply]"]],
                  fallback: Callable[[], asyncio.Protocol], *,
@@ -147,14 +181,28 @@ class FastPath:
                  server_name: str | None = None,
                  wanted_headers: Iterable[str] = DEFAULT_WANTED_HEADERS,
                  max_head: int = MAX_HEAD,
+                 max_headers: int = MAX_HEADERS,
+                 head_timeout: float = HEAD_TIMEOUT,
                  idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int | None = MAX_CONNECTIONS,
+                 bad_request: Callable[[BadRequest], Reply] | None = None,
+                 served_by: str | None = None,
                  log: Any = None) -> None:
         self.fallback = fallback
+        self.served_by = served_by
         self.observe = observe
         self.max_head = max_head
+        self.max_headers = max_headers
+        # a head with more header lines than this has more than 4 bytes per
+        # line ("a:\r\n"), so shorter heads are never counted
+        self._count_lines_from = 4 * max_headers
+        self.head_timeout = head_timeout
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections or None
+        self.bad_request = bad_request if bad_request is not None else self._bad_request
         self.log = log if log is not None else structlog.get_logger("http")
         self.connections: set[FastPathProtocol] = set()
+        self.open_connections = 0  # served here or relayed to the fallback
         # path -> method -> route: one lookup per request, no key tuple built
         self.routes: dict[bytes, dict[bytes, _Route]] = {}
         for (method, path), fn in routes.items():
@@ -264,33 +312,52 @@ class FastPath:
         body: dict[str, Any] = {"error": error}
         if param is not None:
             body["param"] = param
-        return Reply(status, (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8"))
+        if self.served_by is None:
+            return Reply(status, (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8"))
+        body["served_by"] = self.served_by
+        return Reply(status, (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8"),
+                     headers=(("X-Raftkv-Served-By", self.served_by),))
 
+    def _bad_request(self, exc: BadRequest) -> Reply:
+        return self.error_reply(400, exc.message, exc.param)
 
-def _decode_query(query: bytes | None) -> dict[str, str] | None:
-    """The query as aiohttp decodes it (UTF-8, ``+`` a space, the first of
-    repeated names wins as in ``request.query.get``), or None when it is not
-    UTF-8 and aiohttp's own rules should decide."""
-    if not query:
-        return {}
-    if b"%" not in query and b"+" not in query:
-        # nothing to unquote: what parse_qsl returns, without its per-pair work
-        decoded = {}
-        for pair in query.decode("ascii").split("&"):
-            if pair:
-                name, _, value = pair.partition("=")
-                decoded.setdefault(name, value)
-        return decoded
-    try:
-        pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
-    except UnicodeError:
-        return None
-    decoded = dict(pairs)
-    if len(decoded) != len(pairs):
-        decoded = {}
-        for name, value in pairs:
-            decoded.setdefault(name, value)
-    return decoded
+    # -- the limits' refusals, one wording for both protocols
+
+    def head_too_large(self) -> tuple[int, str]:
+        return 431, (f"request head over the limit of {self.max_head} bytes (HTTP_MAX_HEAD_BYTES): request line "
+                     f"and headers together; send large values in the body of a POST")
+
+    def too_many_headers(self) -> tuple[int, str]:
+        return 431, f"more than {self.max_headers} header fields (HTTP_MAX_HEADERS)"
+
+    def head_too_slow(self) -> tuple[int, str]:
+        return 408, f"request head not complete {self.head_timeout:g}s after it began (HTTP_HEAD_TIMEOUT)"
+
+    def too_many_connections(self) -> tuple[int, str]:
+        return 503, f"too many connections (HTTP_MAX_CONNECTIONS={self.max_connections})"
+
+    def refusal(self, status: int, error: str, param: str | None = "request") -> bytes:
+        """A whole answer that ends the connection."""
+        if len(error) > 300:
+            error = error[:300] + "..."
+        return self.render(self.error_reply(status, error, param), keep_alive=False)
+
+    def close_with(self, transport: asyncio.Transport, data: bytes,
+                   then: Callable[[BaseException | None], None] | None = None, half_close: bool = True) -> None:
+        """Write the last answer of a connection and close it, lingering
+        (:data:`LINGER`) over what the client may still be sending (with
+        ``half_close``, after shutting the write side); ``then(exc)`` once
+        it is closed."""
+        if not transport.is_closing():
+            transport.write(data)
+            if transport.can_write_eof():  # not TLS: there is no half-close to linger in
+                if half_close:
+                    transport.write_eof()
+                transport.set_protocol(_Linger(transport, self.loop, then))
+                return
+            transport.close()
+        if then is not None:
+            then(None)
 
 
 class Pending:
@@ -337,9 +404,10 @@ class _Waiting:
 class FastPathProtocol(asyncio.Protocol):
     """One connection, until it is closed or handed over."""
 
-    __slots__ = ("_buf", "_busy", "_eof", "_fed", "_framing_ok", "_head_done", "_headers", "_keep_alive",
-                 "_last_active", "_loop", "_message_done", "_parser", "_query", "_read_paused", "_remote",
-                 "_route", "_site", "_task", "_timer", "_transport", "_url", "_write_resumed")
+    __slots__ = ("_bad", "_buf", "_busy", "_counted", "_eof", "_fed", "_framing_ok", "_head_done", "_head_started",
+                 "_headers", "_keep_alive", "_last_active", "_loop", "_message_done", "_parser", "_query",
+                 "_read_paused", "_remote", "_route", "_scanned", "_site", "_target", "_task", "_timer", "_timer_due",
+                 "_transport", "_url", "_write_resumed")
 
     def __init__(self, site: FastPath) -> None:
         self._site = site
@@ -347,20 +415,26 @@ class FastPathProtocol(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None  # None once closed or handed over
         self._remote: str | None = None
-        self._buf = b""         # from the start of the current request on
+        self._counted = False   # in site.open_connections until it is lost
+        self._buf: bytes | bytearray = b""  # from the start of the current request on
         self._fed = 0           # bytes of _buf the parser has seen
+        self._scanned = 0       # _buf holds no blank line before this offset
         self._busy = False      # a request is being answered
         self._eof = False
         self._read_paused = False
         self._write_resumed: asyncio.Future | None = None  # set while the transport's buffer is full
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self._last_active = 0.0
+        self._head_started = 0.0  # when the first byte of the head in _buf arrived
         self._reset_request()
 
     def _reset_request(self) -> None:
-        self._url = b""
+        self._url: bytes | bytearray = b""
+        self._target: bytes | None = None  # the origin-form of an absolute-form target
         self._headers: dict[str, str] | None = None
+        self._bad: BadRequest | None = None
         self._framing_ok = True
         self._route: _Route | None = None
         self._query: dict[str, str] | None = None
@@ -373,30 +447,56 @@ class FastPathProtocol(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         # once per connection: on Python 3.11 each get_running_loop() is a getpid() syscall
         self._loop = loop = asyncio.get_running_loop()
-        if self._site.loop is None:
-            self._site.loop = loop
-        self._transport = transport
+        site = self._site
+        if site.loop is None:
+            site.loop = loop
         peer = transport.get_extra_info("peername")
         self._remote = peer[0] if isinstance(peer, tuple) and peer else None
-        self._site.connections.add(self)
+        if site.max_connections is not None and site.open_connections >= site.max_connections:
+            # answered before the client says anything: it learns why, and
+            # the connection costs nothing more than this write
+            status, error = site.too_many_connections()
+            site.log.warning("refused connection", remote=self._remote or "", error=error)
+            site.close_with(transport, site.refusal(status, error, None))
+            return
+        self._transport = transport
+        self._counted = True
+        site.open_connections += 1
+        site.connections.add(self)
         self._last_active = loop.time()
-        self._timer = loop.call_at(self._last_active + self._site.idle_timeout, self._check_idle)
+        self._schedule(self._last_active + site.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
-        self._last_active = self._loop.time()
-        self._buf = self._buf + data if self._buf else data
+        self._last_active = now = self._loop.time()
+        buf = self._buf
+        if buf:
+            # a head arriving in pieces: extended in place, not copied per piece
+            if buf.__class__ is bytes:
+                buf = self._buf = bytearray(buf)
+            buf += data
+        else:
+            self._buf = data
+            self._head_started = now
         if not self._busy:
             self._advance()
+            if self._buf and not self._busy and self._transport is not None:
+                # a head still incomplete: its deadline, unless the timer comes sooner
+                due = self._head_started + self._site.head_timeout
+                if due < self._timer_due:
+                    self._schedule(due)
         elif len(self._buf) > _PAUSE_AT and not self._read_paused:
             self._read_paused = True
             self._transport.pause_reading()
 
     def eof_received(self) -> bool:
-        # A client may half-close after its last requests: answer them first.
+        # A client may half-close after its last requests: answer them first,
+        # then close (after the answers still queued for this round).
         self._eof = True
-        return self._busy
+        if self._transport is not None and not self._busy:
+            self._site.write_soon(self._transport, b"", close=True)
+        return True
 
     def pause_writing(self) -> None:
         if self._write_resumed is None:
@@ -409,6 +509,9 @@ class FastPathProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self._detach()
+        if self._counted:
+            self._counted = False
+            self._site.open_connections -= 1
         self.resume_writing()
         self._parser = None  # it holds our bound methods: no cycle left behind
 
@@ -423,30 +526,46 @@ class FastPathProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    # -- idle keep-alive connections
+    # -- timeouts: idle keep-alive connections, heads that do not complete
 
-    def _check_idle(self) -> None:
-        # One timer per connection, moved only when it fires: activity just
-        # stores a timestamp.
+    def _schedule(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self._loop.call_at(due, self._check_time)
+
+    def _check_time(self) -> None:
+        # One timer per connection, moved only when it fires or a head is
+        # left incomplete: activity just stores a timestamp.
         self._timer = None
         if self._transport is None:
             return
-        timeout = self._site.idle_timeout
+        site = self._site
         now = self._loop.time()
         if self._busy:
-            due = now + timeout
+            due = now + site.idle_timeout
+        elif self._buf:
+            due = self._head_started + site.head_timeout
+            if now >= due:
+                self._reject(*site.head_too_slow())
+                return
         else:
-            due = self._last_active + timeout
+            due = self._last_active + site.idle_timeout
             if now >= due:
                 self._transport.close()
                 return
-        self._timer = self._loop.call_at(due, self._check_idle)
+        self._schedule(due)
 
     # -- httptools callbacks (only ever fed the current request's head; the
     # per-request state is reset once that request is taken off the buffer)
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        if not self._url:
+            self._url = url
+        else:
+            if self._url.__class__ is bytes:
+                self._url = bytearray(self._url)
+            self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = self._site.header_kinds.get(name.lower())
@@ -457,7 +576,11 @@ class FastPathProtocol(asyncio.Protocol):
             if headers is None:
                 headers = self._headers = {}
             if kind not in headers:
-                headers[kind] = value.decode("utf-8", "surrogateescape")
+                try:
+                    headers[kind] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    if self._bad is None:
+                        self._bad = BadRequest(kind, f"header {name.decode('ascii', 'replace')} is not valid UTF-8")
         elif kind == _NOT_OURS or value.strip() != b"0":
             self._framing_ok = False
 
@@ -468,23 +591,34 @@ class FastPathProtocol(asyncio.Protocol):
         if not self._framing_ok or parser.should_upgrade() or parser.get_http_version() != "1.1":
             return
         target = self._url
+        if target.__class__ is bytearray:
+            target = self._url = bytes(target)
         if not target.isascii() or b";" in target or (b"%" in target and _BAD_PERCENT.search(target)):
             return
         try:
             url = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
             return
-        if url.fragment is not None or url.schema is not None:
+        if url.fragment is not None:
             return
+        if url.schema is not None:
+            # absolute-form (RFC 9112 3.2.2: a server must accept it): served
+            # as its path and query, which is all a node forwards
+            if url.schema not in _HTTP_SCHEMES or not url.path:
+                return
+            self._target = url.path + b"?" + url.query if url.query is not None else url.path
         by_method = self._site.routes.get(url.path)
         if by_method is None:
             return
         route = by_method.get(parser.get_method())
         if route is None:
             return
-        query = _decode_query(url.query)
-        if query is not None:
-            self._route, self._query = route, query
+        self._route = route
+        try:
+            self._query = parse_query(url.query)
+        except BadRequest as exc:
+            if self._bad is None:
+                self._bad = exc
 
     def on_message_complete(self) -> None:
         self._message_done = True
@@ -497,17 +631,36 @@ class FastPathProtocol(asyncio.Protocol):
         site = self._site
         while self._transport is not None and not self._busy:
             buf = self._buf
+            size = len(buf)
             fed = self._fed
-            if fed >= len(buf):
+            if fed >= size:
                 break
-            end = buf.find(b"\r\n\r\n", max(fed - 3, 0))
-            stop = len(buf) if end < 0 else end + 4
-            if stop > site.max_head:
-                self._reject(413, f"request head over the limit of {site.max_head} bytes")
-                return
+            end = buf.find(b"\r\n\r\n", max(fed - 3, self._scanned))
+            if end < 0:
+                if size > site.max_head:
+                    self._reject(*site.head_too_large())
+                    return
+                self._scanned = max(size - 3, 0)
+                if fed and size - fed < fed:
+                    # a head arriving in pieces is fed as its size doubles:
+                    # what the parser gathers of a header is copied once per
+                    # feed, so feeding every piece would cost the square
+                    break
+                stop = size
+            else:
+                stop = end + 4
+                if stop > site.max_head:
+                    self._reject(*site.head_too_large())
+                    return
+                if stop > site._count_lines_from and buf.count(b"\n", 0, stop) > site.max_headers + 2:
+                    self._reject(*site.too_many_headers())
+                    return
             self._fed = stop
             try:
-                self._parser.feed_data(buf if fed == 0 and stop == len(buf) else memoryview(buf)[fed:stop])
+                if buf.__class__ is bytes:
+                    self._parser.feed_data(buf if fed == 0 and stop == size else memoryview(buf)[fed:stop])
+                else:
+                    self._parser.feed_data(bytes(buf[fed:stop]))  # no view: the bytearray grows
             except httptools.HttpParserUpgrade:
                 self._hand_over()
                 return
@@ -527,17 +680,18 @@ class FastPathProtocol(asyncio.Protocol):
             self._site.write_soon(self._transport, b"", close=True)  # after the answers still queued
 
     def _start(self, head_end: int) -> None:
-        route, query, keep_alive = self._route, self._query, self._keep_alive
-        request = FastRequest(route.method, route.path, self._url.decode("ascii"),
+        route, query, keep_alive, bad = self._route, self._query, self._keep_alive, self._bad
+        target = self._target if self._target is not None else self._url
+        request = FastRequest(route.method, route.path, target.decode("ascii"),
                               self._headers or _NO_HEADERS, self._remote)
         buf = self._buf
         self._buf = buf[head_end:] if head_end < len(buf) else b""
-        self._fed = 0
+        self._fed = self._scanned = 0
         self._reset_request()
         self._busy = True
         t0 = time.perf_counter()
         try:
-            result = route.fn(query, request)
+            result = route.fn(query, request) if bad is None else self._site.bad_request(bad)
         except Exception as exc:
             result = self._site.internal_error(route, exc)
         if result.__class__ is Reply:
@@ -589,44 +743,300 @@ class FastPathProtocol(asyncio.Protocol):
 
     def _next_request(self, resume: bool) -> None:
         self._busy = False
+        if self._buf:
+            # what is buffered of the next head had to wait for this answer
+            self._head_started = self._loop.time()
         if self._read_paused and self._transport is not None:
             self._read_paused = False
             self._transport.resume_reading()
         if resume:
             self._advance()
+            if self._buf and not self._busy and self._transport is not None:
+                due = self._head_started + self._site.head_timeout
+                if due < self._timer_due:
+                    self._schedule(due)
 
     def _reject(self, status: int, error: str) -> None:
-        """Answer a request that cannot be parsed and close: nothing after it
-        can be framed."""
-        if len(error) > 200:
-            error = error[:200] + "..."
+        """Answer a request that cannot be parsed or breaks a limit, and
+        close: nothing after it can be framed."""
         site = self._site
-        site.log.warning("unparseable request", remote=self._remote or "", status=status, error=error)
+        if len(error) > 300:
+            error = error[:300] + "..."
+        site.log.warning("unparseable request" if status == 400 else "refused request", remote=self._remote or "",
+                         status=status, error=error)
         transport = self._transport
         self._detach()
-        site.write_soon(transport, site.render(site.error_reply(status, error, "request"), keep_alive=False),
-                        close=True)
+        if self._counted:
+            self._counted = False
+            site.open_connections -= 1
+        self._parser = None
+        site.flush()  # this connection's earlier answers go first
+        site.close_with(transport, site.refusal(status, error))
 
     def _hand_over(self) -> None:
         """Give the connection, and the bytes from the current request on, to
-        the fallback."""
+        the fallback, behind a :class:`_Relay` that holds the port's limits."""
+        site = self._site
         transport, data = self._transport, self._buf
-        self._site.flush()  # this connection's earlier answers go first
+        site.flush()  # this connection's earlier answers go first
         self._detach()
         self._buf = b""
         self._parser = None
         try:
-            protocol = self._site.fallback()
+            protocol = site.fallback()
         except Exception as exc:
-            self._site.log.error("no protocol to hand a connection to", error=f"{type(exc).__name__}: {exc}")
+            site.log.error("no protocol to hand a connection to", error=f"{type(exc).__name__}: {exc}")
             transport.close()
             return
+        self._counted = False  # the relay's now
+        relay = _Relay(site, protocol, transport, self._remote)
         protocol.connection_made(transport)
-        transport.set_protocol(protocol)
+        transport.set_protocol(relay)
         if self._read_paused:
             self._read_paused = False
             transport.resume_reading()
         if data:
-            protocol.data_received(data)
-        if self._eof:
+            relay.data_received(bytes(data) if data.__class__ is bytearray else data)
+        if self._eof and relay.is_open():
             protocol.eof_received()
+
+
+class _Relay(asyncio.Protocol):
+    """A connection handed to the fallback's protocol (aiohttp's request
+    handler), still behind the port's limits: every byte is passed on
+    unchanged, after a second llhttp parser -- with no callbacks but where
+    messages begin and end, so it keeps nothing of a request -- has seen it.
+
+    A head that takes longer than ``head_timeout`` from its first byte, or
+    whose bytes exceed ``max_head``, ends the connection (408 or 431, written
+    only when the fallback has answered every earlier request: otherwise the
+    answers would interleave, and closing is all that is left). A body that
+    stalls for ``idle_timeout`` while the fallback is reading ends it too.
+    Idle keep-alive connections are the fallback's to close (aiohttp's
+    ``keepalive_timeout``); header lines over ``max_head`` and more than
+    ``max_headers`` of them its parser refuses.
+
+    A head's size is exact when where it starts is known: at the start of a
+    read, or after a message without a body (the parser is fed up to each
+    blank line, as the fast path's is). After a body, llhttp does not say
+    where in the read the body ended, so a head that starts there is
+    counted from the next read on: no request within the limit is ever
+    refused, and such a head costs at most the limit plus one read."""
+
+    __slots__ = ("_broken", "_carry", "_head_at", "_head_bytes", "_head_lines", "_heads", "_in_body", "_inner",
+                 "_last_data", "_loop", "_parser", "_remote", "_site", "_timer", "_transport")
+
+    def __init__(self, site: FastPath, inner: asyncio.Protocol, transport: asyncio.Transport,
+                 remote: str | None) -> None:
+        self._site = site
+        self._inner = inner
+        self._transport: asyncio.Transport | None = transport
+        self._remote = remote
+        self._loop = site.loop
+        self._parser = httptools.HttpRequestParser(self)
+        self._head_at = 0.0      # when the open head began; 0.0: none is open
+        self._head_bytes = 0     # of the open head, in earlier reads
+        self._head_lines = 0
+        self._carry = b""        # the last bytes of the open head: its blank line may straddle two reads
+        self._heads = 0          # heads complete, so requests the fallback owes an answer
+        self._in_body = False
+        self._broken = False     # the framing is lost: no more requests
+        self._last_data = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def is_open(self) -> bool:
+        return self._transport is not None
+
+    # -- the tracking parser's callbacks
+
+    def on_message_begin(self) -> None:
+        self._head_at = self._loop.time()
+        self._head_bytes = self._head_lines = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_at = 0.0
+        self._heads += 1
+        self._in_body = True
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+
+    # -- asyncio.Protocol
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        self._last_data = self._loop.time()
+        if not self._broken:
+            try:
+                over = self._track(data)
+            except httptools.HttpParserError:
+                # the fallback's parser answers this (400) or, if it sees
+                # more in it, has the head deadline to be done with it
+                self._broken = True
+                self._head_at = self._last_data
+                over = None
+            if over is not None:
+                self._refuse(*over)
+                return
+            if (self._head_at or self._in_body) and self._timer is None:
+                self._check_time()
+        self._inner.data_received(data)
+
+    def _track(self, data: bytes) -> tuple[int, str] | None:
+        """Feed ``data`` to the tracking parser; the refusal if a head is
+        over a limit (checked here, before the fallback sees the bytes)."""
+        view = memoryview(data)
+        size = len(data)
+        pos = 0
+        while pos < size:
+            if self._in_body:
+                pos += self._feed(view[pos:])
+                if pos >= size and self._head_at:
+                    # a head began somewhere after the body ended: counted from the next read on
+                    self._head_bytes = self._head_lines = 0
+                    self._carry = bytes(view[-3:])
+                continue
+            # between messages or in a head: up to the next blank line, so
+            # that where the head ends, and the next begins, is known
+            found = data.find(b"\r\n\r\n", pos)
+            stop = found + 4 if found >= 0 else -1
+            carry = self._carry
+            if pos == 0 and carry:
+                straddle = (carry + bytes(view[:3])).find(b"\r\n\r\n")
+                if 0 <= straddle < len(carry):
+                    stop = straddle + 4 - len(carry)
+            if stop < 0:
+                self._feed(view[pos:])
+                if self._head_at:
+                    self._head_bytes += size - pos
+                    self._head_lines += data.count(b"\n", pos)
+                    self._carry = bytes(view[-3:])
+                    return self._over(self._head_bytes, self._head_lines)
+                return None
+            start, heads = pos, self._heads
+            before, lines = (self._head_bytes, self._head_lines) if self._head_at else (0, 0)
+            pos += self._feed(view[pos:stop])
+            if self._heads != heads:
+                over = self._over(before + pos - start, lines + data.count(b"\n", start, pos))
+                if over is not None:
+                    self._heads = heads  # refused: the fallback never sees it
+                    return over
+            self._head_bytes = self._head_lines = 0
+            self._carry = b""
+        return None
+
+    def _over(self, size: int, lines: int) -> tuple[int, str] | None:
+        site = self._site
+        if size > site.max_head:
+            return site.head_too_large()
+        if lines > site.max_headers + 2:  # the request line and the blank one besides
+            return site.too_many_headers()
+        return None
+
+    def _feed(self, view: memoryview) -> int:
+        """Feed the tracker; the bytes it took (fewer after a head that asks
+        for an Upgrade or a CONNECT: llhttp stops there. The fallback serves
+        no protocol but HTTP/1.1, so it refuses the upgrade and reads on: so
+        does the tracker)."""
+        try:
+            self._parser.feed_data(view)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else 0
+            if not 0 < offset <= len(view):
+                raise httptools.HttpParserError("upgrade at an unknown offset") from None
+            self._in_body = False
+            return offset
+        return len(view)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc) -> None:
+        if self._transport is not None:
+            self._transport = None
+            self._site.open_connections -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._parser = None
+        self._inner.connection_lost(exc)
+
+    # -- limits
+
+    def _check_time(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None:
+            return
+        site = self._site
+        now = self._loop.time()
+        if self._head_at:
+            due = self._head_at + site.head_timeout
+            if now >= due:
+                if self._broken:
+                    transport.close()
+                else:
+                    self._refuse(*site.head_too_slow())
+                return
+        elif self._in_body:
+            if transport.is_reading():
+                due = self._last_data + site.idle_timeout
+                if now >= due:
+                    site.log.warning("closing a connection whose request body stalled", remote=self._remote or "",
+                                     seconds=site.idle_timeout)
+                    transport.close()
+                    return
+            else:
+                due = now + site.idle_timeout  # the fallback is not reading: not the client's delay
+        else:
+            return  # between requests: the fallback's keep-alive timeout
+        self._timer = self._loop.call_at(due, self._check_time)
+
+    def _refuse(self, status: int, error: str) -> None:
+        site = self._site
+        transport, self._transport = self._transport, None
+        site.open_connections -= 1
+        site.log.warning("refused request", remote=self._remote or "", status=status, error=error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        answered = getattr(self._inner, "answered", None)
+        if answered is not None and answered >= self._heads:
+            # no half-close: should the fallback still answer something its
+            # parser refused first, it writes into an open transport
+            self._parser = None
+            site.close_with(transport, site.refusal(status, error), then=self._inner.connection_lost, half_close=False)
+        else:
+            transport.close()  # connection_lost still comes here, and goes on to the fallback
+
+
+class _Linger(asyncio.Protocol):
+    """What is left of a connection after its last answer: the write side is
+    shut; whatever the client still sends is read and dropped until it
+    closes or :data:`LINGER` has passed."""
+
+    __slots__ = ("_then", "_timer")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
+                 then: Callable[[BaseException | None], None] | None) -> None:
+        self._timer = loop.call_later(LINGER, transport.close)
+        self._then = then
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # closes the transport
+
+    def connection_lost(self, exc) -> None:
+        self._timer.cancel()
+        then, self._then = self._then, None
+        if then is not None:
+            then(exc)

@@ -24,6 +24,7 @@ from raftkv import hclog
 from raftkv.node.errors import NotLeaderError
 
 from .context import FORWARDED_BY, Call, HttpContext
+from .params import origin_form
 from .replies import SERVED_BY, Reply, unavailable
 
 http_log = hclog.get_logger("http")
@@ -88,7 +89,7 @@ async def forward(ctx: HttpContext, call: Call, leader_http: str, write: bool,
                   quiet: bool = False) -> tuple[Reply, bool]:
     """Relay the request to the leader. Returns the answer and whether it is
     safe and useful to retry (nothing was done, a new leader may help)."""
-    url = URL(ctx.node_url(leader_http, call.raw_path), encoded=True)
+    url = URL(ctx.node_url(leader_http, origin_form(call.raw_path)), encoded=True)
     try:
         async with ctx.client.request(call.method, url, data=call.body or None,
                                       headers=forward_headers(ctx, call), allow_redirects=False) as resp:

@@ -2,19 +2,32 @@
 
 Bad input raises :class:`BadRequest` (400, ``param`` names the culprit) or
 :class:`TooLarge` (413); nothing here touches the node.
+
+Input is taken as sent or refused, never repaired: a query, path or JSON
+text that is not valid UTF-8 (stray bytes, overlong forms, encoded or
+escaped surrogates) is a 400 naming the parameter, because replacing the
+bad bytes with U+FFFD would make different keys the same key. JSON bodies
+are nested at most :data:`MAX_JSON_DEPTH` levels deep.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from raftkv.fsm import RESERVED_PREFIX
 from raftkv.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, parse_port, split_host_port
 
-__all__ = ["BadRequest", "JoinRequest", "TooLarge", "parse_bool_param", "parse_join_json",
-           "parse_join_params", "parse_json_object", "parse_key", "parse_key_values", "parse_value"]
+__all__ = ["MAX_JSON_DEPTH", "BadRequest", "JoinRequest", "TooLarge", "check_path", "origin_form",
+           "parse_bool_param", "parse_join_json", "parse_join_params", "parse_json_object", "parse_key",
+           "parse_key_values", "parse_query", "parse_value"]
+
+# Deep enough for any document the API takes (the deepest, a fault spec, has
+# three levels); json.loads itself would recurse until RecursionError.
+MAX_JSON_DEPTH = 32
 
 
 # --- errors -------------------------------------------------------------------
@@ -38,9 +51,89 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+# --- request targets ------------------------------------------------------------
+
+def _unquote_text(raw: bytes) -> str:
+    """A query component as text: ``+`` a space, %-escapes decoded, then
+    UTF-8, strictly (UnicodeDecodeError otherwise)."""
+    if b"%" not in raw and b"+" not in raw and raw.isascii():
+        return raw.decode("ascii")
+    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+
+
+def _shown(raw: bytes) -> str:
+    return raw.decode("ascii", "backslashreplace")
+
+
+def parse_query(query: bytes | None) -> dict[str, str]:
+    """A query string as ``parse_qsl(keep_blank_values=True)`` decodes it,
+    the first of repeated names winning (as ``request.query.get`` does), but
+    refusing what is not UTF-8 once unescaped: BadRequest naming the
+    parameter (or, for a name that is not UTF-8, the name as sent)."""
+    if not query:
+        return {}
+    decoded: dict[str, str] = {}
+    if b"%" not in query and b"+" not in query and query.isascii():
+        # nothing to unquote: no per-pair work beyond the split
+        for pair in query.decode("ascii").split("&"):
+            if pair:
+                name, _, value = pair.partition("=")
+                decoded.setdefault(name, value)
+        return decoded
+    for pair in query.split(b"&"):
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition(b"=")
+        try:
+            name = _unquote_text(raw_name)
+        except UnicodeDecodeError:
+            shown = _shown(raw_name)
+            raise BadRequest(shown, f"parameter name {shown} is not valid UTF-8") from None
+        try:
+            value = _unquote_text(raw_value)
+        except UnicodeDecodeError:
+            if not name:
+                raise BadRequest("query", "a parameter with an empty name is not valid UTF-8") from None
+            raise BadRequest(name, f"parameter {name} is not valid UTF-8") from None
+        decoded.setdefault(name, value)
+    return decoded
+
+
+def check_path(path: bytes | str) -> None:
+    """BadRequest unless the path, %-escapes decoded, is UTF-8 (``path`` as
+    sent; a str is taken as aiohttp holds it, undecodable bytes as surrogate
+    escapes)."""
+    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
+    if b"%" not in raw and raw.isascii():
+        return
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("path", "path is not valid UTF-8") from None
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def origin_form(target: str) -> str:
+    """The path and query of a request target (RFC 9112 3.2): an
+    absolute-form ``http://host/get?key=k`` becomes ``/get?key=k``; the
+    origin-form is returned as it is. Never a scheme or a host: what a
+    node forwards is appended to another node's address."""
+    if target.startswith("/"):
+        return target
+    match = _SCHEME.match(target)
+    if match is None:
+        return "/" + target if target and target != "*" else "/"
+    rest = target[match.end():]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=-1)
+    if cut < 0:
+        return "/"
+    rest = rest[cut:]
+    return rest if rest.startswith("/") else "/" + rest
+
+
 # --- pure parameter parsing ---------------------------------------------------
-
-
 
 def parse_bool_param(params: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = params.get(name)
@@ -130,14 +223,72 @@ def parse_join_params(params: Mapping[str, str], remote_host: str | None) -> Joi
     return JoinRequest(node_id, address, voter, http)
 
 
+# a \\u escape of a UTF-16 surrogate, the only way to a lone one in valid UTF-8 text
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json_object(body: bytes, name: str = "body") -> dict:
+    """A JSON object: UTF-8 (json.loads alone lets encoded surrogates
+    through), nested at most :data:`MAX_JSON_DEPTH` levels, and no string
+    holding a lone surrogate (``"\\ud800"``: it has no UTF-8 form, so it can
+    be neither stored nor answered). BadRequest names the top-level field."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(name, f"invalid JSON body: not valid UTF-8 (at byte {exc.start})") from None
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise BadRequest(name, f"invalid JSON body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
         raise BadRequest(name, f"invalid JSON body: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest(name, "invalid JSON body: expected an object")
+    # both checks walk the document: only when the text says they may fail
+    deep = text.count("{") + text.count("[") > MAX_JSON_DEPTH
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if deep or surrogates:
+        for key, value in doc.items():
+            if not _is_text(key):
+                shown = _escaped(key)
+                raise BadRequest(shown, f"invalid JSON body: field name {shown} is not valid UTF-8 "
+                                        "(it holds a lone surrogate)")
+            _check_json(value, 2, key, name)
     return doc
+
+
+def _is_text(s: str) -> bool:
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(s: str) -> str:
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_json(value: object, depth: int, field: str, name: str) -> None:
+    if value.__class__ is str:
+        if not _is_text(value):
+            raise BadRequest(field, f"invalid JSON body: field {field} is not valid UTF-8 "
+                                    "(it holds a lone surrogate)")
+        return
+    if isinstance(value, (dict, list)):
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(name, f"invalid JSON body: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_text(key):
+                    raise BadRequest(field, f"invalid JSON body: a field name inside {field} is not valid "
+                                            "UTF-8 (it holds a lone surrogate)")
+                _check_json(item, depth + 1, field, name)
+        else:
+            for item in value:
+                _check_json(item, depth + 1, field, name)
 
 
 def parse_join_json(body: bytes, remote_host: str | None) -> JoinRequest:

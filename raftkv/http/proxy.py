@@ -18,6 +18,7 @@ from yarl import URL
 from raftkv import hclog
 
 from .context import FORWARDED_BY, Call
+from .params import origin_form
 from .replies import SERVED_BY, Reply, unavailable
 
 worker_log = hclog.get_logger("http.worker")
@@ -68,7 +69,8 @@ class RaftProcessProxy:
             if value is not None:
                 headers[name] = value
         try:
-            async with self.session.request(call.method, URL("http://raftkv" + call.raw_path, encoded=True),
+            async with self.session.request(call.method, URL("http://raftkv" + origin_form(call.raw_path),
+                                                             encoded=True),
                                             headers=headers, allow_redirects=False) as resp:
                 body = await resp.read()
                 return Reply(resp.status, body, resp.headers.get("Content-Type") or "application/json",
@@ -90,7 +92,8 @@ class RaftProcessProxy:
         body = request.content.iter_chunked(_CHUNK) if request.body_exists else None
         answer: web.StreamResponse | None = None
         try:
-            async with self.session.request(request.method, URL("http://raftkv" + request.raw_path, encoded=True),
+            async with self.session.request(request.method, URL("http://raftkv" + origin_form(request.raw_path),
+                                                                encoded=True),
                                             headers=headers, data=body, allow_redirects=False) as resp:
                 answer = web.StreamResponse(status=resp.status, reason=resp.reason)
                 for name, value in resp.headers.items():

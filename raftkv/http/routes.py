@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import traceback
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -19,16 +18,16 @@ from raftkv import hclog
 from raftkv.node.errors import RequestError
 from raftkv.raft.configuration import ConfigCommand
 
-from .context import CTX, Call, HttpContext, call_of
+from .context import CTX, FORWARDED_BY, Call, HttpContext, call_of
 from .forward import forward, on_leader
 from .kv import kv_delete, kv_get, kv_set_many, map_shape, parse_mapping, read_key, write_key
-from .params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_host_port, parse_join_json,
-                     parse_join_params, parse_json_object, parse_key, parse_node_id)
+from .params import (BadRequest, JoinRequest, TooLarge, check_path, origin_form, parse_bool_param, parse_host_port,
+                     parse_join_json, parse_join_params, parse_json_object, parse_key, parse_node_id, parse_query)
 from .replies import Answer, Reply, error_reply, json_reply
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["add_routes", "errors_middleware", "read_body", "respond"]
+__all__ = ["add_routes", "check_input", "errors_middleware", "read_body", "respond", "strict_input_middleware"]
 
 
 
@@ -81,11 +80,10 @@ async def _params(request: web.Request, body: bytes) -> dict[str, str]:
     return params
 
 
-def _form(body: bytes) -> list[tuple[str, str]]:
-    try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        raise BadRequest("body", "form body is not valid UTF-8") from None
+def _form(body: bytes) -> dict[str, str]:
+    """A form body: decoded as a query string is (strict UTF-8 once
+    unescaped; the first of repeated names wins)."""
+    return parse_query(body)
 
 
 async def _call_and_params(request: web.Request) -> tuple[Call, dict[str, str]]:
@@ -96,6 +94,36 @@ async def _call_and_params(request: web.Request) -> tuple[Call, dict[str, str]]:
 
 
 # --- middleware -------------------------------------------------------------------
+
+# the headers raftkv reads; aiohttp decodes any header as UTF-8 with
+# surrogate escapes, which cannot be forwarded, compared or answered
+_READ_HEADERS = ("Authorization", "Content-Type", "X-Forwarded-For", FORWARDED_BY, "Last-Event-ID")
+
+
+def check_input(request: web.BaseRequest) -> None:
+    """BadRequest for a path, query or read header that is not UTF-8:
+    aiohttp's decoding would replace the bad bytes (``%ff`` and ``%fe``
+    both becoming U+FFFD, the same key)."""
+    target = origin_form(request.raw_path)
+    path, _, query = target.partition("?")
+    check_path(path)
+    if query:
+        parse_query(query.encode("utf-8", "surrogateescape"))
+    headers = request.headers
+    for name in _READ_HEADERS:
+        value = headers.get(name)
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(name, f"header {name} is not valid UTF-8") from None
+
+
+@web.middleware
+async def strict_input_middleware(request: web.Request, handler) -> web.StreamResponse:
+    check_input(request)
+    return await handler(request)
+
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
@@ -171,7 +199,7 @@ def _join_request(request: web.Request, body: bytes, host: str | None,
         named = {k: ("true" if v else "false") if isinstance(v, bool) else v
                  for k, v in doc.items() if isinstance(v, (str, bool))}
     else:
-        named = {**request.query, **dict(_form(body))} if body.strip() else dict(request.query)
+        named = {**request.query, **_form(body)} if body.strip() else dict(request.query)
         join = parse_join_params(named, host)
     guessed = not any(isinstance(named.get(k), str) and named[k].strip() for k in ("raftAddr", "addr"))
     if voter_by_default and "voter" not in named and "voter" not in request.query:

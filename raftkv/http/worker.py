@@ -48,9 +48,10 @@ from raftkv.node.errors import ApplyTimeout, NotLeaderError
 from .context import Call
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from .kv import fast_route, read_key_now, write_key_now
+from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 from .link import LinkClient
 from .proxy import RaftProcessProxy
-from .replies import Reply
+from .replies import Reply, error_reply
 
 worker_log = hclog.get_logger("http.worker")
 
@@ -189,14 +190,15 @@ async def serve(spec: dict) -> int:
     reader = KVReader(spec["state_machine"])
     proxy = RaftProcessProxy(node_id, spec["internal"], lambda: link.leader)
     ctx = WorkerContext(WorkerNode(node_id, link, reader, spec["apply_timeout"]), node_id, max_body, link, proxy)
-    line = 3 * max_body + 16 * 1024
-    relay_server = web.Server(proxy.handle, access_log=None, max_line_size=line,
-                              max_field_size=max(8190, 16 * 1024))
+    limits = HttpLimits.from_spec(spec["limits"])
+    raise_open_files_limit(limits, worker_log)
+    relay_server = web.Server(proxy.handle, access_log=None, **limits.aiohttp_kwargs())
     fast = FastPath({(b"GET", "/get"): fast_route(ctx, read_key_now), (b"GET", "/set"): fast_route(ctx, write_key_now)},
-                    fallback=relay_server,
+                    fallback=lambda: None,
                     wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
-                    max_head=line + 16 * 1024,
-                    log=worker_log)
+                    bad_request=lambda exc: error_reply(node_id, exc, None), served_by=node_id,
+                    log=worker_log, **limits.fast_path_kwargs())
+    fast.fallback = JsonErrorHandler.factory(relay_server, loop, fast, node_id, worker_log, limits, access_log=None)
     try:
         sock = _listen(spec["bind"], spec["port"])
     except OSError as exc:

@@ -95,3 +95,73 @@ def test_key_values_body():
     assert bad(parse_key_values, b'{"\\u0000raftkv/x": "x"}', 100).param.startswith("\x00raftkv/")
     with pytest.raises(TooLarge):
         parse_key_values(b'{"a": "' + b"x" * 200 + b'"}', 100)
+
+
+def test_query_strings_are_decoded_as_parse_qsl_does_or_refused():
+    from raftkv.http.params import parse_query
+    assert parse_query(b"") == {} and parse_query(None) == {}
+    assert parse_query(b"key=a+b&value=%2B1%C3%A9&key=second&flag&=x&&") == \
+        {"key": "a b", "value": "+1é", "flag": "", "": "x"}
+    assert parse_query(b"key=%zz&v=%2") == {"key": "%zz", "v": "%2"}  # not escapes: kept as sent
+    assert parse_query("k=é".encode()) == {"k": "é"}
+    for bad, param in ((b"key=%ff", "key"), (b"key=%fe", "key"), (b"v=%ED%A0%80", "v"), (b"v=%C0%AF", "v"),
+                       (b"v=%E2%82", "v"), (b"v=%F4%90%80%80", "v"), (b"ok=1&v=\xff", "v"), (b"%ff=1", "%ff")):
+        err = bad_of(parse_query, bad)
+        assert err.param == param and "not valid UTF-8" in err.message, (bad, err.message)
+    assert bad_of(parse_query, b"key=%ff").message == "parameter key is not valid UTF-8"
+
+
+def test_paths_must_be_utf8():
+    from raftkv.http.params import check_path
+    check_path("/key/caf%C3%A9")
+    check_path(b"/key/plain")
+    for bad in ("/key/%ff", "/key/%C0%AF", "/key/\udcff", b"/key/\xff"):
+        assert bad_of(check_path, bad).param == "path"
+
+
+def test_origin_form_keeps_only_path_and_query():
+    from raftkv.http.params import origin_form
+    assert origin_form("/get?key=k") == "/get?key=k"
+    assert origin_form("http://evil.example:1/get?key=k") == "/get?key=k"
+    assert origin_form("HTTPS://u:p@h/key/a%2Fb") == "/key/a%2Fb"
+    assert origin_form("http://h?x=1") == "/?x=1"
+    assert origin_form("http://h") == "/"
+    assert origin_form("*") == "/"
+    for target in ("http://h//evil.example/x", "http://a/http://b/c"):
+        assert origin_form(target).startswith("/") and "://" not in origin_form(target).split("/")[1]
+
+
+def test_json_bodies_nested_too_deep_are_refused():
+    from raftkv.http.params import MAX_JSON_DEPTH, parse_json_object
+    assert MAX_JSON_DEPTH == 32
+    inner = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
+    assert parse_json_object(('{"a": ' + inner + "}").encode())  # 32 levels with the object itself
+    for body in (b"[" * 100_000, b'{"a":' * 100_000, ('{"a": [' + inner + "]}").encode(),
+                 b'{"a": ' + b'{"b": ' * 40 + b"1" + b"}" * 40 + b"}"):
+        err = bad_of(parse_json_object, body)
+        assert err.param == "body" and "nested deeper than 32 levels" in err.message
+
+
+def test_json_strings_must_be_utf8():
+    from raftkv.http.params import parse_join_json, parse_json_object
+    assert parse_json_object(b'{"k": "\\ud83d\\ude00"}') == {"k": "\U0001F600"}  # a pair is fine
+    assert parse_json_object(b'{"k": "\\\\ud800"}') == {"k": "\\ud800"}  # an escaped backslash
+    err = bad_of(parse_json_object, b'{"k": "\\ud800"}')
+    assert err.param == "k" and "field k is not valid UTF-8" in err.message
+    err = bad_of(parse_json_object, b'{"\\udc00x": "v"}')
+    assert err.param == "\\udc00x" and "field name" in err.message
+    assert bad_of(parse_json_object, b'{"a": [{"b": ["\\udfff"]}]}').param == "a"
+    assert bad_of(parse_json_object, b'{"a": {"\\ud800": 1}}').param == "a"
+    for raw in (b'{"k": "\xed\xa0\x80"}', b'{"k": "\xc0\xaf"}', b'{"k": "\xff"}'):
+        err = bad_of(parse_json_object, raw)
+        assert err.param == "body" and "not valid UTF-8" in err.message
+    assert bad_of(parse_key_values, b'{"k": "\\ud800"}', 100).param == "k"
+    assert bad_of(parse_join_json, b'{"id": "\\ud800", "addr": "h:1"}', "h").param == "id"
+    # every refusal can be answered: its text encodes as UTF-8
+    for body in (b'{"\\ud800": 1}', b'{"k": "\\ud800"}'):
+        err = bad_of(parse_json_object, body)
+        (err.message + err.param).encode("utf-8")
+
+
+def bad_of(fn, *args) -> BadRequest:
+    return bad(fn, *args)

@@ -74,3 +74,52 @@ def test_key_values_body(body, limit):
         assert refused_properly(exc), repr(exc)
         return
     assert doc and all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items())
+
+
+query_bytes = st.lists(st.sampled_from([b"key", b"value", b"=", b"&", b"+", b"%", b"%ff", b"%C3%A9", b"%ED%A0%80",
+                                        b"%C0%AF", b"%2", b"%zz", b"a", b"\xff", "é".encode(), b"%00"]),
+                       max_size=12).map(b"".join) | st.binary(max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(query_bytes)
+def test_a_query_is_decoded_or_refused_naming_a_parameter(raw):
+    from raftkv.http.params import parse_query
+    try:
+        decoded = parse_query(raw)
+    except Exception as exc:
+        assert refused_properly(exc), repr(exc)
+        (exc.message + exc.param).encode("utf-8")  # the refusal itself can be answered
+        return
+    for name, value in decoded.items():
+        name.encode("utf-8")  # no surrogates, no U+FFFD made up for a bad byte
+        value.encode("utf-8")
+        assert "\ufffd" not in name + value or "\ufffd".encode() in raw or b"%EF%BF%BD" in raw.upper()
+
+
+deep_json = st.recursive(st.none() | st.integers() | st.sampled_from(["a", "\ud800", "\udfff", "é", "\U0001F600"]),
+                         lambda c: st.lists(c, max_size=2) | st.dictionaries(
+                             st.sampled_from(["k", "\ud800", "é"]), c, max_size=2), max_leaves=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["k", "v", "\udc80"]), deep_json, max_size=3), st.integers(0, 40))
+def test_json_objects_parse_to_utf8_text_within_the_depth_or_are_refused(doc, extra_depth):
+    from raftkv.http.params import MAX_JSON_DEPTH, parse_json_object
+    body = json.dumps(doc).encode()  # ensure_ascii: surrogates as \u escapes
+    body = body[:-1] + b', "deep": ' + b"[" * extra_depth + b"]" * extra_depth + b"}" if body != b"{}" else body
+    try:
+        parsed = parse_json_object(body)
+    except Exception as exc:
+        assert refused_properly(exc), repr(exc)
+        (exc.message + exc.param).encode("utf-8")
+        return
+    json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # every string has a UTF-8 form
+
+    def depth(v) -> int:
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        return 0
+    assert depth(parsed) <= MAX_JSON_DEPTH

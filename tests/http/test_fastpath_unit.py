@@ -15,6 +15,7 @@ import uvloop
 from aiohttp import web
 
 from raftkv.http.fastpath import FastPath, FastRequest, Pending, Reply
+from raftkv.http.limits import HttpLimits, JsonErrorHandler
 
 
 class Log:
@@ -46,10 +47,12 @@ async def aiohttp_handler(request: web.BaseRequest) -> web.StreamResponse:
 
 
 class Server:
-    """A FastPath on 127.0.0.1, aiohttp's low-level server behind it."""
+    """A FastPath on 127.0.0.1, aiohttp's low-level server behind it (with
+    ``json_errors``, through raftkv's JsonErrorHandler, as in a node)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, json_errors: bool = False, **kwargs):
         self.kwargs = kwargs
+        self.json_errors = json_errors
         self.observed = []
         self.log = Log()
         self.handed = 0
@@ -59,7 +62,7 @@ class Server:
 
         def fallback():
             self.handed += 1
-            return self.aiohttp()
+            return make_handler()
 
         kwargs = dict(routes={(b"GET", "/get"): echo_get, ("GET", "/set"): echo_get}, fallback=fallback,
                       observe=lambda *args: self.observed.append(args),
@@ -67,6 +70,12 @@ class Server:
                       log=self.log)
         kwargs.update(self.kwargs)
         self.fast = FastPath(**kwargs)
+        make_handler = self.aiohttp
+        if self.json_errors:
+            limits = HttpLimits(self.fast.max_head, self.fast.max_headers, self.fast.head_timeout,
+                                self.fast.idle_timeout, self.fast.max_connections)
+            make_handler = JsonErrorHandler.factory(self.aiohttp, asyncio.get_running_loop(), self.fast, "n1",
+                                                    self.log, limits)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self.fast, "127.0.0.1", 0, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -98,6 +107,20 @@ async def read_response(reader: asyncio.StreamReader):
 
 async def assert_closed(reader: asyncio.StreamReader):
     assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def trickle_bytes(writer: asyncio.StreamWriter, data: bytes, pause: float, piece: int = 1) -> None:
+    """Write ``data`` a piece at a time until it is all out or the server
+    has closed the connection."""
+    for i in range(0, len(data), piece):
+        if writer.is_closing():
+            return
+        writer.write(data[i:i + piece])
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(pause)
 
 
 def get(target: str, *extra: str) -> bytes:
@@ -284,11 +307,10 @@ async def test_a_request_with_a_body_is_handed_over():
     b"HEAD /get?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /get?key=a;b HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /get?key=%zz HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /get?key=%FF HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /get?key=a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
     b"GET /get?key=a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"GET /get?key=a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    b"GET http://x/get?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET ftp://x/get?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
 ])
 async def test_what_the_fast_path_does_not_cover_goes_to_aiohttp(request_bytes):
     async with Server() as s:
@@ -345,15 +367,15 @@ async def test_half_close_after_pipelined_requests_still_gets_every_answer():
         writer.close()
 
 
-async def test_a_head_over_the_limit_is_413():
+async def test_a_head_over_the_limit_is_431():
     async with Server(max_head=1024) as s:
         reader, writer = await s.connect()
         writer.write(get("/get?n=1") + get("/set?key=k&value=" + "v" * 2000))
         status, _, _ = await read_response(reader)
         assert status == 200
         status, headers, body = await read_response(reader)
-        assert status == 413 and json.loads(body)["param"] == "request"
-        assert "1024" in json.loads(body)["error"]
+        assert status == 431 and json.loads(body)["param"] == "request"
+        assert "over the limit of 1024 bytes (HTTP_MAX_HEAD_BYTES)" in json.loads(body)["error"]
         await assert_closed(reader)
         writer.close()
     # a large head within the limit is served
@@ -362,6 +384,184 @@ async def test_a_head_over_the_limit_is_413():
         writer.write(get("/set?key=k&value=" + "v" * 40000))
         status, _, body = await read_response(reader)
         assert status == 200 and len(json.loads(body)["query"]["value"]) == 40000
+        writer.close()
+
+
+async def test_a_head_over_the_limit_without_its_end_is_431_as_soon_as_it_is_over():
+    async with Server(max_head=1024) as s:
+        reader, writer = await s.connect()
+        writer.write(b"GET /get?key=" + b"k" * 600)
+        await writer.drain()
+        writer.write(b"k" * 600)  # no blank line yet: over the limit all the same
+        status, _, body = await read_response(reader)
+        assert status == 431 and "1024" in json.loads(body)["error"]
+        await assert_closed(reader)
+        writer.close()
+
+
+async def test_too_many_header_fields_is_431():
+    async with Server(max_headers=20) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1", *(f"X-H{i}: v" for i in range(18))))  # 19 with Host
+        status, _, _ = await read_response(reader)
+        assert status == 200
+        writer.write(get("/get?n=2", *(f"X-H{i}: v" for i in range(25))))
+        status, _, body = await read_response(reader)
+        assert status == 431
+        assert json.loads(body) == {"error": "more than 20 header fields (HTTP_MAX_HEADERS)", "param": "request"}
+        await assert_closed(reader)
+        writer.close()
+
+
+async def test_a_head_that_trickles_past_its_deadline_is_408_and_closed():
+    async with Server(head_timeout=0.4) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=1"))
+        status, _, _ = await read_response(reader)
+        assert status == 200
+        t0 = time.monotonic()
+        # a byte every 50 ms: activity, but the head's clock runs from its first byte
+        trickle = asyncio.ensure_future(trickle_bytes(writer, get("/get?n=2")[:-2], 0.05))
+        status, headers, body = await read_response(reader)
+        trickle.cancel()
+        assert status == 408 and headers["connection"] == "close"
+        assert json.loads(body) == {"error": "request head not complete 0.4s after it began (HTTP_HEAD_TIMEOUT)",
+                                    "param": "request"}
+        assert 0.3 < time.monotonic() - t0 < 3
+        await assert_closed(reader)
+        assert ("warning", "refused request") in [line[:2] for line in s.log.lines]
+        writer.close()
+
+
+async def test_a_head_that_never_ends_after_a_hand_over_is_408_and_closed():
+    async with Server(json_errors=True, head_timeout=0.4) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/status?n=1"))  # aiohttp's from here on
+        status, _, body = await read_response(reader)
+        assert status == 200 and json.loads(body)["aiohttp"] is True
+        t0 = time.monotonic()
+        trickle = asyncio.ensure_future(trickle_bytes(writer, b"GET /status HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 40,
+                                                      0.05, piece=6))
+        status, _, body = await read_response(reader)
+        trickle.cancel()
+        assert status == 408 and "HTTP_HEAD_TIMEOUT" in json.loads(body)["error"]
+        assert 0.3 < time.monotonic() - t0 < 3
+        await assert_closed(reader)
+        assert s.handed == 1 and s.fast.open_connections == 0
+        writer.close()
+
+
+async def test_a_head_over_the_limit_after_a_hand_over_is_431():
+    async with Server(json_errors=True, max_head=4096) as s:
+        reader, writer = await s.connect()
+        writer.write(get("/status?n=1"))
+        status, _, _ = await read_response(reader)
+        assert status == 200
+        writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        for _ in range(10):  # short header lines: only the whole head is over
+            writer.write(b"".join(b"X-%d: %s\r\n" % (i, b"v" * 40) for i in range(20)))
+            await writer.drain()
+        status, _, body = await read_response(reader)
+        assert status == 431 and "4096" in json.loads(body)["error"]
+        await assert_closed(reader)
+        writer.close()
+
+
+async def test_a_body_that_stalls_is_closed_after_the_idle_timeout():
+    async with Server(json_errors=True, idle_timeout=0.4) as s:
+        reader, writer = await s.connect()
+        writer.write(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
+        t0 = time.monotonic()
+        await assert_closed(reader)
+        assert 0.3 < time.monotonic() - t0 < 3
+        writer.close()
+
+
+@pytest.mark.parametrize("request_bytes, status, error", [
+    (b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+     "Invalid character in chunk size"),
+    (b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n", 400,
+     "Chunk size overflow"),
+    (get("/status", "X-Big: " + "b" * 5000), 431, "HTTP_MAX_HEAD_BYTES"),
+    (get("/status", *(f"X-H{i}: v" for i in range(30))), 431, "more than 20 header fields (HTTP_MAX_HEADERS)"),
+])
+async def test_aiohttp_parser_errors_are_json(request_bytes, status, error):
+    async with Server(json_errors=True, max_head=4096, max_headers=20) as s:
+        reader, writer = await s.connect()
+        # the first request hands the connection over: the second is aiohttp's to parse
+        writer.write(get("/status?n=1"))
+        assert (await read_response(reader))[0] == 200
+        writer.write(request_bytes)
+        got, headers, body = await read_response(reader)
+        assert got == status, body
+        assert headers["content-type"] == "application/json; charset=utf-8"
+        assert headers["x-raftkv-served-by"] == "n1"
+        doc = json.loads(body)
+        assert error in doc["error"] and doc["param"] == "request", doc
+        await assert_closed(reader)
+        writer.close()
+
+
+async def test_connections_over_the_cap_get_503_and_are_closed():
+    async with Server(max_connections=2) as s:
+        first, second = await s.connect(), await s.connect()
+        reader, writer = await s.connect()
+        status, headers, body = await read_response(reader)
+        assert status == 503 and headers["connection"] == "close"
+        assert json.loads(body) == {"error": "too many connections (HTTP_MAX_CONNECTIONS=2)"}
+        await assert_closed(reader)
+        writer.close()
+        # those within the cap are served; one closed makes room for another
+        first[1].write(get("/get?n=1"))
+        assert (await read_response(first[0]))[0] == 200
+        first[1].close()
+        deadline = time.monotonic() + 5
+        while s.fast.open_connections > 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        reader, writer = await s.connect()
+        writer.write(get("/get?n=2"))
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+        second[1].close()
+
+
+async def test_a_query_that_is_not_utf8_is_a_400_naming_the_parameter():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        for target, param in (("/get?key=%FF", "key"), ("/set?key=k&value=%ED%A0%80", "value"),
+                              ("/set?key=k&value=%C0%AF", "value"), ("/get?%FE=1", "%FE")):
+            writer.write(get(target))
+            status, _, body = await read_response(reader)
+            assert status == 400, target
+            assert json.loads(body) == {"error": f"parameter {'name ' if param.startswith('%') else ''}"
+                                                 f"{param} is not valid UTF-8", "param": param}
+        writer.write(get("/get?n=after"))  # the connection goes on
+        assert (await read_response(reader))[0] == 200
+        assert s.handed == 0 and [o[2] for o in s.observed] == [400, 400, 400, 400, 200]
+        writer.close()
+
+
+async def test_a_header_a_route_reads_that_is_not_utf8_is_a_400():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(b"GET /get?n=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
+        status, _, body = await read_response(reader)
+        assert status == 400
+        assert json.loads(body) == {"error": "header Authorization is not valid UTF-8", "param": "authorization"}
+        writer.close()
+
+
+async def test_an_absolute_form_target_is_served_as_its_path_and_query():
+    async with Server() as s:
+        reader, writer = await s.connect()
+        writer.write(get("http://example.org:8000/get?key=a") + get("HTTP://example.org/set"))
+        for route, target, query in (("/get", "/get?key=a", {"key": "a"}), ("/set", "/set", {})):
+            status, _, body = await read_response(reader)
+            doc = json.loads(body)
+            assert status == 200 and (doc["route"], doc["target"], doc["query"]) == (route, target, query)
+        assert s.handed == 0
         writer.close()
 
 
@@ -461,6 +661,10 @@ def test_render_builds_one_answer():
     test_a_request_with_a_body_is_handed_over, test_garbage_is_a_json_400_and_the_connection_closes,
     test_half_close_after_pipelined_requests_still_gets_every_answer, test_idle_connections_are_closed,
     test_many_pipelined_requests_with_reading_paused, test_a_client_that_reads_slowly_gets_every_answer,
+    test_a_head_that_trickles_past_its_deadline_is_408_and_closed,
+    test_a_head_that_never_ends_after_a_hand_over_is_408_and_closed,
+    test_a_head_over_the_limit_after_a_hand_over_is_431, test_a_body_that_stalls_is_closed_after_the_idle_timeout,
+    test_connections_over_the_cap_get_503_and_are_closed, test_a_head_split_byte_by_byte,
 ], ids=lambda f: f.__name__.removeprefix("test_"))
 def test_on_uvloop(scenario):
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -473,13 +677,13 @@ def test_on_uvloop(scenario):
 def test_query_decoding_matches_parse_qsl(pairs, quote_them):
     from urllib.parse import parse_qsl, quote, urlencode
 
-    from raftkv.http.fastpath import _decode_query
+    from raftkv.http.params import parse_query
     query = urlencode(pairs) if quote_them else "&".join(f"{quote(n, safe='=')}={quote(v, safe='=')}"
                                                          for n, v in pairs)
     expected: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         expected.setdefault(name, value)
-    assert _decode_query(query.encode("ascii")) == expected
+    assert parse_query(query.encode("ascii")) == expected
 
 
 @given(st.text(max_size=20), st.text(max_size=40), st.integers(0, 2**63), st.integers(0, 10**7))
