@@ -136,10 +136,15 @@ def encode_set_many(mapping: Mapping[str, str]) -> bytes:
 def describe_command(data: bytes) -> list[tuple[str, object]]:
     """The pairs a log line shows for an applied command: the operation and
     its key (or how many keys), and the value's size -- never the value,
-    which may be megabytes or a secret."""
+    which may be megabytes or a secret. raftkv's own writes (keys under
+    RESERVED_PREFIX) say what they are instead and carry ``internal=true``,
+    so a reader of the log, or the dashboard, can tell them from the user's:
+    ``op=register-http node=n2 http=127.0.0.1:8001 internal=true``."""
     try:
         cmd = msgpack.unpackb(data, raw=False, use_list=True)
         op = cmd[0]
+        if op in (OP_SET, OP_DELETE) and isinstance(cmd[1], str) and cmd[1].startswith(RESERVED_PREFIX):
+            return _describe_internal(op, cmd)
         if op == OP_SET:
             return [("op", op), ("key", cmd[1]), ("size", len(cmd[2].encode()))]
         if op == OP_DELETE:
@@ -149,6 +154,23 @@ def describe_command(data: bytes) -> list[tuple[str, object]]:
     except Exception:  # a malformed command was rejected (and logged) by apply
         pass
     return [("op", "unknown")]
+
+
+# The HTTP-address registry's keys (raftkv/http/registry.py): RESERVED_PREFIX
+# + "http/" + node id, the value the node's HTTP address -- an address every
+# member serves on, not user data, so the line may show it.
+_HTTP_REGISTRY = RESERVED_PREFIX + "http/"
+
+
+def _describe_internal(op: str, cmd: list) -> list[tuple[str, object]]:
+    key: str = cmd[1]
+    if key.startswith(_HTTP_REGISTRY):
+        node = key[len(_HTTP_REGISTRY):]
+        if op == OP_SET:
+            address = [("http", cmd[2])] if isinstance(cmd[2], str) else []
+            return [("op", "register-http"), ("node", node), *address, ("internal", True)]
+        return [("op", "unregister-http"), ("node", node), ("internal", True)]
+    return [("op", op), ("key", key), ("internal", True)]
 
 
 def _all_str(mapping: dict) -> bool:

@@ -145,6 +145,13 @@ def test_walkthrough(cluster):
     # the restart recovered the configuration from disk
     in_order(log1, "[INFO]  raft: shutting down", "[INFO]  raft: initial configuration: index=")
     assert "initial configuration: index=0" not in log1.split("shutting down", 1)[1]
+    # at DEBUG each node's applied writes include raftkv's own (the HTTP-address
+    # registry), labelled as such rather than shown as a write of a key no user sent
+    for log in (log1, log2, log3):
+        for node in (n1, n2, n3):
+            assert re.search(r"\[DEBUG\] fsm: applied write: index=\d+ term=\d+ op=register-http "
+                             rf"node={node.id} http=127\.0\.0\.1:{node.http_port} internal=true$", log, re.M), node.id
+        assert "\\x00raftkv" not in log
     # every log line has hclog's shape
     for log in (log1, log2, log3):
         for line in log.splitlines():
