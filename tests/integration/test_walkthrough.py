@@ -149,8 +149,9 @@ def test_walkthrough(cluster):
     # registry), labelled as such rather than shown as a write of a key no user sent
     for log in (log1, log2, log3):
         for node in (n1, n2, n3):
-            assert re.search(r"\[DEBUG\] fsm: applied write: index=\d+ term=\d+ op=register-http "
-                             rf"node={node.id} http=127\.0\.0\.1:{node.http_port} internal=true$", log, re.MULTILINE), node.id
+            registered = (r"\[DEBUG\] fsm: applied write: index=\d+ term=\d+ op=register-http "
+                          rf"node={node.id} http=127\.0\.0\.1:{node.http_port} internal=true$")
+            assert re.search(registered, log, re.MULTILINE), node.id
         assert "\\x00raftkv" not in log
     # every log line has hclog's shape
     for log in (log1, log2, log3):
