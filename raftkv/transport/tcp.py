@@ -79,7 +79,9 @@ chunk too), so a peer cannot park a half-sent frame and its buffer; a
 connection with nothing pending may stay silent for ``idle_timeout``, then it
 is closed (DEBUG ``closing idle connection``): a leader's append channel in a
 quiet cluster is that, and the dialing side notices the EOF and redials
-quietly when it next has something to send. Beyond ``max_connections``
+quietly when it next has something to send. Incomplete frames over 64KiB
+count against one budget for all connections (``max_held``, four frames'
+worth): a crowd each sending most of a frame cannot add up to gigabytes. Beyond ``max_connections``
 accepted connections (TLS handshakes included) a new one is closed at once,
 and a WARN ``too many connections, closing new ones`` says so at most once
 per ``log_interval`` with the number refused since the last line.
@@ -122,6 +124,7 @@ from .codec import (
     AuthProof,
     DEFAULT_MAX_FRAME,
     MAGIC,
+    SMALL_BODY,
     SNAPSHOT_CHUNK_SIZE,
     VERSION,
     CodecError,
@@ -640,6 +643,7 @@ class TcpTransport:
         idle_timeout: float = 60.0,
         max_connections: int = 256,
         stranger_snapshot_after: float = 1.0,
+        max_held: int | None = None,
         backoff_base: float = 0.010,
         backoff_cap: float = 0.5,
         log_interval: float = 5.0,
@@ -676,6 +680,10 @@ class TcpTransport:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.stranger_snapshot_after = stranger_snapshot_after
+        # One leader's batch and a snapshot chunk are what members send at once;
+        # room for a few of each.
+        self.max_held = 4 * max_frame if max_held is None else max_held
+        self._held = 0
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.log_interval = log_interval
@@ -977,6 +985,7 @@ class TcpTransport:
         from_id = "?"
         decoder = FrameDecoder(self.max_frame)
         marked = -1  # see below
+        held = 0     # bytes of a large incomplete frame, counted in self._held
         try:
             peer = await self._handshake_in(reader, writer)
             if peer is None:
@@ -1043,6 +1052,9 @@ class TcpTransport:
                             except Exception as e:
                                 self._log("ERROR", NET_LOGGER, "failed to handle incoming command",
                                           [("error", f"{type(e).__name__}: {e}")])
+                    partial = decoder.buffered
+                    if partial > SMALL_BODY or held:
+                        held = self._hold(held, partial if partial > SMALL_BODY else 0)
         except TimeoutError:
             if marked < 0:
                 self._log("DEBUG", NET_LOGGER, "closing idle connection",
@@ -1070,11 +1082,25 @@ class TcpTransport:
         finally:
             if receiver is not None:
                 await receiver.abandon("connection closed")
+            self._held -= held
             self._inbound.pop(task, None)
             if self._closed:
                 writer.transport.abort()
             else:
                 writer.close()  # flushes a pending SnapshotAck first
+
+    def _hold(self, held: int, now: int) -> int:
+        """A connection's large incomplete frame went from ``held`` to
+        ``now`` bytes. Every connection may begin a frame of max_frame bytes;
+        together they may hold max_held: a crowd of them each sending most
+        of a frame must not add up to gigabytes. Small frames are not
+        counted (at most SMALL_BODY per connection)."""
+        total = self._held + now - held
+        if now > held and total > self.max_held:
+            raise CodecError(f"incomplete frames of all connections would hold {total} bytes, "
+                             f"over the limit of {self.max_held}")
+        self._held = total
+        return now
 
     def _admit_snapshot(self, from_id: str, remote: str, writer: asyncio.StreamWriter) -> None:
         """Whether a snapshot stream from ``from_id`` may be stored. The sink

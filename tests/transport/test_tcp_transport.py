@@ -467,6 +467,35 @@ async def test_a_silent_connection_is_closed_before_and_after_the_hello(transpor
     assert not b._inbound
 
 
+async def test_incomplete_large_frames_of_all_connections_share_one_budget(transports, watch):
+    b, b_in, b_log = await transports("n2", max_frame=MiB, max_held=2 * MiB, snapshot_chunk_size=64 * 1024)
+    assert TcpTransport("n9", "127.0.0.1", 0, b_in).max_held == 4 * 8 * MiB  # four frames by default
+    most_of_a_frame = HELLO + framed(AE_HEAD + b"\xc4" * (1000 * 1024))[:900 * 1024]
+    held = []
+    try:
+        for i in range(2):
+            held.append(await asyncio.open_connection("127.0.0.1", port_of(b)))
+            held[-1][1].write(most_of_a_frame)
+            await watch.until(lambda i=i: b._held >= (i + 1) * 800 * 1024)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
+        try:
+            writer.write(most_of_a_frame)
+            async with asyncio.timeout(15):
+                assert await read_until_closed(reader) == b""
+        finally:
+            writer.close()
+        await watch.until(lambda: b_log.find("failed to decode incoming command"))
+        [(_, _, _, fields)] = b_log.find("failed to decode incoming command")
+        assert fields["error"].startswith("incomplete frames of all connections would hold ")
+        assert fields["error"].endswith(" bytes, over the limit of 2097152")
+        assert len(b._inbound) == 2  # the two within the budget still wait for the rest
+    finally:
+        for _, writer in held:
+            writer.transport.abort()
+    await watch.until(lambda: not b._inbound)
+    assert b._held == 0 and b_in.items == []
+
+
 async def test_a_quiet_peer_redials_without_a_word_after_its_idle_connection_was_closed(transports, watch):
     a, _, a_log = await transports("n1")
     b, b_in, b_log = await transports("n2", idle_timeout=0.3)
