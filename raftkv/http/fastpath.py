@@ -797,8 +797,8 @@ class FastPathProtocol(asyncio.Protocol):
             transport.resume_reading()
         if data:
             relay.data_received(bytes(data) if data.__class__ is bytearray else data)
-        if self._eof and relay.is_open():
-            protocol.eof_received()
+        if self._eof and relay.is_open() and not relay.eof_received():
+            transport.close()
 
 
 class _Relay(asyncio.Protocol):
@@ -823,8 +823,8 @@ class _Relay(asyncio.Protocol):
     counted from the next read on: no request within the limit is ever
     refused, and such a head costs at most the limit plus one read."""
 
-    __slots__ = ("_broken", "_carry", "_head_at", "_head_bytes", "_head_lines", "_heads", "_in_body", "_inner",
-                 "_last_data", "_loop", "_parser", "_remote", "_site", "_timer", "_transport")
+    __slots__ = ("_broken", "_carry", "_eof", "_head_at", "_head_bytes", "_head_lines", "_heads", "_in_body",
+                 "_inner", "_last_data", "_loop", "_parser", "_remote", "_site", "_timer", "_transport")
 
     def __init__(self, site: FastPath, inner: asyncio.Protocol, transport: asyncio.Transport,
                  remote: str | None) -> None:
@@ -841,6 +841,7 @@ class _Relay(asyncio.Protocol):
         self._heads = 0          # heads complete, so requests the fallback owes an answer
         self._in_body = False
         self._broken = False     # the framing is lost: no more requests
+        self._eof = False
         self._last_data = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -950,7 +951,22 @@ class _Relay(asyncio.Protocol):
         return len(view)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        # A client may half-close after its last requests: with a fallback
+        # that counts its answers, close once it has answered them all
+        # (aiohttp alone would close at once, its answers cut off).
+        if getattr(self._inner, "answered", None) is None:
+            return self._inner.eof_received()
+        self._eof = True
+        self._inner.on_answer = self._close_when_answered
+        self._close_when_answered()
+        return True
+
+    def _close_when_answered(self) -> None:
+        # a message still incomplete never will be: it is owed no answer
+        owed = self._heads - 1 if self._in_body else self._heads
+        transport = self._transport
+        if transport is not None and self._inner.answered >= owed:
+            transport.close()
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()

@@ -17,6 +17,7 @@ import functools
 import http
 import json
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -115,10 +116,10 @@ class JsonErrorHandler(web.RequestHandler):
     handler's unexpected exception) as JSON: ``{"error": ..., "param":
     "request"}`` with the ``X-Raftkv-Served-By`` header. ``answered`` counts
     the answers it finished, so the fast path's relay knows when it may
-    answer itself (:mod:`.fastpath`)."""
+    answer itself, or close a half-closed connection (:mod:`.fastpath`)."""
 
     # RequestHandler has __slots__; these are ours
-    __slots__ = ("answered", "fast", "node_id", "raft_log")
+    __slots__ = ("answered", "fast", "node_id", "on_answer", "raft_log")
 
     def __init__(self, manager: web.Server, *, fast: FastPath, node_id: str, log: Any, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -126,6 +127,7 @@ class JsonErrorHandler(web.RequestHandler):
         self.node_id = node_id
         self.raft_log = log
         self.answered = 0
+        self.on_answer: Callable[[], None] | None = None  # called after each answer (the relay, once at EOF)
 
     @classmethod
     def factory(cls, server: web.Server, loop: Any, fast: FastPath, node_id: str, log: Any, limits: HttpLimits,
@@ -142,6 +144,8 @@ class JsonErrorHandler(web.RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self.answered += 1
+            if self.on_answer is not None:
+                self.on_answer()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

@@ -140,6 +140,16 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         return respond(json_reply(ctx.id, {"error": (exc.reason or "error").lower()}, exc.status))
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError as exc:
+        # the client went away mid-request (aiohttp's "Connection lost"): the
+        # answer reaches nobody, and is no error of ours
+        http_log.debug("client closed the connection", method=request.method, path=request.path, error=str(exc))
+        return respond(json_reply(ctx.id, {"error": "the connection was closed"}, 400))
+    except web.RequestPayloadError as exc:
+        # the body broke off or its chunked framing is bad: the client's fault
+        cause = exc.__cause__ or exc.__context__
+        text = (str(cause) if cause is not None else str(exc)).split("\n", 1)[0].rstrip(": ")
+        return respond(json_reply(ctx.id, {"error": f"bad request body: {text}", "param": "body"}, 400))
     except Exception as exc:
         reply = error_reply(ctx.id, exc, ctx.registry.leader())
         if reply is not None:
