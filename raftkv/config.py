@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, fields
 
 from . import textforms
 from .raft.node import RaftConfig
-from .transport.codec import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK_SIZE
 from .textforms import go_duration, join_host_port, parse_log_level, parse_node_id, split_host_port
+from .transport.codec import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK_SIZE
 
 __all__ = ["ConfigError", "NodeSettings", "add_serve_arguments", "format_go_duration", "format_size",
            "load_settings", "parse_bool", "parse_duration_ms"]
@@ -523,6 +523,11 @@ def load_settings(environ: Mapping[str, str] | None = None,
             raise ConfigError(f"HTTP_ADVERTISE_ADDR: expected host:port, got "
                               f"{settings.http_advertise_addr!r}")
     _check_max_frame(settings)
+    if settings.conn_idle_timeout < settings.heartbeat_timeout:
+        # a follower's channel to its leader carries answers every
+        # HeartbeatTimeout/10; a shorter limit would close healthy connections
+        raise ConfigError(f"RAFT_CONN_IDLE_TIMEOUT: {format_go_duration(settings.conn_idle_timeout)} must be at "
+                          f"least RAFT_HEARTBEAT_TIMEOUT ({format_go_duration(settings.heartbeat_timeout)})")
     return settings
 
 

@@ -152,6 +152,14 @@ def test_raft_port_limits_default_and_parse():
     assert (s.max_frame, s.conn_idle_timeout, s.max_connections) == (32 * MiB, 5000, 8)
 
 
+def test_the_idle_limit_is_at_least_the_heartbeat_timeout():
+    s = load_settings({"RAFT_NODE_ID": "n1", "RAFT_HEARTBEAT_TIMEOUT": "300ms", "RAFT_CONN_IDLE_TIMEOUT": "300ms"})
+    assert s.conn_idle_timeout == 300
+    with pytest.raises(ConfigError) as info:
+        load_settings({"RAFT_NODE_ID": "n1", "RAFT_CONN_IDLE_TIMEOUT": "500ms"})
+    assert str(info.value) == "RAFT_CONN_IDLE_TIMEOUT: 500ms must be at least RAFT_HEARTBEAT_TIMEOUT (1s)"
+
+
 def test_a_leaders_batches_stop_short_of_the_frame_limit():
     # RaftConfig.max_append_bytes is the core's byte cap on a batch; settings
     # built before the core had it simply leave it out
