@@ -131,6 +131,7 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         self._warned_no_election = False
         self._pending_bootstrap: Configuration | None = None  # Bootstrap(wait_for_cluster=True)
         self._warned_at: dict[str, int] = {}  # sender -> when we last said why we ignored it
+        self._amnesia_cache: tuple[Configuration, str | None] | None = None
         self.snapshot_policy = SnapshotPolicy(self.config, self._randomized, now)
 
         self._out: list = []
@@ -308,12 +309,17 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         volume has lost the log and votes it promised. Either waits until a
         leader has re-admitted it (docs/disks.md)."""
         conf = self.configuration
-        if not conf.servers:
-            return "we have no configuration"
+        cached = self._amnesia_cache
+        if cached is not None and cached[0] is conf:
+            return cached[1]  # asked on every AppendEntries: decided once per configuration
+        reason = None
         me = conf.get(self.id)
-        if me is not None and me.is_voter and me.volume and self.volume_id and me.volume != self.volume_id:
-            return f"our volume {self.volume_id} is not {me.volume}, the one we were admitted with"
-        return None
+        if not conf.servers:
+            reason = "we have no configuration"
+        elif me is not None and me.is_voter and me.volume and self.volume_id and me.volume != self.volume_id:
+            reason = f"our volume {self.volume_id} is not {me.volume}, the one we were admitted with"
+        self._amnesia_cache = (conf, reason)
+        return reason
 
     def _is_lone_voter(self) -> bool:
         return len(self.configuration.voters) == 1 and self.configuration.is_voter(self.id)
