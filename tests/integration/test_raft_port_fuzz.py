@@ -337,3 +337,30 @@ def test_fuzzing_a_followers_raft_port_under_writes(cluster):
         assert "[ERROR] raft: failed to process" not in text, node.id
     checked.clear()  # at the end, every write on every node
     check_cluster(cluster, writer, target, rss_start, "the fuzzing", checked)
+
+
+KEY = "idle-test-cluster-key-0123456789"
+
+
+def test_idle_raft_connections_are_closed_and_redialed_without_a_word(cluster):
+    # With the cluster key, so that every redial runs the challenge again.
+    cluster.env.update({"RAFT_CONN_IDLE_TIMEOUT": "1s", "RAFT_CLUSTER_KEY": KEY})
+    leader = cluster.form(3, via_env_join=True)
+    follower = cluster["n2"]
+    index = leader.set("before", "quiet")["index"]
+    wait_until(lambda: follower.status()["applied_index"] >= index, what="n2 to apply the write")
+    # Heartbeats keep their channel busy; the append channel falls idle and
+    # the follower closes it after a second of silence.
+    seen = len(follower.log())
+    wait_until(lambda: "[DEBUG] raft.net: closing idle connection: node-id=n1" in follower.log()[seen:],
+               timeout=15, what="n2 to close n1's idle append connection")
+    mark = {node.id: len(node.log()) for node in cluster.nodes.values()}
+    for i in range(5):
+        assert leader.set(f"after{i}", "quiet")["index"] > 0  # the leader redials as it writes
+    cluster.wait_applied(leader.status()["commit_index"])
+    assert "[DEBUG] raft.net: accepted connection" in follower.log()[mark[follower.id]:]
+    for node in cluster.nodes.values():
+        assert node.value("after4", stale=True) == "quiet"
+        since = node.log()[mark[node.id]:]
+        assert "[ERROR]" not in since and "[WARN]" not in since, f"{node.id}:\n{since[-3000:]}"
+        assert "the Raft port is unauthenticated" not in node.log()
