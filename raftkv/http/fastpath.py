@@ -871,9 +871,15 @@ class _Relay(asyncio.Protocol):
         if not self._broken:
             try:
                 over = self._track(data)
-            except httptools.HttpParserError:
-                # the fallback's parser answers this (400) or, if it sees
-                # more in it, has the head deadline to be done with it
+            except httptools.HttpParserError as exc:
+                if self._in_body:
+                    # aiohttp would queue its 400 behind the request whose
+                    # body this is, and that request waits for the rest of
+                    # it for ever: it is answered here
+                    self._refuse(400, f"bad request body: {exc or type(exc).__name__}", "body", owed=1)
+                    return
+                # a bad head: the fallback's parser answers it (400) or, if
+                # it sees more in it, has the head deadline to be done with it
                 self._broken = True
                 self._head_at = self._last_data
                 over = None
@@ -1015,20 +1021,25 @@ class _Relay(asyncio.Protocol):
             return  # between requests: the fallback's keep-alive timeout
         self._timer = self._loop.call_at(due, self._check_time)
 
-    def _refuse(self, status: int, error: str) -> None:
+    def _refuse(self, status: int, error: str, param: str = "request", owed: int = 0) -> None:
+        """Answer and close; the answer only if the fallback has answered
+        every request but the ``owed`` one this answer is for (else the
+        answers would interleave, and closing is all that is left)."""
         site = self._site
         transport, self._transport = self._transport, None
         site.open_connections -= 1
-        site.log.warning("refused request", remote=self._remote or "", status=status, error=error)
+        site.log.warning("unparseable request" if status == 400 else "refused request", remote=self._remote or "",
+                         status=status, error=error)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         answered = getattr(self._inner, "answered", None)
-        if answered is not None and answered >= self._heads:
+        if answered is not None and answered >= self._heads - owed and (not owed or answered < self._heads):
             # no half-close: should the fallback still answer something its
             # parser refused first, it writes into an open transport
             self._parser = None
-            site.close_with(transport, site.refusal(status, error), then=self._inner.connection_lost, half_close=False)
+            site.close_with(transport, site.refusal(status, error, param), then=self._inner.connection_lost,
+                            half_close=False)
         else:
             transport.close()  # connection_lost still comes here, and goes on to the fallback
 

@@ -299,6 +299,8 @@ PARSER_CASES = {
                        400, "chunk size"),
     "chunk size overflow": ((b"POST /key HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"ffffffffffffffffffffff\r\n"), 400, "Chunk size overflow"),
+    "bad chunk after a good one": (((b"POST /key HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                     b'5\r\n{"a":\r\n'), b"1x\r\n"), 400, "bad request body"),
     "10,000 headers": (raw_get("/status", *(b"X-H%d: v" % i for i in range(10_000))), 431, "HTTP_MAX_"),
     "1 MB header": (raw_get("/status", b"X-Big: " + b"a" * 1_000_000), 431, "HTTP_MAX_HEAD_BYTES"),
     "200 headers": (raw_get("/status", *(b"X-H%d: v" % i for i in range(200))), 431, "HTTP_MAX_HEADERS"),
@@ -318,7 +320,8 @@ def test_what_the_http_parser_refuses_is_a_json_4xx_and_the_connection_closes(no
                 conn.send(raw_get(after))
                 assert conn.answer()[0] == 200
             try:
-                conn.send(data)
+                for part in data if isinstance(data, tuple) else (data,):  # parts: separate writes
+                    conn.send(part)
             except ConnectionError:
                 pass  # refused before it was all sent: the answer is still there to read
             got, headers, body = conn.answer()
