@@ -4,7 +4,7 @@
 # Nodes n1..n3 listen on HTTP_BASE+0..2 and RAFT_BASE+0..2, log at INFO to
 # $DIR/nN.log, with fresh volumes under $DIR (wiped at start). Once all three
 # are voters it prints "cluster ready" and the leader's address; then e.g.
-#   .venv/bin/raftkv bench --addr 127.0.0.1:18100 -c 64 -d 10
+#   scripts/raftkv bench --addr 127.0.0.1:18100 -c 64 -d 10
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 HTTP_BASE="${HTTP_BASE:-18100}"

@@ -112,7 +112,7 @@ Next:
   logs       tail -f $LOGS/n*.log
   write      curl "http://localhost:$h1/set?key=user&value=kj"
   read       curl "http://localhost:$h2/get?key=user"
-  members    curl "http://localhost:$h1/peers"     or: .venv/bin/raftkv peers
+  members    curl "http://localhost:$h1/peers"     or: scripts/raftkv peers --addr localhost:$h1
   failover   kill ${pids[0]}    (n1, the leader), then watch n2 and n3 elect a new one
   stop       Ctrl-C stops all three and deletes the demo's data
 EOF

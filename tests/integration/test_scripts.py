@@ -44,6 +44,14 @@ def test_start_scripts_and_pump(tmp_path):
         st = n1.status()
         assert st["id"] == "n1" and st["http_address"] == n1.http_addr and st["raft_address"] == n1.raft_addr
 
+        # scripts/raftkv: the CLI from .venv with nothing activated, not "command not found"
+        bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
+        assert subprocess.run(["bash", "-c", "command -v raftkv"], env=bare, check=False).returncode != 0
+        wrapper = subprocess.run([str(REPO / "scripts" / "raftkv"), "wait", "--addr", n1.http_addr, "--leader",
+                                  "--timeout", "30"], env=bare, capture_output=True, text=True, timeout=120,
+                                 check=False)
+        assert (wrapper.returncode, wrapper.stdout, wrapper.stderr) == (0, "", ""), wrapper
+
         p2, n2, o2 = start_script("startn2.sh", tmp_path, "n2")
         procs.append((p2, o2))
         n2.wait_ready()

@@ -1,15 +1,21 @@
 """The seed demo as a test: bootstrap n1, join n2 and n3 with curl-style
 /join calls, write on the leader, read on followers (forwarded and stale),
 delete through a follower, restart everything, and check the logs tell the
-story in hashicorp's words on the right nodes."""
+story in hashicorp's words on the right nodes. And the README's walkthrough
+block itself, pasted into bash as a new user would (on ports and paths of
+the test's own)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
 
 import pytest
 
-from cluster import wait_until
+from cluster import REPO, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +165,76 @@ def test_walkthrough(cluster):
             if line[:1].isdigit():
                 assert LINE.match(line), line
         assert "Traceback" not in log
+
+
+# The seed walkthrough's commands, which the README keeps as they were
+# (only their output goes to a file now).
+SEED_COMMANDS = [
+    "CLEAN=1 scripts/startn1.sh", "CLEAN=1 scripts/startn2.sh", "CLEAN=1 scripts/startn3.sh",
+    'curl "http://localhost:8000/join?nodeId=n2&raftPort=9001"',
+    'curl "http://localhost:8000/join?nodeId=n3&raftPort=9002"',
+    'curl "http://localhost:8000/set?key=user&value=kj"',
+    'curl "http://localhost:8001/get?key=user"',
+    'curl "http://localhost:8002/remove?key=user"',
+    "scripts/pump.sh",
+]
+
+
+def readme_walkthrough() -> list[str]:
+    """The lines of the first code block of README's walkthrough section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The walkthrough, by hand", 1)[1].split("\n## ", 1)[0]
+    return section.split("```\n", 2)[1].splitlines()
+
+
+def test_the_readme_walkthrough_keeps_the_seed_commands_and_waits_before_curl():
+    lines = readme_walkthrough()
+    commands = [line.split("  #")[0].strip() for line in lines]
+    for i in (1, 2, 3):
+        assert f"CLEAN=1 scripts/startn{i}.sh > /tmp/n{i}.log 2>&1 &" in commands, lines
+    found = [next(n for n, c in enumerate(commands) if c.startswith(seed)) for seed in SEED_COMMANDS]
+    assert found == sorted(found), lines  # in the seed's order
+    wait = commands.index("scripts/raftkv wait --addr localhost:8000 --leader")
+    assert max(found[:3]) < wait < found[3]
+    assert not any(".venv/bin" in line for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the walkthrough uses curl")
+def test_the_readme_walkthrough_runs_as_pasted(tmp_path):
+    """The block run by bash, with the test's free ports and directories
+    put in place of the README's, and the benchmark cut to one second."""
+    script = "\n".join(readme_walkthrough())
+    for i in (1, 2, 3):
+        http, raft = free_port(), free_port()
+        script = script.replace(f"localhost:{7999 + i}", f"localhost:{http}")
+        script = script.replace(f"raftPort={8999 + i}", f"raftPort={raft}")
+        script = script.replace(f"/tmp/n{i}.log", str(tmp_path / f"n{i}.log"))
+        script = script.replace(f"scripts/startn{i}.sh", f"HTTP_SERVER_PORT={http} RAFT_SERVER_PORT={raft} "
+                                f"RAFT_VOLUME_DIR={tmp_path / f'node{i}'} scripts/startn{i}.sh")
+        if i == 1:
+            n1 = f"http://127.0.0.1:{http}"
+    script = script.replace("bench -c 64 -d 10", "bench -c 64 -d 1")
+    assert not re.search(r"localhost:800\d\b|raftPort=900\d\b| /tmp/n\d\.log", script), script
+    # then stop the nodes as the README says
+    script = "set -e\n" + script + "\nkill %1 %2 %3\nwait\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_", "HTTP_", "RAFTKV_", "CLEAN"))}
+    env.update({"ADDR": n1, "RAFTKV_ADDR": n1, "RAFT_HEARTBEAT_TIMEOUT": "300ms",
+                "RAFT_ELECTION_TIMEOUT": "300ms", "RAFT_LEADER_LEASE_TIMEOUT": "300ms"})
+    proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, out
+    assert '{"key": "user", "value": "kj", "served_by": "n1"}' in out, out
+    assert re.search(r'\{"key": "user", "index": \d+, "size": 2, "served_by": "n1"\}', out), out
+    assert '"removed": true' in out and "1000 writes (1000 ok)" in out, out
+    assert "Traceback" not in out
+    logs = {i: (tmp_path / f"n{i}.log").read_text() for i in (1, 2, 3)}
+    assert logs[1].startswith("Starting node1\nCleaning the raft volumes.\n"), logs[1][:300]
+    assert "raft: entering leader state" in logs[1]
+    for i in (2, 3):
+        assert "raft: failed to get previous log" in logs[i] and "Traceback" not in logs[i], logs[i][-2000:]
