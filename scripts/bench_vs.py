@@ -1,6 +1,6 @@
 """Side-by-side benchmark of two 3-node clusters with wrk as the client.
 
-    scripts/bench-vs.sh                       raftkv (this tree) against hraftd ($HRAFTD_BIN)
+    scripts/bench-vs.sh                       raftkv (this tree) against hraftd ($RAFTKV_HRAFTD or $HRAFTD_BIN)
     scripts/bench-vs.sh --baseline REV        raftkv (this tree) against raftkv at git revision REV
     options: --runs 3 --duration 5 --cases set1,set8,set64,set256,get64,stale64
              --keys N  load N more keys (100-byte values) into both clusters first, in
@@ -273,9 +273,10 @@ def main() -> int:
         other: Cluster = Raftkv(f"raftkv@{args.baseline}" + "".join(f" {k}={v}" for k, v in baseline_settings.items()),
                                 args.port_base + 200, workdir, tree, baseline_settings)
     else:
-        binary = os.environ.get("HRAFTD_BIN", str(ROOT.parent / "shared" / "anchors" / "hraftd" / "hraftd"))
+        binary = (os.environ.get("RAFTKV_HRAFTD") or os.environ.get("HRAFTD_BIN")
+                  or str(ROOT.parent / "shared" / "anchors" / "hraftd" / "hraftd"))
         if not os.access(binary, os.X_OK):
-            raise SystemExit(f"hraftd not found at {binary}: set HRAFTD_BIN to the hraftd binary "
+            raise SystemExit(f"hraftd not found at {binary}: set RAFTKV_HRAFTD to the hraftd binary "
                              "(or use --baseline REV to compare two raftkv revisions)")
         other = Hraftd("hraftd", args.port_base + 200, workdir, binary)
     results: dict[tuple[str, str], list[dict]] = {}

@@ -40,11 +40,23 @@ from pathlib import Path
 
 import pytest
 
-# the shared/ folder beside the repository holds the hraftd build (README there)
-HRAFTD = os.environ.get("HRAFTD_BIN", str(Path(__file__).resolve().parents[3] / "shared" / "anchors" / "hraftd" / "hraftd"))
+
+def _hraftd() -> str:
+    """The hraftd binary: RAFTKV_HRAFTD, else HRAFTD_BIN (the benchmarks'
+    name for it), else the build in the shared/ folder beside the repository
+    (README there). README, "Put a Python node into a Go cluster", says how
+    to build one."""
+    for var in ("RAFTKV_HRAFTD", "HRAFTD_BIN"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return str(Path(__file__).resolve().parents[3] / "shared" / "anchors" / "hraftd" / "hraftd")
+
+
+HRAFTD = _hraftd()
 
 pytestmark = pytest.mark.skipif(not os.access(HRAFTD, os.X_OK),
-                                reason=f"hraftd binary not found at {HRAFTD} (set HRAFTD_BIN=path)")
+                                reason=f"hraftd binary not found at {HRAFTD} (set RAFTKV_HRAFTD=/path/to/hraftd; "
+                                       "README, 'Put a Python node into a Go cluster', says how to build one)")
 
 
 def free_port() -> int:
