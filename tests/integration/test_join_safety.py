@@ -43,7 +43,9 @@ def test_join_refuses_to_move_a_member_and_replace_moves_it(cluster):
     n1 = cluster.form(3)
     n2 = cluster["n2"]
     before = configured(n1, "n2")
-    assert before == {"id": "n2", "address": n2.raft_addr, "suffrage": "Voter"}
+    # a voter is listed with the volume it was admitted with (docs/disks.md)
+    assert before == {"id": "n2", "address": n2.raft_addr, "suffrage": "Voter",
+                      "volume": n2.status()["volume_id"]}
     conf_index = n1.status()["latest_configuration_index"]
     elsewhere = f"127.0.0.1:{free_port()}"
 
@@ -84,7 +86,8 @@ def test_join_refuses_to_move_a_member_and_replace_moves_it(cluster):
                     f"old-address={before['address']}")
     assert "command=RemoveServer server-id=n2" in n1.log()
     cluster.wait_voters(["n1", "n2", "n3"])
-    assert configured(n1, "n2") == {"id": "n2", "address": n2.raft_addr, "suffrage": "Voter"}
+    assert configured(n1, "n2") == {"id": "n2", "address": n2.raft_addr, "suffrage": "Voter",
+                                    "volume": n2.status()["volume_id"]}
     index = n1.set("after-move", "yes")["index"]
     wait_until(lambda: n2.status()["applied_index"] >= index, what="n2 to apply at its new address")
     assert n2.value("after-move", stale=True) == "yes"
