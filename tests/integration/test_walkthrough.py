@@ -219,7 +219,9 @@ def test_the_readme_walkthrough_runs_as_pasted(tmp_path):
     script = "set -e\n" + script + "\nkill %1 %2 %3\nwait\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_", "HTTP_", "RAFTKV_", "CLEAN"))}
     env.update({"ADDR": n1, "RAFTKV_ADDR": n1, "RAFT_HEARTBEAT_TIMEOUT": "300ms",
-                "RAFT_ELECTION_TIMEOUT": "300ms", "RAFT_LEADER_LEASE_TIMEOUT": "300ms"})
+                "RAFT_ELECTION_TIMEOUT": "300ms", "RAFT_LEADER_LEASE_TIMEOUT": "300ms",
+                # any key file the start scripts make stays in the test's directory
+                "RAFTKV_PEER_KEY_FILE": str(tmp_path / "peer-key")})
     proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
