@@ -290,6 +290,10 @@ class NodeSettings:
     cluster_key: str = _opt("RAFT_CLUSTER_KEY", "--cluster-key", _parse_cluster_key, "",
                             "shared secret: Raft connections prove it (HMAC challenge) and admin routes "
                             "require it as a bearer token", "KEY", secret=True)
+    peer_key: str = _opt("RAFT_PEER_KEY", "--peer-key", _parse_cluster_key, "",
+                         "shared secret for the Raft port only: connections prove it as with RAFT_CLUSTER_KEY, "
+                         "while the admin routes stay open (the start scripts set one by default)", "KEY",
+                         secret=True)
     protocol: str = _opt("RAFT_PROTOCOL", "--protocol", lambda t: _parse_choice(t, ("raftkv", "hashicorp")),
                          "raftkv", "wire protocol of the Raft port: raftkv's own, or hashicorp/raft 1.1.2's "
                          "net_transport (to join a cluster of Go nodes; pre-vote is then off)",
@@ -387,6 +391,12 @@ class NodeSettings:
         if self.http_advertise_addr:
             return self.http_advertise_addr
         return join_host_port(self.resolve_advertise_host(), self.http_port)
+
+    @property
+    def raft_port_key(self) -> str:
+        """The key Raft connections must prove: the cluster key, or the
+        Raft-port-only peer key; empty when the port is unauthenticated."""
+        return self.cluster_key or self.peer_key
 
     def max_entry_bytes(self) -> int:
         """The largest log entry the HTTP API can make, as it travels: a
@@ -523,6 +533,12 @@ def load_settings(environ: Mapping[str, str] | None = None,
             raise ConfigError(f"HTTP_ADVERTISE_ADDR: expected host:port, got "
                               f"{settings.http_advertise_addr!r}")
     _check_max_frame(settings)
+    if settings.peer_key and settings.cluster_key and settings.peer_key != settings.cluster_key:
+        raise ConfigError("RAFT_PEER_KEY: differs from RAFT_CLUSTER_KEY, which already guards the Raft port; "
+                          "set one of them")
+    if settings.peer_key and settings.protocol == "hashicorp":
+        raise ConfigError("RAFT_PEER_KEY: hashicorp's net_transport has no cluster key; unset it or use the "
+                          "raftkv protocol")
     if settings.conn_idle_timeout < settings.heartbeat_timeout:
         # a follower's channel to its leader carries answers every
         # HeartbeatTimeout/10; a shorter limit would close healthy connections

@@ -51,7 +51,8 @@ for i in 0 1 2; do
   n=$((i + 1))
   # each node gets the demo's ports and a volume of the demo's own
   env -u RAFT_NODE_ID -u CLEAN HTTP_SERVER_PORT="${http_ports[$i]}" RAFT_SERVER_PORT="${raft_ports[$i]}" \
-    RAFT_VOLUME_DIR="$DATA/node$n" "$HERE/startn$n.sh" >"$LOGS/n$n.log" 2>&1 &
+    RAFT_VOLUME_DIR="$DATA/node$n" RAFTKV_PEER_KEY_FILE="${RAFTKV_PEER_KEY_FILE:-$DATA/peer-key}" \
+    "$HERE/startn$n.sh" >"$LOGS/n$n.log" 2>&1 &
   pids+=("$!")
 done
 h1="${http_ports[0]}"; h2="${http_ports[1]}"; h3="${http_ports[2]}"

@@ -302,7 +302,7 @@ class Node:
             **({"idle_timeout": s.conn_idle_timeout / 1000, "stranger_snapshot_after": s.heartbeat_timeout / 1000}
                if transport_class is TcpTransport else {}),
             faults=self.faults,
-            authenticate=s.cluster_key or None,
+            authenticate=s.raft_port_key or None,
             **({"server_ssl": self.tls.raft_server, "client_ssl": self.tls.raft_client}
                if self.tls is not None else {}),
         )
@@ -310,7 +310,7 @@ class Node:
         self._network.transport = self.transport
         net_log.info("transport listening", bind=f"{s.bind_addr}:{s.raft_port}", advertise=self.raft_address,
                      tls=self.tls is not None)
-        if not s.cluster_key and self.tls is None:
+        if not s.raft_port_key and self.tls is None:
             fix = ("hashicorp's protocol has neither: keep the port on a trusted network" if s.protocol == "hashicorp"
                    else 'set RAFT_CLUSTER_KEY or RAFT_TLS_* (README, "Cluster key")')
             net_log.warn(f"the Raft port is unauthenticated: anyone who can reach {s.bind_addr}:{s.raft_port} can "

@@ -23,7 +23,8 @@ def start_script(name: str, tmp_path, node_id: str, **extra) -> tuple[subprocess
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_", "HTTP_"))}
     env.update({"HTTP_SERVER_PORT": str(node.http_port), "RAFT_SERVER_PORT": str(node.raft_port),
                 "RAFT_VOLUME_DIR": str(node.volume), "RAFT_HEARTBEAT_TIMEOUT": "300ms",
-                "RAFT_SERVER_STABILIZATION_TIME": "1s", "RAFT_AUTOPILOT_INTERVAL": "200ms", **extra})
+                "RAFT_SERVER_STABILIZATION_TIME": "1s", "RAFT_AUTOPILOT_INTERVAL": "200ms",
+                "RAFTKV_PEER_KEY_FILE": str(tmp_path / "peer-key"), **extra})
     out = open(node.log_path, "wb")
     proc = subprocess.Popen([str(REPO / "scripts" / name)], env=env, stdout=out, stderr=subprocess.STDOUT)
     return proc, node, out
@@ -65,6 +66,12 @@ def test_start_scripts_and_pump(tmp_path):
         m = re.search(r"^50 writes \(50 ok\) in [0-9.]+ seconds: [0-9.]+ writes/s$", pump.stdout, re.M)
         assert m, pump.stdout
         assert n1.value("50") == "50"
+        # the two proved the key the first one made, on the Raft port only
+        key = tmp_path / "peer-key"
+        assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text()) == 64
+        for node in (n1, n2):
+            assert "the Raft port is unauthenticated" not in node.log()
+            assert f"The Raft port proves the key in {key}" in node.log()
         bad = subprocess.run([str(REPO / "scripts" / "pump.sh"), "many"], capture_output=True, text=True)
         assert bad.returncode == 2
 
@@ -119,7 +126,7 @@ def test_demo_runs_on_its_own_volumes_and_says_what_to_try(tmp_path):
 
         # its data lives in a directory of its own under TMPDIR, not in the walkthrough's volumes
         data = Path(re.search(r"data is in (\S+) \(deleted on exit\)", out).group(1))
-        assert data.parent == tmp and sorted(p.name for p in data.iterdir()) == ["node1", "node2", "node3"]
+        assert data.parent == tmp and sorted(p.name for p in data.iterdir()) == ["node1", "node2", "node3", "peer-key"]
         assert _volume_marks() == before
 
         # it said it was waiting for the promotion before showing voters, and the roles are true
