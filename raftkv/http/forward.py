@@ -29,7 +29,7 @@ from .replies import SERVED_BY, Reply, unavailable
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["forward", "leader_wait", "on_leader"]
+__all__ = ["forward", "leader_wait", "on_leader", "unknown_leader_http"]
 
 
 
@@ -41,6 +41,19 @@ def leader_wait(ctx: HttpContext) -> float:
 
 def no_leader_reply(ctx: HttpContext, message: str) -> Reply:
     return unavailable(ctx.id, message, False, ctx.registry.leader())
+
+
+def unknown_leader_http(ctx: HttpContext, leader_id: str, write: bool) -> str:
+    """Why a follower cannot forward to ``leader_id``, once it has waited a
+    few election timeouts for the leader's HTTP address to be registered."""
+    if ctx.settings.protocol == "hashicorp":
+        # A raftkv leader registers its HTTP address as soon as its first
+        # entry commits; a hashicorp/raft node never does, and nothing in its
+        # protocol tells where it serves HTTP: waiting longer cannot help.
+        what = "writes" if write else "linearizable reads (or read here with stale=true)"
+        return (f"the leader {leader_id} is a hashicorp/raft node whose HTTP address raftkv cannot learn; "
+                f"send {what} to it directly")
+    return f"the HTTP address of leader {leader_id} is not known yet"
 
 
 async def on_leader(ctx: HttpContext, call: Call, local: Callable[[], Awaitable[Reply]], write: bool) -> Reply:
@@ -71,7 +84,7 @@ async def on_leader(ctx: HttpContext, call: Call, local: Callable[[], Awaitable[
             if last is not None:
                 return last
             if node.leader_id:
-                return no_leader_reply(ctx, f"the HTTP address of leader {node.leader_id} is not known yet")
+                return no_leader_reply(ctx, unknown_leader_http(ctx, node.leader_id, write))
             return no_leader_reply(ctx, "no leader")
         await node.wait_state_change(min(remaining, 0.05))
 
