@@ -19,13 +19,14 @@ Per request, a task and a coroutine chain cost more than the read itself.
 
 The first request that is anything else (another route or method, a body,
 HTTP/1.0, ``Upgrade``/``Expect``, a target with a fragment, ``;`` or a bad
-percent escape) hands the connection over for
-good: the fallback's protocol (an ``aiohttp.web.Server``'s request handler in
-production) is attached with the public ``connection_made`` /
-``transport.set_protocol`` / ``data_received`` calls and fed the bytes from
+percent escape) hands the connection over for good: the fallback's protocol
+(raftkv's subclass of aiohttp's request handler in production) is attached
+with the public ``connection_made`` / ``data_received`` calls, behind a
+:class:`_Relay` set with ``transport.set_protocol``, and fed the bytes from
 the start of that request on. Requests are answered one at a time and in
 order, so at that moment every earlier answer has been written and nothing is
-lost or reordered.
+lost or reordered. An absolute-form target (``GET http://host/get?key=k``,
+RFC 9112 3.2.2) is served as its path and query.
 
 Framing: the parser is only ever fed bytes up to the end of the current
 request's head (the first blank line). llhttp insists on CRLF line endings,
@@ -457,6 +458,7 @@ class FastPathProtocol(asyncio.Protocol):
             # the connection costs nothing more than this write
             status, error = site.too_many_connections()
             site.log.warning("refused connection", remote=self._remote or "", error=error)
+            self._parser = None
             site.close_with(transport, site.refusal(status, error, None))
             return
         self._transport = transport
