@@ -358,12 +358,14 @@ LIMITS = {"HTTP_HEAD_TIMEOUT": "1s", "HTTP_IDLE_TIMEOUT": "2s", "HTTP_MAX_CONNEC
           "HTTP_MAX_HEAD_BYTES": "8KiB", "HTTP_MAX_HEADERS": "50"}
 
 
-def _trickle(conn: Raw, data: bytes, pause: float) -> float:
-    """Send ``data`` a byte at a time until the server answers; the seconds
-    from the first byte to the answer."""
+def _trickle(conn: Raw, data: bytes, pause: float, limit: float = 20.0) -> float:
+    """Send ``data`` a byte at a time until the server answers (or ``limit``
+    seconds pass); the seconds from the first byte to the answer."""
     t0 = time.monotonic()
     conn.sock.settimeout(pause)
     for byte in data:
+        if time.monotonic() - t0 > limit:
+            break
         try:
             conn.sock.sendall(bytes([byte]))
         except OSError:
