@@ -582,7 +582,9 @@ class FastPathProtocol(asyncio.Protocol):
                     headers[kind] = value.decode("utf-8")
                 except UnicodeDecodeError:
                     if self._bad is None:
-                        self._bad = BadRequest(kind, f"header {name.decode('ascii', 'replace')} is not valid UTF-8")
+                        # named as aiohttp's routes name it (routes.check_input)
+                        shown = "-".join(part.capitalize() for part in kind.split("-"))
+                        self._bad = BadRequest(shown, f"header {shown} is not valid UTF-8")
         elif kind == _NOT_OURS or value.strip() != b"0":
             self._framing_ok = False
 

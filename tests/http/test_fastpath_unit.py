@@ -595,7 +595,7 @@ async def test_a_header_a_route_reads_that_is_not_utf8_is_a_400():
         writer.write(b"GET /get?n=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
         status, _, body = await read_response(reader)
         assert status == 400
-        assert json.loads(body) == {"error": "header Authorization is not valid UTF-8", "param": "authorization"}
+        assert json.loads(body) == {"error": "header Authorization is not valid UTF-8", "param": "Authorization"}
         writer.close()
 
 

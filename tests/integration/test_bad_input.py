@@ -256,7 +256,9 @@ def test_a_query_or_path_that_is_not_utf8_is_a_400_and_creates_no_key(node):
     refused(ask(p, raw_get("/get?key=%ff"), after=raw_get("/status")), 400, param="key")
     refused(ask(p, raw_get("/key/%ff")), 400, "path is not valid UTF-8", param="path")
     refused(ask(p, b"DELETE /key/%C0%AF HTTP/1.1\r\nHost: x\r\n\r\n"), 400, param="path")
-    refused(ask(p, raw_get("/status", b"Authorization: Bearer \xff")), 400, "header Authorization", param="Authorization")
+    for target in ("/status", "/get?key=k"):  # aiohttp's route, the fast path's
+        refused(ask(p, raw_get(target, b"Authorization: Bearer \xff")), 400, "header Authorization is not valid UTF-8",
+                param="Authorization")
     # nothing was written: not U+FFFD, not the escapes as text
     no_key(node, "\ufffd", "%ff", "%fe", "k")
     assert node.set("after", "ok")["served_by"] == "n1"
