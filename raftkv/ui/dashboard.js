@@ -19,7 +19,7 @@ const REOPEN_MS = 2000;     // how soon to reopen a stream the browser gave up o
 // events: node id -> that node's records (and the page's own notes about it), oldest first
 const live = { self: null, nodes: new Map(), events: new Map() };
 const replay = { data: null, step: 0, timer: null };
-const filter = { text: "", level: "", node: "", quick: "" };
+const filter = { text: "", level: "", node: "", quick: "", internal: true };
 let mode = "live";
 let renderPending = false;
 
@@ -462,10 +462,29 @@ function renderStrips(view) {
   $("#strips").innerHTML = rows.join("");
 }
 
+// raftkv's own writes (each member's HTTP address, other reserved keys) are
+// applied like the user's and logged as the same "applied write" line; the
+// state machine marks them internal=true (eventlog sends booleans as text).
+// The table says what they are and keeps them apart from the user's writes.
+function fieldOf(ev, name) {
+  const f = ev.fields.find(x => x[0] === name);
+  return f ? f[1] : undefined;
+}
+
+function internalLabel(ev) {
+  if (fieldOf(ev, "internal") !== "true") return null;
+  const op = fieldOf(ev, "op"), node = fieldOf(ev, "node"), http = fieldOf(ev, "http");
+  if (op === "register-http") return `registered ${node}'s HTTP address` + (http ? ` (${http})` : "");
+  if (op === "unregister-http") return `forgot ${node}'s HTTP address (no longer a member)`;
+  const key = fieldOf(ev, "key");
+  return `raftkv's own write: ${op || "?"}` + (key ? ` ${key}` : "");
+}
+
 function eventMatches(ev) {
   if (filter.level && ev.level !== filter.level) return false;
   if (filter.node && ev.node !== filter.node) return false;
-  const hay = () => `${ev.logger} ${ev.message} ${ev.fields.map(f => f[0] + "=" + f[1]).join(" ")}`.toLowerCase();
+  if (!filter.internal && internalLabel(ev)) return false;
+  const hay = () => `${ev.logger} ${ev.message} ${internalLabel(ev) || ""} ${ev.fields.map(f => f[0] + "=" + f[1]).join(" ")}`.toLowerCase();
   if (filter.quick && !ev.message.toLowerCase().includes(filter.quick.toLowerCase())) return false;
   if (filter.text && !hay().includes(filter.text.toLowerCase())) return false;
   return true;
@@ -476,6 +495,9 @@ function eventMatches(ev) {
 // of the node's last four kinds of line joins that row as a count instead. INFO
 // lines are the story (each "Promoting server", each "election won") and are
 // never folded; in the replay every line is shown, since each belongs to a step.
+// raftkv's own writes fold only with the same own write (the same member's
+// address again), never with the user's: a user's write must not vanish into
+// a row that shows the last registry entry's fields.
 const FOLD_WINDOW = 4;
 const FOLDED_LEVELS = new Set(["TRACE", "DEBUG", "WARN", "ERROR"]);
 
@@ -483,7 +505,8 @@ function foldRepeats(events) {
   const rows = [];
   const recent = new Map();   // node id -> its last FOLD_WINDOW rows
   for (const ev of events) {
-    const key = `${ev.level}|${ev.logger}|${ev.message}`;
+    const own = internalLabel(ev);
+    const key = `${ev.level}|${ev.logger}|${ev.message}` + (own === null ? "" : `|internal|${own}`);
     const mine = recent.get(ev.node) || [];
     const row = ev.note || !FOLDED_LEVELS.has(ev.level) ? null : mine.find(r => r.key === key);
     if (row) { row.count++; row.last = ev; continue; }
@@ -501,17 +524,24 @@ function renderEvents(view) {
   const matching = all.filter(eventMatches);
   const rows = mode === "live" ? foldRepeats(matching) : matching.map(ev => ({ first: ev, last: ev, count: 1 }));
   const shown = rows.slice(-SHOW_EVENTS).reverse();
-  $("#events tbody").innerHTML = shown.map(({ first: ev, last, count }) => `
-    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}${ev.note ? " note" : ""}"
-        data-node="${esc(ev.node)}" data-seq="${ev.seq}" data-count="${count}">
+  $("#events tbody").innerHTML = shown.map(({ first: ev, last, count }) => {
+    const own = internalLabel(last);
+    return `
+    <tr class="${esc(ev.level)}${view.current && view.current.has(ev.seq) ? " current" : ""}${ev.note ? " note" : ""}${own ? " internal" : ""}"
+        data-node="${esc(ev.node)}" data-seq="${ev.seq}" data-count="${count}"${own ? ` data-internal="${esc(fieldOf(last, "op") || "")}"` : ""}>
       <td>${esc(ev.node)}</td>
       <td>${esc(fmtTime(ev))}${count > 1 ? `<br><span class="muted">to ${esc(fmtTime(last))}</span>` : ""}</td>
       <td class="level">${esc(ev.level)}</td>
-      <td>${esc(ev.logger)}</td><td class="message">${esc(ev.message)}${count > 1
+      <td>${esc(ev.logger)}</td><td class="message">${own
+        ? `<span class="own" title="raftkv's own write, not a user's: ${esc(ev.message)} ${esc(fieldOf(last, "op") || "")}">${esc(own)}</span>`
+        : esc(ev.message)}${count > 1
         ? ` <span class="repeat" title="${count} times from ${esc(fmtTime(ev))} to ${esc(fmtTime(last))}; the fields are the last one's">\u00D7${count}</span>` : ""}</td>
-      <td class="fields">${last.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`).join("");
+      <td class="fields">${last.fields.map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ")}</td></tr>`;
+  }).join("");
+  const hiddenOwn = filter.internal ? 0 : all.filter(ev => internalLabel(ev)).length;
   $("#f-count").textContent = `${matching.length} of ${all.length} events` +
-    (rows.length < matching.length ? ` in ${rows.length} rows (repeats counted)` : "");
+    (rows.length < matching.length ? ` in ${rows.length} rows (repeats counted)` : "") +
+    (hiddenOwn ? `, ${hiddenOwn} of raftkv's own writes hidden` : "");
   const nodeSel = $("#f-node");
   const ids = Array.from(new Set(view.nodes.map(n => n.id).concat(all.map(ev => ev.node)))).sort();
   const have = $$("option", nodeSel).map(o => o.value).filter(Boolean);
@@ -638,6 +668,7 @@ function wire() {
   $("#f-text").oninput = e => { filter.text = e.target.value; scheduleRender(); };
   $("#f-level").onchange = e => { filter.level = e.target.value; scheduleRender(); };
   $("#f-node").onchange = e => { filter.node = e.target.value; scheduleRender(); };
+  $("#f-internal").onchange = e => { filter.internal = e.target.checked; scheduleRender(); };
   $$("button.q").forEach(b => b.onclick = () => {
     filter.quick = filter.quick === b.dataset.q ? "" : b.dataset.q;
     $$("button.q").forEach(x => x.classList.toggle("on", x.dataset.q === filter.quick));

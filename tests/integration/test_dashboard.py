@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import pytest
-
 from browser import ARTIFACTS, WAIT_MS, needs_browser
 from cluster import wait_until
 
@@ -489,3 +488,68 @@ def test_ui_stream_relays_another_members_stream(cluster):
     assert event["event"] == "unreachable" and event["retry"] == "2000"
     assert event["data"]["node"] == "n3" and event["data"]["http"] == n3.http_addr
     assert event["data"]["error"] == f"cannot reach n3 at {n3.http_addr}: connection refused"
+
+
+# --- raftkv's own writes in the event table -------------------------------------------------
+
+def _applied(node: str, seq: int, fields: list[list[str]]) -> dict:
+    return {"seq": seq, "node": node, "time": 1000 + seq / 10, "level": "DEBUG", "logger": "fsm",
+            "message": "applied write", "fields": [["index", str(seq)], ["term", "2"], *fields]}
+
+
+def _register(node: str, seq: int, who: str) -> dict:
+    return _applied(node, seq, [["op", "register-http"], ["node", who], ["http", f"127.0.0.1:80{who[-1]}"],
+                                ["internal", "true"]])
+
+
+def _user(node: str, seq: int, key: str) -> dict:
+    return _applied(node, seq, [["op", "set"], ["key", key], ["size", "5"]])
+
+
+FOLD = """(events) => foldRepeats(events).map(r => [internalLabel(r.last), r.count,
+                                                  r.last.fields.find(f => f[0] === 'key' || f[0] === 'node')[1]])"""
+
+
+@needs_browser
+def test_raftkvs_own_writes_are_labelled_and_never_fold_with_the_users(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)  # at DEBUG: every node logs each member's registration
+    page.goto(f"http://{n1.http_addr}/ui")
+
+    # the folding on its own: the user's write between registrations keeps its row
+    rows = page.evaluate(FOLD, [_register("n1", 1, "n2"), _user("n1", 2, "hello"), _register("n1", 3, "n3"),
+                                _register("n1", 4, "n2"), _register("n1", 5, "n3")])
+    assert rows == [["registered n2's HTTP address (127.0.0.1:802)", 2, "n2"], [None, 1, "hello"],
+                    ["registered n3's HTTP address (127.0.0.1:803)", 2, "n3"]], rows
+    forgot = _applied("n1", 7, [["op", "unregister-http"], ["node", "n4"], ["internal", "true"]])
+    other = _applied("n1", 8, [["op", "set"], ["key", "\x00raftkv/x"], ["internal", "true"]])
+    labels = page.evaluate("(evs) => evs.map(internalLabel)", [forgot, other, _user("n1", 9, "k")])
+    assert labels == ["forgot n4's HTTP address (no longer a member)", "raftkv's own write: set \x00raftkv/x", None]
+
+    # live: the registrations are labelled and dimmed, the user's write is its own row
+    index = n1.set("hello", "world")["index"]
+    cluster.wait_applied(index)
+    own = "#events tbody tr.internal[data-node='n1'][data-internal='register-http']"
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length >= 3", arg=own, timeout=WAIT_MS)
+    labels = page.eval_on_selector_all(own, "els => els.map(e => e.querySelector('td.message').textContent)")
+    assert {f"registered {n}'s HTTP address (127.0.0.1:{cluster[n].http_port})" for n in ("n1", "n2", "n3")} \
+        <= {label.split(" \u00D7")[0].strip() for label in labels}, labels
+    page.wait_for_function(
+        """(index) => Array.from(document.querySelectorAll("#events tbody tr[data-node='n1']:not(.internal)"))
+                          .some(r => r.querySelector('td.message').textContent.startsWith('applied write')
+                                     && r.querySelector('td.fields').textContent.includes(`index=${index} `)
+                                     && r.querySelector('td.fields').textContent.includes('key=hello'))""",
+        arg=index, timeout=WAIT_MS)
+    dim = page.eval_on_selector(own, "e => getComputedStyle(e.querySelector('td')).color")
+    plain = page.eval_on_selector("#events tbody tr:not(.internal):not(.note)",
+                                  "e => getComputedStyle(e.querySelector('td')).color")
+    assert dim != plain, (dim, plain)
+    page.screenshot(path=str(ARTIFACTS / "11-own-writes.png"), full_page=True)
+
+    # the toggle hides them, and the count says how many
+    page.uncheck("#f-internal")
+    page.wait_for_function("() => !document.querySelector('#events tbody tr.internal')", timeout=WAIT_MS)
+    assert "of raftkv's own writes hidden" in page.text_content("#f-count")
+    page.check("#f-internal")
+    page.wait_for_function("(sel) => document.querySelector(sel)", arg=own, timeout=WAIT_MS)
+    assert not page.errors, page.errors
