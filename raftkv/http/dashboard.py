@@ -1,8 +1,8 @@
 """The dashboard's HTTP side: ``/ui``, ``/metrics`` and the ``/debug`` views.
 
 Theory of operation: the page (``raftkv/ui/``, static files, no external
-resources) is served by every node, and talks *only* to the node that served
-it, over relative URLs: behind Docker, a tunnel or a reverse proxy the
+resources) is served by every node, and talks to the node that served it,
+over relative URLs: behind Docker, a tunnel or a reverse proxy the
 browser may reach that one node and none of the addresses the members know
 each other by. It reads the member list from ``/peers`` and opens one
 server-sent-events stream per member at ``/ui/stream?node=ID``: for its own
@@ -17,8 +17,17 @@ ordinary API (followers forward to the leader), and fault injection on
 another node goes through ``/ui/faults?node=ID``, which relays to that
 node's ``/debug/faults``.
 
-The ``/debug`` views keep answering with ``Access-Control-Allow-Origin: *``
-for other clients (a page of one's own, scripts) that do reach every node.
+When the serving node stops answering (the demo kills the leader, which
+served the page), the page carries on through another member: it reads that
+member's ``/status``, ``/peers`` and ``/ui/stream`` at the member's own HTTP
+address, as a page of another origin. ``/ui/stream`` and ``/ui/replay`` let
+such a page read them (CORS, GET only, :func:`member_origin`) when it comes
+from a member's own HTTP address: the relay reaches into members the browser
+itself may not reach, so it is not opened to any page on the web. The
+``/debug`` views, ``/status``, ``/peers`` and ``/metrics`` keep answering with
+``Access-Control-Allow-Origin: *`` for other clients (a page of one's own,
+scripts) that do reach every node; nothing that changes state answers
+another origin.
 
 Replay mode runs one deterministic simulator scenario on a worker thread
 (``/ui/replay?scenario=NAME``, see :mod:`raftkv.sim.record`) and returns
@@ -36,7 +45,7 @@ Routes:
 ``GET /ui/static/{name}``        its script and stylesheet
 ``GET /ui/replay[?scenario=N]``  the scenario list, or one scenario's recorded steps
 ``POST /ui/replay``              replay uploaded RAFT_TRACE files (form fields ``trace``)
-``GET /ui/stream?node=ID``       that member's ``/debug/stream``, relayed by this node
+``GET /ui/stream?node=ID``       that member's ``/debug/stream``, relayed by this node (CORS: members' pages)
 ``POST|DELETE /ui/faults?node``  relay to that node's ``/debug/faults``
 ``GET /metrics``                 Prometheus text (:mod:`raftkv.metrics`)
 ``GET /debug/stream``            server-sent events: ``hello``, ``status``, ``log``
@@ -48,12 +57,14 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import tempfile
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -62,16 +73,19 @@ from raftkv.metrics import CONTENT_TYPE_LATEST
 from raftkv.node.trace import TraceError
 from raftkv.sim import record
 from raftkv.sim.replay import replay_document
+from raftkv.textforms import split_host_port
 
 from .context import CTX, HttpContext
 from .params import BadRequest
 from .routes import peers_view, status_view
 
-__all__ = ["CORS_PATHS", "add_routes", "observe_middleware", "log_window"]
+__all__ = ["CORS_PATHS", "MEMBER_CORS_PATHS", "add_routes", "log_window", "member_origin", "observe_middleware"]
 
 REPLAYS: web.AppKey[dict] = web.AppKey("replays", dict)
 
 CORS_PATHS = ("/status", "/peers", "/metrics", "/debug/stream", "/debug/events", "/debug/log")
+MEMBER_CORS_PATHS = ("/ui/stream", "/ui/replay")  # readable by the members' own pages only
+MEMBER_CORS_MAX_AGE = "600"  # seconds a browser may keep a preflight's answer
 STREAM_INTERVAL = 0.2      # seconds between looks at the node, per stream
 STREAM_KEEPALIVE = 1.0     # send status at least this often, changed or not
 LOG_WINDOW = 300           # entries of the log tail a stream sends at most
@@ -105,6 +119,84 @@ def _int_param(request: web.Request, name: str, default: int, lo: int = 0) -> in
     return value
 
 
+# --- the members' pages (CORS) ----------------------------------------------------------
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def member_origin(request: web.Request) -> str | None:
+    """The request's ``Origin`` when it is a page of one of the members: the
+    scheme this cluster serves and a member's HTTP port, under the host the
+    registry has for that member; or a loopback name for a member registered
+    on loopback (``localhost:8000`` is ``127.0.0.1:8000``: the demo's page
+    is opened as localhost); or the host this very request was addressed to
+    (a tunnel or Docker's published ports bring every member's port to the
+    one host the browser knows). None otherwise."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return None
+    ctx = _ctx(request)
+    try:
+        url = urlsplit(origin)
+        port = url.port
+    except ValueError:
+        return None
+    host = (url.hostname or "").lower()
+    if url.scheme != ctx.settings.http_scheme or not host or url.path not in ("", "/"):
+        return None
+    port = port or (443 if url.scheme == "https" else 80)
+    # A worker relays over a unix socket and names no Host of the caller's.
+    asked = ""
+    if request.remote:
+        try:
+            asked = split_host_port(request.host)[0].strip("[]").lower()
+        except ValueError:
+            asked = ""
+    node = ctx.node
+    ids = {s.id for s in node.configuration.servers} | {ctx.id}
+    for member in ids:
+        address = ctx.registry.http_address_of(member)
+        if not address:
+            continue
+        try:
+            mhost, mport = split_host_port(address)
+        except ValueError:
+            continue
+        if not mport.isdigit() or int(mport) != port:
+            continue
+        mhost = mhost.lower()
+        if host == mhost or (_is_loopback(host) and _is_loopback(mhost)) or host == asked:
+            return origin
+    return None
+
+
+def member_cors_headers(request: web.Request) -> dict[str, str]:
+    """Headers that let a member's page (:func:`member_origin`) read the answer."""
+    origin = member_origin(request)
+    if origin is None:
+        return {"Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def _preflight(request: web.Request) -> web.Response:
+    """Answer a CORS preflight for a member's page: GET, with the header a
+    reconnecting EventSource sends."""
+    headers = member_cors_headers(request)
+    if "Access-Control-Allow-Origin" in headers:
+        headers.update({"Access-Control-Allow-Methods": "GET", "Access-Control-Allow-Headers": "Last-Event-ID",
+                        "Access-Control-Max-Age": MEMBER_CORS_MAX_AGE})
+        return web.Response(status=204, headers=headers)
+    return _json({"error": "only the pages of this cluster's members may read this route from another origin",
+                  "served_by": _ctx(request).id}, 403)
+
+
 # --- middlewares ----------------------------------------------------------------------
 
 @web.middleware
@@ -115,10 +207,16 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     t0 = time.perf_counter()
     status = 500
     try:
-        resp = await handler(request)
+        if request.method == "OPTIONS" and request.path in MEMBER_CORS_PATHS:
+            resp = _preflight(request)
+        else:
+            resp = await handler(request)
         status = resp.status
-        if request.path in CORS_PATHS and request.method in ("GET", "HEAD") and not resp.prepared:
-            resp.headers["Access-Control-Allow-Origin"] = "*"
+        if request.method in ("GET", "HEAD") and not resp.prepared:
+            if request.path in CORS_PATHS:
+                resp.headers["Access-Control-Allow-Origin"] = "*"
+            elif request.path in MEMBER_CORS_PATHS:
+                resp.headers.update(member_cors_headers(request))
         return resp
     except web.HTTPException as exc:
         status = exc.status
@@ -205,13 +303,17 @@ def _status_key(st: dict) -> tuple:
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
+    """``/debug/stream``: this node's events, to any page."""
+    return await _stream(request, {"Access-Control-Allow-Origin": "*"})
+
+
+async def _stream(request: web.Request, cors: dict[str, str]) -> web.StreamResponse:
     """Server-sent events: ``hello`` once, then ``status`` (with the log tail)
     when something changed or every second, and ``log`` batches of records."""
     ctx = _ctx(request)
     node = ctx.node
     ring = ctx.events
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "Access-Control-Allow-Origin": "*", "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **cors})
     await resp.prepare(request)
     since_raw = request.headers.get("Last-Event-ID") or request.query.get("since")
     seq = max(0, ring.last_seq - BACKLOG)
@@ -263,7 +365,7 @@ async def _say_unreachable(request: web.Request, resp: web.StreamResponse | None
     200 event stream (not an error status) keeps the browser's EventSource
     retrying on its own, ``retry`` milliseconds later."""
     if resp is None:
-        resp = web.StreamResponse(headers=SSE_HEADERS)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **member_cors_headers(request)})
         await resp.prepare(request)
     body = {"node": node_id, "http": http, "error": error, "pending": pending}
     try:
@@ -283,13 +385,12 @@ async def handle_ui_stream(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
     node_id = request.query.get("node") or ctx.id
     if node_id == ctx.id:
-        return await handle_stream(request)
+        return await _stream(request, member_cors_headers(request))
     if not ctx.node.configuration.has(node_id):
         raise BadRequest("node", f"unknown server {node_id!r}: not in the latest configuration")
     http = ctx.registry.http_address_of(node_id)
     if not http:
-        return await _say_unreachable(request, None, node_id, None,
-                                      f"the HTTP address of {node_id} is not known yet", pending=True)
+        return await _say_unreachable(request, None, node_id, None, _unknown_http(ctx, node_id), pending=True)
     headers = {"Accept": "text/event-stream"}
     last_event_id = request.headers.get("Last-Event-ID")
     if last_event_id:
@@ -303,7 +404,7 @@ async def handle_ui_stream(request: web.Request) -> web.StreamResponse:
             if upstream.status != 200:
                 return await _say_unreachable(request, None, node_id, http,
                                               f"{node_id} at {http} answered HTTP {upstream.status}")
-            resp = web.StreamResponse(headers=SSE_HEADERS)
+            resp = web.StreamResponse(headers={**SSE_HEADERS, **member_cors_headers(request)})
             await resp.prepare(request)
             async for chunk in upstream.content.iter_any():
                 try:
@@ -316,6 +417,15 @@ async def handle_ui_stream(request: web.Request) -> web.StreamResponse:
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         error = _relay_failure(node_id, http, exc, streaming=resp is not None)
     return await _say_unreachable(request, resp, node_id, http, error)
+
+
+def _unknown_http(ctx: HttpContext, node_id: str) -> str:
+    if ctx.settings.protocol == "hashicorp":
+        # raftkv nodes register their address within a second of joining; a
+        # hashicorp/raft node never does, and serves no stream anyway
+        return (f"the HTTP address of {node_id} is not known: raftkv nodes register theirs, "
+                f"hashicorp/raft nodes never do (and serve no dashboard stream)")
+    return f"the HTTP address of {node_id} is not known yet"
 
 
 def _relay_failure(node_id: str, http: str, exc: BaseException, streaming: bool) -> str:
@@ -377,7 +487,9 @@ async def handle_replay_upload(request: web.Request) -> web.StreamResponse:
         async def save(chunks, name: str) -> None:
             nonlocal received
             path = os.path.join(tmp, str(len(paths)))
-            with open(path, "wb") as f:
+            # open() can wait on a slow disk: not on the event loop
+            f = await asyncio.to_thread(open, path, "wb")
+            with f:
                 async for chunk in chunks:
                     received += len(chunk)
                     if received > MAX_TRACE_UPLOAD:

@@ -1,9 +1,14 @@
 // raftkv dashboard: a live view of the whole cluster, or a replay of a
 // simulator scenario, in three views: node cards, log strips, merged events.
 // No libraries, no external resources: the page must work on a closed network.
-// The page talks only to the node that served it, over relative URLs: that
-// node relays every other member's stream (/ui/stream?node=ID), so the page
-// works wherever the browser reaches that one node (Docker, a tunnel, a proxy).
+// The page talks to the node that served it, over relative URLs: that node
+// relays every other member's stream (/ui/stream?node=ID), so the page works
+// wherever the browser reaches that one node (Docker, a tunnel, a proxy).
+// When that node stops answering (killed, like the leader in the demo), the
+// page carries on through another member, straight at that member's HTTP
+// address (the members let one another's pages read their streams), and
+// says so in a banner; if the browser reaches no other member, the banner
+// says that, and why, instead of a row of "Unreachable" cards.
 "use strict";
 
 const $ = (sel, el = document) => el.querySelector(sel);
@@ -15,9 +20,18 @@ const SHOW_EVENTS = 400;    // rows rendered
 const STALE_MS = 3000;      // a stream silent this long means the node is unreachable
 const GIVE_UP_MS = 10000;   // connecting this long without a word or an answer means unreachable
 const REOPEN_MS = 2000;     // how soon to reopen a stream the browser gave up on
+const PROBE_MS = 3000;      // how long a member may take to answer "are you there?"
+const PEERS_MS = 5000;      // how long the member list may take (a blackholed node never answers)
+const LOST_AFTER = 2;       // failed looks in a row (a second apart) before the page leaves its node
 
 // events: node id -> that node's records (and the page's own notes about it), oldest first
-const live = { self: null, nodes: new Map(), events: new Map() };
+const live = { nodes: new Map(), events: new Map() };
+// The node the page reads the cluster through. base "" is the node that
+// served the page (relative URLs); otherwise another member's own origin.
+// lost: the node the page last left, and why; blind: set while no member
+// answers this browser, with each member's reason.
+const watch = { id: null, servedBy: null, base: "", host: location.host, failures: 0, checking: false,
+                lost: null, blind: null, why: "", html: "" };
 const replay = { data: null, step: 0, timer: null };
 const filter = { text: "", level: "", node: "", quick: "", internal: true };
 let mode = "live";
@@ -34,9 +48,13 @@ function fmtTime(ev) {
   const d = new Date(ev.time * 1000);
   return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
-function streamURL(id) { return `/ui/stream?node=${encodeURIComponent(id)}`; }
+function api(path) { return watch.base + path; }
+function streamURL(id) { return api(`/ui/stream?node=${encodeURIComponent(id)}`); }
+// opts.timeoutMs: give up (AbortError) after that long
 async function getJSON(url, opts) {
-  const resp = await fetch(url, Object.assign({ cache: "no-store" }, opts || {}));
+  const o = Object.assign({ cache: "no-store" }, opts || {});
+  if (o.timeoutMs) { o.signal = AbortSignal.timeout(o.timeoutMs); delete o.timeoutMs; }
+  const resp = await fetch(url, o);
   let body = null;
   try { body = await resp.json(); } catch (e) { body = null; }
   return { ok: resp.ok, status: resp.status, body };
@@ -127,10 +145,12 @@ function connect(n) {
     scheduleRender();
   });
   es.onerror = () => {
+    if (n.es !== es) return;   // a stream of the node the page no longer reads through
     if (!n.pending && n.lastMsg >= n.failedAt) {   // the stream broke without a word
       n.failedAt = Date.now();
       n.failure = n.failure || "the stream broke";
     }
+    if (n.id === watch.id) checkWatched();   // every stream goes through that node: is it still there?
     if (es.readyState === EventSource.CLOSED) {    // the browser gave up: open it again later
       n.es = null;
       setTimeout(() => { if (live.nodes.get(n.id) === n) connect(n); }, REOPEN_MS);
@@ -173,10 +193,11 @@ function noteTransitions() {
 }
 
 async function refreshPeers() {
-  // Only the serving node is asked: it answers with the leader's view, or
-  // with its own when it cannot reach a leader.
+  // Only the node the page reads through is asked: it answers with the
+  // leader's view, or with its own when it cannot reach a leader.
   try {
-    const r = await getJSON("/peers");
+    const r = await getJSON(api("/peers"), { timeoutMs: PEERS_MS });
+    watchedAnswers();
     if (r.ok && Array.isArray(r.body)) {
       const ids = new Set();
       for (const p of r.body) {
@@ -192,8 +213,159 @@ async function refreshPeers() {
         if (!ids.has(id)) { if (n.es) n.es.close(); live.nodes.delete(id); }
       }
     }
-  } catch (e) { /* the serving node is away; the streams say so */ }
+  } catch (e) {
+    checkWatched();
+  }
   scheduleRender();
+}
+
+// ---------------------------------------------------------------- live: the node the page reads through
+
+// Why a fetch of url failed, in words: fetch says only "failed", but a
+// no-cors request (whose answer the page may not read) still tells a member
+// that answers and refuses this page's origin from one the browser cannot
+// reach at all.
+async function whyNot(url, err) {
+  if (err && (err.name === "TimeoutError" || err.name === "AbortError")) return `no answer within ${PROBE_MS / 1000} s`;
+  try {
+    await fetch(url, { mode: "no-cors", cache: "no-store", signal: AbortSignal.timeout(PROBE_MS) });
+    return CORS_REFUSED;
+  } catch (e) {
+    return NO_ROUTE;
+  }
+}
+const NO_ROUTE = "this browser cannot connect to it";
+const CORS_REFUSED = "it answers, but does not let this page read it (CORS)";
+
+// Is a member serving the dashboard's views at base, to this page? Asks its
+// /status (who it is) and opens its own stream (the route a page of another
+// origin may read only if that member knows the page's origin as a member's).
+async function probeMember(base) {
+  let id;
+  try {
+    const r = await getJSON(base + "/status", { timeoutMs: PROBE_MS });
+    if (!r.ok || !r.body || typeof r.body.id !== "string") return { why: `it answered HTTP ${r.status}, not as a raftkv node` };
+    id = r.body.id;
+  } catch (e) {
+    return { why: await whyNot(base + "/status", e) };
+  }
+  const stop = new AbortController();
+  const timer = setTimeout(() => stop.abort(), PROBE_MS);
+  try {
+    const resp = await fetch(`${base}/ui/stream?node=${encodeURIComponent(id)}`, { cache: "no-store", signal: stop.signal });
+    return resp.ok ? { ok: true, id } : { id, why: `its stream answered HTTP ${resp.status}` };
+  } catch (e) {
+    if (e.name === "AbortError") return { id, why: `its stream did not answer within ${PROBE_MS / 1000} s` };
+    return { id, why: CORS_REFUSED };
+  } finally {
+    clearTimeout(timer);
+    stop.abort();   // the probe only wanted the answer's head
+  }
+}
+
+// The URLs a member may answer at: the HTTP address the members know it by,
+// then the same port under the name this browser reached the page by (a
+// tunnel or Docker's published ports carry each member's port to one host).
+function memberBases(http) {
+  const out = [`${location.protocol}//${http}`];
+  const port = http.slice(http.lastIndexOf(":") + 1);
+  const host = http.slice(0, http.lastIndexOf(":"));
+  if (/^\d+$/.test(port) && host !== location.hostname) out.push(`${location.protocol}//${location.hostname}:${port}`);
+  return out;
+}
+
+// Called whenever the watched node may be gone (its stream broke, /peers
+// failed). It must fail LOST_AFTER looks in a row before the page moves.
+async function checkWatched() {
+  if (watch.checking || mode !== "live") return;
+  watch.checking = true;
+  let again = false;
+  try {
+    try {
+      await getJSON(api("/status"), { timeoutMs: PROBE_MS });
+      watchedAnswers();
+      return;
+    } catch (e) {
+      watch.failures++;
+      watch.why = await whyNot(api("/status"), e);
+    }
+    if (watch.failures < LOST_AFTER) { again = true; return; }
+    await moveOn();
+  } finally {
+    watch.checking = false;
+    scheduleRender();
+    if (again) setTimeout(checkWatched, 1000);
+  }
+}
+
+// Any answer, whatever its status, means the node is there.
+function watchedAnswers() {
+  watch.failures = 0;
+  if (watch.blind) { watch.blind = null; reopenAll(); }
+}
+
+// The watched node is gone: read the cluster through the first member that
+// answers this page, the node that served the page first (it may be back).
+async function moveOn() {
+  const tried = [];
+  const candidates = [];
+  if (watch.base !== "") candidates.push({ id: watch.servedBy, bases: [""] });
+  const others = Array.from(live.nodes.values()).filter(n => n.id !== watch.id && n.id !== watch.servedBy)
+    .sort((a, b) => a.id.localeCompare(b.id));
+  for (const n of others) candidates.push({ id: n.id, bases: n.http ? memberBases(n.http) : [] });
+  for (const c of candidates) {
+    if (!c.bases.length) { tried.push({ id: c.id, where: null, why: "its HTTP address is not known" }); continue; }
+    for (const base of c.bases) {
+      const r = await probeMember(base);
+      if (r.ok) { watchThrough(r.id, base); return; }
+      tried.push({ id: c.id, where: base || location.origin, why: r.why });
+    }
+  }
+  watch.blind = { since: watch.blind ? watch.blind.since : Date.now(), tried };
+}
+
+function watchThrough(id, base) {
+  watch.lost = { id: watch.id, host: watch.host, why: watch.why || "it stopped answering" };
+  const lost = live.nodes.get(watch.id);
+  if (lost) pageNote(lost, "WARN", `${watch.id} stopped answering this page; now watching through ${id}`,
+                     [["reason", watch.lost.why]]);
+  watch.id = id;
+  watch.base = base;
+  watch.host = base ? base.replace(/^[a-z]+:\/\//, "") : location.host;
+  watch.failures = 0;
+  watch.blind = null;
+  reopenAll();
+  refreshPeers();
+}
+
+// Every stream again, through the node the page now reads through.
+function reopenAll() {
+  for (const n of live.nodes.values()) {
+    if (n.es) { n.es.close(); n.es = null; }
+    connect(n);
+  }
+  scheduleRender();
+}
+
+// What a card says while the page reaches no member: why this browser has
+// no view of that node, not that the node is unreachable (it may be fine).
+function blindReason(id) {
+  if (id === watch.id) return `${id} served this page and stopped answering it: ${watch.why || "no answer"}`;
+  const tried = triedById().get(id);
+  return tried ? `this browser cannot read it: ${tried}` : "not tried";
+}
+
+// Each member the page tried, in one line: where, and why not (once when
+// every address failed the same way).
+function triedById() {
+  const by = new Map();
+  for (const t of (watch.blind ? watch.blind.tried : [])) {
+    const e = by.get(t.id) || { where: [], why: [] };
+    if (t.where) e.where.push(t.where);
+    if (!e.why.includes(t.why)) e.why.push(t.why);
+    by.set(t.id, e);
+  }
+  return new Map(Array.from(by, ([id, e]) => [id, (e.where.length ? `at ${e.where.join(" or ")}: ` : "") + e.why.join("; ")]));
 }
 
 function liveView() {
@@ -205,7 +377,7 @@ function liveView() {
   return {
     nodes: nodes.map(n => {
       const st = n.status || {};
-      const conn = connState(n);
+      const conn = watch.blind ? "blind" : connState(n);
       const up = conn === "up";
       let lastContact = st.last_contact;
       // the leader's view of a follower: since it last answered, and how far behind it is
@@ -216,8 +388,8 @@ function liveView() {
       }
       const conf = (st.latest_configuration || []).find(s => s.id === n.id);
       return {
-        id: n.id, up, conn, failure: n.failure,
-        role: up ? (st.state || "?") : (conn === "connecting" ? "connecting…" : "Unreachable"), term: st.term,
+        id: n.id, up, conn, failure: conn === "blind" ? blindReason(n.id) : n.failure,
+        role: up ? (st.state || "?") : ({ connecting: "connecting…", blind: "No view" }[conn] || "Unreachable"), term: st.term,
         commit: st.commit_index, applied: st.applied_index, last: st.last_log_index,
         snapshot: st.last_snapshot_index || 0, voter: (conf ? conf.suffrage : n.suffrage) === "Voter",
         suffrage: conf ? conf.suffrage : (n.suffrage || "?"), lastContact, lag, leader: st.leader ? st.leader.id : null,
@@ -232,7 +404,8 @@ function liveView() {
 // ---------------------------------------------------------------- replay
 
 async function loadScenarios() {
-  const r = await getJSON("/ui/replay");
+  let r;
+  try { r = await getJSON(api("/ui/replay")); } catch (e) { say(`replay: ${e}`, true); return; }
   const sel = $("#replay-scenario");
   sel.innerHTML = ((r.body && r.body.scenarios) || []).map(s => `<option>${esc(s)}</option>`).join("");
 }
@@ -248,7 +421,8 @@ function showReplay(doc) {
 
 async function loadReplay(name) {
   say(`loading scenario ${name} ...`);
-  const r = await getJSON(`/ui/replay?scenario=${encodeURIComponent(name)}`);
+  let r;
+  try { r = await getJSON(api(`/ui/replay?scenario=${encodeURIComponent(name)}`)); } catch (e) { say(`replay: ${e}`, true); return; }
   if (!r.ok) { say(`replay: ${(r.body && r.body.error) || r.status}`, true); return; }
   showReplay(r.body);
   say(`scenario ${name}: ${r.body.steps.length} steps` + (r.body.passed ? ", every invariant held" : `, VIOLATION: ${r.body.error}`),
@@ -262,7 +436,8 @@ async function loadTraces(files) {
   const form = new FormData();
   for (const f of files) form.append("trace", f, f.name);
   say(`replaying ${files.length} trace file${files.length > 1 ? "s" : ""} ...`);
-  const r = await getJSON("/ui/replay", { method: "POST", body: form });
+  let r;
+  try { r = await getJSON("/ui/replay", { method: "POST", body: form }); } catch (e) { say(`replay: ${e}`, true); return; }
   if (!r.ok) { say(`replay: ${(r.body && r.body.error) || r.status}`, true); return; }
   showReplay(r.body);
   const counts = Object.values(r.body.replayed || {});
@@ -396,13 +571,56 @@ function render() {
   renderStrips(view);
   renderEvents(view);
   renderControls(view);
+  renderWatch();
   if (mode === "replay") renderStep(view);
+}
+
+// The banner: which node the page lost, which one it reads through now, or
+// why it reaches none.
+function renderWatch() {
+  const el = $("#watch");
+  const isLive = mode === "live";
+  $("#served-by").textContent = !watch.servedBy ? "" : `served by ${watch.servedBy} (${location.host})` +
+    (watch.id !== watch.servedBy ? ` \u00B7 watching through ${watch.id} (${watch.host})` : "");
+  if (!isLive || (!watch.lost && !watch.blind)) { el.hidden = true; return; }
+  let html;
+  if (watch.blind) {
+    const down = watch.id;
+    const tried = triedById();
+    const reasons = Array.from(tried, ([id, text]) => `<li data-node="${esc(id)}">${esc(id)} ${esc(text)}</li>`).join("");
+    const whys = watch.blind.tried.map(t => t.why);
+    html = `<strong>${esc(down)} is down</strong>, or out of this browser's reach (${esc(watch.why || "no answer")}), and this
+      browser cannot reach any other member, so the cards show nothing live:<ul>${reasons || "<li>no other member is known</li>"}</ul>` +
+      (whys.includes(NO_ROUTE) ? "Nothing listens at those addresses, or they are not reachable from this browser (Docker, a tunnel or a proxy). " : "") +
+      (whys.includes(CORS_REFUSED) ? "A member lets a page from another address read its views only when that address is one of the members' own. " : "") +
+      `The page keeps trying ${esc(down)} and the others; or open the dashboard of a node this browser can reach.`;
+    el.dataset.state = "blind";
+    el.dataset.down = down;
+    delete el.dataset.via;
+  } else {
+    const own = watch.base === "";
+    // a node that only stopped answering this browser (a pause, a route)
+    // is not called down while the node the page reads through reaches it
+    const lost = live.nodes.get(watch.lost.id);
+    const state = lost && isUp(lost) ? "stopped answering this page" : "is down";
+    html = `<strong>${esc(watch.lost.id)} ${state}; now watching through ${esc(watch.id)}</strong>
+      (${esc(watch.host)}). ${esc(watch.lost.id)} (${esc(watch.lost.host)}) stopped answering this page:
+      ${esc(watch.lost.why)}.` + (own ? "" : ` Writing, reading and transferring leadership go through the node
+      that served the page: use <a href="${esc(watch.base)}/ui">${esc(watch.id)}'s own dashboard</a> for them.`);
+    el.dataset.state = "moved";
+    el.dataset.down = watch.lost.id;
+    el.dataset.via = watch.id;
+  }
+  el.classList.toggle("error", !!watch.blind);
+  if (watch.html !== html) { el.innerHTML = html; watch.html = html; }   // a link under the pointer stays put
+  el.hidden = false;
 }
 
 function badge(n) {
   if (n.up) return `<span class="badge up">up</span>`;
   if (mode === "replay") return `<span class="badge down">down</span>`;
   if (n.conn === "connecting") return `<span class="badge connecting">connecting…</span>`;
+  if (n.conn === "blind") return `<span class="badge blind" title="${esc(n.failure)}">no view from this browser</span>`;
   return `<span class="badge down" title="${esc(n.failure || "no word from this node")}">unreachable</span>`;
 }
 
@@ -568,7 +786,16 @@ function renderControls(view) {
   $("#faults").hidden = !view.nodes.some(n => n.faultInjection);
   const up = view.nodes.filter(n => n.up).length;
   const connecting = view.nodes.filter(n => n.conn === "connecting").length;
-  $("#conn").textContent = `${up}/${view.nodes.length} nodes streaming` + (connecting ? `, ${connecting} connecting…` : "");
+  $("#conn").textContent = watch.blind ? "no member answers this browser" :
+    `${up}/${view.nodes.length} nodes streaming` + (connecting ? `, ${connecting} connecting…` : "");
+  // writes, reads, transfers and faults go to the node that served the page
+  // (the members let other pages read their views, never act through them)
+  const away = watch.base !== "";
+  for (const b of $$("#controls button")) {
+    b.disabled = away;
+    if (away) b.title = `${watch.servedBy}, which served this page, is down: open ${watch.id}'s own dashboard to do this`;
+    else b.removeAttribute("title");
+  }
 }
 
 function renderStep(view) {
@@ -695,7 +922,7 @@ async function boot() {
   wire();
   try {
     const r = await getJSON("/status");
-    if (r.ok) { live.self = r.body.id; $("#served-by").textContent = `served by ${r.body.id} (${location.host})`; }
+    if (r.ok) { watch.id = watch.servedBy = r.body.id; renderWatch(); }
   } catch (e) { /* the streams will tell */ }
   const params = new URLSearchParams(location.search);
   if (params.get("scenario")) {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -490,6 +491,122 @@ def test_ui_stream_relays_another_members_stream(cluster):
     assert event["data"]["error"] == f"cannot reach n3 at {n3.http_addr}: connection refused"
 
 
+# --- the page outlives the node that served it ----------------------------------------------
+
+BANNER = "[data-testid=watch-banner]"
+
+
+def _all_up(page, ids: list[str]) -> None:
+    page.wait_for_function(
+        """(ids) => ids.every(id => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                                     return c && c.dataset.up === 'true' && c.dataset.conn === 'up'; })""",
+        arg=ids, timeout=WAIT_MS)
+
+
+@needs_browser
+def test_dashboard_carries_on_through_another_member_when_its_node_dies(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    assert cluster.leader().id == "n1"
+    term = n1.status()["term"]
+    # opened as the demo says, by name, while the members know n1 as 127.0.0.1:PORT
+    origin = f"http://localhost:{n1.http_port}"
+    page.goto(f"{origin}/ui")
+    _all_up(page, ["n1", "n2", "n3"])
+    assert _cards(page)[0][:2] == ["n1", "Leader"]
+    assert page.is_hidden(BANNER)
+    page.evaluate(  # every role each card shows, so a short candidacy is not missed
+        """() => { window.roles = {}; setInterval(() => {
+               for (const c of document.querySelectorAll('[data-testid=node-card]'))
+                   (window.roles[c.dataset.node] = window.roles[c.dataset.node] || new Set()).add(c.dataset.role);
+           }, 20); }""")
+
+    n1.kill()
+    page.wait_for_function(
+        """(sel) => { const b = document.querySelector(sel);
+                      return b && !b.hidden && b.dataset.state === 'moved' && b.dataset.down === 'n1'; }""",
+        arg=BANNER, timeout=2 * WAIT_MS)
+    via = page.get_attribute(BANNER, "data-via")
+    assert via in ("n2", "n3"), via
+    banner = page.text_content(BANNER)
+    assert f"n1 is down; now watching through {via}" in " ".join(banner.split()), banner
+    assert f"watching through {via}" in page.text_content("#served-by")
+
+    # n2 and n3 stream again, straight from the member the page now reads
+    _all_up(page, ["n2", "n3"])
+    new_leader = cluster.leader(timeout=30)
+    assert new_leader.id in ("n2", "n3") and new_leader.status()["term"] > term
+    page.wait_for_function(
+        """([id, term]) => { const c = document.querySelector(`[data-testid=node-card][data-node="${id}"]`);
+                             return c.dataset.role === 'Leader' && c.dataset.up === 'true'
+                                    && Number(c.querySelector('.term').textContent) > term; }""",
+        arg=[new_leader.id, term], timeout=WAIT_MS)
+    # the election is in the table: a candidacy and its win, in the new leader's words
+    page.wait_for_function(
+        """(id) => { const m = Array.from(document.querySelectorAll(`#events tbody tr[data-node="${id}"]:not(.note) td.message`))
+                                  .map(e => e.textContent);
+                     return m.includes('entering candidate state') && m.includes('election won'); }""",
+        arg=new_leader.id, timeout=WAIT_MS)
+    # and n1's card says why it is gone, as the member the page reads through sees it
+    page.wait_for_function(
+        """() => { const c = document.querySelector('[data-testid=node-card][data-node="n1"]');
+                   return c.dataset.role === 'Unreachable' && /cannot reach n1 at/.test(c.textContent); }""",
+        timeout=WAIT_MS)
+    roles = page.evaluate("() => Object.fromEntries(Object.entries(window.roles).map(([k, v]) => [k, [...v]]))")
+    assert {"Follower", "Leader"} <= set(roles[new_leader.id]), roles
+    # writes go through the node that served the page: the banner points at the new one's page
+    assert page.is_disabled("#kv-write") and page.is_disabled("#transfer")
+    link = page.get_attribute(f"{BANNER} a", "href")
+    assert link and link.endswith("/ui") and str(cluster[via].http_port) in link, link
+    page.screenshot(path=str(ARTIFACTS / "09-origin-failover.png"), full_page=True)
+
+    # n1 comes back: the page may stay where it is, and shows n1 again
+    n1.start().wait_ready()
+    _all_up(page, ["n1", "n2", "n3"])
+    assert page.get_attribute(BANNER, "data-via") == via
+    assert not page.errors, page.errors
+
+
+@needs_browser
+def test_dashboard_says_in_words_when_the_browser_reaches_no_other_member(cluster, browser_page):
+    page = browser_page
+    n1 = cluster.form(3)
+    origin = f"http://localhost:{n1.http_port}"
+    refused = _only_origin(page, origin)  # as a browser that reaches n1 alone (a tunnel to one port)
+    page.goto(f"{origin}/ui")
+    _all_up(page, ["n1", "n2", "n3"])
+
+    n1.kill()
+    page.wait_for_function(
+        """(sel) => { const b = document.querySelector(sel);
+                      return b && !b.hidden && b.dataset.state === 'blind' && b.dataset.down === 'n1'; }""",
+        arg=BANNER, timeout=2 * WAIT_MS)
+    banner = " ".join(page.text_content(BANNER).split())
+    assert "n1 is down" in banner and "cannot reach any other member" in banner, banner
+    for node in (cluster["n2"], cluster["n3"]):
+        port = node.http_port
+        assert (f"{node.id} at http://127.0.0.1:{port} or http://localhost:{port}: this browser cannot connect to it"
+                in banner), banner
+    assert "not reachable from this browser (Docker, a tunnel or a proxy)" in banner, banner
+    # no card claims a node is unreachable: the browser only cannot see them
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('[data-testid=node-card]'))
+                      .every(c => c.dataset.conn === 'blind' && c.dataset.role === 'No view')""",
+        timeout=WAIT_MS)
+    card = page.text_content("[data-testid=node-card][data-node='n2']")
+    assert "Unreachable" not in card and "this browser cannot read it" in card, card
+    assert page.text_content("#conn") == "no member answers this browser"
+    assert refused, "the page tried the other members"
+    page.screenshot(path=str(ARTIFACTS / "10-origin-lost-no-route.png"), full_page=True)
+
+    # n1 back: the page reads through it again, and the banner goes
+    n1.start().wait_ready()
+    page.wait_for_function("(sel) => document.querySelector(sel).hidden", arg=BANNER, timeout=2 * WAIT_MS)
+    _all_up(page, ["n1", "n2", "n3"])
+    assert not page.is_disabled("#kv-write")
+    assert not page.errors, page.errors
+
+
 # --- raftkv's own writes in the event table -------------------------------------------------
 
 def _applied(node: str, seq: int, fields: list[list[str]]) -> dict:
@@ -553,3 +670,55 @@ def test_raftkvs_own_writes_are_labelled_and_never_fold_with_the_users(cluster, 
     page.check("#f-internal")
     page.wait_for_function("(sel) => document.querySelector(sel)", arg=own, timeout=WAIT_MS)
     assert not page.errors, page.errors
+
+
+def _head(node, path: str, headers: dict, method: str = "GET") -> tuple[int, dict]:
+    """Status and headers of a request (a stream is closed after its head)."""
+    req = urllib.request.Request(f"http://{node.http_addr}{path}", headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def test_members_pages_may_read_the_streams_and_no_other_page(cluster):
+    n1 = cluster.form(3)
+    n2 = cluster["n2"]
+    member = f"http://127.0.0.1:{n1.http_port}"
+
+    def allowed(path: str, origin: str, **headers) -> str | None:
+        status, got = _head(n2, path, {"Origin": origin, **headers})
+        assert status == 200 and got.get("Vary") == "Origin", (status, got)
+        return got.get("Access-Control-Allow-Origin")
+
+    # a member's own page, the member it relays, and the scenario list
+    for path in ("/ui/stream?node=n2", "/ui/stream?node=n3", "/ui/replay"):
+        assert allowed(path, member) == member, path
+    # n1's page opened as localhost (the demo's words) is n1's: the members know it as 127.0.0.1
+    assert allowed("/ui/stream?node=n2", f"http://localhost:{n1.http_port}") == f"http://localhost:{n1.http_port}"
+    # the host the browser reaches this node by, with a member's port (a tunnel, Docker's published ports)
+    assert allowed("/ui/stream?node=n2", f"http://gateway:{n1.http_port}",
+                   Host=f"gateway:{n2.http_port}") == f"http://gateway:{n1.http_port}"
+    # any other page: no header, so the browser keeps the answer from it
+    for origin in (f"http://evil.example:{n1.http_port}", f"http://localhost:{n1.raft_port}",
+                   f"https://127.0.0.1:{n1.http_port}", "null", "http://127.0.0.1"):
+        assert allowed("/ui/stream?node=n2", origin) is None, origin
+    assert allowed("/ui/stream?node=n2", f"http://gateway:{n1.http_port}") is None
+
+    # a preflight, should a browser send one (a reconnecting EventSource's Last-Event-ID)
+    status, got = _head(n2, "/ui/stream?node=n2", {"Origin": member, "Access-Control-Request-Method": "GET",
+                                                   "Access-Control-Request-Headers": "last-event-id"}, "OPTIONS")
+    assert status == 204 and got["Access-Control-Allow-Origin"] == member, (status, got)
+    assert got["Access-Control-Allow-Methods"] == "GET" and got["Access-Control-Allow-Headers"] == "Last-Event-ID"
+    status, got = _head(n2, "/ui/stream", {"Origin": "http://evil.example"}, "OPTIONS")
+    assert status == 403 and "Access-Control-Allow-Origin" not in got, (status, got)
+
+    # nothing that acts answers another origin, a member's page included
+    resp = n2.request("POST", "/ui/faults", params={"node": "n2"}, json_body={"drop": []},
+                      headers={"Origin": member})
+    assert "Access-Control-Allow-Origin" not in resp.headers, resp
+    assert "Access-Control-Allow-Origin" not in n2.request("GET", "/set", {"key": "a", "value": "b"},
+                                                           headers={"Origin": member}).headers
+    # the views other clients read keep answering any page
+    assert _head(n2, "/status", {"Origin": "http://evil.example"})[1]["Access-Control-Allow-Origin"] == "*"
