@@ -30,8 +30,14 @@ what is malformed or names a stranger (docs/security.md).
 from __future__ import annotations
 
 from .effects import Bare
-from .messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse,
-                       RequestVote, TimeoutNow)
+from .messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    TimeoutNow,
+)
 
 # Nothing honest reaches this: terms and indexes grow by one at a time.
 MAX_SANE = 2 ** 63 - 1

@@ -515,11 +515,11 @@ def test_dashboard_carries_on_through_another_member_when_its_node_dies(cluster,
     _all_up(page, ["n1", "n2", "n3"])
     assert _cards(page)[0][:2] == ["n1", "Leader"]
     assert page.is_hidden(BANNER)
-    page.evaluate(  # every role each card shows, so a short candidacy is not missed
-        """() => { window.roles = {}; setInterval(() => {
-               for (const c of document.querySelectorAll('[data-testid=node-card]'))
-                   (window.roles[c.dataset.node] = window.roles[c.dataset.node] || new Set()).add(c.dataset.role);
-           }, 20); }""")
+    page.evaluate(  # every role each card shows from now on, the first look before the kill
+        """() => { window.roles = {};
+                   const look = () => { for (const c of document.querySelectorAll('[data-testid=node-card]'))
+                       (window.roles[c.dataset.node] = window.roles[c.dataset.node] || new Set()).add(c.dataset.role); };
+                   look(); setInterval(look, 20); }""")
 
     n1.kill()
     page.wait_for_function(

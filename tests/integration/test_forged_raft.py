@@ -7,9 +7,15 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from cluster import wait_until
-from raftkv.raft.messages import AppendEntries, Entry, EntryType, RequestVote, TimeoutNow
+
+from raftkv.raft.messages import (
+    AppendEntries,
+    Entry,
+    EntryType,
+    RequestVote,
+    TimeoutNow,
+)
 from raftkv.sim.state_machine import encode_command
 from raftkv.transport.codec import encode, hello
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from cluster import wait_until
 
 pytestmark = pytest.mark.integration

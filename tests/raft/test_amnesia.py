@@ -7,8 +7,14 @@ import random
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, RequestVote,
-                                  RequestVoteResponse)
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryType,
+    RequestVote,
+    RequestVoteResponse,
+)
 from raftkv.raft.node import PersistentState, RaftConfig, RaftNode
 
 CFG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50)
