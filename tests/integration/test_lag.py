@@ -59,11 +59,11 @@ def test_a_paused_follower_shows_lag_and_last_contact(cluster):
         r = cli("peers", "--addr", n1.http_addr)
         assert r.returncode == 0, r.stderr
         header = r.stdout.splitlines()[0]
-        for col in ("Node", "Address", "State", "Voter", "Healthy", "Last Contact", "Last Term",
-                    "Last Index", "Lag"):
+        for col in ("Node", "Address", "State", "Voter", "Healthy", "Last Contact", "Last Index", "Lag"):
             assert col in header, header
         n2_line = next(line for line in r.stdout.splitlines() if line.startswith("n2 "))
-        assert "unreachable" in n2_line and "ms" in n2_line
+        # a server that does not answer: its lag is unknown, said with how long it has been down
+        assert "unreachable" in n2_line and "? (down " in n2_line, n2_line
     finally:
         n2.resume()
 
