@@ -490,6 +490,24 @@ function saysPreVote(step, nodeId) {
     step.messages.some(m => m.startsWith(`${nodeId} -> `) && m.includes("(pre-vote"));
 }
 
+// Why a card and a log line seem to disagree: a candidate's line names the
+// term it campaigns for, but with pre-vote it stays in its old term until a
+// quorum said it could win.
+function explanations(step) {
+  const out = [];
+  for (const l of step.logs) {
+    if (l.message !== "entering candidate state") continue;
+    const term = (l.fields.find(([k]) => k === "term") || [])[1];
+    const card = step.nodes.find(s => s.id === l.node);
+    if (term && card && String(card.term) !== String(term) && saysPreVote(step, l.node)) {
+      out.push(`${l.node}'s line says term=${term} but its card says term ${card.term}: with pre-vote a ` +
+               `candidate first asks whether it would win term ${term}, and moves to that term only once a ` +
+               `quorum says yes, so that a server cut off from the others cannot drive the terms up (thesis \u00a79.6)`);
+    }
+  }
+  return out;
+}
+
 function headline(step, changes) {
   const label = step.label;
   let m;
@@ -808,6 +826,7 @@ function renderStep(view) {
     step.notes.map(n => `<div class="note" data-testid="replay-note">scenario: ${esc(n)}</div>`).join("") +
     `<div><span class="label" data-testid="replay-headline">${esc(headline(step, changes))}</span>
        <span class="muted">t=${step.t}ms &middot; ${esc(step.label)}</span></div>` +
+    explanations(step).map(e => `<div class="note" data-testid="replay-why">why: ${esc(e)}</div>`).join("") +
     `<div class="changes" data-testid="replay-changes">` +
     (changes.length ? changes.map(c => `<span class="change" data-node="${esc(c.id)}" data-role="${esc(c.role)}">${esc(c.text)}</span>`).join("; ")
                     : `<span class="muted">no change on the cards</span>`) + `</div>` +

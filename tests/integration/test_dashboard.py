@@ -190,7 +190,7 @@ def test_replay_controls_are_labelled_and_the_narration_agrees_with_the_cards(cl
     # says changed is what the cards show
     page.click("#replay-first")
     total = int(page.text_content("#replay-pos").split("/")[1])
-    saw = {"crash": False, "pre-vote": False, "leader": False}
+    saw = {"crash": False, "pre-vote": False, "leader": False, "why": False}
     for i in range(1, total + 1):
         if i > 1:
             page.click("#replay-next")
@@ -209,6 +209,10 @@ def test_replay_controls_are_labelled_and_the_narration_agrees_with_the_cards(cl
             assert view["cards"]["n2"][0] == "Down" and ["n2", "Down", "n2: is down"] in view["changes"], view
         if "(pre-vote)" in view["headline"]:
             saw["pre-vote"] = True
+        for why in page.eval_on_selector_all("[data-testid=replay-why]", "els => els.map(e => e.textContent)"):
+            # a candidate's card keeps its old term during pre-vote, and the page says why
+            assert "with pre-vote a candidate first asks whether it would win term" in why, why
+            saw["why"] = True
         assert view["headline"] and not view["headline"].startswith(("Step ", "Timeout")), view
     assert all(saw.values()), saw
     page.screenshot(path=str(ARTIFACTS / "07-replay-narration.png"), full_page=True)
