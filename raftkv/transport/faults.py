@@ -130,7 +130,8 @@ def parse_fault_spec(doc: Any) -> list[FaultRule]:
     elif drop not in (None, False, []):
         rules.append(FaultRule(_peer_list(drop, "drop"), True, 0, direction, duration))
     if delay:
-        rules.append(FaultRule(peers, False, int(delay), direction, duration))
+        # whole milliseconds, rounded up: a delay asked for is never none
+        rules.append(FaultRule(peers, False, math.ceil(delay), direction, duration))
     if not rules:
         raise FaultSpecError("body", "nothing to inject: give drop (peer ids) and/or delay_ms > 0")
     return rules

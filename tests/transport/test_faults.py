@@ -111,3 +111,8 @@ async def test_delay_holds_messages_back_in_order(transports, watch):
     await watch.until(lambda: len(b_in.items) == 20)
     assert loop.time() - start >= 0.29
     assert [m.term for _, m in b_in.items] == list(range(20))
+
+
+def test_a_delay_below_a_millisecond_is_still_a_delay():
+    [rule] = parse_fault_spec({"delay_ms": 0.5})
+    assert rule.delay_ms == 1
