@@ -31,7 +31,7 @@ from cluster import Writer, wait_until
 pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("RAFTKV_FUZZ_SEED", "2718"))
-SECONDS = float(os.environ.get("RAFTKV_HTTP_FUZZ_SECONDS", "30"))
+SECONDS = float(os.environ.get("RAFTKV_HTTP_FUZZ_SECONDS", "15"))
 MAX_REQUESTS = 20_000
 BATCH = 200
 KEY = "k" * 32  # RAFT_CLUSTER_KEY: admin routes are closed to the fuzzer, so membership cannot change
