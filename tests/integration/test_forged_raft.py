@@ -8,6 +8,7 @@ import socket
 
 import pytest
 from cluster import wait_until
+from rawsock import read_until_closed
 
 from raftkv.raft.messages import (
     AppendEntries,
@@ -28,11 +29,7 @@ def send_raw(node, sender: str, *messages) -> None:
         s.sendall(encode(hello(sender, "127.0.0.1:1")) + b"".join(encode(m) for m in messages))
         s.shutdown(socket.SHUT_WR)
         s.settimeout(5)
-        try:
-            while s.recv(4096):
-                pass
-        except OSError:
-            pass  # the node may close first: all that matters is what it did with the frames
+        read_until_closed(s)  # all that matters is what the node did with the frames
 
 
 def terms(cluster) -> set[int]:

@@ -248,7 +248,7 @@ class SlowHeads(threading.Thread):
                         got[s] = got.get(s, b"") + chunk
                         done = chunk == b""
                     except BlockingIOError:
-                        pass
+                        done = False  # nothing to read or write yet: next round
                     except OSError:
                         done = True
                     age = time.monotonic() - started

@@ -34,6 +34,8 @@ import struct
 import time
 
 import pytest
+from cluster import Writer, wait_until
+from rawsock import read_until_closed
 
 from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import (
@@ -61,8 +63,6 @@ from raftkv.transport.codec import (
     encode,
     hello,
 )
-
-from cluster import Writer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -246,8 +246,7 @@ def throw(port: int, payload: bytes) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s, contextlib.suppress(OSError):
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
-        while s.recv(65536):
-            pass
+        read_until_closed(s)
 
 
 def check_cluster(cluster, writer: Writer, target, rss_start: int, what: str, checked: set[str]) -> int:

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import msgpack
 import pytest
+from rawsock import read_until_closed
 
 from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import (
@@ -390,8 +391,7 @@ def _throw(port: int, data: bytes) -> None:
             contextlib.suppress(OSError):  # reset as soon as it is refused
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        while s.recv(65536):
-            pass
+        read_until_closed(s)
 
 
 @pytest.mark.parametrize("make, buffered, error", [
