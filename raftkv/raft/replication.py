@@ -217,12 +217,13 @@ class Replication:
         nothing until autopilot has promoted it again. False when the answer
         was consumed by starting over."""
         if not volume or volume == pr.volume:
-            if pr.volume and self._stale_voter(peer_id, pr):
+            if peer_id in self._uncounted_voters(leader):
                 self._demote_stale_voter(leader, peer_id)
             return True
         if volume in pr.retired_volumes:
             return False  # late news from a volume that is gone
         previous, pr.volume = pr.volume, volume
+        leader.volumes_seen += 1
         if previous:
             pr.retired_volumes.add(previous)
         server = self.configuration.get(peer_id)
@@ -249,9 +250,15 @@ class Replication:
                 and server.volume != pr.volume)
 
     def _uncounted_voters(self, leader: LeaderState) -> frozenset[str]:
-        """Voters whose answers count for nothing (rule 7)."""
-        return frozenset(peer_id for peer_id, pr in leader.progress.items()
-                         if pr.volume and self._stale_voter(peer_id, pr))
+        """Voters whose answers count for nothing (rule 7). Asked on every
+        answer, it changes only with the configuration or a peer's volume."""
+        conf, seen, voters = leader.uncounted
+        if conf is self.configuration and seen == leader.volumes_seen:
+            return voters
+        voters = frozenset(peer_id for peer_id, pr in leader.progress.items()
+                           if pr.volume and self._stale_voter(peer_id, pr))
+        leader.uncounted = (self.configuration, leader.volumes_seen, voters)
+        return voters
 
     def _demote_stale_voter(self, leader: LeaderState, peer_id: str) -> None:
         if not self._configuration_stable() or leader.transfer is not None:

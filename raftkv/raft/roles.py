@@ -62,7 +62,7 @@ class LeadershipTransfer:
 
 class LeaderState:
     __slots__ = ("progress", "read_only", "first_index_of_term", "next_heartbeat", "next_lease_check",
-                 "pending_config_changes", "transfer")
+                 "pending_config_changes", "transfer", "volumes_seen", "uncounted")
 
     def __init__(self, first_index_of_term: int, next_heartbeat: int, next_lease_check: int) -> None:
         self.progress: dict[str, Progress] = {}
@@ -74,6 +74,10 @@ class LeaderState:
         # changes that arrived while the previous one was uncommitted (rule 4)
         self.pending_config_changes: list[ChangeMembership] = []
         self.transfer: LeadershipTransfer | None = None
+        # rule 7: how many times a peer's volume was first seen or changed, and
+        # the voters that count for nothing as of (configuration, that count)
+        self.volumes_seen = 0
+        self.uncounted: tuple = (None, -1, frozenset())
 
     def quorum_match_index(self, voters: tuple[str, ...], own_id: str, own_last_index: int,
                            uncounted: frozenset[str] = frozenset()) -> int:
