@@ -25,7 +25,7 @@ from raftkv.node.runtime import Node
 from raftkv.procstat import process_stats
 from raftkv.tlsconfig import TlsContexts
 
-from . import admin, backup, dashboard, routes
+from . import admin, backup, dashboard, learn, routes
 from .context import CTX, HttpContext
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from .forward import on_leader
@@ -47,6 +47,7 @@ def create_app(ctx: HttpContext) -> web.Application:
                           client_max_size=ctx.max_body)
     app[CTX] = ctx
     dashboard.add_routes(app)  # /ui, /metrics, /debug/*
+    learn.add_routes(app)  # /ui/learn
     routes.add_routes(app)
     backup.add_routes(app)
     admin.add_admin_routes(app)

@@ -91,7 +91,8 @@ STREAM_KEEPALIVE = 1.0     # send status at least this often, changed or not
 LOG_WINDOW = 300           # entries of the log tail a stream sends at most
 BACKLOG = 500              # log records a new stream starts with
 MAX_TRACE_UPLOAD = 64 * 1024 * 1024  # bytes of trace files one replay may upload
-_STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+_STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css",
+           "learn.js": "application/javascript", "learn.css": "text/css"}
 
 
 def _ctx(request: web.Request) -> HttpContext:

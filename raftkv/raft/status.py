@@ -63,6 +63,8 @@ class NodeStatus:
     peers: tuple[PeerStatus, ...]   # on a leader only: every other server, in configuration order
     volume_id: str = ""             # this node's volume identity
     amnesia_guard: str | None = None  # why this node may not vote now (rule 7), or None
+    voted_for: str | None = None    # whom this node voted for in its current term
+    election_deadline: int = 0      # core ms at which a follower's or candidate's election timer runs out
 
     @property
     def is_leader(self) -> bool:

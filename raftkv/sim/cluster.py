@@ -167,6 +167,13 @@ class SimCluster:
         self.max_delay = 5
         self.blocked: set[tuple[str, str]] = set()
         self.crash_mid_step_rate = 0.0
+        self.dropped_messages: set[int] = set()   # ids of messages in flight to lose
+        self._message_seq = 0
+        # callable(message id, from, to, message, arrives at ms or None, fate)
+        # with fate "sent", "cut" (the link is cut), "dropped" (random or
+        # dropped_messages), "lost" (it arrived at a node that is down or
+        # cut off) or "delivered"
+        self.on_message = None
         # callbacks(node, [effect]) for the simulated clients, as the
         # executor hands the host applied entries (fx.Apply) and request
         # outcomes (Proposed, Rejected, Completed, ReadReady)
@@ -184,6 +191,18 @@ class SimCluster:
     def schedule(self, at: int, kind: str, payload) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, payload))
+
+    def new_message_id(self) -> int:
+        self._message_seq += 1
+        return self._message_seq
+
+    def message_fate(self, message_id: int, src: str, dst: str, message, arrives: int | None, fate: str) -> None:
+        if self.on_message is not None:
+            self.on_message(message_id, src, dst, message, arrives, fate)
+
+    def drop_message(self, message_id: int) -> None:
+        """Lose one message in flight: it never arrives."""
+        self.dropped_messages.add(message_id)
 
     def start(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -234,11 +253,14 @@ class SimCluster:
             if self._tick_gen.get(node_id) == gen and self.nodes[node_id].alive:
                 self.step(node_id, ev.Tick(self.now), label="Timeout")
         elif kind == "deliver":
-            src, dst, msg = payload
-            if (src, dst) in self.blocked or not self.nodes[dst].alive:
+            src, dst, msg, message_id = payload
+            dropped = message_id in self.dropped_messages
+            if dropped or (src, dst) in self.blocked or not self.nodes[dst].alive:
+                self.message_fate(message_id, src, dst, msg, None, "dropped" if dropped else "lost")
                 if isinstance(msg, InstallSnapshot) and self.nodes[src].alive:
                     self.step(src, ev.SnapshotSendFailed(dst))
                 return
+            self.message_fate(message_id, src, dst, msg, None, "delivered")
             self.step(dst, ev.Receive(src, msg), label=f"Receive {type(msg).__name__} {src}->{dst}")
         elif kind == "snapshot_taken":
             node_id, incarnation, meta = payload

@@ -5,6 +5,9 @@ simulated node. A send becomes a ``deliver`` event on the cluster's heap after
 a random delay, unless the link is cut (``cluster.blocked``), the message is
 dropped (``drop_rate``), or it is also duplicated (``dup_rate``); every draw
 comes from the cluster's seeded random generator, so a seed fixes the run.
+Every message gets an id in the order it was sent, so one message in flight
+can be named and dropped (``cluster.drop_message``), and an observer
+(``cluster.on_message``) hears of each message's fate.
 An ``InstallSnapshot`` carries the state of the sender's stored snapshot (a
 live node streams the snapshot file); one that cannot leave is reported back
 to the sender as ``SnapshotSendFailed``, as the live transport does.
@@ -30,14 +33,18 @@ class SimNetwork:
             message = InstallSnapshot(message.term, message.leader_id, message.leader_address, message.meta,
                                       dict(node.durable.snapshot_state))
         if to not in cluster.nodes or (node.id, to) in cluster.blocked:
+            cluster.message_fate(cluster.new_message_id(), node.id, to, message, None, "cut")
             if isinstance(message, InstallSnapshot):
                 cluster.schedule(cluster.now + 1, "call",
                                  lambda n=node.id, d=to: cluster.snapshot_send_failed(n, d))
             return
         rng = cluster.rng
         if cluster.drop_rate and rng.random() < cluster.drop_rate:
+            cluster.message_fate(cluster.new_message_id(), node.id, to, message, None, "dropped")
             return
         copies = 2 if cluster.dup_rate and rng.random() < cluster.dup_rate else 1
         for _ in range(copies):
             delay = cluster.min_delay + rng.randrange(cluster.max_delay - cluster.min_delay + 1)
-            cluster.schedule(cluster.now + delay, "deliver", (node.id, to, message))
+            message_id = cluster.new_message_id()
+            cluster.message_fate(message_id, node.id, to, message, cluster.now + delay, "sent")
+            cluster.schedule(cluster.now + delay, "deliver", (node.id, to, message, message_id))
