@@ -110,6 +110,7 @@ cat <<EOF
 
 Next:
   dashboard  http://localhost:$h1/ui
+  learn      http://localhost:$h1/ui/learn   (learn Raft: a simulated cluster to steer, rewind and fork; lessons)
   logs       tail -f $LOGS/n*.log
   write      curl "http://localhost:$h1/set?key=user&value=kj"
   read       curl "http://localhost:$h2/get?key=user"
