@@ -130,6 +130,8 @@ RULES: dict[str, Rule] = {
     "pre-vote-lost": R("thesis §9.6", "election.py", "Election._count_vote", "pre-vote campaign failed"),
     "pre-vote-counted": R("thesis §9.6", "election.py", "Election._count_vote", "candidate.record(voter, resp.granted)"),
     "vote-counted": R("§5.2", "election.py", "Election._count_vote", "candidate.record(voter, resp.granted)", 2),
+    "late-vote": R("§5.2", "election.py", "Election._on_vote_response",
+                   "if candidate is None or resp.pre_vote != candidate.pre_vote:"),
     "won": R("§5.2", "election.py", "Election._count_vote", '"election won"'),
     "leader": R("§5.4.2, §8", "node.py", "RaftNode._become_leader", "entering leader state"),
     "refuse-term": R("§5.4.1", "election.py", "Election._on_request_vote", "since our last term is greater"),
@@ -170,6 +172,7 @@ RULES: dict[str, Rule] = {
     "send-heartbeats": R("§5.2", "replication.py", "Replication._heartbeat", "self._send_heartbeat("),
     "backtrack": R("§5.3", "replication.py", "Replication._on_append_response", "appendEntries rejected, sending older logs"),
     "pipeline": R("§5.3", "replication.py", "Replication._on_append_response", '"pipelining replication"'),
+    "heartbeat-ack": R("thesis §6.2", "replication.py", "Replication._on_append_response", "pr.last_contact = self.now"),
     "acked": R("§5.3", "replication.py", "Replication._on_append_response", "moved = pr.acknowledge("),
     "commit": R("§5.3, §5.4.2", "replication.py", "Replication._maybe_commit", "self._advance_commit(leader, index)"),
     "figure-8": R("Figure 8, §5.4.2", "replication.py", "Replication._can_commit_by_counting",
@@ -399,6 +402,8 @@ def _narrate_receive(story: _Story, n: str, event: ev.Receive, sends, before: di
             story.say("pre-vote-counted", f"{n} counts {src}'s pre-vote: {'yes' if msg.granted else 'no'}.")
         elif after.get("role") == "Candidate" or before.get("role") == "Candidate":
             story.say("vote-counted", f"{n} counts {src}'s vote: {'granted' if msg.granted else 'refused'}.")
+        else:
+            story.say("late-vote", f"{src}'s answer comes after the election is over for {n}: it changes nothing.")
     elif t is AppendEntries:
         if type(answer) is AppendEntriesResponse and msg.term < answer.term:
             story.say("stale-append", f"{n} refuses: {src} leads term {msg.term}, older than {n}'s term "
@@ -420,7 +425,11 @@ def _narrate_receive(story: _Story, n: str, event: ev.Receive, sends, before: di
             if after.get("commit", 0) > before.get("commit", 0):
                 story.say("follower-commit", f"The leader says entries up to {msg.leader_commit} are committed: "
                                              f"{n} applies up to {after['commit']}.")
-    elif t is AppendEntriesResponse and after.get("role") == "Leader" and msg.success and not msg.heartbeat:
+    elif t is AppendEntriesResponse and after.get("role") == "Leader" and msg.heartbeat:
+        extra = f", and confirms read round {msg.read_seq}" if msg.read_seq else ""
+        story.say("heartbeat-ack", f"{src} answers the heartbeat: {n} knows it still follows{extra}. A leader that "
+                                   "stops hearing from a majority steps down.")
+    elif t is AppendEntriesResponse and after.get("role") == "Leader" and msg.success:
         story.say("acked", f"{src} now holds entries up to {msg.match_index}.")
 
 

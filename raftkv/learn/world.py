@@ -37,7 +37,7 @@ from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.config import RaftConfig
-from raftkv.raft.messages import EntryType
+from raftkv.raft.messages import EntryType, TimeoutNow
 from raftkv.sim.cluster import SimCluster
 from raftkv.sim.invariants import InvariantChecker, Violation
 from raftkv.sim.state_machine import encode_command
@@ -58,8 +58,8 @@ MIN_DELAY_MS, MAX_DELAY_MS = 15, 30
 MAX_FRAMES = 20_000
 CLIENTS_SHOWN = 8
 
-VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "drop", "write", "read", "transfer",
-         "snapshot", "add", "promote", "remove")
+VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "campaign", "drop", "write", "read",
+         "transfer", "snapshot", "add", "promote", "remove")
 
 
 class ActionError(ValueError):
@@ -316,6 +316,10 @@ class _Run:
             if len(self.frames) == action.at:   # nothing happened: say so
                 self.acted(action, f"{n}'s timer fires", [_said(
                     f"{n}'s timer fires, but as {raft.role.lower()} it has nothing to do.", "§5.2")])
+        elif verb == "campaign":
+            # as a leadership transfer's TimeoutNow: campaign now, past pre-vote and leader stickiness
+            self._alive(node)
+            cluster.step(n, ev.Receive(n, TimeoutNow(node.raft.current_term, n)))
         elif verb == "drop":
             if action.message not in self.flight:
                 raise ActionError(f"message {action.message} is not in flight")
