@@ -22,8 +22,10 @@ Routes (JSON unless said otherwise; errors are 400 ``{"error", "param"}``):
 ``GET /ui/learn/sim/{id}/frames``           ``?from=K&count=N`` (N at most 2000): ``{"frames": [...],
                                             "summary"}``
 ``POST /ui/learn/sim/{id}/act``             body ``{"at": K, "verb", "node"?, "key"?, "value"?,
-                                            "message"?, "to"?}``: act at frame K (forks if K is in the past);
-                                            answers ``{"forked", "summary", "frames"}`` from K on
+                                            "message"?, "to"?}``: act right after frame K, the one
+                                            the learner is looking at (forks unless K is the last
+                                            frame); answers ``{"forked", "summary", "frames"}`` from
+                                            frame K+1 (the action's) on
 ``POST /ui/learn/sim/{id}/branch``          body ``{"branch": B}``: go back to branch B
 ``GET /ui/learn/sim/{id}/check``            a lesson's "try it": ``{"passed", "message"}``
 ``GET /ui/learn/source?path=P&line=N``      the core's source around P:N (files of raftkv/raft only)
@@ -192,8 +194,8 @@ async def handle_act(request: web.Request) -> web.StreamResponse:
     count = _int(body.get("count", 300), "count", 1, MAX_COUNT)
 
     def act(world: World):
-        forked = world.act(at, verb, node=node, key=key, value=value, message=message, to=to)
-        return forked, world.frames(at, count), world.summary()
+        forked = world.act(at + 1, verb, node=node, key=key, value=value, message=message, to=to)
+        return forked, world.frames(at + 1, count), world.summary()
     try:
         forked, frames, summary = await _in_world(entry, act)
     except ActionError as exc:

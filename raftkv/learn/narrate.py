@@ -103,7 +103,7 @@ def source_excerpt(path: str, line: int, context: int = 12) -> dict:
     """The function around ``path:line`` for the page's source view; only
     files of the Raft core can be asked for."""
     resolved = (REPO / path).resolve()
-    if resolved.parent != PACKAGE / "raft" or resolved.suffix != ".py":
+    if resolved.parent != PACKAGE / "raft" or resolved.suffix != ".py" or not resolved.is_file():
         raise LookupError(f"{path} is not a file of the Raft core")
     lines = _lines(f"raftkv/raft/{resolved.name}")
     if not 1 <= line <= len(lines):
@@ -451,3 +451,23 @@ def _figure_8(story: _Story, n: str, core) -> None:
 def explain_lines(sentences: list[dict]) -> list[str]:
     """Sentences as ``raftkv sim --explain`` prints them."""
     return [f"  » {s['text']} [{s['paper']}; {s['source']}]" for s in sentences]
+
+
+class Explainer:
+    """Narrates every step of a simulated cluster (``raftkv sim --scenario
+    NAME --explain``): hooks ``cluster.step_observers`` and prints each step's
+    sentences through ``out`` after its trace lines."""
+
+    def __init__(self, cluster, out) -> None:
+        from .picture import node_view
+        self._node_view = node_view
+        self.out = out
+        self.views: dict[str, dict] = {}
+        cluster.step_observers.append(self.observe)
+
+    def observe(self, node, event, effects) -> None:
+        after = self._node_view(node.raft.status(), {})
+        before = self.views.get(node.id) if event is not None else None
+        self.views[node.id] = after
+        for line in explain_lines(narrate(node.id, event, effects, before, after, core=node.raft)):
+            self.out(line)

@@ -23,7 +23,7 @@ import time
 from . import fuzz
 from .fuzz import CHAOS_MS, run_many
 from .invariants import Violation
-from .scenarios import run_scenario, scenario_names, scenario_path
+from .scenarios import play, run_scenario, scenario_names, scenario_path
 
 PROGRESS_EVERY_S = 5.0
 LIST_WIDTH = 100
@@ -38,6 +38,7 @@ are the files in raftkv/sim/testdata (see its README.md).
 examples:
   raftkv sim --runs 1000 --seed 1        randomized fault runs, one summary line
   raftkv sim --scenario leader-crash --trace
+  raftkv sim --scenario leader-crash --explain
   raftkv sim --list
 """
 
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=scenario_names(), metavar="NAME",
                         help="run one scripted scenario (the names: raftkv sim --list)")
     parser.add_argument("--trace", action="store_true", help="print every event of the scenario")
+    parser.add_argument("--explain", action="store_true",
+                        help="print every event of the scenario and, under it, what happened and why, citing "
+                             "the Raft paper and the line of raftkv/raft that decided")
     parser.add_argument("--list", action="store_true", help="list the scenarios and what each shows")
     parser.add_argument("--json-trace", metavar="FILE",
                         help="write the scenario's steps (states, messages, log lines) as JSON, "
@@ -163,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"VIOLATION in scenario {args.scenario}: {doc['error']}")
             return 1
         return 0
+    if args.explain and not args.scenario:
+        parser.error("--explain needs --scenario")
     if args.scenario:
         try:
-            run_scenario(args.scenario, out=print if args.trace else None)
+            if args.explain:
+                from raftkv.learn.narrate import Explainer
+                play(scenario_path(args.scenario), print, on_script=lambda script: Explainer(script.cluster, print))
+            else:
+                run_scenario(args.scenario, out=print if args.trace else None)
         except Violation as exc:
             print(f"VIOLATION in scenario {args.scenario}: {exc}")
             return 1

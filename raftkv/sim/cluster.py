@@ -179,6 +179,7 @@ class SimCluster:
         # outcomes (Proposed, Rejected, Completed, ReadReady)
         self.on_effects = []
         self.after_step = []   # callbacks(node, effects) after each step (the tracers)
+        self.step_observers = []   # callbacks(node, event, effects) once a step is carried out (None: a start)
         # callable(kind, payload) for human-readable traces; kinds: "event"
         # (label), "log" (node id, fx.Log), "send" (node id, to, message),
         # "executor" (node id, what the executor made durable or applied)
@@ -211,6 +212,8 @@ class SimCluster:
         effects = node.boot(self.now)
         self._record(node, None, effects)
         self._carry_out(node, None, effects, None)
+        for observer in self.step_observers:
+            observer(node, None, effects)
 
     def bootstrap(self, voters: list[str]) -> None:
         # every voter is recorded with its volume, as a lone bootstrapping node records its own
@@ -290,6 +293,9 @@ class SimCluster:
             self.crash(node_id)
             return []
         self._carry_out(node, event, effects, (log_before, base_before, commit_before))
+        if node.alive:
+            for observer in self.step_observers:
+                observer(node, event, effects)
         return effects
 
     def _record(self, node: SimNode, event, effects: list) -> None:
