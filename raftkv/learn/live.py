@@ -544,8 +544,7 @@ class SseParser:
                 if not line or line.startswith(":"):
                     continue
                 name, _, value = line.partition(":")
-                if value.startswith(" "):
-                    value = value[1:]
+                value = value.removeprefix(" ")
                 if name == "event":
                     event = value
                 elif name == "data":

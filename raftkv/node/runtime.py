@@ -22,6 +22,9 @@ With ``RAFT_TRACE=FILE`` the driver also hands every step (event, effects,
 status) to a :class:`~raftkv.node.trace.TraceRecorder`, written once per
 batch, which ``raftkv replay`` feeds through a fresh core; unset, that costs
 one ``if`` per step.
+While a page reads ``/debug/steps``, the driver also hands each step to the
+node's :class:`~raftkv.learn.live.StepTap` (``steps``); unwatched, that costs
+one attribute check per step.
 
 Snapshots are written from the state machine's frozen copy on a worker
 thread; the core hears ``SnapshotTaken`` once the snapshot is durable.
@@ -59,6 +62,7 @@ from raftkv import hclog
 from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings, describe_raft_config
 from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
 from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
+from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
@@ -261,6 +265,8 @@ class Node:
         self._leader: tuple[str | None, str | None] = (None, None)  # (id, Raft address)
         self._gc = GcPolicy()
         self._trace: TraceRecorder | None = None  # RAFT_TRACE: every step, for raftkv replay
+        # /debug/steps: every step as JSON while someone listens (raftkv.learn.live)
+        self.steps = StepTap(self.id, lambda: self._raft)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -333,6 +339,8 @@ class Node:
         if self._trace is not None:
             self._trace.step(None, None, effects, self._raft.status())
             self._trace.flush()
+        if self.steps.listening:
+            self.steps.step(None, effects)
         await self._carry_out(effects)
         if s.bootstrap and not self.had_state:
             conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
@@ -343,6 +351,8 @@ class Node:
             if self._trace is not None:
                 self._trace.step(event, None, effects, self._raft.status())
                 self._trace.flush()
+            if self.steps.listening:
+                self.steps.step(event, effects)
             await self._carry_out(effects)
 
         self.autopilot = Autopilot(self.raft_status, self.change_membership, s)
@@ -509,9 +519,13 @@ class Node:
                 raft_log.debug("traceback", trace=traceback.format_exc())
             if self._trace is not None:
                 self._trace.step(event, None, [], self._raft.status(), exc)
+            if self.steps.listening:
+                self.steps.step(event, [])
             return []
         if self._trace is not None:
             self._trace.step(event, None, effects, self._raft.status())
+        if self.steps.listening:
+            self.steps.step(event, effects)
         return effects
 
     async def _carry_out(self, effects: list) -> None:
