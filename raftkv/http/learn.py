@@ -4,7 +4,9 @@ Theory of operation: the page (``raftkv/ui/learn.html``, ``learn.js``,
 ``learn.css``; no external resources) talks only to the node that served it,
 over relative URLs, as the dashboard does. A learner's simulated cluster is a
 :class:`~raftkv.learn.world.World` kept in this process under a random id
-(at most ``MAX_WORLDS``, the least recently used goes first); its frames are
+(at most ``MAX_WORLDS``, the least recently used goes first; a world
+holds at most ``world.MAX_WORLD_FRAMES`` frames, so all of them together
+stay under about 300 MB); its frames are
 made on a worker thread, one world at a time, so the node's event loop keeps
 serving. A lesson (:mod:`raftkv.learn.lessons`) is a world built from a
 script, with the frames its stops point at. Live-cluster frames come from
@@ -53,7 +55,7 @@ from .params import BadRequest
 
 __all__ = ["add_routes"]
 
-MAX_WORLDS = 16
+MAX_WORLDS = 8
 MAX_COUNT = 2000
 MIN_NODES, MAX_NODES = 1, 7
 WORLDS = web.AppKey("learn_worlds", dict)
@@ -72,6 +74,13 @@ class _Entry:
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
                         content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _json_with_frames(frames: str, rest: dict) -> web.Response:
+    """``{"frames": [...], **rest}``, the frames already JSON."""
+    text = json.dumps(rest, separators=(",", ":"))
+    return web.Response(text='{"frames":' + frames + "," + text[1:], content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
 
 
 def _error(param: str, message: str) -> web.Response:
@@ -175,8 +184,8 @@ async def handle_frames(request: web.Request) -> web.StreamResponse:
     entry = _entry(request)
     start = _int(request.query.get("from", "0"), "from", 0, 10 ** 9)
     count = _int(request.query.get("count", "500"), "count", 1, MAX_COUNT)
-    frames, summary = await _in_world(entry, lambda w: (w.frames(start, count), w.summary()))
-    return _json({"frames": frames, "summary": summary})
+    frames, summary = await _in_world(entry, lambda w: (w.frames_json(start, count), w.summary()))
+    return _json_with_frames(frames, {"summary": summary})
 
 
 async def handle_act(request: web.Request) -> web.StreamResponse:
@@ -195,12 +204,12 @@ async def handle_act(request: web.Request) -> web.StreamResponse:
 
     def act(world: World):
         forked = world.act(at + 1, verb, node=node, key=key, value=value, message=message, to=to)
-        return forked, world.frames(at + 1, count), world.summary()
+        return forked, world.frames_json(at + 1, count), world.summary()
     try:
         forked, frames, summary = await _in_world(entry, act)
     except ActionError as exc:
         return _error("verb", str(exc))
-    return _json({"forked": forked, "frames": frames, "summary": summary})
+    return _json_with_frames(frames, {"forked": forked, "summary": summary})
 
 
 async def handle_branch(request: web.Request) -> web.StreamResponse:
@@ -231,17 +240,29 @@ async def handle_source(request: web.Request) -> web.StreamResponse:
         return _error("path", str(exc))
 
 
+def _answering(handler):
+    """The handler, with a bad parameter answered 400 here rather than by
+    the node's error middleware, so the API answers the same wherever it is
+    mounted."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(exc.param, exc.message)
+    return handle
+
+
 def add_routes(app: web.Application) -> None:
     """Add /ui/learn and its API to the node's app."""
     app[WORLDS] = collections.OrderedDict()
     r = app.router
     r.add_get("/ui/learn", handle_page)
     r.add_get("/ui/learn/lessons", handle_lessons)
-    r.add_post("/ui/learn/sim", handle_new)
-    r.add_get("/ui/learn/sim/{id}", handle_summary)
-    r.add_get("/ui/learn/sim/{id}/frames", handle_frames)
-    r.add_post("/ui/learn/sim/{id}/act", handle_act)
-    r.add_post("/ui/learn/sim/{id}/branch", handle_branch)
-    r.add_get("/ui/learn/sim/{id}/check", handle_check)
-    r.add_get("/ui/learn/source", handle_source)
+    r.add_post("/ui/learn/sim", _answering(handle_new))
+    r.add_get("/ui/learn/sim/{id}", _answering(handle_summary))
+    r.add_get("/ui/learn/sim/{id}/frames", _answering(handle_frames))
+    r.add_post("/ui/learn/sim/{id}/act", _answering(handle_act))
+    r.add_post("/ui/learn/sim/{id}/branch", _answering(handle_branch))
+    r.add_get("/ui/learn/sim/{id}/check", _answering(handle_check))
+    r.add_get("/ui/learn/source", _answering(handle_source))
     learn_live.add_routes(app)

@@ -29,7 +29,9 @@ violation as its last frame instead of teaching something false.
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import zlib
 from dataclasses import dataclass, field, replace
 
 from raftkv.hclog import render_line
@@ -55,11 +57,43 @@ LEARN_CONFIG = RaftConfig(heartbeat_timeout=1000, election_timeout=1000, leader_
                           snapshot_threshold=10 ** 6, snapshot_interval=10 ** 9, trailing_logs=4,
                           snapshot_log_limit=10 ** 6)
 MIN_DELAY_MS, MAX_DELAY_MS = 15, 30
-MAX_FRAMES = 20_000
+MAX_FRAMES = 20_000         # of one branch
+MAX_WORLD_FRAMES = 40_000   # made in one world, over all its branches (about 35 MB with 7 servers)
+MAX_BRANCHES = 64
 CLIENTS_SHOWN = 8
 
 VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "campaign", "drop", "write", "read",
          "transfer", "snapshot", "add", "promote", "remove")
+
+
+class Frames:
+    """A branch's frames, each kept as compressed JSON: a 7-server frame is
+    5 KB as Python objects and well under 1 KB this way, and the page gets
+    them as JSON anyway (:meth:`json`). Indexing and slicing give dicts."""
+
+    __slots__ = ("_blobs",)
+
+    def __init__(self, blobs: list[bytes] | None = None) -> None:
+        self._blobs = blobs if blobs is not None else []
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def append(self, frame: dict) -> None:
+        self._blobs.append(zlib.compress(json.dumps(frame, separators=(",", ":")).encode(), 1))
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [json.loads(zlib.decompress(blob)) for blob in self._blobs[key]]
+        return json.loads(zlib.decompress(self._blobs[key]))
+
+    def json(self, start: int, stop: int) -> str:
+        """Frames ``start`` to ``stop`` (exclusive) as a JSON array."""
+        return "[" + ",".join(zlib.decompress(blob).decode() for blob in self._blobs[start:stop]) + "]"
+
+    def head(self, count: int) -> "Frames":
+        """The first ``count`` frames, shared, not copied."""
+        return Frames(self._blobs[:count])
 
 
 class ActionError(ValueError):
@@ -101,7 +135,7 @@ class Branch:
     parent: int | None
     forked_at: int
     actions: list[Action] = field(default_factory=list)
-    frames: list[dict] = field(default_factory=list)
+    frames: Frames = field(default_factory=Frames)
     ended: str | None = None   # why no more frames come (the cap, a violation)
 
     def summary(self) -> dict:
@@ -139,7 +173,7 @@ class _Run:
     """One branch being played: the cluster, the messages in flight, the
     clients' requests, and the frames made so far."""
 
-    def __init__(self, spec: Spec, frames: list[dict]) -> None:
+    def __init__(self, spec: Spec, frames: Frames) -> None:
         self.spec = spec
         self.frames = frames
         self.cluster = _Cluster(self, spec)
@@ -390,6 +424,7 @@ class World:
 
     def __init__(self, spec: Spec | None = None) -> None:
         self.spec = spec or Spec()
+        self.made = 0   # frames made, over all branches (a fork shares its past)
         self.branches: list[Branch] = [Branch(0, None, 0)]
         self.current = 0
         self._run = _Run(self.spec, self.branch.frames)
@@ -406,8 +441,13 @@ class World:
         count = min(count, MAX_FRAMES)
         try:
             while len(branch.frames) < count and branch.ended is None:
+                if self.made >= MAX_WORLD_FRAMES:
+                    branch.ended = f"this simulation made {MAX_WORLD_FRAMES} frames; start a new one"
+                    break
+                before = len(branch.frames)
                 if not run.advance():
                     branch.ended = "nothing is left to happen"
+                self.made += len(branch.frames) - before
         except Violation as exc:
             branch.ended = f"safety violation: {exc}"
         if len(branch.frames) >= MAX_FRAMES and branch.ended is None:
@@ -416,6 +456,11 @@ class World:
     def frames(self, start: int, count: int) -> list[dict]:
         self.extend(start + count)
         return self.branch.frames[start:start + count]
+
+    def frames_json(self, start: int, count: int) -> str:
+        """:meth:`frames` as a JSON array, without parsing them first."""
+        self.extend(start + count)
+        return self.branch.frames.json(start, start + count)
 
     def run_until(self, condition, limit: int = 5000) -> int:
         """Make frames until ``condition(cluster)`` holds; the frame count then."""
@@ -448,6 +493,8 @@ class World:
         if branch.ended and at == len(branch.frames):
             raise ActionError(f"this branch has ended ({branch.ended}); rewind to act")
         forked = at < len(branch.frames)
+        if forked and len(self.branches) >= MAX_BRANCHES:
+            raise ActionError(f"this simulation has {MAX_BRANCHES} branches already; start a new one")
         if forked:
             fork = Branch(len(self.branches), branch.id, at, [a for a in branch.actions if a.at < at])
             run = self._replay(fork, at, branch.frames)
@@ -463,10 +510,10 @@ class World:
             self.current, self._run = fork.id, run
         return forked
 
-    def _replay(self, branch: Branch, at: int, old_frames: list[dict]) -> _Run:
+    def _replay(self, branch: Branch, at: int, old_frames: Frames) -> _Run:
         """A run of ``branch``'s actions up to its frame ``at``, its frames
         those of ``old_frames`` (the same ones, made again)."""
-        run = _Run(self.spec, [])
+        run = _Run(self.spec, Frames())
         actions = iter(branch.actions)
         pending = next(actions, None)
         while len(run.frames) < at or (pending is not None and pending.at == len(run.frames)):
@@ -477,7 +524,7 @@ class World:
                 break
         if len(run.frames) != at:
             raise Violation("Replay", f"rebuilt {len(run.frames)} frames, not {at}")
-        branch.frames = run.frames = old_frames[:at]
+        branch.frames = run.frames = old_frames.head(at)
         return run
 
     def switch(self, branch_id: int) -> None:
