@@ -177,6 +177,11 @@ RULES: dict[str, Rule] = {
     "commit": R("§5.3, §5.4.2", "replication.py", "Replication._maybe_commit", "self._advance_commit(leader, index)"),
     "figure-8": R("Figure 8, §5.4.2", "replication.py", "Replication._can_commit_by_counting",
                   "return self.log.term_at(index) == self.current_term"),
+    "snapshot-acked": R("§7", "replication.py", "Replication._on_install_snapshot_response",
+                        "pr.acknowledge(resp.last_index, self.now)"),
+    "snapshot-failed": R("§7", "replication.py", "Replication._on_snapshot_send_failed", "failed to send snapshot to"),
+    "stale-answer": R("§5.1", "replication.py", "Replication._on_append_response",
+                      "if leader is None or resp.term < self.current_term:"),
     "send-snapshot": R("§7", "replication.py", "Replication._send_snapshot", "installing snapshot on"),
     "snapshot-start": R("§7", "snapshots.py", "Snapshots._take_snapshot", "starting snapshot up to"),
     "snapshot-done": R("§7", "snapshots.py", "Snapshots._on_snapshot_taken", "snapshot complete up to"),
@@ -363,6 +368,9 @@ def _narrate_log(story: _Story, n: str, log: fx.Log, event, after: dict) -> None
     elif m == "installing snapshot on":
         story.say("send-snapshot", f"{f.get('peer')} needs entries {n} has compacted away: {n} sends its snapshot "
                                    "instead.")
+    elif m == "failed to send snapshot to":
+        story.say("snapshot-failed", f"{n} could not deliver its snapshot to {_server_id(f.get('peer', ''))}: it "
+                                     "tries again later.")
     elif m == "Installed remote snapshot":
         story.say("install-snapshot", f"{n} replaces its state with the leader's snapshot and keeps only the "
                                       "log entries that follow it.")
@@ -425,6 +433,13 @@ def _narrate_receive(story: _Story, n: str, event: ev.Receive, sends, before: di
             if after.get("commit", 0) > before.get("commit", 0):
                 story.say("follower-commit", f"The leader says entries up to {msg.leader_commit} are committed: "
                                              f"{n} applies up to {after['commit']}.")
+    elif t is InstallSnapshotResponse and after.get("role") == "Leader":
+        if msg.success:
+            story.say("snapshot-acked", f"{src} installed the snapshot through {msg.last_index}: {n} goes on "
+                                        "sending the entries after it.")
+    elif t is AppendEntriesResponse and after.get("role") != "Leader":
+        story.say("stale-answer", f"{n} is no longer the leader: {src}'s answer to an earlier request changes "
+                                  "nothing.")
     elif t is AppendEntriesResponse and after.get("role") == "Leader" and msg.heartbeat:
         extra = f", and confirms read round {msg.read_seq}" if msg.read_seq else ""
         story.say("heartbeat-ack", f"{src} answers the heartbeat: {n} knows it still follows{extra}. A leader that "
