@@ -89,13 +89,14 @@ from raftkv.raft import events as ev
 from .narrate import narrate
 from .picture import LogShape, down_view, event_view, message_view, node_view
 
-__all__ = ["CAPACITY", "HOLD_MS", "LOST_MS", "MERGE_CAPACITY", "Merge", "SseParser", "StepTap", "Subscriber",
+__all__ = ["CAPACITY", "HOLD_MS", "LOST_MS", "MERGE_CAPACITY", "SKEW_MS", "Merge", "SseParser", "StepTap", "Subscriber",
            "is_heartbeat", "step_label"]
 
 CAPACITY = 5000          # records a subscriber's queue holds
 HOLD_MS = 300            # how long the merge holds a record before its frame goes out
 LOST_MS = 5000           # a message not received this long after its sending is lost
 MERGE_CAPACITY = 20_000  # records the merge holds at most
+SKEW_MS = 100            # how far apart the members' wall clocks may be
 
 learn_log = hclog.get_logger("learn")
 
@@ -229,15 +230,15 @@ class StepTap:
     def step(self, event, effects: list) -> None:
         """One step of the core (``event`` None: ``RaftNode.start()``) and
         the effects it returned; call only while :attr:`listening`."""
-        if not effects and type(event) is not ev.Receive and event is not None:
-            return  # a timer that found nothing to do
+        if not effects and type(event) is not ev.Receive and event is not None or not self._subscribers:
+            return  # a timer that found nothing to do (or nobody listens after all)
         try:
             record = self._record(event, effects)
         except Exception as exc:  # never let the picture stop the node
             self._failures += 1
             if self._failures == 1:
                 learn_log.error("failed to describe a step for the learning page; steps it cannot describe "
-                                "are left out", event=type(event).__name__, error=f"{type(exc).__name__}: {exc}")
+                                "are left out", step=type(event).__name__, error=f"{type(exc).__name__}: {exc}")
             return
         for sub in self._subscribers:
             sub.push(record)
@@ -272,8 +273,8 @@ class _Msg:
 
     __slots__ = ("id", "src", "dst", "t", "view", "arrive", "receipt", "emitted", "receipt_emitted", "entry")
 
-    def __init__(self, message_id: int, src: str, dst: str, t: float, view: dict) -> None:
-        self.id = message_id
+    def __init__(self, src: str, dst: str, t: float, view: dict) -> None:
+        self.id: int | None = None     # given when its sender's frame goes out
         self.src, self.dst, self.t, self.view = src, dst, t, view
         self.arrive: float | None = None
         self.receipt: _Item | None = None
@@ -300,9 +301,12 @@ class _Item:
         self.emitted = False
 
 
-def _take(queue: collections.deque, view: dict, view_of) -> object | None:
-    """The oldest in ``queue`` whose message equals ``view``, else the oldest."""
+def _take(queue: collections.deque, view: dict, view_of, possible=None) -> object | None:
+    """The oldest in ``queue`` whose message equals ``view``, else the oldest
+    (of those that are ``possible``, a prefix of the queue)."""
     for i, candidate in enumerate(queue):
+        if possible is not None and not possible(candidate):
+            break
         if view_of(candidate) == view:
             del queue[i]
             return candidate
@@ -321,10 +325,11 @@ class Merge:
     :meth:`member_up` and :meth:`member_down`; take frames with :meth:`frames`."""
 
     def __init__(self, members: Iterable[str], *, heartbeats: bool = True, hold_ms: float = HOLD_MS,
-                 lost_ms: float = LOST_MS, capacity: int = MERGE_CAPACITY) -> None:
+                 lost_ms: float = LOST_MS, capacity: int = MERGE_CAPACITY, skew_ms: float = SKEW_MS) -> None:
         self.members = list(members)
         self.heartbeats = heartbeats
         self.hold_ms = hold_ms
+        self.skew_ms = skew_ms
         self.lost_ms = lost_ms
         self.capacity = capacity
         self.views: dict[str, dict] = {}
@@ -372,10 +377,14 @@ class Merge:
             if not self.heartbeats and is_heartbeat(view):
                 item.hidden += 1
                 continue
-            msg = _Msg(next(self._ids), node, send["to"], record["t"], view)
+            msg = _Msg(node, send["to"], record["t"], view)
             item.sends.append(msg)
             key = (node, msg.dst, view["type"])
             early = self._early.get(key)
+            if early:
+                # receipts older than this send (beyond the clocks' skew) were of sends never seen
+                while early and early[0].key[0] < msg.t - self.skew_ms:
+                    early.popleft()
             receipt = _take(early, view, lambda it: it.record["event"]["message"]) if early else None
             if receipt is not None:
                 self._pair(msg, receipt)
@@ -389,7 +398,10 @@ class Merge:
             else:
                 key = (event["from"], node, message["type"])
                 pending = self._pending.get(key)
-                msg = _take(pending, message, lambda m: m.view) if pending else None
+                msg = None
+                if pending and pending[0].t <= item.key[0] + self.skew_ms:
+                    msg = _take(pending, message, lambda m: m.view,
+                                lambda m: m.t <= item.key[0] + self.skew_ms)
                 if msg is not None:
                     self._pair(msg, item)
                 else:
@@ -449,6 +461,10 @@ class Merge:
         node = rec["node"]
         t = max(rec["t"], self._last_t)
         self._last_t = t
+        lost = [k for k, m in self._flying.items() if m.t < t - self.lost_ms]
+        for message_id in lost:
+            self.flight.pop(message_id, None)
+            self._unpend(self._flying.pop(message_id))
         before = self.views.get(node)
         after = rec["view"]
         if node not in self.down:
@@ -458,6 +474,7 @@ class Merge:
         gone: list[int] = []
         for msg in item.sends:
             msg.emitted = True
+            msg.id = next(self._ids)
             if msg.arrive is None and msg.dst in self.down:
                 self._unpend(msg)
                 cut.append({"id": msg.id, "from": msg.src, "to": msg.dst, **msg.view})
@@ -492,10 +509,6 @@ class Merge:
         for message_id in gone:   # a late send, shown once with its receipt
             self.flight.pop(message_id, None)
             self._flying.pop(message_id, None)
-        lost = [k for k, m in self._flying.items() if m.t < t - self.lost_ms]
-        for message_id in lost:
-            self.flight.pop(message_id, None)
-            self._unpend(self._flying.pop(message_id))
         return frame
 
     def nodes(self) -> list[dict]:
