@@ -246,7 +246,7 @@ def cluster_view(addr: str, timeout: float = 3.0) -> dict:
     with ThreadPoolExecutor(max(1, len(peers))) as pool:
         statuses = list(pool.map(fetch, peers))
     leader_commit = leader_term = None
-    for peer, st in zip(peers, statuses):
+    for st in statuses:
         if st and st.get("state") == "Leader":
             leader_commit, leader_term = st.get("commit_index"), st.get("term")
     rows = []

@@ -25,8 +25,17 @@ from typing import BinaryIO
 
 import msgpack
 
-from raftkv.fsm import OP_DELETE, OP_SET, OP_SET_MANY, CommandError, KVStore, SnapshotFormatError, \
-    _connect, encode_delete, encode_set
+from raftkv.fsm import (
+    OP_DELETE,
+    OP_SET,
+    OP_SET_MANY,
+    CommandError,
+    KVStore,
+    SnapshotFormatError,
+    _connect,
+    encode_delete,
+    encode_set,
+)
 
 
 def to_hraftd_command(data: bytes) -> bytes:

@@ -59,7 +59,6 @@ _ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n",
 # where an empty plain ``str`` prints ``""``. The Raft core creates these.
 from raftkv.raft.effects import Bare  # noqa: E402
 
-
 # --- values ---------------------------------------------------------------
 
 def format_duration(td: timedelta) -> str:

@@ -146,7 +146,7 @@ def check_key(key: str, ops: list[Op], initial: str | None = None,
     head = _Entry(None, -1, False)
     calls: dict[int, _Entry] = {}
     prev = head
-    for t, kind, i in events:
+    for _t, kind, i in events:
         e = _Entry(ops[i], i, kind == 0)
         if kind == 0:
             calls[i] = e

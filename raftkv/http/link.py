@@ -34,8 +34,15 @@ from collections.abc import Callable
 import msgpack
 
 from raftkv import hclog
-from raftkv.node.errors import (ApplyTimeout, DiskFull, NotLeaderError, RejectReason, RequestError, ShuttingDown,
-                                StorageFailed)
+from raftkv.node.errors import (
+    ApplyTimeout,
+    DiskFull,
+    NotLeaderError,
+    RejectReason,
+    RequestError,
+    ShuttingDown,
+    StorageFailed,
+)
 from raftkv.node.runtime import Node
 
 link_log = hclog.get_logger("http.link")

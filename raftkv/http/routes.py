@@ -21,8 +21,21 @@ from raftkv.raft.configuration import ConfigCommand
 from .context import CTX, FORWARDED_BY, Call, HttpContext, call_of
 from .forward import forward, on_leader
 from .kv import kv_delete, kv_get, kv_set_many, map_shape, parse_mapping, read_key, write_key
-from .params import (BadRequest, JoinRequest, TooLarge, check_path, origin_form, parse_bool_param, parse_host_port,
-                     parse_join_json, parse_join_params, parse_json_object, parse_key, parse_node_id, parse_query)
+from .params import (
+    BadRequest,
+    JoinRequest,
+    TooLarge,
+    check_path,
+    origin_form,
+    parse_bool_param,
+    parse_host_port,
+    parse_join_json,
+    parse_join_params,
+    parse_json_object,
+    parse_key,
+    parse_node_id,
+    parse_query,
+)
 from .replies import Answer, Reply, error_reply, json_reply
 
 http_log = hclog.get_logger("http")

@@ -27,8 +27,14 @@ from dataclasses import dataclass
 
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse,
-                                  RequestVote, RequestVoteResponse, TimeoutNow)
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
 
 __all__ = ["RULES", "Rule", "locate", "narrate", "source_excerpt"]
 
@@ -123,12 +129,14 @@ def R(paper: str, file: str, function: str, snippet: str, nth: int = 1) -> Rule:
 RULES: dict[str, Rule] = {
     # elections
     "timeout": R("§5.2", "election.py", "Election._election_timeout", "heartbeat timeout reached, starting election"),
-    "restart-election": R("§5.2", "election.py", "Election._election_timeout", "Election timeout reached, restarting election"),
+    "restart-election": R("§5.2", "election.py", "Election._election_timeout",
+                          "Election timeout reached, restarting election"),
     "not-eligible": R("§6", "election.py", "Election._eligible_for_election", "not part of a stable configuration"),
     "candidate": R("§5.2", "election.py", "Election._start_campaign", "entering candidate state"),
     "pre-vote-won": R("thesis §9.6", "election.py", "Election._count_vote", "pre-vote successful, starting election"),
     "pre-vote-lost": R("thesis §9.6", "election.py", "Election._count_vote", "pre-vote campaign failed"),
-    "pre-vote-counted": R("thesis §9.6", "election.py", "Election._count_vote", "candidate.record(voter, resp.granted)"),
+    "pre-vote-counted": R("thesis §9.6", "election.py", "Election._count_vote",
+                          "candidate.record(voter, resp.granted)"),
     "vote-counted": R("§5.2", "election.py", "Election._count_vote", "candidate.record(voter, resp.granted)", 2),
     "late-vote": R("§5.2", "election.py", "Election._on_vote_response",
                    "if candidate is None or resp.pre_vote != candidate.pre_vote:"),
@@ -146,7 +154,8 @@ RULES: dict[str, Rule] = {
     "grant-vote": R("§5.2, §5.4.1", "election.py", "Election._on_request_vote",
                     "self._set_hard_state(self.current_term, req.candidate_id)"),
     "grant-pre-vote": R("thesis §9.6", "election.py", "Election._on_request_vote", "grant = True", 2),
-    "timeout-now": R("thesis §3.10", "election.py", "Election._on_timeout_now", "received TimeoutNow, starting election"),
+    "timeout-now": R("thesis §3.10", "election.py", "Election._on_timeout_now",
+                     "received TimeoutNow, starting election"),
     # terms
     "newer-term": R("§5.1", "node.py", "RaftNode._on_receive", "self._become_follower(msg.term"),
     "newer-term-vote": R("§5.1", "election.py", "Election._on_request_vote",
@@ -170,9 +179,11 @@ RULES: dict[str, Rule] = {
     "not-leader": R("§8", "client_requests.py", "ClientRequests._not_leader", "RejectReason.NOT_LEADER"),
     "rejected": R("§8", "node.py", "RaftNode._reject", "fx.Rejected("),
     "send-heartbeats": R("§5.2", "replication.py", "Replication._heartbeat", "self._send_heartbeat("),
-    "backtrack": R("§5.3", "replication.py", "Replication._on_append_response", "appendEntries rejected, sending older logs"),
+    "backtrack": R("§5.3", "replication.py", "Replication._on_append_response",
+                   "appendEntries rejected, sending older logs"),
     "pipeline": R("§5.3", "replication.py", "Replication._on_append_response", '"pipelining replication"'),
-    "heartbeat-ack": R("thesis §6.2", "replication.py", "Replication._on_append_response", "pr.last_contact = self.now"),
+    "heartbeat-ack": R("thesis §6.2", "replication.py", "Replication._on_append_response",
+                       "pr.last_contact = self.now"),
     "acked": R("§5.3", "replication.py", "Replication._on_append_response", "moved = pr.acknowledge("),
     "commit": R("§5.3, §5.4.2", "replication.py", "Replication._maybe_commit", "self._advance_commit(leader, index)"),
     "figure-8": R("Figure 8, §5.4.2", "replication.py", "Replication._can_commit_by_counting",
@@ -273,7 +284,8 @@ def narrate(node_id: str, event, effects, before: dict | None, after: dict | Non
     for effect in effects:
         te = type(effect)
         if te is fx.Rejected:
-            story.say("not-leader" if effect.reason.name == "NOT_LEADER" else "rejected", f"{n} refuses the request: {effect.error}"
+            rule = "not-leader" if effect.reason.name == "NOT_LEADER" else "rejected"
+            story.say(rule, f"{n} refuses the request: {effect.error}"
                       + (f"; the leader is {effect.leader_id}." if effect.leader_id else "."))
         elif te is fx.ReadReady:
             story.say("read-ready", f"A majority answered {n}'s heartbeat round: it is still the leader, so the "
@@ -282,7 +294,8 @@ def narrate(node_id: str, event, effects, before: dict | None, after: dict | Non
             story.say("send-timeout-now", f"{effect.to} holds everything {n} has: {n} tells it to campaign now "
                                           "(TimeoutNow).")
 
-    if after.get("role") == "Leader" and before.get("role") == "Leader" and after.get("commit", 0) > before.get("commit", 0):
+    leading = after.get("role") == "Leader" and before.get("role") == "Leader"
+    if leading and after.get("commit", 0) > before.get("commit", 0):
         story.say("commit", f"{n} commits up to index {after['commit']}: a majority of voters holds it and it is "
                             "from the leader's own term. Committed entries are applied and the clients answered.")
     elif after.get("role") == "Leader" and core is not None and t is ev.Receive:

@@ -26,8 +26,17 @@ from __future__ import annotations
 
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
-                                  InstallSnapshotResponse, RequestVote, RequestVoteResponse, TimeoutNow)
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryType,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
 from raftkv.raft.roles import LEADER
 from raftkv.raft.status import NodeStatus
 
@@ -72,7 +81,8 @@ def message_view(msg) -> dict:
     elif t is RequestVote:
         view = {"type": "RequestVote", "term": msg.term, "pre_vote": msg.pre_vote,
                 "last": [msg.last_log_index, msg.last_log_term], "transfer": msg.leadership_transfer}
-        label = f"{'pre-vote' if msg.pre_vote else 'vote'} for t{msg.term}? last {msg.last_log_index}@t{msg.last_log_term}"
+        kind = "pre-vote" if msg.pre_vote else "vote"
+        label = f"{kind} for t{msg.term}? last {msg.last_log_index}@t{msg.last_log_term}"
     elif t is RequestVoteResponse:
         view = {"type": "RequestVoteResponse", "term": msg.term, "granted": msg.granted, "pre_vote": msg.pre_vote}
         label = f"{'pre-vote' if msg.pre_vote else 'vote'} {'granted' if msg.granted else 'refused'}"

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from raftkv.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
-from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.config import RaftConfig
+from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.messages import EntryType, TimeoutNow
 from raftkv.sim.cluster import SimCluster
 from raftkv.sim.invariants import InvariantChecker, Violation

@@ -25,7 +25,8 @@ Values are encoded generically (:func:`encode`): a dataclass of the core as
 tuples as lists; the bulky ones faster: a Raft message as its wire body
 (:mod:`raftkv.transport.codec`, ``{"M": bytes}``), a tuple of log entries
 flattened (``{"E": [index, term, type, data, ...]}``) and so are the
-proposals of a ``ProposeBatch`` (``{"P": [request_id, data, ...]}``). Anything else — the runtime's opaque handles, such as the
+proposals of a ``ProposeBatch`` (``{"P": [request_id, data, ...]}``). Anything
+else — the runtime's opaque handles, such as the
 backup store in ``RestoreUserSnapshot`` or a ``ServerList`` in a log record —
 is kept as a description ``{"?": type, "s": text}`` and decodes to an
 :class:`OpaqueHandle` carrying that description, so a replayed core hands the

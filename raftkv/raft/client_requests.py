@@ -22,7 +22,7 @@ from .membership import RefusedChange, ServerList, logged_address, next_configur
 from .messages import Entry, EntryType
 from .progress import ProgressState
 from .quorum import votes_needed
-from .roles import LeaderState, LeadershipTransfer
+from .roles import LeadershipTransfer, LeaderState
 
 
 class ClientRequests:

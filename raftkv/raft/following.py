@@ -12,8 +12,15 @@ suffix only if it continues the snapshot (Fig. 13 rule 7).
 from __future__ import annotations
 
 from . import effects as fx
-from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
-                       InstallSnapshotResponse, SnapshotMeta)
+from .messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryType,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    SnapshotMeta,
+)
 from .roles import FOLLOWER
 
 
@@ -87,7 +94,7 @@ class Following:
             return []
         last = self.log.last_index
         start = 0
-        for start, entry in enumerate(entries):
+        for start, entry in enumerate(entries):  # noqa: B007 (start is read after the loop)
             if entry.index > last:
                 break
             our_term = self.log.term_at(entry.index)

@@ -65,9 +65,18 @@ from .errors import RejectReason
 from .following import Following
 from .log import RaftLog
 from .membership import Membership, ServerList
-from .messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
-                       InstallSnapshotResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
-                       TimeoutNow)
+from .messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryType,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    TimeoutNow,
+)
 from .progress import Progress, ProgressState
 from .quorum import votes_needed
 from .replication import Replication

@@ -21,8 +21,7 @@ from . import events as ev
 from .configuration import ConfigCommand
 from .effects import Bare
 from .errors import RejectReason
-from .messages import (AppendEntries, AppendEntriesResponse, Entry, InstallSnapshot, InstallSnapshotResponse,
-                       TimeoutNow)
+from .messages import AppendEntries, AppendEntriesResponse, Entry, InstallSnapshot, InstallSnapshotResponse, TimeoutNow
 from .progress import Progress, ProgressState
 from .roles import LeaderState
 

@@ -26,8 +26,8 @@ from raftkv.raft.configuration import ConfigCommand, Configuration
 from raftkv.raft.messages import EntryType
 
 from .cluster import SIM_CONFIG, SimCluster
-from .state_machine import apply_command, encode_command
 from .invariants import InvariantChecker, Violation
+from .state_machine import apply_command, encode_command
 
 # Log limits just over the snapshot threshold (in entries) and a few dozen
 # entries (in bytes), so that runs also take snapshots the moment the log is
@@ -106,7 +106,8 @@ class ClientModel:
                 self.checker.check_read(nid, effect.index, acked_before, node.state.get(key) if
                                         node.applied_index == effect.index else expected, expected)
                 if node.applied_index < effect.index:
-                    raise Violation("Linearizable read", f"{nid} ready at {effect.index} with applied {node.applied_index}")
+                    raise Violation("Linearizable read",
+                                    f"{nid} ready at {effect.index} with applied {node.applied_index}")
             elif t is fx.Rejected:
                 self.pending.pop(effect.request_id, None)
                 self.proposed.pop(effect.request_id, None)

@@ -147,7 +147,8 @@ class InvariantChecker:
         if t is AppendEntriesResponse and msg.success and not msg.heartbeat:
             self._check_durable_through(node, msg.match_index, f"acknowledged {msg.match_index} to {to}")
         if t is InstallSnapshotResponse and msg.success:
-            self._check_durable_through(node, msg.last_index, f"acknowledged a snapshot through {msg.last_index} to {to}")
+            self._check_durable_through(node, msg.last_index,
+                                        f"acknowledged a snapshot through {msg.last_index} to {to}")
 
     def check_applied(self, cluster, node, entries) -> None:
         """Entries the executor applied, in order (the state machine checks

@@ -23,13 +23,20 @@ from raftkv.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot,
-                                  InstallSnapshotResponse, RequestVote, RequestVoteResponse, TimeoutNow)
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
 
 from . import datadriven
 from .cluster import SIM_CONFIG, SimCluster
-from .state_machine import encode_command
 from .invariants import InvariantChecker, Violation
+from .state_machine import encode_command
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
 

@@ -61,7 +61,6 @@ from ..raft.messages import Entry, EntryType
 from ._files import LogFn, fsync_dir, noop_log
 from .errors import StorageCorruptError
 
-
 SEGMENT_SUFFIX = ".seg"
 FIRST_INDEX_FILE = "first_index"
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024

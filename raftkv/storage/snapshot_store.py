@@ -49,7 +49,6 @@ from ..raft.messages import SnapshotMeta
 from ._files import LogFn, fsync_dir, noop_log
 from .errors import StorageCorruptError
 
-
 TMP_SUFFIX = ".tmp"
 META_FILE = "meta.json"
 STATE_FILE = "state.bin"

@@ -38,9 +38,9 @@ import threading
 import zlib
 
 import msgpack
+
 from ._files import LogFn, fsync_dir, noop_log
 from .errors import StorageCorruptError
-
 
 MAGIC = b"RKVSTBL1"
 _HEADER = struct.Struct(">II")
