@@ -30,6 +30,7 @@ what is malformed or names a stranger (docs/security.md).
 from __future__ import annotations
 
 from .effects import Bare
+from .fields import NodeFields
 from .messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -47,7 +48,7 @@ _WARN_EVERY_MS = 5000
 _WARNED_SENDERS = 64
 
 
-class Admission:
+class Admission(NodeFields):
     """Mixed into RaftNode; reads its fields."""
 
     def _admit(self, from_id: str, msg) -> bool:

@@ -18,6 +18,7 @@ from . import events as ev
 from .configuration import ConfigCommand, Configuration, Server
 from .effects import Bare
 from .errors import RejectReason
+from .fields import NodeFields
 from .membership import RefusedChange, ServerList, logged_address, next_configuration
 from .messages import Entry, EntryType
 from .progress import ProgressState
@@ -25,7 +26,7 @@ from .quorum import votes_needed
 from .roles import LeadershipTransfer, LeaderState
 
 
-class ClientRequests:
+class ClientRequests(NodeFields):
     """Mixed into RaftNode; reads and changes its fields."""
 
     def _leader_for_change(self, request_id: int) -> LeaderState | None:
@@ -86,9 +87,9 @@ class ClientRequests:
         """Release reads whose heartbeat round a quorum echoed. A read that came
         in before this leader committed its no-op gets the commit index at
         release time, which covers every write acknowledged before it."""
-        if not self.committed_in_term():
-            return
         leader = self.leader
+        if leader is None or not self.committed_in_term():
+            return
         ready, start_next = leader.read_only.confirm(
             leader.quorum_read_seq(self.configuration.voters, self.id, self._uncounted_voters(leader)))
         if self._is_lone_voter():
@@ -209,7 +210,7 @@ class ClientRequests:
         self._pending_bootstrap = None
         self._set_hard_state(1, None)
         me = configuration.get(self.id)
-        if configuration.ids == (self.id,) and not me.volume and self.volume_id:
+        if configuration.ids == (self.id,) and me is not None and not me.volume and self.volume_id:
             # a lone node forming a cluster records its own volume (rule 7)
             configuration = Configuration(tuple(
                 Server(s.id, s.address, s.suffrage, self.volume_id) if s.id == self.id else s

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from . import effects as fx
 from .effects import Bare
+from .fields import NodeFields
 from .messages import RequestVote, RequestVoteResponse, TimeoutNow
 from .roles import CANDIDATE, CandidateState
 
 
-class Election:
+class Election(NodeFields):
     """Mixed into RaftNode; reads and changes its fields."""
 
     def _election_timeout(self) -> None:
@@ -81,6 +82,7 @@ class Election:
 
     def _request_votes(self, term: int, pre_vote: bool) -> None:
         candidate = self.candidate
+        assert candidate is not None  # _start_campaign made us one
         candidate.start_round(pre_vote)
         kind = "pre-vote" if pre_vote else "vote"
         self._log("DEBUG", "pre-voting for self" if pre_vote else "voting for self", ("term", term), ("id", self.id))

@@ -12,6 +12,7 @@ suffix only if it continues the snapshot (Fig. 13 rule 7).
 from __future__ import annotations
 
 from . import effects as fx
+from .fields import NodeFields
 from .messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -24,7 +25,7 @@ from .messages import (
 from .roles import FOLLOWER
 
 
-class Following:
+class Following(NodeFields):
     """Mixed into RaftNode; reads and changes its fields."""
 
     def _on_append_entries(self, from_id: str, req: AppendEntries) -> None:

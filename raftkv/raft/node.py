@@ -51,7 +51,9 @@ simulated node prints what a live node prints.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from . import effects as fx
 from . import events as ev
@@ -107,6 +109,10 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
     :mod:`.replication` (leader side), :mod:`.client_requests` and
     :mod:`.snapshots`; this class holds the state, the role changes and the
     dispatch of events."""
+
+    # event type -> handler, and message type -> handler; set below the class
+    _handlers: ClassVar[dict[type, Callable[..., None]]]
+    _message_handlers: ClassVar[dict[type, Callable[..., None]]]
 
     def __init__(self, node_id: str, address: str, config: RaftConfig | None = None,
                  state: PersistentState | None = None, rng: random.Random | None = None,
@@ -196,7 +202,7 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
     def status(self) -> NodeStatus:
         """A frozen picture of this node, for everything outside the core."""
         leader = self.leader
-        peers = ()
+        peers: tuple[PeerStatus, ...] = ()
         if leader is not None:
             peers = tuple(_peer_status(server, leader.progress[server.id], self.now)
                           for server in self.configuration.servers if server.id in leader.progress)

@@ -21,12 +21,13 @@ from . import events as ev
 from .configuration import ConfigCommand
 from .effects import Bare
 from .errors import RejectReason
+from .fields import NodeFields
 from .messages import AppendEntries, AppendEntriesResponse, Entry, InstallSnapshot, InstallSnapshotResponse, TimeoutNow
 from .progress import Progress, ProgressState
 from .roles import LeaderState
 
 
-class Replication:
+class Replication(NodeFields):
     """Mixed into RaftNode; reads and changes its fields."""
 
     def _leader_tick(self, leader: LeaderState) -> None:
@@ -91,6 +92,7 @@ class Replication:
 
     def _append_as_leader(self, entries: list[Entry]) -> None:
         leader = self.leader
+        assert leader is not None  # only a leader appends
         self.log.append(entries)
         self._emit(fx.AppendToLog(tuple(entries)))
         for peer_id, pr in leader.progress.items():

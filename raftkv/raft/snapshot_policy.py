@@ -73,7 +73,9 @@ class SnapshotPolicy:
         floor = max(log.base_index, log.last_index - self.config.trailing_logs)
         index = snapshot_index + 1
         while index - 1 > floor:
-            size = len(log.entry(index - 1).data)
+            entry = log.entry(index - 1)
+            assert entry is not None  # floor >= base_index: the entry is in the log
+            size = len(entry.data)
             if kept + size > self.config.snapshot_log_bytes:
                 break
             kept += size

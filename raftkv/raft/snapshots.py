@@ -13,10 +13,11 @@ from __future__ import annotations
 from . import effects as fx
 from . import events as ev
 from .errors import RejectReason
+from .fields import NodeFields
 from .messages import Entry, EntryType, SnapshotMeta
 
 
-class Snapshots:
+class Snapshots(NodeFields):
     """Mixed into RaftNode; reads and changes its fields."""
 
     def _take_snapshot(self) -> None:
