@@ -71,6 +71,7 @@ from raftkv.raft.errors import RejectReason
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.tlsconfig import TlsContexts
+from raftkv.transport.contract import Transport
 from raftkv.transport.faults import FaultInjector
 from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.tcp import TcpTransport
@@ -192,10 +193,10 @@ def _log_applied_writes(entries: Sequence[Entry], results: list, applied_before:
 
 
 class _Network:
-    """The executor's network: the TCP transport (set once it is listening)."""
+    """The executor's network: the transport (set once it is listening)."""
 
     def __init__(self) -> None:
-        self.transport: TcpTransport | None = None
+        self.transport: Transport | None = None
 
     def send(self, to: str, address: str, message: Message) -> None:
         self.transport.send(to, address, message)
@@ -237,7 +238,7 @@ class Node:
         self._watch: VolumeWatch | None = None
         # set once the volume failed or went away: the node serves nothing more
         self._storage_failure: VolumeFailure | None = None
-        self.transport: TcpTransport | None = None
+        self.transport: Transport | None = None
         self.autopilot: Autopilot | None = None
 
         self._raft: RaftNode | None = None

@@ -168,7 +168,7 @@ class MemoryNetwork:
 
 
 class MemoryTransport:
-    """Same ``send`` contract as :class:`~raftkv.transport.tcp.TcpTransport`."""
+    """A :class:`~raftkv.transport.contract.Transport` on a :class:`MemoryNetwork`."""
 
     def __init__(
         self,
@@ -203,6 +203,13 @@ class MemoryTransport:
     async def close(self) -> None:
         self.closed = True
         self.network._detach(self)
+
+    def learn_configuration(self, configuration: Any) -> None:
+        """Nothing to learn: senders are named by id, and a snapshot is
+        copied whole from the sender's source."""
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Nothing to forget: no connection or queue is kept per peer."""
 
     def send(self, to_id: str, address: str, message: Any) -> None:
         if self.closed:
