@@ -57,7 +57,7 @@ import tempfile
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import msgpack
 
@@ -100,6 +100,12 @@ class CommandError(Exception):
 
 class SnapshotFormatError(Exception):
     """A snapshot stream that is not a valid KVStore snapshot."""
+
+
+class Readable(Protocol):
+    """What a snapshot is restored from: a file, or anything that reads like one."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class _Writer(Protocol):
@@ -434,7 +440,7 @@ class KVStore:
         """The index the next restored snapshot stands for. raftkv's format
         carries its own index; a format that does not (hraftd's) keeps it."""
 
-    def restore(self, reader: BinaryIO) -> None:
+    def restore(self, reader: Readable) -> None:
         """Replace the whole state with a snapshot streamed from ``reader``."""
         unpacker = msgpack.Unpacker(reader, raw=False, max_buffer_size=_MAX_OBJECT,
                                     read_size=1024 * 1024)

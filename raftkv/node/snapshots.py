@@ -4,6 +4,8 @@ from a stored snapshot with hashicorp's progress lines."""
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 from raftkv import hclog
 from raftkv.fsm import KVStore
 from raftkv.raft.messages import SnapshotMeta
@@ -26,7 +28,7 @@ class LazySnapshotReader:
     def __init__(self, store: SnapshotStore, meta: SnapshotMeta) -> None:
         self.store = store
         self.meta = meta
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def _open(self):
         try:
@@ -40,9 +42,10 @@ class LazySnapshotReader:
             raise
 
     def read(self, n: int) -> bytes:
-        if self._file is None:
-            self._file = self._open()
-        return self._file.read(n)
+        f = self._file
+        if f is None:
+            f = self._file = self._open()
+        return f.read(n)
 
     def close(self) -> None:
         if self._file is not None:

@@ -41,7 +41,7 @@ import mmap
 import os
 import struct
 import time
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, cast
 
 import msgpack
 
@@ -147,7 +147,7 @@ def decode(value: Any) -> Any:
         if "M" in value:
             message = decode_body(value["M"])
             if "d" in value:
-                message = dataclasses.replace(message, data=decode(value["d"]))
+                message = dataclasses.replace(cast(Any, message), data=decode(value["d"]))
             return message
         if "E" in value:
             flat = value["E"]

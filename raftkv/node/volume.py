@@ -166,7 +166,9 @@ class Volume:
                 self.log.truncate_from(self.log.first_index())
                 last_index = 0
             else:
-                last_term = self.log.get(last_index).term
+                entry = self.log.get(last_index)
+                assert entry is not None  # last_index is in the log
+                last_term = entry.term
         index = max(last_index, snap_index) + 1
         # A term of its own, above any this node has seen: survivors with logs
         # of different lengths append the entry at different indexes, and no
