@@ -68,6 +68,7 @@ READ_TIMEOUT = 2.5 * STEPS_KEEPALIVE  # a member's stream this silent is hung (p
 CONNECT_TIMEOUT = 3.0        # seconds to reach a member before it is reported unreachable
 RETRY_S = 2.0                # how soon an unreachable member is tried again
 TICK_S = 0.05                # how often /ui/learn/live merges and writes
+STOP_CHECK_S = 0.5           # how often an idle /debug/steps looks whether the node is stopping
 MEMBERS_EVERY_S = 1.0        # how often it looks at the configuration for members
 
 
@@ -96,17 +97,22 @@ async def handle_steps(request: web.Request) -> web.StreamResponse:
     sub = tap.subscribe(wake.set)
     try:
         await resp.write(_event("hello", tap.hello()))
+        last_write = time.monotonic()
         while not node.stopping:
             try:
-                async with asyncio.timeout(STEPS_KEEPALIVE):
+                # a short wait, so that a node shutting down ends the stream at once
+                async with asyncio.timeout(STOP_CHECK_S):
                     await wake.wait()
             except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
+                if time.monotonic() - last_write >= STEPS_KEEPALIVE:
+                    await resp.write(b": keep-alive\n\n")
+                    last_write = time.monotonic()
                 continue
             wake.clear()
             records = sub.take()
             if records:
                 await resp.write(b"".join(_record_event(r) for r in records))
+                last_write = time.monotonic()
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
         pass  # the reader went away, or the node is shutting down
     finally:
