@@ -91,10 +91,6 @@ class RaftLog:
         self.base_index = base_index
         self.base_term = base_term
 
-    def config_entries_after(self, index: int) -> list[Entry]:
-        from .messages import EntryType
-        return [e for e in self._entries if e.index > index and e.type is EntryType.CONFIGURATION]
-
     def last_config_entry(self, at_or_below: int | None = None) -> Entry | None:
         from .messages import EntryType
         hi = self.last_index if at_or_below is None else min(at_or_below, self.last_index)

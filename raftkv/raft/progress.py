@@ -80,6 +80,23 @@ class Progress:
         else:
             self.probe_sent = True
 
+    def answers_current_request(self, rejected: int) -> bool:
+        """Whether a rejection of the entries after ``rejected`` (the
+        request's previous index) answers what we are sending now. An
+        answer to a request older than the match point, or, while probing,
+        to anything but the probe in flight, is stale and changes nothing."""
+        if rejected < self.match_index:
+            return False
+        return self.state is not ProgressState.PROBE or rejected == self.next_index - 1
+
+    def back_off(self, rejected: int, last_index: int) -> None:
+        """The follower has no entry matching ours at ``rejected``, and its
+        log ends at ``last_index``: probe again from the lower of the two,
+        never at or below what it already matched (etcd-io/raft's
+        MaybeDecrTo, with the follower's last index as its hint)."""
+        self.next_index = max(min(rejected, last_index + 1), self.match_index + 1, 1)
+        self.become_probe()
+
     def acknowledge(self, match_index: int, now: int) -> bool:
         """Record a successful append; True if the match index moved."""
         if self.inflight and self.inflight[0] <= match_index:

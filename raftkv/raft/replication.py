@@ -179,18 +179,14 @@ class Replication(NodeFields):
             if self.leader is not None:  # committing our own removal ends leadership
                 self._replicate_to(from_id, pr)
             return
-        # rejected: ignore answers to requests older than the one we are probing with
-        if resp.prev_log_index < pr.match_index:
-            return
-        if pr.state is ProgressState.PROBE and resp.prev_log_index != pr.next_index - 1:
+        if not pr.answers_current_request(resp.prev_log_index):
             return
         if resp.last_log_index < pr.match_index:
             self._peer_lost_entries(from_id, pr, resp.last_log_index)
             return
         if pr.state is ProgressState.PIPELINE:
             self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
-        pr.next_index = max(min(resp.prev_log_index, resp.last_log_index + 1), pr.match_index + 1, 1)
-        pr.become_probe()
+        pr.back_off(resp.prev_log_index, resp.last_log_index)
         self._log("WARN", "appendEntries rejected, sending older logs", ("peer", self._server(from_id)),
                   ("next", pr.next_index))
         self._replicate_to(from_id, pr, allow_empty=True)

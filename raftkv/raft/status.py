@@ -105,8 +105,3 @@ class NodeStatus:
             "volume_id": self.volume_id,
             "amnesia_guard": self.amnesia_guard,
         }
-
-    def __getitem__(self, key: str):
-        # Transitional: callers written against the old dict-returning
-        # status() keep working until they read the fields.
-        return self.to_dict()[key]

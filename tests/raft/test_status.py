@@ -83,7 +83,6 @@ def test_to_dict_keeps_the_status_json_shape():
         "last_contact": 0, "leader_id": "n1", "leader_address": "n1:1", "configuration_index": 1,
         "volume_id": "", "amnesia_guard": None,
     }
-    assert n.status()["state"] == "Leader"  # old callers index it like the dict it was
 
 
 def test_entries_are_clamped_to_what_the_log_holds():
