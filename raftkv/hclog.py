@@ -3,8 +3,10 @@
 Theory of operation: two pure renderers turn one event -- a unix time, a level
 name, a logger name, a message and ordered ``(key, value)`` pairs -- into one
 finished line: :func:`render_line` for hclog's plain text (the default) and
-:func:`render_json` for its JSON variant. Both follow go-hclog v1.3.1+ as
-described in ``shared/hclog-catalog.md`` §1, value by value: Python types stand
+:func:`render_json` for its JSON variant. Both follow go-hclog v1.3.1+'s
+formatting (``intlogger.go``: the timestamp, the padded level, ``name:
+message``, then ``key=value`` pairs, quoting a value with a space or a quote
+in it), value by value: Python types stand
 in for the Go types hclog switches on (``str`` is a Go string, :class:`Bare` a
 named string type, ``timedelta`` a ``time.Duration``, ``None`` a nil pointer).
 
@@ -46,7 +48,7 @@ __all__ = [
 
 LEVELS = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "WARN": 3, "ERROR": 4}
 
-# Always 7 characters; INFO and WARN carry a pad space (catalog §1).
+# Always 7 characters; INFO and WARN carry a pad space, as hclog prints them.
 _BRACKETS = {"TRACE": "[TRACE]", "DEBUG": "[DEBUG]", "INFO": "[INFO] ",
              "WARN": "[WARN] ", "ERROR": "[ERROR]"}
 
@@ -198,7 +200,7 @@ def render_line(when: float | None, level: str, name: str, message: str,
 
     *when* is a unix time rendered in the local zone; ``None`` drops the
     timestamp and its space (hclog's DisableTime), handy for comparing with
-    the catalog's timestamp-less examples.
+    hashicorp/raft's log lines with the times cut off.
     """
     head = "" if when is None else _timestamp(when, 3, colon=False) + " "
     if name and message:

@@ -1,4 +1,4 @@
-"""raftkv.hclog against the examples in shared/hclog-catalog.md §1-§2."""
+"""raftkv.hclog against lines go-hclog prints, as hashicorp/raft's logs show them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from raftkv.raft.effects import Log
 
 
 def line(level: str, message: str, *fields: tuple[str, object], name: str = "raft") -> str:
-    """A line without its timestamp, as the catalog prints them, minus the newline."""
+    """A line without its timestamp, minus the newline."""
     out = render_line(None, level, name, message, fields)
     assert out.endswith("\n")
     return out[:-1]
