@@ -49,7 +49,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from raftkv.raft.configuration import Configuration
-from raftkv.raft.messages import Message, SnapshotMeta
+from raftkv.raft.messages import Message
 
 __all__ = ["NET_LOGGER", "RAFT_LOGGER", "Handler", "LogFn", "SnapshotSource", "SnapshotWriter", "Transport",
            "no_log"]

@@ -56,13 +56,20 @@ from collections import deque
 from typing import Any, Callable
 
 from raftkv.raft.configuration import Configuration
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, EntryType, InstallSnapshot,
-                                  RequestVote, SnapshotMeta)
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    EntryType,
+    InstallSnapshot,
+    RequestVote,
+    SnapshotMeta,
+)
 
 from . import hashicorp_codec as hc
+from .channel import FailureLogRounds, backoff_delay, failure_report
 from .codec import CodecError
-from .tcp import (OVER_LIMIT_MESSAGE, FailureLogRounds, OverLimitLines, backoff_delay, dial_error_text,
-                  failure_report, io_error_text, join_host_port, over_limit_fields, split_host_port)
+from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, dial_error_text, io_error_text, over_limit_fields
+from .stream import join_host_port, split_host_port
 
 NET_LOGGER = "raft.net"
 RAFT_LOGGER = "raft"

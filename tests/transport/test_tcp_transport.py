@@ -34,17 +34,10 @@ from raftkv.transport.codec import (
     hello,
     read_frame,
 )
-from raftkv.transport.tcp import (
-    APPEND,
-    HEARTBEAT,
-    FailureLogRounds,
-    TcpTransport,
-    backoff_delay,
-    channel_for,
-    dial_error_text,
-    failure_report,
-    split_host_port,
-)
+from raftkv.transport.channel import APPEND, HEARTBEAT, FailureLogRounds, backoff_delay, channel_for, failure_report
+from raftkv.transport.gotext import dial_error_text
+from raftkv.transport.stream import split_host_port
+from raftkv.transport.tcp import TcpTransport
 
 MiB = 1024 * 1024
 
@@ -464,7 +457,7 @@ async def test_a_silent_connection_is_closed_before_and_after_the_hello(transpor
     [(level, logger, _, fields)] = b_log.find("closing idle connection")
     assert (level, logger, fields["node-id"]) == ("DEBUG", "raft.net", "intruder")
     assert fields["idle"] == timedelta(milliseconds=500)
-    assert not b._inbound
+    assert not b.acceptor.connections
 
 
 async def test_incomplete_large_frames_of_all_connections_share_one_budget(transports, watch):
@@ -476,7 +469,7 @@ async def test_incomplete_large_frames_of_all_connections_share_one_budget(trans
         for i in range(2):
             held.append(await asyncio.open_connection("127.0.0.1", port_of(b)))
             held[-1][1].write(most_of_a_frame)
-            await watch.until(lambda i=i: b._held >= (i + 1) * 800 * 1024)
+            await watch.until(lambda i=i: b.acceptor.held >= (i + 1) * 800 * 1024)
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(b))
         try:
             writer.write(most_of_a_frame)
@@ -488,12 +481,12 @@ async def test_incomplete_large_frames_of_all_connections_share_one_budget(trans
         [(_, _, _, fields)] = b_log.find("failed to decode incoming command")
         assert fields["error"].startswith("incomplete frames of all connections would hold ")
         assert fields["error"].endswith(" bytes, over the limit of 2097152")
-        assert len(b._inbound) == 2  # the two within the budget still wait for the rest
+        assert len(b.acceptor.connections) == 2  # the two within the budget still wait for the rest
     finally:
         for _, writer in held:
             writer.transport.abort()
-    await watch.until(lambda: not b._inbound)
-    assert b._held == 0 and b_in.items == []
+    await watch.until(lambda: not b.acceptor.connections)
+    assert b.acceptor.held == 0 and b_in.items == []
 
 
 async def test_a_quiet_peer_redials_without_a_word_after_its_idle_connection_was_closed(transports, watch):
@@ -543,7 +536,7 @@ async def test_connections_beyond_max_connections_are_closed_at_once(transports,
         for _, writer in held:
             writer.close()
     # room again once those are gone
-    await watch.until(lambda: not b._inbound)
+    await watch.until(lambda: not b.acceptor.connections)
     a, _, _ = await transports("n1")
     a.send("n2", b.address, TimeoutNow(1, "n1"))
     await watch.until(lambda: b_in.items == [("n1", TimeoutNow(1, "n1"))])
@@ -820,7 +813,7 @@ async def test_snapshot_streams_in_chunks_and_arrives_identical(transports, watc
     assert s.closed and not s.cancelled
     assert failed == [] and not a_log.find("failed to send snapshot to")
     assert b_in.of(AppendEntries) == [heartbeat(1)]
-    assert a._snapshot_sends == {}
+    assert a.snapshots.sends == {}
 
 
 async def _stranger_snapshot(port: int) -> object:

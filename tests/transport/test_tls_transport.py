@@ -98,7 +98,7 @@ async def test_connections_beyond_the_limit_are_closed_before_the_tls_handshake(
     # holds the only slot: connected, its TLS handshake not even begun
     _, held_writer = await asyncio.open_connection(host, int(port))
     try:
-        await watch.until(lambda: len(b._handshakes) == 1)
+        await watch.until(lambda: len(b._server.handshakes) == 1)
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             async with asyncio.timeout(5):  # closed at once, not after the handshake timeout
