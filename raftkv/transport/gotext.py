@@ -28,6 +28,8 @@ import errno
 import socket
 import ssl
 
+from raftkv.textforms import split_host_port
+
 __all__ = ["OVER_LIMIT_MESSAGE", "OverLimitLines", "dial_error_text", "io_error_text", "over_limit_fields",
            "tls_error_text"]
 
@@ -39,7 +41,10 @@ def dial_error_text(address: str, exc: BaseException) -> str:
     if isinstance(exc, ValueError):
         return f"dial tcp: {exc}"
     if isinstance(exc, socket.gaierror):
-        host = address.rpartition(":")[0].strip("[]")
+        try:
+            host = split_host_port(address)[0]
+        except ValueError:
+            host = address
         return f"dial tcp: lookup {host}: no such host"
     if isinstance(exc, TimeoutError):
         return f"dial tcp {address}: i/o timeout"

@@ -64,12 +64,13 @@ from raftkv.raft.messages import (
     RequestVote,
     SnapshotMeta,
 )
+from raftkv.textforms import join_host_port
 
 from . import hashicorp_codec as hc
 from .channel import FailureLogRounds, backoff_delay, failure_report
 from .codec import CodecError
 from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, dial_error_text, io_error_text, over_limit_fields
-from .stream import join_host_port, split_host_port
+from .stream import dial_address
 
 NET_LOGGER = "raft.net"
 RAFT_LOGGER = "raft"
@@ -130,7 +131,7 @@ class _Outbound:
                 continue
             address = self.address
             try:
-                host, port = split_host_port(address)
+                host, port = dial_address(address)
                 async with asyncio.timeout(t.dial_timeout):
                     reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
             except Exception as e:
@@ -555,7 +556,7 @@ class HashicorpTransport:
         try:
             if self.snapshot_source is None:
                 raise RuntimeError("no snapshot source configured")
-            host, port = split_host_port(address)
+            host, port = dial_address(address)
             try:
                 async with asyncio.timeout(self.dial_timeout):
                     reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)

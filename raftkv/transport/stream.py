@@ -25,8 +25,10 @@ handshake, so a flood of connections costs no CPU on the handshake.
 writing: read and discard until it hangs up, so that the last answer
 written is not lost to a reset.
 
-Addresses are ``host:port`` with an IPv6 host in brackets; :func:`sockaddr`
-prints a socket's address that way.
+Addresses are ``host:port`` with an IPv6 host in brackets, read and written
+by :mod:`raftkv.textforms` as everywhere in raftkv (:func:`dial_address`
+adds Go's texts for a bad port); :func:`sockaddr` prints a socket's address
+that way.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ import socket
 import ssl
 from typing import Any, Awaitable, Callable
 
+from raftkv.textforms import join_host_port, split_host_port
+
 from .contract import NET_LOGGER, LogFn
 from .gotext import tls_error_text
 
-__all__ = ["READ_SIZE", "WRITE_HIGH_WATER", "TlsListener", "join_host_port", "linger", "open_stream", "sockaddr",
-           "split_host_port", "tune"]
+__all__ = ["READ_SIZE", "WRITE_HIGH_WATER", "TlsListener", "dial_address", "linger", "open_stream", "sockaddr",
+           "tune"]
 
 READ_SIZE = 256 * 1024
 WRITE_HIGH_WATER = 1024 * 1024   # drain() waits only past this much unsent data
@@ -49,24 +53,17 @@ WRITE_HIGH_WATER = 1024 * 1024   # drain() waits only past this much unsent data
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """Go's net.SplitHostPort, enough for "host:port" and "[v6]:port"."""
-    host, sep, port = address.rpartition(":")
-    if not sep:
+def dial_address(address: str) -> tuple[str, int]:
+    """The host and port to dial for ``address`` (``host:port``, or
+    ``[v6]:port``), read by :func:`raftkv.textforms.split_host_port`; a
+    missing or bad port is refused in Go's words (``address h: missing port
+    in address``), which the dial's failure line then carries."""
+    host, port = split_host_port(address)
+    if not port:
         raise ValueError(f"address {address}: missing port in address")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"address {address}: invalid port") from None
-    if not 0 < number < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"address {address}: invalid port")
-    return host, number
+    return host, int(port)
 
 
 def sockaddr(addr: Any) -> str:
@@ -81,7 +78,7 @@ async def open_stream(address: str, timeout: float, context: ssl.SSLContext | No
     """Connect to ``address`` within ``timeout`` seconds, with TLS if a
     client ``context`` is given. Raises what connecting raised (ValueError
     for an address that is not ``host:port``)."""
-    host, port = split_host_port(address)
+    host, port = dial_address(address)
     async with asyncio.timeout(timeout):
         if context is None:
             return await asyncio.open_connection(host, port, limit=READ_SIZE)

@@ -45,6 +45,7 @@ import ssl
 from typing import Any, Callable
 
 from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
+from raftkv.textforms import join_host_port
 
 from .auth import ClusterKeyAuth
 from .channel import APPEND, HEARTBEAT, Channel, channel_for
@@ -54,7 +55,7 @@ from .faults import FaultInjector
 from .handshake import handshake_out
 from .inbound import Acceptor
 from .snapshots import SnapshotStreams
-from .stream import READ_SIZE, TlsListener, join_host_port, open_stream, tune
+from .stream import READ_SIZE, TlsListener, open_stream, tune
 
 __all__ = ["TcpTransport"]
 

@@ -36,7 +36,7 @@ from raftkv.transport.codec import (
 )
 from raftkv.transport.channel import APPEND, HEARTBEAT, FailureLogRounds, backoff_delay, channel_for, failure_report
 from raftkv.transport.gotext import dial_error_text
-from raftkv.transport.stream import split_host_port
+from raftkv.transport.stream import dial_address
 from raftkv.transport.tcp import TcpTransport
 
 MiB = 1024 * 1024
@@ -51,7 +51,7 @@ def heartbeat(i: int) -> AppendEntries:
 
 
 def port_of(t: TcpTransport) -> int:
-    return split_host_port(t.address)[1]
+    return dial_address(t.address)[1]
 
 
 async def dead_address(transports) -> str:
@@ -144,9 +144,17 @@ def test_go_style_errors_and_addresses():
     assert dial_error_text("127.0.0.1:9001", ConnectionRefusedError(111, "Connection refused")) == \
         "dial tcp 127.0.0.1:9001: connect: connection refused"
     assert dial_error_text("10.0.0.1:9001", TimeoutError()) == "dial tcp 10.0.0.1:9001: i/o timeout"
-    assert split_host_port("[::1]:9000") == ("::1", 9000)
+    assert dial_address("[::1]:9000") == ("::1", 9000)
+    assert dial_address("node-2.example:9001") == ("node-2.example", 9001)
     with pytest.raises(ValueError, match="missing port"):
-        split_host_port("localhost")
+        dial_address("localhost")
+    for bad in ("localhost:0", "localhost:65536", "localhost:http", "[::1]:"):
+        with pytest.raises(ValueError, match="invalid port|missing port"):
+            dial_address(bad)
+    assert dial_error_text("localhost", ValueError("address localhost: missing port in address")) == \
+        "dial tcp: address localhost: missing port in address"
+    assert dial_error_text("[fe80::1]:9001", socket.gaierror(-2, "Name or service not known")) == \
+        "dial tcp: lookup fe80::1: no such host"
 
 
 def test_authentication_is_refused_until_implemented():
@@ -158,7 +166,7 @@ def test_authentication_is_refused_until_implemented():
 
 async def test_start_binds_an_os_port(transports):
     t, _, _ = await transports("n1")
-    host, port = split_host_port(t.address)
+    host, port = dial_address(t.address)
     assert host == "127.0.0.1" and port > 0
 
 
