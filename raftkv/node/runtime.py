@@ -74,6 +74,7 @@ from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.contract import Transport
 from raftkv.transport.faults import FaultInjector
 from raftkv.transport.hashicorp import HashicorpTransport
+from raftkv.transport.options import TransportOptions
 from raftkv.transport.tcp import TcpTransport
 
 from .autopilot import Autopilot, reachable_within, server_health
@@ -297,21 +298,23 @@ class Node:
             self.faults = FaultInjector(log=net_log.log_fields)
             net_log.warn("fault injection is enabled: /debug/faults can drop or delay traffic")
         transport_class = HashicorpTransport if s.protocol == "hashicorp" else TcpTransport
+        options = TransportOptions(
+            advertise=self.raft_address,
+            max_frame=_max_frame(s),
+            max_connections=s.max_connections,
+            idle_timeout=s.conn_idle_timeout / 1000,
+            stranger_snapshot_after=s.heartbeat_timeout / 1000,
+            faults=self.faults,
+            authenticate=s.raft_port_key or None,
+            server_ssl=self.tls.raft_server if self.tls is not None else None,
+            client_ssl=self.tls.raft_client if self.tls is not None else None,
+        )
         self.transport = transport_class(
-            self.id, s.bind_addr, s.raft_port, self._on_message, log=hclog.emit_fields,
+            self.id, s.bind_addr, s.raft_port, self._on_message, options, log=hclog.emit_fields,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
             snapshot_sink=self._snapshot_sink,
             on_snapshot_failed=lambda peer: self.submit(ev.SnapshotSendFailed(peer)),
-            advertise=self.raft_address,
-            max_frame=_max_frame(s),
-            max_connections=s.max_connections,
-            **({"idle_timeout": s.conn_idle_timeout / 1000, "stranger_snapshot_after": s.heartbeat_timeout / 1000}
-               if transport_class is TcpTransport else {}),
-            faults=self.faults,
-            authenticate=s.raft_port_key or None,
-            **({"server_ssl": self.tls.raft_server, "client_ssl": self.tls.raft_client}
-               if self.tls is not None else {}),
         )
         await self.transport.start()
         self._network.transport = self.transport

@@ -62,6 +62,7 @@ from raftkv.raft.messages import AppendEntries, RequestVote, TimeoutNow
 
 from .contract import NET_LOGGER, RAFT_LOGGER
 from .gotext import dial_error_text, io_error_text
+from .options import TransportOptions
 from .stream import WRITE_HIGH_WATER, sockaddr
 
 __all__ = ["APPEND", "HEARTBEAT", "Channel", "ChannelOwner", "Connection", "FailureLogRounds", "backoff_delay",
@@ -137,12 +138,7 @@ class ChannelOwner(Protocol):
     """What a channel needs of its transport (TcpTransport)."""
 
     loop: asyncio.AbstractEventLoop
-    max_queue_frames: int
-    max_queue_bytes: int
-    io_timeout: float
-    backoff_base: float
-    backoff_cap: float
-    log_interval: float
+    options: TransportOptions
 
     def log(self, level: str, logger: str, message: str, fields: list[tuple[str, object]]) -> None: ...
     def describe(self, peer_id: str) -> object: ...
@@ -175,6 +171,7 @@ class Channel:
 
     def __init__(self, transport: ChannelOwner, peer_id: str, kind: str, address: str) -> None:
         self.t = transport
+        self.options = transport.options
         self.peer_id = peer_id
         self.kind = kind
         self.address = address
@@ -187,7 +184,7 @@ class Channel:
         self.last: object = None
         self.failures = 0
         self.retry_at = 0.0
-        self.rounds = FailureLogRounds(transport.log_interval)
+        self.rounds = FailureLogRounds(self.options.log_interval)
         self.conn: Connection | None = None
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -214,8 +211,8 @@ class Channel:
                     return
         q.append(frame)
         self.queued_bytes += len(frame)
-        t = self.t
-        while len(q) > 1 and (len(q) > t.max_queue_frames or self.queued_bytes > t.max_queue_bytes):
+        t, o = self.t, self.options
+        while len(q) > 1 and (len(q) > o.max_queue_frames or self.queued_bytes > o.max_queue_bytes):
             # The oldest frames are the stalest; Raft resends what matters.
             self.queued_bytes -= len(q.popleft())
             self.dropped += 1
@@ -235,7 +232,7 @@ class Channel:
             self.task = None
 
     async def _send_loop(self) -> None:
-        t = self.t
+        t, o = self.t, self.options
         loop = t.loop
         while True:
             self.wakeup.clear()
@@ -260,14 +257,14 @@ class Channel:
                     continue
                 self.conn = conn = Connection(reader, writer, address)
                 conn.watcher = loop.create_task(self._watch(conn))
-                conn.healthy_timer = loop.call_later(t.backoff_cap, self._healthy, conn)
+                conn.healthy_timer = loop.call_later(o.backoff_cap, self._healthy, conn)
             conn = self.conn
             frames = self.queue
             self.queue = deque()
             self.queued_bytes = 0
             try:
                 conn.writer.write(b"".join(frames))
-                async with asyncio.timeout(t.io_timeout):
+                async with asyncio.timeout(o.io_timeout):
                     await conn.writer.drain()
                 self.sent_frames += len(frames)
             except Exception as e:  # whatever broke, this connection is done
@@ -303,7 +300,7 @@ class Channel:
         t = self.t
         now = t.loop.time()
         self.failures += 1
-        backoff = backoff_delay(self.failures, t.backoff_base, t.backoff_cap)
+        backoff = backoff_delay(self.failures, self.options.backoff_base, self.options.backoff_cap)
         self.retry_at = now + backoff
         report = failure_report(self.kind, self.last, self.peer_id, self.address,
                                 t.describe(self.peer_id), backoff, error)

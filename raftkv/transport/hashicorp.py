@@ -70,6 +70,7 @@ from . import hashicorp_codec as hc
 from .channel import FailureLogRounds, backoff_delay, failure_report
 from .codec import CodecError
 from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, dial_error_text, io_error_text, over_limit_fields
+from .options import TransportOptions
 from .stream import dial_address
 
 NET_LOGGER = "raft.net"
@@ -78,6 +79,7 @@ APPEND = "append"
 RPC = "rpc"
 _READ_SIZE = 256 * 1024
 _SNAPSHOT_CHUNK = 1024 * 1024
+MAX_FRAME = 64 * 1024 * 1024     # the frame limit when the options leave it unset
 
 Handler = Callable[[str, Any], None]
 LogFn = Callable[[str, str, str, list[tuple[str, object]]], None]
@@ -107,13 +109,13 @@ class _Outbound:
         self.task: asyncio.Task | None = None
         self.failures = 0
         self.last: object = None
-        self.rounds = FailureLogRounds(t.log_interval)
+        self.rounds = FailureLogRounds(t.options.log_interval)
         self.dropped = 0
         self.sent = 0
 
     def enqueue(self, message: object, frame: bytes, address: str) -> None:
         self.address = address
-        if len(self.queue) >= self.t.max_queue:
+        if len(self.queue) >= self.t.options.max_queue_frames:
             self.queue.popleft()
             self.dropped += 1
         self.queue.append((message, frame))
@@ -132,12 +134,12 @@ class _Outbound:
             address = self.address
             try:
                 host, port = dial_address(address)
-                async with asyncio.timeout(t.dial_timeout):
+                async with asyncio.timeout(t.options.dial_timeout):
                     reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
             except Exception as e:
                 self._failed(dial_error_text(address, e))
                 self.queue.clear()
-                await asyncio.sleep(backoff_delay(self.failures, cap=t.backoff_cap))
+                await asyncio.sleep(t.backoff(self.failures))
                 continue
             error = await self._serve_connection(reader, writer, address)
             writer.transport.abort()
@@ -145,7 +147,7 @@ class _Outbound:
             self.pending.clear()
             if error is not None and (lost or self.queue):
                 self._failed(error)
-                await asyncio.sleep(backoff_delay(self.failures, cap=t.backoff_cap))
+                await asyncio.sleep(t.backoff(self.failures))
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                 address: str) -> str | None:
@@ -158,7 +160,7 @@ class _Outbound:
                     writer.write(b"".join(frame for _, frame in batch))
                     self.pending.extend((message, now) for message, _ in batch)
                     self.sent += len(batch)
-                    async with asyncio.timeout(self.t.io_timeout):
+                    async with asyncio.timeout(self.t.options.io_timeout):
                         await writer.drain()
                 self.wakeup.clear()
                 waiter = asyncio.ensure_future(self.wakeup.wait())
@@ -176,13 +178,13 @@ class _Outbound:
 
     async def _read_answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str | None:
         t = self.t
-        decoder = hc.StreamDecoder(t.max_frame)
+        decoder = hc.StreamDecoder(t.options.max_frame)
         local = _sockaddr(writer.get_extra_info("sockname"))
         remote = _sockaddr(writer.get_extra_info("peername"))
         while True:
             try:
                 if self.pending:
-                    wait = max(0.0, self.pending[0][1] + t.io_timeout - time.monotonic())
+                    wait = max(0.0, self.pending[0][1] + t.options.io_timeout - time.monotonic())
                     async with asyncio.timeout(wait):
                         data = await reader.read(_READ_SIZE)
                 else:
@@ -213,7 +215,7 @@ class _Outbound:
 
     def _failed(self, error: str) -> None:
         self.failures += 1
-        backoff = backoff_delay(self.failures, cap=self.t.backoff_cap)
+        backoff = self.t.backoff(self.failures)
         kind = "append" if self.kind == APPEND else "heartbeat"
         report = failure_report(kind, self.last, self.peer_id, self.address,
                                 self.t._describe(self.peer_id), backoff, error)
@@ -238,21 +240,23 @@ class _Awaiting:
 
 class HashicorpTransport:
     """See the module docstring. The constructor takes TcpTransport's
-    arguments; ``authenticate`` must be unset (the protocol has no
-    handshake) and fault injection is not supported."""
+    arguments; the options may not hold a cluster key or TLS contexts (the
+    protocol has neither), and fault injection is not supported."""
 
     def __init__(self, node_id: str, bind_host: str, bind_port: int, handler: Handler,
-                 log: LogFn | None = None, describe_peer: Callable[[str], object] | None = None,
+                 options: TransportOptions | None = None, *, log: LogFn | None = None,
+                 describe_peer: Callable[[str], object] | None = None,
                  snapshot_source: Callable[[SnapshotMeta], Any] | None = None,
                  snapshot_sink: Callable[[str, SnapshotMeta], Any] | None = None,
-                 max_frame: int = 64 * 1024 * 1024, *,
-                 on_snapshot_failed: Callable[[str], None] | None = None,
-                 authenticate: Any = None, faults: Any = None, advertise: str | None = None,
-                 dial_timeout: float = 5.0, io_timeout: float = 10.0, backoff_cap: float = 0.5,
-                 log_interval: float = 5.0, max_queue: int = 1024, max_connections: int = 256) -> None:
-        if authenticate:
+                 on_snapshot_failed: Callable[[str], None] | None = None) -> None:
+        options = (options or TransportOptions()).resolved(MAX_FRAME)
+        if options.authenticate:
             raise NotImplementedError("hashicorp/raft's protocol has no cluster key handshake: "
                                       "RAFT_CLUSTER_KEY cannot be used with RAFT_PROTOCOL=hashicorp")
+        if options.server_ssl is not None or options.client_ssl is not None:
+            raise NotImplementedError("hashicorp/raft's net_transport has no TLS: "
+                                      "RAFT_TLS_* cannot be used with RAFT_PROTOCOL=hashicorp")
+        self.options = options
         self.node_id = node_id
         self.bind_host = bind_host
         self.bind_port = bind_port
@@ -262,16 +266,7 @@ class HashicorpTransport:
         self.snapshot_source = snapshot_source
         self.snapshot_sink = snapshot_sink
         self.on_snapshot_failed = on_snapshot_failed
-        self.max_frame = max_frame
-        self.advertise = advertise
-        self.faults = faults
-        self.dial_timeout = dial_timeout
-        self.io_timeout = io_timeout
-        self.backoff_cap = backoff_cap
-        self.log_interval = log_interval
-        self.max_queue = max_queue
-        self.max_connections = max_connections
-        self._over_limit = OverLimitLines(log_interval)
+        self._over_limit = OverLimitLines(options.log_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._bound: str | None = None
@@ -289,7 +284,7 @@ class HashicorpTransport:
 
     @property
     def address(self) -> str:
-        return self.advertise or self._bound or join_host_port(self.bind_host, self.bind_port)
+        return self.options.advertise or self._bound or join_host_port(self.bind_host, self.bind_port)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -309,7 +304,7 @@ class HashicorpTransport:
         await asyncio.gather(*(o.close() for o in self._out.values()), return_exceptions=True)
         await asyncio.gather(*self._snapshot_sends.values(), return_exceptions=True)
         if self._inbound:
-            await asyncio.wait(list(self._inbound), timeout=self.io_timeout)
+            await asyncio.wait(list(self._inbound), timeout=self.options.io_timeout)
         if self._server is not None:
             await self._server.wait_closed()
         self._log("DEBUG", NET_LOGGER, "stream layer is closed", [])
@@ -350,6 +345,10 @@ class HashicorpTransport:
 
     def id_of(self, address: str) -> str:
         return self._ids.get(address, address)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait before redialing after ``failures`` in a row."""
+        return backoff_delay(failures, self.options.backoff_base, self.options.backoff_cap)
 
     def _describe(self, peer_id: str) -> object:
         if self.describe_peer is not None:
@@ -432,17 +431,17 @@ class HashicorpTransport:
             writer.transport.abort()
             return
         remote = _sockaddr(writer.get_extra_info("peername"))
-        if len(self._inbound) >= self.max_connections:
+        if len(self._inbound) >= self.options.max_connections:
             writer.transport.abort()
             refused = self._over_limit.refuse(self._loop.time())
             if refused is not None:
                 self._log("WARN", NET_LOGGER, OVER_LIMIT_MESSAGE,
-                          over_limit_fields(self.max_connections, remote, refused))
+                          over_limit_fields(self.options.max_connections, remote, refused))
             return
         self._inbound[task] = writer
         self._log("DEBUG", NET_LOGGER, "accepted connection",
                   [("local-address", _sockaddr(writer.get_extra_info("sockname"))), ("remote-address", remote)])
-        decoder = hc.StreamDecoder(self.max_frame)
+        decoder = hc.StreamDecoder(self.options.max_frame)
         conn: dict = {}
         try:
             while True:
@@ -494,7 +493,7 @@ class HashicorpTransport:
         self._awaiting.setdefault(from_id, []).append(slot)
         self._deliver(from_id, message)
         try:
-            async with asyncio.timeout(self.io_timeout):
+            async with asyncio.timeout(self.options.io_timeout):
                 response = await slot.answer
         except TimeoutError:
             self._log("WARN", NET_LOGGER, "no answer to an incoming command, closing the connection",
@@ -522,7 +521,7 @@ class HashicorpTransport:
             while remaining > 0:
                 chunk = decoder.read_raw(min(remaining, _SNAPSHOT_CHUNK))
                 if not chunk:
-                    async with asyncio.timeout(self.io_timeout):
+                    async with asyncio.timeout(self.options.io_timeout):
                         chunk = await reader.read(min(remaining, _SNAPSHOT_CHUNK))
                     if not chunk:
                         raise EOFError("unexpected EOF")
@@ -558,7 +557,7 @@ class HashicorpTransport:
                 raise RuntimeError("no snapshot source configured")
             host, port = dial_address(address)
             try:
-                async with asyncio.timeout(self.dial_timeout):
+                async with asyncio.timeout(self.options.dial_timeout):
                     reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
             except Exception as e:
                 raise RuntimeError(dial_error_text(address, e)) from None
@@ -571,10 +570,10 @@ class HashicorpTransport:
                     raise RuntimeError(f"snapshot source ended {remaining} bytes short of its size")
                 remaining -= len(chunk)
                 writer.write(chunk)
-                async with asyncio.timeout(self.io_timeout):
+                async with asyncio.timeout(self.options.io_timeout):
                     await writer.drain()
-            decoder = hc.StreamDecoder(self.max_frame)
-            async with asyncio.timeout(max(self.io_timeout, 60.0)):
+            decoder = hc.StreamDecoder(self.options.max_frame)
+            async with asyncio.timeout(max(self.options.io_timeout, 60.0)):
                 while (item := decoder.next_response()) is None:
                     data = await reader.read(_READ_SIZE)
                     if not data:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from raftkv.raft.messages import InstallSnapshot
 from raftkv.textforms import go_duration
@@ -68,6 +68,7 @@ from .codec import (
 from .contract import NET_LOGGER, Handler
 from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, over_limit_fields
 from .handshake import handshake_in
+from .options import TransportOptions
 from .snapshots import SnapshotFailure, SnapshotReceiver, SnapshotStreams
 from .stream import READ_SIZE, linger, set_nodelay, sockaddr
 
@@ -83,15 +84,8 @@ class AcceptorOwner(Protocol):
     closed: bool
     handler: Handler
     auth: ClusterKeyAuth | None
-    faults: Any
+    options: TransportOptions
     snapshots: SnapshotStreams
-    max_frame: int
-    max_held: int
-    max_connections: int
-    io_timeout: float
-    idle_timeout: float
-    stranger_snapshot_after: float
-    log_interval: float
 
     def log(self, level: str, logger: str, message: str, fields: list[tuple[str, object]]) -> None: ...
 
@@ -101,12 +95,13 @@ class Acceptor:
 
     def __init__(self, transport: AcceptorOwner) -> None:
         self.t = transport
+        self.options = transport.options
         self.connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
         self.held = 0                # bytes of large incomplete frames, all connections
-        self.over_limit = OverLimitLines(transport.log_interval)
+        self.over_limit = OverLimitLines(self.options.log_interval)
         self.members: frozenset[str] = frozenset()
         self.member_heard_at = float("-inf")
-        self.strangers = OverLimitLines(transport.log_interval)  # snapshot streams refused
+        self.strangers = OverLimitLines(self.options.log_interval)  # snapshot streams refused
 
     def learn_configuration(self, configuration) -> None:
         self.members = frozenset(server.id for server in configuration.servers)
@@ -126,18 +121,19 @@ class Acceptor:
         t = self.t
         refused = self.over_limit.refuse(t.loop.time())
         if refused is not None:
-            t.log("WARN", NET_LOGGER, OVER_LIMIT_MESSAGE, over_limit_fields(t.max_connections, remote, refused))
+            t.log("WARN", NET_LOGGER, OVER_LIMIT_MESSAGE,
+                  over_limit_fields(self.options.max_connections, remote, refused))
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Run one accepted connection until it ends (see the module docstring)."""
-        t = self.t
+        t, o = self.t, self.options
         task = asyncio.current_task()
         if t.closed:
             writer.transport.abort()
             return
         local = sockaddr(writer.get_extra_info("sockname"))
         remote = sockaddr(writer.get_extra_info("peername"))
-        if len(self.connections) >= t.max_connections:
+        if len(self.connections) >= o.max_connections:
             writer.transport.abort()
             self.refuse_over_limit(remote)
             return
@@ -147,11 +143,11 @@ class Acceptor:
         set_nodelay(writer)
         receiver: SnapshotReceiver | None = None
         from_id = "?"
-        decoder = FrameDecoder(t.max_frame)
+        decoder = FrameDecoder(o.max_frame)
         marked = -1  # see below
         held = 0     # bytes of a large incomplete frame, counted in self.held
         try:
-            peer = await handshake_in(reader, writer, t.auth, t.io_timeout)
+            peer = await handshake_in(reader, writer, t.auth, o.io_timeout)
             if peer is None:
                 return
             from_id = peer.node_id
@@ -171,11 +167,11 @@ class Acceptor:
                 while True:
                     if decoder.buffered or receiver is not None:
                         if marked != frames:
-                            marked, frame_due = frames, loop.time() + t.io_timeout
+                            marked, frame_due = frames, loop.time() + o.io_timeout
                         deadline.reschedule(frame_due)
                     else:
                         marked = -1
-                        deadline.reschedule(loop.time() + t.idle_timeout)
+                        deadline.reschedule(loop.time() + o.idle_timeout)
                     data = await reader.read(READ_SIZE)
                     deadline.reschedule(None)
                     if not data:
@@ -187,7 +183,7 @@ class Acceptor:
                     while (msg := decoder.pop()) is not None:
                         frames += 1
                         kind = type(msg)
-                        faults = t.faults
+                        faults = o.faults
                         if faults is not None and faults.rules and receiver is None:
                             drop, delay = faults.verdict(from_id, "in")
                             if drop:
@@ -222,12 +218,12 @@ class Acceptor:
             if marked < 0:
                 t.log("DEBUG", NET_LOGGER, "closing idle connection",
                       [("node-id", from_id), ("remote-address", remote),
-                       ("idle", timedelta(seconds=t.idle_timeout))])
+                       ("idle", timedelta(seconds=o.idle_timeout))])
             else:
                 pending = f"{decoder.buffered} bytes of an incomplete frame" if decoder.buffered \
                     else "a snapshot stream"
                 t.log("ERROR", NET_LOGGER, "failed to decode incoming command",
-                      [("error", f"i/o timeout: {pending} for {go_duration(int(t.io_timeout * 1e9))}"),
+                      [("error", f"i/o timeout: {pending} for {go_duration(int(o.io_timeout * 1e9))}"),
                        ("remote-address", remote)])
         except CodecError as e:
             t.log("ERROR", NET_LOGGER, "failed to decode incoming command", [("error", str(e))])
@@ -239,7 +235,7 @@ class Acceptor:
             # Closing now, with the sender's chunks still unread, would make
             # the kernel reset the connection and discard that answer; so
             # read and discard until the sender, having read it, hangs up.
-            await linger(reader, writer, t.io_timeout)
+            await linger(reader, writer, o.io_timeout)
         except (OSError, asyncio.IncompleteReadError):
             pass  # the caller went away; it will redial if it cares
         finally:
@@ -259,9 +255,9 @@ class Acceptor:
         of a frame must not add up to gigabytes. Small frames are not
         counted (at most SMALL_BODY per connection)."""
         total = self.held + now - held
-        if now > held and total > self.t.max_held:
+        if now > held and total > self.options.max_held:
             raise CodecError(f"incomplete frames of all connections would hold {total} bytes, "
-                             f"over the limit of {self.t.max_held}")
+                             f"over the limit of {self.options.max_held}")
         self.held = total
         return now
 
@@ -278,7 +274,7 @@ class Acceptor:
         members = self.members
         if not members or from_id in members:
             return
-        if t.loop.time() - self.member_heard_at >= t.stranger_snapshot_after:
+        if t.loop.time() - self.member_heard_at >= self.options.stranger_snapshot_after:
             return
         refused = self.strangers.refuse(t.loop.time())
         if refused is not None:

@@ -41,6 +41,7 @@ from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
 from .codec import CodecError, SnapshotAck, SnapshotChunk, encode, read_frame
 from .contract import NET_LOGGER, RAFT_LOGGER, Handler, SnapshotSource, SnapshotWriter
 from .gotext import dial_error_text, io_error_text
+from .options import TransportOptions
 from .stream import sockaddr
 
 __all__ = ["Blocking", "SnapshotFailure", "SnapshotReceiver", "SnapshotStreams", "StreamsOwner"]
@@ -82,9 +83,7 @@ class StreamsOwner(Protocol):
     snapshot_source: Callable[[SnapshotMeta], SnapshotSource] | None
     snapshot_sink: Callable[[str, SnapshotMeta], SnapshotWriter] | None
     on_snapshot_failed: Callable[[str], None] | None
-    snapshot_chunk_size: int
-    io_timeout: float
-    snapshot_ack_timeout: float
+    options: TransportOptions
 
     def log(self, level: str, logger: str, message: str, fields: list[tuple[str, object]]) -> None: ...
     def describe(self, peer_id: str) -> object: ...
@@ -197,7 +196,7 @@ class SnapshotStreams:
         ack_task = asyncio.ensure_future(read_frame(reader, CONTROL_MAX_FRAME))
         try:
             writer.write(encode(dataclasses.replace(message, data=None)))
-            size = t.snapshot_chunk_size
+            size = t.options.snapshot_chunk_size
             while not ack_task.done():
                 try:
                     chunk = await blocking.call(source.read, size)
@@ -206,14 +205,14 @@ class SnapshotStreams:
                 if not chunk:
                     break
                 writer.write(encode(SnapshotChunk(bytes(chunk), False)))
-                async with asyncio.timeout(t.io_timeout):
+                async with asyncio.timeout(t.options.io_timeout):
                     await writer.drain()
             if not ack_task.done():
                 writer.write(encode(SnapshotChunk(b"", True)))
-                async with asyncio.timeout(t.io_timeout):
+                async with asyncio.timeout(t.options.io_timeout):
                     await writer.drain()
             try:
-                async with asyncio.timeout(t.snapshot_ack_timeout):
+                async with asyncio.timeout(t.options.snapshot_ack_timeout):
                     ack = await ack_task
             except TimeoutError:
                 raise SnapshotFailure("i/o timeout waiting for the receiver") from None

@@ -41,7 +41,6 @@ had failed. Messages received are offered to it too (:mod:`.inbound`); see
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any, Callable
 
 from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
@@ -49,11 +48,11 @@ from raftkv.textforms import join_host_port
 
 from .auth import ClusterKeyAuth
 from .channel import APPEND, HEARTBEAT, Channel, channel_for
-from .codec import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK_SIZE, CodecError, encode
-from .contract import NET_LOGGER, Handler, LogFn, SnapshotWriter, no_log
-from .faults import FaultInjector
+from .codec import DEFAULT_MAX_FRAME, CodecError, encode
+from .contract import NET_LOGGER, Handler, LogFn, SnapshotSource, SnapshotWriter, no_log
 from .handshake import handshake_out
 from .inbound import Acceptor
+from .options import TransportOptions
 from .snapshots import SnapshotStreams
 from .stream import READ_SIZE, TlsListener, open_stream, tune
 
@@ -79,32 +78,16 @@ class TcpTransport:
         bind_host: str,
         bind_port: int,
         handler: Handler,
-        log: LogFn | None = None,
-        describe_peer: Callable[[str], str] | None = None,
-        snapshot_source: Callable[[SnapshotMeta], Any] | None = None,
-        snapshot_sink: Callable[[str, SnapshotMeta], SnapshotWriter] | None = None,
-        max_frame: int = DEFAULT_MAX_FRAME,
+        options: TransportOptions | None = None,
         *,
+        log: LogFn | None = None,
+        describe_peer: Callable[[str], object] | None = None,
+        snapshot_source: Callable[[SnapshotMeta], SnapshotSource] | None = None,
+        snapshot_sink: Callable[[str, SnapshotMeta], SnapshotWriter] | None = None,
         on_snapshot_failed: Callable[[str], None] | None = None,
-        authenticate: Any = None,
-        faults: FaultInjector | None = None,
-        advertise: str | None = None,
-        max_queue_frames: int = 1024,
-        max_queue_bytes: int = 64 * 1024 * 1024,
-        snapshot_chunk_size: int = SNAPSHOT_CHUNK_SIZE,
-        dial_timeout: float = 5.0,
-        io_timeout: float = 10.0,
-        snapshot_ack_timeout: float = 120.0,
-        idle_timeout: float = 60.0,
-        max_connections: int = 256,
-        stranger_snapshot_after: float = 1.0,
-        max_held: int | None = None,
-        backoff_base: float = 0.010,
-        backoff_cap: float = 0.5,
-        log_interval: float = 5.0,
-        server_ssl: "ssl.SSLContext | None" = None,
-        client_ssl: "ssl.SSLContext | None" = None,
     ) -> None:
+        options = (options or TransportOptions()).resolved(DEFAULT_MAX_FRAME)
+        authenticate = options.authenticate
         if isinstance(authenticate, (bytes, str)):
             authenticate = ClusterKeyAuth(authenticate)
         if authenticate is not None and not isinstance(authenticate, ClusterKeyAuth):
@@ -113,8 +96,9 @@ class TcpTransport:
             raise NotImplementedError(f"no authentication of kind {type(authenticate).__name__}: "
                                       "pass the cluster key (bytes/str) or a ClusterKeyAuth")
         self.auth: ClusterKeyAuth | None = authenticate
-        if snapshot_chunk_size + 64 > max_frame:
+        if options.snapshot_chunk_size + 64 > options.max_frame:
             raise ValueError("snapshot_chunk_size must leave room within max_frame")
+        self.options = options
         self.node_id = node_id
         self.bind_host = bind_host
         self.bind_port = bind_port
@@ -124,26 +108,6 @@ class TcpTransport:
         self.snapshot_source = snapshot_source
         self.snapshot_sink = snapshot_sink
         self.on_snapshot_failed = on_snapshot_failed
-        self.max_frame = max_frame
-        self.advertise = advertise
-        self.max_queue_frames = max_queue_frames
-        self.max_queue_bytes = max_queue_bytes
-        self.snapshot_chunk_size = snapshot_chunk_size
-        self.dial_timeout = dial_timeout
-        self.io_timeout = io_timeout
-        self.snapshot_ack_timeout = snapshot_ack_timeout
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self.stranger_snapshot_after = stranger_snapshot_after
-        # One leader's batch and a snapshot chunk are what members send at once;
-        # room for a few of each.
-        self.max_held = 4 * max_frame if max_held is None else max_held
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.log_interval = log_interval
-        self.faults = faults
-        self.server_ssl = server_ssl
-        self.client_ssl = client_ssl
 
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | TlsListener | None = None
@@ -160,17 +124,18 @@ class TcpTransport:
     def address(self) -> str:
         """The "host:port" peers should dial: the advertised address if set,
         else the one actually bound (meaningful after ``start()``)."""
-        if self.advertise:
-            return self.advertise
+        if self.options.advertise:
+            return self.options.advertise
         return self._bound or join_host_port(self.bind_host, self.bind_port)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        if self.server_ssl is None:
+        o = self.options
+        if o.server_ssl is None:
             self._server = await asyncio.start_server(self.acceptor.serve, self.bind_host, self.bind_port,
                                                       limit=READ_SIZE)
         else:
-            self._server = TlsListener(self.loop, self.server_ssl, self.io_timeout, self.max_connections,
+            self._server = TlsListener(self.loop, o.server_ssl, o.io_timeout, o.max_connections,
                                        self.acceptor.serve, self.acceptor.refuse_over_limit, self.log)
             self._server.listen(self.bind_host, self.bind_port)
         sockname = self._server.sockets[0].getsockname()
@@ -189,7 +154,7 @@ class TcpTransport:
         await asyncio.gather(*(ch.close() for ch in self._channels.values()), return_exceptions=True)
         await asyncio.gather(*sends, return_exceptions=True)
         if inbound:
-            _, stuck = await asyncio.wait(inbound, timeout=self.io_timeout)
+            _, stuck = await asyncio.wait(inbound, timeout=self.options.io_timeout)
             for task in stuck:
                 task.cancel()
         if self._server is not None:
@@ -207,7 +172,7 @@ class TcpTransport:
             return
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        faults = self.faults
+        faults = self.options.faults
         if faults is not None and faults.rules:
             drop, delay = faults.verdict(to_id, "out")
             if drop:
@@ -233,8 +198,8 @@ class TcpTransport:
             return
         try:
             frame = encode(message)
-            if len(frame) - 4 > self.max_frame:
-                raise CodecError(f"frame of {len(frame) - 4} bytes exceeds the limit of {self.max_frame}")
+            if len(frame) - 4 > self.options.max_frame:
+                raise CodecError(f"frame of {len(frame) - 4} bytes exceeds the limit of {self.options.max_frame}")
         except CodecError as e:
             self.log("ERROR", NET_LOGGER, "failed to encode outgoing command",
                      [("peer", to_id), ("error", str(e))])
@@ -294,10 +259,11 @@ class TcpTransport:
     async def dial(self, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to ``address``, admitted by the peer (Hello, and the
         cluster key challenge), ready for frames."""
-        reader, writer = await open_stream(address, self.dial_timeout, self.client_ssl)
+        o = self.options
+        reader, writer = await open_stream(address, o.dial_timeout, o.client_ssl)
         try:
             tune(writer)
-            await handshake_out(reader, writer, self.node_id, self.address, self.auth, self.dial_timeout)
+            await handshake_out(reader, writer, self.node_id, self.address, self.auth, o.dial_timeout)
         except BaseException:
             writer.transport.abort()
             raise

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any, Callable
 
 import pytest
 import uvloop
 
+from raftkv.transport.options import TransportOptions
 from raftkv.transport.tcp import TcpTransport
 
 TIMEOUT = 15.0
@@ -84,15 +86,26 @@ def make_inbox(watch: Watch) -> Callable[[], Inbox]:
     return lambda: Inbox(watch)
 
 
+OPTIONS = frozenset(f.name for f in dataclasses.fields(TransportOptions))
+
+
+def split_options(kwargs: dict[str, Any]) -> tuple[TransportOptions, dict[str, Any]]:
+    """A transport's keyword arguments as (options, the callbacks)."""
+    options = TransportOptions(**{k: v for k, v in kwargs.items() if k in OPTIONS})
+    return options, {k: v for k, v in kwargs.items() if k not in OPTIONS}
+
+
 @pytest.fixture
 async def transports(watch: Watch):
-    """Factory: ``await transports("n1")`` -> (transport, inbox, log)."""
+    """Factory: ``await transports("n1")`` -> (transport, inbox, log); keyword
+    arguments are TransportOptions fields or the constructor's callbacks."""
     made: list[TcpTransport] = []
 
     async def make(node_id: str, port: int = 0, **kwargs: Any) -> tuple[TcpTransport, Inbox, LogRecorder]:
         inbox = Inbox(watch)
         log = LogRecorder(watch)
-        t = TcpTransport(node_id, "127.0.0.1", port, inbox, log=log, **kwargs)
+        options, callbacks = split_options(kwargs)
+        t = TcpTransport(node_id, "127.0.0.1", port, inbox, options, log=log, **callbacks)
         made.append(t)
         await t.start()
         return t, inbox, log

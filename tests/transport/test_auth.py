@@ -80,6 +80,7 @@ async def test_a_forged_proof_is_refused(transports, watch):
 
 
 def test_other_authenticators_are_refused():
+    from raftkv.transport.options import TransportOptions
     from raftkv.transport.tcp import TcpTransport
     with pytest.raises(NotImplementedError):
-        TcpTransport("n1", "127.0.0.1", 0, lambda f, m: None, authenticate=42)
+        TcpTransport("n1", "127.0.0.1", 0, lambda f, m: None, TransportOptions(authenticate=42))

@@ -10,6 +10,7 @@ from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, RequestVote,
                                   RequestVoteResponse)
 from raftkv.transport.hashicorp import HashicorpTransport
+from raftkv.transport.options import TransportOptions
 
 
 def conf_entry(index: int, *servers: Server) -> Entry:
@@ -113,8 +114,9 @@ def test_headers_claiming_millions_are_refused_and_the_connection_closed():
 
     async def main():
         lines = []
-        b = HashicorpTransport("b", "127.0.0.1", 0, lambda f, m: None, log=lambda *line: lines.append(line),
-                               max_connections=2, log_interval=60.0)
+        b = HashicorpTransport("b", "127.0.0.1", 0, lambda f, m: None,
+                               TransportOptions(max_connections=2, log_interval=60.0),
+                               log=lambda *line: lines.append(line))
         await b.start()
         try:
             port = int(b.address.rsplit(":", 1)[1])

@@ -36,6 +36,7 @@ from raftkv.transport.codec import (
 )
 from raftkv.transport.channel import APPEND, HEARTBEAT, FailureLogRounds, backoff_delay, channel_for, failure_report
 from raftkv.transport.gotext import dial_error_text
+from raftkv.transport.options import TransportOptions
 from raftkv.transport.stream import dial_address
 from raftkv.transport.tcp import TcpTransport
 
@@ -159,7 +160,7 @@ def test_go_style_errors_and_addresses():
 
 def test_authentication_is_refused_until_implemented():
     with pytest.raises(NotImplementedError):
-        TcpTransport("n1", "127.0.0.1", 0, lambda f, m: None, authenticate=object())
+        TcpTransport("n1", "127.0.0.1", 0, lambda f, m: None, TransportOptions(authenticate=object()))
 
 
 # --- exchange -----------------------------------------------------------------
@@ -470,7 +471,7 @@ async def test_a_silent_connection_is_closed_before_and_after_the_hello(transpor
 
 async def test_incomplete_large_frames_of_all_connections_share_one_budget(transports, watch):
     b, b_in, b_log = await transports("n2", max_frame=MiB, max_held=2 * MiB, snapshot_chunk_size=64 * 1024)
-    assert TcpTransport("n9", "127.0.0.1", 0, b_in).max_held == 4 * 8 * MiB  # four frames by default
+    assert TcpTransport("n9", "127.0.0.1", 0, b_in).options.max_held == 4 * 8 * MiB  # four frames by default
     most_of_a_frame = HELLO + framed(AE_HEAD + b"\xc4" * (1000 * 1024))[:900 * 1024]
     held = []
     try:
