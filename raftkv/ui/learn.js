@@ -39,7 +39,7 @@ const sim = { id: null, summary: null, count: 0, ended: null, branch: 0, frames:
 const live = { frames: [], base: 0, es: null, delivered: new Map(), note: "", error: false, members: new Map() };
 const view = { k: 0, T: 0, playing: true, speed: 1, dwell: 0, dirty: true, want: null, last: 0,
                selected: null, pop: null, layoutKey: "", pos: new Map(), R: 44,
-               nodeEls: new Map(), msgEls: new Map(), ghostEls: new Map(), trackEls: new Map(),
+               nodeEls: new Map(), msgEls: new Map(), ghostEls: new Map(), trackEls: new Map(), cutEls: new Map(),
                motionKey: "", lastUp: new Map(), narrKey: "", logsKey: "", clientsKey: "", hclogKey: "",
                termKey: "" };
 
@@ -576,7 +576,7 @@ function setSource(s) {
 // ---------------------------------------------------------------- the stage: servers
 
 function resetStage() {
-  for (const m of [view.nodeEls, view.msgEls, view.ghostEls, view.trackEls]) {
+  for (const m of [view.nodeEls, view.msgEls, view.ghostEls, view.trackEls, view.cutEls]) {
     for (const el of m.values()) el.remove();
     m.clear();
   }
@@ -653,18 +653,61 @@ function serverEl(id) {
   return g;
 }
 
-// what the page knows about the cluster at frame k beyond the frame itself
-function isolatedAt(k) {
-  const out = new Set();
+// The network at frame k, from the branch's actions up to there: the links
+// cut ("a>b": what a sends b is lost) and the servers cut off from all others.
+function linksAt(k, ids) {
+  const blocked = new Set();
+  const out = { blocked, isolated: new Set() };
   if (source !== "sim" || !sim.summary) return out;
   const b = sim.summary.branches.find(x => x.id === sim.branch);
   if (!b) return out;
+  const all = ids || sim.summary.nodes || [];
   for (const a of b.actions) {
     if (a.at > k) continue;
-    if (a.verb === "isolate") out.add(a.node);
-    else if (a.verb === "heal") { if (a.node) out.delete(a.node); else out.clear(); }
+    if (a.verb === "isolate") for (const x of all) { if (x !== a.node) { blocked.add(`${a.node}>${x}`); blocked.add(`${x}>${a.node}`); } }
+    else if (a.verb === "heal") {
+      if (!a.node) blocked.clear();
+      else for (const key of Array.from(blocked)) { const [x, y] = key.split(">"); if (x === a.node || y === a.node) blocked.delete(key); }
+    } else if (a.verb === "block") blocked.add(`${a.node}>${a.to}`);
+    else if (a.verb === "unblock") blocked.delete(`${a.node}>${a.to}`);
+  }
+  for (const x of all) {
+    if (all.length > 1 && all.every(y => y === x || (blocked.has(`${x}>${y}`) && blocked.has(`${y}>${x}`)))) out.isolated.add(x);
   }
   return out;
+}
+function linkCut(links, a, b) { return links.blocked.has(`${a}>${b}`) || links.blocked.has(`${b}>${a}`); }
+
+// the cut links, drawn as red dashed lines (a server cut off from all gets a ring instead)
+function renderCuts(f, links) {
+  const want = new Map();
+  const ids = f.nodes.map(n => n.id);
+  for (let i = 0; i < ids.length; i++) {
+    for (let j = i + 1; j < ids.length; j++) {
+      const a = ids[i], b = ids[j];
+      if (!linkCut(links, a, b) || links.isolated.has(a) || links.isolated.has(b)) continue;
+      const ab = links.blocked.has(`${a}>${b}`), ba = links.blocked.has(`${b}>${a}`);
+      want.set(`${a}|${b}`, [a, b, ab && ba ? "" : ab ? `${a}\u2192${b} cut` : `${b}\u2192${a} cut`]);
+    }
+  }
+  for (const [key, el] of view.cutEls) if (!want.has(key)) { el.remove(); view.cutEls.delete(key); }
+  for (const [key, [a, b, one]] of want) {
+    let g = view.cutEls.get(key);
+    if (!g) {
+      g = svg("g", { class: "cut", "data-cut": key });
+      g.append(svg("line"), svg("text", { "text-anchor": "middle" }));
+      $("#cuts").append(g);
+      view.cutEls.set(key, g);
+    }
+    const p = view.pos.get(a), q = view.pos.get(b);
+    if (!p || !q) continue;
+    const line = g.querySelector("line");
+    setAttr(line, "x1", p.x.toFixed(1)); setAttr(line, "y1", p.y.toFixed(1));
+    setAttr(line, "x2", q.x.toFixed(1)); setAttr(line, "y2", q.y.toFixed(1));
+    const t = g.querySelector("text");
+    setAttr(t, "x", ((p.x + q.x) / 2).toFixed(1)); setAttr(t, "y", ((p.y + q.y) / 2 - 6).toFixed(1));
+    setText(t, "\u2702 " + (one || "link cut"));
+  }
 }
 function membersOf(f) {
   const m = new Map();
@@ -696,7 +739,9 @@ function lastUp(id, k) {
 }
 
 function renderServers(f) {
-  const cut = isolatedAt(view.k);
+  const links = linksAt(view.k, f.nodes.map(n => n.id));
+  const cut = links.isolated;
+  renderCuts(f, links);
   const members = membersOf(f);
   const spares = sparesOf(f);
   for (const n of f.nodes) {
@@ -855,13 +900,21 @@ function msgEl(m) {
   return g;
 }
 
+// a label's size, from a canvas with the label's font (no layout of the page needed)
+let measurer = null;
 function measure(g) {
   const txt = g.querySelector(".txt");
-  let w = 0, h = 14;
-  try { const b = txt.getBBox(); w = b.width; h = b.height || 14; } catch (e) { /* not laid out */ }
-  if (!w) w = txt.textContent.length * 6.2;
-  g._tw = w;
-  g._th = h;
+  if (!measurer) measurer = { ctx: document.createElement("canvas").getContext("2d"), fonts: new Map() };
+  const kind = g.getAttribute("class") + (g.dataset.kind || "");
+  let font = measurer.fonts.get(kind);
+  if (!font) {
+    const style = getComputedStyle(txt);
+    font = { css: `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`, size: parseFloat(style.fontSize) || 12 };
+    measurer.fonts.set(kind, font);
+  }
+  if (measurer.ctx.font !== font.css) measurer.ctx.font = font.css;
+  g._tw = measurer.ctx.measureText(txt.textContent).width || txt.textContent.length * 6.2;
+  g._th = font.size * 1.2;
 }
 
 function ghostEl(key, m, kind) {
@@ -1073,7 +1126,17 @@ function renderLogs(f) {
     const d = lastUp(n.id, view.k);
     return { id: n.id, v: d && d.log ? d : null, stale: true, up: false, spare: spares.has(n.id) };
   });
-  const ROW = 30, TOP = 18, LABEL = 78, BOX = 22, STEP = 24, META = 210;
+  const ROW = 30, TOP = 18, LABEL = 78, BOX = 22, STEP = 24;
+  const metaOf = r => {
+    if (!r.v) return ["", ""];
+    const n = r.v, last = lastOf(n), base = n.log.base[0];
+    const durable = typeof n.durable === "number" ? n.durable : last;
+    return [`last ${last}` + (r.up ? ` commit ${n.commit}` : ""),
+            (r.up ? `applied ${n.applied}` : "on disk") + (durable < last ? ` disk ${durable}` : "") + (base ? ` snap ${base}` : "")];
+  };
+  const metas = rows.map(metaOf);
+  ctx.font = "10px ui-monospace, monospace";
+  const META = 14 + Math.max(90, ...metas.flat().map(t => ctx.measureText(t).width));
   const OVW = Math.max(120, Math.min(240, cssW * 0.2));
   const H = TOP + rows.length * ROW + 4;
   const W = Math.max(6, Math.min(40, Math.floor((cssW - LABEL - META - OVW - 16) / STEP)));
@@ -1184,12 +1247,10 @@ function renderLogs(f) {
     }
     // numbers
     const mx = LABEL + W * STEP + 6;
-    ctx.font = "11px ui-monospace, monospace";
+    ctx.font = "10px ui-monospace, monospace";
     ctx.fillStyle = r.up ? "#333" : "#888";
-    const meta = r.up
-      ? `last ${last} commit ${commit} applied ${applied}` + (durable < last ? ` disk ${durable}` : "") + (base ? ` snap ${base}` : "")
-      : `last ${last}` + (base ? ` snap ${base}` : "");
-    ctx.fillText(meta, mx, y + BOX / 2 + 1);
+    ctx.fillText(metas[row][0], mx, y + 5);
+    ctx.fillText(metas[row][1], mx, y + 17);
     // the whole log, compressed: runs of one term, the snapshot, the commit index, the window shown
     const scale = end ? OVW / end : 0;
     ctx.globalAlpha = alpha;
@@ -1286,10 +1347,18 @@ function renderVia(f) {
   if (ids.includes(keep)) sel.value = keep;
 }
 
+let hclogAt = 0, hclogLater = 0;
 function renderHclog() {
   const k = view.k;
   const key = `${source}:${k}:${sim.gen}`;
   if (key === view.hclogKey) return;
+  // while playing fast, the lines catch up a few times a second rather than at every frame
+  const now = performance.now();
+  if (view.playing && now - hclogAt < 200) {
+    if (!hclogLater) hclogLater = setTimeout(() => { hclogLater = 0; renderHclog(); }, 220);
+    return;
+  }
+  hclogAt = now;
   view.hclogKey = key;
   const lines = [];
   for (let i = Math.max(firstIndex(), k - 60); i <= k; i++) {
@@ -1319,6 +1388,7 @@ function actionText(a) {
     case "isolate": return `cut off ${a.node}`;
     case "heal": return a.node ? `heal ${a.node}` : "heal the network";
     case "timeout": return `time out ${a.node}`;
+    case "campaign": return `${a.node} campaigns`;
     case "transfer": return `hand leadership to ${a.node}`;
     case "block": case "unblock": return `${a.verb} ${a.node}\u2192${a.to}`;
     default: return `${a.verb} ${a.node || ""}`.trim();
@@ -1332,7 +1402,8 @@ function renderBranches() {
   ol.innerHTML = s.branches.map(b => {
     const own = b.actions.filter(a => a.at >= b.forked_at || b.parent === null);
     const where = b.parent === null ? "the first" : `from timeline ${b.parent} at frame ${b.forked_at}`;
-    const acts = own.length ? ": " + own.map(a => `${actionText(a)} (frame ${a.at})`).join(", ") : "";
+    const shown = own.slice(-4).map(a => `${actionText(a)} (frame ${a.at})`);
+    const acts = own.length ? ": " + (own.length > 4 ? `${own.length - 4} earlier actions, then ` : "") + shown.join(", ") : "";
     const current = b.id === s.branch;
     return `<li><button data-branch="${b.id}" aria-current="${current}" title="${current ? "you are on this timeline" : "go back to this timeline"}">` +
            `Timeline ${b.id}</button><span class="acts">${esc(where)}, ${b.frames} frames${esc(acts)}` +
@@ -1358,23 +1429,25 @@ function renderTransport() {
 const SIM_ACTIONS = [
   ["crash", "Crash", "c"], ["restart", "Restart", "r"], ["timeout", "Time out", "t"],
   ["isolate", "Partition", "p"], ["heal", "Heal", "h"],
-  ["transfer", "Make leader", ""], ["snapshot", "Snapshot", ""],
+  ["campaign", "Campaign", ""], ["transfer", "Transfer", ""], ["snapshot", "Snapshot", ""],
   ["write", "Write here", "w"], ["read", "Read here", "g"],
-  ["add", "Add to cluster", ""], ["promote", "Make voter", ""], ["remove", "Remove", ""],
+  ["add", "Add", ""], ["promote", "Promote", ""], ["remove", "Remove", ""],
 ];
 const SIM_HELP = {
   crash: "the server stops; what is on disk stays (c)", restart: "start it again from its disk (r)",
   timeout: "its election timer fires now (t)", isolate: "cut it off the network (p)", heal: "reconnect it (h)",
-  transfer: "the leader hands leadership over to this server (TimeoutNow)",
+  campaign: "it campaigns now, skipping pre-vote (as when told by TimeoutNow)",
+  transfer: "transfer leadership: the leader hands over to this server (it sends TimeoutNow)",
   snapshot: "compact its log into a snapshot", write: "a client writes key=value through this server (w)",
-  read: "a client reads key through this server, linearizably (g)", add: "the leader adds it as a nonvoter",
-  promote: "the leader makes it a voter", remove: "the leader removes it from the configuration",
+  read: "a client reads key through this server, linearizably (g)",
+  add: "the leader adds it to the cluster as a nonvoter: it gets the log but does not vote",
+  promote: "the leader promotes it to a voter", remove: "the leader removes it from the configuration",
 };
-const LIVE_ACTIONS = [["kill", "Kill", ""], ["pause", "Pause", ""], ["resume", "Resume", ""], ["transfer", "Make leader", ""]];
+const LIVE_ACTIONS = [["kill", "Kill", ""], ["pause", "Pause", ""], ["resume", "Resume", ""], ["transfer", "Transfer", ""]];
 const LIVE_HELP = {
   kill: "drop all its Raft traffic until you resume it: to the others it is dead (fault injection, /ui/faults)",
   pause: "drop all its Raft traffic for 5 s, as if the process stalled",
-  resume: "let its messages through again", transfer: "ask the leader to hand leadership to it",
+  resume: "let its messages through again", transfer: "transfer leadership: ask the leader to hand over to it",
 };
 
 function buildPopover() {
@@ -1404,6 +1477,35 @@ function buildPopover() {
   }
 }
 
+// one button per other server: cut the link both ways, or restore it
+function renderLinkButtons(id, others, links) {
+  const box = $("#pop-links");
+  if (source !== "sim") { box.hidden = true; return; }
+  box.hidden = false;
+  const key = id + "|" + others.join(",");
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.innerHTML = `<span class="muted">link to</span>` + others.map(x =>
+      `<button type="button" data-link="${esc(x)}"></button>`).join("");
+  }
+  for (const b of $$("button[data-link]", box)) {
+    const x = b.dataset.link, cut = linkCut(links, id, x);
+    const name = cut ? `Restore ${x}` : `Cut ${x}`;
+    setText(b, cut ? `\u2702 ${x}` : x);
+    setAttr(b, "aria-label", name);
+    b.title = cut ? `restore the link between ${id} and ${x}` : `cut the link between ${id} and ${x}: messages both ways are lost`;
+    b.classList.toggle("is-cut", cut);
+  }
+}
+
+async function toggleLink(id, x) {
+  const f = frame(view.k);
+  const links = linksAt(view.k, f ? f.nodes.map(n => n.id) : undefined);
+  const verb = linkCut(links, id, x) ? "unblock" : "block";
+  if (await act(verb, { node: id, to: x })) await act(verb, { node: x, to: id });
+  if (view.pop) renderPopover();
+}
+
 function openActions(id, focusInside) {
   view.selected = id;
   view.pop = id;
@@ -1413,7 +1515,7 @@ function openActions(id, focusInside) {
   positionPopover();
   view.dirty = true;
   if (focusInside) {
-    const first = $$("#pop-actions button").find(b => !b.disabled);
+    const first = $$("#pop-actions button").find(b => !b.disabled && !b.hidden);
     if (first) first.focus();
   }
 }
@@ -1452,19 +1554,24 @@ function renderPopover() {
   $("#pop-title").textContent = `${id} — ${n ? (n.up ? n.role : "down") : "?"}`;
   if (!n) return;
   const members = membersOf(f);
-  const cut = isolatedAt(view.k);
+  const links = linksAt(view.k, f.nodes.map(n => n.id));
+  const cut = links.isolated;
+  const others = f.nodes.map(n => n.id).filter(x => x !== id);
+  const anyCut = others.some(x => linkCut(links, id, x));
   const leader = leaderOf(f);
   const member = members.has(id);
   $("#pop-state").textContent = n.up
     ? `term ${n.term} · voted ${n.vote || "nobody"} · log to ${n.last}, commit ${n.commit}` + (cut.has(id) ? " · cut off" : "")
     : member ? "down: its term, vote and log wait on its disk" : "a spare server, not in the cluster";
   const can = source === "sim" ? {
-    crash: n.up, restart: !n.up && member, timeout: n.up, isolate: !cut.has(id), heal: cut.has(id),
+    crash: n.up, restart: !n.up && member, timeout: n.up, isolate: !cut.has(id), heal: anyCut,
     transfer: n.up && !!leader && leader !== id && n.suffrage === "voter", snapshot: n.up,
+    campaign: n.up && n.role !== "Leader" && n.suffrage === "voter",
     write: n.up, read: n.up, add: !member && !!leader, promote: member && members.get(id) === "nonvoter" && !!leader,
     remove: member && !!leader && leader !== id,
   } : { kill: true, pause: true, resume: true, transfer: !!leader && leader !== id };
-  for (const b of $$("#pop-actions button")) {
+  renderLinkButtons(id, others, links);
+  for (const b of $$("#pop-actions button[data-verb]")) {
     const ok = !!can[b.dataset.verb];
     if (b.disabled === ok) b.disabled = !ok;
     // only what makes sense for this server is shown, except the five basic ones
@@ -1549,7 +1656,7 @@ function renderFrame() {
     setText($("#frame-label"), source === "live" ? (live.note || "waiting for the live cluster…") : "loading…");
     setText(ended, source === "live" && live.error ? live.note : "");
     if (source === "live") {
-      for (const m of [view.nodeEls, view.msgEls, view.ghostEls, view.trackEls]) { for (const el of m.values()) el.remove(); m.clear(); }
+      for (const m of [view.nodeEls, view.msgEls, view.ghostEls, view.trackEls, view.cutEls]) { for (const el of m.values()) el.remove(); m.clear(); }
       view.layoutKey = "";
       const narr = source === "live" && live.note ? live.note : "";
       if ($("#narration").textContent !== narr) $("#narration").textContent = narr;
@@ -1661,6 +1768,10 @@ function wire() {
   $("#live-hb").addEventListener("change", () => { stopLive(); if (source === "live") startLive(); });
   $("#catch-up").addEventListener("click", () => { goTo(count() - 1); setPlaying(true); });
   $("#pop-close").addEventListener("click", () => closePopover(true));
+  $("#pop-links").addEventListener("click", e => {
+    const b = e.target.closest("button[data-link]");
+    if (b && view.pop) toggleLink(view.pop, b.dataset.link);
+  });
   $("#stage").addEventListener("click", () => closePopover(false));
   $("#help-open").addEventListener("click", openHelp);
   $("#help-close").addEventListener("click", closeHelp);

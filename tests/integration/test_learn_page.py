@@ -13,6 +13,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from browser import ARTIFACTS, WAIT_MS, needs_browser
 
 pytestmark = pytest.mark.integration
@@ -31,9 +32,27 @@ def node(cluster):
     return cluster.add("n1", bootstrap=True).wait_ready()
 
 
+class _Waiting:
+    """page.wait_for_function that says, when it times out, what the page showed."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+
+    def __call__(self, expression: str, arg=None, timeout: float = WAIT_MS) -> None:
+        try:
+            self.page.wait_for_function(expression, arg=arg, timeout=timeout)
+        except PlaywrightTimeout:
+            state = self.page.evaluate("""() => ({frame: document.body.dataset.frame, branch: document.body.dataset.branch,
+                playing: document.body.dataset.playing, say: document.querySelector('#say').textContent,
+                narration: document.querySelector('[aria-live]').textContent,
+                servers: Array.from(document.querySelectorAll('[data-node]')).map(e => [e.dataset.node, e.dataset.role]),
+                focus: document.activeElement && document.activeElement.outerHTML.slice(0, 160)})""")
+            raise AssertionError(f"timed out waiting for {expression} ({arg!r}); the page: {state}") from None
+
+
 def _open(page, node, query: str = "") -> None:
     page.goto(f"http://{node.http_addr}/ui/learn{query}")
-    page.wait_for_function("() => document.body.dataset.frame !== ''", timeout=WAIT_MS)
+    _Waiting(page)("() => document.body.dataset.frame !== ''")
 
 
 def _frame(page) -> int:
@@ -41,7 +60,7 @@ def _frame(page) -> int:
 
 
 def _wait_frame(page, index: int) -> None:
-    page.wait_for_function("(i) => document.body.dataset.frame === String(i)", arg=index, timeout=WAIT_MS)
+    _Waiting(page)("(i) => document.body.dataset.frame === String(i)", arg=index)
 
 
 def _seek(page, index: int) -> None:
@@ -62,8 +81,9 @@ def _no_errors(page) -> None:
 @needs_browser
 def test_a_lesson_stepped_forward_and_back_shows_the_same_state(node, browser_page):
     page = browser_page
+    wait = _Waiting(page)
     _open(page, node, "?paused=1")
-    page.wait_for_function("() => document.querySelector('#lesson-pick option[value]:not([value=\"\"])')",
+    wait("() => document.querySelector('#lesson-pick option[value]:not([value=\"\"])')",
                            timeout=WAIT_MS)
     names = page.eval_on_selector_all("#lesson-pick option", "els => els.map(e => e.value)")
     page.select_option("#lesson-pick", "first-election" if "first-election" in names else names[0])
@@ -74,7 +94,7 @@ def test_a_lesson_stepped_forward_and_back_shows_the_same_state(node, browser_pa
 
     def at_stop() -> int:
         """Wait until the view shows the stop's frame; return that frame."""
-        page.wait_for_function(
+        wait(
             """() => { const m = /frame (\\d+)/.exec(document.querySelector('#stop-pos').textContent);
                        return m && document.body.dataset.frame === m[1]; }""", timeout=WAIT_MS)
         return _frame(page)
@@ -105,7 +125,7 @@ def test_a_lesson_stepped_forward_and_back_shows_the_same_state(node, browser_pa
         forward.click()
         at_stop()
     page.get_by_role("button", name="Check", exact=True).click()
-    page.wait_for_function("() => /\\u2713|\\u2717/.test(document.querySelector('#check-result').textContent)",
+    wait("() => /\\u2713|\\u2717/.test(document.querySelector('#check-result').textContent)",
                            timeout=WAIT_MS)
     _no_errors(page)
 
@@ -113,8 +133,9 @@ def test_a_lesson_stepped_forward_and_back_shows_the_same_state(node, browser_pa
 @needs_browser
 def test_dropping_the_votes_that_elect_a_server_changes_who_wins(node, browser_page):
     page = browser_page
+    wait = _Waiting(page)
     _open(page, node, f"?seed={SEED}&nodes=3&speed=8")
-    page.wait_for_function(LEADER, timeout=WAIT_MS)
+    wait(LEADER, timeout=WAIT_MS)
     page.get_by_role("button", name="Pause", exact=True).click()
     winner, term = page.evaluate(LEADER)
     elected = _frame(page)
@@ -135,13 +156,13 @@ def test_dropping_the_votes_that_elect_a_server_changes_who_wins(node, browser_p
     for vote in best_ids:
         before = _frame(page)
         page.click(f"{votes}[data-id='{vote}']")
-        page.wait_for_function("(i) => Number(document.body.dataset.frame) > i", arg=before, timeout=WAIT_MS)
+        wait("(i) => Number(document.body.dataset.frame) > i", arg=before, timeout=WAIT_MS)
         assert not page.query_selector(f"[data-message][data-id='{vote}']")
         assert "lost" in page.text_content("[aria-live]")
     assert int(page.evaluate("() => document.body.dataset.branches")) == branches + 1   # acting in the past forked
     dropped_at = _frame(page)
     page.get_by_role("button", name="Play", exact=True).click()
-    page.wait_for_function(
+    wait(
         """(after) => { const l = document.querySelector('[data-node][data-role=Leader]');
                         return l && Number(document.body.dataset.frame) > after; }""",
         arg=dropped_at, timeout=60_000)
@@ -155,8 +176,9 @@ def test_dropping_the_votes_that_elect_a_server_changes_who_wins(node, browser_p
 @needs_browser
 def test_acting_in_the_past_forks_the_timeline_and_the_old_one_stays(node, browser_page):
     page = browser_page
+    wait = _Waiting(page)
     _open(page, node, f"?seed={SEED}&nodes=3&speed=8")
-    page.wait_for_function("() => Number(document.body.dataset.frame) >= 40", timeout=WAIT_MS)
+    wait("() => Number(document.body.dataset.frame) >= 40", timeout=WAIT_MS)
     page.get_by_role("button", name="Pause", exact=True).click()
     left_at = _frame(page)
     assert page.evaluate("() => document.body.dataset.branch") == "0"
@@ -166,29 +188,29 @@ def test_acting_in_the_past_forks_the_timeline_and_the_old_one_stays(node, brows
     _seek(page, left_at - 15)
     page.click(f"[data-node={leader}]")
     page.get_by_role("button", name="Crash", exact=True).click()
-    page.wait_for_function("() => document.body.dataset.branch === '1'", timeout=WAIT_MS)
+    wait("() => document.body.dataset.branch === '1'", timeout=WAIT_MS)
     assert page.evaluate("() => document.body.dataset.branches") == "2"
     assert _frame(page) == left_at - 14
-    page.wait_for_function("(id) => document.querySelector(`[data-node=${id}]`).dataset.role === 'Down'",
+    wait("(id) => document.querySelector(`[data-node=${id}]`).dataset.role === 'Down'",
                            arg=leader, timeout=WAIT_MS)
     assert "crashes" in page.text_content("[aria-live]")
     # the page says where the new timeline starts, and lists both
     assert "Timeline 1" in page.text_content("#branches")
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Play", exact=True).click()
-    page.wait_for_function("(id) => document.querySelector(`[data-node][data-role=Leader]:not([data-node=${id}])`)",
+    wait("(id) => document.querySelector(`[data-node][data-role=Leader]:not([data-node=${id}])`)",
                            arg=leader, timeout=60_000)
     page.get_by_role("button", name="Pause", exact=True).click()
     page.screenshot(path=str(ARTIFACTS / "learn-04-forked.png"), full_page=True)
     # back to the first timeline, where it was left: the old leader still leads
     page.get_by_role("button", name="Timeline 0").click()
-    page.wait_for_function("() => document.body.dataset.branch === '0'", timeout=WAIT_MS)
+    wait("() => document.body.dataset.branch === '0'", timeout=WAIT_MS)
     _wait_frame(page, left_at - 15)
     assert page.evaluate(LEADER)[0] == leader
     # acting there again forks once more, from timeline 0
     page.click(f"[data-node={leader}]")
     page.get_by_role("button", name="Partition", exact=True).click()
-    page.wait_for_function("() => document.body.dataset.branches === '3'", timeout=WAIT_MS)
+    wait("() => document.body.dataset.branches === '3'", timeout=WAIT_MS)
     assert page.evaluate("() => document.body.dataset.branch") == "2"
     assert "from timeline 0" in page.text_content("#branches li:nth-child(3)")
     _no_errors(page)
@@ -197,12 +219,13 @@ def test_acting_in_the_past_forks_the_timeline_and_the_old_one_stays(node, brows
 @needs_browser
 def test_the_page_works_from_the_keyboard_alone(node, browser_page):
     page = browser_page
+    wait = _Waiting(page)
     kb = page.keyboard
     _open(page, node, f"?seed={SEED}&nodes=3&speed=8")
-    page.wait_for_function(LEADER, timeout=WAIT_MS)
-    page.wait_for_function("() => Number(document.body.dataset.frame) >= 25", timeout=WAIT_MS)
+    wait(LEADER, timeout=WAIT_MS)
+    wait("() => Number(document.body.dataset.frame) >= 25", timeout=WAIT_MS)
     kb.press(" ")                                   # pause
-    page.wait_for_function("() => document.body.dataset.playing === 'false'")
+    wait("() => document.body.dataset.playing === 'false'")
     here = _frame(page)
     time.sleep(0.5)
     assert _frame(page) == here
@@ -218,9 +241,9 @@ def test_the_page_works_from_the_keyboard_alone(node, browser_page):
     assert page.evaluate("() => document.activeElement.dataset.node") == follower
     assert page.text_content("#pop-title").startswith(follower)
     kb.press("t")
-    page.wait_for_function("(i) => Number(document.body.dataset.frame) > i", arg=here, timeout=WAIT_MS)
+    wait("(i) => Number(document.body.dataset.frame) > i", arg=here, timeout=WAIT_MS)
     assert follower in page.text_content("[aria-live]")
-    page.wait_for_function("(id) => document.querySelector(`[data-node=${id}]`).dataset.role === 'Candidate'",
+    wait("(id) => document.querySelector(`[data-node=${id}]`).dataset.role === 'Candidate'",
                            arg=follower, timeout=WAIT_MS)
     kb.press("Escape")                              # closes the actions, focus back on the server
     page.wait_for_selector("#popover", state="hidden")
@@ -260,7 +283,7 @@ def test_the_page_works_from_the_keyboard_alone(node, browser_page):
     assert message[1]
     before = _frame(page)
     kb.press("Enter")
-    page.wait_for_function("(i) => Number(document.body.dataset.frame) > i", arg=before, timeout=WAIT_MS)
+    wait("(i) => Number(document.body.dataset.frame) > i", arg=before, timeout=WAIT_MS)
     assert not page.query_selector(f"[data-message][data-id='{message[2]}']")
     # the help lists the shortcuts
     kb.press("?")
@@ -272,17 +295,18 @@ def test_the_page_works_from_the_keyboard_alone(node, browser_page):
     kb.press("Escape")
     page.wait_for_selector("#help", state="hidden")
     kb.press(" ")                                   # and play again
-    page.wait_for_function("() => document.body.dataset.playing === 'true'")
+    wait("() => document.body.dataset.playing === 'true'")
     _no_errors(page)
 
 
 @needs_browser
 def test_the_page_asks_only_its_own_origin(node, browser_page):
     page = browser_page
+    wait = _Waiting(page)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     _open(page, node, "?nodes=5&speed=8")
-    page.wait_for_function(LEADER, timeout=WAIT_MS)
+    wait(LEADER, timeout=WAIT_MS)
     # a source citation opens the core's lines, the cited one marked
     page.get_by_role("button", name="Pause", exact=True).click()
     for _ in range(30):
@@ -299,10 +323,10 @@ def test_the_page_asks_only_its_own_origin(node, browser_page):
     # a write from the client panel is answered
     page.get_by_role("button", name="Play", exact=True).click()
     page.get_by_role("button", name="Write", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#client-list li.ok')", timeout=60_000)
+    wait("() => document.querySelector('#client-list li.ok')", timeout=60_000)
     # the live source answers or says it is not there; either way, through this node only
     page.get_by_role("button", name="Live cluster").click()
-    page.wait_for_function("() => document.querySelector('#live-status').textContent.length > 0", timeout=WAIT_MS)
+    wait("() => document.querySelector('#live-status').textContent.length > 0", timeout=WAIT_MS)
     page.get_by_role("button", name="Simulator").click()
     page.screenshot(path=str(ARTIFACTS / "learn-06-five-servers.png"), full_page=True)
     own = f"http://{node.http_addr}"
