@@ -130,7 +130,7 @@ async function ensure(i, ahead) {
 }
 
 function requestAhead() {
-  if (source !== "sim" || sim.loading || !sim.id) return;
+  if (source !== "sim" || sim.loading || sim.busy || !sim.id) return;
   const want = view.k + LOOKAHEAD;
   if (sim.frames[want]) return;
   if (want >= sim.count && sim.ended) return;
@@ -514,7 +514,10 @@ function renderBuffered() {
   if (source !== "live") return;
   const n = count();
   const behind = n ? n - 1 - view.k : 0;
-  setText($("#buffered"), `${live.frames.length} frames buffered` + (behind > 0 ? `, ${behind} to go` : ""));
+  const cur = frame(view.k), last = frame(n - 1);
+  const secs = cur && last ? Math.max(0, (last.t - cur.t) / 1000) : 0;
+  setText($("#buffered"), `${live.frames.length} frames buffered` +
+          (behind > 0 ? `, ${behind} to go (${secs.toFixed(1)} s of the cluster's time behind)` : ", up to date"));
 }
 
 // The live cluster's controls go through the dashboard's relay to the
@@ -557,6 +560,7 @@ function setSource(s) {
   resetStage();
   closePopover(false);
   banner("");
+  say("");
   if (s === "live") {
     $("#lesson").hidden = true;
     view.k = live.base;
@@ -1647,15 +1651,23 @@ function renderFrame() {
   view.dirty = false;
   view.lastUp.clear();
   const f = frame(view.k);
-  document.body.dataset.frame = f ? String(view.k) : "";
-  document.body.dataset.branch = source === "sim" ? String(sim.branch) : "live";
+  // on <body id="learn"> and on <html>, for whatever waits on them
+  for (const root of [document.body, document.documentElement]) {
+    root.dataset.frame = f ? String(view.k) : "";
+    root.dataset.branch = source === "sim" ? String(sim.branch) : "live";
+  }
   renderTransport();
   const ended = $("#ended");
   if (!f) {
     setText($("#clock"), "");
     setText($("#frame-label"), source === "live" ? (live.note || "waiting for the live cluster…") : "loading…");
-    setText(ended, source === "live" && live.error ? live.note : "");
+    setText(ended, "");
     if (source === "live") {
+      const cv = $("#logs");
+      cv.getContext("2d").clearRect(0, 0, cv.width, cv.height);
+      view.logsKey = view.hclogKey = "";
+      $("#logs-text").innerHTML = "";
+      $("#hclog").innerHTML = `<div class="empty">No frames yet.</div>`;
       for (const m of [view.nodeEls, view.msgEls, view.ghostEls, view.trackEls, view.cutEls]) { for (const el of m.values()) el.remove(); m.clear(); }
       view.layoutKey = "";
       const narr = source === "live" && live.note ? live.note : "";

@@ -335,3 +335,22 @@ def test_the_page_asks_only_its_own_origin(node, browser_page):
     assert not others, others
     assert any("/ui/learn/sim" in u for u in requests)
     _no_errors(page)
+
+
+@needs_browser
+def test_live_mode_says_when_the_live_source_is_missing(node, browser_page):
+    page = browser_page
+    wait = _Waiting(page)
+    # as on a node without the live source: /ui/learn/live answers 404
+    page.route("**/ui/learn/live*", lambda route: route.fulfill(status=404, body="404: Not Found"))
+    _open(page, node, "?paused=1")
+    page.get_by_role("button", name="Live cluster").click()
+    wait("() => /live source not available/i.test(document.querySelector('#live-status').textContent)")
+    assert page.get_by_role("button", name="Live cluster").get_attribute("aria-pressed") == "true"
+    assert "not available" in page.text_content("#banner")
+    page.screenshot(path=str(ARTIFACTS / "learn-07-no-live-source.png"), full_page=True)
+    # and back to the simulator, which carries on where it was
+    page.get_by_role("button", name="Simulator").click()
+    wait("() => document.body.dataset.frame !== '' && document.body.dataset.source === 'sim'")
+    assert page.is_hidden("#banner")
+    _no_errors(page)
