@@ -40,7 +40,8 @@ Routes (server-sent events; ``data`` is one line of JSON):
                                ``frame`` (the simulator's frame shape, see
                                :mod:`raftkv.learn.world`), each ~300 ms after its step;
                                ``skipped`` ``{"node", "skipped": N}`` when records of a
-                               member were lost (a stream or this merge fell behind)
+                               member were lost (a stream or this merge fell behind);
+                               a ``: keep-alive`` comment after 1 s without an event
 ============================  ================================================================
 """
 
@@ -68,7 +69,8 @@ READ_TIMEOUT = 2.5 * STEPS_KEEPALIVE  # a member's stream this silent is hung (p
 CONNECT_TIMEOUT = 3.0        # seconds to reach a member before it is reported unreachable
 RETRY_S = 2.0                # how soon an unreachable member is tried again
 TICK_S = 0.05                # how often /ui/learn/live merges and writes
-STOP_CHECK_S = 0.5           # how often an idle /debug/steps looks whether the node is stopping
+LIVE_KEEPALIVE = 1.0         # /ui/learn/live writes at least this often: a page gone is noticed
+STOP_CHECK_S = 0.5           # how often an idle /debug/steps looks whether the node stops or the reader left
 MEMBERS_EVERY_S = 1.0        # how often it looks at the configuration for members
 
 
@@ -82,6 +84,12 @@ def _event(name: str, body: Any) -> bytes:
 
 def _record_event(record: dict) -> bytes:
     return _event("skipped" if "skipped" in record else "step", record)
+
+
+def _gone(request: web.Request) -> bool:
+    """The reader hung up (seen without writing: a quiet stream writes seldom)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 # --- /debug/steps ------------------------------------------------------------------------
@@ -100,10 +108,12 @@ async def handle_steps(request: web.Request) -> web.StreamResponse:
         last_write = time.monotonic()
         while not node.stopping:
             try:
-                # a short wait, so that a node shutting down ends the stream at once
+                # a short wait, so that a node shutting down or a reader gone ends the stream soon
                 async with asyncio.timeout(STOP_CHECK_S):
                     await wake.wait()
             except TimeoutError:
+                if _gone(request):
+                    break
                 if time.monotonic() - last_write >= STEPS_KEEPALIVE:
                     await resp.write(b": keep-alive\n\n")
                     last_write = time.monotonic()
@@ -248,7 +258,7 @@ async def handle_live(request: web.Request) -> web.StreamResponse:
         live.report(ctx.id, True)
         live.sync_members()
         members_at = last_write = time.monotonic()
-        while not node.stopping:
+        while not node.stopping and not _gone(request):
             now = time.monotonic()
             if now - members_at >= MEMBERS_EVERY_S:
                 live.sync_members()
@@ -263,7 +273,7 @@ async def handle_live(request: web.Request) -> web.StreamResponse:
                 chunk, live.out = b"".join(live.out), []
                 await resp.write(chunk)
                 last_write = now
-            elif now - last_write >= STEPS_KEEPALIVE:
+            elif now - last_write >= LIVE_KEEPALIVE:
                 await resp.write(b": keep-alive\n\n")
                 last_write = now
             await asyncio.sleep(TICK_S)
