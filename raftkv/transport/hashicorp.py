@@ -2,11 +2,16 @@
 
 Theory of operation
 -------------------
-Same contract as :class:`~raftkv.transport.tcp.TcpTransport` (``start``,
-``send(to, address, message)``, ``disconnect``, ``close``, the snapshot
-source/sink callbacks, the ``log`` callable), different wire: the frames of
-:mod:`.hashicorp_codec`, where an answer travels back on the connection that
-carried the request, in request order.
+The same :class:`~raftkv.transport.contract.Transport` as
+:class:`~raftkv.transport.tcp.TcpTransport` (``start``, ``send(to, address,
+message)``, ``learn_configuration``, ``disconnect``, ``close``, the snapshot
+source/sink callbacks, the ``log`` callable) and the same
+:class:`~raftkv.transport.options.TransportOptions`, on a different wire:
+the frames of :mod:`.hashicorp_codec`, where an answer travels back on the
+connection that carried the request, in request order. It dials through the
+stream layer (:mod:`.stream`, without TLS) and reports failures with the
+outbound channels' backoff, lines and rounds (:mod:`.channel`) and Go's
+error texts (:mod:`.gotext`).
 
 Outbound (this node's requests). Per peer there are two long-lived
 connections, as hashicorp keeps: ``append`` carries AppendEntries with
@@ -40,16 +45,29 @@ A frame that does not decode, or breaks the decoder's limits (the frame
 limit on buffered bytes, per-value caps of hashicorp_codec.StreamDecoder), is
 logged as ``failed to decode incoming command`` and closes that connection
 only. Beyond ``max_connections`` accepted connections a new one is closed at
-once, as in transport/tcp.py. Inbound reads have no idle deadline here: Go
+once, as in transport/inbound.py. Inbound reads have no idle deadline here: Go
 peers keep pooled connections open and would log an error for each one
 closed under them. Pre-vote requests are never sent
 (1.1.2 has no such RPC and would close the connection): a node using this
 transport must run with pre-vote off (``RaftConfig.pre_vote``).
+
+Fault injection (``options.faults``, as TcpTransport applies it): each
+message sent is offered to the injector (direction ``out``) and each message
+received (``in``), and may be dropped or held back. Held back, a request
+keeps its place: the requests behind it on its connection wait with it. A
+dropped request or answer is different on this wire, where answers come in
+request order: its answer never comes and none behind it may overtake it,
+so the connection that carried it goes quiet, its bytes read and discarded
+for ``io_timeout`` as a black-holing firewall would, and is then closed; the
+sender gives up on the overdue answer and redials. A dropped snapshot
+stream is refused by closing its connection; a snapshot dropped on the way
+out is reported failed after 0.2s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections import deque
@@ -67,32 +85,19 @@ from raftkv.raft.messages import (
 from raftkv.textforms import join_host_port
 
 from . import hashicorp_codec as hc
-from .channel import FailureLogRounds, backoff_delay, failure_report
+from .channel import APPEND, HEARTBEAT, FailureLogRounds, backoff_delay, failure_report
 from .codec import CodecError
+from .contract import NET_LOGGER, RAFT_LOGGER, Handler, LogFn, no_log
 from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, dial_error_text, io_error_text, over_limit_fields
 from .options import TransportOptions
-from .stream import dial_address
+from .stream import READ_SIZE, dial_address, open_stream, sockaddr
 
-NET_LOGGER = "raft.net"
-RAFT_LOGGER = "raft"
-APPEND = "append"
+__all__ = ["MAX_FRAME", "HashicorpTransport"]
+
 RPC = "rpc"
-_READ_SIZE = 256 * 1024
 _SNAPSHOT_CHUNK = 1024 * 1024
 MAX_FRAME = 64 * 1024 * 1024     # the frame limit when the options leave it unset
-
-Handler = Callable[[str, Any], None]
-LogFn = Callable[[str, str, str, list[tuple[str, object]]], None]
-
-
-def _no_log(level: str, logger: str, message: str, fields: list[tuple[str, object]]) -> None:
-    pass
-
-
-def _sockaddr(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return join_host_port(str(addr[0]), int(addr[1]))
-    return str(addr)
+_VANISHED = object()             # the answer to a request whose answer a fault rule dropped
 
 
 class _Outbound:
@@ -133,9 +138,7 @@ class _Outbound:
                 continue
             address = self.address
             try:
-                host, port = dial_address(address)
-                async with asyncio.timeout(t.options.dial_timeout):
-                    reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+                reader, writer = await open_stream(address, t.options.dial_timeout)
             except Exception as e:
                 self._failed(dial_error_text(address, e))
                 self.queue.clear()
@@ -168,7 +171,7 @@ class _Outbound:
                 waiter.cancel()
         except (OSError, TimeoutError) as e:
             answers.cancel()
-            return io_error_text("write", _sockaddr(writer.get_extra_info("sockname")), address, e)
+            return io_error_text("write", sockaddr(writer.get_extra_info("sockname")), address, e)
         if not answers.done():
             answers.cancel()
             return None
@@ -179,16 +182,16 @@ class _Outbound:
     async def _read_answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str | None:
         t = self.t
         decoder = hc.StreamDecoder(t.options.max_frame)
-        local = _sockaddr(writer.get_extra_info("sockname"))
-        remote = _sockaddr(writer.get_extra_info("peername"))
+        local = sockaddr(writer.get_extra_info("sockname"))
+        remote = sockaddr(writer.get_extra_info("peername"))
         while True:
             try:
                 if self.pending:
                     wait = max(0.0, self.pending[0][1] + t.options.io_timeout - time.monotonic())
                     async with asyncio.timeout(wait):
-                        data = await reader.read(_READ_SIZE)
+                        data = await reader.read(READ_SIZE)
                 else:
-                    data = await reader.read(_READ_SIZE)
+                    data = await reader.read(READ_SIZE)
             except (OSError, TimeoutError) as e:
                 return io_error_text("read", local, remote, e)
             if not data:
@@ -208,7 +211,7 @@ class _Outbound:
                     self.failures = 0
                     self.rounds.reset()
                     if response is not None:
-                        t._deliver(self.peer_id, response)
+                        t._receive(self.peer_id, response)
             except CodecError as e:
                 t._log("ERROR", NET_LOGGER, "failed to decode response", [("peer", self.peer_id), ("error", str(e))])
                 return str(e)
@@ -216,7 +219,7 @@ class _Outbound:
     def _failed(self, error: str) -> None:
         self.failures += 1
         backoff = self.t.backoff(self.failures)
-        kind = "append" if self.kind == APPEND else "heartbeat"
+        kind = APPEND if self.kind == APPEND else HEARTBEAT
         report = failure_report(kind, self.last, self.peer_id, self.address,
                                 self.t._describe(self.peer_id), backoff, error)
         if report is not None and self.rounds.admit(report[1], time.monotonic()):
@@ -241,7 +244,7 @@ class _Awaiting:
 class HashicorpTransport:
     """See the module docstring. The constructor takes TcpTransport's
     arguments; the options may not hold a cluster key or TLS contexts (the
-    protocol has neither), and fault injection is not supported."""
+    protocol has neither)."""
 
     def __init__(self, node_id: str, bind_host: str, bind_port: int, handler: Handler,
                  options: TransportOptions | None = None, *, log: LogFn | None = None,
@@ -261,7 +264,7 @@ class HashicorpTransport:
         self.bind_host = bind_host
         self.bind_port = bind_port
         self.handler = handler
-        self._log: LogFn = log or _no_log
+        self._log: LogFn = log or no_log
         self.describe_peer = describe_peer
         self.snapshot_source = snapshot_source
         self.snapshot_sink = snapshot_sink
@@ -271,6 +274,7 @@ class HashicorpTransport:
         self._server: asyncio.base_events.Server | None = None
         self._bound: str | None = None
         self._closed = False
+        self._closing = asyncio.Event()
         self._out: dict[tuple[str, str], _Outbound] = {}
         self._awaiting: dict[str, list[_Awaiting]] = {}
         self._inbound: dict[asyncio.Task, asyncio.StreamWriter] = {}
@@ -288,13 +292,14 @@ class HashicorpTransport:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._serve, self.bind_host, self.bind_port, limit=_READ_SIZE)
+        self._server = await asyncio.start_server(self._serve, self.bind_host, self.bind_port, limit=READ_SIZE)
         self._bound = join_host_port(self.bind_host, self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         if self._server is not None:
             self._server.close()
         for writer in self._inbound.values():
@@ -366,6 +371,35 @@ class HashicorpTransport:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         self.learn(to_id, address)
+        faults = self.options.faults
+        if faults is not None and faults.rules:
+            drop, delay = faults.verdict(to_id, "out")
+            if drop:
+                self._drop(to_id, message)
+                return
+            if delay:
+                self._loop.call_later(delay, self._send_now, to_id, address, message)
+                return
+        self._send_now(to_id, address, message)
+
+    def _drop(self, to_id: str, message: object) -> None:
+        """A fault rule dropped ``message``. An answer still settles the
+        request it answers (the connection is then black-holed: the answers
+        behind it may not overtake it); a snapshot is reported failed after
+        0.2s, as if its stream had failed, and the core offers it again."""
+        rpc_type = hc.response_type(message)
+        if rpc_type is not None:
+            self._answer(to_id, rpc_type, message, vanish=True)
+        elif type(message) is InstallSnapshot and self.on_snapshot_failed is not None:
+            self._loop.call_later(0.2, self._snapshot_dropped, to_id)
+
+    def _snapshot_dropped(self, to_id: str) -> None:
+        if not self._closed and self.on_snapshot_failed is not None:
+            self.on_snapshot_failed(to_id)
+
+    def _send_now(self, to_id: str, address: str, message: object) -> None:
+        if self._closed:
+            return
         rpc_type = hc.response_type(message)
         if rpc_type is not None:
             self._answer(to_id, rpc_type, message)
@@ -393,6 +427,23 @@ class HashicorpTransport:
             out = self._out[(to_id, channel)] = _Outbound(self, to_id, channel, address)
         out.enqueue(message, frame, address)
 
+    def _receive(self, from_id: str, message: object) -> None:
+        """An answer to one of our requests arrived: to the core, unless a
+        fault rule drops it or holds it back."""
+        faults = self.options.faults
+        if faults is not None and faults.rules:
+            drop, delay = faults.verdict(from_id, "in")
+            if drop:
+                return
+            if delay:
+                self._loop.call_later(delay, self._deliver_late, from_id, message)
+                return
+        self._deliver(from_id, message)
+
+    def _deliver_late(self, from_id: str, message: object) -> None:
+        if not self._closed:
+            self._deliver(from_id, message)
+
     def _deliver(self, from_id: str, message: object) -> None:
         try:
             self.handler(from_id, message)
@@ -400,9 +451,9 @@ class HashicorpTransport:
             self._log("ERROR", NET_LOGGER, "failed to handle incoming command",
                       [("error", f"{type(e).__name__}: {e}")])
 
-    def _answer(self, to_id: str, rpc_type: int, response: object) -> None:
+    def _answer(self, to_id: str, rpc_type: int, response: object, vanish: bool = False) -> None:
         """The core's answer to a request of ``to_id``: wake the connection
-        that waits for it."""
+        that waits for it (with ``vanish``, to write nothing more)."""
         waiting = self._awaiting.get(to_id)
         if not waiting:
             return
@@ -412,7 +463,7 @@ class HashicorpTransport:
             if rpc_type == hc.RPC_APPEND_ENTRIES and not _answers(slot.request, response):
                 continue
             del waiting[i]
-            slot.answer.set_result(response)
+            slot.answer.set_result(_VANISHED if vanish else response)
             return
 
     def _learn_entries(self, entries) -> None:
@@ -430,7 +481,7 @@ class HashicorpTransport:
         if self._closed:
             writer.transport.abort()
             return
-        remote = _sockaddr(writer.get_extra_info("peername"))
+        remote = sockaddr(writer.get_extra_info("peername"))
         if len(self._inbound) >= self.options.max_connections:
             writer.transport.abort()
             refused = self._over_limit.refuse(self._loop.time())
@@ -440,14 +491,14 @@ class HashicorpTransport:
             return
         self._inbound[task] = writer
         self._log("DEBUG", NET_LOGGER, "accepted connection",
-                  [("local-address", _sockaddr(writer.get_extra_info("sockname"))), ("remote-address", remote)])
+                  [("local-address", sockaddr(writer.get_extra_info("sockname"))), ("remote-address", remote)])
         decoder = hc.StreamDecoder(self.options.max_frame)
         conn: dict = {}
         try:
             while True:
                 item = decoder.next_request()
                 if item is None:
-                    data = await reader.read(_READ_SIZE)
+                    data = await reader.read(READ_SIZE)
                     if not data:
                         return
                     decoder.push(data)
@@ -472,6 +523,8 @@ class HashicorpTransport:
         if rpc_type == hc.RPC_TIMEOUT_NOW:
             sender = conn.get("leader") or self._last_leader
             message = hc.decode_request(rpc_type, obj, self.id_of, timeout_now_term=self._terms.get(sender, 0))
+            if not await self._admit(self.id_of(sender), reader):
+                return False
             self._deliver(self.id_of(sender), dataclasses.replace(message, leader_id=self.id_of(sender)))
             writer.write(hc.encode_response(None))
             return True
@@ -485,10 +538,14 @@ class HashicorpTransport:
         elif rpc_type == hc.RPC_INSTALL_SNAPSHOT:
             self.learn_configuration(message.meta.configuration)
             message = dataclasses.replace(message, leader_id=self.id_of(leader_address))
+            if self._fault_drops(message.leader_id):
+                return False  # refuse the stream; the sender retries later
             message = await self._receive_snapshot(message, decoder, reader)
             if message is None:
                 return False
         from_id = message.candidate_id if rpc_type == hc.RPC_REQUEST_VOTE else message.leader_id
+        if rpc_type != hc.RPC_INSTALL_SNAPSHOT and not await self._admit(from_id, reader):
+            return False
         slot = _Awaiting(rpc_type, message, self._loop.create_future())
         self._awaiting.setdefault(from_id, []).append(slot)
         self._deliver(from_id, message)
@@ -503,10 +560,45 @@ class HashicorpTransport:
             waiting = self._awaiting.get(from_id)
             if waiting and slot in waiting:
                 waiting.remove(slot)
+        if response is _VANISHED:
+            await self._black_hole(reader)
+            return False
         writer.write(hc.encode_response(response))
-        if writer.transport.get_write_buffer_size() > _READ_SIZE:
+        if writer.transport.get_write_buffer_size() > READ_SIZE:
             await writer.drain()
         return True
+
+    def _fault_drops(self, from_id: str) -> bool:
+        faults = self.options.faults
+        return faults is not None and bool(faults.rules) and faults.verdict(from_id, "in")[0]
+
+    async def _admit(self, from_id: str, reader: asyncio.StreamReader) -> bool:
+        """Whether a request of ``from_id`` goes on to the core now, after
+        what a fault rule says: held back (the requests behind it wait with
+        it, so order holds), or dropped: then its answer never comes and no
+        later answer may overtake it, so the connection is black-holed and
+        closed (False)."""
+        faults = self.options.faults
+        if faults is None or not faults.rules:
+            return True
+        drop, delay = faults.verdict(from_id, "in")
+        if drop:
+            await self._black_hole(reader)
+            return False
+        if delay:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+        return not self._closed
+
+    async def _black_hole(self, reader: asyncio.StreamReader) -> None:
+        """Read and discard what the peer sends for ``io_timeout``, as a
+        firewall that drops its packets would, so that it gives up on its
+        own (its answers are overdue) rather than see the connection close."""
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(self.options.io_timeout):
+                while await reader.read(READ_SIZE):
+                    pass
 
     async def _receive_snapshot(self, message: InstallSnapshot, decoder: hc.StreamDecoder,
                                 reader: asyncio.StreamReader) -> InstallSnapshot | None:
@@ -555,10 +647,9 @@ class HashicorpTransport:
         try:
             if self.snapshot_source is None:
                 raise RuntimeError("no snapshot source configured")
-            host, port = dial_address(address)
+            dial_address(address)  # a bad address fails in its own words, without "dial tcp"
             try:
-                async with asyncio.timeout(self.options.dial_timeout):
-                    reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+                reader, writer = await open_stream(address, self.options.dial_timeout)
             except Exception as e:
                 raise RuntimeError(dial_error_text(address, e)) from None
             source = self.snapshot_source(message.meta)
@@ -575,11 +666,11 @@ class HashicorpTransport:
             decoder = hc.StreamDecoder(self.options.max_frame)
             async with asyncio.timeout(max(self.options.io_timeout, 60.0)):
                 while (item := decoder.next_response()) is None:
-                    data = await reader.read(_READ_SIZE)
+                    data = await reader.read(READ_SIZE)
                     if not data:
                         raise RuntimeError("EOF")
                     decoder.push(data)
-            self._deliver(to_id, hc.decode_response(message, *item))
+            self._receive(to_id, hc.decode_response(message, *item))
         except asyncio.CancelledError:
             raise
         except Exception as e:

@@ -16,7 +16,7 @@ import pytest
 import raftkv
 from raftkv.transport.contract import Transport
 from raftkv.transport.hashicorp import HashicorpTransport
-from raftkv.transport.memory import MemoryNetwork, MemoryTransport
+from raftkv.transport.memory import MemoryNetwork
 from raftkv.transport.tcp import TcpTransport
 
 CALLS = {"start", "send", "learn_configuration", "disconnect", "close"}

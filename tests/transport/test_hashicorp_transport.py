@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 
-
 from raftkv.raft.configuration import Configuration, Server
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, RequestVote,
-                                  RequestVoteResponse)
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryType,
+    InstallSnapshot,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+)
+from raftkv.transport.faults import FaultInjector, parse_fault_spec
 from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.options import TransportOptions
 
@@ -139,6 +147,114 @@ def test_headers_claiming_millions_are_refused_and_the_connection_closed():
             for _, writer in held:
                 writer.close()
         finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+# --- fault injection ----------------------------------------------------------------
+
+def heartbeat(a: HashicorpTransport, i: int) -> AppendEntries:
+    """The i-th heartbeat, told apart by its term (read_seq is not on this wire)."""
+    return AppendEntries(i, "a", a.address, 0, 0, (), 0, heartbeat=True)
+
+
+async def faulty_pair(a_faults=None, b_faults=None, **a_callbacks):
+    """a and b with their fault injectors; b answers every heartbeat and
+    records what its core got, a records the answers."""
+    got_a, seen_b = [], []
+    a = HashicorpTransport("a", "127.0.0.1", 0, lambda f, m: got_a.append((f, m)),
+                           TransportOptions(faults=a_faults, io_timeout=0.5), **a_callbacks)
+    b = None
+
+    def on_b(from_id, message):
+        seen_b.append((from_id, message))
+        if isinstance(message, AppendEntries):
+            b.send(from_id, a.address, AppendEntriesResponse(message.term, True, 0, message.prev_log_index,
+                                                             heartbeat=message.heartbeat))
+
+    b = HashicorpTransport("b", "127.0.0.1", 0, on_b, TransportOptions(faults=b_faults, io_timeout=0.5))
+    await a.start()
+    await b.start()
+    a.learn("b", b.address)
+    b.learn("a", a.address)
+    return a, b, got_a, seen_b
+
+
+def test_fault_rules_drop_and_delay_what_is_sent():
+    async def main():
+        faults = FaultInjector()
+        a, b, got, seen = await faulty_pair(a_faults=faults)
+        loop = asyncio.get_running_loop()
+        try:
+            faults.add(parse_fault_spec({"drop": ["b"], "direction": "out"}))
+            for i in range(5):
+                a.send("b", b.address, heartbeat(a, i))
+            assert faults.dropped == {"in": 0, "out": 5}
+            await asyncio.sleep(0.3)
+            assert seen == [] and got == []
+            faults.clear()
+            faults.add(parse_fault_spec({"delay_ms": 200, "peers": ["b"], "direction": "out"}))
+            start = loop.time()
+            for i in range(5, 10):
+                a.send("b", b.address, heartbeat(a, i))
+            await wait_for(lambda: len(got) == 5)
+            assert loop.time() - start >= 0.19
+            assert [m.term for _, m in seen] == [m.term for _, m in got] == list(range(5, 10))
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_fault_rules_drop_answers_and_requests_received():
+    async def main():
+        a_faults, b_faults = FaultInjector(), FaultInjector()
+        a, b, got, seen = await faulty_pair(a_faults, b_faults)
+        try:
+            # answers from b dropped at a: b's core hears every request
+            a_faults.add(parse_fault_spec({"drop": ["b"], "direction": "in"}))
+            for i in range(3):
+                a.send("b", b.address, heartbeat(a, i))
+            await wait_for(lambda: a_faults.dropped["in"] == 3)
+            assert len(seen) == 3 and got == []
+            a_faults.clear()
+            # requests from a dropped at b: its core hears nothing, the
+            # connection goes quiet until a gives up on it and redials
+            b_faults.add(parse_fault_spec({"drop": ["a"], "direction": "in"}))
+            a.send("b", b.address, heartbeat(a, 3))
+            await wait_for(lambda: b_faults.dropped["in"] == 1)
+            await asyncio.sleep(0.3)
+            assert len(seen) == 3 and got == []
+            b_faults.clear()
+            i = 4
+            while not got:  # a leader heartbeating every 50ms
+                a.send("b", b.address, heartbeat(a, i))
+                i += 1
+                await asyncio.sleep(0.05)
+                assert i < 100
+            terms = [m.term for _, m in seen]
+            assert terms[:3] == [0, 1, 2] and 3 not in terms and terms[3:] == sorted(terms[3:])
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_a_dropped_snapshot_is_reported_failed():
+    async def main():
+        faults, failed = FaultInjector(), []
+        a, b, _, seen = await faulty_pair(faults, on_snapshot_failed=failed.append)
+        try:
+            faults.add(parse_fault_spec({"drop": ["b"]}))
+            conf = Configuration((Server("a", a.address), Server("b", b.address)))
+            a.send("b", b.address, InstallSnapshot(1, "a", a.address, SnapshotMeta(5, 1, conf, 5, "1-5-x", 3)))
+            await wait_for(lambda: failed == ["b"])
+            assert seen == []
+        finally:
+            await a.close()
             await b.close()
 
     asyncio.run(main())
