@@ -5,9 +5,22 @@ the runtime hands each to a transport's ``send(to_id, address, message)``,
 which must never block and may lose messages (Raft retries). Incoming
 messages reach ``handler(from_id, message)`` on the event loop. That
 contract is :class:`.contract.Transport`; three implementations keep it:
-:mod:`.tcp` (length-prefixed msgpack frames from :mod:`.codec` over asyncio
-streams), :mod:`.hashicorp` (hashicorp/raft's wire) and :mod:`.memory`
-(in-process, with fault injection, for tests).
+:mod:`.tcp` (raftkv's own frames over asyncio streams), :mod:`.hashicorp`
+(hashicorp/raft's wire) and :mod:`.memory` (in-process, with fault
+injection, for tests). The two TCP transports take their settings as one
+:class:`.options.TransportOptions`.
+
+As in hashicorp/raft, the layers are modules of their own:
+
+* the contract and the settings: :mod:`.contract`, :mod:`.options`;
+* the stream layer (dial, listen, TLS): :mod:`.stream`;
+* raftkv's protocol: :mod:`.codec` (frames), :mod:`.handshake` (Hello,
+  cluster key, with :mod:`.auth`), :mod:`.channel` (outbound),
+  :mod:`.inbound` (accepted connections), :mod:`.snapshots` (snapshot
+  streams), :mod:`.tcp` (the transport that wires them);
+* hashicorp's protocol: :mod:`.hashicorp_codec`, :mod:`.hashicorp`;
+* shared by both: :mod:`.gotext` (Go's error texts), :mod:`.faults` (fault
+  injection).
 """
 
 from .codec import CodecError, FrameDecoder, decode_body, encode, read_frame
