@@ -7,11 +7,11 @@ import asyncio
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftkv.raft.messages import RequestVoteResponse
 from raftkv.transport.faults import FaultInjector, FaultSpecError, parse_fault_spec
-
 
 # --- the spec ------------------------------------------------------------------
 

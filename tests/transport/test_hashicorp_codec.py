@@ -13,11 +13,20 @@ import msgpack
 import pytest
 
 from raftkv.raft.configuration import Configuration, Server, Suffrage
-from raftkv.raft.messages import (AppendEntries, AppendEntriesResponse, Entry, EntryType, InstallSnapshot,
-                                  InstallSnapshotResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
-                                  TimeoutNow)
-from raftkv.transport.codec import CodecError
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryType,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    TimeoutNow,
+)
 from raftkv.transport import hashicorp_codec as hc
+from raftkv.transport.codec import CodecError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 LEADER = "127.0.0.1:38247"

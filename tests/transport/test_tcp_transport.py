@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import msgpack
 import pytest
-from rawsock import read_until_closed
+import rawsock
 
 from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import (
@@ -26,6 +26,7 @@ from raftkv.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
+from raftkv.transport.channel import APPEND, HEARTBEAT, FailureLogRounds, backoff_delay, channel_for, failure_report
 from raftkv.transport.codec import (
     Hello,
     SnapshotAck,
@@ -34,7 +35,6 @@ from raftkv.transport.codec import (
     hello,
     read_frame,
 )
-from raftkv.transport.channel import APPEND, HEARTBEAT, FailureLogRounds, backoff_delay, channel_for, failure_report
 from raftkv.transport.gotext import dial_error_text
 from raftkv.transport.options import TransportOptions
 from raftkv.transport.stream import dial_address
@@ -393,7 +393,7 @@ def _throw(port: int, data: bytes) -> None:
             contextlib.suppress(OSError):  # reset as soon as it is refused
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        read_until_closed(s)
+        rawsock.read_until_closed(s)
 
 
 @pytest.mark.parametrize("make, buffered, error", [
