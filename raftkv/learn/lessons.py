@@ -140,6 +140,11 @@ def _logged(builder: Builder, text: str) -> Callable:
     return seen
 
 
+def _heartbeats_in_flight(builder: Builder) -> bool:
+    last = builder.world.branch.frames[-1]
+    return sum(1 for m in last["flight"] if m["type"] == "AppendEntries" and m["heartbeat"]) >= 2
+
+
 def _leaders(frames: list[dict]) -> list[tuple[str, int]]:
     """(leader, term) in the order leaders appear in the frames."""
     out: list[tuple[str, int]] = []
@@ -177,6 +182,7 @@ def _first_election(b: Builder) -> None:
            "It appends a no-op entry of its own term and sends it to everyone.")
     b.until(lambda _: _leader(c) is not None and _caught_up(c, *c.nodes), what="a settled cluster")
     b.frames_for(12)
+    b.until(lambda _: _heartbeats_in_flight(b), what="heartbeats on their way")
     b.stop("Heartbeats", "The leader sends empty AppendEntries, heartbeats, every heartbeat interval. Each one "
            "restarts the followers' timers, so nobody else campaigns while the leader lives.")
 

@@ -238,7 +238,8 @@ def node_view(status: NodeStatus, log: dict, *, applied: int | None = None, dura
     when the election timer was last reset, in the same clock as the status."""
     follower = status.role != LEADER
     return {
-        "id": status.id, "up": True, "role": status.role, "term": status.term, "vote": status.voted_for,
+        "id": status.id, "up": True, "role": status.role, "pre_vote": status.pre_vote, "term": status.term,
+        "vote": status.voted_for,
         "leader": status.leader_id, "suffrage": suffrage_of(status.configuration, status.id),
         "commit": status.commit_index, "applied": status.last_applied if applied is None else applied,
         "last": status.last_log_index, "durable": status.last_log_index if durable is None else durable,
@@ -251,5 +252,11 @@ def node_view(status: NodeStatus, log: dict, *, applied: int | None = None, dura
     }
 
 
-def down_view(node_id: str) -> dict:
-    return {"id": node_id, "up": False, "role": "Down"}
+def down_view(node_id: str, disk: dict | None = None) -> dict:
+    """A server that is down; ``disk``, when known (the simulator knows it),
+    is what its disk holds: ``{"term", "vote", "last", "snapshot": [index,
+    term], "log": LogShape view}``, what it will come back with."""
+    view = {"id": node_id, "up": False, "role": "Down"}
+    if disk is not None:
+        view["disk"] = disk
+    return view

@@ -199,7 +199,7 @@ class _Run:
 
     def view(self, node, log_changed: bool = False) -> dict:
         if not node.alive or node.raft is None:
-            return down_view(node.id)
+            return self._down(node)
         raft = node.raft
         status = raft.status()
         log = self._logs.get(node.id)
@@ -210,6 +210,16 @@ class _Run:
         if known is None or known[0] != deadline:
             known = self._timers[node.id] = (deadline, self.cluster.now)
         return node_view(status, log, applied=node.applied_index, timer_start=known[1])
+
+    def _down(self, node) -> dict:
+        d = node.durable
+        if not node.incarnation:
+            return down_view(node.id)   # never started: a spare
+        snapshot = d.snapshot
+        shape = LogShape(snapshot.index if snapshot else 0, snapshot.term if snapshot else 0)
+        shape.append(d.entries[i] for i in sorted(d.entries) if i > shape.base_index)
+        return down_view(node.id, {"term": d.term, "vote": d.voted_for, "last": shape.last_index,
+                                   "snapshot": [shape.base_index, shape.base_term], "log": shape.view()})
 
     # -- hooks
 
@@ -309,7 +319,7 @@ class _Run:
         if verb == "crash":
             self._fail_requests(n, "the server crashed before answering: the outcome is unknown")
             cluster.crash(n)
-            self._views[n] = down_view(n)
+            self._views[n] = self._down(node)
             self.acted(action, f"{n} crashes", [_said(
                 f"{n} crashes. It loses what it held in memory: its commit index, its state machine, the "
                 "messages it was about to send. Its term, its vote and its log are on disk.", "Figure 2")])

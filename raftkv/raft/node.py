@@ -219,7 +219,8 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
             last_contact=self.last_contact(), committed_in_term=self.committed_in_term(),
             transfer_target=leader.transfer.target if leader and leader.transfer else None,
             now=self.now, peers=peers, volume_id=self.volume_id, amnesia_guard=self._amnesia_reason(),
-            voted_for=self.voted_for, election_deadline=self.election_deadline)
+            voted_for=self.voted_for, election_deadline=self.election_deadline,
+            pre_vote=self.candidate is not None and self.candidate.pre_vote)
 
     def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
         """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""

@@ -65,6 +65,7 @@ class NodeStatus:
     amnesia_guard: str | None = None  # why this node may not vote now (rule 7), or None
     voted_for: str | None = None    # whom this node voted for in its current term
     election_deadline: int = 0      # core ms at which a follower's or candidate's election timer runs out
+    pre_vote: bool = False          # a candidate asking for pre-votes, not yet for votes
 
     @property
     def is_leader(self) -> bool:

@@ -727,8 +727,11 @@ function sparesOf(f) {
   for (const n of f.nodes) if (!n.up && !known.has(n.id)) out.add(n.id);
   return out;
 }
-// the last frame before k where node id was up (a down server keeps its term, vote and log on disk)
+// what a down server's disk holds: the simulator says so in the view ("disk");
+// for the live cluster, the last frame before k where it was up
 function lastUp(id, k) {
+  const here = frame(k) && frame(k).nodes.find(x => x.id === id);
+  if (here && here.disk) return here.disk;
   const key = `${id}@${k}`;
   if (view.lastUp.has(key)) return view.lastUp.get(key);
   let found = null;
@@ -771,7 +774,7 @@ function renderServers(f) {
     setText(g.querySelector(".below"), below);
     const badges = [];
     if (n.role === "Leader") badges.push("\u2605 LEADER");
-    if (n.role === "Candidate") badges.push("asking for votes");
+    if (n.role === "Candidate") badges.push(n.pre_vote ? "asking for pre-votes" : "asking for votes");
     if (cut.has(n.id)) badges.push("cut off");
     if (suffrage === "nonvoter") badges.push("nonvoter");
     if (up && suffrage === "none" && members.size) badges.push("not a member");
@@ -779,7 +782,7 @@ function renderServers(f) {
     setText(g.querySelector(".badge"), badges.join(" · "));
     const timerText = up && n.timer ? `, election timer ends at ${fmtT(n.timer[1])}` : "";
     const label = up
-      ? `${n.id}: ${n.role}, term ${n.term}, voted for ${n.vote || "nobody"}${n.leader ? ", knows leader " + n.leader : ""}, ` +
+      ? `${n.id}: ${n.role}${n.pre_vote ? " (pre-vote round)" : ""}, term ${n.term}, voted for ${n.vote || "nobody"}${n.leader ? ", knows leader " + n.leader : ""}, ` +
         `log ${n.last} entries, commit ${n.commit}${timerText}${cut.has(n.id) ? ", cut off" : ""}. Enter: its actions.`
       : `${n.id}: ${spare ? "spare, not in the cluster" : "down"}. Enter: its actions.`;
     setAttr(g, "aria-label", label);
