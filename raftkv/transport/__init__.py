@@ -18,7 +18,9 @@ As in hashicorp/raft, the layers are modules of their own:
   cluster key, with :mod:`.auth`), :mod:`.channel` (outbound),
   :mod:`.inbound` (accepted connections), :mod:`.snapshots` (snapshot
   streams), :mod:`.tcp` (the transport that wires them);
-* hashicorp's protocol: :mod:`.hashicorp_codec`, :mod:`.hashicorp`;
+* hashicorp's protocol: :mod:`.hashicorp_codec` (frames),
+  :mod:`.hashicorp_pipeline` (outbound), :mod:`.hashicorp_inbound`
+  (accepted connections), :mod:`.hashicorp` (the transport);
 * shared by both: :mod:`.gotext` (Go's error texts), :mod:`.faults` (fault
   injection).
 """

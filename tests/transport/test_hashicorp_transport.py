@@ -138,7 +138,7 @@ def test_headers_claiming_millions_are_refused_and_the_connection_closed():
                 await wait_for(lambda fragment=fragment: any(fragment in str(line) for line in lines))
             # a flood beyond max_connections is closed at once, with one line
             held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            await wait_for(lambda: len(b._inbound) == 2)
+            await wait_for(lambda: len(b.acceptor.connections) == 2)
             for _ in range(3):
                 assert await asyncio.to_thread(_hostile, port, b"") == b""
             assert b.refused_connections == 3
