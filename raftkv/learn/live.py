@@ -356,6 +356,7 @@ class Merge:
         self._i = 0
         self._last_t = -math.inf
         self._skipped: dict[str, int] = {}
+        self._greeted: list[str] = []           # members whose stream opened since the last frames()
         self.records = 0
 
     # -- input
@@ -368,6 +369,9 @@ class Merge:
         self.down.pop(node_id, None)
         if view is not None and view.get("up", True):
             self.views[node_id] = view
+            # a frame of its own: a quiet cluster (heartbeats hidden) makes no
+            # other, and the page would have nothing to draw
+            self._greeted.append(node_id)
 
     def member_up(self, node_id: str) -> None:
         self.down.pop(node_id, None)
@@ -459,7 +463,10 @@ class Merge:
         while ready < len(buffer) and buffer[ready].key[0] <= cutoff:
             ready += 1
         items, self._buffer = buffer[:ready], buffer[ready:]
-        out = []
+        # stamped no later than the first step going out with them
+        at = min(items[0].key[0], cutoff) if items else cutoff
+        out = [self._greeting(node, at) for node in self._greeted if node in self.views]
+        self._greeted = []
         for item in items:
             frame = self._emit(item)
             if frame is not None:
@@ -522,6 +529,19 @@ class Merge:
         for message_id in gone:   # a late send, shown once with its receipt
             self.flight.pop(message_id, None)
             self._flying.pop(message_id, None)
+        return frame
+
+    def _greeting(self, node: str, at: float) -> dict:
+        view = self.views[node]
+        t = max(self._last_t, at if math.isfinite(at) else self._last_t, 0.0)
+        self._last_t = t
+        role = view.get("role", "").lower()
+        sentence = {"text": f"Now watching {node}: a {role} in term {view.get('term')}, its log up to "
+                            f"{view.get('last')}.", "paper": "Figure 2", "source": None, "function": None}
+        frame = {"i": self._i, "t": t, "node": node, "event": {"type": "Hello"}, "label": f"watching {node}",
+                 "narration": [sentence], "logs": [], "sent": [], "delivered": None, "cut": [],
+                 "nodes": self.nodes(), "flight": [self.flight[k] for k in sorted(self.flight)], "clients": []}
+        self._i += 1
         return frame
 
     def nodes(self) -> list[dict]:

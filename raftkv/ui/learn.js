@@ -21,6 +21,8 @@ const API = "/ui/learn";
 const VIEW_W = 760, VIEW_H = 600, CX = 380, CY = 305;
 const BASE_RATE = 0.03;      // source ms per real ms at 1x: a 20 ms message takes 2/3 s
 const MIN_DWELL = 420;       // real ms each frame stays on screen at 1x
+const LIVE_BEHIND = 12;       // live frames waiting before playback speeds up to catch up
+const LIVE_SKIP = 240;        // ... and so many that the page skips ahead to LIVE_BEHIND * 4 behind
 const LOOKAHEAD = 2;         // frames read ahead of the view while playing the newest ones
 const UNSEEN_OK = 3;         // acting at the newest frame seen: frames read ahead but unseen, at most
 const KEEP_LIVE = 6000;      // live frames kept
@@ -223,11 +225,19 @@ function advance(dt) {
     }
     return;
   }
-  let rate = BASE_RATE * view.speed;
+  // the live cluster does not wait for the page: the further behind, the
+  // faster it plays, so the view stays within a few seconds of the cluster
+  if (source === "live" && count() - 1 - view.k > LIVE_SKIP) {
+    say(`skipped ahead ${count() - 1 - view.k - LIVE_BEHIND * 4} frames to keep up with the cluster`);
+    goTo(count() - 1 - LIVE_BEHIND * 4);
+    return;
+  }
+  const hurry = source === "live" ? Math.max(1, (count() - 1 - view.k) / LIVE_BEHIND) : 1;
+  let rate = BASE_RATE * view.speed * hurry;
   const gap = next.t - view.T;
   if (!cur.flight.length && gap > 40) rate = Math.max(rate * 6, gap / 1200);   // nothing in flight: hurry on
   view.T = Math.min(Math.max(next.t, view.T), view.T + dt * rate);
-  if (view.T >= next.t && view.dwell >= MIN_DWELL / view.speed) {
+  if (view.T >= next.t && view.dwell >= MIN_DWELL / view.speed / hurry) {
     goTo(view.k + 1);
     if (source === "live" && live.frames.length) view.dirty = true;
   }
