@@ -62,8 +62,9 @@ MAX_WORLD_FRAMES = 40_000   # made in one world, over all its branches (about 35
 MAX_BRANCHES = 64
 CLIENTS_SHOWN = 8
 
-VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "campaign", "drop", "write", "read",
-         "transfer", "snapshot", "add", "promote", "remove")
+MAX_LOAD = 2000   # writes one "load" action proposes at once
+VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "campaign", "drop", "write", "load",
+         "read", "transfer", "snapshot", "add", "promote", "remove")
 
 
 class Frames:
@@ -150,6 +151,7 @@ class _Cluster(SimCluster):
         super().__init__(spec.seed, list(spec.nodes), config=spec.raft_config(), observer=InvariantChecker())
         self.run = run
         self.min_delay, self.max_delay = MIN_DELAY_MS, MAX_DELAY_MS
+        self.fifo_links = True   # as the live transport's one connection per peer
 
     def start(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -383,6 +385,16 @@ class _Run:
             event = (ev.Propose(rid, encode_command(rec["key"], rec["value"])) if verb == "write"
                      else ev.ReadIndex(rid))
             cluster.step(n, event)
+        elif verb == "load":
+            # many writes at once, as a busy client would send them (one batch)
+            self._alive(node)
+            count = int(action.value or 0)
+            if not 1 <= count <= MAX_LOAD:
+                raise ActionError(f"load takes a count from 1 to {MAX_LOAD} as its value")
+            key = action.key or "k"
+            writes = tuple(ev.Propose(next(self._request_ids), encode_command(f"{key}{i}", str(i)))
+                           for i in range(count))
+            cluster.step(n, ev.ProposeBatch(writes))
         elif verb == "transfer":
             leader = cluster.leader()
             if leader is None:

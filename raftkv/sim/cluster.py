@@ -167,6 +167,8 @@ class SimCluster:
         self.max_delay = 5
         self.blocked: set[tuple[str, str]] = set()
         self.crash_mid_step_rate = 0.0
+        self.fifo_links = False   # True: no message overtakes an earlier one on its link
+        self.link_clock: dict[tuple[str, str], int] = {}   # (from, to) -> arrival time of its latest message
         self.dropped_messages: set[int] = set()   # ids of messages in flight to lose
         self._message_seq = 0
         # callable(message id, from, to, message, arrives at ms or None, fate)

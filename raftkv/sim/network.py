@@ -5,7 +5,9 @@ simulated node. A send becomes a ``deliver`` event on the cluster's heap after
 a random delay, unless the link is cut (``cluster.blocked``), the message is
 dropped (``drop_rate``), or it is also duplicated (``dup_rate``); every draw
 comes from the cluster's seeded random generator, so a seed fixes the run.
-Every message gets an id in the order it was sent, so one message in flight
+With ``cluster.fifo_links`` a link delivers in the order it was given messages,
+as one TCP connection does (the learning simulator); otherwise later messages
+may overtake earlier ones. Every message gets an id in the order it was sent, so one message in flight
 can be named and dropped (``cluster.drop_message``), and an observer
 (``cluster.on_message``) hears of each message's fate.
 An ``InstallSnapshot`` carries the state of the sender's stored snapshot (a
@@ -45,6 +47,11 @@ class SimNetwork:
         copies = 2 if cluster.dup_rate and rng.random() < cluster.dup_rate else 1
         for _ in range(copies):
             delay = cluster.min_delay + rng.randrange(cluster.max_delay - cluster.min_delay + 1)
+            arrives = cluster.now + delay
+            if cluster.fifo_links:
+                # as over one TCP connection: never before what was sent earlier on this link
+                arrives = max(arrives, cluster.link_clock.get((node.id, to), 0))
+                cluster.link_clock[(node.id, to)] = arrives
             message_id = cluster.new_message_id()
-            cluster.message_fate(message_id, node.id, to, message, cluster.now + delay, "sent")
-            cluster.schedule(cluster.now + delay, "deliver", (node.id, to, message, message_id))
+            cluster.message_fate(message_id, node.id, to, message, arrives, "sent")
+            cluster.schedule(arrives, "deliver", (node.id, to, message, message_id))

@@ -1401,6 +1401,7 @@ function actionText(a) {
   switch (a.verb) {
     case "drop": return `lose message ${a.message}`;
     case "write": return `write ${a.key || "x"}=${a.value || ""} via ${a.node}`;
+    case "load": return `${a.value} writes via ${a.node}`;
     case "read": return `read ${a.key || "x"} via ${a.node}`;
     case "isolate": return `cut off ${a.node}`;
     case "heal": return a.node ? `heal ${a.node}` : "heal the network";
@@ -1632,6 +1633,15 @@ function bumpValue() {
   if (/^\d+$/.test(v.value)) v.value = String(Number(v.value) + 1);
 }
 
+async function loadRequest() {
+  if (source !== "sim") return;
+  const f = frame(view.k);
+  let node = $("#c-via").value;
+  if (!node) node = leaderOf(f) || (f && (f.nodes.find(n => n.up) || {}).id);
+  if (!node) { say("no server is up to take the writes", true); return; }
+  await act("load", { node, key: "k", value: String($("#c-count").value || 100) });
+}
+
 async function clientRequest(verb) {
   if (source !== "sim") return;
   const f = frame(view.k);
@@ -1811,6 +1821,7 @@ function wire() {
   });
   $("#client-form").addEventListener("submit", e => { e.preventDefault(); clientRequest("write"); });
   $("#c-read").addEventListener("click", () => clientRequest("read"));
+  $("#load-form").addEventListener("submit", e => { e.preventDefault(); loadRequest(); });
   document.addEventListener("keydown", onKey);
   window.addEventListener("resize", () => { view.logsKey = ""; view.dirty = true; if (view.pop) positionPopover(); });
 }

@@ -354,3 +354,32 @@ def test_live_mode_says_when_the_live_source_is_missing(node, browser_page):
     wait("() => document.body.dataset.frame !== '' && document.body.dataset.source === 'sim'")
     assert page.is_hidden("#banner")
     _no_errors(page)
+
+
+@needs_browser
+def test_seven_servers_and_a_thousand_entries(node, browser_page):
+    """The page with 7 servers and a log of 1,000 entries: every server drawn,
+    the writes in the log, and the time a frame takes to draw reported (a
+    figure for docs/learn.md, not a pass mark: timed assertions flake)."""
+    page = browser_page
+    _open(page, node, f"?seed={SEED}&paused")
+    page.select_option("#node-count", "7")
+    page.get_by_role("button", name="New", exact=True).click()
+    wait = _Waiting(page)
+    wait("() => document.querySelectorAll('[data-node]').length === 7")
+    page.get_by_role("button", name="Play", exact=False).first.click()
+    wait("() => document.querySelector('[data-node][data-role=Leader]') !== null")
+    page.fill("#c-count", "1000")
+    page.get_by_role("button", name="Write many", exact=True).click()
+    wait("() => /log 100[0-9] entries/.test(document.querySelector('[data-node][data-role=Leader]')"
+         ".getAttribute('aria-label') || '')")
+    # the followers' logs fill up as the AppendEntries arrive, four entries each
+    page.select_option("#speed", "64")
+    wait("() => Array.from(document.querySelectorAll('[data-node]')).filter(e => /log [1-9][0-9]{2,} entries/"
+         ".test(e.getAttribute('aria-label') || '')).length >= 4")
+    cost = page.evaluate("""() => { const t0 = performance.now();
+        for (let i = 0; i < 20; i++) { view.dirty = true; renderFrame(); }
+        return (performance.now() - t0) / 20; }""")
+    print(f"one frame of 7 servers and 1,000 entries drawn in {cost:.1f} ms")
+    page.screenshot(path=str(ARTIFACTS / "learn-07-seven-servers-1000-entries.png"), full_page=True)
+    _no_errors(page)
