@@ -55,6 +55,9 @@ def to_hraftd_command(data: bytes) -> bytes:
 class HraftdKVStore(KVStore):
     """See the module docstring."""
 
+    # hraftd's JSON, so that Go nodes of the cluster can apply raftkv's writes too
+    encode_command = staticmethod(to_hraftd_command)
+
     _restore_index = 0
 
     def apply(self, index: int, data: bytes) -> object:

@@ -55,13 +55,13 @@ import random
 import sqlite3
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from raftkv import hclog
 from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings, describe_raft_config
 from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
-from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
+from raftkv.fsm_hraftd import HraftdKVStore
 from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
@@ -255,6 +255,8 @@ class Node:
         # core steps it, after every one of them arrived.
         self._read_batch: asyncio.Future | None = None
         self._proposals: list[ev.Propose] = []
+        # a write as the state machine's log entries carry it (KVStore.encode_command)
+        self._encode_command: Callable[[bytes], bytes] = KVStore.encode_command
         self._waiter: asyncio.Future | None = None
         self._snapshot_task: asyncio.Task | None = None
         self._state_event = asyncio.Event()
@@ -285,7 +287,9 @@ class Node:
         raft_log.info("creating Raft", config=describe_raft_config(s))
         # read before the volume is opened: a bad file must leave it untouched
         recovered_configuration = read_peers_file(s.data_dir)
-        self.volume = volume = Volume(s.data_dir, HraftdKVStore if s.fsm == "hraftd" else KVStore)
+        store_class = HraftdKVStore if s.fsm == "hraftd" else KVStore
+        self.volume = volume = Volume(s.data_dir, store_class)
+        self._encode_command = store_class.encode_command
         self._watch = VolumeWatch(s.data_dir)
         volume.on_backup_stored = lambda meta: loop.call_soon_threadsafe(self.submit, ev.SnapshotTaken(meta))
         volume.on_installed = self._snapshot_installed
@@ -677,10 +681,19 @@ class Node:
 
     # ------------------------------------------------------------------ requests
 
-    def _register(self) -> tuple[int, asyncio.Future]:
+    def _request(self, event_type, args: tuple, what: str, timeout: float | None, *,
+                 queue: list | None = None, unknown_outcome: bool = True) -> asyncio.Future:
+        """Start a request of the core: register it, queue its event for the
+        driver (``queue``: the inbox unless said), wake the driver, and fail
+        the request with ApplyTimeout if no answer comes within ``timeout``
+        (``what`` names what it waited for). Refused once the node stops."""
         if self._stopping:
             raise self._refusal()
-        return self._requests.register()
+        rid, fut = self._requests.register()
+        (self._inbox if queue is None else queue).append(event_type(rid, *args))
+        self._wake()
+        self._requests.expire_after(fut, self._timeout(timeout), what, unknown_outcome)
+        return fut
 
     def _refusal(self) -> ShuttingDown:
         """Why a request arriving now is refused (nothing was done)."""
@@ -708,12 +721,8 @@ class Node:
         answer from a callback instead of a coroutine (the HTTP fast path).
         Raises NotLeaderError at once on a follower."""
         self._check_leader()
-        if self.settings.fsm == "hraftd":
-            data = to_hraftd_command(data)  # so Go nodes can apply it too
-        rid, fut = self._register()
-        self._proposals.append(ev.Propose(rid, data))
-        self._wake()
-        self._requests.expire_after(fut, self._timeout(timeout), "the write to commit")
+        fut = self._request(ev.Propose, (self._encode_command(data),), "the write to commit", timeout,
+                            queue=self._proposals)
         if self.metrics is not None:
             fut.add_done_callback(_CommitTimer(self.metrics.commit_time))
         return fut
@@ -731,13 +740,9 @@ class Node:
         self._check_leader()
         batch = self._read_batch
         if batch is None or batch.done():
-            rid, batch = self._register()
-            self._inbox.append(ev.ReadIndex(rid))
-            self._read_batch = batch
-            self._wake()
             # a read changes nothing: its timeout says the outcome is known
-            self._requests.expire_after(batch, self._timeout(timeout), "leadership confirmation",
-                                        unknown_outcome=False)
+            batch = self._read_batch = self._request(ev.ReadIndex, (), "leadership confirmation", timeout,
+                                                     unknown_outcome=False)
         return batch
 
     def get_local(self, key: str) -> str | None:
@@ -752,24 +757,16 @@ class Node:
     async def change_membership(self, command: ConfigCommand, server_id: str, address: str = "",
                                 timeout: float | None = None) -> int:
         self._check_leader()
-        rid, fut = self._register()
-        self._inbox.append(ev.ChangeMembership(rid, command, server_id, address))
-        self._wake()
-        index, _ = await self._requests.wait(fut, self._timeout(timeout), "the configuration change to commit")
+        index, _ = await self._request(ev.ChangeMembership, (command, server_id, address),
+                                       "the configuration change to commit", timeout)
         return index
 
     async def transfer_leadership(self, target: str | None, timeout: float | None = None) -> None:
         self._check_leader()
-        rid, fut = self._register()
-        self._inbox.append(ev.TransferLeadership(rid, target))
-        self._wake()
-        await self._requests.wait(fut, self._timeout(timeout), "the leadership transfer")
+        await self._request(ev.TransferLeadership, (target,), "the leadership transfer", timeout)
 
     async def snapshot_now(self, timeout: float | None = None) -> SnapshotMeta:
-        rid, fut = self._register()
-        self._inbox.append(ev.RequestSnapshot(rid))
-        self._wake()
-        await self._requests.wait(fut, self._timeout(timeout), "the snapshot to start")
+        await self._request(ev.RequestSnapshot, (), "the snapshot to start", timeout)
         task = self._snapshot_task
         if task is None:
             raise RequestError("snapshot was not started")
@@ -819,10 +816,7 @@ class Node:
         except SnapshotFormatError as exc:
             raise BadBackup(f"not a raftkv snapshot: {exc}") from None
         self._check_leader()
-        rid, fut = self._register()
-        self._inbox.append(ev.RestoreUserSnapshot(rid, backup))
-        self._wake()
-        index, _ = await self._requests.wait(fut, self._timeout(timeout), "the restored state to commit")
+        index, _ = await self._request(ev.RestoreUserSnapshot, (backup,), "the restored state to commit", timeout)
         return index - 1, self.user_key_count()
 
     async def wait_state_change(self, timeout: float) -> None:
