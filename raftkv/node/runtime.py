@@ -66,8 +66,8 @@ from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
-from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.errors import RejectReason
+from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.tlsconfig import TlsContexts
@@ -85,8 +85,15 @@ from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .trace import TraceRecorder
 from .volume import Volume, read_peers_file
-from .watchdog import (EXIT_STORAGE_FAILED, GuardedStorage, ReportingSink, VolumeFailure, VolumeWatch,
-                       as_volume_failure, io_failure)
+from .watchdog import (
+    EXIT_STORAGE_FAILED,
+    GuardedStorage,
+    ReportingSink,
+    VolumeFailure,
+    VolumeWatch,
+    as_volume_failure,
+    io_failure,
+)
 
 raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")
