@@ -18,7 +18,7 @@ import sys
 
 from . import hclog
 from .config import NodeSettings
-from .http.app import HttpService
+from .http.server.app import HttpService
 from .metrics import NodeMetrics
 from .node.runtime import Node
 from .node.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from raftkv.http.params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
+from raftkv.http.api.params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
                         parse_join_params, parse_key, parse_key_values, parse_value)
 
 
@@ -98,7 +98,7 @@ def test_key_values_body():
 
 
 def test_query_strings_are_decoded_as_parse_qsl_does_or_refused():
-    from raftkv.http.params import parse_query
+    from raftkv.http.api.params import parse_query
     assert parse_query(b"") == {} and parse_query(None) == {}
     assert parse_query(b"key=a+b&value=%2B1%C3%A9&key=second&flag&=x&&") == \
         {"key": "a b", "value": "+1é", "flag": "", "": "x"}
@@ -112,7 +112,7 @@ def test_query_strings_are_decoded_as_parse_qsl_does_or_refused():
 
 
 def test_paths_must_be_utf8():
-    from raftkv.http.params import check_path
+    from raftkv.http.api.params import check_path
     check_path("/key/caf%C3%A9")
     check_path(b"/key/plain")
     for bad in ("/key/%ff", "/key/%C0%AF", "/key/\udcff", b"/key/\xff"):
@@ -120,7 +120,7 @@ def test_paths_must_be_utf8():
 
 
 def test_origin_form_keeps_only_path_and_query():
-    from raftkv.http.params import origin_form
+    from raftkv.http.api.params import origin_form
     assert origin_form("/get?key=k") == "/get?key=k"
     assert origin_form("http://evil.example:1/get?key=k") == "/get?key=k"
     assert origin_form("HTTPS://u:p@h/key/a%2Fb") == "/key/a%2Fb"
@@ -132,7 +132,7 @@ def test_origin_form_keeps_only_path_and_query():
 
 
 def test_json_bodies_nested_too_deep_are_refused():
-    from raftkv.http.params import MAX_JSON_DEPTH, parse_json_object
+    from raftkv.http.api.params import MAX_JSON_DEPTH, parse_json_object
     assert MAX_JSON_DEPTH == 32
     inner = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
     assert parse_json_object(('{"a": ' + inner + "}").encode())  # 32 levels with the object itself
@@ -143,7 +143,7 @@ def test_json_bodies_nested_too_deep_are_refused():
 
 
 def test_json_strings_must_be_utf8():
-    from raftkv.http.params import parse_join_json, parse_json_object
+    from raftkv.http.api.params import parse_join_json, parse_json_object
     assert parse_json_object(b'{"k": "\\ud83d\\ude00"}') == {"k": "\U0001F600"}  # a pair is fine
     assert parse_json_object(b'{"k": "\\\\ud800"}') == {"k": "\\ud800"}  # an escaped backslash
     err = bad_of(parse_json_object, b'{"k": "\\ud800"}')

@@ -9,7 +9,7 @@ import json
 
 from hypothesis import given, settings, strategies as st
 
-from raftkv.http.params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
+from raftkv.http.api.params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
                         parse_join_params, parse_key, parse_key_values, parse_value)
 from raftkv.fsm import RESERVED_PREFIX
 
@@ -84,7 +84,7 @@ query_bytes = st.lists(st.sampled_from([b"key", b"value", b"=", b"&", b"+", b"%"
 @settings(max_examples=500, deadline=None)
 @given(query_bytes)
 def test_a_query_is_decoded_or_refused_naming_a_parameter(raw):
-    from raftkv.http.params import parse_query
+    from raftkv.http.api.params import parse_query
     try:
         decoded = parse_query(raw)
     except Exception as exc:
@@ -105,7 +105,7 @@ deep_json = st.recursive(st.none() | st.integers() | st.sampled_from(["a", "\ud8
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(st.sampled_from(["k", "v", "\udc80"]), deep_json, max_size=3), st.integers(0, 40))
 def test_json_objects_parse_to_utf8_text_within_the_depth_or_are_refused(doc, extra_depth):
-    from raftkv.http.params import MAX_JSON_DEPTH, parse_json_object
+    from raftkv.http.api.params import MAX_JSON_DEPTH, parse_json_object
     body = json.dumps(doc).encode()  # ensure_ascii: surrogates as \u escapes
     body = body[:-1] + b', "deep": ' + b"[" * extra_depth + b"]" * extra_depth + b"}" if body != b"{}" else body
     try:

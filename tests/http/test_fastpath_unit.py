@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 import uvloop
 from aiohttp import web
 
-from raftkv.http.fastpath import FastPath, FastRequest, Pending, Reply
-from raftkv.http.limits import HttpLimits, JsonErrorHandler
+from raftkv.http.server.fastpath import FastPath, FastRequest, Pending, Reply
+from raftkv.http.server.limits import HttpLimits, JsonErrorHandler
 
 
 class Log:
@@ -723,7 +723,7 @@ def test_on_uvloop(scenario):
 def test_query_decoding_matches_parse_qsl(pairs, quote_them):
     from urllib.parse import parse_qsl, quote, urlencode
 
-    from raftkv.http.params import parse_query
+    from raftkv.http.api.params import parse_query
     query = urlencode(pairs) if quote_them else "&".join(f"{quote(n, safe='=')}={quote(v, safe='=')}"
                                                          for n, v in pairs)
     expected: dict[str, str] = {}
@@ -734,7 +734,7 @@ def test_query_decoding_matches_parse_qsl(pairs, quote_them):
 
 @given(st.text(max_size=20), st.text(max_size=40), st.integers(0, 2**63), st.integers(0, 10**7))
 def test_hand_built_answers_match_the_json_encoder(key, value, index, size):
-    from raftkv.http.replies import json_reply, value_reply, written_reply
+    from raftkv.http.api.replies import json_reply, value_reply, written_reply
     try:
         expected = json_reply("n1", {"key": key, "value": value})
     except UnicodeEncodeError:

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from raftkv.http.context import Call
-from raftkv.http.forward import on_leader
+from raftkv.http.api.context import Call
+from raftkv.http.api.forward import on_leader
 
 
 class _Node:

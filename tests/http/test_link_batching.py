@@ -9,7 +9,7 @@ import asyncio
 
 import msgpack
 
-from raftkv.http.link import READ, LinkClient
+from raftkv.http.workers.link import READ, LinkClient
 
 
 class RecordingTransport:

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from raftkv.cli import main  # noqa: E402
-from raftkv.http import kv, routes  # noqa: E402
+from raftkv.http.api import kv, routes  # noqa: E402
 
 _linearizable_read = kv.kv_get
 

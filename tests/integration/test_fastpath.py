@@ -1,4 +1,4 @@
-"""The HTTP fast path (raftkv/http/fastpath.py) answers GET /get and GET /set
+"""The HTTP fast path (raftkv/http/server/fastpath.py) answers GET /get and GET /set
 exactly as the aiohttp path does (refusals of input that is not UTF-8, and
 absolute-form targets, included), and hands every other request, on the
 same connection and in order, to aiohttp."""

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from raftkv.http import learn
+from raftkv.http.pages import learn
 
 
 @pytest.fixture

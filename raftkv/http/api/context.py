@@ -30,7 +30,7 @@ class HttpContext:
     registry: Registry
     metrics: NodeMetrics | None
     events: EventRing
-    # how a request runs on the leader (raftkv.http.forward.on_leader):
+    # how a request runs on the leader (raftkv.http.api.forward.on_leader):
     # handed in, because forwarding itself needs this context
     leader_runner: Callable[..., Awaitable] | None = None
     # the node's processes with their CPU and RSS (raftkv.procstat)

@@ -3,7 +3,7 @@
 * on the leader, run the operation (propose / ReadIndex / membership change)
   and answer once it is committed and applied;
 * on a follower, forward the request unchanged to the leader's HTTP address
-  (from the replicated registry, :mod:`raftkv.http.registry`) and relay the
+  (from the replicated registry, :mod:`raftkv.http.api.registry`) and relay the
   answer. The forwarded copy carries ``X-Raftkv-Forwarded-By`` so a node
   that is asked as leader but is not one any more answers 503 instead of
   bouncing the request around, and ``X-Forwarded-For`` so ``/join`` still

@@ -2,10 +2,10 @@
 
 Each operation is a plain function of the context and a :class:`Call`
 returning a :class:`Reply`, so the aiohttp routes, the fast path
-(:mod:`raftkv.http.fastpath`) and the HTTP workers (:mod:`raftkv.http.worker`,
+(:mod:`raftkv.http.server.fastpath`) and the HTTP workers (:mod:`raftkv.http.workers.worker`,
 whose context reaches the Raft process over the local link) run the same
 code. The context says how a request gets to the leader (``ctx.on_leader``).
-Failures are exceptions the one table in :mod:`raftkv.http.replies` turns
+Failures are exceptions the one table in :mod:`raftkv.http.api.replies` turns
 into answers.
 """
 
@@ -18,7 +18,7 @@ from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
 from .context import Call, HttpContext
-from .fastpath import FastRequest, Pending
+from ..server.fastpath import FastRequest, Pending
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
 from .replies import Reply, error_reply, json_reply, value_reply, written_reply
 

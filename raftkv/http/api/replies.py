@@ -20,7 +20,7 @@ from typing import Any
 
 from raftkv.node.errors import ApplyTimeout, BadBackup, DiskFull, RejectReason, RequestError
 
-from .fastpath import JSON_TYPE, Reply
+from ..server.fastpath import JSON_TYPE, Reply
 from .params import BadRequest, TooLarge
 
 __all__ = ["JSON_TYPE", "SERVED_BY", "Answer", "Reply", "encode_json", "error_reply", "json_reply",

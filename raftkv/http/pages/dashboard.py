@@ -75,9 +75,9 @@ from raftkv.sim import record
 from raftkv.sim.replay import replay_document
 from raftkv.textforms import split_host_port
 
-from .context import CTX, HttpContext
-from .params import BadRequest
-from .routes import peers_view, status_view
+from ..api.context import CTX, HttpContext
+from ..api.params import BadRequest
+from ..api.routes import peers_view, status_view
 
 __all__ = ["CORS_PATHS", "MEMBER_CORS_PATHS", "add_routes", "log_window", "member_origin", "observe_middleware"]
 

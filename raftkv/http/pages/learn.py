@@ -10,7 +10,7 @@ stay under about 300 MB); its frames are
 made on a worker thread, one world at a time, so the node's event loop keeps
 serving. A lesson (:mod:`raftkv.learn.lessons`) is a world built from a
 script, with the frames its stops point at. Live-cluster frames come from
-:mod:`raftkv.http.learn_live`.
+:mod:`raftkv.http.pages.learn_live`.
 
 Routes (JSON unless said otherwise; errors are 400 ``{"error", "param"}``):
 
@@ -51,7 +51,7 @@ from raftkv.learn.narrate import source_excerpt
 from raftkv.learn.world import VERBS, ActionError, Spec, World, random_seed
 
 from . import learn_live
-from .params import BadRequest
+from ..api.params import BadRequest
 
 __all__ = ["add_routes"]
 

@@ -18,7 +18,7 @@ Rules as for the dashboard's streams: ``/debug/steps`` is a ``/debug`` route,
 so with ``RAFT_CLUSTER_KEY`` it needs the key like ``/debug/stream``, and any
 origin may read it (CORS ``*``); ``/ui/learn/live`` is open like
 ``/ui/stream`` and readable by the members' own pages
-(:func:`~raftkv.http.dashboard.member_cors_headers`). The relay passes on the
+(:func:`~raftkv.http.pages.dashboard.member_cors_headers`). The relay passes on the
 caller's ``Authorization`` header and nothing else, so with a cluster key a
 page (a browser's EventSource sends none) sees the serving node only, and the
 other members are reported ``up: false`` with "answered HTTP 401".
@@ -58,9 +58,9 @@ from aiohttp import web
 
 from raftkv.learn.live import HOLD_MS, LOST_MS, Merge, SseParser, StepTap
 
-from .context import CTX, HttpContext
+from ..api.context import CTX, HttpContext
 from .dashboard import SSE_HEADERS, member_cors_headers
-from .params import BadRequest
+from ..api.params import BadRequest
 
 __all__ = ["add_routes"]
 

@@ -1,13 +1,13 @@
 """The HTTP side of a node: the aiohttp application and its listener.
 
 The app's middlewares, outermost first: request metrics and CORS
-(:mod:`.dashboard`), errors to JSON answers and the refusal of a path, query
-or header that is not UTF-8 (:mod:`.routes`), the cluster key on admin
-routes (:mod:`.admin`). The port's limits are :mod:`.limits`'. :class:`HttpService` also runs the
+(:mod:`raftkv.http.pages.dashboard`), errors to JSON answers and the refusal of a path, query
+or header that is not UTF-8 (:mod:`raftkv.http.api.routes`), the cluster key on admin
+routes (:mod:`raftkv.http.api.admin`). The port's limits are :mod:`.limits`'. :class:`HttpService` also runs the
 HTTP-address registry's upkeep and, with ``RAFT_JOIN``, the join client.
 With ``HTTP_WORKERS=N`` the public port belongs to N worker processes
-(:mod:`.workers`, :mod:`.worker`) and this process serves them on a unix
-socket (the app, for what they relay) and the link (:mod:`.link`).
+(:mod:`raftkv.http.workers`) and this process serves them on a unix
+socket (the app, for what they relay) and the link (:mod:`raftkv.http.workers.link`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ from raftkv.node.runtime import Node
 from raftkv.procstat import process_stats
 from raftkv.tlsconfig import TlsContexts
 
-from . import admin, backup, dashboard, learn, routes
-from .context import CTX, HttpContext
+from ..api import admin, backup, routes
+from ..pages import dashboard, learn
+from ..api.context import CTX, HttpContext
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
-from .forward import on_leader
-from .kv import fast_route, read_key_now, write_key_now
+from ..api.forward import on_leader
+from ..api.kv import fast_route, read_key_now, write_key_now
 from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
-from .link import LinkServer, remove_socket_file, socket_path
-from .registry import Registry
-from .replies import error_reply
-from .workers import WorkerPool
+from ..workers.link import LinkServer, remove_socket_file, socket_path
+from ..api.registry import Registry
+from ..api.replies import error_reply
+from ..workers.pool import WorkerPool
 
 http_log = hclog.get_logger("http")
 
@@ -120,7 +121,7 @@ class HttpService:
     async def _start_workers(self, registry: Registry) -> None:
         """The public port goes to the workers; this process serves them on
         an internal listener (what they relay) and the link (reads and
-        writes). See raftkv.http.worker."""
+        writes). See raftkv.http.workers.worker."""
         s = self.settings
         self.internal_path = socket_path(s.data_dir, "http.sock")
         remove_socket_file(self.internal_path)

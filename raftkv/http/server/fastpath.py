@@ -73,7 +73,7 @@ from typing import Any
 import httptools
 import structlog
 
-from .params import BadRequest, parse_query
+from ..api.params import BadRequest, parse_query
 
 __all__ = ["DEFAULT_WANTED_HEADERS", "HEAD_TIMEOUT", "IDLE_TIMEOUT", "JSON_TYPE", "MAX_CONNECTIONS", "MAX_HEAD",
            "MAX_HEADERS", "FastPath", "FastRequest", "Pending", "Reply"]
@@ -169,7 +169,7 @@ class FastPath:
     ``max_head``, ``max_headers``, ``head_timeout``, ``idle_timeout`` and
     ``max_connections`` (None: no cap) are the limits of the module
     docstring. ``bad_request(exc)`` answers a fast route's request refused
-    before the route runs (a :class:`~raftkv.http.params.BadRequest`: a
+    before the route runs (a :class:`~raftkv.http.api.params.BadRequest`: a
     query or header that is not UTF-8); by default a 400 naming the
     parameter. ``served_by`` (a node id) goes on the answers the fast path
     makes itself, as ``X-Raftkv-Served-By`` and ``served_by``, as on the

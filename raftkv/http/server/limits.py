@@ -59,7 +59,7 @@ class HttpLimits:
                    max_connections=settings.http_max_connections or None)
 
     def to_spec(self) -> dict:
-        """For a worker's JSON spec (:mod:`.workers`)."""
+        """For a worker's JSON spec (:mod:`raftkv.http.workers.pool`)."""
         return asdict(self)
 
     @classmethod

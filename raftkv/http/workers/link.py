@@ -1,6 +1,6 @@
 """The local link between a node's Raft process and its HTTP workers.
 
-A worker (:mod:`raftkv.http.worker`) connects to the Raft process over a
+A worker (:mod:`raftkv.http.workers.worker`) connects to the Raft process over a
 unix socket and sends msgpack arrays, answered by request id, any number in
 flight (pipelined):
 

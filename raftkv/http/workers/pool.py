@@ -1,7 +1,7 @@
 """The Raft process's HTTP workers (``HTTP_WORKERS=N``): starts N
-``python -m raftkv.http.worker`` processes once its internal listener and
+``python -m raftkv.http.workers.worker`` processes once its internal listener and
 the link are up, starts a new one when one dies (a WARN line says so), and
-stops them on shutdown. See :mod:`raftkv.http.worker` for what a worker does.
+stops them on shutdown. See :mod:`raftkv.http.workers.worker` for what a worker does.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class WorkerPool:
 
     async def _start_one(self, slot: int) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "raftkv.http.worker", json.dumps(self.spec),
+            sys.executable, "-m", "raftkv.http.workers.worker", json.dumps(self.spec),
             stdin=subprocess.DEVNULL, close_fds=True)
         self.procs[slot] = proc
         loop = asyncio.get_running_loop()

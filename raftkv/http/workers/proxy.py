@@ -17,9 +17,9 @@ from yarl import URL
 
 from raftkv import hclog
 
-from .context import FORWARDED_BY, Call
-from .params import origin_form
-from .replies import SERVED_BY, Reply, unavailable
+from ..api.context import FORWARDED_BY, Call
+from ..api.params import origin_form
+from ..api.replies import SERVED_BY, Reply, unavailable
 
 worker_log = hclog.get_logger("http.worker")
 

@@ -1,25 +1,25 @@
 """An HTTP worker: one of the processes that share a node's public HTTP port
 (``HTTP_WORKERS``), so that HTTP serving runs on more than one core.
 
-``python -m raftkv.http.worker SPEC`` (SPEC: JSON written by
-:mod:`raftkv.http.workers`, which starts and watches the workers). A worker
+``python -m raftkv.http.workers.worker SPEC`` (SPEC: JSON written by
+:mod:`raftkv.http.workers.pool`, which starts and watches the workers). A worker
 
 * binds the HTTP port with ``SO_REUSEPORT`` (the kernel spreads connections
   over the workers) and serves ``GET /get`` and ``GET /set`` on the fast
-  path (:mod:`raftkv.http.fastpath`) through the shared data plane
-  (:mod:`raftkv.http.kv`), with a context whose node handle is
+  path (:mod:`raftkv.http.server.fastpath`) through the shared data plane
+  (:mod:`raftkv.http.api.kv`), with a context whose node handle is
   :class:`WorkerNode`;
 * reads keys straight from the state machine's SQLite file, read-only
   (:class:`raftkv.fsm.KVReader`). A stale read is that alone. A
   linearizable read first gets a read index from the Raft process over the
-  local link (:mod:`raftkv.http.link`; one request for every read waiting in
+  local link (:mod:`raftkv.http.workers.link`; one request for every read waiting in
   this worker, confirmed by one ReadIndex round), then waits until its own
   view of the file has applied that index;
 * sends writes to the Raft process over the link (pipelined, so group commit
   still batches them);
 * relays everything else -- other routes, and reads and writes when the Raft
   process does not lead -- to the Raft process's internal HTTP listener
-  (:mod:`raftkv.http.proxy`), where the node's full aiohttp app forwards to
+  (:mod:`raftkv.http.workers.proxy`), where the node's full aiohttp app forwards to
   the leader as usual.
 
 A worker stops when the link closes: without the Raft process it cannot
@@ -45,13 +45,13 @@ from raftkv import hclog
 from raftkv.fsm import KVReader
 from raftkv.node.errors import ApplyTimeout, NotLeaderError
 
-from .context import Call
-from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
-from .kv import fast_route, read_key_now, write_key_now
-from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
+from ..api.context import Call
+from ..server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
+from ..api.kv import fast_route, read_key_now, write_key_now
+from ..server.limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 from .link import LinkClient
 from .proxy import RaftProcessProxy
-from .replies import Reply, error_reply
+from ..api.replies import Reply, error_reply
 
 worker_log = hclog.get_logger("http.worker")
 
@@ -144,7 +144,7 @@ class WorkerNode:
 
 @dataclass
 class WorkerContext:
-    """What :mod:`raftkv.http.kv` needs, for a worker."""
+    """What :mod:`raftkv.http.api.kv` needs, for a worker."""
     node: WorkerNode
     id: str
     max_body: int
