@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["process_stats"]
+__all__ = ["process_stats", "rss_bytes"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -26,3 +26,9 @@ def process_stats(role: str, pid: int) -> dict | None:
         return None
     return {"role": role, "pid": pid, "cpu_seconds": round((utime + stime) / _TICKS, 2),
             "rss_bytes": rss_pages * _PAGE}
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident memory of a process (this one by default), 0 if unknown."""
+    stats = process_stats("", os.getpid() if pid is None else pid)
+    return stats["rss_bytes"] if stats else 0

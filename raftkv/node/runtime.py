@@ -77,13 +77,14 @@ from raftkv.transport.hashicorp import HashicorpTransport
 from raftkv.transport.options import TransportOptions
 from raftkv.transport.tcp import TcpTransport
 
-from .autopilot import Autopilot, reachable_within, server_health
+from .autopilot import Autopilot
 from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
 from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .trace import TraceRecorder
+from .views import LogView, peers_view, status_view
 from .volume import Volume, read_peers_file
 from .watchdog import (
     EXIT_STORAGE_FAILED,
@@ -99,20 +100,11 @@ raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")
 fsm_log = hclog.get_logger("fsm")
 
-__all__ = ["Node", "rss_bytes"]
+__all__ = ["Node"]
 
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-def rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _resolve(fut: asyncio.Future) -> None:
@@ -208,25 +200,6 @@ class _Network:
 
     def send(self, to: str, address: str, message: Message) -> None:
         self.transport.send(to, address, message)
-
-
-class LogView:
-    """A read-only look at the core's in-memory log: bounds, and the entries it holds."""
-
-    __slots__ = ("first_index", "last_index", "base_index", "base_term", "commit_index", "_raft")
-
-    def __init__(self, raft: RaftNode) -> None:
-        st = raft.status()
-        self._raft = raft
-        self.first_index, self.last_index = st.first_index, st.last_log_index
-        self.base_index, self.base_term = st.base_index, st.base_term
-        self.commit_index = st.commit_index
-
-    def term_at(self, index: int) -> int | None:
-        return self._raft.term_at(index)
-
-    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
-        return self._raft.entries(lo, hi)
 
 
 class Node:
@@ -872,36 +845,10 @@ class Node:
 
     def status(self) -> dict:
         """hashicorp Stats()-style state of this node, as ``/status`` serves it."""
-        st = self._raft.status()
-        applied = self.volume.kv.applied_index
-        leader = {"id": st.leader_id, "address": st.leader_address or ""} if st.leader_id else None
-        return {
-            "id": self.id,
-            "state": "Shutdown" if self._stopping else st.role,
-            "term": st.term,
-            "last_log_index": st.last_log_index,
-            "last_log_term": st.last_log_term,
-            "commit_index": st.commit_index,
-            "applied_index": applied,
-            "fsm_pending": max(0, st.commit_index - applied),
-            "last_snapshot_index": st.last_snapshot_index,
-            "last_snapshot_term": st.last_snapshot_term,
-            "last_contact": None if st.last_contact < 0 else st.last_contact,
-            "num_peers": sum(1 for v in st.configuration.voters if v != self.id),
-            "leader": leader,
-            "latest_configuration": [s.to_dict() for s in st.configuration.servers],
-            "latest_configuration_index": st.configuration_index,
-            "protocol_version": 3,
-            "raft_address": self.raft_address,
-            "http_address": self.http_address,
-            "num_keys": self.user_key_count(),
-            "rss_bytes": rss_bytes(),
-            "fault_injection": self.faults is not None,
-            "volume_id": st.volume_id,
-            # why this node may not vote or campaign now (its volume is not
-            # the one it was admitted with), or null: docs/disks.md
-            "amnesia_guard": st.amnesia_guard,
-        }
+        return status_view(self._raft.status(), node_id=self.id, stopping=self._stopping,
+                           applied=self.volume.kv.applied_index, raft_address=self.raft_address,
+                           http_address=self.http_address, num_keys=self.user_key_count(),
+                           fault_injection=self.faults is not None)
 
     def user_key_count(self) -> int:
         """Keys in the state machine, less raftkv's own (reserved) ones."""
@@ -909,31 +856,9 @@ class Node:
         return max(0, len(kv) - kv.count_prefix(RESERVED_PREFIX))
 
     def peers(self) -> list[dict]:
-        """Every server of the configuration with what this node knows of it;
-        a leader adds replication progress (``match_index``, ``lag_entries``
-        = its last index - the match index) and health."""
-        st = self._raft.status()
-        s = self.settings
-        out = []
-        for server in st.configuration.servers:
-            row = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
-                   "leader": server.id == st.leader_id, "last_contact": None, "healthy": None,
-                   "lag_entries": None}
-            peer = st.peer(server.id)
-            if st.is_leader:
-                if server.id == self.id:
-                    row.update(last_contact=0, healthy=True, match_index=st.last_log_index, lag_entries=0)
-                elif peer is not None:
-                    # what the follower still lacks of the leader's log
-                    lag = max(0, st.last_log_index - peer.match_index)
-                    row.update(last_contact=peer.last_contact, match_index=peer.match_index, lag_entries=lag,
-                               healthy=server_health(st, server.id, reachable_within(s), s.max_trailing_logs))
-            elif server.id == st.leader_id and st.last_contact >= 0:
-                row["last_contact"] = st.last_contact
-            elif server.id == self.id:
-                row["last_contact"] = 0
-            out.append(row)
-        return out
+        """Every server of the configuration with what this node knows of it
+        (:func:`~raftkv.node.views.peers_view`)."""
+        return peers_view(self._raft.status(), self.id, self.settings)
 
     def log_view(self) -> "LogView":
         """The in-memory Raft log as it stands, for the dashboard."""
