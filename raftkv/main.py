@@ -20,6 +20,7 @@ from . import hclog
 from .config import NodeSettings
 from .http.server.app import HttpService
 from .metrics import NodeMetrics
+from .node.build import choose_parts
 from .node.runtime import Node
 from .node.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
 from .storage import StorageCorruptError
@@ -49,7 +50,7 @@ async def serve(settings: NodeSettings) -> int:
         raft_log.error("failed to start node", error=str(exc))
         return 1
     metrics = NodeMetrics()
-    node = Node(settings, metrics, tls=tls)
+    node = Node(settings, metrics, tls=tls, parts=choose_parts(settings, tls))
     metrics.watch(node)
     http = HttpService(node, settings, metrics, tls=tls)
     loop = asyncio.get_running_loop()

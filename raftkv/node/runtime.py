@@ -59,9 +59,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from raftkv import hclog
-from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings, describe_raft_config
+from raftkv.config import NodeSettings, describe_raft_config
 from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
-from raftkv.fsm_hraftd import HraftdKVStore
 from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
@@ -72,12 +71,9 @@ from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.contract import Transport
-from raftkv.transport.faults import FaultInjector
-from raftkv.transport.hashicorp import HashicorpTransport
-from raftkv.transport.options import TransportOptions
-from raftkv.transport.tcp import TcpTransport
 
 from .autopilot import Autopilot
+from .build import Parts, choose_parts
 from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
@@ -110,16 +106,6 @@ def _now_ms() -> int:
 def _resolve(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _max_frame(s: NodeSettings) -> int:
-    # RAFT_MAX_FRAME, which our leaders' batches stop short of. A leader that
-    # caps a batch by entry count only -- a Go node on hashicorp's protocol,
-    # or a core without max_append_bytes -- sends MaxAppendEntries values at
-    # the size limit in one frame: refusing it would stall replication.
-    if s.protocol == "hashicorp" or not LEADER_CAPS_BATCH_BYTES:
-        return max(s.max_frame, s.max_append_entries * s.max_entry_bytes() + 1024 * 1024)
-    return s.max_frame
 
 
 # A follower writes an append of at most this many entries on the loop's thread.
@@ -205,8 +191,11 @@ class _Network:
 class Node:
     """One node: see the module docstring."""
 
-    def __init__(self, settings: NodeSettings, metrics=None, tls: TlsContexts | None = None) -> None:
+    def __init__(self, settings: NodeSettings, metrics=None, tls: TlsContexts | None = None,
+                 parts: Parts | None = None) -> None:
         self.settings = settings
+        # the state machine's format and the transport, chosen by build.py
+        self.parts = parts or choose_parts(settings, tls)
         self.tls = tls  # RAFT_TLS_*: the Raft port's mutual-TLS contexts
         self.id = settings.node_id
         self.raft_address = settings.raft_address()
@@ -214,7 +203,7 @@ class Node:
         self.metrics = metrics  # raftkv.metrics.NodeMetrics, or None
         self.exit_code = 0
         self.had_state = False
-        self.faults = None  # a FaultInjector with RAFT_FAULT_INJECTION
+        self.faults = self.parts.faults  # a FaultInjector with RAFT_FAULT_INJECTION
         self.volume: Volume | None = None
         self._watch: VolumeWatch | None = None
         # set once the volume failed or went away: the node serves nothing more
@@ -267,7 +256,7 @@ class Node:
         raft_log.info("creating Raft", config=describe_raft_config(s))
         # read before the volume is opened: a bad file must leave it untouched
         recovered_configuration = read_peers_file(s.data_dir)
-        store_class = HraftdKVStore if s.fsm == "hraftd" else KVStore
+        store_class = self.parts.store_class
         self.volume = volume = Volume(s.data_dir, store_class)
         self._encode_command = store_class.encode_command
         self._watch = VolumeWatch(s.data_dir)
@@ -278,23 +267,8 @@ class Node:
         state = volume.recover()
         self.had_state = bool(state.current_term or state.entries or state.snapshot)
 
-        if s.fault_injection:
-            self.faults = FaultInjector(log=net_log.log_fields)
-            net_log.warn("fault injection is enabled: /debug/faults can drop or delay traffic")
-        transport_class = HashicorpTransport if s.protocol == "hashicorp" else TcpTransport
-        options = TransportOptions(
-            advertise=self.raft_address,
-            max_frame=_max_frame(s),
-            max_connections=s.max_connections,
-            idle_timeout=s.conn_idle_timeout / 1000,
-            stranger_snapshot_after=s.heartbeat_timeout / 1000,
-            faults=self.faults,
-            authenticate=s.raft_port_key or None,
-            server_ssl=self.tls.raft_server if self.tls is not None else None,
-            client_ssl=self.tls.raft_client if self.tls is not None else None,
-        )
-        self.transport = transport_class(
-            self.id, s.bind_addr, s.raft_port, self._on_message, options, log=hclog.emit_fields,
+        self.transport = self.parts.transport_class(
+            self.id, s.bind_addr, s.raft_port, self._on_message, self.parts.transport_options, log=hclog.emit_fields,
             describe_peer=self._describe_peer,
             snapshot_source=lambda meta: LazySnapshotReader(volume.snapshots, meta),
             snapshot_sink=self._snapshot_sink,
