@@ -9,12 +9,13 @@ import json
 import time
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 import uvloop
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
-from raftkv.http.server.fastpath import FastPath, FastRequest, Pending, Reply
+from raftkv.http.api.replies import Pending, Reply
+from raftkv.http.server.fastpath import FastPath, FastRequest
 from raftkv.http.server.limits import HttpLimits, JsonErrorHandler
 
 

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
+from ..server.fastpath import FastRequest
 from .context import Call, HttpContext
-from ..server.fastpath import FastRequest, Pending
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
-from .replies import Reply, error_reply, json_reply, value_reply, written_reply
+from .replies import Pending, Reply, error_reply, json_reply, value_reply, written_reply
 
 __all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "read_key_now", "write_key",
            "write_key_now"]

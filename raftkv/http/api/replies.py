@@ -15,18 +15,59 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_string  # what ensure_ascii=False uses
 from typing import Any
 
+from aiohttp import web
+
 from raftkv.node.errors import ApplyTimeout, BadBackup, DiskFull, RejectReason, RequestError
 
-from ..server.fastpath import JSON_TYPE, Reply
 from .params import BadRequest, TooLarge
 
-__all__ = ["JSON_TYPE", "SERVED_BY", "Answer", "Reply", "encode_json", "error_reply", "json_reply",
-           "unavailable", "value_reply", "written_reply"]
+__all__ = ["JSON_TYPE", "SERVED_BY", "Answer", "Pending", "Reply", "encode_json", "error_reply", "json_reply",
+           "respond", "unavailable", "value_reply", "written_reply"]
 
+JSON_TYPE = "application/json; charset=utf-8"
 SERVED_BY = "X-Raftkv-Served-By"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A data-plane answer. ``headers`` are extra ones, as ``(name, value)``
+    pairs or a mapping, on top of the factory's common headers."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    headers: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
+
+
+class Pending:
+    """An answer the data plane gives later: a route returns one, and calls
+    :meth:`resolve` with the :class:`Reply` (or the exception of a bug, which
+    is answered 500). Unlike an ``asyncio.Future`` it delivers at once, with
+    no turn of the event loop in between."""
+
+    __slots__ = ("_deliver", "_outcome")
+
+    def __init__(self) -> None:
+        self._deliver: Callable[[Reply | BaseException], None] | None = None
+        self._outcome: Reply | BaseException | None = None
+
+    def resolve(self, outcome: Reply | BaseException) -> None:
+        deliver, self._deliver = self._deliver, None
+        if deliver is not None:
+            deliver(outcome)
+        elif self._outcome is None:
+            self._outcome = outcome
+
+    def then(self, deliver: Callable[[Reply | BaseException], None]) -> None:
+        if self._outcome is not None:
+            deliver(self._outcome)
+        else:
+            self._deliver = deliver
 
 # One encoder for every answer: json.dumps(..., ensure_ascii=False) builds a
 # new encoder per call, on the path of every request.
@@ -44,6 +85,13 @@ class Answer(Exception):
         super().__init__(body.get("error", ""))
         self.status = status
         self.body = body
+
+
+def respond(reply: Reply) -> web.Response:
+    """The reply as aiohttp's response."""
+    headers = {"Content-Type": reply.content_type}
+    headers.update(reply.headers)
+    return web.Response(body=reply.body, status=reply.status, headers=headers)
 
 
 def json_reply(node_id: str, body: Any, status: int = 200, served_by: bool = True) -> Reply:

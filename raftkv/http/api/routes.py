@@ -8,9 +8,7 @@ through the one table of :mod:`.replies`.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import traceback
 
 from aiohttp import web
 
@@ -18,15 +16,13 @@ from raftkv import hclog
 from raftkv.node.errors import RequestError
 from raftkv.raft.configuration import ConfigCommand
 
-from .context import CTX, FORWARDED_BY, Call, HttpContext, call_of
+from .context import CTX, Call, HttpContext, call_of
 from .forward import forward, on_leader
 from .kv import kv_delete, kv_get, kv_set_many, map_shape, parse_mapping, read_key, write_key
 from .params import (
     BadRequest,
     JoinRequest,
     TooLarge,
-    check_path,
-    origin_form,
     parse_bool_param,
     parse_host_port,
     parse_join_json,
@@ -36,18 +32,11 @@ from .params import (
     parse_node_id,
     parse_query,
 )
-from .replies import Answer, Reply, error_reply, json_reply
+from .replies import Answer, Reply, json_reply, respond
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["add_routes", "check_input", "errors_middleware", "read_body", "respond", "strict_input_middleware"]
-
-
-
-def respond(reply: Reply) -> web.Response:
-    headers = {"Content-Type": reply.content_type}
-    headers.update(reply.headers)
-    return web.Response(body=reply.body, status=reply.status, headers=headers)
+__all__ = ["add_routes", "read_body"]
 
 
 def _ctx(request: web.Request) -> HttpContext:
@@ -104,72 +93,6 @@ async def _call_and_params(request: web.Request) -> tuple[Call, dict[str, str]]:
     if request.method not in ("GET", "HEAD") and request.can_read_body:
         body = await read_body(request)
     return call_of(request, body), await _params(request, body)
-
-
-# --- middleware -------------------------------------------------------------------
-
-# the headers raftkv reads; aiohttp decodes any header as UTF-8 with
-# surrogate escapes, which cannot be forwarded, compared or answered
-_READ_HEADERS = ("Authorization", "Content-Type", "X-Forwarded-For", FORWARDED_BY, "Last-Event-ID")
-
-
-def check_input(request: web.BaseRequest) -> None:
-    """BadRequest for a path, query or read header that is not UTF-8:
-    aiohttp's decoding would replace the bad bytes (``%ff`` and ``%fe``
-    both becoming U+FFFD, the same key)."""
-    target = origin_form(request.raw_path)
-    path, _, query = target.partition("?")
-    check_path(path)
-    if query:
-        parse_query(query.encode("utf-8", "surrogateescape"))
-    headers = request.headers
-    for name in _READ_HEADERS:
-        value = headers.get(name)
-        if value is not None and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise BadRequest(name, f"header {name} is not valid UTF-8") from None
-
-
-@web.middleware
-async def strict_input_middleware(request: web.Request, handler) -> web.StreamResponse:
-    check_input(request)
-    return await handler(request)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    ctx = _ctx(request)
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if exc.status == 413:
-            limit = ctx.max_body
-            return respond(json_reply(ctx.id, {"error": f"request body over the limit of {limit} bytes",
-                                               "param": "body", "limit": limit}, 413))
-        return respond(json_reply(ctx.id, {"error": (exc.reason or "error").lower()}, exc.status))
-    except asyncio.CancelledError:
-        raise
-    except ConnectionResetError as exc:
-        # the client went away mid-request (aiohttp's "Connection lost"): the
-        # answer reaches nobody, and is no error of ours
-        http_log.debug("client closed the connection", method=request.method, path=request.path, error=str(exc))
-        return respond(json_reply(ctx.id, {"error": "the connection was closed"}, 400))
-    except web.RequestPayloadError as exc:
-        # the body broke off or its chunked framing is bad: the client's fault
-        cause = exc.__cause__ or exc.__context__
-        text = (str(cause) if cause is not None else str(exc)).split("\n", 1)[0].rstrip(": ")
-        return respond(json_reply(ctx.id, {"error": f"bad request body: {text}", "param": "body"}, 400))
-    except Exception as exc:
-        reply = error_reply(ctx.id, exc, ctx.registry.leader())
-        if reply is not None:
-            return respond(reply)
-        http_log.error("internal error serving request", method=request.method, path=request.path,
-                       error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
-        return respond(json_reply(ctx.id, {"error": f"internal error: {type(exc).__name__}"}, 500))
 
 
 # --- keys -----------------------------------------------------------------------------

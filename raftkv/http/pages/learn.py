@@ -50,8 +50,8 @@ from raftkv.learn import lessons
 from raftkv.learn.narrate import source_excerpt
 from raftkv.learn.world import VERBS, ActionError, Spec, World, random_seed
 
-from . import learn_live
 from ..api.params import BadRequest
+from . import learn_live
 
 __all__ = ["add_routes"]
 

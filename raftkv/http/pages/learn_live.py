@@ -59,8 +59,8 @@ from aiohttp import web
 from raftkv.learn.live import HOLD_MS, LOST_MS, Merge, SseParser, StepTap
 
 from ..api.context import CTX, HttpContext
-from .dashboard import SSE_HEADERS, member_cors_headers
 from ..api.params import BadRequest
+from .dashboard import SSE_HEADERS, member_cors_headers
 
 __all__ = ["add_routes"]
 

@@ -1,8 +1,8 @@
 """The HTTP side of a node: the aiohttp application and its listener.
 
 The app's middlewares, outermost first: request metrics and CORS
-(:mod:`raftkv.http.pages.dashboard`), errors to JSON answers and the refusal of a path, query
-or header that is not UTF-8 (:mod:`raftkv.http.api.routes`), the cluster key on admin
+(:mod:`raftkv.http.pages.dashboard`), errors to JSON answers and the refusal
+of a path, query or header that is not UTF-8 (here), the cluster key on admin
 routes (:mod:`raftkv.http.api.admin`). The port's limits are :mod:`.limits`'. :class:`HttpService` also runs the
 HTTP-address registry's upkeep and, with ``RAFT_JOIN``, the join client.
 With ``HTTP_WORKERS=N`` the public port belongs to N worker processes
@@ -12,7 +12,9 @@ socket (the app, for what they relay) and the link (:mod:`raftkv.http.workers.li
 
 from __future__ import annotations
 
+import asyncio
 import os
+import traceback
 
 import aiohttp
 from aiohttp import web
@@ -25,32 +27,98 @@ from raftkv.node.runtime import Node
 from raftkv.procstat import process_stats
 from raftkv.tlsconfig import TlsContexts
 
-from ..api import admin, backup, routes
-from ..pages import dashboard, learn
-from ..api.context import CTX, HttpContext
-from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
+from ..api import admin, routes
+from ..api.context import CTX, FORWARDED_BY, HttpContext
 from ..api.forward import on_leader
 from ..api.kv import fast_route, read_key_now, write_key_now
-from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
-from ..workers.link import LinkServer, remove_socket_file, socket_path
+from ..api.params import BadRequest, check_path, origin_form, parse_query
 from ..api.registry import Registry
-from ..api.replies import error_reply
+from ..api.replies import error_reply, json_reply, respond
+from ..pages import dashboard, learn
+from ..workers.link import LinkServer, remove_socket_file, socket_path
 from ..workers.pool import WorkerPool
+from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
+from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["HttpService", "create_app"]
+__all__ = ["HttpService", "check_input", "create_app", "errors_middleware", "strict_input_middleware"]
+
+
+# --- middleware -------------------------------------------------------------------
+
+# the headers raftkv reads; aiohttp decodes any header as UTF-8 with
+# surrogate escapes, which cannot be forwarded, compared or answered
+_READ_HEADERS = ("Authorization", "Content-Type", "X-Forwarded-For", FORWARDED_BY, "Last-Event-ID")
+
+
+def check_input(request: web.BaseRequest) -> None:
+    """BadRequest for a path, query or read header that is not UTF-8:
+    aiohttp's decoding would replace the bad bytes (``%ff`` and ``%fe``
+    both becoming U+FFFD, the same key)."""
+    target = origin_form(request.raw_path)
+    path, _, query = target.partition("?")
+    check_path(path)
+    if query:
+        parse_query(query.encode("utf-8", "surrogateescape"))
+    headers = request.headers
+    for name in _READ_HEADERS:
+        value = headers.get(name)
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(name, f"header {name} is not valid UTF-8") from None
+
+
+@web.middleware
+async def strict_input_middleware(request: web.Request, handler) -> web.StreamResponse:
+    check_input(request)
+    return await handler(request)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    ctx: HttpContext = request.app[CTX]
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            limit = ctx.max_body
+            return respond(json_reply(ctx.id, {"error": f"request body over the limit of {limit} bytes",
+                                               "param": "body", "limit": limit}, 413))
+        return respond(json_reply(ctx.id, {"error": (exc.reason or "error").lower()}, exc.status))
+    except asyncio.CancelledError:
+        raise
+    except ConnectionResetError as exc:
+        # the client went away mid-request (aiohttp's "Connection lost"): the
+        # answer reaches nobody, and is no error of ours
+        http_log.debug("client closed the connection", method=request.method, path=request.path, error=str(exc))
+        return respond(json_reply(ctx.id, {"error": "the connection was closed"}, 400))
+    except web.RequestPayloadError as exc:
+        # the body broke off or its chunked framing is bad: the client's fault
+        cause = exc.__cause__ or exc.__context__
+        text = (str(cause) if cause is not None else str(exc)).split("\n", 1)[0].rstrip(": ")
+        return respond(json_reply(ctx.id, {"error": f"bad request body: {text}", "param": "body"}, 400))
+    except Exception as exc:
+        reply = error_reply(ctx.id, exc, ctx.registry.leader())
+        if reply is not None:
+            return respond(reply)
+        http_log.error("internal error serving request", method=request.method, path=request.path,
+                       error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        return respond(json_reply(ctx.id, {"error": f"internal error: {type(exc).__name__}"}, 500))
 
 
 def create_app(ctx: HttpContext) -> web.Application:
-    app = web.Application(middlewares=[dashboard.observe_middleware, routes.errors_middleware,
-                                       routes.strict_input_middleware, admin.require_cluster_key],
+    app = web.Application(middlewares=[dashboard.observe_middleware, errors_middleware, strict_input_middleware,
+                                       admin.require_cluster_key],
                           client_max_size=ctx.max_body)
     app[CTX] = ctx
     dashboard.add_routes(app)  # /ui, /metrics, /debug/*
     learn.add_routes(app)  # /ui/learn
     routes.add_routes(app)
-    backup.add_routes(app)
     admin.add_admin_routes(app)
     return app
 

@@ -2,7 +2,7 @@
 
 Every connection to the port starts on the fast path (:mod:`.fastpath`),
 which holds the limits of :class:`HttpLimits` itself and, once it hands a
-connection to aiohttp, still fronts it (``fastpath._Relay``). aiohttp's own
+connection to aiohttp, still fronts it (:class:`~.relay.Relay`). aiohttp's own
 request handler is configured here to agree: the same idle timeout
 (aiohttp's default, an hour, is far longer), header lines no longer than a
 whole head may be, no more header fields; and :class:`JsonErrorHandler`
@@ -24,10 +24,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
+from ..api.replies import JSON_TYPE
 from .fastpath import (
     HEAD_TIMEOUT,
     IDLE_TIMEOUT,
-    JSON_TYPE,
     MAX_CONNECTIONS,
     MAX_HEAD,
     MAX_HEADERS,

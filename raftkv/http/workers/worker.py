@@ -46,12 +46,12 @@ from raftkv.fsm import KVReader
 from raftkv.node.errors import ApplyTimeout, NotLeaderError
 
 from ..api.context import Call
-from ..server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from ..api.kv import fast_route, read_key_now, write_key_now
+from ..api.replies import Reply, error_reply
+from ..server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from ..server.limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 from .link import LinkClient
 from .proxy import RaftProcessProxy
-from ..api.replies import Reply, error_reply
 
 worker_log = hclog.get_logger("http.worker")
 
