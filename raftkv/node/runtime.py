@@ -55,28 +55,28 @@ import random
 import sqlite3
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from raftkv import hclog
 from raftkv.config import NodeSettings, describe_raft_config
-from raftkv.fsm import RESERVED_PREFIX, CommandError, KVStore, SnapshotFormatError, describe_command
+from raftkv.fsm import RESERVED_PREFIX, KVStore
 from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
-from raftkv.raft.configuration import ConfigCommand, Configuration, Server, Suffrage
-from raftkv.raft.errors import RejectReason
-from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
+from raftkv.raft.configuration import Configuration, Server, Suffrage
+from raftkv.raft.messages import SnapshotMeta
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.contract import Transport
 
+from .api import NodeRequests
 from .autopilot import Autopilot
 from .build import Parts, choose_parts
-from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
+from .errors import ShuttingDown
 from .executor import EffectExecutor
 from .gcpolicy import GcPolicy
+from .host import ExecutorHost, KVStateMachine, TransportNetwork
 from .requests import PendingRequests
 from .snapshots import LazySnapshotReader, ReceivedSnapshot
 from .trace import TraceRecorder
@@ -88,7 +88,6 @@ from .watchdog import (
     ReportingSink,
     VolumeFailure,
     VolumeWatch,
-    as_volume_failure,
     io_failure,
 )
 
@@ -123,72 +122,7 @@ def _small_append(persist: list) -> bool:
     return entries <= _INLINE_APPEND_ENTRIES
 
 
-class _CommitTimer:
-    """Observes how long a proposal took to commit and apply, when it ends."""
-
-    __slots__ = ("histogram", "t0")
-
-    def __init__(self, histogram) -> None:
-        self.histogram = histogram
-        self.t0 = time.perf_counter()
-
-    def __call__(self, fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.histogram.observe(time.perf_counter() - self.t0)
-
-
-class _KVStateMachine:
-    """The executor's state machine: the SQLite store, one transaction per batch."""
-
-    def __init__(self, node: "Node") -> None:
-        self.node = node
-
-    def apply(self, entries: Sequence[Entry]) -> list:
-        t0 = time.perf_counter()
-        volume = self.node.volume
-        kv = volume.kv
-        applied_before = kv.applied_index
-        results = []
-        try:
-            for entry in entries:
-                if entry.type is EntryType.COMMAND:
-                    results.append(kv.apply(entry.index, entry.data))
-                else:
-                    kv.mark_applied(entry.index)
-                    results.append(None)
-            kv.commit()
-        except (OSError, sqlite3.Error) as exc:
-            raise io_failure(exc, os.path.abspath(kv.path)) from exc
-        volume.stable.set_commit_hint(entries[-1].index)
-        metrics = self.node.metrics
-        if metrics is not None:
-            metrics.fsm_apply.observe(time.perf_counter() - t0)
-        if hclog.is_enabled("DEBUG"):  # one check per batch: free at INFO
-            _log_applied_writes(entries, results, applied_before)
-        return results
-
-
-def _log_applied_writes(entries: Sequence[Entry], results: list, applied_before: int) -> None:
-    """LOG_LEVEL=DEBUG: one line per write this node's state machine applied
-    (the moment the seed's demo printed "Set handler called"), on every node."""
-    for entry, result in zip(entries, results):
-        if (entry.type is EntryType.COMMAND and entry.index > applied_before
-                and not isinstance(result, CommandError)):
-            fsm_log.log_fields("DEBUG", "applied write", [
-                ("index", entry.index), ("term", entry.term), *describe_command(entry.data)])
-
-
-class _Network:
-    """The executor's network: the transport (set once it is listening)."""
-
-    def __init__(self) -> None:
-        self.transport: Transport | None = None
-
-    def send(self, to: str, address: str, message: Message) -> None:
-        self.transport.send(to, address, message)
-
-
-class Node:
+class Node(ExecutorHost, NodeRequests):
     """One node: see the module docstring."""
 
     def __init__(self, settings: NodeSettings, metrics=None, tls: TlsContexts | None = None,
@@ -215,7 +149,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-disk")
         self._snap_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-snapshot")
-        self._network = _Network()
+        self._network = TransportNetwork()
         self._executor: EffectExecutor | None = None
         self._requests: PendingRequests | None = None
         self._inbox: list = []
@@ -296,7 +230,7 @@ class Node:
         self._configuration = st.configuration
         self._name_peers(st.configuration)
         self._leader = (st.leader_id, st.leader_address)
-        self._executor = EffectExecutor(GuardedStorage(volume), self._network, _KVStateMachine(self), self)
+        self._executor = EffectExecutor(GuardedStorage(volume), self._network, KVStateMachine(self), self)
         effects = self._raft.start()
         if self._trace is not None:
             self._trace.step(None, None, effects, self._raft.status())
@@ -566,221 +500,6 @@ class Node:
             self._storage_failed(io_failure(exc, path))
             raise
         return ReportingSink(ReceivedSnapshot(writer, meta.size), path, report)
-
-    # ------------------------------------------------------------------ the executor's host
-
-    def log(self, effect: fx.Log) -> None:
-        hclog.log_effect(effect)
-
-    def sent(self, to: str, message: Message) -> None:
-        if self.metrics is not None:
-            self.metrics.sent(to, message)
-
-    def applied(self, entries: Sequence[Entry], results: list) -> None:
-        self._requests.applied(entries, results)
-
-    def resolve(self, effect) -> None:
-        self._requests.resolve(effect)
-
-    def state_changed(self, e: fx.StateChanged) -> None:
-        if self.metrics is not None:
-            self.metrics.role_changed(e.role, e.term)
-        was = self._role
-        self._role = e.role
-        self._leader = (e.leader_id, e.leader_address)
-        if was == LEADER and e.role != LEADER:
-            self._requests.leadership_lost(e.leader_id, e.leader_address)
-        event, self._state_event = self._state_event, asyncio.Event()
-        event.set()
-
-    def configuration_changed(self, e: fx.ConfigurationChanged) -> None:
-        gone = set(self._configuration.ids) - set(e.configuration.ids) - {self.id}
-        self._configuration = e.configuration
-        self._name_peers(e.configuration)
-        for peer_id in gone:
-            self._loop.create_task(self.transport.disconnect(peer_id))
-
-    def compacted(self) -> None:
-        self._gc.compacted()
-
-    def take_snapshot(self, meta: SnapshotMeta) -> None:
-        # A snapshot still being written does not stop this one: the state is
-        # captured now and the single snapshot thread writes them in order.
-        if self.metrics is not None:
-            self.metrics.snapshot_create.inc()
-        kv = self.volume.kv
-        if kv.applied_index != meta.index:
-            raft_log.error("failed to take snapshot",
-                           error=f"state machine is at {kv.applied_index}, not {meta.index}")
-            return
-        persist = kv.snapshot()  # the consistent view, captured now
-        self._snapshot_task = self._loop.create_task(self._write_snapshot(meta, persist))
-
-    async def _write_snapshot(self, meta: SnapshotMeta, persist) -> SnapshotMeta:
-        try:
-            stored = await self._loop.run_in_executor(self._snap_pool, self.volume.write_snapshot, meta, persist)
-        except Exception as exc:
-            failure = as_volume_failure(exc, os.path.abspath(self.volume.snapshots.dir))
-            if failure is not None:
-                self._storage_failed(failure)
-            else:
-                raft_log.error("failed to take snapshot", error=str(exc))
-            raise
-        self.submit(ev.SnapshotTaken(stored))
-        return stored
-
-    def _snapshot_installed(self) -> None:
-        if self.metrics is not None:
-            self.metrics.snapshot_installed.inc()
-
-    # ------------------------------------------------------------------ requests
-
-    def _request(self, event_type, args: tuple, what: str, timeout: float | None, *,
-                 queue: list | None = None, unknown_outcome: bool = True) -> asyncio.Future:
-        """Start a request of the core: register it, queue its event for the
-        driver (``queue``: the inbox unless said), wake the driver, and fail
-        the request with ApplyTimeout if no answer comes within ``timeout``
-        (``what`` names what it waited for). Refused once the node stops."""
-        if self._stopping:
-            raise self._refusal()
-        rid, fut = self._requests.register()
-        (self._inbox if queue is None else queue).append(event_type(rid, *args))
-        self._wake()
-        self._requests.expire_after(fut, self._timeout(timeout), what, unknown_outcome)
-        return fut
-
-    def _refusal(self) -> ShuttingDown:
-        """Why a request arriving now is refused (nothing was done)."""
-        if self._storage_failure is not None:
-            return self._storage_failure.request_error(unknown_outcome=False)
-        return ShuttingDown("node is shutting down")
-
-    def _timeout(self, timeout: float | None) -> float:
-        return self.settings.apply_timeout / 1000 if timeout is None else timeout
-
-    def _check_leader(self) -> None:
-        if self._role != LEADER:
-            raise NotLeaderError("node is not the leader", False, *self._leader, reason=RejectReason.NOT_LEADER)
-
-    @property
-    def is_leader(self) -> bool:
-        return self._role == LEADER
-
-    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
-        """Replicate a command; returns (index, state machine result) once applied."""
-        return await self.propose_nowait(data, timeout)
-
-    def propose_nowait(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
-        """:meth:`propose` as a future of (index, result), for callers that
-        answer from a callback instead of a coroutine (the HTTP fast path).
-        Raises NotLeaderError at once on a follower."""
-        self._check_leader()
-        fut = self._request(ev.Propose, (self._encode_command(data),), "the write to commit", timeout,
-                            queue=self._proposals)
-        if self.metrics is not None:
-            fut.add_done_callback(_CommitTimer(self.metrics.commit_time))
-        return fut
-
-    async def read_barrier(self, timeout: float | None = None) -> int:
-        """ReadIndex: returns once a linearizable read may be served locally."""
-        # shielded: the batch is shared, a cancelled reader must not cancel it
-        return await asyncio.shield(self.read_barrier_nowait(timeout))
-
-    def read_barrier_nowait(self, timeout: float | None = None) -> asyncio.Future:
-        """The future of the read index a linearizable read arriving now may be
-        served at (the state machine has applied it when the future is done).
-        Reads arriving before the driver takes its inbox share one ReadIndex
-        request and one future. Raises NotLeaderError at once on a follower."""
-        self._check_leader()
-        batch = self._read_batch
-        if batch is None or batch.done():
-            # a read changes nothing: its timeout says the outcome is known
-            batch = self._read_batch = self._request(ev.ReadIndex, (), "leadership confirmation", timeout,
-                                                     unknown_outcome=False)
-        return batch
-
-    def get_local(self, key: str) -> str | None:
-        """The value in this node's state machine (a stale read, or a
-        linearizable one after ``read_barrier``). Refused once the node
-        stops: its volume may be gone (then the file read is not the node's
-        any more) or being closed."""
-        if self._stopping:
-            raise self._refusal()
-        return self.volume.kv.get(key)
-
-    async def change_membership(self, command: ConfigCommand, server_id: str, address: str = "",
-                                timeout: float | None = None) -> int:
-        self._check_leader()
-        index, _ = await self._request(ev.ChangeMembership, (command, server_id, address),
-                                       "the configuration change to commit", timeout)
-        return index
-
-    async def transfer_leadership(self, target: str | None, timeout: float | None = None) -> None:
-        self._check_leader()
-        await self._request(ev.TransferLeadership, (target,), "the leadership transfer", timeout)
-
-    async def snapshot_now(self, timeout: float | None = None) -> SnapshotMeta:
-        await self._request(ev.RequestSnapshot, (), "the snapshot to start", timeout)
-        task = self._snapshot_task
-        if task is None:
-            raise RequestError("snapshot was not started")
-        try:
-            return await asyncio.shield(task)
-        except Exception as exc:
-            raise RequestError(f"failed to take snapshot: {exc}") from None
-
-    async def latest_snapshot(self) -> tuple[SnapshotMeta, Any]:
-        """A snapshot holding every write applied so far, opened for reading
-        (the backup ``GET /snapshot`` sends): a fresh one unless nothing was
-        applied since the newest."""
-        try:
-            await self.snapshot_now()
-        except RequestError as exc:
-            if exc.reason is not RejectReason.NOTHING_TO_SNAPSHOT:
-                raise
-        opened = await self._loop.run_in_executor(self._snap_pool, self.volume.snapshots.latest_valid)
-        if opened is None:
-            raise RequestError("no snapshot to send")
-        return opened
-
-    def snapshot_crc(self, snapshot_id: str) -> int:
-        return self.volume.snapshots.crc_of(snapshot_id)
-
-    def upload_file(self) -> tuple[int, str]:
-        """A new file in the volume for an uploaded backup: (fd, path)."""
-        return self.volume.upload_file()
-
-    async def restore_backup(self, path: str, timeout: float | None = None) -> tuple[int, int]:
-        """Make the backup at ``path`` the whole cluster's state (hashicorp
-        Raft.Restore). Returns (index of the restore, number of keys)."""
-        self._check_leader()
-
-        def load() -> KVStore:
-            # checked in a scratch store in the volume, not in memory
-            backup = KVStore(path + ".db", temporary=True)
-            try:
-                with open(path, "rb") as f:
-                    backup.restore(f)
-            except BaseException:
-                backup.close()
-                raise
-            return backup
-        try:
-            backup = await self._loop.run_in_executor(self._snap_pool, load)
-        except SnapshotFormatError as exc:
-            raise BadBackup(f"not a raftkv snapshot: {exc}") from None
-        self._check_leader()
-        index, _ = await self._request(ev.RestoreUserSnapshot, (backup,), "the restored state to commit", timeout)
-        return index - 1, self.user_key_count()
-
-    async def wait_state_change(self, timeout: float) -> None:
-        """Return when the role/term/leader changes, or after ``timeout``."""
-        event = self._state_event
-        try:
-            async with asyncio.timeout(max(0.0, timeout)):
-                await event.wait()
-        except TimeoutError:
-            pass
 
     # ------------------------------------------------------------------ views
 

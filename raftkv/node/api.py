@@ -1,0 +1,195 @@
+"""The node's requests: what the HTTP side asks of the Raft core, and how it waits.
+
+Theory of operation: every request (a write, a linearizable read, a membership
+change, a leadership transfer, a snapshot, a restore) is started the same way
+(:meth:`NodeRequests._request`): registered with
+:class:`~raftkv.node.requests.PendingRequests`, its event queued for the
+driver, the driver woken, and a timer set that fails it with ``ApplyTimeout``
+if the core does not answer in time. Writes go to their own queue, so the
+driver proposes everything that arrived since its last step as one batch;
+linearizable reads arriving before the driver takes its inbox share one
+ReadIndex request. :class:`NodeRequests` is mixed into
+:class:`~raftkv.node.runtime.Node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from raftkv.fsm import KVStore, SnapshotFormatError
+from raftkv.raft import events as ev
+from raftkv.raft.configuration import ConfigCommand
+from raftkv.raft.errors import RejectReason
+from raftkv.raft.messages import SnapshotMeta
+from raftkv.raft.node import LEADER
+
+from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
+
+__all__ = ["NodeRequests"]
+
+
+class _CommitTimer:
+    """Observes how long a proposal took to commit and apply, when it ends."""
+
+    __slots__ = ("histogram", "t0")
+
+    def __init__(self, histogram) -> None:
+        self.histogram = histogram
+        self.t0 = time.perf_counter()
+
+    def __call__(self, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.histogram.observe(time.perf_counter() - self.t0)
+
+
+class NodeRequests:
+    """Mixed into Node: the requests the HTTP side makes."""
+
+    def _request(self, event_type, args: tuple, what: str, timeout: float | None, *,
+                 queue: list | None = None, unknown_outcome: bool = True) -> asyncio.Future:
+        """Start a request of the core: register it, queue its event for the
+        driver (``queue``: the inbox unless said), wake the driver, and fail
+        the request with ApplyTimeout if no answer comes within ``timeout``
+        (``what`` names what it waited for). Refused once the node stops."""
+        if self._stopping:
+            raise self._refusal()
+        rid, fut = self._requests.register()
+        (self._inbox if queue is None else queue).append(event_type(rid, *args))
+        self._wake()
+        self._requests.expire_after(fut, self._timeout(timeout), what, unknown_outcome)
+        return fut
+
+    def _refusal(self) -> ShuttingDown:
+        """Why a request arriving now is refused (nothing was done)."""
+        if self._storage_failure is not None:
+            return self._storage_failure.request_error(unknown_outcome=False)
+        return ShuttingDown("node is shutting down")
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.settings.apply_timeout / 1000 if timeout is None else timeout
+
+    def _check_leader(self) -> None:
+        if self._role != LEADER:
+            raise NotLeaderError("node is not the leader", False, *self._leader, reason=RejectReason.NOT_LEADER)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._role == LEADER
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
+        """Replicate a command; returns (index, state machine result) once applied."""
+        return await self.propose_nowait(data, timeout)
+
+    def propose_nowait(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
+        """:meth:`propose` as a future of (index, result), for callers that
+        answer from a callback instead of a coroutine (the HTTP fast path).
+        Raises NotLeaderError at once on a follower."""
+        self._check_leader()
+        fut = self._request(ev.Propose, (self._encode_command(data),), "the write to commit", timeout,
+                            queue=self._proposals)
+        if self.metrics is not None:
+            fut.add_done_callback(_CommitTimer(self.metrics.commit_time))
+        return fut
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """ReadIndex: returns once a linearizable read may be served locally."""
+        # shielded: the batch is shared, a cancelled reader must not cancel it
+        return await asyncio.shield(self.read_barrier_nowait(timeout))
+
+    def read_barrier_nowait(self, timeout: float | None = None) -> asyncio.Future:
+        """The future of the read index a linearizable read arriving now may be
+        served at (the state machine has applied it when the future is done).
+        Reads arriving before the driver takes its inbox share one ReadIndex
+        request and one future. Raises NotLeaderError at once on a follower."""
+        self._check_leader()
+        batch = self._read_batch
+        if batch is None or batch.done():
+            # a read changes nothing: its timeout says the outcome is known
+            batch = self._read_batch = self._request(ev.ReadIndex, (), "leadership confirmation", timeout,
+                                                     unknown_outcome=False)
+        return batch
+
+    def get_local(self, key: str) -> str | None:
+        """The value in this node's state machine (a stale read, or a
+        linearizable one after ``read_barrier``). Refused once the node
+        stops: its volume may be gone (then the file read is not the node's
+        any more) or being closed."""
+        if self._stopping:
+            raise self._refusal()
+        return self.volume.kv.get(key)
+
+    async def change_membership(self, command: ConfigCommand, server_id: str, address: str = "",
+                                timeout: float | None = None) -> int:
+        self._check_leader()
+        index, _ = await self._request(ev.ChangeMembership, (command, server_id, address),
+                                       "the configuration change to commit", timeout)
+        return index
+
+    async def transfer_leadership(self, target: str | None, timeout: float | None = None) -> None:
+        self._check_leader()
+        await self._request(ev.TransferLeadership, (target,), "the leadership transfer", timeout)
+
+    async def snapshot_now(self, timeout: float | None = None) -> SnapshotMeta:
+        await self._request(ev.RequestSnapshot, (), "the snapshot to start", timeout)
+        task = self._snapshot_task
+        if task is None:
+            raise RequestError("snapshot was not started")
+        try:
+            return await asyncio.shield(task)
+        except Exception as exc:
+            raise RequestError(f"failed to take snapshot: {exc}") from None
+
+    async def latest_snapshot(self) -> tuple[SnapshotMeta, Any]:
+        """A snapshot holding every write applied so far, opened for reading
+        (the backup ``GET /snapshot`` sends): a fresh one unless nothing was
+        applied since the newest."""
+        try:
+            await self.snapshot_now()
+        except RequestError as exc:
+            if exc.reason is not RejectReason.NOTHING_TO_SNAPSHOT:
+                raise
+        opened = await self._loop.run_in_executor(self._snap_pool, self.volume.snapshots.latest_valid)
+        if opened is None:
+            raise RequestError("no snapshot to send")
+        return opened
+
+    def snapshot_crc(self, snapshot_id: str) -> int:
+        return self.volume.snapshots.crc_of(snapshot_id)
+
+    def upload_file(self) -> tuple[int, str]:
+        """A new file in the volume for an uploaded backup: (fd, path)."""
+        return self.volume.upload_file()
+
+    async def restore_backup(self, path: str, timeout: float | None = None) -> tuple[int, int]:
+        """Make the backup at ``path`` the whole cluster's state (hashicorp
+        Raft.Restore). Returns (index of the restore, number of keys)."""
+        self._check_leader()
+
+        def load() -> KVStore:
+            # checked in a scratch store in the volume, not in memory
+            backup = KVStore(path + ".db", temporary=True)
+            try:
+                with open(path, "rb") as f:
+                    backup.restore(f)
+            except BaseException:
+                backup.close()
+                raise
+            return backup
+        try:
+            backup = await self._loop.run_in_executor(self._snap_pool, load)
+        except SnapshotFormatError as exc:
+            raise BadBackup(f"not a raftkv snapshot: {exc}") from None
+        self._check_leader()
+        index, _ = await self._request(ev.RestoreUserSnapshot, (backup,), "the restored state to commit", timeout)
+        return index - 1, self.user_key_count()
+
+    async def wait_state_change(self, timeout: float) -> None:
+        """Return when the role/term/leader changes, or after ``timeout``."""
+        event = self._state_event
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await event.wait()
+        except TimeoutError:
+            pass
