@@ -4,6 +4,15 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
+# The whole suite (no arguments) starts with the checks that keep the code
+# as it is meant to be: ruff on the product, mypy on the core and the node
+# (both configured in pyproject.toml).
+if [ "$#" -eq 0 ]; then
+  echo "ruff check raftkv"
+  ruff check raftkv
+  echo "mypy raftkv/raft raftkv/node"
+  mypy raftkv/raft raftkv/node
+fi
 # -rs: the run ends with every skipped test and why; --durations: and the
 # slowest tests, to keep the whole run (CI: .ci/run) under 30 minutes
 exec python -m pytest -q -rs --durations=30 "$@"
