@@ -1,9 +1,17 @@
-"""What every handler of a node's HTTP side works with."""
+"""What every handler of a node's HTTP side works with: the context (the
+node, as a :class:`~.handle.NodeHandle`, and what surrounds it), and a
+request as the API sees it (:class:`Call`).
+
+:class:`KeyValueContext` is the part of a context the data plane
+(:mod:`.kv`) uses: a node's :class:`HttpContext` has it, and so has an HTTP
+worker's (:class:`raftkv.http.workers.worker.WorkerContext`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -11,12 +19,13 @@ from aiohttp import web
 from raftkv.config import NodeSettings
 from raftkv.eventlog import EventRing
 from raftkv.metrics import NodeMetrics
-from raftkv.node.runtime import Node
 
+from .handle import KeyValueNode, NodeHandle
 from .params import origin_form
 from .registry import Registry, node_url
+from .replies import Reply
 
-__all__ = ["CTX", "Call", "HttpContext", "call_of"]
+__all__ = ["CTX", "Call", "HttpContext", "KeyValueContext", "call_of"]
 
 FORWARDED_BY = "X-Raftkv-Forwarded-By"
 _FORWARDED_BY_LOWER = FORWARDED_BY.lower()
@@ -24,7 +33,7 @@ _FORWARDED_BY_LOWER = FORWARDED_BY.lower()
 
 @dataclass
 class HttpContext:
-    node: Node
+    node: NodeHandle
     settings: NodeSettings
     client: aiohttp.ClientSession
     registry: Registry
@@ -40,11 +49,12 @@ class HttpContext:
     def id(self) -> str:
         return self.node.id
 
-    async def on_leader(self, call: "Call", local: Callable[[], Awaitable], write: bool):
+    async def on_leader(self, call: Call, local: Callable[[], Awaitable[Reply]], write: bool) -> Reply:
         """Run ``local`` on the leader: here if this node leads, else forwarded."""
         return await self.leader_runner(self, call, local, write)
 
     def known_leader(self) -> dict | None:
+        """The leader as answers name it (``leader``), or None."""
         return self.registry.leader()
 
     def node_url(self, http_address: str, path: str = "") -> str:
@@ -54,6 +64,27 @@ class HttpContext:
     @property
     def max_body(self) -> int:
         return self.settings.max_body
+
+
+class KeyValueContext(Protocol):
+    """What the data plane (:mod:`.kv`) calls on its context."""
+
+    @property
+    def node(self) -> KeyValueNode: ...
+
+    @property
+    def id(self) -> str:
+        """The node's id, which every answer names."""
+
+    @property
+    def max_body(self) -> int:
+        """``HTTP_MAX_BODY``: a key and its value together at most this many bytes."""
+
+    async def on_leader(self, call: Call, local: Callable[[], Awaitable[Reply]], write: bool) -> Reply:
+        """``local()``'s answer if this node leads, else the leader's to ``call``."""
+
+    def known_leader(self) -> dict | None:
+        """The leader as answers name it (``leader``), or None."""
 
 
 CTX: web.AppKey[HttpContext] = web.AppKey("raftkv", HttpContext)

@@ -18,7 +18,7 @@ from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
 from ..server.fastpath import FastRequest
-from .context import Call, HttpContext
+from .context import Call, KeyValueContext
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
 from .replies import Pending, Reply, error_reply, json_reply, value_reply, written_reply
 
@@ -26,17 +26,17 @@ __all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_k
            "write_key_now"]
 
 
-def _value_shape(ctx: HttpContext, key: str, value: str) -> Reply:
+def _value_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
     return value_reply(ctx.id, key, value)
 
 
-def map_shape(ctx: HttpContext, key: str, value: str) -> Reply:
+def map_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
     """hraftd's ``GET /key/k`` answer: ``{"k": "v"}``."""
     return json_reply(ctx.id, {key: value}, served_by=False)
 
 
-async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
-                 shape: Callable[[HttpContext, str, str], Reply] = _value_shape) -> Reply:
+async def kv_get(ctx: KeyValueContext, call: Call, key: str, stale: bool,
+                 shape: Callable[[KeyValueContext, str, str], Reply] = _value_shape) -> Reply:
     node = ctx.node
     if stale:
         return _read_answer(ctx, key, shape)
@@ -54,7 +54,7 @@ async def kv_get(ctx: HttpContext, call: Call, key: str, stale: bool,
     return await ctx.on_leader(call, local, write=False)
 
 
-async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
+async def kv_set(ctx: KeyValueContext, call: Call, key: str, value: str) -> Reply:
     size = _size(value)
 
     async def local() -> Reply:
@@ -63,14 +63,14 @@ async def kv_set(ctx: HttpContext, call: Call, key: str, value: str) -> Reply:
     return await ctx.on_leader(call, local, write=True)
 
 
-async def kv_delete(ctx: HttpContext, call: Call, key: str) -> Reply:
+async def kv_delete(ctx: KeyValueContext, call: Call, key: str) -> Reply:
     async def local() -> Reply:
         index, removed = await ctx.node.propose(encode_delete(key))
         return json_reply(ctx.id, {"key": key, "removed": bool(removed), "index": index})
     return await ctx.on_leader(call, local, write=True)
 
 
-async def kv_set_many(ctx: HttpContext, call: Call, mapping: Mapping[str, str]) -> Reply:
+async def kv_set_many(ctx: KeyValueContext, call: Call, mapping: Mapping[str, str]) -> Reply:
     async def local() -> Reply:
         index, count = await ctx.node.propose(encode_set_many(mapping))
         return json_reply(ctx.id, {"keys": count, "index": index})
@@ -79,19 +79,19 @@ async def kv_set_many(ctx: HttpContext, call: Call, mapping: Mapping[str, str]) 
 
 # --- the query-string forms (GET /get, GET|POST /set), shared with the fast path
 
-async def read_key(ctx: HttpContext, call: Call) -> Reply:
+async def read_key(ctx: KeyValueContext, call: Call) -> Reply:
     """``GET /get?key=K[&stale=true]``."""
     return await kv_get(ctx, call, parse_key(call.query), parse_bool_param(call.query, "stale", False))
 
 
-async def write_key(ctx: HttpContext, call: Call, params: Mapping[str, str] | None = None) -> Reply:
+async def write_key(ctx: KeyValueContext, call: Call, params: Mapping[str, str] | None = None) -> Reply:
     """``/set?key=K&value=V`` (``params``: query plus body, when there is one)."""
     params = call.query if params is None else params
     key = parse_key(params)
     return await kv_set(ctx, call, key, parse_value(params, ctx.max_body, key))
 
 
-def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
+def parse_mapping(ctx: KeyValueContext, body: bytes) -> dict[str, str]:
     if not body.strip():
         raise BadRequest("body", "missing JSON body of keys and values")
     return parse_key_values(body, ctx.max_body)
@@ -99,7 +99,7 @@ def parse_mapping(ctx: HttpContext, body: bytes) -> dict[str, str]:
 
 # --- the same two routes for the fast path: no coroutine where none is needed
 
-def read_key_now(ctx: HttpContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
+def read_key_now(ctx: KeyValueContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
     """``GET /get`` answered as early as it can be: a stale read at once; a
     linearizable read on the leader as a pending answer that the shared
     read-index round resolves; anything else (forwarding, no leader yet) as
@@ -119,7 +119,7 @@ def read_key_now(ctx: HttpContext, call: Call) -> Reply | Pending | Awaitable[Re
     return kv_get(ctx, call, key, False)
 
 
-def write_key_now(ctx: HttpContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
+def write_key_now(ctx: KeyValueContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
     """``GET /set`` on the leader as a pending answer (resolved when the
     write is applied); elsewhere :func:`write_key`'s coroutine."""
     params = call.query
@@ -145,7 +145,7 @@ def _size(value: str) -> int:
     return len(value.encode("utf-8", "surrogatepass"))
 
 
-def _read_answer(ctx: HttpContext, key: str, shape: Callable[[HttpContext, str, str], Reply]) -> Reply:
+def _read_answer(ctx: KeyValueContext, key: str, shape: Callable[[KeyValueContext, str, str], Reply]) -> Reply:
     value = ctx.node.get_local(key)
     if value is None:
         return json_reply(ctx.id, {"error": "key not found", "key": key}, 404)

@@ -25,7 +25,8 @@ from raftkv import hclog
 from raftkv.config import NodeSettings
 from raftkv.fsm import RESERVED_PREFIX, encode_delete, encode_set
 from raftkv.node.errors import RequestError, ShuttingDown
-from raftkv.node.runtime import Node
+
+from .handle import NodeHandle
 
 http_log = hclog.get_logger("http")
 
@@ -43,7 +44,7 @@ def node_url(settings: NodeSettings, http_address: str, path: str = "") -> str:
 
 
 class Registry:
-    def __init__(self, node: Node, settings: NodeSettings, client: aiohttp.ClientSession) -> None:
+    def __init__(self, node: NodeHandle, settings: NodeSettings, client: aiohttp.ClientSession) -> None:
         self.node = node
         self.settings = settings
         self.client = client

@@ -23,13 +23,13 @@ from raftkv import hclog
 from raftkv.config import NodeSettings
 from raftkv.eventlog import ring_for
 from raftkv.metrics import NodeMetrics
-from raftkv.node.runtime import Node
 from raftkv.procstat import process_stats
 from raftkv.tlsconfig import TlsContexts
 
 from ..api import admin, routes
 from ..api.context import CTX, FORWARDED_BY, HttpContext
 from ..api.forward import on_leader
+from ..api.handle import NodeHandle
 from ..api.kv import fast_route, read_key_now, write_key_now
 from ..api.params import BadRequest, check_path, origin_form, parse_query
 from ..api.registry import Registry
@@ -126,7 +126,7 @@ def create_app(ctx: HttpContext) -> web.Application:
 class HttpService:
     """The node's HTTP port, and the HTTP side's background work."""
 
-    def __init__(self, node: Node, settings: NodeSettings, metrics: NodeMetrics | None,
+    def __init__(self, node: NodeHandle, settings: NodeSettings, metrics: NodeMetrics | None,
                  tls: TlsContexts | None = None) -> None:
         self.node = node
         self.tls = tls  # RAFT_TLS_*: serve HTTPS, and speak it to the other members

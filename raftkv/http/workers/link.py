@@ -43,7 +43,8 @@ from raftkv.node.errors import (
     ShuttingDown,
     StorageFailed,
 )
-from raftkv.node.runtime import Node
+
+from ..api.handle import NodeHandle
 
 link_log = hclog.get_logger("http.link")
 
@@ -199,7 +200,7 @@ class LinkServer:
     """The Raft process's end: serves the workers' requests through the
     node's narrow handle and announces the applied index and leadership."""
 
-    def __init__(self, node: Node, known_leader: Callable[[], dict | None]) -> None:
+    def __init__(self, node: NodeHandle, known_leader: Callable[[], dict | None]) -> None:
         self.node = node
         self.known_leader = known_leader
         self.connections: set[_ServerConnection] = set()

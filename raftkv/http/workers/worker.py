@@ -37,6 +37,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -62,8 +63,8 @@ _VIEW_POLL = 0.0005
 
 
 class WorkerNode:
-    """The narrow handle (``raftkv.node.Node``'s data-plane methods) as a
-    worker has it: reads from the file, the rest over the link."""
+    """The node as a worker has it: a :class:`~raftkv.http.api.handle.KeyValueNode`
+    that reads from the state machine's file and sends the rest over the link."""
 
     def __init__(self, node_id: str, link: LinkClient, reader: KVReader, apply_timeout: float) -> None:
         self.id = node_id
@@ -144,14 +145,15 @@ class WorkerNode:
 
 @dataclass
 class WorkerContext:
-    """What :mod:`raftkv.http.api.kv` needs, for a worker."""
+    """A worker's :class:`~raftkv.http.api.context.KeyValueContext`: what the
+    data plane (:mod:`raftkv.http.api.kv`) needs."""
     node: WorkerNode
     id: str
     max_body: int
     link: LinkClient
     proxy: RaftProcessProxy
 
-    async def on_leader(self, call: Call, local, write: bool) -> Reply:
+    async def on_leader(self, call: Call, local: Callable[[], Awaitable[Reply]], write: bool) -> Reply:
         # The Raft process decides: it confirms leadership on every read and
         # write, so a worker's guess can only send a request the longer way.
         if self.link.is_leader:
