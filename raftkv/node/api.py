@@ -26,6 +26,7 @@ from raftkv.raft.messages import SnapshotMeta
 from raftkv.raft.node import LEADER
 
 from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
+from .fields import NodeFields
 
 __all__ = ["NodeRequests"]
 
@@ -44,7 +45,7 @@ class _CommitTimer:
             self.histogram.observe(time.perf_counter() - self.t0)
 
 
-class NodeRequests:
+class NodeRequests(NodeFields):
     """Mixed into Node: the requests the HTTP side makes."""
 
     def _request(self, event_type, args: tuple, what: str, timeout: float | None, *,

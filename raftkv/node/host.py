@@ -26,6 +26,7 @@ from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.node import LEADER
 from raftkv.transport.contract import Transport
 
+from .fields import NodeFields
 from .watchdog import as_volume_failure, io_failure
 
 __all__ = ["ExecutorHost", "KVStateMachine", "TransportNetwork"]
@@ -78,14 +79,13 @@ def _log_applied_writes(entries: Sequence[Entry], results: list, applied_before:
 class TransportNetwork:
     """The executor's network: the transport (set once it is listening)."""
 
-    def __init__(self) -> None:
-        self.transport: Transport | None = None
+    transport: Transport
 
     def send(self, to: str, address: str, message: Message) -> None:
         self.transport.send(to, address, message)
 
 
-class ExecutorHost:
+class ExecutorHost(NodeFields):
     """Mixed into Node: the executor's callbacks."""
 
     def log(self, effect: fx.Log) -> None:

@@ -138,20 +138,12 @@ class Node(ExecutorHost, NodeRequests):
         self.exit_code = 0
         self.had_state = False
         self.faults = self.parts.faults  # a FaultInjector with RAFT_FAULT_INJECTION
-        self.volume: Volume | None = None
-        self._watch: VolumeWatch | None = None
         # set once the volume failed or went away: the node serves nothing more
         self._storage_failure: VolumeFailure | None = None
-        self.transport: Transport | None = None
-        self.autopilot: Autopilot | None = None
 
-        self._raft: RaftNode | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-disk")
         self._snap_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raftkv-snapshot")
         self._network = TransportNetwork()
-        self._executor: EffectExecutor | None = None
-        self._requests: PendingRequests | None = None
         self._inbox: list = []
         # The linearizable reads that arrived since the driver last took the
         # inbox share one ReadIndex request: its read index is taken when the
@@ -173,7 +165,7 @@ class Node(ExecutorHost, NodeRequests):
         self._gc = GcPolicy()
         self._trace: TraceRecorder | None = None  # RAFT_TRACE: every step, for raftkv replay
         # /debug/steps: every step as JSON while someone listens (raftkv.learn.live)
-        self.steps = StepTap(self.id, lambda: self._raft)
+        self.steps = StepTap(self.id, lambda: getattr(self, "_raft", None))
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -299,16 +291,20 @@ class Node(ExecutorHost, NodeRequests):
                 if task is not current:
                     task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self._requests is not None:
-                self._requests.fail_all(ShuttingDown("node is shutting down", unknown_outcome=True))
+            # start() may have failed before setting these (see NodeFields)
+            requests: PendingRequests | None = getattr(self, "_requests", None)
+            if requests is not None:
+                requests.fail_all(ShuttingDown("node is shutting down", unknown_outcome=True))
             self._proposals.clear()
             self._inbox.clear()
-            if self.transport is not None:
-                await self.transport.close()
+            transport: Transport | None = getattr(self, "transport", None)
+            if transport is not None:
+                await transport.close()
             if self._snapshot_task is not None:
                 await asyncio.gather(self._snapshot_task, return_exceptions=True)
-            if self.volume is not None:
-                close = self.volume.close if self._storage_failure is None else self._abandon_volume
+            volume: Volume | None = getattr(self, "volume", None)
+            if volume is not None:
+                close = volume.close if self._storage_failure is None else self._abandon_volume
                 await self._loop.run_in_executor(self._disk, close)
             if self._trace is not None:
                 self._trace.close()
@@ -326,13 +322,16 @@ class Node(ExecutorHost, NodeRequests):
         self._stop_started = self._stopping = True
         for task in self._tasks:
             task.cancel()
-        if self.transport is not None:
+        # start() may have failed before setting these (see NodeFields)
+        transport: Transport | None = getattr(self, "transport", None)
+        if transport is not None:
             try:
-                await self.transport.close()
+                await transport.close()
             except Exception:
                 pass
-        if self.volume is not None:
-            self.volume.abort()
+        volume: Volume | None = getattr(self, "volume", None)
+        if volume is not None:
+            volume.abort()
 
     async def _gc_loop(self) -> None:
         period = max(0.1, min(1.0, self.settings.heartbeat_timeout / 2000))

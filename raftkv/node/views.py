@@ -59,9 +59,9 @@ def peers_view(st: NodeStatus, node_id: str, settings: NodeSettings) -> list[dic
     = its last index - the match index) and health."""
     out = []
     for server in st.configuration.servers:
-        row = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
-               "leader": server.id == st.leader_id, "last_contact": None, "healthy": None,
-               "lag_entries": None}
+        row: dict[str, object] = {"id": server.id, "address": server.address, "suffrage": server.suffrage.value,
+                                  "leader": server.id == st.leader_id, "last_contact": None, "healthy": None,
+                                  "lag_entries": None}
         peer = st.peer(server.id)
         if st.is_leader:
             if server.id == node_id:

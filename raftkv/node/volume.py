@@ -128,7 +128,7 @@ class Volume:
         self.kv = store_class(os.path.join(data_dir, "fsm.db"), log=fsm_log.log_fields)
         # set by the runtime: a restored backup is stored as a snapshot the
         # core must hear about; an installed one is counted
-        self.on_backup_stored: Callable[[SnapshotMeta], None] = lambda meta: None
+        self.on_backup_stored: Callable[[SnapshotMeta], object] = lambda meta: None
         self.on_installed: Callable[[], None] = lambda: None
 
     @staticmethod
