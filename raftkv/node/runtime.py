@@ -408,8 +408,9 @@ class Node(ExecutorHost, NodeRequests):
         except Exception as exc:
             # A bug, or input the core could not digest; the node's state is
             # still what the core left, so keep serving and say what happened.
-            raft_log.error("failed to process event", event=type(event).__name__,
-                           error=f"{type(exc).__name__}: {exc}")
+            # log_fields: "event" is the message's own keyword in error()
+            raft_log.log_fields("ERROR", "failed to process event",
+                                [("event", type(event).__name__), ("error", f"{type(exc).__name__}: {exc}")])
             if hclog.is_enabled("DEBUG"):
                 raft_log.debug("traceback", trace=traceback.format_exc())
             if self._trace is not None:
