@@ -14,8 +14,9 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from raftkv.http.api.context import Call
 from raftkv.http.api.replies import Pending, Reply
-from raftkv.http.server.fastpath import FastPath, FastRequest
+from raftkv.http.server.fastpath import FastPath
 from raftkv.http.server.limits import HttpLimits, JsonErrorHandler
 
 
@@ -30,13 +31,19 @@ class Log:
         self.lines.append(("error", event, fields))
 
 
-async def echo_get(query: dict[str, str], request: FastRequest) -> Reply:
+def echo_get(call: Call) -> Pending:
+    """A route that answers from a coroutine: a Pending of it."""
+    return Pending.of(_echo(call))
+
+
+async def _echo(call: Call) -> Reply:
+    query = call.query
     if "sleep" in query:
         await asyncio.sleep(float(query["sleep"]))
     if "boom" in query:
         raise RuntimeError("data plane bug")
-    body = {"route": request.path, "method": request.method, "target": request.target, "query": query,
-            "headers": dict(request.headers), "remote": request.remote}
+    body = {"route": call.raw_path.partition("?")[0], "method": call.method, "target": call.raw_path, "query": query,
+            "headers": dict(call.headers), "remote": call.remote}
     status = int(query.get("status", "200"))
     return Reply(status, json.dumps(body).encode(), headers=(("X-Extra", "yes"),))
 
@@ -184,12 +191,13 @@ def three_kinds_of_route():
     """``/now`` answers at once; ``/later`` and ``/pending`` with a Pending
     resolved after ``delay`` seconds (or with a bug, ``fail``), ``/later``
     through an asyncio future's callback; ``/get`` with a coroutine."""
-    def route(query, request):
-        if request.path == "/now":
+    def route(call):
+        query, path = call.query, call.raw_path.partition("?")[0]
+        if path == "/now":
             if "boom" in query:
                 raise RuntimeError("sync data plane bug")
             return Reply(200, json.dumps({"kind": "now", "n": query.get("n")}).encode())
-        if request.path == "/later":
+        if path == "/later":
             # resolved from an asyncio future's callback, as the data plane does
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
@@ -201,7 +209,7 @@ def three_kinds_of_route():
                 body = json.dumps({"kind": "later", "n": query.get("n")}).encode()
                 loop.call_later(float(query.get("delay", "0.01")), fut.set_result, Reply(200, body))
             return pending
-        if request.path == "/pending":
+        if path == "/pending":
             pending = Pending()
             body = json.dumps({"kind": "pending", "n": query.get("n")}).encode()
             outcome = RuntimeError("pending data plane bug") if "fail" in query else Reply(200, body)
@@ -210,7 +218,7 @@ def three_kinds_of_route():
             else:
                 asyncio.get_running_loop().call_later(float(query.get("delay", "0.01")), pending.resolve, outcome)
             return pending
-        return echo_get(query, request)
+        return echo_get(call)
     return {("GET", "/now"): route, ("GET", "/later"): route, ("GET", "/get"): route, ("GET", "/pending"): route}
 
 
@@ -670,7 +678,7 @@ async def test_many_pipelined_requests_with_reading_paused():
 async def test_a_client_that_reads_slowly_gets_every_answer():
     big = b"x" * (256 * 1024)
 
-    async def large(query, request):
+    def large(call):
         return Reply(200, big, content_type="application/octet-stream")
 
     async with Server(routes={("GET", "/get"): large}) as s:

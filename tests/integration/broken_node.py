@@ -15,17 +15,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from raftkv.cli import main  # noqa: E402
-from raftkv.http.api import kv, routes  # noqa: E402
+from raftkv.http.api import kv  # noqa: E402
 
-_linearizable_read = kv.kv_get
-
-
-async def _read_locally_unless_leader(ctx, call, key, stale, shape=kv._value_shape):
-    return await _linearizable_read(ctx, call, key, stale or not ctx.node.is_leader, shape)
+_linearizable_read = kv.read
 
 
-# both the data plane's own callers and the routes that imported it
-kv.kv_get = routes.kv_get = _read_locally_unless_leader
+def _read_locally_unless_leader(ctx, call, key, stale, shape=kv.value_shape):
+    return _linearizable_read(ctx, call, key, stale or not ctx.node.is_leader, shape)
+
+
+# the data plane's one read, which every route that reads keys calls
+kv.read = _read_locally_unless_leader
 
 if __name__ == "__main__":
     sys.exit(main(["serve", *sys.argv[1:]]))

@@ -8,12 +8,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from raftkv.http.pages import learn
+from raftkv.http.routes import ROUTES
+from raftkv.http.server.app import mount
 
 
 @pytest.fixture
 async def client():
     app = web.Application()
-    learn.add_routes(app)
+    learn.prepare(app)
+    mount(app, [r for r in ROUTES if r.fn.__module__ in ("raftkv.http.pages.learn", "raftkv.http.pages.learn_live")])
     async with TestClient(TestServer(app)) as c:
         yield c
 

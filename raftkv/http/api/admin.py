@@ -1,5 +1,5 @@
-"""Admin HTTP concerns: the cluster-key gate, ``/debug/faults``, and backup
-and restore (``GET /snapshot``, ``POST /restore``).
+"""Admin HTTP concerns: the cluster-key gate, ``/debug/faults``, snapshots
+(``POST /snapshot``), and backup and restore (``GET /snapshot``, ``POST /restore``).
 
 Theory of operation
 -------------------
@@ -26,7 +26,7 @@ method answers 403, so a production node can never be partitioned over HTTP.
 ``/status`` says which it is (``"fault_injection": true|false``).
 
 Backup and restore: snapshots can be far larger than any request body
-limit, so these two routes stream: the backup from the snapshot file to the
+limit, so these two routes are aiohttp handlers that stream: the backup from the snapshot file to the
 client, an upload from the client to a file, and a follower relays both to
 the leader chunk by chunk.
 """
@@ -46,15 +46,15 @@ from yarl import URL
 from raftkv import hclog
 from raftkv.transport.faults import FaultSpecError, parse_fault_spec
 
-from .context import CTX, FORWARDED_BY, HttpContext, call_of
+from .context import CTX, FORWARDED_BY, Call, HttpContext, call_of
 from .forward import leader_wait, no_leader_reply
 from .params import BadRequest, origin_form, parse_json_object
-from .replies import SERVED_BY, json_reply, respond, unavailable
-from .routes import read_body
+from .replies import SERVED_BY, Pending, Reply, json_reply, respond, unavailable
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["ADMIN_PREFIXES", "add_admin_routes", "is_admin_path", "require_cluster_key"]
+__all__ = ["ADMIN_PREFIXES", "handle_backup", "handle_faults", "handle_restore", "handle_snapshot", "is_admin_path",
+           "require_cluster_key"]
 
 ADMIN_PREFIXES = ("/join", "/remove-peer", "/transfer-leadership", "/restore", "/snapshot",
                   "/debug/", "/_raftkv/")
@@ -87,21 +87,21 @@ async def require_cluster_key(request: web.Request, handler) -> web.StreamRespon
     return resp
 
 
-def _forbidden(ctx: HttpContext) -> web.Response:
-    return respond(json_reply(ctx.id, {"error": "fault injection is disabled on this node (start it with "
-                                                "--enable-fault-injection or RAFT_FAULT_INJECTION=true)"}, 403))
+def _forbidden(ctx: HttpContext) -> Reply:
+    return json_reply(ctx.id, {"error": "fault injection is disabled on this node (start it with "
+                                        "--enable-fault-injection or RAFT_FAULT_INJECTION=true)"}, 403)
 
 
-async def handle_faults(request: web.Request) -> web.StreamResponse:
-    ctx: HttpContext = request.app[CTX]
+def handle_faults(ctx: HttpContext, call: Call) -> Reply:
+    """``GET|POST|DELETE /debug/faults``: list, add, heal (module docstring)."""
     faults = ctx.node.faults
     if faults is None:
         return _forbidden(ctx)
-    if request.method == "DELETE":
+    if call.method == "DELETE":
         healed = faults.clear()
-        return respond(json_reply(ctx.id, {"healed": healed, **faults.describe()}))
-    if request.method == "POST":
-        body = await read_body(request)
+        return json_reply(ctx.id, {"healed": healed, **faults.describe()})
+    if call.method == "POST":
+        body = call.body
         if not body.strip():
             raise BadRequest("body", "missing JSON body, e.g. {\"drop\": [\"n2\"]} or {\"delay_ms\": 100}")
         try:
@@ -110,11 +110,21 @@ async def handle_faults(request: web.Request) -> web.StreamResponse:
             raise BadRequest(exc.param, exc.message) from None
         added = faults.add(rules)
         now = faults.clock()
-        return respond(json_reply(ctx.id, {"added": [r.to_dict(now) for r in added], **faults.describe()}))
-    return respond(json_reply(ctx.id, faults.describe()))
+        return json_reply(ctx.id, {"added": [r.to_dict(now) for r in added], **faults.describe()})
+    return json_reply(ctx.id, faults.describe())
 
 
-# --- backup and restore --------------------------------------------------------------
+# --- snapshots, backup and restore ------------------------------------------------------
+
+def handle_snapshot(ctx: HttpContext, call: Call) -> Pending:
+    """``POST /snapshot``: take a snapshot now."""
+    return Pending.of(_snapshot(ctx))
+
+
+async def _snapshot(ctx: HttpContext) -> Reply:
+    meta = await ctx.node.snapshot_now()
+    return json_reply(ctx.id, {"id": meta.id, "index": meta.index, "term": meta.term, "size": meta.size})
+
 
 BACKUP_CHUNK = 1024 * 1024
 SNAPSHOT_INDEX = "X-Raftkv-Snapshot-Index"
@@ -160,7 +170,8 @@ async def _on_leader_streaming(request: web.Request,
 
 
 async def handle_backup(request: web.Request) -> web.StreamResponse:
-    """GET /snapshot: download a snapshot holding every acknowledged write."""
+    """``GET /snapshot``: download a snapshot holding every acknowledged write
+    (an aiohttp handler: it streams)."""
     ctx: HttpContext = request.app[CTX]
 
     async def local() -> web.StreamResponse:
@@ -189,8 +200,8 @@ def _unlink(path: str) -> None:
 
 
 async def handle_restore(request: web.Request) -> web.StreamResponse:
-    """POST /restore: the request body (a backup from GET /snapshot) becomes
-    the whole cluster's state."""
+    """``POST /restore``: the request body (a backup from ``GET /snapshot``)
+    becomes the whole cluster's state (an aiohttp handler: it streams)."""
     ctx: HttpContext = request.app[CTX]
 
     async def local() -> web.StreamResponse:
@@ -210,12 +221,3 @@ async def handle_restore(request: web.Request) -> web.StreamResponse:
         http_log.info("restored backup", index=index, keys=keys, bytes=received)
         return respond(json_reply(ctx.id, {"index": index, "keys": keys, "bytes": received}))
     return await _on_leader_streaming(request, local)
-
-
-def add_admin_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/debug/faults", handle_faults)
-    r.add_post("/debug/faults", handle_faults)
-    r.add_delete("/debug/faults", handle_faults)
-    r.add_get("/snapshot", handle_backup)
-    r.add_post("/restore", handle_restore)

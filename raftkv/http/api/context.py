@@ -21,7 +21,7 @@ from raftkv.eventlog import EventRing
 from raftkv.metrics import NodeMetrics
 
 from .handle import KeyValueNode, NodeHandle
-from .params import origin_form
+from .params import origin_form, query_and_body
 from .registry import Registry, node_url
 from .replies import Reply
 
@@ -92,17 +92,30 @@ CTX: web.AppKey[HttpContext] = web.AppKey("raftkv", HttpContext)
 
 @dataclass(slots=True)
 class Call:
-    """One request as the data plane sees it, whichever server framed it.
+    """One request as a route sees it, whichever server framed it: the one
+    shape of a request (the fast path builds it from httptools' callbacks,
+    the aiohttp adapter from a ``web.Request``: :func:`call_of`).
+
     ``raw_path`` is the target's path and query, as sent (the origin-form,
     never a scheme or host: forwarding appends it to a node's address).
     ``headers`` is case-insensitive (aiohttp's) or keyed by lower-case names
-    (the fast path's), so lookups use lower-case names."""
+    (the fast path's), so lookups use lower-case names. ``body`` is what the
+    server read of the body (the routes marked so in the table:
+    :mod:`raftkv.http.routes`), ``content_type`` its media type (None when
+    the request named none, or sent no body), ``match`` the variables of the
+    route's path (``/key/{key}``)."""
     method: str
     raw_path: str
     query: Mapping[str, str]
     headers: Mapping[str, str]
     remote: str | None
     body: bytes = b""
+    content_type: str | None = None
+    match: Mapping[str, str] | None = None
+
+    def params(self) -> Mapping[str, str]:
+        """The query's parameters, plus those of a form or JSON body."""
+        return query_and_body(self.query, self.body, self.content_type)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -123,5 +136,8 @@ class Call:
 
 
 def call_of(request: web.Request, body: bytes = b"") -> Call:
+    """aiohttp's request as a :class:`Call` (``body``: what was read of it)."""
     # raw_path is the target as sent: an absolute-form one holds a scheme and host
-    return Call(request.method, origin_form(request.raw_path), request.query, request.headers, request.remote, body)
+    content_type = request.content_type if body and "Content-Type" in request.headers else None
+    return Call(request.method, origin_form(request.raw_path), request.query, request.headers, request.remote, body,
+                content_type, request.match_info)

@@ -1,32 +1,86 @@
 """The data plane: reads and writes of keys.
 
-Each operation is a plain function of the context and a :class:`Call`
-returning a :class:`Reply`, so the aiohttp routes, the fast path
-(:mod:`raftkv.http.server.fastpath`) and the HTTP workers (:mod:`raftkv.http.workers.worker`,
-whose context reaches the Raft process over the local link) run the same
-code. The context says how a request gets to the leader (``ctx.on_leader``).
-Failures are exceptions the one table in :mod:`raftkv.http.api.replies` turns
-into answers.
+One function per operation -- :func:`read`, :func:`write`, :func:`delete`,
+:func:`write_many` -- from the context and a :class:`~.context.Call` to a
+:class:`~.replies.Reply` or a :class:`~.replies.Pending` one, whichever
+server framed the request: the fast path (:mod:`raftkv.http.server.fastpath`),
+aiohttp (:mod:`raftkv.http.server.app`) or an HTTP worker's fast path
+(:mod:`raftkv.http.workers.worker`, whose context reaches the Raft process
+over the local link). The routes (``handle_*``, listed in
+:mod:`raftkv.http.routes`) only parse their parameters and call them.
+
+On the leader an operation answers from a callback: a stale read at once, a
+linearizable read once its read index is confirmed and applied, a write once
+it is applied, with no task and no coroutine. Anywhere else, or when
+leadership moved before the core took the request, it runs as the context's
+``on_leader`` says (forwarded to the leader, or relayed to the Raft process).
+Failures are exceptions the one table in :mod:`.replies` turns into answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from raftkv.fsm import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
-from ..server.fastpath import FastRequest
 from .context import Call, KeyValueContext
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
-from .replies import Pending, Reply, error_reply, json_reply, value_reply, written_reply
+from .replies import Pending, Reply, json_reply, value_reply, written_reply
 
-__all__ = ["fast_route", "kv_delete", "kv_get", "kv_set", "kv_set_many", "read_key", "read_key_now", "write_key",
-           "write_key_now"]
+__all__ = ["delete", "handle_get", "handle_key_delete", "handle_key_get", "handle_key_post", "handle_remove",
+           "handle_set", "read", "write", "write_many"]
+
+Shape = Callable[[KeyValueContext, str, str], Reply]
 
 
-def _value_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
+# --- the routes: parameters, then the operation
+
+def handle_get(ctx: KeyValueContext, call: Call) -> Reply | Pending:
+    """``GET /get?key=K[&stale=true]``."""
+    return read(ctx, call, parse_key(call.query), parse_bool_param(call.query, "stale", False))
+
+
+def handle_set(ctx: KeyValueContext, call: Call) -> Reply | Pending:
+    """``GET|POST /set?key=K&value=V`` (the value, or both, may come in a form or JSON body)."""
+    params = call.params()
+    key = parse_key(params)
+    return write(ctx, call, key, parse_value(params, ctx.max_body, key))
+
+
+def handle_remove(ctx: KeyValueContext, call: Call) -> Reply | Pending:
+    """``GET|POST|DELETE /remove?key=K``."""
+    return delete(ctx, call, parse_key(call.params()))
+
+
+def handle_key_post(ctx: KeyValueContext, call: Call) -> Reply | Pending:
+    """hraftd's ``POST /key`` with a JSON object of keys and values."""
+    if not call.body.strip():
+        raise BadRequest("body", "missing JSON body of keys and values")
+    return write_many(ctx, call, parse_key_values(call.body, ctx.max_body))
+
+
+def handle_key_get(ctx: KeyValueContext, call: Call) -> Reply | Pending:
+    """hraftd's ``GET /key/K[?stale=true]``, answered ``{"K": "V"}``."""
+    stale = parse_bool_param(call.query, "stale", False)
+    return read(ctx, call, _key_from_path(call), stale, map_shape)
+
+
+def handle_key_delete(ctx: KeyValueContext, call: Call) -> Reply | Pending:
+    """hraftd's ``DELETE /key/K``."""
+    return delete(ctx, call, _key_from_path(call))
+
+
+def _key_from_path(call: Call) -> str:
+    return parse_key({"key": call.match["key"]} if call.match else {})
+
+
+# --- the operations
+
+def value_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
+    """``{"key": k, "value": v, "served_by": id}``."""
     return value_reply(ctx.id, key, value)
 
 
@@ -35,78 +89,12 @@ def map_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
     return json_reply(ctx.id, {key: value}, served_by=False)
 
 
-async def kv_get(ctx: KeyValueContext, call: Call, key: str, stale: bool,
-                 shape: Callable[[KeyValueContext, str, str], Reply] = _value_shape) -> Reply:
-    node = ctx.node
+def read(ctx: KeyValueContext, call: Call, key: str, stale: bool, shape: Shape = value_shape) -> Reply | Pending:
+    """A read of ``key``: ``stale``, this node's value at once; else a
+    linearizable one, served once the leader has confirmed it still leads
+    (ReadIndex) and applied the read index."""
     if stale:
         return _read_answer(ctx, key, shape)
-
-    async def local() -> Reply:
-        try:
-            await node.read_barrier()
-        except (NotLeaderError, ApplyTimeout):
-            raise
-        except RequestError as exc:
-            # leadership was lost while confirming the read: nothing was
-            # done, so let on_leader try the next leader
-            raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
-        return _read_answer(ctx, key, shape)
-    return await ctx.on_leader(call, local, write=False)
-
-
-async def kv_set(ctx: KeyValueContext, call: Call, key: str, value: str) -> Reply:
-    size = _size(value)
-
-    async def local() -> Reply:
-        index, _ = await ctx.node.propose(encode_set(key, value))
-        return written_reply(ctx.id, key, index, size)
-    return await ctx.on_leader(call, local, write=True)
-
-
-async def kv_delete(ctx: KeyValueContext, call: Call, key: str) -> Reply:
-    async def local() -> Reply:
-        index, removed = await ctx.node.propose(encode_delete(key))
-        return json_reply(ctx.id, {"key": key, "removed": bool(removed), "index": index})
-    return await ctx.on_leader(call, local, write=True)
-
-
-async def kv_set_many(ctx: KeyValueContext, call: Call, mapping: Mapping[str, str]) -> Reply:
-    async def local() -> Reply:
-        index, count = await ctx.node.propose(encode_set_many(mapping))
-        return json_reply(ctx.id, {"keys": count, "index": index})
-    return await ctx.on_leader(call, local, write=True)
-
-
-# --- the query-string forms (GET /get, GET|POST /set), shared with the fast path
-
-async def read_key(ctx: KeyValueContext, call: Call) -> Reply:
-    """``GET /get?key=K[&stale=true]``."""
-    return await kv_get(ctx, call, parse_key(call.query), parse_bool_param(call.query, "stale", False))
-
-
-async def write_key(ctx: KeyValueContext, call: Call, params: Mapping[str, str] | None = None) -> Reply:
-    """``/set?key=K&value=V`` (``params``: query plus body, when there is one)."""
-    params = call.query if params is None else params
-    key = parse_key(params)
-    return await kv_set(ctx, call, key, parse_value(params, ctx.max_body, key))
-
-
-def parse_mapping(ctx: KeyValueContext, body: bytes) -> dict[str, str]:
-    if not body.strip():
-        raise BadRequest("body", "missing JSON body of keys and values")
-    return parse_key_values(body, ctx.max_body)
-
-
-# --- the same two routes for the fast path: no coroutine where none is needed
-
-def read_key_now(ctx: KeyValueContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
-    """``GET /get`` answered as early as it can be: a stale read at once; a
-    linearizable read on the leader as a pending answer that the shared
-    read-index round resolves; anything else (forwarding, no leader yet) as
-    :func:`read_key`'s coroutine."""
-    key = parse_key(call.query)
-    if parse_bool_param(call.query, "stale", False):
-        return _read_answer(ctx, key, _value_shape)
     node = ctx.node
     if node.is_leader:
         try:
@@ -114,29 +102,27 @@ def read_key_now(ctx: KeyValueContext, call: Call) -> Reply | Pending | Awaitabl
         except NotLeaderError:
             pass
         else:
-            return _then(ctx, barrier, lambda _index: _read_answer(ctx, key, _value_shape),
-                         lambda: kv_get(ctx, call, key, False), _read_retries)
-    return kv_get(ctx, call, key, False)
+            return _when_done(barrier, lambda _index: _read_answer(ctx, key, shape),
+                              lambda: _read_on_leader(ctx, call, key, shape), _read_retries)
+    return _read_on_leader(ctx, call, key, shape)
 
 
-def write_key_now(ctx: KeyValueContext, call: Call) -> Reply | Pending | Awaitable[Reply]:
-    """``GET /set`` on the leader as a pending answer (resolved when the
-    write is applied); elsewhere :func:`write_key`'s coroutine."""
-    params = call.query
-    key = parse_key(params)
-    value = parse_value(params, ctx.max_body, key)
-    node = ctx.node
-    if node.is_leader:
-        try:
-            proposed = node.propose_nowait(encode_set(key, value))
-        except NotLeaderError:
-            pass
-        else:
-            size = _size(value)
-            return _then(ctx, proposed,
-                         lambda result: written_reply(ctx.id, key, result[0], size),
-                         lambda: kv_set(ctx, call, key, value), _write_retries)
-    return kv_set(ctx, call, key, value)
+def write(ctx: KeyValueContext, call: Call, key: str, value: str) -> Reply | Pending:
+    """Set ``key`` to ``value``; answered with the entry's index and the value's size."""
+    size = _size(value)
+    return _propose(ctx, call, encode_set(key, value), lambda result: written_reply(ctx.id, key, result[0], size))
+
+
+def delete(ctx: KeyValueContext, call: Call, key: str) -> Reply | Pending:
+    """Remove ``key``; the answer says whether it was there."""
+    return _propose(ctx, call, encode_delete(key), lambda result: json_reply(
+        ctx.id, {"key": key, "removed": bool(result[1]), "index": result[0]}))
+
+
+def write_many(ctx: KeyValueContext, call: Call, mapping: Mapping[str, str]) -> Reply | Pending:
+    """Set every key of ``mapping`` in one entry."""
+    return _propose(ctx, call, encode_set_many(mapping), lambda result: json_reply(
+        ctx.id, {"keys": result[1], "index": result[0]}))
 
 
 def _size(value: str) -> int:
@@ -145,28 +131,63 @@ def _size(value: str) -> int:
     return len(value.encode("utf-8", "surrogatepass"))
 
 
-def _read_answer(ctx: KeyValueContext, key: str, shape: Callable[[KeyValueContext, str, str], Reply]) -> Reply:
+def _read_answer(ctx: KeyValueContext, key: str, shape: Shape) -> Reply:
     value = ctx.node.get_local(key)
     if value is None:
         return json_reply(ctx.id, {"error": "key not found", "key": key}, 404)
     return shape(ctx, key, value)
 
 
+def _read_on_leader(ctx: KeyValueContext, call: Call, key: str, shape: Shape) -> Pending:
+    async def local() -> Reply:
+        try:
+            await ctx.node.read_barrier()
+        except (NotLeaderError, ApplyTimeout):
+            raise
+        except RequestError as exc:
+            # leadership was lost while confirming the read: nothing was
+            # done, so let on_leader try the next leader
+            raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
+        return _read_answer(ctx, key, shape)
+    return Pending.of(ctx.on_leader(call, local, write=False))
+
+
+def _propose(ctx: KeyValueContext, call: Call, command: bytes, answer: Callable[[Any], Reply]) -> Reply | Pending:
+    """A write: ``answer((index, result))`` once ``command`` is applied."""
+    node = ctx.node
+    if node.is_leader:
+        try:
+            proposed = node.propose_nowait(command)
+        except NotLeaderError:
+            pass
+        else:
+            return _when_done(proposed, answer, lambda: _propose_on_leader(ctx, call, command, answer),
+                              _write_retries)
+    return _propose_on_leader(ctx, call, command, answer)
+
+
+def _propose_on_leader(ctx: KeyValueContext, call: Call, command: bytes, answer: Callable[[Any], Reply]) -> Pending:
+    async def local() -> Reply:
+        return answer(await ctx.node.propose(command))
+    return Pending.of(ctx.on_leader(call, local, write=True))
+
+
 def _read_retries(exc: BaseException) -> bool:
-    # leadership lost while confirming: nothing was done, and the coroutine
-    # path (on_leader) finds the next leader
+    # leadership lost while confirming: nothing was done, and on_leader
+    # finds the next leader
     return isinstance(exc, RequestError) and not isinstance(exc, ApplyTimeout)
 
 
 def _write_retries(exc: BaseException) -> bool:
+    # the leader stepped down before its core took the write: nothing was done
     return isinstance(exc, NotLeaderError)
 
 
-def _then(ctx, waiting: asyncio.Future, answer: Callable[[object], Reply],
-          again: Callable[[], Awaitable[Reply]], retries: Callable[[BaseException], bool]) -> Pending:
+def _when_done(waiting: asyncio.Future, answer: Callable[[Any], Reply], again: Callable[[], Pending],
+               retries: Callable[[BaseException], bool]) -> Pending:
     """The request's answer, pending: ``answer(result)`` once ``waiting`` is
-    done; if it failed in a way ``retries`` accepts, the answer of the
-    coroutine ``again()``; for any other failure, the error's answer."""
+    done; if it failed in a way ``retries`` accepts, the answer of
+    ``again()``; for any other failure, that failure."""
     out = Pending()
 
     def done(fut: asyncio.Future) -> None:
@@ -175,49 +196,10 @@ def _then(ctx, waiting: asyncio.Future, answer: Callable[[object], Reply],
             try:
                 out.resolve(answer(fut.result()))
             except Exception as error:
-                out.resolve(_answer_error(ctx, error))
+                out.resolve(error)
         elif retries(exc):
-            retry = asyncio.ensure_future(_answering(ctx, again()))
-            retry.add_done_callback(lambda t: out.resolve(asyncio.CancelledError() if t.cancelled()
-                                                          else t.exception() or t.result()))
+            again().then(out.resolve)
         else:
-            out.resolve(_answer_error(ctx, exc))
+            out.resolve(exc)
     waiting.add_done_callback(done)
     return out
-
-
-def _answer_error(ctx, exc: BaseException) -> Reply | BaseException:
-    reply = error_reply(ctx.id, exc, ctx.known_leader())
-    return exc if reply is None else reply
-
-
-def _answer_or_raise(ctx, exc: Exception) -> Reply:
-    reply = error_reply(ctx.id, exc, ctx.known_leader())
-    if reply is None:
-        raise exc  # a bug: the fast path answers 500 and logs it
-    return reply
-
-
-async def _answering(ctx, pending: Awaitable[Reply]) -> Reply:
-    try:
-        return await pending
-    except Exception as exc:
-        return _answer_or_raise(ctx, exc)
-
-
-def fast_route(ctx, operation):
-    """A data-plane operation as a fast-path route (``ctx``: an
-    :class:`HttpContext`, or a worker's context with the same surface):
-    ``operation(ctx, call)`` returns a :class:`Reply`, a :class:`Pending` one,
-    or a coroutine; failures become their answers. The fast routes are not admin
-    routes (no cluster key), and need no CORS header."""
-    def route(query: dict[str, str], request: FastRequest) -> Reply | Pending | Awaitable[Reply]:
-        call = Call(request.method, request.target, query, request.headers, request.remote)
-        try:
-            result = operation(ctx, call)
-        except Exception as exc:
-            return _answer_or_raise(ctx, exc)
-        if result.__class__ is Reply or result.__class__ is Pending:
-            return result
-        return _answering(ctx, result)
-    return route

@@ -23,7 +23,7 @@ from raftkv.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, 
 
 __all__ = ["MAX_JSON_DEPTH", "BadRequest", "JoinRequest", "TooLarge", "check_path", "origin_form",
            "parse_bool_param", "parse_join_json", "parse_join_params", "parse_json_object", "parse_key",
-           "parse_key_values", "parse_query", "parse_value"]
+           "parse_key_values", "parse_query", "parse_value", "query_and_body"]
 
 # Deep enough for any document the API takes (the deepest, a fault spec, has
 # three levels); json.loads itself would recurse until RecursionError.
@@ -134,6 +134,38 @@ def origin_form(target: str) -> str:
 
 
 # --- pure parameter parsing ---------------------------------------------------
+
+def query_and_body(query: Mapping[str, str], body: bytes, content_type: str | None) -> Mapping[str, str]:
+    """Query parameters, plus those of a form or JSON body (the body's win).
+    ``content_type`` is the body's media type, None when the request named
+    none. Without a body, the query itself."""
+    if not body:
+        return query
+    params: dict[str, str] = dict(query)
+    # JSON when it says so, or when it looks like it and says nothing at all;
+    # text/plain is always a raw value, even one that happens to start with "{".
+    if content_type == "application/json" or (content_type is None and body.lstrip()[:1] == b"{"):
+        doc = parse_json_object(body)
+        for k, v in doc.items():
+            if isinstance(v, str):
+                params[k] = v
+            elif isinstance(v, bool):
+                params[k] = "true" if v else "false"
+            elif isinstance(v, int):
+                params[k] = str(v)
+            else:
+                raise BadRequest(k, f"invalid {k}: expected a string")
+    elif content_type == "application/x-www-form-urlencoded":
+        params.update(parse_query(body))  # a form is a query string (strict UTF-8, the first of a name wins)
+    elif "value" not in params:
+        # a raw body is the value: curl --data-binary @file 'host/set?key=k'
+        try:
+            params["value"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("value", "body is not valid UTF-8") from None
+    return params
+
+
 
 def parse_bool_param(params: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = params.get(name)

@@ -13,9 +13,10 @@ stopping either way). Nothing a client sends produces a 500: a 500 means a bug.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_string  # what ensure_ascii=False uses
 from typing import Any
@@ -45,16 +46,35 @@ class Reply:
 
 
 class Pending:
-    """An answer the data plane gives later: a route returns one, and calls
-    :meth:`resolve` with the :class:`Reply` (or the exception of a bug, which
-    is answered 500). Unlike an ``asyncio.Future`` it delivers at once, with
-    no turn of the event loop in between."""
+    """An answer that comes later: what a route returns when the answer
+    waits on the node (a write to commit, a read index to be confirmed) or
+    on another node (forwarding to the leader), either
 
-    __slots__ = ("_deliver", "_outcome")
+    * empty, and given its answer with :meth:`resolve` by whoever has it --
+      a future's done-callback, say: no task, and unlike an
+      ``asyncio.Future`` it delivers at once, with no turn of the event loop
+      in between; or
+    * :meth:`of` a coroutine, which runs once a server asks for the answer:
+      as a task on the fast path (:meth:`then`), awaited in place by aiohttp
+      (``await pending``).
+
+    The outcome is the :class:`Reply`, or the exception the request failed
+    with, which the server answers through :func:`error_reply` (and, if
+    that has no answer for it, as a bug: 500)."""
+
+    __slots__ = ("_deliver", "_outcome", "_work")
 
     def __init__(self) -> None:
         self._deliver: Callable[[Reply | BaseException], None] | None = None
         self._outcome: Reply | BaseException | None = None
+        self._work: Awaitable[Reply] | None = None  # a coroutine not started yet, or its task
+
+    @classmethod
+    def of(cls, work: Awaitable[Reply]) -> Pending:
+        """The answer of ``work``, a coroutine, when a server asks for it."""
+        pending = cls()
+        pending._work = work
+        return pending
 
     def resolve(self, outcome: Reply | BaseException) -> None:
         deliver, self._deliver = self._deliver, None
@@ -64,10 +84,45 @@ class Pending:
             self._outcome = outcome
 
     def then(self, deliver: Callable[[Reply | BaseException], None]) -> None:
-        if self._outcome is not None:
+        """Call ``deliver(outcome)`` once the outcome is known (now, if it is)."""
+        work = self._work
+        if work is not None and not isinstance(work, asyncio.Future):
+            self._deliver = deliver
+            task = asyncio.ensure_future(work)
+            self._work = task  # held here: the loop keeps only a weak reference to a task
+            task.add_done_callback(self._finished)
+        elif self._outcome is not None:
             deliver(self._outcome)
         else:
             self._deliver = deliver
+
+    def _finished(self, task: asyncio.Future) -> None:
+        self._work = None
+        self.resolve(asyncio.CancelledError() if task.cancelled() else task.exception() or task.result())
+
+    def __await__(self) -> Generator[Any, None, Reply]:
+        return self._answer().__await__()
+
+    async def _answer(self) -> Reply:
+        work = self._work
+        if work is not None and not isinstance(work, asyncio.Future):
+            self._work = None
+            return await work
+        waiter = asyncio.get_running_loop().create_future()
+        self.then(functools.partial(_settle, waiter))
+        return await waiter
+
+
+def _settle(waiter: asyncio.Future, outcome: Reply | BaseException) -> None:
+    if waiter.done():
+        return
+    if isinstance(outcome, asyncio.CancelledError):
+        waiter.cancel()
+    elif isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
+
 
 # One encoder for every answer: json.dumps(..., ensure_ascii=False) builds a
 # new encoder per call, on the path of every request.

@@ -75,11 +75,11 @@ from raftkv.sim import record
 from raftkv.sim.replay import replay_document
 from raftkv.textforms import split_host_port
 
+from ..api.cluster import peers_view, status_view
 from ..api.context import CTX, HttpContext
 from ..api.params import BadRequest
-from ..api.routes import peers_view, status_view
 
-__all__ = ["CORS_PATHS", "MEMBER_CORS_PATHS", "add_routes", "log_window", "member_origin", "observe_middleware"]
+__all__ = ["CORS_PATHS", "MEMBER_CORS_PATHS", "log_window", "member_origin", "observe_middleware", "prepare"]
 
 REPLAYS: web.AppKey[dict] = web.AppKey("replays", dict)
 
@@ -546,19 +546,6 @@ async def handle_faults(request: web.Request) -> web.StreamResponse:
 
 # --- wiring ------------------------------------------------------------------------------
 
-def add_routes(app: web.Application) -> None:
-    """Add the dashboard, metrics and debug routes to the node's app."""
+def prepare(app: web.Application) -> None:
+    """What the dashboard keeps on the app: the replays uploaded to it."""
     app[REPLAYS] = {}
-    r = app.router
-    r.add_get("/metrics", handle_metrics)
-    r.add_get("/ui", handle_ui)
-    r.add_get("/ui/", handle_ui)
-    r.add_get("/ui/static/{name}", handle_static)
-    r.add_get("/ui/replay", handle_replay)
-    r.add_post("/ui/replay", handle_replay_upload)
-    r.add_get("/ui/stream", handle_ui_stream)
-    r.add_post("/ui/faults", handle_faults)
-    r.add_delete("/ui/faults", handle_faults)
-    r.add_get("/debug/stream", handle_stream)
-    r.add_get("/debug/events", handle_events)
-    r.add_get("/debug/log", handle_log)

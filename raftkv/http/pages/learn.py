@@ -51,9 +51,9 @@ from raftkv.learn.narrate import source_excerpt
 from raftkv.learn.world import VERBS, ActionError, Spec, World, random_seed
 
 from ..api.params import BadRequest
-from . import learn_live
 
-__all__ = ["add_routes"]
+__all__ = ["handle_act", "handle_branch", "handle_check", "handle_frames", "handle_lessons", "handle_new",
+           "handle_page", "handle_source", "handle_summary", "prepare"]
 
 MAX_WORLDS = 8
 MAX_COUNT = 2000
@@ -141,6 +141,18 @@ def _keep(app: web.Application, entry: _Entry) -> str:
     return world_id
 
 
+def _answering(handler):
+    """The handler, with a bad parameter answered 400 here rather than by
+    the node's error middleware, so the API answers the same wherever it is
+    mounted."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(exc.param, exc.message)
+    return handle
+
+
 async def handle_page(request: web.Request) -> web.StreamResponse:
     from .dashboard import _ui_file
     return web.Response(body=_ui_file("learn.html"), content_type="text/html", charset="utf-8",
@@ -151,6 +163,7 @@ async def handle_lessons(request: web.Request) -> web.StreamResponse:
     return _json({"lessons": [lesson.describe() for lesson in lessons.LESSONS.values()]})
 
 
+@_answering
 async def handle_new(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     name = _str(body, "lesson", 64)
@@ -175,11 +188,13 @@ async def handle_new(request: web.Request) -> web.StreamResponse:
     return _json({"id": world_id, "summary": world.summary()})
 
 
+@_answering
 async def handle_summary(request: web.Request) -> web.StreamResponse:
     entry = _entry(request)
     return _json(await _in_world(entry, lambda w: w.summary()))
 
 
+@_answering
 async def handle_frames(request: web.Request) -> web.StreamResponse:
     entry = _entry(request)
     start = _int(request.query.get("from", "0"), "from", 0, 10 ** 9)
@@ -188,6 +203,7 @@ async def handle_frames(request: web.Request) -> web.StreamResponse:
     return _json_with_frames(frames, {"summary": summary})
 
 
+@_answering
 async def handle_act(request: web.Request) -> web.StreamResponse:
     entry = _entry(request)
     body = await _body(request)
@@ -212,6 +228,7 @@ async def handle_act(request: web.Request) -> web.StreamResponse:
     return _json_with_frames(frames, {"forked": forked, "summary": summary})
 
 
+@_answering
 async def handle_branch(request: web.Request) -> web.StreamResponse:
     entry = _entry(request)
     body = await _body(request)
@@ -223,6 +240,7 @@ async def handle_branch(request: web.Request) -> web.StreamResponse:
     return _json(summary)
 
 
+@_answering
 async def handle_check(request: web.Request) -> web.StreamResponse:
     entry = _entry(request)
     if entry.lesson is None:
@@ -231,6 +249,7 @@ async def handle_check(request: web.Request) -> web.StreamResponse:
     return _json({"passed": passed, "message": message})
 
 
+@_answering
 async def handle_source(request: web.Request) -> web.StreamResponse:
     path = request.query.get("path", "")
     line = _int(request.query.get("line", ""), "line", 1, 10 ** 6)
@@ -240,29 +259,6 @@ async def handle_source(request: web.Request) -> web.StreamResponse:
         return _error("path", str(exc))
 
 
-def _answering(handler):
-    """The handler, with a bad parameter answered 400 here rather than by
-    the node's error middleware, so the API answers the same wherever it is
-    mounted."""
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return _error(exc.param, exc.message)
-    return handle
-
-
-def add_routes(app: web.Application) -> None:
-    """Add /ui/learn and its API to the node's app."""
+def prepare(app: web.Application) -> None:
+    """What the learning page keeps on the app: its simulated worlds."""
     app[WORLDS] = collections.OrderedDict()
-    r = app.router
-    r.add_get("/ui/learn", handle_page)
-    r.add_get("/ui/learn/lessons", handle_lessons)
-    r.add_post("/ui/learn/sim", _answering(handle_new))
-    r.add_get("/ui/learn/sim/{id}", _answering(handle_summary))
-    r.add_get("/ui/learn/sim/{id}/frames", _answering(handle_frames))
-    r.add_post("/ui/learn/sim/{id}/act", _answering(handle_act))
-    r.add_post("/ui/learn/sim/{id}/branch", _answering(handle_branch))
-    r.add_get("/ui/learn/sim/{id}/check", _answering(handle_check))
-    r.add_get("/ui/learn/source", _answering(handle_source))
-    learn_live.add_routes(app)

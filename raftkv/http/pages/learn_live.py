@@ -62,7 +62,7 @@ from ..api.context import CTX, HttpContext
 from ..api.params import BadRequest
 from .dashboard import SSE_HEADERS, member_cors_headers
 
-__all__ = ["add_routes"]
+__all__ = ["handle_live", "handle_steps"]
 
 STEPS_KEEPALIVE = 10.0       # seconds without a record before /debug/steps sends a comment
 READ_TIMEOUT = 2.5 * STEPS_KEEPALIVE  # a member's stream this silent is hung (paused, cut off)
@@ -283,10 +283,3 @@ async def handle_live(request: web.Request) -> web.StreamResponse:
         live.close()
         tap.unsubscribe(sub)
     return resp
-
-
-def add_routes(app: web.Application) -> None:
-    """Add the live-cluster routes of /ui/learn (and the /debug/steps they read)."""
-    app.router.add_get("/debug/steps", handle_steps)
-    app.router.add_get("/ui/learn/live", handle_live)
-

@@ -1,13 +1,21 @@
-"""The HTTP side of a node: the aiohttp application and its listener.
+"""The HTTP side of a node: the aiohttp application, and the port's
+listener with the fast path in front of it (:class:`HttpService`).
 
-The app's middlewares, outermost first: request metrics and CORS
-(:mod:`raftkv.http.pages.dashboard`), errors to JSON answers and the refusal
-of a path, query or header that is not UTF-8 (here), the cluster key on admin
-routes (:mod:`raftkv.http.api.admin`). The port's limits are :mod:`.limits`'. :class:`HttpService` also runs the
-HTTP-address registry's upkeep and, with ``RAFT_JOIN``, the join client.
-With ``HTTP_WORKERS=N`` the public port belongs to N worker processes
-(:mod:`raftkv.http.workers`) and this process serves them on a unix
-socket (the app, for what they relay) and the link (:mod:`raftkv.http.workers.link`).
+The app serves every row of the route table (:mod:`raftkv.http.routes`):
+an API row through :func:`api_handler`, which builds the request's
+:class:`~raftkv.http.api.context.Call` (its body read first where the row
+says so), calls the route's function and answers its Reply, awaiting a
+Pending one; an ``aiohttp`` row is mounted as it is. Its middlewares,
+outermost first: request metrics and CORS (:mod:`raftkv.http.pages.dashboard`),
+errors to JSON answers and the refusal of a path, query or header that is
+not UTF-8 (here), the cluster key on admin routes (:mod:`raftkv.http.api.admin`).
+The port's limits are :mod:`.limits`'.
+
+:class:`HttpService` also runs the HTTP-address registry's upkeep and, with
+``RAFT_JOIN``, the join client. With ``HTTP_WORKERS=N`` the public port
+belongs to N worker processes (:mod:`raftkv.http.workers`) and this process
+serves them on a unix socket (the fast path and the app, for what they
+relay) and the link (:mod:`raftkv.http.workers.link`).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import traceback
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
@@ -26,15 +35,15 @@ from raftkv.metrics import NodeMetrics
 from raftkv.procstat import process_stats
 from raftkv.tlsconfig import TlsContexts
 
-from ..api import admin, routes
-from ..api.context import CTX, FORWARDED_BY, HttpContext
+from ..api import admin
+from ..api.context import CTX, FORWARDED_BY, Call, HttpContext, call_of
 from ..api.forward import on_leader
 from ..api.handle import NodeHandle
-from ..api.kv import fast_route, read_key_now, write_key_now
-from ..api.params import BadRequest, check_path, origin_form, parse_query
+from ..api.params import BadRequest, TooLarge, check_path, origin_form, parse_query
 from ..api.registry import Registry
-from ..api.replies import error_reply, json_reply, respond
+from ..api.replies import Pending, Reply, error_reply, json_reply, respond
 from ..pages import dashboard, learn
+from ..routes import ROUTES, Route, fast_routes
 from ..workers.link import LinkServer, remove_socket_file, socket_path
 from ..workers.pool import WorkerPool
 from .fastpath import DEFAULT_WANTED_HEADERS, FastPath
@@ -42,7 +51,10 @@ from .limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["HttpService", "check_input", "create_app", "errors_middleware", "strict_input_middleware"]
+__all__ = ["HttpService", "api_handler", "check_input", "create_app", "errors_middleware", "mount", "read_body",
+           "strict_input_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # --- middleware -------------------------------------------------------------------
@@ -111,15 +123,44 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         return respond(json_reply(ctx.id, {"error": f"internal error: {type(exc).__name__}"}, 500))
 
 
+# --- the routes ------------------------------------------------------------------
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, refused (413) over ``HTTP_MAX_BODY``."""
+    limit = request.app[CTX].max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge("body", request.content_length, limit)
+    return await request.read()
+
+
+def api_handler(fn: Callable[[HttpContext, Call], Reply | Pending], reads_body: bool) -> Handler:
+    """An API route's function as an aiohttp handler."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await read_body(request) if reads_body and request.can_read_body else b""
+        outcome = fn(request.app[CTX], call_of(request, body))
+        if outcome.__class__ is not Reply:
+            outcome = await outcome
+        return respond(outcome)
+    return handle
+
+
+def mount(app: web.Application, table: Iterable[Route]) -> None:
+    """Add the routes of ``table`` to the app's router."""
+    for route in table:
+        handler = route.fn if route.aiohttp else api_handler(route.fn, route.body)
+        if route.method == "GET" and route.head:
+            app.router.add_route("HEAD", route.path, handler)
+        app.router.add_route(route.method, route.path, handler)
+
+
 def create_app(ctx: HttpContext) -> web.Application:
     app = web.Application(middlewares=[dashboard.observe_middleware, errors_middleware, strict_input_middleware,
                                        admin.require_cluster_key],
                           client_max_size=ctx.max_body)
     app[CTX] = ctx
-    dashboard.add_routes(app)  # /ui, /metrics, /debug/*
-    learn.add_routes(app)  # /ui/learn
-    routes.add_routes(app)
-    admin.add_admin_routes(app)
+    dashboard.prepare(app)
+    learn.prepare(app)
+    mount(app, ROUTES)
     return app
 
 
@@ -158,14 +199,14 @@ class HttpService:
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0,
                                     **limits.aiohttp_kwargs())
         await self.runner.setup()
-        # Every connection starts on the fast path, which serves GET /get and
-        # GET /set itself and hands anything else to the app's server.
+        # Every connection starts on the fast path, which serves the table's
+        # fast rows (GET /get, GET /set) itself and hands anything else to
+        # the app's server.
         self.fast = FastPath(
-            {(b"GET", "/get"): fast_route(ctx, read_key_now), (b"GET", "/set"): fast_route(ctx, write_key_now)},
-            fallback=lambda: None,
+            fast_routes(ctx), fallback=lambda: None,
             observe=self.metrics.http_request if self.metrics is not None else None,
             wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
-            bad_request=lambda exc: error_reply(ctx.id, exc, None), served_by=ctx.id,
+            errors=lambda exc: error_reply(ctx.id, exc, ctx.known_leader()), served_by=ctx.id,
             log=http_log, **limits.fast_path_kwargs())
         self.fast.fallback = JsonErrorHandler.factory(self.runner.server, self.node.loop, self.fast, ctx.id, http_log,
                                                       limits, access_log=None)

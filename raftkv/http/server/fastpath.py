@@ -8,14 +8,16 @@ tens of microseconds of HTTP serving when aiohttp builds its request and
 response objects, routes and runs middlewares. So every connection to the HTTP
 port starts on :class:`FastPath`'s protocol, which parses requests with
 httptools (llhttp, the parser uvicorn and aiohttp's own C parser use) and
-serves the routes it was given -- ``GET /get``, ``GET /set`` -- by calling a
-plain data-plane function ``fn(query, request)`` and writing its answer in one
+serves the routes it was given -- the rows of :mod:`raftkv.http.routes`
+marked ``fast``: ``GET /get``, ``GET /set`` -- by calling the route's
+function ``fn(call)`` with the request as a
+:class:`~raftkv.http.api.context.Call` and writing its answer in one
 ``transport.write``. The function returns the :class:`Reply` itself when it
-can answer at once (a stale read: no task, no callback), a :class:`Pending`
-one when the answer waits on the node (a write to commit, a read-index
-round: it is written when resolved), or a coroutine for anything longer
-(forwarding to the leader: it runs as a task).
-Per request, a task and a coroutine chain cost more than the read itself.
+can answer at once (a stale read: no task, no callback), or a
+:class:`Pending` one when the answer waits: on the node (a write to commit,
+a read-index round: it is written when resolved, from a callback), or on a
+coroutine (forwarding to the leader: it runs as a task). Per request, a task
+and a coroutine chain cost more than the read itself.
 
 The first request that is anything else (another route or method, a body,
 HTTP/1.0, ``Upgrade``/``Expect``, a target with a fragment, ``;`` or a bad
@@ -47,7 +49,7 @@ time, and every refusal is a JSON answer naming the problem):
   bytes trickle (408, then closed);
 * a connection idle for ``idle_timeout`` seconds is closed;
 * a query or a header a route reads that is not UTF-8 is a 400 naming it
-  (``bad_request``), never a decoding with U+FFFD in it.
+  (``errors``), never a decoding with U+FFFD in it.
 
 A connection handed over stays behind a :class:`~raftkv.http.server.relay.Relay`, which holds the
 same limits for its later requests: it watches the request framing with a
@@ -64,7 +66,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from types import MappingProxyType
@@ -73,12 +75,13 @@ from typing import Any
 import httptools
 import structlog
 
+from ..api.context import Call
 from ..api.params import BadRequest, parse_query
 from ..api.replies import Pending, Reply
 from .relay import Linger, Relay
 
 __all__ = ["DEFAULT_WANTED_HEADERS", "HEAD_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEAD", "MAX_HEADERS",
-           "FastPath", "FastRequest"]
+           "FastPath"]
 
 # The defaults of HTTP_MAX_HEAD_BYTES, HTTP_MAX_HEADERS, HTTP_HEAD_TIMEOUT,
 # HTTP_IDLE_TIMEOUT and HTTP_MAX_CONNECTIONS (raftkv.config).
@@ -103,25 +106,9 @@ _RESPONSE = b"%s%s%s%s%sContent-Length: %d\r\n%s\r\n%s"
 _HTTP_SCHEMES = (b"http", b"https", b"HTTP", b"HTTPS")
 
 
-@dataclass(slots=True)
-class FastRequest:
-    """What a data-plane function gets besides the query.
-
-    ``headers`` holds only the wanted headers that were sent, by lowercased
-    name (the first of repeated ones, as ``request.headers.get`` in aiohttp);
-    ``target`` is the request target as sent (``/get?key=a%20b``), what a
-    follower forwards to the leader; ``remote`` the peer's IP address."""
-
-    method: str
-    path: str
-    target: str
-    headers: Mapping[str, str]
-    remote: str | None
-
-
 @dataclass(frozen=True, slots=True)
 class _Route:
-    fn: Callable[[dict[str, str], FastRequest], "Reply | Pending | Awaitable[Reply]"]
+    fn: Callable[[Call], Reply | Pending]
     method: str
     path: str
 
@@ -146,23 +133,27 @@ class FastPath:
     host, port)``. See the module docstring.
 
     ``routes`` maps ``(method, path)`` -- ``(b"GET", "/get")`` or
-    ``("GET", "/get")`` -- to ``fn(query, request)`` returning a
-    :class:`Reply`, a :class:`Pending` one, or a coroutine (module
-    docstring).
+    ``("GET", "/get")`` -- to ``fn(call)`` returning a :class:`Reply` or a
+    :class:`Pending` one (module docstring). The call's ``headers`` hold
+    only the wanted headers that were sent, by lowercased name (the first of
+    repeated ones, as ``request.headers.get`` in aiohttp); its ``raw_path``
+    is the target as sent (``/get?key=a%20b``), what a follower forwards to
+    the leader; ``remote`` the peer's IP address.
     ``fallback()`` returns a fresh protocol that takes a connection over
     (``aiohttp.web.Server(handler)``). ``observe(route, method, status,
     seconds)`` is called once per request served here. ``headers`` go on
     every answer, as do ``Server`` (``server_name``) and ``Date``.
     ``max_head``, ``max_headers``, ``head_timeout``, ``idle_timeout`` and
     ``max_connections`` (None: no cap) are the limits of the module
-    docstring. ``bad_request(exc)`` answers a fast route's request refused
-    before the route runs (a :class:`~raftkv.http.api.params.BadRequest`: a
-    query or header that is not UTF-8); by default a 400 naming the
-    parameter. ``served_by`` (a node id) goes on the answers the fast path
+    docstring. ``errors(exc)`` is the answer for what a route failed with,
+    or None for a bug (answered 500 and logged); it also answers a request
+    refused before its route runs (a
+    :class:`~raftkv.http.api.params.BadRequest`: a query or header that is
+    not UTF-8), by default a 400 naming the parameter. ``served_by`` (a node id) goes on the answers the fast path
     makes itself, as ``X-Raftkv-Served-By`` and ``served_by``, as on the
     routes' own. ``log`` is a structlog-style logger (``warning``, ``error``)."""
 
-    def __init__(self, routes: Mapping[tuple[bytes | str, str], Callable[..., "Reply | Pending | Awaitable[Reply]"]],
+    def __init__(self, routes: Mapping[tuple[bytes | str, str], Callable[[Call], Reply | Pending]],
                  fallback: Callable[[], asyncio.Protocol], *,
                  observe: Callable[[str, str, int, float], None] | None = None,
                  headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
@@ -173,7 +164,7 @@ class FastPath:
                  head_timeout: float = HEAD_TIMEOUT,
                  idle_timeout: float = IDLE_TIMEOUT,
                  max_connections: int | None = MAX_CONNECTIONS,
-                 bad_request: Callable[[BadRequest], Reply] | None = None,
+                 errors: Callable[[BaseException], Reply | None] | None = None,
                  served_by: str | None = None,
                  log: Any = None) -> None:
         self.fallback = fallback
@@ -187,7 +178,7 @@ class FastPath:
         self.head_timeout = head_timeout
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections or None
-        self.bad_request = bad_request if bad_request is not None else self._bad_request
+        self.errors = errors
         self.log = log if log is not None else structlog.get_logger("http")
         self.connections: set[FastPathProtocol] = set()
         self.open_connections = 0  # served here or relayed to the fallback
@@ -306,8 +297,15 @@ class FastPath:
         return Reply(status, (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8"),
                      headers=(("X-Raftkv-Served-By", self.served_by),))
 
-    def _bad_request(self, exc: BadRequest) -> Reply:
-        return self.error_reply(400, exc.message, exc.param)
+    def failed(self, route: _Route, exc: BaseException) -> Reply:
+        """The answer for what a route failed with."""
+        reply = self.errors(exc) if self.errors is not None else None
+        return reply if reply is not None else self.internal_error(route, exc)
+
+    def refused(self, exc: BadRequest) -> Reply:
+        """The answer for a request refused before its route runs."""
+        reply = self.errors(exc) if self.errors is not None else None
+        return reply if reply is not None else self.error_reply(400, exc.message, exc.param)
 
     # -- the limits' refusals, one wording for both protocols
 
@@ -358,8 +356,9 @@ class _Waiting:
 
     def __call__(self, outcome: Reply | BaseException) -> None:
         connection, route = self.connection, self.route
+        connection._waiting = None
         if outcome.__class__ is not Reply:
-            outcome = connection._site.internal_error(route, outcome)
+            outcome = connection._site.failed(route, outcome)
         connection._finish(route, outcome, self.keep_alive, self.t0, resume=True)
 
 
@@ -368,8 +367,8 @@ class FastPathProtocol(asyncio.Protocol):
 
     __slots__ = ("_bad", "_buf", "_busy", "_counted", "_eof", "_fed", "_framing_ok", "_head_done", "_head_started",
                  "_headers", "_keep_alive", "_last_active", "_loop", "_message_done", "_parser", "_query",
-                 "_read_paused", "_remote", "_route", "_scanned", "_site", "_target", "_task", "_timer", "_timer_due",
-                 "_transport", "_url", "_write_resumed")
+                 "_read_paused", "_remote", "_route", "_scanned", "_site", "_target", "_timer", "_timer_due",
+                 "_transport", "_url", "_waiting", "_write_resumed")
 
     def __init__(self, site: FastPath) -> None:
         self._site = site
@@ -385,7 +384,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._eof = False
         self._read_paused = False
         self._write_resumed: asyncio.Future | None = None  # set while the transport's buffer is full
-        self._task: asyncio.Task | None = None
+        self._waiting: Pending | None = None  # the answer being waited for (it holds its task, if any)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._last_active = 0.0
@@ -647,8 +646,7 @@ class FastPathProtocol(asyncio.Protocol):
     def _start(self, head_end: int) -> None:
         route, query, keep_alive, bad = self._route, self._query, self._keep_alive, self._bad
         target = self._target if self._target is not None else self._url
-        request = FastRequest(route.method, route.path, target.decode("ascii"),
-                              self._headers or _NO_HEADERS, self._remote)
+        call = Call(route.method, target.decode("ascii"), query, self._headers or _NO_HEADERS, self._remote)
         buf = self._buf
         self._buf = buf[head_end:] if head_end < len(buf) else b""
         self._fed = self._scanned = 0
@@ -656,24 +654,18 @@ class FastPathProtocol(asyncio.Protocol):
         self._busy = True
         t0 = time.perf_counter()
         try:
-            result = route.fn(query, request) if bad is None else self._site.bad_request(bad)
+            result = route.fn(call) if bad is None else self._site.refused(bad)
         except Exception as exc:
-            result = self._site.internal_error(route, exc)
+            result = self._site.failed(route, exc)
         if result.__class__ is Reply:
             # answered at once (a stale read, a refusal): no task, no callback
             self._finish(route, result, keep_alive, t0, resume=False)
         elif result.__class__ is Pending:
+            self._waiting = result
             result.then(_Waiting(self, route, keep_alive, t0))
         else:
-            self._task = self._loop.create_task(self._serve(route, result, keep_alive, t0))
-
-    async def _serve(self, route: _Route, pending: Awaitable[Reply], keep_alive: bool, t0: float) -> None:
-        try:
-            reply = await pending
-        except Exception as exc:
-            reply = self._site.internal_error(route, exc)
-        self._task = None
-        self._finish(route, reply, keep_alive, t0, resume=True)
+            bug = TypeError(f"the route answered a {type(result).__name__}, not a Reply or a Pending")
+            self._finish(route, self._site.internal_error(route, bug), keep_alive, t0, resume=False)
 
     def _finish(self, route: _Route, reply: Reply, keep_alive: bool, t0: float, resume: bool) -> None:
         """Write the answer; then, unless the transport's buffer is full, this

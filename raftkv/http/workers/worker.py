@@ -5,10 +5,11 @@
 :mod:`raftkv.http.workers.pool`, which starts and watches the workers). A worker
 
 * binds the HTTP port with ``SO_REUSEPORT`` (the kernel spreads connections
-  over the workers) and serves ``GET /get`` and ``GET /set`` on the fast
-  path (:mod:`raftkv.http.server.fastpath`) through the shared data plane
-  (:mod:`raftkv.http.api.kv`), with a context whose node handle is
-  :class:`WorkerNode`;
+  over the workers) and serves the route table's fast rows (``GET /get``
+  and ``GET /set``, :mod:`raftkv.http.routes`) on the fast path
+  (:mod:`raftkv.http.server.fastpath`) through the shared data plane
+  (:mod:`raftkv.http.api.kv`), with a context (:class:`WorkerContext`) whose
+  node is :class:`WorkerNode`;
 * reads keys straight from the state machine's SQLite file, read-only
   (:class:`raftkv.fsm.KVReader`). A stale read is that alone. A
   linearizable read first gets a read index from the Raft process over the
@@ -47,8 +48,8 @@ from raftkv.fsm import KVReader
 from raftkv.node.errors import ApplyTimeout, NotLeaderError
 
 from ..api.context import Call
-from ..api.kv import fast_route, read_key_now, write_key_now
 from ..api.replies import Reply, error_reply
+from ..routes import fast_routes
 from ..server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from ..server.limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 from .link import LinkClient
@@ -195,10 +196,9 @@ async def serve(spec: dict) -> int:
     limits = HttpLimits.from_spec(spec["limits"])
     raise_open_files_limit(limits, worker_log)
     relay_server = web.Server(proxy.handle, access_log=None, **limits.aiohttp_kwargs())
-    fast = FastPath({(b"GET", "/get"): fast_route(ctx, read_key_now), (b"GET", "/set"): fast_route(ctx, write_key_now)},
-                    fallback=lambda: None,
+    fast = FastPath(fast_routes(ctx), fallback=lambda: None,
                     wanted_headers=DEFAULT_WANTED_HEADERS + ("content-type",),
-                    bad_request=lambda exc: error_reply(node_id, exc, None), served_by=node_id,
+                    errors=lambda exc: error_reply(node_id, exc, ctx.known_leader()), served_by=node_id,
                     log=worker_log, **limits.fast_path_kwargs())
     fast.fallback = JsonErrorHandler.factory(relay_server, loop, fast, node_id, worker_log, limits, access_log=None)
     try:
