@@ -18,7 +18,7 @@ import sys
 
 from . import hclog
 from .config import NodeSettings
-from .http.server.app import HttpService
+from .http.service import HttpService
 from .metrics import NodeMetrics
 from .node.build import choose_parts
 from .node.runtime import Node
