@@ -332,7 +332,7 @@ class NodeSettings:
     http_workers: int = _opt("HTTP_WORKERS", "--http-workers", lambda t: _parse_int(t, 0, 64), 0,
                              "HTTP worker processes sharing the HTTP port (SO_REUSEPORT); 0 serves "
                              "HTTP in the Raft process itself", "N")
-    # The HTTP port's limits against slow or hostile clients (raftkv/http/limits.py)
+    # The HTTP port's limits against slow or hostile clients (raftkv/http/server/limits.py)
     http_max_head_bytes: int = _opt("HTTP_MAX_HEAD_BYTES", "--http-max-head-bytes", _byte_size, 64 * 1024,
                                     "largest request head, request line and headers together (431 above); "
                                     "a value sent in the query string must fit in it, larger ones go in "

@@ -162,7 +162,7 @@ def describe_command(data: bytes) -> list[tuple[str, object]]:
     return [("op", "unknown")]
 
 
-# The HTTP-address registry's keys (raftkv/http/registry.py): RESERVED_PREFIX
+# The HTTP-address registry's keys (raftkv/http/api/registry.py): RESERVED_PREFIX
 # + "http/" + node id, the value the node's HTTP address -- an address every
 # member serves on, not user data, so the line may show it.
 _HTTP_REGISTRY = RESERVED_PREFIX + "http/"

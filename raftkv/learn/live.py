@@ -34,7 +34,7 @@ the node: an exception there is logged once and the step goes on unrecorded.
 
 **On the node serving the page, the merge** (:class:`Merge`). It reads the
 records of every member (its own tap directly, the others' over HTTP,
-:mod:`raftkv.http.learn_live`) and makes the frames:
+:mod:`raftkv.http.pages.learn_live`) and makes the frames:
 
 - *time order.* A record is held ``HOLD_MS`` (300 ms) before it becomes a
   frame, so that records of the same moment from other members, which reach

@@ -31,7 +31,7 @@ CHURN_SECONDS = 60 if LONG else 8
 CLIENTS = 3
 CLIENT_PAUSE = 0.03  # keeps the key count, and so the final comparison, small
 # A node without a leader holds a write it was sent for a few election
-# timeouts (at least 3 s, raftkv/http/forward.py) and forwards it once one is
+# timeouts (at least 3 s, raftkv/http/api/forward.py) and forwards it once one is
 # known: a write whose client gave up can still land that long after.
 FORWARD_WINDOW = 3.0 + 1.0
 
