@@ -235,6 +235,23 @@ def test_debug_steps_needs_the_cluster_key_like_debug_stream(cluster):
         steps.close()
 
 
+SEEN_ON_SCREEN = """() => {
+    window.seen = {messages: new Set(), roles: new Set()};
+    const note = el => {
+        if (el.nodeType !== 1) return;
+        for (const m of [el, ...el.querySelectorAll('[data-message]')])
+            if (m.dataset && m.dataset.message) window.seen.messages.add(m.dataset.message);
+        for (const n of [el, ...el.querySelectorAll('[data-node]')])
+            if (n.dataset && n.dataset.role) window.seen.roles.add(n.dataset.role);
+    };
+    new MutationObserver(changes => changes.forEach(c => {
+        note(c.target);
+        c.addedNodes.forEach(note);
+    })).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                attributeFilter: ['data-message', 'data-role']});
+}"""
+
+
 @needs_browser
 def test_the_page_draws_the_live_cluster_through_a_leader_kill(cluster, browser_page):
     page = browser_page
@@ -247,8 +264,11 @@ def test_the_page_draws_the_live_cluster_through_a_leader_kill(cluster, browser_
                            timeout=WAIT_MS)
     page.wait_for_selector("[data-node][data-role=Leader]", state="attached", timeout=WAIT_MS)
     page.screenshot(path=str(ARTIFACTS / "learn-live-01-before.png"), full_page=True)
+    # The page plays the election as fast as it must to keep up, so a message
+    # or a role may be on screen for a moment only: note everything it draws.
+    page.evaluate(SEEN_ON_SCREEN)
     leader.kill()
-    page.wait_for_selector("[data-message=RequestVote]", state="attached", timeout=WAIT_MS)
-    page.wait_for_selector("[data-node][data-role=Candidate]", state="attached", timeout=WAIT_MS)
+    page.wait_for_function("() => window.seen.messages.has('RequestVote') && window.seen.roles.has('Candidate')",
+                           timeout=WAIT_MS)
     page.screenshot(path=str(ARTIFACTS / "learn-live-02-election.png"), full_page=True)
     assert not page.errors, page.errors
