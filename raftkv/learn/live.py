@@ -102,10 +102,10 @@ from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 
 from .narrate import narrate
-from .picture import LogShape, down_view, event_view, message_view, node_view
+from .picture import LogShape, down_view, event_view, message_view, node_view, step_label
 
 __all__ = ["CAPACITY", "HOLD_MS", "LOST_MS", "MERGE_CAPACITY", "SKEW_MS", "Merge", "SseParser", "StepTap", "Subscriber",
-           "is_heartbeat", "step_label"]
+           "is_heartbeat"]
 
 CAPACITY = 5000          # records a subscriber's queue holds
 HOLD_MS = 300            # how long the merge holds a record before its frame goes out
@@ -120,18 +120,6 @@ def is_heartbeat(message: dict) -> bool:
     """A message view of a heartbeat or its answer that carries no read round."""
     return (message.get("heartbeat") is True and not message.get("read_seq")
             and message.get("type") in ("AppendEntries", "AppendEntriesResponse"))
-
-
-def step_label(node_id: str, event: dict) -> str:
-    """A frame's one-line label, from an :func:`event_view` (as the simulator's)."""
-    kind = event["type"]
-    if kind == "Receive":
-        return f"{node_id} receives {event['message']['type']} from {event['from']}"
-    if kind == "Tick":
-        return f"{node_id}'s timer"
-    if kind == "Start":
-        return f"{node_id} starts"
-    return f"{node_id}: {kind}"
 
 
 # --- the node's side -------------------------------------------------------------------

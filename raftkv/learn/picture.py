@@ -40,7 +40,7 @@ from raftkv.raft.messages import (
 from raftkv.raft.roles import LEADER
 from raftkv.raft.status import NodeStatus
 
-__all__ = ["ENTRIES_SHOWN", "LogShape", "event_view", "message_view", "node_view", "suffrage_of"]
+__all__ = ["ENTRIES_SHOWN", "LogShape", "event_view", "message_view", "node_view", "step_label", "suffrage_of"]
 
 ENTRIES_SHOWN = 16  # entries of one AppendEntries listed on its arrow; the rest are counted
 
@@ -129,6 +129,18 @@ def event_view(event) -> dict:
     if t is ev.SnapshotSendFailed:
         return {"type": "SnapshotSendFailed", "peer": event.peer_id}
     return {"type": t.__name__}
+
+
+def step_label(node_id: str, event: dict) -> str:
+    """A frame's one-line label, from an :func:`event_view` (both sources label frames so)."""
+    kind = event["type"]
+    if kind == "Receive":
+        return f"{node_id} receives {event['message']['type']} from {event['from']}"
+    if kind == "Tick":
+        return f"{node_id}'s timer"
+    if kind == "Start":
+        return f"{node_id} starts"
+    return f"{node_id}: {kind}"
 
 
 class LogShape:

@@ -45,7 +45,7 @@ from raftkv.sim.invariants import InvariantChecker, Violation
 from raftkv.sim.state_machine import encode_command
 
 from .narrate import narrate
-from .picture import LogShape, down_view, event_view, message_view, node_view
+from .picture import LogShape, down_view, event_view, message_view, node_view, step_label
 
 __all__ = ["LEARN_CONFIG", "MAX_FRAMES", "VERBS", "Action", "ActionError", "Spec", "World", "random_seed"]
 
@@ -281,7 +281,7 @@ class _Run:
         self._views[node.id] = after
         if not effects and not changed and self._delivered is None:
             return
-        label = _label(node.id, event)
+        label = step_label(node.id, event_view(event))
         sentences = narrate(node.id, event, effects, before, after, core=node.raft)
         logs = [render_line(None, e.level, e.logger, e.message, e.fields).rstrip()
                 for e in effects if type(e) is fx.Log]
@@ -427,18 +427,6 @@ class _Run:
 
 def _said(text: str, paper: str) -> dict:
     return {"text": text, "paper": paper, "source": None, "function": None}
-
-
-def _label(node_id: str, event) -> str:
-    view = event_view(event)
-    kind = view["type"]
-    if kind == "Receive":
-        return f"{node_id} receives {view['message']['type']} from {view['from']}"
-    if kind == "Tick":
-        return f"{node_id}'s timer"
-    if kind == "Start":
-        return f"{node_id} starts"
-    return f"{node_id}: {kind}"
 
 
 class World:
