@@ -71,9 +71,5 @@ class ClusterKeyAuth:
         if not hmac.compare_digest(mac, self.acceptor_proof(caller_nonce, acceptor_nonce)):
             raise AuthError("cluster key mismatch: the acceptor's proof is wrong")
 
-    def token_ok(self, token: str) -> bool:
-        """The same key as an HTTP bearer token (admin routes)."""
-        return hmac.compare_digest(token.encode("utf-8"), self._key)
-
     def bearer(self) -> str:
         return "Bearer " + self._key.decode("utf-8", "surrogateescape")
