@@ -20,7 +20,9 @@ from raftkv.transport.memory import MemoryNetwork
 from raftkv.transport.tcp import TcpTransport
 
 CALLS = {"start", "send", "learn_configuration", "disconnect", "close"}
-RUNTIME = pathlib.Path(raftkv.__file__).parent / "node" / "runtime.py"
+# the node's modules that hold a transport: the runtime, and the executor's host
+NODE = pathlib.Path(raftkv.__file__).parent / "node"
+RUNTIME = [NODE / "runtime.py", NODE / "host.py", NODE / "api.py"]
 
 
 def _handler(from_id, message):
@@ -43,11 +45,13 @@ def test_the_contract_is_what_the_runtime_calls():
     declared = {name for name, value in vars(Transport).items() if callable(value) and not name.startswith("_")}
     assert declared == CALLS
     called = set()
-    for node in ast.walk(ast.parse(RUNTIME.read_text())):
-        # self.transport.X and self._network.transport.X alike
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
-                and node.value.attr == "transport":
-            called.add(node.attr)
+    for path in RUNTIME:
+        for node in ast.walk(ast.parse(path.read_text())):
+            # self.transport.X, self._network.transport.X and a local transport.X alike
+            if isinstance(node, ast.Attribute) and (
+                    isinstance(node.value, ast.Attribute) and node.value.attr == "transport"
+                    or isinstance(node.value, ast.Name) and node.value.id == "transport"):
+                called.add(node.attr)
     assert called == CALLS
 
 
