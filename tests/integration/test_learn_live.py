@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/ui/`` (gitignored)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -68,10 +69,9 @@ class EventStream(threading.Thread):
         self._closing.set()
         sock = self._conn.sock
         if sock is not None:
-            try:
+            # the server may have hung up first: then there is nothing to shut
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.join(10)
         self._conn.close()
 
