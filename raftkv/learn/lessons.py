@@ -11,7 +11,7 @@ the learner and a check of the branch they made (:meth:`Lesson.check`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from raftkv.raft.config import RaftConfig
@@ -28,7 +28,6 @@ class Builder:
     def __init__(self, spec: Spec) -> None:
         self.world = World(spec)
         self.stops: list[dict] = []
-        self.marks: dict[str, int] = {}
 
     @property
     def cluster(self):
@@ -58,9 +57,6 @@ class Builder:
     def stop(self, title: str, text: str) -> None:
         self.stops.append({"frame": self.frames - 1, "title": title, "text": text})
 
-    def mark(self, name: str) -> None:
-        self.marks[name] = self.frames
-
 
 @dataclass
 class Lesson:
@@ -70,8 +66,7 @@ class Lesson:
     spec: Spec
     script: Callable[[Builder], None]
     try_it: str
-    checker: Callable[[World, dict], tuple[bool, str]]
-    marks: dict = field(default_factory=dict)
+    checker: Callable[[World], tuple[bool, str]]
 
     def describe(self) -> dict:
         return {"name": self.name, "title": self.title, "summary": self.summary, "try_it": self.try_it}
@@ -81,12 +76,11 @@ class Lesson:
         self.script(builder)
         builder.stops.append({"frame": builder.frames - 1, "title": "Try it", "text": self.try_it, "try_it": True})
         world = builder.world
-        world.marks = dict(builder.marks)
         world.extend(builder.frames + 200)
         return world, builder.stops
 
     def check(self, world: World) -> tuple[bool, str]:
-        return self.checker(world, getattr(world, "marks", {}))
+        return self.checker(world)
 
 
 LESSONS: dict[str, Lesson] = {}
@@ -171,7 +165,6 @@ def _first_election(b: Builder) -> None:
     b.stop("A timer runs out", "A follower heard from no leader before its timer ran out, so it becomes a "
            "candidate. Before raising its term it asks for pre-votes: would the others vote for it? A server "
            "cut off from the rest cannot then drive the terms up and disturb the cluster when it returns.")
-    b.mark("before-election")
     b.until(lambda _: any(_raft(c, i) is not None and _raft(c, i).current_term >= 2 for i in c.nodes),
             what="term 2")
     b.stop("Pre-vote won: the real election", "A majority said yes. Now the candidate raises its term to 2, votes "
@@ -187,7 +180,7 @@ def _first_election(b: Builder) -> None:
            "restarts the followers' timers, so nobody else campaigns while the leader lives.")
 
 
-def _check_first_election(world: World, marks: dict) -> tuple[bool, str]:
+def _check_first_election(world: World) -> tuple[bool, str]:
     branch = world.branch
     if not _acted(world, "drop"):
         return False, "Rewind to before the election and drop the votes heading to the candidate (click the arrows)."
@@ -227,7 +220,7 @@ def _replication(b: Builder) -> None:
            "apply the entry too.")
 
 
-def _check_replication(world: World, marks: dict) -> tuple[bool, str]:
+def _check_replication(world: World) -> tuple[bool, str]:
     for frame in world.branch.frames:
         down = [n["id"] for n in frame["nodes"] if not n.get("up") and n["id"] in world.spec.voters]
         for client in frame["clients"]:
@@ -268,7 +261,7 @@ def _join(b: Builder) -> None:
     b.frames_for(6)
 
 
-def _check_join(world: World, marks: dict) -> tuple[bool, str]:
+def _check_join(world: World) -> tuple[bool, str]:
     last = world.branch.frames[-1]
     for node in last["nodes"]:
         if node.get("role") == "Leader":
@@ -283,7 +276,6 @@ def _leader_crash(b: Builder) -> None:
     b.until(lambda _: _leader(c) is not None and _caught_up(c, *c.nodes), what="a leader")
     b.frames_for(6)
     leader = _leader(c)
-    b.world.marks_leader = leader
     b.stop("A working cluster", f"{leader} leads and sends heartbeats.")
     b.act("crash", leader)
     b.stop("The leader crashes", f"{leader} is gone. The followers do not know yet: they only notice that the "
@@ -295,7 +287,7 @@ def _leader_crash(b: Builder) -> None:
            f"Everything {leader} had committed is on a majority, so the new leader has it too.")
 
 
-def _check_leader_crash(world: World, marks: dict) -> tuple[bool, str]:
+def _check_leader_crash(world: World) -> tuple[bool, str]:
     crashed = _acted(world, "crash")
     if not crashed:
         return False, "Crash the leader first."
@@ -329,7 +321,7 @@ def _split_vote(b: Builder) -> None:
            "tries first in a newer term and wins. Random timers make repeated splits unlikely.")
 
 
-def _check_split_vote(world: World, marks: dict) -> tuple[bool, str]:
+def _check_split_vote(world: World) -> tuple[bool, str]:
     leaders = _leaders(world.branch.frames)
     if world.branch.parent is not None and leaders and leaders[0][1] == 2:
         return True, f"{leaders[0][0]} won term 2 outright: one candidate at a time, no split."
@@ -340,7 +332,6 @@ def _stale_leader(b: Builder) -> None:
     c = b.cluster
     b.until(lambda _: _leader(c) is not None and _caught_up(c, *c.nodes), what="a leader")
     old = _leader(c)
-    b.world.marks_leader = old
     b.act("write", old, key="a", value="1")
     b.until(lambda _: _settled(c, old, *c.nodes), what="a=1 everywhere")
     b.stop("A committed write", f"{old} leads and a=1 is committed on all three.")
@@ -360,7 +351,7 @@ def _stale_leader(b: Builder) -> None:
            f"there. Had {old} answered reads from its own state meanwhile, a client could have read stale data.")
 
 
-def _check_stale_leader(world: World, marks: dict) -> tuple[bool, str]:
+def _check_stale_leader(world: World) -> tuple[bool, str]:
     old = world.branch.actions[1].node if len(world.branch.actions) > 1 else None
     if not any(a.verb == "heal" for a in world.branch.actions):
         return False, "Heal the partition (click the old leader, Heal) and play."
@@ -439,7 +430,7 @@ def _figure_8(b: Builder) -> None:
     b.until(lambda _: _caught_up(c, "n2", "n3", "n4", "n5"), what="the others follow n5")
 
 
-def _check_figure_8(world: World, marks: dict) -> tuple[bool, str]:
+def _check_figure_8(world: World) -> tuple[bool, str]:
     for frame in world.branch.frames if world.branch.parent is not None else ():
         for node in frame["nodes"]:
             if node.get("role") == "Leader" and node["id"] == "n1" and node["term"] == 4 and node["commit"] >= 8:
@@ -472,7 +463,7 @@ def _snapshot(b: Builder) -> None:
     b.stop("Caught up", f"{behind} replaced its state with the snapshot, then took the entries after it as usual.")
 
 
-def _check_snapshot(world: World, marks: dict) -> tuple[bool, str]:
+def _check_snapshot(world: World) -> tuple[bool, str]:
     snaps = [f for f in world.branch.frames[world.branch.forked_at:] if f["event"].get("type") == "Receive"
              and f["event"]["message"]["type"] == "InstallSnapshot"]
     if world.branch.parent is not None and snaps:
@@ -498,14 +489,12 @@ def _read_index(b: Builder) -> None:
            "in, so the value at the read index is current. The read costs one round trip and no log entry.")
 
 
-def _check_read_index(world: World, marks: dict) -> tuple[bool, str]:
+def _check_read_index(world: World) -> tuple[bool, str]:
     isolated = {a.node for a in world.branch.actions if a.verb == "isolate"}
-    for frame in reversed(world.branch.frames):
-        for client in frame["clients"]:
-            if client["kind"] == "read" and client["node"] in isolated and client["status"] != "ok":
-                return True, ("The cut-off leader cannot get a majority to answer its heartbeat round, so it never "
-                              "serves the read: it might be stale.")
-        break
+    for client in world.branch.frames[-1]["clients"]:
+        if client["kind"] == "read" and client["node"] in isolated and client["status"] != "ok":
+            return True, ("The cut-off leader cannot get a majority to answer its heartbeat round, so it never "
+                          "serves the read: it might be stale.")
     return False, "Cut the leader off (Partition), send it a read, and play for a while."
 
 
@@ -526,7 +515,7 @@ def _transfer(b: Builder) -> None:
            "votes though they had a leader, because the request said it was a transfer.")
 
 
-def _check_transfer(world: World, marks: dict) -> tuple[bool, str]:
+def _check_transfer(world: World) -> tuple[bool, str]:
     transfers = _acted(world, "transfer")
     if len(transfers) < 2:
         return False, "Transfer leadership again, to the third server (click it, then Transfer)."

@@ -36,6 +36,8 @@ from raftkv.raft.messages import (
     TimeoutNow,
 )
 
+from .picture import node_view
+
 __all__ = ["RULES", "Rule", "locate", "narrate", "source_excerpt"]
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent   # raftkv/
@@ -487,14 +489,12 @@ class Explainer:
     sentences through ``out`` after its trace lines."""
 
     def __init__(self, cluster, out) -> None:
-        from .picture import node_view
-        self._node_view = node_view
         self.out = out
         self.views: dict[str, dict] = {}
         cluster.step_observers.append(self.observe)
 
     def observe(self, node, event, effects) -> None:
-        after = self._node_view(node.raft.status(), {})
+        after = node_view(node.raft.status(), {})
         before = self.views.get(node.id) if event is not None else None
         self.views[node.id] = after
         for line in explain_lines(narrate(node.id, event, effects, before, after, core=node.raft)):

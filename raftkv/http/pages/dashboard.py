@@ -445,12 +445,12 @@ def _relay_failure(node_id: str, http: str, exc: BaseException, streaming: bool)
     return f"cannot reach {node_id} at {http}: {exc or type(exc).__name__}"
 
 
-def _ui_file(name: str) -> bytes:
+def ui_file(name: str) -> bytes:
     return resources.files("raftkv").joinpath("ui", name).read_bytes()
 
 
 async def handle_ui(request: web.Request) -> web.StreamResponse:
-    return web.Response(body=_ui_file("index.html"), content_type="text/html", charset="utf-8",
+    return web.Response(body=ui_file("index.html"), content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-cache"})
 
 
@@ -459,7 +459,7 @@ async def handle_static(request: web.Request) -> web.StreamResponse:
     ctype = _STATIC.get(name)
     if ctype is None:
         raise web.HTTPNotFound()
-    return web.Response(body=_ui_file(name), content_type=ctype, charset="utf-8",
+    return web.Response(body=ui_file(name), content_type=ctype, charset="utf-8",
                         headers={"Cache-Control": "no-cache"})
 
 

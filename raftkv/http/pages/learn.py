@@ -51,6 +51,7 @@ from raftkv.learn.narrate import source_excerpt
 from raftkv.learn.world import VERBS, ActionError, Spec, World, random_seed
 
 from ..api.params import BadRequest
+from .dashboard import ui_file
 
 __all__ = ["handle_act", "handle_branch", "handle_check", "handle_frames", "handle_lessons", "handle_new",
            "handle_page", "handle_source", "handle_summary", "prepare"]
@@ -154,8 +155,7 @@ def _answering(handler):
 
 
 async def handle_page(request: web.Request) -> web.StreamResponse:
-    from .dashboard import _ui_file
-    return web.Response(body=_ui_file("learn.html"), content_type="text/html", charset="utf-8",
+    return web.Response(body=ui_file("learn.html"), content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-cache"})
 
 
