@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.fsm import (CommandError, KVStore, SnapshotFormatError, encode_delete, encode_set,
-                        encode_set_many)
+from raftkv.commands import CommandError, encode_delete, encode_set, encode_set_many
+from raftkv.fsm import KVStore, SnapshotFormatError
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.storage.snapshot_store import SnapshotStore
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from raftkv.fsm import CommandError, encode_delete, encode_set, encode_set_many
+from raftkv.commands import CommandError, encode_delete, encode_set, encode_set_many
 from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from raftkv import hclog
-from raftkv.fsm import CommandError, describe_command
+from raftkv.commands import CommandError, describe_command
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta

@@ -58,8 +58,9 @@ import traceback
 from collections.abc import Callable
 
 from raftkv import hclog
+from raftkv.commands import RESERVED_PREFIX
 from raftkv.config import NodeSettings, describe_raft_config
-from raftkv.fsm import RESERVED_PREFIX, KVStore
+from raftkv.fsm import KVStore
 from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev

@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from raftkv import hclog
-from raftkv.fsm import RESERVED_PREFIX, KVStore
+from raftkv.commands import RESERVED_PREFIX
+from raftkv.fsm import KVStore
 from raftkv.raft.admission import MAX_SANE
 from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, EntryType, SnapshotMeta

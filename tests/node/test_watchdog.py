@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from raftkv.config import ConfigError, add_serve_arguments, load_settings
-from raftkv.fsm import KVStore, encode_set, encode_set_many
+from raftkv.commands import encode_set, encode_set_many
+from raftkv.fsm import KVStore
 from raftkv.http.api.replies import error_reply
 from raftkv.node.errors import DiskFull, ShuttingDown, StorageFailed
 from raftkv.node.runtime import Node

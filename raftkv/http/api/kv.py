@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from raftkv.fsm import encode_delete, encode_set, encode_set_many
+from raftkv.commands import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 
 from .context import Call, KeyValueContext

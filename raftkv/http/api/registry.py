@@ -22,8 +22,8 @@ from datetime import timedelta
 import aiohttp
 
 from raftkv import hclog
+from raftkv.commands import RESERVED_PREFIX, encode_delete, encode_set
 from raftkv.config import NodeSettings
-from raftkv.fsm import RESERVED_PREFIX, encode_delete, encode_set
 from raftkv.node.errors import RequestError, ShuttingDown
 
 from .handle import NodeHandle
