@@ -177,9 +177,10 @@ class LogShape:
 
     def append(self, entries) -> None:
         for e in entries:
-            if e.index != self.last_index + 1:
-                # a gap or an overlap this shape did not see coming: start over from here
-                self.truncate_from(e.index) if e.index <= self.last_index else self.reset(e.index - 1, 0)
+            if e.index <= self.last_index:   # an overlap: the new entry replaces what was there
+                self.truncate_from(e.index)
+            elif e.index > self.last_index + 1:   # a gap this shape did not see coming: start over
+                self.reset(e.index - 1, 0)
             if self.runs and self.runs[-1][2] == e.term:
                 self.runs[-1][1] = e.index
             else:
