@@ -241,6 +241,9 @@ class NodeSettings:
                                     "(default: advertised host + HTTP port)", "HOST:PORT")
     bootstrap: bool = _opt("RAFT_BOOTSTRAP", "--bootstrap", parse_bool, False,
                            "form a one-voter cluster if the volume is empty", "BOOL")
+    bootstrap_wait: int = _opt("RAFT_BOOTSTRAP_WAIT", "--bootstrap-wait", _duration, 2000,
+                               "an empty bootstrap node listens this long (and one election timeout at least) "
+                               "for a cluster that already has it as a member before founding one", "DUR")
     join: tuple[str, ...] = _opt("RAFT_JOIN", "--join", _parse_join, (),
                                  "HTTP address(es) of cluster members to join, comma separated", "ADDR")
     log_level: str = _opt("LOG_LEVEL", "--log-level", parse_log_level, "INFO", "TRACE|DEBUG|INFO|WARN|ERROR")

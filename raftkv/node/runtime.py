@@ -235,7 +235,7 @@ class Node(ExecutorHost, NodeRequests):
             conf = Configuration((Server(self.id, self.raft_address, Suffrage.VOTER),))
             # a lone first server waits to hear whether a cluster already
             # counts it as a member (its volume was wiped: CLEAN=1)
-            event = ev.Bootstrap(conf, wait_for_cluster=True)
+            event = ev.Bootstrap(conf, wait_for_cluster=True, wait_at_least=s.bootstrap_wait)
             effects = self._raft.step(event)
             if self._trace is not None:
                 self._trace.step(event, None, effects, self._raft.status())

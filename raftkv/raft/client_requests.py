@@ -13,6 +13,8 @@ requests until it took over or an election timeout passed.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from . import effects as fx
 from . import events as ev
 from .configuration import ConfigCommand, Configuration, Server
@@ -193,8 +195,9 @@ class ClientRequests(NodeFields):
         if event.wait_for_cluster:
             self._pending_bootstrap = event.configuration
             self._reset_election_timer()
-            self._log("INFO", "waiting an election timeout before bootstrapping, in case a cluster already "
-                              "has this node as a member")
+            self.election_deadline = max(self.election_deadline, self.now + event.wait_at_least)
+            self._log("INFO", "waiting before bootstrapping, in case a cluster already has this node as a member",
+                      ("wait", timedelta(milliseconds=self.election_deadline - self.now)))
             return
         self._bootstrap(event.configuration)
 

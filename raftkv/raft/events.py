@@ -61,10 +61,13 @@ class TransferLeadership:
 class Bootstrap:
     """Form a new cluster from an empty node (hashicorp BootstrapCluster).
     With ``wait_for_cluster`` the node first listens for one election
-    timeout and gives up bootstrapping if an existing cluster speaks to it:
-    then it is a member whose volume was lost, not the first server."""
+    timeout, and at least ``wait_at_least`` ms, and gives up bootstrapping
+    if an existing cluster speaks to it: then it is a member whose volume
+    was lost, not the first server. The floor lets a leader whose redials
+    to the node have backed off reach it before it founds a cluster."""
     configuration: Configuration
     wait_for_cluster: bool = False
+    wait_at_least: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,9 @@ FAST_ENV = {
     "RAFT_SERVER_STABILIZATION_TIME": "1s",
     "RAFT_AUTOPILOT_INTERVAL": "200ms",
     "RAFT_APPLY_TIMEOUT": "5s",
+    # a fresh bootstrap node founds its cluster after one election timeout
+    # (tests that wipe n1 restore the default wait)
+    "RAFT_BOOTSTRAP_WAIT": "0s",
     "LOG_LEVEL": "DEBUG",
 }
 

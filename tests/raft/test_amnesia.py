@@ -171,3 +171,17 @@ def test_a_lone_bootstrap_that_hears_nobody_forms_its_cluster_with_its_volume():
     n.step(ev.Tick(10_000), 10_000)
     assert n.is_leader
     assert n.configuration.get("n1").volume == "n1-vol1"
+
+
+def test_a_lone_bootstrap_listens_at_least_the_wait_it_was_given():
+    """An election timeout is too short for a leader whose redials to the
+    wiped node have backed off: the node listens for the wait it is given."""
+    n = node("n1", "n1-vol1", entries=())
+    out = n.step(ev.Bootstrap(Configuration((Server("n1", "n1:1"),)), wait_for_cluster=True, wait_at_least=5000))
+    assert "waiting before bootstrapping, in case a cluster already has this node as a member" in logs(out, "INFO")
+    n.step(ev.Tick(4000), 4000)
+    assert n.log.last_index == 0 and not n.is_leader
+    out = n.step(ev.Receive("n2", AppendEntries(6, "n2", "n2:1", 0, 0, (), 0, heartbeat=True)))
+    assert any(m.startswith("not bootstrapping") for m in logs(out))
+    n.step(ev.Tick(20_000), 20_000)
+    assert n.log.last_index == 0 and not n.is_leader
