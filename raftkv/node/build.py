@@ -19,7 +19,7 @@ from raftkv.fsm import KVStore
 from raftkv.fsm_hraftd import HraftdKVStore
 from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.faults import FaultInjector
-from raftkv.transport.hashicorp import HashicorpTransport
+from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.options import TransportOptions
 from raftkv.transport.tcp import TcpTransport
 

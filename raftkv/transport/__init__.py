@@ -2,13 +2,13 @@
 
 Theory of operation: the core emits ``Send(to, address, message)`` effects and
 the runtime hands each to a transport's ``send(to_id, address, message)``,
-which must never block and may lose messages (Raft retries). Incoming
-messages reach ``handler(from_id, message)`` on the event loop. That
-contract is :class:`.contract.Transport`; three implementations keep it:
-:mod:`.tcp` (raftkv's own frames over asyncio streams), :mod:`.hashicorp`
-(hashicorp/raft's wire) and :mod:`.memory` (in-process, with fault
-injection, for tests). The two TCP transports take their settings as one
-:class:`.options.TransportOptions`.
+which must never block and may lose messages (Raft retries). Incoming messages
+reach ``handler(from_id, message)`` on the event loop. That contract is
+:class:`.contract.Transport`; three implementations keep it: :mod:`.tcp`
+(raftkv's own frames over asyncio streams),
+:mod:`.hashicorp_protocol.transport` (hashicorp/raft's wire) and :mod:`.memory`
+(in-process, with fault injection, for tests). The two TCP transports take
+their settings as one :class:`.options.TransportOptions`.
 
 As in hashicorp/raft, the layers are modules of their own:
 
@@ -18,9 +18,9 @@ As in hashicorp/raft, the layers are modules of their own:
   cluster key, with :mod:`.auth`), :mod:`.channel` (outbound),
   :mod:`.inbound` (accepted connections), :mod:`.snapshots` (snapshot
   streams), :mod:`.tcp` (the transport that wires them);
-* hashicorp's protocol: :mod:`.hashicorp_codec` (frames),
-  :mod:`.hashicorp_pipeline` (outbound), :mod:`.hashicorp_inbound`
-  (accepted connections), :mod:`.hashicorp` (the transport);
+* hashicorp's protocol, in :mod:`.hashicorp_protocol`: ``codec`` (frames),
+  ``pipeline`` (outbound), ``inbound`` (accepted connections),
+  ``transport`` (the transport);
 * shared by both: :mod:`.gotext` (Go's error texts), :mod:`.faults` (fault
   injection).
 """

@@ -47,8 +47,8 @@ failure of a streak, then at most one line per ``log_interval`` (5s,
 The streak ends, and failures count from zero again, once a connection has
 stayed up for the backoff cap.
 
-The hashicorp transport's connections (:mod:`.hashicorp`) use the same
-backoff, failure lines and rounds.
+The hashicorp transport's connections (:mod:`.hashicorp_protocol.transport`)
+use the same backoff, failure lines and rounds.
 """
 
 from __future__ import annotations

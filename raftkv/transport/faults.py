@@ -9,8 +9,8 @@ drop the messages, or hold them for ``delay_ms`` before they go on. A rule
 may expire after ``duration_s``. The transport asks :meth:`verdict` for
 every message it sends or receives while any rule exists; with no rules it
 costs one attribute test. Both TCP transports apply it (:mod:`.tcp` and
-:mod:`.inbound`; :mod:`.hashicorp`, where a dropped request or answer also
-quiets its connection, see there).
+:mod:`.inbound`; :mod:`.hashicorp_protocol.transport`, where a dropped
+request or answer also quiets its connection, see there).
 
 Faults act on Raft *messages*, not connections: a dropped peer's
 connections stay up and frames vanish, like a black-holing firewall, so

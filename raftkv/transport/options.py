@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 hashicorp/raft builds a ``NetworkTransport`` from a ``NetworkTransportConfig``;
 raftkv builds :class:`~raftkv.transport.tcp.TcpTransport` and
-:class:`~raftkv.transport.hashicorp.HashicorpTransport` from a
+:class:`~raftkv.transport.hashicorp_protocol.transport.HashicorpTransport` from a
 :class:`TransportOptions`: what the node's settings decide (the runtime fills
 it from ``NodeSettings``) and what the tests tune (short timeouts, small
 limits). The constructor then takes only who the node is, where it listens,

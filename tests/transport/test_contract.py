@@ -15,7 +15,7 @@ import pytest
 
 import raftkv
 from raftkv.transport.contract import Transport
-from raftkv.transport.hashicorp import HashicorpTransport
+from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.memory import MemoryNetwork
 from raftkv.transport.tcp import TcpTransport
 
@@ -82,7 +82,7 @@ def test_mypy_sees_every_transport_as_a_transport(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent("""
         from raftkv.transport.contract import Transport
-        from raftkv.transport.hashicorp import HashicorpTransport
+        from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
         from raftkv.transport.memory import MemoryTransport
         from raftkv.transport.tcp import TcpTransport
 

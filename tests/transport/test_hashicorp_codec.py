@@ -25,7 +25,7 @@ from raftkv.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from raftkv.transport import hashicorp_codec as hc
+from raftkv.transport.hashicorp_protocol import codec as hc
 from raftkv.transport.codec import CodecError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

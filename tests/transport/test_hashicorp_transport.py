@@ -17,7 +17,7 @@ from raftkv.raft.messages import (
     SnapshotMeta,
 )
 from raftkv.transport.faults import FaultInjector, parse_fault_spec
-from raftkv.transport.hashicorp import HashicorpTransport
+from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.options import TransportOptions
 
 

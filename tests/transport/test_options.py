@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from raftkv.transport.hashicorp import HashicorpTransport
+from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.options import TransportOptions
 from raftkv.transport.tcp import TcpTransport
 

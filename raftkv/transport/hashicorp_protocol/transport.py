@@ -6,20 +6,20 @@ The same :class:`~raftkv.transport.contract.Transport` as
 :class:`~raftkv.transport.tcp.TcpTransport` (``start``, ``send(to, address,
 message)``, ``learn_configuration``, ``disconnect``, ``close``, the snapshot
 source/sink callbacks, the ``log`` callable) and the same
-:class:`~raftkv.transport.options.TransportOptions`, on a different wire:
-the frames of :mod:`.hashicorp_codec`, where an answer travels back on the
-connection that carried the request, in request order. It dials through the
-stream layer (:mod:`.stream`, without TLS) and reports failures with the
-outbound channels' backoff, lines and rounds (:mod:`.channel`) and Go's
-error texts (:mod:`.gotext`).
+:class:`~raftkv.transport.options.TransportOptions`, on a different wire: the
+frames of :mod:`.codec`, where an answer travels back on the connection that
+carried the request, in request order. It dials through the stream layer
+(:mod:`raftkv.transport.stream`, without TLS) and reports failures with the
+outbound channels' backoff, lines and rounds (:mod:`raftkv.transport.channel`)
+and Go's error texts (:mod:`raftkv.transport.gotext`).
 
 Outbound, this node's requests travel on two pipelined connections per peer
-(:mod:`.hashicorp_pipeline`: ``append`` for AppendEntries with entries,
+(:mod:`.pipeline`: ``append`` for AppendEntries with entries,
 ``rpc`` for the rest, as hashicorp's pipeline and pooled connections);
 InstallSnapshot dials a connection of its own, writes the request and
 exactly ``meta.size`` bytes from ``snapshot_source(meta)``, waits for the
 answer and closes it. Inbound, the peers' requests are served one at a time
-per connection and answered in order (:mod:`.hashicorp_inbound`); the core's
+per connection and answered in order (:mod:`.inbound`); the core's
 answers come back through ``send``.
 
 Peers are named by address on this wire. The transport learns which id goes
@@ -37,7 +37,7 @@ received (``in``), and may be dropped or held back. Held back, a request
 keeps its place: the requests behind it on its connection wait with it. A
 dropped request or answer is different on this wire, where answers come in
 request order: its answer never comes and none behind it may overtake it,
-so the connection that carried it goes quiet (:mod:`.hashicorp_inbound`)
+so the connection that carried it goes quiet (:mod:`.inbound`)
 and the sender, its answer overdue, redials. A snapshot dropped on the way
 out is reported failed after 0.2s, as if its stream had failed.
 """
@@ -51,15 +51,15 @@ from raftkv.raft.configuration import Configuration
 from raftkv.raft.messages import AppendEntries, EntryType, InstallSnapshot, RequestVote, SnapshotMeta
 from raftkv.textforms import join_host_port
 
-from . import hashicorp_codec as hc
-from .channel import APPEND, backoff_delay
-from .codec import CodecError
-from .contract import NET_LOGGER, RAFT_LOGGER, Handler, LogFn, no_log
-from .gotext import dial_error_text
-from .hashicorp_inbound import HashicorpAcceptor
-from .hashicorp_pipeline import RPC, Pipeline
-from .options import TransportOptions
-from .stream import READ_SIZE, dial_address, open_stream
+from ..channel import APPEND, backoff_delay
+from ..codec import CodecError
+from ..contract import NET_LOGGER, RAFT_LOGGER, Handler, LogFn, no_log
+from ..gotext import dial_error_text
+from ..options import TransportOptions
+from ..stream import READ_SIZE, dial_address, open_stream
+from . import codec as hc
+from .inbound import HashicorpAcceptor
+from .pipeline import RPC, Pipeline
 
 __all__ = ["MAX_FRAME", "HashicorpTransport"]
 
@@ -70,8 +70,8 @@ MAX_FRAME = 64 * 1024 * 1024     # the frame limit when the options leave it uns
 class HashicorpTransport:
     """See the module docstring. The constructor takes TcpTransport's
     arguments; the options may not hold a cluster key or TLS contexts (the
-    protocol has neither). Its parts (:mod:`.hashicorp_pipeline`,
-    :mod:`.hashicorp_inbound`) use ``loop``, ``closed``, ``log``,
+    protocol has neither). Its parts (:mod:`.pipeline`,
+    :mod:`.inbound`) use ``loop``, ``closed``, ``log``,
     ``describe``, ``backoff``, ``receive`` and ``deliver``."""
 
     def __init__(self, node_id: str, bind_host: str, bind_port: int, handler: Handler,

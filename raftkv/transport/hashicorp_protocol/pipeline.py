@@ -8,14 +8,14 @@ Per peer there are two long-lived connections, as hashicorp keeps:
 connection). Each is a :class:`Pipeline`: requests are written as they come
 and remembered in order; a reader matches each answer to the oldest one and
 hands the transport the response, completed from the request
-(``hashicorp_codec.decode_response``). An answer that does not come within
+(``codec.decode_response``). An answer that does not come within
 ``io_timeout`` closes the connection (hashicorp sets the same deadline);
 what was in flight is lost and Raft retries.
 
-A failure (a dial, a write, an overdue or undecodable answer) is reported
-as the raftkv transport's channels report theirs (:mod:`.channel`:
-hashicorp's lines, at most one per ``log_interval`` for a repeated one),
-and the connection is redialed after the same capped backoff.
+A failure (a dial, a write, an overdue or undecodable answer) is reported as
+the raftkv transport's channels report theirs (:mod:`raftkv.transport.channel`:
+hashicorp's lines, at most one per ``log_interval`` for a repeated one), and
+the connection is redialed after the same capped backoff.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import time
 from collections import deque
 from typing import Protocol
 
-from . import hashicorp_codec as hc
-from .channel import APPEND, HEARTBEAT, FailureLogRounds, failure_report
-from .codec import CodecError
-from .contract import NET_LOGGER, RAFT_LOGGER
-from .gotext import dial_error_text, io_error_text
-from .options import TransportOptions
-from .stream import READ_SIZE, open_stream, sockaddr
+from ..channel import APPEND, HEARTBEAT, FailureLogRounds, failure_report
+from ..codec import CodecError
+from ..contract import NET_LOGGER, RAFT_LOGGER
+from ..gotext import dial_error_text, io_error_text
+from ..options import TransportOptions
+from ..stream import READ_SIZE, open_stream, sockaddr
+from . import codec as hc
 
 __all__ = ["APPEND", "RPC", "Pipeline", "PipelineOwner"]
 

@@ -14,13 +14,13 @@ connection. TimeoutNow is answered at once (the core has no response for
 it). An InstallSnapshot's bytes are streamed into ``snapshot_sink(from_id,
 meta)`` before the core hears of it.
 
-A frame that does not decode, or breaks the decoder's limits (the frame
-limit on buffered bytes, per-value caps of hashicorp_codec.StreamDecoder),
-is logged as ``failed to decode incoming command`` and closes that
-connection only. Beyond ``max_connections`` accepted connections a new one
-is closed at once, with the raftkv transport's WARN line (:mod:`.gotext`).
-Inbound reads have no idle deadline here: Go peers keep pooled connections
-open and would log an error for each one closed under them.
+A frame that does not decode, or breaks the decoder's limits (the frame limit
+on buffered bytes, per-value caps of codec.StreamDecoder), is logged as
+``failed to decode incoming command`` and closes that connection only. Beyond
+``max_connections`` accepted connections a new one is closed at once, with the
+raftkv transport's WARN line (:mod:`raftkv.transport.gotext`). Inbound reads
+have no idle deadline here: Go peers keep pooled connections open and would log
+an error for each one closed under them.
 
 Fault injection: a request is offered to the injector (direction ``in``)
 before the core hears of it. Held back, the requests behind it wait with it.
@@ -42,12 +42,12 @@ from typing import Any, Callable, Protocol
 from raftkv.raft.configuration import Configuration
 from raftkv.raft.messages import AppendEntries, AppendEntriesResponse, InstallSnapshot, SnapshotMeta
 
-from . import hashicorp_codec as hc
-from .codec import CodecError
-from .contract import NET_LOGGER, RAFT_LOGGER
-from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, over_limit_fields
-from .options import TransportOptions
-from .stream import READ_SIZE, sockaddr
+from ..codec import CodecError
+from ..contract import NET_LOGGER, RAFT_LOGGER
+from ..gotext import OVER_LIMIT_MESSAGE, OverLimitLines, over_limit_fields
+from ..options import TransportOptions
+from ..stream import READ_SIZE, sockaddr
+from . import codec as hc
 
 __all__ = ["VANISHED", "AcceptorOwner", "Awaiting", "HashicorpAcceptor"]
 

@@ -62,7 +62,7 @@ from raftkv.raft.messages import (
     TimeoutNow,
 )
 
-from .codec import CodecError
+from ..codec import CodecError
 
 RPC_APPEND_ENTRIES = 0
 RPC_REQUEST_VOTE = 1
