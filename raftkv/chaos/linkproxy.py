@@ -5,9 +5,9 @@ Theory of operation
 -------------------
 raftkv's TCP transport is one-way per connection: a node dials each peer for
 its *own* outbound messages and sends replies over its own dial too
-(``transport/tcp.py``). So every byte on a connection that node A opened
-towards node B is a message from A to B, and a proxy in the middle of A's
-dials to B *is* the directed link A -> B.
+(``transport/raftkv_protocol/tcp.py``). So every byte on a connection that node
+A opened towards node B is a message from A to B, and a proxy in the middle of
+A's dials to B *is* the directed link A -> B.
 
 One proxy process runs inside each node's network namespace and owns that
 node's outbound links. It listens on the address each peer *advertises* for

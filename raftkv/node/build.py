@@ -21,7 +21,7 @@ from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.faults import FaultInjector
 from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.options import TransportOptions
-from raftkv.transport.tcp import TcpTransport
+from raftkv.transport.raftkv_protocol.tcp import TcpTransport
 
 __all__ = ["Parts", "choose_parts"]
 

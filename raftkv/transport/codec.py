@@ -10,12 +10,13 @@ data]``, a ``SnapshotMeta`` is ``[index, term, configuration, ...]``, a
 ``Configuration`` is a list of servers and a ``Server`` is ``[id, address,
 suffrage]`` with the suffrage as its text ("Voter"/"Nonvoter").
 
-Besides the Raft RPCs there are transport-control frames: ``Hello``
-(first frame of every connection: who is calling), ``SnapshotChunk`` (the
-snapshot bytes that follow an ``InstallSnapshot`` header), ``SnapshotAck``
-(the receiver's verdict on a streamed snapshot), and ``AuthChallenge`` /
-``AuthProof`` (the cluster-key handshake, see ``transport/auth.py``). ``InstallSnapshot.data`` is a
-runtime handle, never wire data: its slot is always nil and decodes as None.
+Besides the Raft RPCs there are transport-control frames: ``Hello`` (first
+frame of every connection: who is calling), ``SnapshotChunk`` (the snapshot
+bytes that follow an ``InstallSnapshot`` header), ``SnapshotAck`` (the
+receiver's verdict on a streamed snapshot), and ``AuthChallenge`` /
+``AuthProof`` (the cluster-key handshake, see
+``transport/raftkv_protocol/auth.py``). ``InstallSnapshot.data`` is a runtime
+handle, never wire data: its slot is always nil and decodes as None.
 
 Encoders and decoders are generated once, at import, from the dataclass
 fields: the replication hot path then runs straight-line code (no per-field

@@ -8,10 +8,10 @@ transport is therefore a one-way mail service, and :class:`Transport` lists
 exactly the calls ``raftkv/node/runtime.py`` (and, through its ``_Network``,
 ``raftkv/node/executor.py``) makes on one: ``start``, ``send``,
 ``learn_configuration``, ``disconnect``, ``close``. Three transports keep it:
-:mod:`.tcp` (raftkv's own frames), :mod:`.hashicorp_protocol.transport`
-(hashicorp/raft 1.1.2's net_transport wire) and :mod:`.memory` (in-process, for
-tests); ``tests/transport/test_contract.py`` checks all three against this
-class.
+:mod:`.raftkv_protocol.tcp` (raftkv's own frames),
+:mod:`.hashicorp_protocol.transport` (hashicorp/raft 1.1.2's net_transport
+wire) and :mod:`.memory` (in-process, for tests);
+``tests/transport/test_contract.py`` checks all three against this class.
 
 The other half of the contract runs the other way, through callables handed
 to a transport's constructor (hashicorp/raft's ``Consumer()`` channel, the

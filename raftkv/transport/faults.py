@@ -2,15 +2,15 @@
 
 Theory of operation
 -------------------
-A :class:`FaultInjector` holds *rules*. Each rule names the peers it applies
-to (or all peers), a direction (``out``: messages this node sends to them;
-``in``: messages this node receives from them; ``both``), and what to do:
-drop the messages, or hold them for ``delay_ms`` before they go on. A rule
-may expire after ``duration_s``. The transport asks :meth:`verdict` for
-every message it sends or receives while any rule exists; with no rules it
-costs one attribute test. Both TCP transports apply it (:mod:`.tcp` and
-:mod:`.inbound`; :mod:`.hashicorp_protocol.transport`, where a dropped
-request or answer also quiets its connection, see there).
+A :class:`FaultInjector` holds *rules*. Each rule names the peers it applies to
+(or all peers), a direction (``out``: messages this node sends to them; ``in``:
+messages this node receives from them; ``both``), and what to do: drop the
+messages, or hold them for ``delay_ms`` before they go on. A rule may expire
+after ``duration_s``. The transport asks :meth:`verdict` for every message it
+sends or receives while any rule exists; with no rules it costs one attribute
+test. Both TCP transports apply it (:mod:`.raftkv_protocol.tcp` and
+:mod:`.raftkv_protocol.inbound`; :mod:`.hashicorp_protocol.transport`, where a
+dropped request or answer also quiets its connection, see there).
 
 Faults act on Raft *messages*, not connections: a dropped peer's
 connections stay up and frames vanish, like a black-holing firewall, so

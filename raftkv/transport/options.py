@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 hashicorp/raft builds a ``NetworkTransport`` from a ``NetworkTransportConfig``;
-raftkv builds :class:`~raftkv.transport.tcp.TcpTransport` and
+raftkv builds :class:`~raftkv.transport.raftkv_protocol.tcp.TcpTransport` and
 :class:`~raftkv.transport.hashicorp_protocol.transport.HashicorpTransport` from a
 :class:`TransportOptions`: what the node's settings decide (the runtime fills
 it from ``NodeSettings``) and what the tests tune (short timeouts, small

@@ -18,7 +18,7 @@ import pytest
 import uvloop
 
 from raftkv.transport.options import TransportOptions
-from raftkv.transport.tcp import TcpTransport
+from raftkv.transport.raftkv_protocol.tcp import TcpTransport
 
 TIMEOUT = 15.0
 

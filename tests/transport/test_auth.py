@@ -1,4 +1,4 @@
-"""Cluster-key authentication of Raft connections (transport/auth.py)."""
+"""Cluster-key authentication of Raft connections (transport/raftkv_protocol/auth.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from raftkv.raft.messages import RequestVote, RequestVoteResponse
-from raftkv.transport.auth import AuthError, ClusterKeyAuth
+from raftkv.transport.raftkv_protocol.auth import AuthError, ClusterKeyAuth
 from raftkv.transport.codec import AuthChallenge, AuthProof, encode, hello, read_frame
 
 KEY = "correct horse battery staple"
@@ -81,6 +81,6 @@ async def test_a_forged_proof_is_refused(transports, watch):
 
 def test_other_authenticators_are_refused():
     from raftkv.transport.options import TransportOptions
-    from raftkv.transport.tcp import TcpTransport
+    from raftkv.transport.raftkv_protocol.tcp import TcpTransport
     with pytest.raises(NotImplementedError):
         TcpTransport("n1", "127.0.0.1", 0, lambda f, m: None, TransportOptions(authenticate=42))

@@ -17,7 +17,7 @@ import raftkv
 from raftkv.transport.contract import Transport
 from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.memory import MemoryNetwork
-from raftkv.transport.tcp import TcpTransport
+from raftkv.transport.raftkv_protocol.tcp import TcpTransport
 
 CALLS = {"start", "send", "learn_configuration", "disconnect", "close"}
 # the node's modules that hold a transport: the runtime, and the executor's host
@@ -84,7 +84,7 @@ def test_mypy_sees_every_transport_as_a_transport(tmp_path):
         from raftkv.transport.contract import Transport
         from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
         from raftkv.transport.memory import MemoryTransport
-        from raftkv.transport.tcp import TcpTransport
+        from raftkv.transport.raftkv_protocol.tcp import TcpTransport
 
         def takes(transport: Transport) -> None: ...
 

@@ -10,7 +10,7 @@ import pytest
 
 from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.options import TransportOptions
-from raftkv.transport.tcp import TcpTransport
+from raftkv.transport.raftkv_protocol.tcp import TcpTransport
 
 MiB = 1024 * 1024
 

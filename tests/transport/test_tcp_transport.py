@@ -38,7 +38,7 @@ from raftkv.transport.codec import (
 from raftkv.transport.gotext import dial_error_text
 from raftkv.transport.options import TransportOptions
 from raftkv.transport.stream import dial_address
-from raftkv.transport.tcp import TcpTransport
+from raftkv.transport.raftkv_protocol.tcp import TcpTransport
 
 MiB = 1024 * 1024
 

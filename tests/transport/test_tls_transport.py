@@ -1,4 +1,4 @@
-"""Mutual TLS on the Raft port (transport/tcp.py with raftkv/tlsconfig.py
+"""Mutual TLS on the Raft port (transport/raftkv_protocol/tcp.py with raftkv/tlsconfig.py
 contexts from scripts/tls-certs.sh), on both event loops."""
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 The same :class:`~raftkv.transport.contract.Transport` as
-:class:`~raftkv.transport.tcp.TcpTransport` (``start``, ``send(to, address,
-message)``, ``learn_configuration``, ``disconnect``, ``close``, the snapshot
-source/sink callbacks, the ``log`` callable) and the same
-:class:`~raftkv.transport.options.TransportOptions`, on a different wire: the
-frames of :mod:`.codec`, where an answer travels back on the connection that
-carried the request, in request order. It dials through the stream layer
+:class:`~raftkv.transport.raftkv_protocol.tcp.TcpTransport` (``start``,
+``send(to, address, message)``, ``learn_configuration``, ``disconnect``,
+``close``, the snapshot source/sink callbacks, the ``log`` callable) and the
+same :class:`~raftkv.transport.options.TransportOptions`, on a different wire:
+the frames of :mod:`.codec`, where an answer travels back on the connection
+that carried the request, in request order. It dials through the stream layer
 (:mod:`raftkv.transport.stream`, without TLS) and reports failures with the
 outbound channels' backoff, lines and rounds (:mod:`raftkv.transport.channel`)
 and Go's error texts (:mod:`raftkv.transport.gotext`).

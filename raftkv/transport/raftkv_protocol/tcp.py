@@ -11,18 +11,23 @@ to that node id and hands each message to ``handler(from_id, message)``
 synchronously, in arrival order.
 
 The transport is layered as hashicorp/raft's is (its ``transport.go``,
-``net_transport.go`` and ``tcp_transport.go``), one concern per module:
+``net_transport.go`` and ``tcp_transport.go``), one concern per module.
+Shared with the hashicorp transport, in :mod:`raftkv.transport`:
 
-* :mod:`.contract` -- what the runtime calls (:class:`~.contract.Transport`);
-* :mod:`.stream` -- the stream layer: dialing, the listener, TLS;
-* :mod:`.handshake` -- admission: the Hello and the cluster key challenge;
-* :mod:`.channel` -- outbound: two channels per peer, their queues,
+* ``contract`` -- what the runtime calls
+  (:class:`~raftkv.transport.contract.Transport`);
+* ``stream`` -- the stream layer: dialing, the listener, TLS;
+* ``channel`` -- outbound: two channels per peer, their queues,
   backoff and failure lines;
+* ``gotext`` -- Go's error texts and the shared WARN lines;
+* ``codec`` -- the frames;
+
+raftkv's protocol alone, beside this module:
+
+* :mod:`.handshake` -- admission: the Hello and the cluster key challenge;
 * :mod:`.inbound` -- accepted connections: the read loop, its deadlines
   and the limits on what a connection may hold;
-* :mod:`.snapshots` -- snapshot streams, both ends;
-* :mod:`.gotext` -- Go's error texts and the shared WARN lines;
-* :mod:`.codec` -- the frames.
+* :mod:`.snapshots` -- snapshot streams, both ends.
 
 :class:`TcpTransport` wires them together. ``send`` is synchronous: it
 encodes the message (a frame over ``max_frame`` is refused: ``failed to
@@ -46,15 +51,15 @@ from typing import Any, Callable
 from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
 from raftkv.textforms import join_host_port
 
+from ..channel import APPEND, HEARTBEAT, Channel, channel_for
+from ..codec import DEFAULT_MAX_FRAME, CodecError, encode
+from ..contract import NET_LOGGER, Handler, LogFn, SnapshotSource, SnapshotWriter, no_log
+from ..options import TransportOptions
+from ..stream import READ_SIZE, TlsListener, open_stream, tune
 from .auth import ClusterKeyAuth
-from .channel import APPEND, HEARTBEAT, Channel, channel_for
-from .codec import DEFAULT_MAX_FRAME, CodecError, encode
-from .contract import NET_LOGGER, Handler, LogFn, SnapshotSource, SnapshotWriter, no_log
 from .handshake import handshake_out
 from .inbound import Acceptor
-from .options import TransportOptions
 from .snapshots import SnapshotStreams
-from .stream import READ_SIZE, TlsListener, open_stream, tune
 
 __all__ = ["TcpTransport"]
 
@@ -69,8 +74,8 @@ class TcpTransport:
     must equal the number of bytes the source yields: the receiver rejects a
     stream of any other length (``failed to receive whole snapshot``).
 
-    Its parts (:mod:`.channel`, :mod:`.inbound`, :mod:`.snapshots`) read its
-    settings and use ``loop``, ``log``, ``describe`` and ``dial``."""
+    Its parts (:mod:`raftkv.transport.channel`, :mod:`.inbound`,
+    :mod:`.snapshots`) read its settings and use ``loop``, ``log``, ``describe`` and ``dial``."""
 
     def __init__(
         self,

@@ -38,11 +38,11 @@ from typing import Any, Callable, Protocol
 
 from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
 
-from .codec import CodecError, SnapshotAck, SnapshotChunk, encode, read_frame
-from .contract import NET_LOGGER, RAFT_LOGGER, Handler, SnapshotSource, SnapshotWriter
-from .gotext import dial_error_text, io_error_text
-from .options import TransportOptions
-from .stream import sockaddr
+from ..codec import CodecError, SnapshotAck, SnapshotChunk, encode, read_frame
+from ..contract import NET_LOGGER, RAFT_LOGGER, Handler, SnapshotSource, SnapshotWriter
+from ..gotext import dial_error_text, io_error_text
+from ..options import TransportOptions
+from ..stream import sockaddr
 
 __all__ = ["Blocking", "SnapshotFailure", "SnapshotReceiver", "SnapshotStreams", "StreamsOwner"]
 

@@ -2,12 +2,12 @@
 
 Theory of operation
 -------------------
-A peer dials us for its own messages and we never write Raft traffic back
-on its connection. :meth:`Acceptor.serve` runs one accepted connection:
-the admission of :mod:`.handshake` (a ``Hello``, and the cluster key
-challenge), then a read loop that decodes frames (:mod:`.codec`) and hands
-each message to ``handler(from_id, message)`` synchronously, in arrival
-order, or to the snapshot stream it belongs to (:mod:`.snapshots`).
+A peer dials us for its own messages and we never write Raft traffic back on
+its connection. :meth:`Acceptor.serve` runs one accepted connection: the
+admission of :mod:`.handshake` (a ``Hello``, and the cluster key challenge),
+then a read loop that decodes frames (:mod:`raftkv.transport.codec`) and hands
+each message to ``handler(from_id, message)`` synchronously, in arrival order,
+or to the snapshot stream it belongs to (:mod:`.snapshots`).
 
 A frame that does not decode (CodecError: malformed, oversized, truncated,
 over one of the codec's unpacking limits, or a first frame that is not a
@@ -53,8 +53,7 @@ from typing import Protocol
 from raftkv.raft.messages import InstallSnapshot
 from raftkv.textforms import go_duration
 
-from .auth import AuthError, ClusterKeyAuth
-from .codec import (
+from ..codec import (
     SMALL_BODY,
     AuthChallenge,
     AuthProof,
@@ -65,12 +64,13 @@ from .codec import (
     SnapshotChunk,
     encode,
 )
-from .contract import NET_LOGGER, Handler
-from .gotext import OVER_LIMIT_MESSAGE, OverLimitLines, over_limit_fields
+from ..contract import NET_LOGGER, Handler
+from ..gotext import OVER_LIMIT_MESSAGE, OverLimitLines, over_limit_fields
+from ..options import TransportOptions
+from ..stream import READ_SIZE, linger, set_nodelay, sockaddr
+from .auth import AuthError, ClusterKeyAuth
 from .handshake import handshake_in
-from .options import TransportOptions
 from .snapshots import SnapshotFailure, SnapshotReceiver, SnapshotStreams
-from .stream import READ_SIZE, linger, set_nodelay, sockaddr
 
 __all__ = ["Acceptor", "AcceptorOwner"]
 

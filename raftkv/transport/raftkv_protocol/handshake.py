@@ -9,24 +9,24 @@ id, address), and the acceptor attributes every later frame to that id.
 :func:`handshake_out` (the caller's side) and :func:`handshake_in` (the
 acceptor's) are the only places a connection is admitted.
 
-With a cluster key (a :class:`~raftkv.transport.auth.ClusterKeyAuth`) both
-ends run the HMAC challenge of :mod:`raftkv.transport.auth` right after the
-Hello: the acceptor sends a challenge, the caller answers with its proof and
-a challenge of its own, the acceptor proves itself in turn. That is the only
-time an acceptor writes on an accepted connection before any Raft traffic.
-A caller that fails it raises :class:`~raftkv.transport.auth.AuthError` on
-the accepting side (logged as ``refused connection`` and closed); a caller
-that cannot authenticate the acceptor fails its dial like any other dial
-error. Every read has a deadline, and the frames read here may not exceed
-64 KiB, whatever the frame limit: anyone who reaches the port may send them.
+With a cluster key (a :class:`~.auth.ClusterKeyAuth`) both ends run the HMAC
+challenge of :mod:`.auth` right after the Hello: the acceptor sends a
+challenge, the caller answers with its proof and a challenge of its own, the
+acceptor proves itself in turn. That is the only time an acceptor writes on an
+accepted connection before any Raft traffic. A caller that fails it raises
+:class:`~.auth.AuthError` on the accepting side (logged as ``refused
+connection`` and closed); a caller that cannot authenticate the acceptor fails
+its dial like any other dial error. Every read has a deadline, and the frames
+read here may not exceed 64 KiB, whatever the frame limit: anyone who reaches
+the port may send them.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from ..codec import MAGIC, VERSION, AuthChallenge, AuthProof, CodecError, Hello, encode, hello, read_frame
 from .auth import NONCE_SIZE, AuthError, ClusterKeyAuth
-from .codec import MAGIC, VERSION, AuthChallenge, AuthProof, CodecError, Hello, encode, hello, read_frame
 
 __all__ = ["HELLO_MAX_FRAME", "handshake_in", "handshake_out"]
 
