@@ -8,7 +8,7 @@ node did not start (read-only, not writable, less free space than
 a full disk) or went away (deleted, replaced) while the node ran; 1 for
 anything else (a port in use, a volume in use by another process, a bug).
 A supervisor should not restart on 2 or 73: only an operator can fix those.
-See :mod:`raftkv.node.watchdog`."""
+See :mod:`raftkv.node.disk.watchdog`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from .config import NodeSettings
 from .http.service import HttpService
 from .metrics import NodeMetrics
 from .node.build import choose_parts
+from .node.disk.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
 from .node.runtime import Node
-from .node.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
 from .storage import StorageCorruptError
 from .tlsconfig import TlsContexts, build_contexts
 

@@ -36,12 +36,12 @@ if TYPE_CHECKING:
 
     from .autopilot import Autopilot
     from .build import Parts
+    from .disk.volume import Volume
+    from .disk.watchdog import VolumeFailure, VolumeWatch
     from .executor import EffectExecutor
     from .gcpolicy import GcPolicy
     from .requests import PendingRequests
     from .trace import TraceRecorder
-    from .volume import Volume
-    from .watchdog import VolumeFailure, VolumeWatch
 
 __all__ = ["NodeFields"]
 

@@ -26,8 +26,8 @@ from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.node import LEADER
 from raftkv.transport.contract import Transport
 
+from .disk.watchdog import as_volume_failure, io_failure
 from .fields import NodeFields
-from .watchdog import as_volume_failure, io_failure
 
 __all__ = ["ExecutorHost", "KVStateMachine", "TransportNetwork"]
 

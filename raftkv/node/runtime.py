@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 :class:`Node` owns everything with side effects: the
-:class:`~raftkv.raft.node.RaftNode`, the :class:`~raftkv.node.volume.Volume`
-(log, hard state, snapshots, the SQLite state machine), the TCP transport
-and autopilot.
+:class:`~raftkv.raft.node.RaftNode`, the
+:class:`~raftkv.node.disk.volume.Volume` (log, hard state, snapshots, the
+SQLite state machine), the TCP transport and autopilot.
 
 One coroutine, the *driver*, is the only caller of ``RaftNode.step``. It
 sleeps until the core's next deadline or until something arrives, then
@@ -32,11 +32,11 @@ Snapshots received from a leader are streamed by the transport straight into
 the snapshot store; the handle the core hands back in ``RestoreSnapshot`` is
 the stored snapshot's metadata.
 
-The volume is watched (:mod:`raftkv.node.watchdog`): a write or fsync error,
-or the volume directory deleted or replaced under the node, stops it with one
-ERROR line and exit code 74. Nothing written since the last good write is
-acknowledged, what waits fails (507 for a full disk), and no request is
-answered from the state machine any more (``get_local`` refuses once the
+The volume is watched (:mod:`raftkv.node.disk.watchdog`): a write or fsync
+error, or the volume directory deleted or replaced under the node, stops it
+with one ERROR line and exit code 74. Nothing written since the last good
+write is acknowledged, what waits fails (507 for a full disk), and no request
+is answered from the state machine any more (``get_local`` refuses once the
 node stops).
 
 The rest of raftkv (the HTTP side) uses the node only through its public
@@ -74,16 +74,9 @@ from raftkv.transport.contract import Transport
 from .api import NodeRequests
 from .autopilot import Autopilot
 from .build import Parts, choose_parts
-from .errors import ShuttingDown
-from .executor import EffectExecutor
-from .gcpolicy import GcPolicy
-from .host import ExecutorHost, KVStateMachine, TransportNetwork
-from .requests import PendingRequests
-from .snapshots import LazySnapshotReader, ReceivedSnapshot
-from .trace import TraceRecorder
-from .views import LogView, peers_view, status_view
-from .volume import Volume, read_peers_file
-from .watchdog import (
+from .disk.snapshots import LazySnapshotReader, ReceivedSnapshot
+from .disk.volume import Volume, read_peers_file
+from .disk.watchdog import (
     EXIT_STORAGE_FAILED,
     GuardedStorage,
     ReportingSink,
@@ -91,6 +84,13 @@ from .watchdog import (
     VolumeWatch,
     io_failure,
 )
+from .errors import ShuttingDown
+from .executor import EffectExecutor
+from .gcpolicy import GcPolicy
+from .host import ExecutorHost, KVStateMachine, TransportNetwork
+from .requests import PendingRequests
+from .trace import TraceRecorder
+from .views import LogView, peers_view, status_view
 
 raft_log = hclog.get_logger("raft")
 net_log = hclog.get_logger("raft.net")

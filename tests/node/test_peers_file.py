@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from raftkv.node.volume import BadPeersFile, Volume, read_peers_file
+from raftkv.node.disk.volume import BadPeersFile, Volume, read_peers_file
 from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, EntryType
 from raftkv.raft.node import RaftNode

@@ -21,7 +21,7 @@ from raftkv.fsm import KVStore
 from raftkv.http.api.replies import error_reply
 from raftkv.node.errors import DiskFull, ShuttingDown, StorageFailed
 from raftkv.node.runtime import Node
-from raftkv.node.watchdog import (
+from raftkv.node.disk.watchdog import (
     EXIT_STORAGE_FAILED,
     ReportingSink,
     VolumeFailure,

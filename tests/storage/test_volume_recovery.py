@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from raftkv.node.volume import Volume
+from raftkv.node.disk.volume import Volume
 from raftkv.raft.configuration import Configuration, Server
 from raftkv.raft.messages import Entry, EntryType, SnapshotMeta
 from raftkv.storage import RECOVERY, StableStore, StorageCorruptError

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.raft.messages import Entry, SnapshotMeta
 
-from .errors import DiskFull, StorageFailed
+from ..errors import DiskFull, StorageFailed
 
 if TYPE_CHECKING:
     from .volume import Volume
@@ -124,7 +124,7 @@ def as_volume_failure(exc: BaseException, path: str) -> VolumeFailure | None:
 
 class GuardedStorage:
     """The executor's :class:`~raftkv.node.executor.Storage` over a
-    :class:`~raftkv.node.volume.Volume`: a write or fsync error comes out
+    :class:`~raftkv.node.disk.volume.Volume`: a write or fsync error comes out
     as a :class:`VolumeFailure` naming the store it happened in, so that the
     ERROR line and the 507 answer can name the path."""
 
