@@ -9,7 +9,7 @@ import gc
 import pytest
 
 from raftkv import bench
-from raftkv.node.gcpolicy import GcPolicy
+from raftkv.node.policies.gcpolicy import GcPolicy
 
 
 def test_parse_mix():

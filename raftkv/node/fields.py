@@ -34,12 +34,12 @@ if TYPE_CHECKING:
     from raftkv.transport.contract import Transport
     from raftkv.transport.faults import FaultInjector
 
-    from .autopilot import Autopilot
     from .build import Parts
     from .disk.volume import Volume
     from .disk.watchdog import VolumeFailure, VolumeWatch
     from .executor import EffectExecutor
-    from .gcpolicy import GcPolicy
+    from .policies.autopilot import Autopilot
+    from .policies.gcpolicy import GcPolicy
     from .requests import PendingRequests
     from .trace import TraceRecorder
 

@@ -72,7 +72,6 @@ from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.contract import Transport
 
 from .api import NodeRequests
-from .autopilot import Autopilot
 from .build import Parts, choose_parts
 from .disk.snapshots import LazySnapshotReader, ReceivedSnapshot
 from .disk.volume import Volume, read_peers_file
@@ -86,8 +85,9 @@ from .disk.watchdog import (
 )
 from .errors import ShuttingDown
 from .executor import EffectExecutor
-from .gcpolicy import GcPolicy
 from .host import ExecutorHost, KVStateMachine, TransportNetwork
+from .policies.autopilot import Autopilot
+from .policies.gcpolicy import GcPolicy
 from .requests import PendingRequests
 from .trace import TraceRecorder
 from .views import LogView, peers_view, status_view

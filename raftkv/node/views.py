@@ -15,7 +15,7 @@ from raftkv.raft.messages import Entry
 from raftkv.raft.node import RaftNode
 from raftkv.raft.status import NodeStatus
 
-from .autopilot import reachable_within, server_health
+from .policies.autopilot import reachable_within, server_health
 
 __all__ = ["LogView", "peers_view", "status_view"]
 

@@ -39,7 +39,7 @@ from raftkv.config import NodeSettings
 from raftkv.raft.configuration import ConfigCommand, Suffrage
 from raftkv.raft.status import NodeStatus
 
-from .errors import RequestError
+from ..errors import RequestError
 
 autopilot_log = hclog.get_logger("raft.autopilot")
 
