@@ -204,9 +204,7 @@ def _replication(b: Builder) -> None:
     b.act("write", leader, key="x", value="1")
     b.stop("The leader appends", f"{leader} appends x=1 to its log in memory and sends it to both followers "
            "at once, while it writes the entry to its own disk. The entry is not committed yet: the client waits.")
-    b.until(lambda _: any(f["event"].get("type") == "Receive" and f["node"] != leader
-                          and f["event"]["message"]["type"] == "AppendEntries"
-                          and not f["event"]["message"]["heartbeat"]
+    b.until(lambda _: any(f["event"].get("type") == "Fsync" and f["node"] != leader
                           for f in b.world.branch.frames[-1:]), what="a follower appends")
     b.stop("A follower appends", "The follower checks that it holds the entry just before the new one (the "
            "previous index and term), appends the entry, writes it to disk, and only then answers yes: an answer "

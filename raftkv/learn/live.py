@@ -101,8 +101,11 @@ from raftkv.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 
-from .narrate import narrate
+from .narrate import narrate, narrate_fsync
 from .picture import LogShape, down_view, event_view, message_view, node_view, step_label
+
+# the effects the executor makes durable before it sends what must wait for them
+_PERSISTED = (fx.PersistHardState, fx.AppendToLog, fx.TruncateLog, fx.CompactLog, fx.RestoreSnapshot)
 
 __all__ = ["CAPACITY", "HOLD_MS", "LOST_MS", "MERGE_CAPACITY", "SKEW_MS", "Merge", "SseParser", "StepTap", "Subscriber",
            "is_heartbeat"]
@@ -178,6 +181,9 @@ class StepTap:
         self._view: dict | None = None
         self._timer = (0, 0)        # (election deadline, when it was set), core ms
         self._failures = 0
+        # after a step that appended to the log: its last index and the
+        # messages that leave only once the write is on disk (see persisted)
+        self._unsynced: tuple[int, list[dict]] | None = None
 
     # -- subscribers
 
@@ -196,6 +202,7 @@ class StepTap:
         if not self._subscribers:
             self.listening = False
             self._log = self._log_view = self._view = None
+            self._unsynced = None
 
     @property
     def subscribers(self) -> int:
@@ -246,6 +253,23 @@ class StepTap:
         for sub in self._subscribers:
             sub.push(record)
 
+    def persisted(self) -> None:
+        """The runtime made the last step's writes durable: if that step
+        appended to the log, a record of the fsync, carrying the messages
+        that waited for it. Call only while :attr:`listening`."""
+        unsynced, self._unsynced = self._unsynced, None
+        if unsynced is None or not self._subscribers or self._view is None:
+            return
+        through, held = unsynced
+        self.seq += 1
+        view = {**self._view, "durable": self._view["last"]}
+        record = {"node": self.node_id, "t": round(self._wall() * 1000, 1), "seq": self.seq,
+                  "event": {"type": "Fsync", "through": through}, "sends": held, "logs": [],
+                  "narration": narrate_fsync(self.node_id, view["role"] == "Leader", through), "view": view}
+        self._view = view
+        for sub in self._subscribers:
+            sub.push(record)
+
     def _record(self, event, effects: list) -> dict:
         core = self._core()
         if self._log.apply(effects) or self._log_view is None:
@@ -253,14 +277,29 @@ class StepTap:
         wall_ms = self._wall() * 1000
         before = self._view
         after = self._node_view(core.status(), wall_ms)
+        appended = [e.entries[0].index for e in effects if type(e) is fx.AppendToLog and e.entries]
+        # as the executor's send_early: a leader's AppendEntries leave before
+        # its own append is durable when that is all it writes; everything
+        # else leaves after the write
+        leader_append = after["role"] == "Leader" and all(
+            type(e) in (fx.AppendToLog, fx.CompactLog) for e in effects if type(e) in _PERSISTED)
         sends: list[dict] = []
+        held: list[dict] = []
         logs: list[str] = []
         for effect in effects:
             t = type(effect)
             if t is fx.Send:
-                sends.append({"to": effect.to, **message_view(effect.message)})
+                sent = {"to": effect.to, **message_view(effect.message)}
+                early = not appended or (leader_append and sent["type"] == "AppendEntries")
+                (sends if early else held).append(sent)
             elif t is fx.Log:
                 logs.append(render_line(None, effect.level, effect.logger, effect.message, effect.fields).rstrip())
+        if appended:
+            durable = min(appended) - 1
+            if before is not None and "durable" in before:
+                durable = min(durable, before["durable"])
+            after = {**after, "durable": durable}
+            self._unsynced = (after["last"], held)
         self.seq += 1
         record = {"node": self.node_id, "t": round(wall_ms, 1), "seq": self.seq, "event": event_view(event),
                   "sends": sends, "logs": logs,

@@ -38,7 +38,7 @@ from raftkv.raft.messages import (
 
 from .picture import node_view
 
-__all__ = ["RULES", "Rule", "locate", "narrate", "source_excerpt"]
+__all__ = ["RULES", "Rule", "locate", "narrate", "narrate_fsync", "source_excerpt"]
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent   # raftkv/
 REPO = PACKAGE.parent
@@ -170,6 +170,8 @@ RULES: dict[str, Rule] = {
     "prev-mismatch": R("§5.3", "following.py", "Following._on_append_entries", "previous log term mis-match"),
     "append-ok": R("§5.3, Figure 2", "following.py", "Following._on_append_entries",
                    "self._reply_append(from_id, req, True, match)"),
+    "fsync-leader": R("thesis §10.2.1", "replication.py", "Replication._maybe_commit",
+                      "leader.quorum_match_index(self.configuration.voters, self.id, self.log.last_index"),
     "clear-suffix": R("§5.3", "following.py", "Following._merge_entries", "clearing log suffix"),
     "follower-commit": R("§5.3", "following.py", "Following._on_append_entries",
                          "self._commit_to(min(req.leader_commit, match))"),
@@ -476,6 +478,19 @@ def _figure_8(story: _Story, n: str, core) -> None:
                               f"{index} is from term {core.log.term_at(index)}, not {n}'s term "
                               f"{core.current_term}. A later leader could still replace it (Figure 8); it "
                               "commits once an entry of its own term reaches a majority.")
+
+
+def narrate_fsync(node_id: str, leader: bool, through: int) -> list[dict]:
+    """The sentence for the moment a step's log writes reach the disk."""
+    story = _Story()
+    if leader:
+        story.say("fsync-leader", f"{node_id}'s log is on disk through entry {through} (fsync). Its "
+                                  "AppendEntries left before the write finished, so the followers stored the "
+                                  "entries meanwhile; its own copy counts towards a majority only from now on.")
+    else:
+        story.say("append-ok", f"{node_id}'s log is on disk through entry {through} (fsync). Only now does it "
+                               "answer the leader: an entry it acknowledged must survive a crash.")
+    return story.sentences
 
 
 def explain_lines(sentences: list[dict]) -> list[str]:

@@ -140,6 +140,8 @@ def step_label(node_id: str, event: dict) -> str:
         return f"{node_id}'s timer"
     if kind == "Start":
         return f"{node_id} starts"
+    if kind == "Fsync":
+        return f"{node_id} fsyncs its log"
     return f"{node_id}: {kind}"
 
 

@@ -44,7 +44,7 @@ from raftkv.sim.cluster import SimCluster
 from raftkv.sim.invariants import InvariantChecker, Violation
 from raftkv.sim.state_machine import encode_command
 
-from .narrate import narrate
+from .narrate import narrate, narrate_fsync
 from .picture import LogShape, down_view, event_view, message_view, node_view, step_label
 
 __all__ = ["LEARN_CONFIG", "MAX_FRAMES", "VERBS", "Action", "ActionError", "Spec", "World", "random_seed"]
@@ -70,12 +70,16 @@ VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "
 class Frames:
     """A branch's frames, each kept as compressed JSON: a 7-server frame is
     5 KB as Python objects and well under 1 KB this way, and the page gets
-    them as JSON anyway (:meth:`json`). Indexing and slicing give dicts."""
+    them as JSON anyway (:meth:`json`). Indexing and slicing give dicts.
+    ``inseparable`` holds the counts of frames after which nothing can be
+    done, because the next frame was made in the same breath: the halves of
+    one step (its log writes in memory, then on disk), the cluster's start."""
 
-    __slots__ = ("_blobs",)
+    __slots__ = ("_blobs", "inseparable")
 
-    def __init__(self, blobs: list[bytes] | None = None) -> None:
+    def __init__(self, blobs: list[bytes] | None = None, inseparable: set[int] | None = None) -> None:
         self._blobs = blobs if blobs is not None else []
+        self.inseparable = inseparable if inseparable is not None else set()
 
     def __len__(self) -> int:
         return len(self._blobs)
@@ -94,7 +98,12 @@ class Frames:
 
     def head(self, count: int) -> "Frames":
         """The first ``count`` frames, shared, not copied."""
-        return Frames(self._blobs[:count])
+        return Frames(self._blobs[:count], {i for i in self.inseparable if i < count})
+
+    def bind(self, start: int, first_too: bool = False) -> None:
+        """The frames from ``start`` on were made together: nothing can be
+        done between them (with ``first_too``, nor before the first)."""
+        self.inseparable.update(range(start if first_too else start + 1, len(self._blobs)))
 
 
 class ActionError(ValueError):
@@ -165,7 +174,11 @@ class _Cluster(SimCluster):
         if not node.alive:
             return []
         before = self.run.view(node)
-        effects = super().step(node_id, event, label)
+        self.run.stepping = (node, event, before)
+        try:
+            effects = super().step(node_id, event, label)
+        finally:
+            self.run.stepping = None
         if node.alive:
             self.run.stepped(node, event, effects, before)
         return effects
@@ -181,6 +194,9 @@ class _Run:
         self.cluster = _Cluster(self, spec)
         self.cluster.on_message = self._on_message
         self.cluster.on_effects.append(self._client_effects)
+        self.cluster.before_persist.append(self._in_memory)
+        self.stepping: tuple | None = None          # (node, event, view before) while a step is carried out
+        self._fsync_due: tuple[str, int] | None = None   # (node, last index) after an "in memory" frame
         self.flight: dict[int, dict] = {}
         self._sent: list[int] = []
         self._delivered: int | None = None
@@ -196,10 +212,11 @@ class _Run:
         for node_id in spec.voters:
             self.cluster.start(node_id)
         self.cluster.bootstrap(list(spec.voters))
+        self.frames.bind(0, first_too=True)
 
     # -- what the page sees of a node
 
-    def view(self, node, log_changed: bool = False) -> dict:
+    def view(self, node, log_changed: bool = False, durable: int | None = None) -> dict:
         if not node.alive or node.raft is None:
             return self._down(node)
         raft = node.raft
@@ -211,7 +228,7 @@ class _Run:
         known = self._timers.get(node.id)
         if known is None or known[0] != deadline:
             known = self._timers[node.id] = (deadline, self.cluster.now)
-        return node_view(status, log, applied=node.applied_index, timer_start=known[1])
+        return node_view(status, log, applied=node.applied_index, durable=durable, timer_start=known[1])
 
     def _down(self, node) -> dict:
         d = node.durable
@@ -273,31 +290,59 @@ class _Run:
 
     # -- frames
 
+    def _in_memory(self, node, ready) -> None:
+        """A step appended to the log: draw the moment its entries are in
+        memory and not yet on disk (a leader's AppendEntries may have left
+        already, thesis §10.2.1); :meth:`stepped` then draws the fsync."""
+        appends = [e for e in ready.persist if type(e) is fx.AppendToLog and e.entries]
+        if self.stepping is None or self.stepping[0] is not node or not appends:
+            return
+        _, event, before = self.stepping
+        first = min(e.entries[0].index for e in appends)
+        after = self.view(node, True, durable=min(node.durable.last_index, first - 1))
+        self._views[node.id] = after
+        self._fsync_due = (node.id, node.raft.log.last_index)
+        self._step_frame(node, event, ready.effects, before, after, mid_step=True)
+
     def stepped(self, node, event, effects, before: dict | None) -> None:
         log_changed = event is None or any(type(e) in (fx.AppendToLog, fx.TruncateLog, fx.CompactLog,
                                                        fx.RestoreSnapshot) for e in effects)
         after = self.view(node, log_changed)
+        if self._fsync_due is not None:
+            through = self._fsync_due[1]
+            self._fsync_due = None
+            self._views[node.id] = after
+            event = {"type": "Fsync", "through": through}
+            self._frame(node.id, event, step_label(node.id, event),
+                        narrate_fsync(node.id, node.raft.is_leader, through), [])
+            return
         changed = after != self._views.get(node.id)
         self._views[node.id] = after
         if not effects and not changed and self._delivered is None:
             return
+        self._step_frame(node, event, effects, before, after)
+
+    def _step_frame(self, node, event, effects, before: dict | None, after: dict, mid_step: bool = False) -> None:
         label = step_label(node.id, event_view(event))
         sentences = narrate(node.id, event, effects, before, after, core=node.raft)
         logs = [render_line(None, e.level, e.logger, e.message, e.fields).rstrip()
                 for e in effects if type(e) is fx.Log]
-        self._frame(node.id, event_view(event), label, sentences, logs)
+        self._frame(node.id, event_view(event), label, sentences, logs, mid_step)
 
     def acted(self, action: Action, label: str, sentences: list[dict]) -> None:
         for node_id, node in self.cluster.nodes.items():
             self._views[node_id] = self.view(node)
         self._frame(action.node, {"type": "Action", **action.to_dict()}, label, sentences, [])
 
-    def _frame(self, node_id, event: dict, label: str, sentences: list[dict], logs: list[str]) -> None:
+    def _frame(self, node_id, event: dict, label: str, sentences: list[dict], logs: list[str],
+               mid_step: bool = False) -> None:
         frame = {"i": len(self.frames), "t": self.cluster.now, "node": node_id, "event": event, "label": label,
                  "narration": sentences, "logs": logs, "sent": self._sent, "delivered": self._delivered,
                  "cut": self._cut, "nodes": [self._views[i] for i in self.spec.nodes],
                  "flight": sorted(self.flight.values(), key=lambda m: m["id"]),
                  "clients": self.requests[-CLIENTS_SHOWN:]}
+        if mid_step:
+            frame["mid_step"] = True
         self._sent, self._delivered, self._cut = [], None, []
         self.frames.append(frame)
 
@@ -306,12 +351,21 @@ class _Run:
         cluster = self.cluster
         if not cluster._queue:
             return False
+        start = len(self.frames)
         cluster.run_until(cluster._queue[0][0], stop=lambda: True)
+        self.frames.bind(start)
         return True
 
     # -- actions
 
     def take(self, action: Action) -> None:
+        start = len(self.frames)
+        try:
+            self._take(action)
+        finally:
+            self.frames.bind(start)
+
+    def _take(self, action: Action) -> None:
         cluster, verb, n = self.cluster, action.verb, action.node
         if verb not in VERBS:
             raise ActionError(f"unknown action {verb!r}; one of {', '.join(VERBS)}")
@@ -490,15 +544,20 @@ class World:
     # -- acting
 
     def act(self, at: int, verb: str, node: str | None = None, key: str | None = None, value: str | None = None,
-            message: int | None = None, to: str | None = None) -> bool:
-        """Take an action at frame ``at`` of the current branch; True if that
-        forked a new branch. An action that cannot be taken raises
-        :class:`ActionError` and changes nothing."""
+            message: int | None = None, to: str | None = None) -> tuple[bool, int]:
+        """Take an action after the first ``at`` frames of the current branch
+        (or after the first frame that may be followed by one: a step drawn
+        in two halves is never cut in two). Returns whether that forked a new
+        branch, and the ``at`` the action was taken at. An action that cannot
+        be taken raises :class:`ActionError` and changes nothing."""
         if at < 0:
             raise ActionError("at must be 0 or more")
         self.extend(at)
         branch = self.branch
         at = min(at, len(branch.frames))
+        while at in branch.frames.inseparable:
+            at += 1
+            self.extend(at)
         action = Action(at, verb, node, key, value, message, to)
         if branch.ended and at == len(branch.frames):
             raise ActionError(f"this branch has ended ({branch.ended}); rewind to act")
@@ -518,7 +577,7 @@ class World:
         if forked:
             self.branches.append(fork)
             self.current, self._run = fork.id, run
-        return forked
+        return forked, at
 
     def _replay(self, branch: Branch, at: int, old_frames: Frames) -> _Run:
         """A run of ``branch``'s actions up to its frame ``at``, its frames

@@ -58,9 +58,7 @@ import traceback
 from collections.abc import Callable
 
 from raftkv import hclog
-from raftkv.commands import RESERVED_PREFIX
 from raftkv.config import NodeSettings, describe_raft_config
-from raftkv.fsm import KVStore
 from raftkv.learn.live import StepTap
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
@@ -68,6 +66,8 @@ from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
+from raftkv.statemachine.commands import RESERVED_PREFIX
+from raftkv.statemachine.kvstore import KVStore
 from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.contract import Transport
 
@@ -453,6 +453,8 @@ class Node(ExecutorHost, NodeRequests):
                 return
             if self._storage_failure is not None:
                 return  # the watchdog found the volume gone while this was written
+            if self.steps.listening:
+                self.steps.persisted()
         try:
             executor.finish(ready)
         except VolumeFailure as failure:  # the state machine's file
@@ -521,7 +523,7 @@ class Node(ExecutorHost, NodeRequests):
     @property
     def state_machine_path(self) -> str:
         """The SQLite file of the state machine, for read-only readers in
-        other processes (``raftkv.fsm.KVReader``)."""
+        other processes (``raftkv.statemachine.kvstore.KVReader``)."""
         return self.volume.kv.path
 
     @property

@@ -181,6 +181,10 @@ class SimCluster:
         # outcomes (Proposed, Rejected, Completed, ReadReady)
         self.on_effects = []
         self.after_step = []   # callbacks(node, effects) after each step (the tracers)
+        # callbacks(node, ready) once a leader's early AppendEntries left and
+        # before the step's writes are made durable (the learning view's
+        # "only in memory" moment)
+        self.before_persist = []
         self.step_observers = []   # callbacks(node, event, effects) once a step is carried out (None: a start)
         # callable(kind, payload) for human-readable traces; kinds: "event"
         # (label), "log" (node id, fx.Log), "send" (node id, to, message),
@@ -314,6 +318,8 @@ class SimCluster:
         executor.trace = node.trace_executor if self.trace else None
         ready = executor.prepare(effects)
         executor.send_early(ready, node.role == LEADER)
+        for callback in self.before_persist:
+            callback(node, ready)
         executor.persist(ready)
         if self.observer is not None:
             self.observer.check_step(self, node, event, effects, before)

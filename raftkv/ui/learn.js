@@ -131,12 +131,16 @@ async function ensure(i, ahead) {
   return !!sim.frames[i];
 }
 
+// Read the first frame missing in the next LOOKAHEAD (an action's answer
+// may hold fewer frames than the server made), and the rest with it.
 function requestAhead() {
   if (source !== "sim" || sim.loading || sim.busy || !sim.id) return;
-  const want = view.k + LOOKAHEAD;
-  if (sim.frames[want]) return;
+  const horizon = view.k + LOOKAHEAD;
+  let want = view.k + 1;
+  while (want <= horizon && sim.frames[want]) want++;
+  if (want > horizon) return;
   if (want >= sim.count && sim.ended) return;
-  ensure(want, 0);
+  ensure(want, horizon - want);
 }
 
 let evictCheck = 0;
@@ -324,16 +328,19 @@ async function act(verb, extra) {
     let r;
     try { r = await call("POST", `${API}/sim/${encodeURIComponent(sim.id)}/act`, body); }
     catch (e) { say(`${verb}: ${e.message}`, true); return false; }
+    // the server acts later than asked when the frame asked for is the
+    // first half of a step (its log writes in memory, not yet on disk)
+    const taken = typeof r.after === "number" ? r.after : after;
     sim.gen++;
-    sim.frames.length = Math.min(sim.frames.length, after + 1);
+    sim.frames.length = Math.min(sim.frames.length, taken + 1);
     for (const f of r.frames) sim.frames[f.i] = f;
     applySummary(r.summary);
     if (r.forked) {
-      sim.viewed.set(sim.branch, after + 1);
-      say(`You changed the past: timeline ${sim.branch} goes another way from frame ${after}. ` +
+      sim.viewed.set(sim.branch, taken + 1);
+      say(`You changed the past: timeline ${sim.branch} goes another way from frame ${taken}. ` +
           `Timeline ${branchParent()} is kept (see Timelines).`);
     } else say("");
-    goTo(after + 1);
+    goTo(taken + 1);
     return true;
   } finally {
     sim.busy = false;

@@ -190,8 +190,13 @@ def test_debug_steps_and_the_heartbeat_filter(cluster):
         seqs = [r["seq"] for r in records]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert appended["event"]["from"] == "n1"
-        assert appended["sends"][0]["to"] == "n1" and appended["sends"][0]["type"] == "AppendEntriesResponse"
         assert appended["narration"] and appended["view"]["last"] >= index
+        # in memory first; the answer leaves with the fsync that follows
+        assert appended["view"]["durable"] < appended["view"]["last"] and appended["sends"] == []
+        synced = steps.wait(lambda: [r for r in steps.of("step") if r["seq"] == appended["seq"] + 1], "the fsync")[0]
+        assert synced["event"] == {"type": "Fsync", "through": appended["view"]["last"]}
+        assert synced["view"]["durable"] == synced["view"]["last"]
+        assert synced["sends"][0]["to"] == "n1" and synced["sends"][0]["type"] == "AppendEntriesResponse"
     finally:
         steps.close()
 

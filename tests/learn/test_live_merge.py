@@ -62,6 +62,7 @@ class Tapped(SimCluster):
         effects = super().step(node_id, event, label)
         if node.alive:
             self.taps[node_id].step(event, effects)
+            self.taps[node_id].persisted()   # the runtime's order: the step, then its fsync
         return effects
 
     def boot(self) -> "Tapped":
@@ -186,6 +187,28 @@ def test_the_tap_follows_the_log_through_writes_and_compaction():
         last = [r for r in c.records if r["node"] == node_id][-1]
         assert last["view"]["log"] == LogShape.of(node.raft.log).view(), node_id
         assert last["view"]["last"] == node.raft.log.last_index
+
+
+def test_an_append_is_recorded_in_memory_then_fsynced_with_what_waited_for_it():
+    c = Tapped(seed=3).boot()
+    c.run(1000)
+    leader = c.leader().id
+    c.write("k", "v", 1)
+    records = c.run(c.now + 200)
+    mine = [r for r in records if r["node"] == leader]
+    proposed, synced = mine[0], mine[1]
+    assert proposed["event"]["type"] == "Propose"
+    assert proposed["view"]["durable"] == proposed["view"]["last"] - 1
+    assert {s["type"] for s in proposed["sends"]} == {"AppendEntries"}   # they leave before the fsync
+    assert synced["event"] == {"type": "Fsync", "through": proposed["view"]["last"]}
+    assert synced["view"]["durable"] == synced["view"]["last"] and synced["narration"]
+    follower = next(i for i, r in enumerate(records) if r["node"] != leader and r["event"]["type"] == "Receive"
+                    and r["event"]["message"]["type"] == "AppendEntries" and r["view"]["durable"] < r["view"]["last"])
+    got, fsync = records[follower], next(r for r in records[follower + 1:] if r["node"] == records[follower]["node"])
+    assert got["sends"] == []                                            # no answer before the disk has it
+    assert fsync["event"]["type"] == "Fsync" and [s["type"] for s in fsync["sends"]] == ["AppendEntriesResponse"]
+    frames = _merged(c.records)
+    assert any(f["label"] == f"{leader} fsyncs its log" for f in frames)
 
 
 def test_nobody_listening_costs_one_check_and_a_new_listener_starts_from_the_core():

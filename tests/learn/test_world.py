@@ -73,12 +73,13 @@ def test_acting_in_the_past_forks_and_the_old_branch_stays():
     world = World(Spec(seed=2))
     old = world.frames(0, 400)
     leader = _first_leader(old)[0]
-    forked = world.act(100, "crash", node=leader)
+    forked, at = world.act(100, "crash", node=leader)
     assert forked and world.current == 1 and len(world.branches) == 2
+    assert at in (100, 101)    # 101 if frame 99 is drawn halfway through a step
     new = world.frames(0, 400)
-    assert _strip(new[:100]) == _strip(old[:100])      # the past is kept
-    assert new[100]["event"]["type"] == "Action" and new[100]["label"] == f"{leader} crashes"
-    assert _strip(new[101:]) != _strip(old[101:])
+    assert _strip(new[:at]) == _strip(old[:at])      # the past is kept
+    assert new[at]["event"]["type"] == "Action" and new[at]["label"] == f"{leader} crashes"
+    assert _strip(new[at + 1:]) != _strip(old[at + 1:])
     # back to the first branch, exactly as it was, and it goes on
     world.switch(0)
     assert _strip(world.frames(0, 400)) == _strip(old)
@@ -92,7 +93,7 @@ def test_acting_in_the_past_forks_and_the_old_branch_stays():
 def test_acting_at_the_end_carries_on_without_a_fork():
     world = World(Spec(seed=2))
     frames = world.frames(0, 200)
-    assert world.act(len(frames), "write", node=_first_leader(frames)[0], key="x", value="1") is False
+    assert world.act(len(frames), "write", node=_first_leader(frames)[0], key="x", value="1") == (False, len(frames))
     assert len(world.branches) == 1
     frames = world.frames(0, 400)
     client = frames[-1]["clients"][-1]
@@ -119,3 +120,45 @@ def test_impossible_actions_say_why_and_change_nothing():
         with pytest.raises(ActionError, match=text):
             world.act(20, **kwargs)
     assert len(world.branches) == 1 and not world.branch.actions
+
+
+def test_a_write_is_drawn_in_memory_first_then_fsynced():
+    """The leader's AppendEntries leave before its own entry is on disk; a
+    follower answers only once its copy is: two frames for each append."""
+    world = World(Spec(seed=2))
+    frames = world.frames(0, 200)
+    leader = _first_leader(frames)[0]
+    _, at = world.act(len(frames), "write", node=leader, key="x", value="1")
+    frames = world.frames(0, at + 400)
+    mids = [f for f in frames[at:] if f.get("mid_step")]
+    assert mids, "an append is first drawn in memory"
+    first = mids[0]
+    me = next(n for n in first["nodes"] if n["id"] == first["node"])
+    assert first["node"] == leader and me["durable"] < me["last"]
+    assert any(m["type"] == "AppendEntries" for m in first["flight"] if m["from"] == leader)
+    fsync = frames[first["i"] + 1]
+    assert fsync["event"] == {"type": "Fsync", "through": me["last"]} and fsync["label"] == f"{leader} fsyncs its log"
+    after = next(n for n in fsync["nodes"] if n["id"] == leader)
+    assert after["durable"] == after["last"]
+    assert "thesis §10.2.1" in [s["paper"] for s in fsync["narration"]]
+    # a follower's copy: in memory, no answer yet; on disk, then the answer leaves
+    follower = next(f for f in mids[1:] if f["node"] != leader)
+    f_view = next(n for n in follower["nodes"] if n["id"] == follower["node"])
+    assert f_view["durable"] < f_view["last"]
+    assert not [m for m in follower["flight"] if m["from"] == follower["node"] and m["type"] == "AppendEntriesResponse"
+                and m["id"] in follower["sent"]]
+    answered = frames[follower["i"] + 1]
+    assert answered["event"]["type"] == "Fsync"
+    assert [m for m in answered["flight"] if m["id"] in answered["sent"] and m["type"] == "AppendEntriesResponse"]
+
+
+def test_acting_right_after_an_in_memory_frame_waits_for_the_fsync():
+    world = World(Spec(seed=2))
+    frames = world.frames(0, 200)
+    leader = _first_leader(frames)[0]
+    _, at = world.act(len(frames), "write", node=leader, key="x", value="1")
+    mid = next(f for f in world.frames(0, at + 200)[at:] if f.get("mid_step"))
+    forked, taken = world.act(mid["i"] + 1, "read", node=leader, key="x")
+    assert forked and taken == mid["i"] + 2     # after the fsync frame, never between the two
+    before, action = world.frames(taken - 1, 2)
+    assert before["event"]["type"] == "Fsync" and action["event"]["type"] == "ReadIndex"

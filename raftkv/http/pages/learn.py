@@ -26,8 +26,9 @@ Routes (JSON unless said otherwise; errors are 400 ``{"error", "param"}``):
 ``POST /ui/learn/sim/{id}/act``             body ``{"at": K, "verb", "node"?, "key"?, "value"?,
                                             "message"?, "to"?}``: act right after frame K, the one
                                             the learner is looking at (forks unless K is the last
-                                            frame); answers ``{"forked", "summary", "frames"}`` from
-                                            frame K+1 (the action's) on
+                                            frame; after a frame drawn halfway through a step, the
+                                            step's end); answers ``{"forked", "after", "summary",
+                                            "frames"}``, the frames from ``after``+1 (the action's) on
 ``POST /ui/learn/sim/{id}/branch``          body ``{"branch": B}``: go back to branch B
 ``GET /ui/learn/sim/{id}/check``            a lesson's "try it": ``{"passed", "message"}``
 ``GET /ui/learn/source?path=P&line=N``      the core's source around P:N (files of raftkv/raft only)
@@ -219,13 +220,13 @@ async def handle_act(request: web.Request) -> web.StreamResponse:
     count = _int(body.get("count", 300), "count", 1, MAX_COUNT)
 
     def act(world: World):
-        forked = world.act(at + 1, verb, node=node, key=key, value=value, message=message, to=to)
-        return forked, world.frames_json(at + 1, count), world.summary()
+        forked, taken_at = world.act(at + 1, verb, node=node, key=key, value=value, message=message, to=to)
+        return forked, taken_at - 1, world.frames_json(taken_at, count), world.summary()
     try:
-        forked, frames, summary = await _in_world(entry, act)
+        forked, after, frames, summary = await _in_world(entry, act)
     except ActionError as exc:
         return _error("verb", str(exc))
-    return _json_with_frames(frames, {"forked": forked, "summary": summary})
+    return _json_with_frames(frames, {"forked": forked, "after": after, "summary": summary})
 
 
 @_answering
