@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.commands import CommandError, encode_delete, encode_set, encode_set_many
-from raftkv.fsm import KVStore, SnapshotFormatError
+from raftkv.statemachine.commands import CommandError, encode_delete, encode_set, encode_set_many
+from raftkv.statemachine.kvstore import KVStore, SnapshotFormatError
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.storage.snapshot_store import SnapshotStore
 
@@ -223,7 +223,7 @@ def test_a_file_from_before_a_machine_restart_is_discarded(tmp_path, monkeypatch
     kv = KVStore(path)
     kv.apply(1, encode_set("a", "1"))
     kv.close()
-    monkeypatch.setattr("raftkv.fsm.boot_id", lambda: "another-boot")
+    monkeypatch.setattr("raftkv.statemachine.kvstore.boot_id", lambda: "another-boot")
     rec = Recorder()
     again = KVStore(path, log=rec)
     assert again.applied_index == 0 and len(again) == 0 and again.get("a") is None

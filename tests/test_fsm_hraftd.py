@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from raftkv.commands import CommandError, encode_delete, encode_set, encode_set_many
-from raftkv.fsm_hraftd import HraftdKVStore, to_hraftd_command
+from raftkv.statemachine.commands import CommandError, encode_delete, encode_set, encode_set_many
+from raftkv.statemachine.hraftd import HraftdKVStore, to_hraftd_command
 
 
 def test_commands_translate_to_hraftd_json_and_apply(tmp_path):

@@ -18,12 +18,12 @@ import asyncio
 import time
 from typing import Any
 
-from raftkv.fsm import KVStore, SnapshotFormatError
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand
 from raftkv.raft.errors import RejectReason
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.raft.node import LEADER
+from raftkv.statemachine.kvstore import KVStore, SnapshotFormatError
 
 from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .fields import NodeFields

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from raftkv import hclog
 from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings
-from raftkv.fsm import KVStore
-from raftkv.fsm_hraftd import HraftdKVStore
+from raftkv.statemachine.hraftd import HraftdKVStore
+from raftkv.statemachine.kvstore import KVStore
 from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.faults import FaultInjector
 from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport

@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 
 from raftkv import hclog
-from raftkv.commands import CommandError, describe_command
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta
 from raftkv.raft.node import LEADER
+from raftkv.statemachine.commands import CommandError, describe_command
 from raftkv.transport.contract import Transport
 
 from .disk.watchdog import as_volume_failure, io_failure

@@ -4,7 +4,7 @@ are and carry internal=true, so they cannot be mistaken for the user's."""
 
 from __future__ import annotations
 
-from raftkv.commands import RESERVED_PREFIX, describe_command, encode_delete, encode_set, encode_set_many
+from raftkv.statemachine.commands import RESERVED_PREFIX, describe_command, encode_delete, encode_set, encode_set_many
 
 
 def test_user_writes_show_key_and_size_never_the_value():

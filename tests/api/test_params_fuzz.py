@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from raftkv.http.api.params import (BadRequest, JoinRequest, TooLarge, parse_bool_param, parse_join_json,
                         parse_join_params, parse_key, parse_key_values, parse_value)
-from raftkv.commands import RESERVED_PREFIX
+from raftkv.statemachine.commands import RESERVED_PREFIX
 
 NAMES = ["key", "value", "nodeId", "id", "raftPort", "raftAddr", "addr", "voter", "httpAddr", "stale", "x"]
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.sampled_from(

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from raftkv.config import ConfigError, add_serve_arguments, load_settings
-from raftkv.commands import encode_set, encode_set_many
-from raftkv.fsm import KVStore
+from raftkv.statemachine.commands import encode_set, encode_set_many
+from raftkv.statemachine.kvstore import KVStore
 from raftkv.http.api.replies import error_reply
 from raftkv.node.errors import DiskFull, ShuttingDown, StorageFailed
 from raftkv.node.runtime import Node

@@ -23,8 +23,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from raftkv.commands import encode_delete, encode_set, encode_set_many
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
+from raftkv.statemachine.commands import encode_delete, encode_set, encode_set_many
 
 from .context import Call, KeyValueContext
 from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from raftkv.commands import RESERVED_PREFIX
+from raftkv.statemachine.commands import RESERVED_PREFIX
 from raftkv.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, parse_port, split_host_port
 
 __all__ = ["MAX_JSON_DEPTH", "BadRequest", "JoinRequest", "TooLarge", "check_path", "origin_form",

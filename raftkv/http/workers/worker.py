@@ -11,11 +11,11 @@
   (:mod:`raftkv.http.api.kv`), with a context (:class:`WorkerContext`) whose
   node is :class:`WorkerNode`;
 * reads keys straight from the state machine's SQLite file, read-only
-  (:class:`raftkv.fsm.KVReader`). A stale read is that alone. A
-  linearizable read first gets a read index from the Raft process over the
-  local link (:mod:`raftkv.http.workers.link`; one request for every read waiting in
-  this worker, confirmed by one ReadIndex round), then waits until its own
-  view of the file has applied that index;
+  (:class:`raftkv.statemachine.kvstore.KVReader`). A stale read is that alone.
+  A linearizable read first gets a read index from the Raft process over the
+  local link (:mod:`raftkv.http.workers.link`; one request for every read
+  waiting in this worker, confirmed by one ReadIndex round), then waits until
+  its own view of the file has applied that index;
 * sends writes to the Raft process over the link (pipelined, so group commit
   still batches them);
 * relays everything else -- other routes, and reads and writes when the Raft
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from raftkv import hclog
-from raftkv.fsm import KVReader
 from raftkv.node.errors import ApplyTimeout, NotLeaderError
+from raftkv.statemachine.kvstore import KVReader
 
 from ..api.context import Call
 from ..api.replies import Reply, error_reply

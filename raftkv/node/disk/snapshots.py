@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from raftkv import hclog
-from raftkv.fsm import KVStore
 from raftkv.raft.messages import SnapshotMeta
+from raftkv.statemachine.kvstore import KVStore
 from raftkv.storage import SnapshotCorruptError, SnapshotStore
 
 raft_log = hclog.get_logger("raft")

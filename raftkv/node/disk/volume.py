@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from raftkv import hclog
-from raftkv.commands import RESERVED_PREFIX
-from raftkv.fsm import KVStore
 from raftkv.raft.admission import MAX_SANE
 from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, EntryType, SnapshotMeta
 from raftkv.raft.node import PersistentState
+from raftkv.statemachine.commands import RESERVED_PREFIX
+from raftkv.statemachine.kvstore import KVStore
 from raftkv.storage import LogStore, SnapshotStore, StableStore
 
 from .snapshots import restore_state_machine
@@ -125,7 +125,7 @@ class Volume:
         self.uploads = os.path.join(data_dir, "uploads")
         shutil.rmtree(self.uploads, ignore_errors=True)  # a restore cut short by a crash
         os.makedirs(self.uploads)
-        # KVStore, or a variant reading another format (raftkv/fsm_hraftd.py)
+        # KVStore, or a variant reading another format (raftkv/statemachine/hraftd.py)
         self.kv = store_class(os.path.join(data_dir, "fsm.db"), log=fsm_log.log_fields)
         # set by the runtime: a restored backup is stored as a snapshot the
         # core must hear about; an installed one is counted

@@ -1,7 +1,7 @@
 """The commands raftkv's state machine applies, as log entries carry them.
 
 Commands are msgpack arrays built by the ``encode_*`` functions (the HTTP
-side builds them; :mod:`raftkv.fsm` applies them):
+side builds them; :mod:`.kvstore` applies them):
 
     ["set", key, value]     -> None
     ["del", key]            -> bool (whether the key existed)

@@ -7,7 +7,7 @@ Theory of operation
 million 100-byte values cost ~250 MB as a ``dict`` but only SQLite's bounded
 page cache in memory here, and a restarted node is serving at once instead
 of first reloading every key from a snapshot. Only committed log entries
-change it. Commands are msgpack arrays built by :mod:`raftkv.commands`:
+change it. Commands are msgpack arrays built by :mod:`.commands`:
 
     ["set", key, value]     -> None
     ["del", key]            -> bool (whether the key existed)

@@ -8,7 +8,7 @@ its snapshot is the JSON object of the whole map. A raftkv node in a cluster
 of hraftd nodes must apply the same log and exchange the same snapshots, so:
 
 * :func:`to_hraftd_command` turns the commands raftkv's HTTP side builds
-  (``raftkv.commands.encode_*``) into hraftd's before they are proposed;
+  (``commands.encode_*``) into hraftd's before they are proposed;
 * :class:`HraftdKVStore` applies hraftd's commands (a command it cannot
   decode is rejected and changes nothing, where hraftd would panic), writes
   snapshots as hraftd's JSON and restores them.
@@ -25,8 +25,8 @@ from typing import BinaryIO
 
 import msgpack
 
-from raftkv.commands import OP_DELETE, OP_SET, OP_SET_MANY, CommandError, encode_delete, encode_set
-from raftkv.fsm import KVStore, SnapshotFormatError, _connect
+from raftkv.statemachine.commands import OP_DELETE, OP_SET, OP_SET_MANY, CommandError, encode_delete, encode_set
+from raftkv.statemachine.kvstore import KVStore, SnapshotFormatError, _connect
 
 
 def to_hraftd_command(data: bytes) -> bytes:
