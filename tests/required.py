@@ -7,6 +7,7 @@ from __future__ import annotations
 _CAPABILITIES = {
     "docker": lambda nodeid, reason: "test_docker" in nodeid,
     "browser": lambda nodeid, reason: "chromium" in reason or "playwright" in reason,
+    "firefox": lambda nodeid, reason: "firefox" in reason,
     "netns": lambda nodeid, reason: nodeid.startswith("tests/netns/"),
     "hraftd": lambda nodeid, reason: "hraftd" in nodeid or "hashicorp_mixed" in nodeid,
     "tmpfs": lambda nodeid, reason: "tmpfs" in reason,
