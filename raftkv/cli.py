@@ -495,7 +495,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raftkv serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from .eventlog import install
+    from .observability.eventlog import install
     install(settings.node_id)  # keep recent log records for /ui from the first line on
     from .main import run_node
     return run_node(settings)

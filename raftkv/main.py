@@ -16,13 +16,13 @@ import asyncio
 import signal
 import sys
 
-from . import hclog
 from .config import NodeSettings
 from .http.service import HttpService
-from .metrics import NodeMetrics
 from .node.build import choose_parts
 from .node.disk.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
 from .node.runtime import Node
+from .observability import hclog
+from .observability.metrics import NodeMetrics
 from .storage import StorageCorruptError
 from .tlsconfig import TlsContexts, build_contexts
 

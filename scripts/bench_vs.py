@@ -33,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from raftkv.procstat import process_stats
+from raftkv.observability.procstat import process_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "scripts" / "wrk"

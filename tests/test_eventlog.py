@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 
-from raftkv import hclog
-from raftkv.eventlog import EventRing
-from raftkv.hclog import Bare
+from raftkv.observability import hclog
+from raftkv.observability.eventlog import EventRing
+from raftkv.observability.hclog import Bare
 
 
 def test_ring_keeps_written_lines_in_order_and_bounded():

@@ -1,4 +1,4 @@
-"""raftkv.hclog against lines go-hclog prints, as hashicorp/raft's logs show them."""
+"""raftkv.observability.hclog against lines go-hclog prints, as hashicorp/raft's logs show them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raftkv import hclog
-from raftkv.hclog import Bare, format_duration, render_json, render_line
+from raftkv.observability import hclog
+from raftkv.observability.hclog import Bare, format_duration, render_json, render_line
 from raftkv.raft.effects import Log
 
 

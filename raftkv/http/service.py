@@ -16,11 +16,11 @@ import os
 import aiohttp
 from aiohttp import web
 
-from raftkv import hclog
 from raftkv.config import NodeSettings
-from raftkv.eventlog import ring_for
-from raftkv.metrics import NodeMetrics
-from raftkv.procstat import process_stats
+from raftkv.observability import hclog
+from raftkv.observability.eventlog import ring_for
+from raftkv.observability.metrics import NodeMetrics
+from raftkv.observability.procstat import process_stats
 from raftkv.tlsconfig import TlsContexts
 
 from .api.context import HttpContext

@@ -96,8 +96,8 @@ import math
 import time
 from collections.abc import Callable, Iterable
 
-from raftkv import hclog
-from raftkv.hclog import render_line
+from raftkv.observability import hclog
+from raftkv.observability.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 

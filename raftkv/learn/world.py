@@ -34,7 +34,7 @@ import random
 import zlib
 from dataclasses import dataclass, field, replace
 
-from raftkv.hclog import render_line
+from raftkv.observability.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.config import RaftConfig

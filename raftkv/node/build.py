@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftkv import hclog
 from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings
+from raftkv.observability import hclog
 from raftkv.statemachine.hraftd import HraftdKVStore
 from raftkv.statemachine.kvstore import KVStore
 from raftkv.tlsconfig import TlsContexts

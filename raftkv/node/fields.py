@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from raftkv.config import NodeSettings
     from raftkv.learn.live import StepTap
-    from raftkv.metrics import NodeMetrics
+    from raftkv.observability.metrics import NodeMetrics
     from raftkv.raft import events as ev
     from raftkv.raft.configuration import Configuration
     from raftkv.raft.messages import SnapshotMeta

@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from raftkv import hclog
+from raftkv.observability import hclog
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.messages import Entry, EntryType, Message, SnapshotMeta

@@ -57,9 +57,9 @@ import time
 import traceback
 from collections.abc import Callable
 
-from raftkv import hclog
 from raftkv.config import NodeSettings, describe_raft_config
 from raftkv.learn.live import StepTap
+from raftkv.observability import hclog
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import Configuration, Server, Suffrage
@@ -135,7 +135,7 @@ class Node(ExecutorHost, NodeRequests):
         self.id = settings.node_id
         self.raft_address = settings.raft_address()
         self.http_address = settings.http_address()
-        self.metrics = metrics  # raftkv.metrics.NodeMetrics, or None
+        self.metrics = metrics  # raftkv.observability.metrics.NodeMetrics, or None
         self.exit_code = 0
         self.had_state = False
         self.faults = self.parts.faults  # a FaultInjector with RAFT_FAULT_INJECTION

@@ -1,10 +1,10 @@
 """Outputs of :meth:`RaftNode.step`: what the caller must do, in order.
 
 Theory of operation: persistence effects come first in the list and must be
-durable before any ``Send`` leaves or any ``Apply`` / ``ReadReady`` / ``Proposed``
-is acted on (see the package docstring). ``Log`` effects carry the hashicorp
-message text and key/value pairs; :mod:`raftkv.hclog` renders them, so a
-simulated node prints exactly what a live node prints.
+durable before any ``Send`` leaves or any ``Apply`` / ``ReadReady`` /
+``Proposed`` is acted on (see the package docstring). ``Log`` effects carry the
+hashicorp message text and key/value pairs; :mod:`raftkv.observability.hclog`
+renders them, so a simulated node prints exactly what a live node prints.
 """
 
 from __future__ import annotations

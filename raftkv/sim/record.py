@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raftkv.eventlog import record_to_dict
+from raftkv.observability.eventlog import record_to_dict
 
 from .invariants import Violation
 from .scenarios import Script, describe_message, play, scenario_names, scenario_path

@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkv.eventlog import record_to_dict
-from raftkv.hclog import render_line
 from raftkv.node.executor import EffectExecutor
 from raftkv.node.trace import STATUS_KEYS, TraceError, decode, describe_event, encode, read_records
+from raftkv.observability.eventlog import record_to_dict
+from raftkv.observability.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft.messages import Entry
 from raftkv.raft.node import LEADER, RaftNode

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import fields, replace
 
-from raftkv.hclog import render_line
+from raftkv.observability.hclog import render_line
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand

@@ -25,7 +25,7 @@ Python way):
     stored, with ``data=`` the handle the sink's ``close()`` returned.
 ``log(level, logger, message, fields)``
     the transport's lines, already in hashicorp's words (:mod:`.gotext`);
-    ``raftkv.hclog.emit_fields`` in a live node.
+    ``raftkv.observability.hclog.emit_fields`` in a live node.
 ``describe_peer(peer_id)``
     how a peer is printed in a line (hashicorp's ``{Voter n2 host:port}``).
 ``snapshot_source(meta)`` / ``snapshot_sink(from_id, meta)``

@@ -43,7 +43,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from raftkv import hclog
+from raftkv.observability import hclog
 from raftkv.transport.faults import FaultSpecError, parse_fault_spec
 
 from .context import CTX, FORWARDED_BY, Call, HttpContext, call_of

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from raftkv import hclog
 from raftkv.node.errors import RequestError
+from raftkv.observability import hclog
 from raftkv.raft.configuration import ConfigCommand
 
 from .context import Call, HttpContext

@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp import web
 
 from raftkv.config import NodeSettings
-from raftkv.eventlog import EventRing
-from raftkv.metrics import NodeMetrics
+from raftkv.observability.eventlog import EventRing
+from raftkv.observability.metrics import NodeMetrics
 
 from .handle import KeyValueNode, NodeHandle
 from .params import origin_form, query_and_body
@@ -42,7 +42,7 @@ class HttpContext:
     # how a request runs on the leader (raftkv.http.api.forward.on_leader):
     # handed in, because forwarding itself needs this context
     leader_runner: Callable[..., Awaitable] | None = None
-    # the node's processes with their CPU and RSS (raftkv.procstat)
+    # the node's processes with their CPU and RSS (raftkv.observability.procstat)
     processes: Callable[[], list[dict]] | None = None
 
     @property

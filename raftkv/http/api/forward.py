@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from yarl import URL
 
-from raftkv import hclog
 from raftkv.node.errors import NotLeaderError
+from raftkv.observability import hclog
 
 from .context import FORWARDED_BY, Call, HttpContext
 from .params import origin_form

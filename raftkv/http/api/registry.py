@@ -21,9 +21,9 @@ from datetime import timedelta
 
 import aiohttp
 
-from raftkv import hclog
 from raftkv.config import NodeSettings
 from raftkv.node.errors import RequestError, ShuttingDown
+from raftkv.observability import hclog
 from raftkv.statemachine.commands import RESERVED_PREFIX, encode_delete, encode_set
 
 from .handle import NodeHandle

@@ -11,7 +11,7 @@ member it opens that member's ``/debug/stream`` at the HTTP address in the
 registry and relays the bytes as they come (see :func:`handle_ui_stream`).
 A stream carries that node's status, the tail of its Raft log (index and
 term of each entry) and its recent hclog records from the node's
-:class:`~raftkv.eventlog.EventRing`. Anything that changes state goes
+:class:`~raftkv.observability.eventlog.EventRing`. Anything that changes state goes
 through the serving node too: writes, reads and leadership transfer use the
 ordinary API (followers forward to the leader), and fault injection on
 another node goes through ``/ui/faults?node=ID``, which relays to that
@@ -47,7 +47,7 @@ Routes:
 ``POST /ui/replay``              replay uploaded RAFT_TRACE files (form fields ``trace``)
 ``GET /ui/stream?node=ID``       that member's ``/debug/stream``, relayed by this node (CORS: members' pages)
 ``POST|DELETE /ui/faults?node``  relay to that node's ``/debug/faults``
-``GET /metrics``                 Prometheus text (:mod:`raftkv.metrics`)
+``GET /metrics``                 Prometheus text (:mod:`raftkv.observability.metrics`)
 ``GET /debug/stream``            server-sent events: ``hello``, ``status``, ``log``
 ``GET /debug/events?since=N``    this node's recent log records after sequence N
 ``GET /debug/log?from=N``        index/term/type of log entries from N
@@ -69,8 +69,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from raftkv.metrics import CONTENT_TYPE_LATEST
 from raftkv.node.trace import TraceError
+from raftkv.observability.metrics import CONTENT_TYPE_LATEST
 from raftkv.sim import record
 from raftkv.sim.replay import replay_document
 from raftkv.textforms import split_host_port

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from raftkv import hclog
+from raftkv.observability import hclog
 
 from ..api import admin
 from ..api.context import CTX, FORWARDED_BY, Call, HttpContext, call_of

@@ -33,7 +33,6 @@ from collections.abc import Callable
 
 import msgpack
 
-from raftkv import hclog
 from raftkv.node.errors import (
     ApplyTimeout,
     DiskFull,
@@ -43,6 +42,7 @@ from raftkv.node.errors import (
     ShuttingDown,
     StorageFailed,
 )
+from raftkv.observability import hclog
 
 from ..api.handle import NodeHandle
 

@@ -13,9 +13,9 @@ import socket
 import subprocess
 import sys
 
-from raftkv import hclog
 from raftkv.config import NodeSettings
-from raftkv.procstat import process_stats
+from raftkv.observability import hclog
+from raftkv.observability.procstat import process_stats
 
 from .link import LinkServer
 

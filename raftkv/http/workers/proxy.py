@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from raftkv import hclog
+from raftkv.observability import hclog
 
 from ..api.context import FORWARDED_BY, Call
 from ..api.params import origin_form

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from raftkv import hclog
 from raftkv.node.errors import ApplyTimeout, NotLeaderError
+from raftkv.observability import hclog
 from raftkv.statemachine.kvstore import KVReader
 
 from ..api.context import Call

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from raftkv import hclog
+from raftkv.observability import hclog
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.statemachine.kvstore import KVStore
 from raftkv.storage import SnapshotCorruptError, SnapshotStore

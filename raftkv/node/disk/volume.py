@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
-from raftkv import hclog
+from raftkv.observability import hclog
 from raftkv.raft.admission import MAX_SANE
 from raftkv.raft.configuration import Configuration, Server, Suffrage
 from raftkv.raft.messages import Entry, EntryType, SnapshotMeta

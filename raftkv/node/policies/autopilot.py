@@ -34,8 +34,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from raftkv import hclog
 from raftkv.config import NodeSettings
+from raftkv.observability import hclog
 from raftkv.raft.configuration import ConfigCommand, Suffrage
 from raftkv.raft.status import NodeStatus
 

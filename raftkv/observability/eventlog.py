@@ -1,7 +1,7 @@
 """A bounded ring buffer of this node's recent log records, for ``/ui``.
 
 Theory of operation: an attached :class:`EventRing` is a structlog processor
-in hclog's chain (:func:`raftkv.hclog.add_processor`), after level filtering and
+in hclog's chain (:func:`.hclog.add_processor`), after level filtering and
 before rendering. It sees every record the node writes, unrendered, numbers it
 and appends a tuple to a ``deque(maxlen=...)``: O(1), no rendering, safe from
 the disk thread (``deque.append`` and ``next(count)`` are atomic in CPython).
@@ -55,7 +55,7 @@ class EventRing:
         self.started = time.time()  # tells a reconnecting page that the process restarted
 
     def __call__(self, _logger: object, _method_name: str, record: dict[str, Any]) -> dict[str, Any]:
-        """structlog processor: keep *record* (the shape :func:`raftkv.hclog.to_hclog_record` makes)."""
+        """structlog processor: keep *record* (the shape :func:`.hclog.to_hclog_record` makes)."""
         self._records.append((next(self._seq), record["timestamp"], record["level"], record["logger"],
                               record["event"], tuple(record["fields"])))
         return record

@@ -65,7 +65,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from .raft.messages import AppendEntries, RequestVote
+from ..raft.messages import AppendEntries, RequestVote
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics", "NodeViews"]
 
@@ -255,7 +255,7 @@ class NodeMetrics:
         self._collector.node = node
 
     def watch_processes(self, processes: Callable[[], list[dict]]) -> None:
-        """Report the rows ``processes()`` returns (``raftkv.procstat``) from now on."""
+        """Report the rows ``processes()`` returns (``raftkv.observability.procstat``) from now on."""
         self._processes.processes = processes
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
