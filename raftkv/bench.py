@@ -123,7 +123,7 @@ def _base(addr: str, cacert: str | None = None) -> str:
 def _tls_context(cacert: str | None):
     """One client SSL context per CA and process (a Plan crosses process
     boundaries by pickling, which an SSLContext does not survive)."""
-    from raftkv.tlsconfig import client_context_for_ca
+    from raftkv.config.tls import client_context_for_ca
     return client_context_for_ca(cacert)
 
 

@@ -1,7 +1,7 @@
 """The ``raftkv`` command: run a node, or talk to one over HTTP.
 
 Theory of operation: ``raftkv serve`` turns flags + environment into
-:class:`~raftkv.config.NodeSettings` (a bad value exits with status 2 and a
+:class:`~raftkv.config.settings.NodeSettings` (a bad value exits with status 2 and a
 message naming the variable) and runs :func:`raftkv.main.run_node` until
 SIGTERM/SIGINT (exit 0). It exits 73 when the volume cannot be used, so
 the node never started (read-only, not writable, less free space than
@@ -40,8 +40,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .config import EXIT_USAGE, ConfigError, add_serve_arguments, load_settings
-from .textforms import go_duration
+from .config.settings import EXIT_USAGE, ConfigError, add_serve_arguments, load_settings
+from .config.textforms import go_duration
 
 DEFAULT_ADDR = "http://127.0.0.1:8000"
 # What a request to a node fails with when it gets no HTTP answer: refused,
@@ -518,7 +518,7 @@ def _use_cacert(cafile: str | None) -> None:
     """The client SSL context of every request (urllib here, bench's own)."""
     global _tls_context
     if cafile:
-        from .tlsconfig import client_context_for_ca
+        from .config.tls import client_context_for_ca
         _tls_context = client_context_for_ca(cafile)
 
 

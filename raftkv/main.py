@@ -16,7 +16,8 @@ import asyncio
 import signal
 import sys
 
-from .config import NodeSettings
+from .config.settings import NodeSettings
+from .config.tls import TlsContexts, build_contexts
 from .http.service import HttpService
 from .node.build import choose_parts
 from .node.disk.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
@@ -24,7 +25,6 @@ from .node.runtime import Node
 from .observability import hclog
 from .observability.metrics import NodeMetrics
 from .storage import StorageCorruptError
-from .tlsconfig import TlsContexts, build_contexts
 
 raft_log = hclog.get_logger("raft")
 

@@ -32,7 +32,7 @@ import time
 import urllib.parse
 from typing import Callable
 
-from raftkv.textforms import split_host_port
+from raftkv.config.textforms import split_host_port
 
 from .history import FAIL, OK, UNKNOWN, Op
 

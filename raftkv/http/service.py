@@ -16,12 +16,12 @@ import os
 import aiohttp
 from aiohttp import web
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
+from raftkv.config.tls import TlsContexts
 from raftkv.observability import hclog
 from raftkv.observability.eventlog import ring_for
 from raftkv.observability.metrics import NodeMetrics
 from raftkv.observability.procstat import process_stats
-from raftkv.tlsconfig import TlsContexts
 
 from .api.context import HttpContext
 from .api.forward import on_leader

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftkv.config import LEADER_CAPS_BATCH_BYTES, NodeSettings
+from raftkv.config.settings import LEADER_CAPS_BATCH_BYTES, NodeSettings
+from raftkv.config.tls import TlsContexts
 from raftkv.observability import hclog
 from raftkv.statemachine.hraftd import HraftdKVStore
 from raftkv.statemachine.kvstore import KVStore
-from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.faults import FaultInjector
 from raftkv.transport.hashicorp_protocol.transport import HashicorpTransport
 from raftkv.transport.options import TransportOptions

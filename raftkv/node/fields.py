@@ -23,14 +23,14 @@ if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable
 
-    from raftkv.config import NodeSettings
+    from raftkv.config.settings import NodeSettings
+    from raftkv.config.tls import TlsContexts
     from raftkv.learn.live import StepTap
     from raftkv.observability.metrics import NodeMetrics
     from raftkv.raft import events as ev
     from raftkv.raft.configuration import Configuration
     from raftkv.raft.messages import SnapshotMeta
     from raftkv.raft.node import RaftNode
-    from raftkv.tlsconfig import TlsContexts
     from raftkv.transport.contract import Transport
     from raftkv.transport.faults import FaultInjector
 

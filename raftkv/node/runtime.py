@@ -57,7 +57,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from raftkv.config import NodeSettings, describe_raft_config
+from raftkv.config.settings import NodeSettings, describe_raft_config
+from raftkv.config.tls import TlsContexts
 from raftkv.learn.live import StepTap
 from raftkv.observability import hclog
 from raftkv.raft import effects as fx
@@ -68,7 +69,6 @@ from raftkv.raft.node import LEADER, RaftNode
 from raftkv.raft.status import NodeStatus
 from raftkv.statemachine.commands import RESERVED_PREFIX
 from raftkv.statemachine.kvstore import KVStore
-from raftkv.tlsconfig import TlsContexts
 from raftkv.transport.contract import Transport
 
 from .api import NodeRequests

@@ -9,7 +9,7 @@ serves. They read, never change, anything.
 
 from __future__ import annotations
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
 from raftkv.observability.procstat import rss_bytes
 from raftkv.raft.messages import Entry
 from raftkv.raft.node import RaftNode

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import structlog
 
-from raftkv.textforms import go_duration
+from raftkv.config.textforms import go_duration
 
 __all__ = [
     "LEVELS", "Bare", "HclogLogger", "LineWriter", "add_processor", "configure",

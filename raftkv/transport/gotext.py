@@ -28,7 +28,7 @@ import errno
 import socket
 import ssl
 
-from raftkv.textforms import split_host_port
+from raftkv.config.textforms import split_host_port
 
 __all__ = ["OVER_LIMIT_MESSAGE", "OverLimitLines", "dial_error_text", "io_error_text", "over_limit_fields",
            "tls_error_text"]

@@ -72,7 +72,7 @@ class TransportOptions:
     log_interval: float = 5.0
     #: raftkv: the cluster key (bytes or str) or a ClusterKeyAuth; None runs open
     authenticate: Any = None
-    #: raftkv: mutual TLS on the Raft port (raftkv.tlsconfig)
+    #: raftkv: mutual TLS on the Raft port (raftkv.config.tls)
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
     #: both: network fault injection (--enable-fault-injection)

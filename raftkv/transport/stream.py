@@ -26,7 +26,7 @@ writing: read and discard until it hangs up, so that the last answer
 written is not lost to a reset.
 
 Addresses are ``host:port`` with an IPv6 host in brackets, read and written
-by :mod:`raftkv.textforms` as everywhere in raftkv (:func:`dial_address`
+by :mod:`raftkv.config.textforms` as everywhere in raftkv (:func:`dial_address`
 adds Go's texts for a bad port); :func:`sockaddr` prints a socket's address
 that way.
 """
@@ -39,7 +39,7 @@ import socket
 import ssl
 from typing import Any, Awaitable, Callable
 
-from raftkv.textforms import join_host_port, split_host_port
+from raftkv.config.textforms import join_host_port, split_host_port
 
 from .contract import NET_LOGGER, LogFn
 from .gotext import tls_error_text
@@ -55,7 +55,7 @@ Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 def dial_address(address: str) -> tuple[str, int]:
     """The host and port to dial for ``address`` (``host:port``, or
-    ``[v6]:port``), read by :func:`raftkv.textforms.split_host_port`; a
+    ``[v6]:port``), read by :func:`raftkv.config.textforms.split_host_port`; a
     missing or bad port is refused in Go's words (``address h: missing port
     in address``), which the dial's failure line then carries."""
     host, port = split_host_port(address)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.config import (LEADER_CAPS_BATCH_BYTES, ConfigError, add_serve_arguments, describe_raft_config,
+from raftkv.config.settings import (LEADER_CAPS_BATCH_BYTES, ConfigError, add_serve_arguments, describe_raft_config,
                            format_go_duration, load_settings, parse_duration_ms)
 
 REPO = Path(__file__).resolve().parents[2]

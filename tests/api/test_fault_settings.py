@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from raftkv.config import add_serve_arguments, load_settings
+from raftkv.config.settings import add_serve_arguments, load_settings
 
 ENV = {"RAFT_NODE_ID": "n1"}
 
@@ -27,7 +27,7 @@ def test_fault_injection_is_off_by_default_and_switched_on_by_env_or_flag():
 def test_cluster_key_is_checked_and_never_shown():
     import pytest
 
-    from raftkv.config import ConfigError, describe_raft_config
+    from raftkv.config.settings import ConfigError, describe_raft_config
     key = "0123456789abcdef0123"
     s = load_settings({**ENV, "RAFT_CLUSTER_KEY": key})
     assert s.cluster_key == key

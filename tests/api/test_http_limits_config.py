@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from raftkv.config import ConfigError, add_serve_arguments, load_settings
+from raftkv.config.settings import ConfigError, add_serve_arguments, load_settings
 from raftkv.http.server.limits import HttpLimits
 
 KiB = 1024

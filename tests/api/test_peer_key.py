@@ -2,7 +2,7 @@
 
 import pytest
 
-from raftkv.config import ConfigError, load_settings
+from raftkv.config.settings import ConfigError, load_settings
 
 BASE = {"RAFT_NODE_ID": "n1"}
 KEY = "k" * 32

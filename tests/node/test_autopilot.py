@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
 from raftkv.node.policies.autopilot import Autopilot, reachable_within
 from raftkv.raft.configuration import Server, Suffrage
 from raftkv.raft.node import LEADER

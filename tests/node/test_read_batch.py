@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from raftkv.config import load_settings
+from raftkv.config.settings import load_settings
 from raftkv.statemachine.commands import encode_set
 from raftkv.node.errors import NotLeaderError
 from raftkv.node.runtime import Node

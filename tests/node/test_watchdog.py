@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from raftkv.config import ConfigError, add_serve_arguments, load_settings
+from raftkv.config.settings import ConfigError, add_serve_arguments, load_settings
 from raftkv.statemachine.commands import encode_set, encode_set_many
 from raftkv.statemachine.kvstore import KVStore
 from raftkv.http.api.replies import error_reply

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.config import ConfigError, load_settings
-from raftkv.tlsconfig import build_contexts
+from raftkv.config.settings import ConfigError, load_settings
+from raftkv.config.tls import build_contexts
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"RAFT_TLS_CERT_FILE": "/c/n1.pem", "RAFT_TLS_KEY_FILE": "/c/n1-key.pem", "RAFT_TLS_CA_FILE": "/c/ca.pem"}

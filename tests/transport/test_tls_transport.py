@@ -1,4 +1,4 @@
-"""Mutual TLS on the Raft port (transport/raftkv_protocol/tcp.py with raftkv/tlsconfig.py
+"""Mutual TLS on the Raft port (transport/raftkv_protocol/tcp.py with raftkv/config/tls.py
 contexts from scripts/tls-certs.sh), on both event loops."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.raft.messages import RequestVote, RequestVoteResponse
-from raftkv.tlsconfig import build_contexts, client_context_for_ca
+from raftkv.config.tls import build_contexts, client_context_for_ca
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "correct horse battery staple"

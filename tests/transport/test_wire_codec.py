@@ -323,7 +323,7 @@ def test_an_array_over_max_array_len_is_refused_before_it_is_built(padding):
 
 
 def test_max_array_len_covers_the_largest_batch_and_configuration():
-    # RAFT_MAX_APPEND_ENTRIES goes up to 1024 (config.py): a full batch of
+    # RAFT_MAX_APPEND_ENTRIES goes up to 1024 (config/settings.py): a full batch of
     # the largest setting, over SMALL_BODY so the walk runs too
     batch = AppendEntries(2, "n1", "a:1", 0, 0, tuple(Entry(i, 2, data=b"v" * 200) for i in range(1, 1025)), 0)
     assert len(encode_body(batch)) > codec.SMALL_BODY

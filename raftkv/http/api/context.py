@@ -16,7 +16,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
 from raftkv.observability.eventlog import EventRing
 from raftkv.observability.metrics import NodeMetrics
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from raftkv.config.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, parse_port, split_host_port
 from raftkv.statemachine.commands import RESERVED_PREFIX
-from raftkv.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, parse_port, split_host_port
 
 __all__ = ["MAX_JSON_DEPTH", "BadRequest", "JoinRequest", "TooLarge", "check_path", "origin_form",
            "parse_bool_param", "parse_join_json", "parse_join_params", "parse_json_object", "parse_key",

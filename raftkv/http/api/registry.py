@@ -21,7 +21,7 @@ from datetime import timedelta
 
 import aiohttp
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
 from raftkv.node.errors import RequestError, ShuttingDown
 from raftkv.observability import hclog
 from raftkv.statemachine.commands import RESERVED_PREFIX, encode_delete, encode_set

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
 from raftkv.observability import hclog
 from raftkv.observability.procstat import process_stats
 

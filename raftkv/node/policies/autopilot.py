@@ -34,7 +34,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from raftkv.config import NodeSettings
+from raftkv.config.settings import NodeSettings
 from raftkv.observability import hclog
 from raftkv.raft.configuration import ConfigCommand, Suffrage
 from raftkv.raft.status import NodeStatus

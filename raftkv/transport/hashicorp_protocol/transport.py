@@ -47,9 +47,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from raftkv.config.textforms import join_host_port
 from raftkv.raft.configuration import Configuration
 from raftkv.raft.messages import AppendEntries, EntryType, InstallSnapshot, RequestVote, SnapshotMeta
-from raftkv.textforms import join_host_port
 
 from ..channel import APPEND, backoff_delay
 from ..codec import CodecError

@@ -50,8 +50,8 @@ import contextlib
 from datetime import timedelta
 from typing import Protocol
 
+from raftkv.config.textforms import go_duration
 from raftkv.raft.messages import InstallSnapshot
-from raftkv.textforms import go_duration
 
 from ..codec import (
     SMALL_BODY,

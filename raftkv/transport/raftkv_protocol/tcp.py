@@ -48,8 +48,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from raftkv.config.textforms import join_host_port
 from raftkv.raft.messages import InstallSnapshot, SnapshotMeta
-from raftkv.textforms import join_host_port
 
 from ..channel import APPEND, HEARTBEAT, Channel, channel_for
 from ..codec import DEFAULT_MAX_FRAME, CodecError, encode

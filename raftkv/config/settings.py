@@ -23,10 +23,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from ..raft.node import RaftConfig
+from ..transport.codec import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK_SIZE
 from . import textforms
-from .raft.node import RaftConfig
 from .textforms import go_duration, join_host_port, parse_log_level, parse_node_id, split_host_port
-from .transport.codec import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK_SIZE
 
 __all__ = ["ConfigError", "NodeSettings", "add_serve_arguments", "format_go_duration", "format_size",
            "load_settings", "parse_bool", "parse_duration_ms"]
@@ -574,7 +574,7 @@ _TLS_SETTINGS = (("tls_cert_file", "RAFT_TLS_CERT_FILE"), ("tls_key_file", "RAFT
 def _check_tls(values: dict[str, object]) -> None:
     """All three TLS files or none; with them, join addresses default to
     https (a cluster is all-TLS or not). Files are read when the node
-    starts (raftkv.tlsconfig), so a bad file fails start-up, not parsing."""
+    starts (raftkv.config.tls), so a bad file fails start-up, not parsing."""
     given = [env for name, env in _TLS_SETTINGS if values.get(name)]
     if not given:
         return
