@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from raftkv.config.settings import (LEADER_CAPS_BATCH_BYTES, ConfigError, add_serve_arguments, describe_raft_config,
-                           format_go_duration, load_settings, parse_duration_ms)
+                                    load_settings)
+from raftkv.config.values import format_go_duration, parse_duration_ms
 
 REPO = Path(__file__).resolve().parents[2]
 
