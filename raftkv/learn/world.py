@@ -164,7 +164,7 @@ class _Cluster(SimCluster):
 
     def start(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        effects = node.boot(self.now)
+        effects = node.boot(self.clock(node_id))
         self._record(node, None, effects)
         self._carry_out(node, None, effects, None)
         self.run.stepped(node, None, effects, None)
@@ -412,7 +412,7 @@ class _Run:
             raft = node.raft
             raft.election_deadline = cluster.now
             raft.last_leader_contact = -(10 ** 9)
-            cluster.step(n, ev.Tick(cluster.now))
+            cluster.step(n, ev.Tick(cluster.clock(n)))
             if len(self.frames) == action.at:   # nothing happened: say so
                 self.acted(action, f"{n}'s timer fires", [_said(
                     f"{n}'s timer fires, but as {raft.role.lower()} it has nothing to do.", "§5.2")])

@@ -94,23 +94,36 @@ class NodeRequests(NodeFields):
             fut.add_done_callback(_CommitTimer(self.metrics.commit_time))
         return fut
 
-    async def read_barrier(self, timeout: float | None = None) -> int:
-        """ReadIndex: returns once a linearizable read may be served locally."""
+    async def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
+        """ReadIndex: returns once a linearizable read may be served locally
+        (``lease``: at once while the leader holds a read lease)."""
         # shielded: the batch is shared, a cancelled reader must not cancel it
-        return await asyncio.shield(self.read_barrier_nowait(timeout))
+        return await asyncio.shield(self.read_barrier_nowait(timeout, lease=lease))
 
-    def read_barrier_nowait(self, timeout: float | None = None) -> asyncio.Future:
+    def read_barrier_nowait(self, timeout: float | None = None, *, lease: bool = False) -> asyncio.Future:
         """The future of the read index a linearizable read arriving now may be
         served at (the state machine has applied it when the future is done).
         Reads arriving before the driver takes its inbox share one ReadIndex
-        request and one future. Raises NotLeaderError at once on a follower."""
+        request and one future (lease reads another). Raises NotLeaderError at
+        once on a follower."""
         self._check_leader()
-        batch = self._read_batch
+        batch = self._lease_batch if lease else self._read_batch
         if batch is None or batch.done():
             # a read changes nothing: its timeout says the outcome is known
-            batch = self._read_batch = self._request(ev.ReadIndex, (), "leadership confirmation", timeout,
-                                                     unknown_outcome=False)
+            batch = self._request(ev.ReadIndex, (lease,), "leadership confirmation", timeout, unknown_outcome=False)
+            if lease:
+                self._lease_batch = batch
+            else:
+                self._read_batch = batch
         return batch
+
+    def leader_contact_age(self) -> int | None:
+        """Milliseconds since this node last heard from a leader (0 on the
+        leader itself); None if it knows of none."""
+        contact = self._raft.last_contact()
+        if contact <= 0:
+            return None if contact < 0 else 0
+        return max(0, int(time.monotonic() * 1000) - self._raft.last_leader_contact)
 
     def get_local(self, key: str) -> str | None:
         """The value in this node's state machine (a stale read, or a

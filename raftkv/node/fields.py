@@ -79,6 +79,7 @@ class NodeFields:
     # what waits for the driver
     _inbox: list
     _read_batch: asyncio.Future | None
+    _lease_batch: asyncio.Future | None
     _proposals: list[ev.Propose]
     _encode_command: Callable[[bytes], bytes]
     _waiter: asyncio.Future | None

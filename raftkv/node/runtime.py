@@ -150,6 +150,7 @@ class Node(ExecutorHost, NodeRequests):
         # inbox share one ReadIndex request: its read index is taken when the
         # core steps it, after every one of them arrived.
         self._read_batch: asyncio.Future | None = None
+        self._lease_batch: asyncio.Future | None = None
         self._proposals: list[ev.Propose] = []
         # a write as the state machine's log entries carry it (KVStore.encode_command)
         self._encode_command: Callable[[bytes], bytes] = KVStore.encode_command
@@ -392,7 +393,7 @@ class Node(ExecutorHost, NodeRequests):
                         break
             effects = self._step(ev.Tick(_now_ms()))
             events, self._inbox = self._inbox, []
-            self._read_batch = None
+            self._read_batch = self._lease_batch = None
             if self._proposals:
                 events.append(ev.ProposeBatch(tuple(self._proposals)))
                 self._proposals = []

@@ -76,6 +76,8 @@ class ClientRequests(NodeFields):
         if leader is None:
             self._not_leader(event.request_id)
             return
+        if event.lease and self.lease_rules.enabled and self._read_under_lease(leader, event.request_id):
+            return
         if self._is_lone_voter():
             if self.committed_in_term():
                 self._emit(fx.ReadReady(event.request_id, self.commit_index))
@@ -84,6 +86,23 @@ class ClientRequests(NodeFields):
             return
         if leader.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
             self._heartbeat(leader)
+
+    def _read_under_lease(self, leader: LeaderState, request_id: int) -> bool:
+        """Serve a lease read at once if the lease holds (lease.py); renew it
+        with a no-op once half of it is gone. False: confirm it as ReadIndex."""
+        lease = leader.lease
+        valid = lease.valid(self.now)
+        if (not lease.ended and not lease.renewal and self.committed_in_term() and leader.transfer is None
+                and lease.until - self.now < self.lease_rules.duration // 2):
+            lease.renewal = self.log.last_index + 1
+            self._log("DEBUG", "renewing the read lease with a no-op entry" if valid else
+                      "no read lease, confirming reads by heartbeat and renewing it with a no-op entry",
+                      ("index", lease.renewal))
+            self._append_as_leader([Entry(lease.renewal, self.current_term, EntryType.NOOP)])
+        if not valid:
+            return False
+        self._emit(fx.ReadReady(request_id, self.commit_index))
+        return True
 
     def _confirm_reads(self) -> None:
         """Release reads whose heartbeat round a quorum echoed. A read that came

@@ -29,6 +29,13 @@ class RaftConfig:
     snapshot_log_bytes: int = 32 * 1024 * 1024
     pre_vote: bool = True
     check_quorum: bool = True
+    # read leases (raftkv/raft/lease.py): how long a commit lets the leader
+    # serve reads without a heartbeat round (0: no lease reads), the largest
+    # rate by which a node's monotonic clock may run fast or slow, and a
+    # margin in ms on either side
+    read_lease: int = 500
+    lease_drift: float = 0.01
+    lease_margin: int = 5
 
     @property
     def heartbeat_interval(self) -> int:

@@ -217,4 +217,5 @@ class Election(NodeFields):
             self._log("WARN", f"ignoring TimeoutNow since {amnesia}", ("from", Bare(from_id)))
             return
         self._log("INFO", "received TimeoutNow, starting election", ("from", Bare(from_id)), ("term", msg.term))
+        self._handover_term = msg.term   # its leader ended its read lease before sending this (lease.py)
         self._start_campaign(transfer=True)

@@ -40,7 +40,10 @@ class ProposeBatch:
 
 @dataclass(frozen=True, slots=True)
 class ReadIndex:
+    """A read's index: confirmed by a heartbeat round (ReadIndex), or with
+    ``lease`` at once while the leader holds a read lease (:mod:`.lease`)."""
     request_id: int
+    lease: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from .config import RaftConfig
 from .configuration import Configuration, Server
 from .errors import RejectReason
+from .lease import LeaseRules
 from .log import RaftLog
 from .membership import Membership
 from .messages import Entry, SnapshotMeta
@@ -61,6 +62,10 @@ class NodeFields:
     _warned_no_election: bool
     _pending_bootstrap: Configuration | None
     _warned_at: dict[str, int]
+    # read leases (lease.py)
+    lease_rules: LeaseRules
+    last_leader_append: int
+    _handover_term: int | None
 
     if TYPE_CHECKING:
         # node.py

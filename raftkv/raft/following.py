@@ -114,6 +114,7 @@ class Following(NodeFields):
             return []  # every entry already present
         new = list(entries[start:])
         if new:
+            self.last_leader_append = self.now   # a leader's lease may rest on these (lease.py)
             self.log.append(new)
             self._emit(fx.AppendToLog(tuple(new)))
             if any(e.type is EntryType.CONFIGURATION for e in new):
@@ -144,6 +145,7 @@ class Following(NodeFields):
                                                    self.volume_id)))
 
     def _install_snapshot(self, meta: SnapshotMeta, data: object) -> None:
+        self.last_leader_append = self.now
         self._emit(fx.RestoreSnapshot(meta, data))
         had_logs = len(self.log) > 0
         if self._keep_log_suffix(meta):

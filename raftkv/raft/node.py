@@ -53,6 +53,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import ClassVar
 
 from . import effects as fx
@@ -65,6 +66,7 @@ from .effects import Bare
 from .election import Election
 from .errors import RejectReason
 from .following import Following
+from .lease import LeaderLease, LeaseRules
 from .log import RaftLog
 from .membership import Membership, ServerList
 from .messages import (
@@ -148,6 +150,11 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         self._warned_at: dict[str, int] = {}  # sender -> when we last said why we ignored it
         self._amnesia_cache: tuple[Configuration, str | None] | None = None
         self.snapshot_policy = SnapshotPolicy(self.config, self._randomized, now)
+        self.lease_rules = LeaseRules(self.config.read_lease, self.config.lease_drift, self.config.lease_margin)
+        # when this node last took entries from a leader (lease.py); at a start,
+        # the start itself if a leader may ever have written to this log
+        self.last_leader_append = now if self.log.last_term > 1 else -(10 ** 12)
+        self._handover_term: int | None = None  # the term whose leader sent us TimeoutNow
 
         self._out: list = []
         self._announced: tuple | None = None
@@ -186,6 +193,8 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         if leader is None:
             return min(self.election_deadline, self.snapshot_policy.next_check)
         deadline = min(leader.next_heartbeat, leader.next_lease_check, self.snapshot_policy.next_check)
+        if leader.lease.wait_until:
+            deadline = min(deadline, leader.lease.wait_until)
         if leader.transfer is not None:
             deadline = min(deadline, leader.transfer.deadline)
         for pr in leader.progress.values():
@@ -389,11 +398,20 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
 
     def _become_leader(self) -> None:
         self.candidate = None
+        rules = self.lease_rules
+        handed_over = self._handover_term is not None and self._handover_term + 1 == self.current_term
+        wait_until = rules.inherited_until(self.last_leader_append) if rules.enabled and not handed_over else 0
+        if wait_until <= self.now:
+            wait_until = 0   # nothing to wait for
         self.leader = leader = LeaderState(first_index_of_term=self.log.last_index + 1, next_heartbeat=self.now,
-                                           next_lease_check=self.now + self.config.leader_lease_timeout)
+                                           next_lease_check=self.now + self.config.leader_lease_timeout,
+                                           lease=LeaderLease(wait_until))
         self.leader_id = self.id
         self.leader_address = self.address
         self._log("INFO", "entering leader state", ("leader", self._node_desc(LEADER)))
+        if wait_until > self.now:
+            self._log("INFO", "deferring commits until the previous leader's read lease has expired",
+                      ("wait", timedelta(milliseconds=wait_until - self.now)))
         self._state_changed()
         for server in self.configuration.servers:
             if server.id != self.id:

@@ -35,6 +35,12 @@ class Replication(NodeFields):
             leader.next_lease_check = self.now + self.config.leader_lease_timeout
             if self.config.check_quorum and not self._check_lease(leader):
                 return
+        if leader.lease.wait_until and self.now >= leader.lease.wait_until:
+            leader.lease.wait_until = 0
+            self._log("INFO", "the previous leader's read lease has expired, committing")
+            self._maybe_commit(leader)
+            if self.leader is not leader:
+                return
         if leader.transfer is not None and self.now >= leader.transfer.deadline:
             request_id = leader.transfer.request_id
             leader.transfer = None
@@ -95,6 +101,7 @@ class Replication(NodeFields):
         assert leader is not None  # only a leader appends
         self.log.append(entries)
         self._emit(fx.AppendToLog(tuple(entries)))
+        leader.lease.appended(entries[-1].index, self.now)
         for peer_id, pr in leader.progress.items():
             self._replicate_to(peer_id, pr)
         self._maybe_commit(leader)
@@ -291,6 +298,8 @@ class Replication(NodeFields):
     def _maybe_commit(self, leader: LeaderState) -> None:
         """Rule 3: advance commit to what a quorum of voters matched, but only
         by counting replicas of an entry from the current term."""
+        if leader.lease.wait_until and self.now < leader.lease.wait_until:
+            return  # deferred commit (lease.py): the previous leader may still serve reads
         index = leader.quorum_match_index(self.configuration.voters, self.id, self.log.last_index,
                                           self._uncounted_voters(leader))
         if index > self.commit_index and self._can_commit_by_counting(index):
@@ -301,7 +310,12 @@ class Replication(NodeFields):
 
     def _advance_commit(self, leader: LeaderState, index: int) -> None:
         had_committed_in_term = self.committed_in_term()
+        had_lease = leader.lease.valid(self.now)
         self._commit_to(index)
+        leader.lease.committed(index, self.lease_rules)
+        if not had_lease and leader.lease.valid(self.now):
+            self._log("DEBUG", "read lease acquired", ("index", index),
+                      ("expires", timedelta(milliseconds=leader.lease.until - self.now)))
         if not had_committed_in_term and self.committed_in_term():
             self._confirm_reads()
         if (self.committed_configuration_index == self.configuration_index
@@ -315,6 +329,12 @@ class Replication(NodeFields):
     def _maybe_send_timeout_now(self, peer_id: str, pr: Progress) -> None:
         transfer = self.leader.transfer if self.leader is not None else None
         if transfer is not None and transfer.target == peer_id and pr.match_index >= self.log.last_index:
+            lease = self.leader.lease if self.leader is not None else None
+            if lease is not None and lease.wait_until:
+                return  # its successor would skip the wait for our predecessor's lease (lease.py)
+            if lease is not None and not lease.ended:
+                lease.end()
+                self._log("DEBUG", "read lease ended for the leadership transfer", ("to", Bare(peer_id)))
             self._send(peer_id, TimeoutNow(self.current_term, self.id))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .events import ChangeMembership
+from .lease import LeaderLease
 from .progress import Progress
 from .quorum import quorum_value
 from .read_only import ReadOnly
@@ -62,9 +63,10 @@ class LeadershipTransfer:
 
 class LeaderState:
     __slots__ = ("progress", "read_only", "first_index_of_term", "next_heartbeat", "next_lease_check",
-                 "pending_config_changes", "transfer", "volumes_seen", "uncounted")
+                 "pending_config_changes", "transfer", "volumes_seen", "uncounted", "lease")
 
-    def __init__(self, first_index_of_term: int, next_heartbeat: int, next_lease_check: int) -> None:
+    def __init__(self, first_index_of_term: int, next_heartbeat: int, next_lease_check: int,
+                 lease: LeaderLease | None = None) -> None:
         self.progress: dict[str, Progress] = {}
         self.read_only = ReadOnly()
         # the index of this term's no-op: committed means every earlier entry is
@@ -78,6 +80,8 @@ class LeaderState:
         # the voters that count for nothing as of (configuration, that count)
         self.volumes_seen = 0
         self.uncounted: tuple = (None, -1, frozenset())
+        # the read lease (lease.py), and the wait for the predecessor's
+        self.lease = lease if lease is not None else LeaderLease(0)
 
     def quorum_match_index(self, voters: tuple[str, ...], own_id: str, own_last_index: int,
                            uncounted: frozenset[str] = frozenset()) -> int:

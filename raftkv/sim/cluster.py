@@ -48,7 +48,7 @@ from .storage import Durable
 SIM_CONFIG = RaftConfig(heartbeat_timeout=100, election_timeout=100, leader_lease_timeout=50,
                         commit_timeout=5, max_append_entries=8, max_inflight=2,
                         snapshot_threshold=40, snapshot_interval=300, trailing_logs=10,
-                        snapshot_log_limit=100)
+                        snapshot_log_limit=100, read_lease=50, lease_margin=1)
 
 
 class SimNode:
@@ -167,6 +167,10 @@ class SimCluster:
         self.max_delay = 5
         self.blocked: set[tuple[str, str]] = set()
         self.crash_mid_step_rate = 0.0
+        # each node's clock rate against simulated time (1.0: exact); a
+        # node's core sees int(now * rate), as a monotonic clock that drifts
+        self.clock_rates: dict[str, float] = {}
+        self._clock_bases: dict[str, tuple[int, int]] = {}   # node -> (sim time, its clock then)
         self.fifo_links = False   # True: no message overtakes an earlier one on its link
         self.link_clock: dict[tuple[str, str], int] = {}   # (from, to) -> arrival time of its latest message
         self.dropped_messages: set[int] = set()   # ids of messages in flight to lose
@@ -195,6 +199,27 @@ class SimCluster:
 
     # ------------------------------------------------------------ scheduling
 
+    def clock(self, node_id: str) -> int:
+        """What ``node_id``'s monotonic clock reads now (ms)."""
+        rate = self.clock_rates.get(node_id)
+        if rate is None:
+            return self.now
+        t0, local0 = self._clock_bases.get(node_id, (0, 0))
+        return local0 + int((self.now - t0) * rate)
+
+    def sim_time(self, node_id: str, local: int) -> int:
+        """The simulated time at which ``node_id``'s clock reads ``local``."""
+        rate = self.clock_rates.get(node_id)
+        if rate is None:
+            return local
+        t0, local0 = self._clock_bases.get(node_id, (0, 0))
+        return t0 - int(-(local - local0) // rate)
+
+    def set_clock_rate(self, node_id: str, rate: float) -> None:
+        """From now on ``node_id``'s clock runs at ``rate``, going on from what it reads now."""
+        self._clock_bases[node_id] = (self.now, self.clock(node_id))
+        self.clock_rates[node_id] = rate
+
     def schedule(self, at: int, kind: str, payload) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, payload))
@@ -215,7 +240,7 @@ class SimCluster:
         node = self.nodes[node_id]
         if self.trace:
             self.trace("event", f"Start {node_id}")
-        effects = node.boot(self.now)
+        effects = node.boot(self.clock(node_id))
         self._record(node, None, effects)
         self._carry_out(node, None, effects, None)
         for observer in self.step_observers:
@@ -260,7 +285,7 @@ class SimCluster:
         if kind == "tick":
             node_id, gen = payload
             if self._tick_gen.get(node_id) == gen and self.nodes[node_id].alive:
-                self.step(node_id, ev.Tick(self.now), label="Timeout")
+                self.step(node_id, ev.Tick(self.clock(node_id)), label="Timeout")
         elif kind == "deliver":
             src, dst, msg, message_id = payload
             dropped = message_id in self.dropped_messages
@@ -288,7 +313,7 @@ class SimCluster:
         log_before = list(node.raft.log._entries) if isinstance(event, ev.Receive) else None
         base_before = node.raft.log.base_index
         commit_before = node.raft.commit_index
-        effects = node.raft.step(event, self.now)
+        effects = node.raft.step(event, self.clock(node_id))
         self.steps += 1
         if self.recorders:
             self._record(node, event, effects)
@@ -307,7 +332,7 @@ class SimCluster:
     def _record(self, node: SimNode, event, effects: list) -> None:
         recorder = self.recorders.get(node.id)
         if recorder is not None:
-            recorder.step(event, None if event is None else self.now, effects, node.raft.status())
+            recorder.step(event, None if event is None else self.clock(node.id), effects, node.raft.status())
             recorder.flush()  # each simulated step is carried out on its own
 
     def _carry_out(self, node: SimNode, event, effects: list, before) -> None:
@@ -329,7 +354,7 @@ class SimCluster:
         if node.alive and node.raft is raft:
             gen = self._tick_gen.get(node.id, 0) + 1
             self._tick_gen[node.id] = gen
-            self.schedule(max(raft.next_deadline(), self.now + 1), "tick", (node.id, gen))
+            self.schedule(max(self.sim_time(node.id, raft.next_deadline()), self.now + 1), "tick", (node.id, gen))
 
     def snapshot_send_failed(self, node_id: str, peer_id: str) -> None:
         if self.nodes[node_id].alive:

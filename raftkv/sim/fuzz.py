@@ -16,6 +16,7 @@ member. The invariant checker runs after every step throughout.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -63,6 +64,7 @@ class ClientModel:
         self.acked: dict[int, int] = {}               # index -> term of acknowledged writes
         self.max_acked = 0
         self.reads = 0
+        self.lease_reads = random.Random(0)   # which reads ask for the lease
         cluster.on_effects.append(self.observe)
 
     def _request_id(self) -> int:
@@ -75,10 +77,10 @@ class ClientModel:
         self.cluster.step(node_id, ev.Propose(rid, encode_command(key, value)))
         return rid
 
-    def read(self, node_id: str, key: str) -> None:
+    def read(self, node_id: str, key: str, lease: bool = False) -> None:
         rid = self._request_id()
         self.pending[rid] = ("read", (node_id, key), self.cluster.now, self.max_acked)
-        self.cluster.step(node_id, ev.ReadIndex(rid))
+        self.cluster.step(node_id, ev.ReadIndex(rid, lease=lease))
 
     def observe(self, node, effects) -> None:
         for effect in effects:
@@ -128,6 +130,12 @@ def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResul
     cluster.trace = lambda kind, text: recent.append(f"{cluster.now}ms {text}") if kind == "event" else None
     rng = cluster.rng
     clients = ClientModel(cluster, checker)
+    # every node's clock drifts, within the bound the read lease assumes; a
+    # generator of its own, so that the rest of a seed's run stays as it was
+    clocks = random.Random(seed ^ 0x5EED)
+    drift = FUZZ_CONFIG.lease_drift
+    cluster.clock_rates = {i: clocks.uniform(1 - drift, 1 + drift) for i in VOTERS + SPARES}
+    clients.lease_reads = clocks
     cluster.drop_rate = rng.choice([0.0, 0.02, 0.1])
     cluster.dup_rate = rng.choice([0.0, 0.02, 0.05])
     cluster.max_delay = rng.choice([3, 10, 30])
@@ -160,14 +168,14 @@ def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: f
     elif roll < 0.65 and live:
         leader = cluster.leader()
         target = leader if leader is not None and rng.random() < 0.8 else rng.choice(live)
-        clients.read(target.id, rng.choice(KEYS))
+        clients.read(target.id, rng.choice(KEYS), lease=clients.lease_reads.random() < 0.5)
     elif roll < 0.70:
         members = _members(cluster)
         if rng.random() < crash_rate and live:
             victim = rng.choice(live)
             if rng.random() < 0.3:
                 cluster.crash_mid_step_rate = 1.0   # the victim's next step dies half-done
-                cluster.step(victim.id, ev.Tick(cluster.now))
+                cluster.step(victim.id, ev.Tick(cluster.clock(victim.id)))
                 cluster.crash_mid_step_rate = 0.0
             if rng.random() < wipe_rate and _can_lose_disk(cluster, victim.id):
                 _lose_disk(cluster, victim.id, rng)

@@ -745,8 +745,8 @@ def test_query_decoding_matches_parse_qsl(pairs, quote_them):
 def test_hand_built_answers_match_the_json_encoder(key, value, index, size):
     from raftkv.http.api.replies import json_reply, value_reply, written_reply
     try:
-        expected = json_reply("n1", {"key": key, "value": value})
+        expected = json_reply("n1", {"key": key, "value": value, "level": "lease"})
     except UnicodeEncodeError:
         return  # a lone surrogate: neither can encode it
-    assert value_reply("n1", key, value) == expected
+    assert value_reply("n1", key, value, "lease") == expected
     assert written_reply("n1", key, index, size) == json_reply("n1", {"key": key, "index": index, "size": size})

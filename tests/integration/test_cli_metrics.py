@@ -68,7 +68,8 @@ def test_cli_client_commands(cluster, tmp_path):
         r = cli(*args)
         assert (r.returncode, r.stdout, r.stderr) == (0, "blue\n", ""), (args, r)
     r = cli("--addr", addr, "get", "--json", "color")
-    assert r.returncode == 0 and json.loads(r.stdout) == {"key": "color", "value": "blue", "served_by": "n1"}, r
+    assert r.returncode == 0 and json.loads(r.stdout) == {"key": "color", "value": "blue", "level": "linearizable",
+                                                          "served_by": "n1"}, r
     r = cli("--addr", addr, "status")
     assert one_json_line(r)["id"] == "n2"
     r = cli("remove", "color", "--addr", addr)

@@ -86,7 +86,8 @@ def test_a_deposed_leaders_workers_never_serve_a_linearizable_read(cluster):
     old.set("k", "old")
     clients = [Client(old) for _ in range(4)]
     for client in clients:
-        assert client.get("/get", key="k") == (200, {"key": "k", "value": "old", "served_by": "n1"})
+        assert client.get("/get", key="k") == (200, {"key": "k", "value": "old", "level": "linearizable",
+                                                     "served_by": "n1"})
     reads: list[tuple[float, int, str | None]] = []  # (started, status, value)
     stop = threading.Event()
 

@@ -52,12 +52,12 @@ def test_walkthrough(cluster):
     # a follower forwards linearizable reads to the leader ...
     resp = n2.get("/get", key="hello")
     assert resp.status == 200, resp
-    assert resp.json() == {"key": "hello", "value": "world", "served_by": "n1"}
+    assert resp.json() == {"key": "hello", "value": "world", "level": "linearizable", "served_by": "n1"}
     assert resp.headers["X-Raftkv-Served-By"] == "n1"
     # ... and serves stale reads itself
     cluster.wait_applied(index)
     resp = n3.get("/get", key="hello", stale="true")
-    assert resp.json() == {"key": "hello", "value": "world", "served_by": "n3"}
+    assert resp.json() == {"key": "hello", "value": "world", "level": "none", "served_by": "n3"}
 
     # writes and removes through followers are forwarded
     r = n3.get("/set", key="k2", value="v2").json()
@@ -231,7 +231,7 @@ def test_the_readme_walkthrough_runs_as_pasted(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert proc.returncode == 0, out
-    assert '{"key": "user", "value": "kj", "served_by": "n1"}' in out, out
+    assert '{"key": "user", "value": "kj", "level": "linearizable", "served_by": "n1"}' in out, out
     assert re.search(r'\{"key": "user", "index": \d+, "size": 2, "served_by": "n1"\}', out), out
     assert '"removed": true' in out and "1000 writes (1000 ok)" in out, out
     assert "Traceback" not in out

@@ -50,13 +50,18 @@ class KeyValueNode(Protocol):
         """The value in this node's state machine, as it is now: a stale
         read, or a linearizable one once a read barrier is done."""
 
-    async def read_barrier(self) -> int:
+    async def read_barrier(self, *, lease: bool = False) -> int:
         """ReadIndex: returns the index a linearizable read arriving now may
-        be served at, once the state machine has applied it."""
+        be served at, once the state machine has applied it (``lease``: at
+        once while the leader holds a read lease)."""
 
-    def read_barrier_nowait(self) -> asyncio.Future[Any]:
+    def read_barrier_nowait(self, *, lease: bool = False) -> asyncio.Future[Any]:
         """:meth:`read_barrier` as a future (shared by the reads of a batch:
         never cancel it)."""
+
+    def leader_contact_age(self) -> int | None:
+        """Milliseconds since this node last heard from a leader (0 on the
+        leader); None if it knows of none."""
 
     async def propose(self, data: bytes) -> tuple[int, Any]:
         """Replicate a state-machine command; ``(index, result)`` once applied."""

@@ -21,26 +21,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 from raftkv.statemachine.commands import encode_delete, encode_set, encode_set_many
 
 from .context import Call, KeyValueContext
-from .params import BadRequest, parse_bool_param, parse_key, parse_key_values, parse_value
+from .params import BadRequest, parse_key, parse_key_values, parse_read_level, parse_value
 from .replies import Pending, Reply, json_reply, value_reply, written_reply
 
 __all__ = ["delete", "handle_get", "handle_key_delete", "handle_key_get", "handle_key_post", "handle_remove",
            "handle_set", "read", "write", "write_many"]
 
-Shape = Callable[[KeyValueContext, str, str], Reply]
+Shape = Callable[[KeyValueContext, str, str, str], Reply]
+READ_LEVEL_HEADER = "X-Raftkv-Read-Level"
 
 
 # --- the routes: parameters, then the operation
 
 def handle_get(ctx: KeyValueContext, call: Call) -> Reply | Pending:
-    """``GET /get?key=K[&stale=true]``."""
-    return read(ctx, call, parse_key(call.query), parse_bool_param(call.query, "stale", False))
+    """``GET /get?key=K[&level=L][&freshness=DUR]`` (``stale=true``: ``level=none``)."""
+    level, freshness = parse_read_level(call.query)
+    return read(ctx, call, parse_key(call.query), level, freshness=freshness)
 
 
 def handle_set(ctx: KeyValueContext, call: Call) -> Reply | Pending:
@@ -63,9 +66,9 @@ def handle_key_post(ctx: KeyValueContext, call: Call) -> Reply | Pending:
 
 
 def handle_key_get(ctx: KeyValueContext, call: Call) -> Reply | Pending:
-    """hraftd's ``GET /key/K[?stale=true]``, answered ``{"K": "V"}``."""
-    stale = parse_bool_param(call.query, "stale", False)
-    return read(ctx, call, _key_from_path(call), stale, map_shape)
+    """hraftd's ``GET /key/K[?level=L]``, answered ``{"K": "V"}``."""
+    level, freshness = parse_read_level(call.query)
+    return read(ctx, call, _key_from_path(call), level, map_shape, freshness)
 
 
 def handle_key_delete(ctx: KeyValueContext, call: Call) -> Reply | Pending:
@@ -79,32 +82,51 @@ def _key_from_path(call: Call) -> str:
 
 # --- the operations
 
-def value_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
-    """``{"key": k, "value": v, "served_by": id}``."""
-    return value_reply(ctx.id, key, value)
+def value_shape(ctx: KeyValueContext, key: str, value: str, level: str) -> Reply:
+    """``{"key": k, "value": v, "level": level, "served_by": id}``."""
+    return value_reply(ctx.id, key, value, level)
 
 
-def map_shape(ctx: KeyValueContext, key: str, value: str) -> Reply:
-    """hraftd's ``GET /key/k`` answer: ``{"k": "v"}``."""
-    return json_reply(ctx.id, {key: value}, served_by=False)
+def map_shape(ctx: KeyValueContext, key: str, value: str, level: str) -> Reply:
+    """hraftd's ``GET /key/k`` answer: ``{"k": "v"}`` (the level in a header)."""
+    reply = json_reply(ctx.id, {key: value}, served_by=False)
+    return replace(reply, headers=(*_header_pairs(reply.headers), (READ_LEVEL_HEADER, level)))
 
 
-def read(ctx: KeyValueContext, call: Call, key: str, stale: bool, shape: Shape = value_shape) -> Reply | Pending:
-    """A read of ``key``: ``stale``, this node's value at once; else a
-    linearizable one, served once the leader has confirmed it still leads
-    (ReadIndex) and applied the read index."""
-    if stale:
-        return _read_answer(ctx, key, shape)
+def read(ctx: KeyValueContext, call: Call, key: str, level: str = "linearizable", shape: Shape = value_shape,
+         freshness: int | None = None) -> Reply | Pending:
+    """A read of ``key`` at one of rqlite's levels (docs/reads.md):
+
+    - ``none``: this node's value at once (with ``freshness``, only if this
+      node leads or heard from a leader within that many ms);
+    - ``weak``: the value on the node that believes it leads, unchecked;
+    - ``linearizable``: once the leader confirmed it still leads by a
+      heartbeat round (ReadIndex) and applied the read index;
+    - ``lease``: as linearizable, at once while the leader holds a read lease;
+    - ``strong``: once an entry appended for the read is applied (through the log).
+    """
     node = ctx.node
+    if level == "none":
+        if freshness is not None and not node.is_leader:
+            age = node.leader_contact_age()
+            if age is None or age > freshness:
+                heard = "no leader" if age is None else f"the leader {age} ms ago"
+                return json_reply(ctx.id, {"error": f"not fresh enough: this node heard from {heard}, "
+                                                    f"freshness is {freshness} ms", "freshness": freshness}, 503)
+        return _read_answer(ctx, key, shape, level)
+    if level == "strong":
+        return _propose(ctx, call, encode_set_many({}), lambda _result: _read_answer(ctx, key, shape, level))
     if node.is_leader:
+        if level == "weak":
+            return _read_answer(ctx, key, shape, level)
         try:
-            barrier = node.read_barrier_nowait()
+            barrier = node.read_barrier_nowait(lease=level == "lease")
         except NotLeaderError:
             pass
         else:
-            return _when_done(barrier, lambda _index: _read_answer(ctx, key, shape),
-                              lambda: _read_on_leader(ctx, call, key, shape), _read_retries)
-    return _read_on_leader(ctx, call, key, shape)
+            return _when_done(barrier, lambda _index: _read_answer(ctx, key, shape, level),
+                              lambda: _read_on_leader(ctx, call, key, shape, level), _read_retries)
+    return _read_on_leader(ctx, call, key, shape, level)
 
 
 def write(ctx: KeyValueContext, call: Call, key: str, value: str) -> Reply | Pending:
@@ -131,24 +153,31 @@ def _size(value: str) -> int:
     return len(value.encode("utf-8", "surrogatepass"))
 
 
-def _read_answer(ctx: KeyValueContext, key: str, shape: Shape) -> Reply:
+def _read_answer(ctx: KeyValueContext, key: str, shape: Shape, level: str) -> Reply:
     value = ctx.node.get_local(key)
     if value is None:
-        return json_reply(ctx.id, {"error": "key not found", "key": key}, 404)
-    return shape(ctx, key, value)
+        reply = json_reply(ctx.id, {"error": "key not found", "key": key}, 404)
+        return replace(reply, headers=(*_header_pairs(reply.headers), (READ_LEVEL_HEADER, level)))
+    return shape(ctx, key, value, level)
 
 
-def _read_on_leader(ctx: KeyValueContext, call: Call, key: str, shape: Shape) -> Pending:
+def _header_pairs(headers) -> tuple[tuple[str, str], ...]:
+    return tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
+
+
+def _read_on_leader(ctx: KeyValueContext, call: Call, key: str, shape: Shape, level: str) -> Pending:
     async def local() -> Reply:
+        if level == "weak":
+            return _read_answer(ctx, key, shape, level)
         try:
-            await ctx.node.read_barrier()
+            await ctx.node.read_barrier(lease=level == "lease")
         except (NotLeaderError, ApplyTimeout):
             raise
         except RequestError as exc:
             # leadership was lost while confirming the read: nothing was
             # done, so let on_leader try the next leader
             raise NotLeaderError(exc.message, False, exc.leader_id, exc.leader_address) from None
-        return _read_answer(ctx, key, shape)
+        return _read_answer(ctx, key, shape, level)
     return Pending.of(ctx.on_leader(call, local, write=False))
 
 

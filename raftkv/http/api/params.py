@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from raftkv.config.textforms import NODE_ID, NODE_ID_RULE, join_host_port, parse_bool, parse_port, split_host_port
+from raftkv.config.values import parse_duration_ms
 from raftkv.statemachine.commands import RESERVED_PREFIX
 
 __all__ = ["MAX_JSON_DEPTH", "BadRequest", "JoinRequest", "TooLarge", "check_path", "origin_form",
@@ -175,6 +176,30 @@ def parse_bool_param(params: Mapping[str, str], name: str, default: bool = False
         return parse_bool(raw, empty=True)  # ?stale  alone means stale=true
     except ValueError:
         raise BadRequest(name, f"invalid boolean for parameter {name}: {raw!r} (use true or false)") from None
+
+
+READ_LEVELS = ("none", "weak", "linearizable", "lease", "strong")
+
+
+def parse_read_level(params: Mapping[str, str]) -> tuple[str, int | None]:
+    """A read's ``level`` (rqlite's names; ``stale=true`` is ``none``) and
+    its ``freshness`` in ms (``none`` only: refuse if no leader was heard
+    from within it)."""
+    level = params.get("level")
+    if level is None:
+        level = "none" if parse_bool_param(params, "stale", False) else "linearizable"
+    elif level not in READ_LEVELS:
+        raise BadRequest("level", f"unknown read level {level!r}: one of {', '.join(READ_LEVELS)}")
+    raw = params.get("freshness")
+    if raw is None:
+        return level, None
+    try:
+        freshness = parse_duration_ms(raw)
+    except ValueError:
+        raise BadRequest("freshness", f"invalid duration for freshness: {raw!r} (for example 1s or 500ms)") from None
+    if level != "none":
+        raise BadRequest("freshness", "freshness applies to level=none reads only")
+    return level, freshness
 
 
 def parse_key(params: Mapping[str, str], name: str = "key") -> str:

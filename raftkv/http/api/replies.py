@@ -161,11 +161,12 @@ def _served_by_header(node_id: str) -> tuple[tuple[str, str], ...]:
     return ((SERVED_BY, node_id),)
 
 
-def value_reply(node_id: str, key: str, value: str) -> Reply:
-    """``{"key": k, "value": v, "served_by": id}``: what :func:`json_reply`
-    makes of it, byte for byte, without a dict and an encoder walk per read."""
-    body = '{"key": %s, "value": %s, "served_by": %s}\n' % (
-        _encode_string(key), _encode_string(value), _encode_string(node_id))
+def value_reply(node_id: str, key: str, value: str, level: str) -> Reply:
+    """``{"key": k, "value": v, "level": level, "served_by": id}``: what
+    :func:`json_reply` makes of it, byte for byte, without a dict and an
+    encoder walk per read."""
+    body = '{"key": %s, "value": %s, "level": "%s", "served_by": %s}\n' % (
+        _encode_string(key), _encode_string(value), level, _encode_string(node_id))
     return Reply(200, body.encode("utf-8"), JSON_TYPE, _served_by_header(node_id))
 
 

@@ -89,13 +89,18 @@ class WorkerNode:
             self.reader.renew()
         return self.reader.get(key)
 
-    async def read_barrier(self) -> int:
+    async def read_barrier(self, *, lease: bool = False) -> int:
         # shielded: the future is shared by every read of its batch
-        return await asyncio.shield(self.read_barrier_nowait())
+        return await asyncio.shield(self.read_barrier_nowait(lease=lease))
 
-    def read_barrier_nowait(self) -> asyncio.Future:
+    def leader_contact_age(self) -> int | None:
+        return 0 if self.link.is_leader else None   # a worker runs beside the leader only
+
+    def read_barrier_nowait(self, *, lease: bool = False) -> asyncio.Future:
         """The future of a read index this worker's view of the file has
-        reached, for a read arriving now: shared by the reads of one batch."""
+        reached, for a read arriving now: shared by the reads of one batch.
+        A lease read is confirmed as a linearizable one here: the link
+        carries ReadIndex batches only (docs/reads.md)."""
         if not self.link.is_leader:
             raise NotLeaderError("the Raft process does not lead")
         batch = self.link.read_index()
