@@ -2,7 +2,7 @@
 HTTP side (:mod:`raftkv.http`), and stops both on SIGTERM/SIGINT.
 
 The exit code says why the node stopped: 0 after SIGTERM/SIGINT; 2 for a
-bad setting (:mod:`raftkv.cli`); 73 when the volume cannot be used, so the
+bad setting (:mod:`raftkv.cli.main`); 73 when the volume cannot be used, so the
 node did not start (read-only, not writable, less free space than
 ``RAFT_MIN_FREE_BYTES``, or corrupt: docs/disks.md); 74 when the volume failed (a write or fsync error,
 a full disk) or went away (deleted, replaced) while the node ran; 1 for

@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from raftkv import bench
+from raftkv.cli import bench
 from raftkv.node.policies.gcpolicy import GcPolicy
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from raftkv.cli import DEFAULT_ADDR, _resolve_addr, build_parser
+from raftkv.cli.main import DEFAULT_ADDR, _resolve_addr, build_parser
 
 
 def parsed(argv: list[str], monkeypatch, env_addr: str | None = None):

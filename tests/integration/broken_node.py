@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from raftkv.cli import main  # noqa: E402
+from raftkv.cli.main import main  # noqa: E402
 from raftkv.http.api import kv  # noqa: E402
 
 _linearizable_read = kv.read

@@ -9,7 +9,7 @@ import struct
 import msgpack
 import pytest
 
-from raftkv.cli import main as cli_main
+from raftkv.cli.main import main as cli_main
 from raftkv.node.trace import OpaqueHandle, TraceRecorder, decode, encode, read_records
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev

@@ -40,8 +40,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .config.settings import EXIT_USAGE, ConfigError, add_serve_arguments, load_settings
-from .config.textforms import go_duration
+from ..config.settings import EXIT_USAGE, ConfigError, add_serve_arguments, load_settings
+from ..config.textforms import go_duration
 
 DEFAULT_ADDR = "http://127.0.0.1:8000"
 # What a request to a node fails with when it gets no HTTP answer: refused,
@@ -495,9 +495,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raftkv serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from .observability.eventlog import install
+    from ..observability.eventlog import install
     install(settings.node_id)  # keep recent log records for /ui from the first line on
-    from .main import run_node
+    from ..main import run_node
     return run_node(settings)
 
 
@@ -518,7 +518,7 @@ def _use_cacert(cafile: str | None) -> None:
     """The client SSL context of every request (urllib here, bench's own)."""
     global _tls_context
     if cafile:
-        from .config.tls import client_context_for_ca
+        from ..config.tls import client_context_for_ca
         _tls_context = client_context_for_ca(cafile)
 
 
@@ -718,6 +718,6 @@ def _main(argv: list[str] | None = None) -> int:
             parser.error("--voters must be 1 or more")
         return _wait(args)
     if args.command == "bench":
-        return importlib.import_module("raftkv.bench").main(args)
+        return importlib.import_module("raftkv.cli.bench").main(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
