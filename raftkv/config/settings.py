@@ -28,6 +28,7 @@ from .textforms import join_host_port, parse_log_level, parse_node_id, split_hos
 from .values import (
     _byte_size,
     _connection_limit,
+    _drift,
     _duration,
     _frame_size,
     _free_space,
@@ -105,6 +106,12 @@ class NodeSettings:
     leader_lease_timeout: int = _opt("RAFT_LEADER_LEASE_TIMEOUT", "--leader-lease-timeout",
                                      _positive_duration, 500,
                                      "leader steps down after this long without a quorum", "DUR")
+    read_lease: int = _opt("RAFT_READ_LEASE", "--read-lease", _duration, 500,
+                           "how long a commit lets the leader serve level=lease reads without a heartbeat "
+                           "round (0: no leases; docs/reads.md)", "DUR")
+    lease_drift: float = _opt("RAFT_LEASE_DRIFT", "--lease-drift", _drift, 0.01,
+                              "the largest rate by which a node's monotonic clock may run fast or slow "
+                              "(0.01: one percent); read leases are safe within it", "RATE")
     commit_timeout: int = _opt("RAFT_COMMIT_TIMEOUT", "--commit-timeout", _positive_duration, 50,
                                "longest delay before followers hear of a new commit index", "DUR")
     max_append_entries: int = _opt("RAFT_MAX_APPEND_ENTRIES", "--max-append-entries",
@@ -274,6 +281,10 @@ class NodeSettings:
             # hashicorp/raft 1.1.2 has no RequestPreVote RPC and closes the
             # connection on one, so a node speaking its protocol never sends it
             pre_vote=self.protocol != "hashicorp",
+            # Go nodes do not defer their commits for a predecessor's lease,
+            # so a cluster speaking hashicorp's protocol has no read leases
+            read_lease=0 if self.protocol == "hashicorp" else self.read_lease,
+            lease_drift=self.lease_drift,
             **sizing,
         )
 

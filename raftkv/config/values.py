@@ -108,6 +108,16 @@ def _parse_join(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _drift(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ValueError(f"invalid rate {text!r}: expected a fraction such as 0.01 (1%)") from None
+    if not 0 <= rate < 0.5:
+        raise ValueError(f"invalid rate {text!r}: expected at least 0 and below 0.5")
+    return rate
+
+
 def _duration(text: str) -> int:
     return parse_duration_ms(text)
 
