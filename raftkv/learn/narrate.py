@@ -204,6 +204,18 @@ RULES: dict[str, Rule] = {
     "read-index": R("§8", "client_requests.py", "ClientRequests._on_read_index",
                     "if leader.read_only.add(event.request_id"),
     "read-ready": R("§8", "client_requests.py", "ClientRequests._confirm_reads", "self._emit(fx.ReadReady("),
+    # read leases (LeaseGuard, Davis, Demirbas and Deng, SIGMOD 2026)
+    "lease-read": R("LeaseGuard §3", "client_requests.py", "ClientRequests._read_under_lease",
+                    "self._emit(fx.ReadReady(request_id, self.commit_index))"),
+    "lease-renew": R("LeaseGuard §3", "client_requests.py", "ClientRequests._read_under_lease",
+                     "lease.renewal = self.log.last_index + 1"),
+    "lease-granted": R("LeaseGuard §3", "replication.py", "Replication._advance_commit",
+                       "leader.lease.committed(index, self.lease_rules)"),
+    "lease-deferred": R("LeaseGuard §4", "node.py", "RaftNode._become_leader",
+                        "wait_until = rules.inherited_until(self.last_leader_append)"),
+    "lease-over": R("LeaseGuard §4", "replication.py", "Replication._leader_tick",
+                    "the previous leader's read lease has expired, committing"),
+    "lease-handover": R("LeaseGuard §4", "replication.py", "Replication._maybe_send_timeout_now", "lease.end()"),
     # membership and leadership transfer
     "configuration": R("§6, thesis §4.1", "client_requests.py", "ClientRequests._change_membership",
                        '"updating configuration"'),
@@ -272,6 +284,10 @@ def narrate(node_id: str, event, effects, before: dict | None, after: dict | Non
             story.say("propose", f"{n} leads, so it appends the write at index {p.index} (term {p.term}) and sends it "
                                  "to its followers. It answers the client once a majority holds it.")
     elif t is ev.ReadIndex:
+        if event.lease and any(type(e) is fx.ReadReady for e in effects):
+            story.say("lease-read", f"{n} holds a read lease: it serves the read at once at its commit index "
+                                    f"{after.get('commit')}, with no heartbeat round.")
+            return story.sentences
         if any(type(s.message) is AppendEntries and s.message.heartbeat for s in sends):
             story.say("read-index", f"{n} notes its commit index {after.get('commit')} as the read's index and "
                                     "sends a round of heartbeats: if a majority answers, no newer leader exists "
@@ -400,6 +416,23 @@ def _narrate_log(story: _Story, n: str, log: fx.Log, event, after: dict) -> None
     elif m == "updating configuration":
         story.say("configuration", f"{n} appends a configuration entry ({f.get('command')} {f.get('server-id')}). "
                                    "It takes effect as soon as it is in a log, one change at a time.")
+    elif m == "read lease acquired":
+        story.say("lease-granted", f"Entry {f.get('index')} is committed, so no other leader can have committed "
+                                   f"anything since {n} created it: {n} holds a read lease for "
+                                   f"{f.get('expires')} more and answers lease reads at once.")
+    elif m.startswith("renewing the read lease") or m.startswith("no read lease, confirming reads"):
+        story.say("lease-renew", f"{n}'s read lease is running out: it appends a no-op entry, whose commit will "
+                                 "grant a new one. Until then a lease read is confirmed by a heartbeat round.")
+    elif m == "deferring commits until the previous leader's read lease has expired":
+        story.say("lease-deferred", f"{n} took entries from the old leader {f.get('wait')} ago at most: that leader "
+                                    "may still serve reads under its lease. {n} takes writes, but commits nothing "
+                                    "until the lease is surely over, so no such read can miss a newer write."
+                  .replace("{n}", n))
+    elif m == "the previous leader's read lease has expired, committing":
+        story.say("lease-over", f"The old leader's read lease is over: {n} commits what it holds.")
+    elif m == "read lease ended for the leadership transfer":
+        story.say("lease-handover", f"{n} gives up its read lease before it hands leadership over, so the new "
+                                    "leader need not wait for it.")
     elif m == "starting leadership transfer":
         story.say("transfer", f"{n} hands leadership to {f.get('peer') or f.get('id')}: it stops taking writes and "
                               "brings the target up to date first.")

@@ -117,7 +117,7 @@ def event_view(event) -> dict:
     if t is ev.ProposeBatch:
         return {"type": "ProposeBatch", "count": len(event.proposals)}
     if t is ev.ReadIndex:
-        return {"type": "ReadIndex", "request": event.request_id}
+        return {"type": "ReadIndex", "request": event.request_id, "lease": event.lease}
     if t is ev.ChangeMembership:
         return {"type": "ChangeMembership", "command": str(event.command), "server": event.server_id}
     if t is ev.TransferLeadership:

@@ -434,10 +434,12 @@ class _Run:
             rec = {"id": rid, "kind": verb, "node": n, "key": action.key or "x", "status": "pending", "t0": cluster.now}
             if verb == "write":
                 rec["value"] = action.value or ""
+            elif action.value == "lease":   # a read under the leader's read lease, if it holds one
+                rec["lease"] = True
             self.requests.append(rec)
             self._pending[rid] = rec
             event = (ev.Propose(rid, encode_command(rec["key"], rec["value"])) if verb == "write"
-                     else ev.ReadIndex(rid))
+                     else ev.ReadIndex(rid, lease=action.value == "lease"))
             cluster.step(n, event)
         elif verb == "load":
             # many writes at once, as a busy client would send them (one batch)

@@ -1305,6 +1305,11 @@ function renderLogs(f) {
 
 // ---------------------------------------------------------------- panels
 
+function paperTitle(cite) {
+  if (cite.startsWith("thesis")) return "Consensus: Bridging Theory and Practice, Ongaro (PhD thesis)";
+  if (cite.startsWith("LeaseGuard")) return "LeaseGuard: Raft Leases Done Right, Davis, Demirbas & Deng (SIGMOD 2026)";
+  return PAPER;
+}
 function renderNarration(f) {
   const sentences = f.narration || [];
   const key = `${source}:${f.i}:${f.label}:` + JSON.stringify(sentences);
@@ -1315,7 +1320,7 @@ function renderNarration(f) {
         const src = s.source ? String(s.source) : "";
         const file = src.replace(/^raftkv\/raft\//, "");
         return `<p class="sentence">${esc(s.text)}` +
-          (s.paper ? ` <span class="cite" title="${esc(PAPER)}${s.paper.startsWith("thesis") ? " / Ongaro's PhD thesis" : ""}">${esc(s.paper)}</span>` : "") +
+          (s.paper ? ` <span class="cite" title="${esc(paperTitle(s.paper))}">${esc(s.paper)}</span>` : "") +
           (src ? ` <button class="src" data-source="${esc(src)}" title="open ${esc(s.function || src)} at ${esc(src)}"` +
                  ` aria-label="source ${esc(file)}">${esc(file)}</button>` : "") + `</p>`;
       }).join("")
@@ -1351,7 +1356,7 @@ function renderClients(f) {
   view.clientsKey = key;
   const word = { pending: "\u2026 waiting", ok: "\u2713 ok", failed: "\u2717 failed", unknown: "? unknown" };
   $("#client-list").innerHTML = list.length ? list.map(c => {
-    const what = c.kind === "write" ? `write ${c.key}=${c.value}` : `read ${c.key}`;
+    const what = c.kind === "write" ? `write ${c.key}=${c.value}` : `${c.lease ? "lease read" : "read"} ${c.key}`;
     let answer = "";
     if (c.status === "ok" && c.kind === "read") answer = `: ${c.key} = ${c.value === null || c.value === undefined ? "(not set)" : c.value}`;
     const detail = c.detail ? ` (${c.detail})` : c.status === "pending" && c.index ? ` (in the log at ${c.index})` : "";
@@ -1409,7 +1414,7 @@ function actionText(a) {
     case "drop": return `lose message ${a.message}`;
     case "write": return `write ${a.key || "x"}=${a.value || ""} via ${a.node}`;
     case "load": return `${a.value} writes via ${a.node}`;
-    case "read": return `read ${a.key || "x"} via ${a.node}`;
+    case "read": return `${a.value === "lease" ? "lease read" : "read"} ${a.key || "x"} via ${a.node}`;
     case "isolate": return `cut off ${a.node}`;
     case "heal": return a.node ? `heal ${a.node}` : "heal the network";
     case "timeout": return `time out ${a.node}`;
@@ -1657,6 +1662,7 @@ async function clientRequest(verb) {
   if (!node) { say("no server is up to take the request", true); return; }
   const extra = { node, key: $("#c-key").value || "x" };
   if (verb === "write") extra.value = $("#c-value").value;
+  if (verb === "lease") { verb = "read"; extra.value = "lease"; }
   const ok = await act(verb, extra);
   if (ok && verb === "write") bumpValue();
 }
@@ -1828,6 +1834,7 @@ function wire() {
   });
   $("#client-form").addEventListener("submit", e => { e.preventDefault(); clientRequest("write"); });
   $("#c-read").addEventListener("click", () => clientRequest("read"));
+  $("#c-lease").addEventListener("click", () => clientRequest("lease"));
   $("#load-form").addEventListener("submit", e => { e.preventDefault(); loadRequest(); });
   document.addEventListener("keydown", onKey);
   window.addEventListener("resize", () => { view.logsKey = ""; view.dirty = true; if (view.pop) positionPopover(); });

@@ -162,3 +162,21 @@ def test_acting_right_after_an_in_memory_frame_waits_for_the_fsync():
     assert forked and taken == mid["i"] + 2     # after the fsync frame, never between the two
     before, action = world.frames(taken - 1, 2)
     assert before["event"]["type"] == "Fsync" and action["event"]["type"] == "ReadIndex"
+
+
+def test_a_lease_read_is_served_at_once_and_narrated():
+    world = World(Spec(seed=2))
+    frames = world.frames(0, 200)
+    leader = _first_leader(frames)[0]
+    _, at = world.act(len(frames), "write", node=leader, key="x", value="1")
+    world.run_until(lambda c: c.nodes[leader].raft.commit_index >= c.nodes[leader].raft.log.last_index
+                    and c.nodes[leader].raft.leader.lease.valid(c.nodes[leader].raft.now))
+    count = len(world.branch.frames)
+    _, at = world.act(count, "read", node=leader, key="x", value="lease")
+    frame = world.frames(at, 1)[0]
+    assert frame["event"] == {"type": "ReadIndex", "request": frame["event"]["request"], "lease": True}
+    assert frame["clients"][-1]["status"] == "ok" and frame["clients"][-1]["value"] == "1"
+    assert frame["clients"][-1]["lease"] is True
+    assert any(s["paper"].startswith("LeaseGuard") for s in frame["narration"]), frame["narration"]
+    lines = [s["text"] for f in world.frames(0, count) for s in f["narration"]]
+    assert any("holds a read lease" in line for line in lines)
