@@ -27,7 +27,7 @@ clock runs faster or slower than real time by more than ``drift`` (a rate,
 creating the entry, by its own clock, minus ``margin`` ms; the successor
 waits ``duration * (1 + drift)`` by its clock, plus ``margin``. A clock
 that drifts further, or a process that reads its clock late, can serve a
-stale read: ``tests/sim/test_read_levels.py`` shows one.
+stale read: ``tests/sim/test_lease_reads_sim.py`` shows one.
 
 A leader that hands leadership over (TimeoutNow) ends its lease for the
 rest of its term, and sends TimeoutNow only once it has itself waited out
