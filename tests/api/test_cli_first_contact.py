@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.cli.main import _peers_table, watch_frame
+from raftkv.cli.cluster import _peers_table, watch_frame
 
 REPO = Path(__file__).resolve().parents[2]
 
