@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from raftkv.cli import bench
+from raftkv.cli import bench, bench_clients
 from raftkv.node.policies.gcpolicy import GcPolicy
 
 
@@ -63,7 +63,7 @@ class _FakeTransport:
 
 async def test_raw_connection_parses_answers_split_anywhere():
     loop = asyncio.get_running_loop()
-    conn = bench._RawConnection()
+    conn = bench_clients._RawConnection()
     conn.connection_made(_FakeTransport())
     answer = (b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
               b"Content-Length: 5\r\n\r\n{...}")
@@ -84,7 +84,7 @@ async def test_raw_connection_parses_answers_split_anywhere():
 
 async def test_raw_connection_reads_chunked_answers_and_connection_close():
     loop = asyncio.get_running_loop()
-    conn = bench._RawConnection()
+    conn = bench_clients._RawConnection()
     tr = _FakeTransport()
     conn.connection_made(tr)
     conn.waiter = fut = loop.create_future()
@@ -104,12 +104,12 @@ async def test_raw_connection_errors():
     for answer, message in [(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nrest", "Content-Length"),
                             (b"SMTP ready\r\n\r\n", None),
                             (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", None)]:
-        conn = bench._RawConnection()
+        conn = bench_clients._RawConnection()
         tr = _FakeTransport()
         conn.connection_made(tr)
         conn.waiter = fut = loop.create_future()
         conn.data_received(answer)
-        with pytest.raises(bench.HttpError, match=message):
+        with pytest.raises(bench_clients.HttpError, match=message):
             fut.result()
         assert tr.closed
     conn.waiter = fut = loop.create_future()
