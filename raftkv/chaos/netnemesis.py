@@ -28,7 +28,8 @@ from pathlib import Path
 
 from .checker import Verdict, check
 from .history import FAIL, OK, UNKNOWN, FaultWindow, save_history, unavailability
-from .netns import NetCluster, wait_until
+from .netnode import wait_until
+from .netns import NetCluster
 from .report import report
 from .workload import Workload
 

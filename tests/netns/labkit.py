@@ -7,7 +7,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from raftkv.chaos.netns import wait_until
+from raftkv.chaos.netnode import wait_until
 
 # the long versions of the scenarios (what the lab runs); CI runs them bounded
 LONG = os.environ.get("RAFTKV_NETNS_LONG", "") not in ("", "0", "false")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from raftkv.chaos.netns import wait_until
+from raftkv.chaos.netnode import wait_until
 
 from labkit import AGREE_BOUND, ELECTION_BOUND, LONG, agreed_everywhere, one, submit_many
 

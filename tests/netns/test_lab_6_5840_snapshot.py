@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from raftkv.chaos.netns import wait_until
+from raftkv.chaos.netnode import wait_until
 
 from labkit import AGREE_BOUND, ELECTION_BOUND, LONG, agreed_everywhere, one, submit_many
 

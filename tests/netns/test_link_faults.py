@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from raftkv.chaos.netns import wait_until
+from raftkv.chaos.netnode import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

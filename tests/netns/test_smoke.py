@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from raftkv.chaos.netns import wait_until
+from raftkv.chaos.netnode import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
