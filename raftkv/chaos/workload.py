@@ -43,8 +43,9 @@ class Workload:
     def __init__(self, nodes: Callable[[], list[tuple[str, str]]], clients: int = 5, keys: int = 4,
                  seed: int = 0, timeout: float = 5.0, max_ops: int = 5000, duration: float = 600.0,
                  key_prefix: str = "k", clock: Callable[[], float] = time.monotonic,
-                 write_ratio: float = 0.5, remove_ratio: float = 0.1) -> None:
+                 write_ratio: float = 0.5, remove_ratio: float = 0.1, read_level: str | None = None) -> None:
         self.nodes = nodes
+        self.read_level = read_level   # the reads' level=, or the node's default (linearizable)
         self.clients = clients
         self.keys = [f"{key_prefix}{i}" for i in range(keys)]
         self.seed = seed
@@ -134,6 +135,8 @@ class Workload:
         params = {"key": key}
         if f == "set":
             params["value"] = value
+        elif f == "get" and self.read_level is not None:
+            params["level"] = self.read_level
         path = f"/{f}?" + urllib.parse.urlencode(params)
         method = "GET" if f == "get" else "POST"
         op = Op(op_id, client, f, key, self.now(), None, UNKNOWN, value if f == "set" else None, None, node_id)

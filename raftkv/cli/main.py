@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wide", action="store_true", help="every column (wider than 100 characters)")
     p = client("get", help="read a key: prints its value")
     p.add_argument("key")
-    p.add_argument("--stale", action="store_true", help="read the node's local copy (may be stale)")
+    p.add_argument("--stale", action="store_true", help="read the node's local copy (may be stale): --level none")
+    p.add_argument("--level", choices=("none", "weak", "linearizable", "lease", "strong"),
+                   help="how fresh the read must be (default linearizable; docs/reads.md)")
     p.add_argument("--json", action="store_true", help="print the JSON answer instead of the value")
     p = client("set", help="write a key", description="Write a key. The value is the argument, or the "
                "bytes of a file (--value-file FILE, or - for stdin) as they are, UTF-8 text; it travels "
@@ -315,7 +317,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "peers":
         return _print_peers(args)
     if args.command == "get":
-        return _client(args, "GET", "/get", {"key": args.key, "stale": "true" if args.stale else None},
+        return _client(args, "GET", "/get", {"key": args.key, "stale": "true" if args.stale else None,
+                                             "level": args.level},
                        show=None if args.json else _value_of)
     if args.command == "set":
         return _set(args, parser)

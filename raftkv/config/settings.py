@@ -284,6 +284,8 @@ class NodeSettings:
             # Go nodes do not defer their commits for a predecessor's lease,
             # so a cluster speaking hashicorp's protocol has no read leases
             read_lease=0 if self.protocol == "hashicorp" else self.read_lease,
+            # nor ReadIndexRequest: a follower there forwards reads to the leader
+            follower_reads=self.protocol != "hashicorp",
             lease_drift=self.lease_drift,
             **sizing,
         )

@@ -203,11 +203,11 @@ RULES: dict[str, Rule] = {
     # reads
     "read-index": R("§8", "client_requests.py", "ClientRequests._on_read_index",
                     "if leader.read_only.add(event.request_id"),
-    "read-ready": R("§8", "client_requests.py", "ClientRequests._confirm_reads", "self._emit(fx.ReadReady("),
+    "read-ready": R("§8", "client_requests.py", "ClientRequests._answer_read", "self._emit(fx.ReadReady("),
     # read leases (LeaseGuard, Davis, Demirbas and Deng, SIGMOD 2026)
     "lease-read": R("LeaseGuard §3", "client_requests.py", "ClientRequests._read_under_lease",
                     "self._emit(fx.ReadReady(request_id, self.commit_index))"),
-    "lease-renew": R("LeaseGuard §3", "client_requests.py", "ClientRequests._read_under_lease",
+    "lease-renew": R("LeaseGuard §3", "client_requests.py", "ClientRequests._lease_holds",
                      "lease.renewal = self.log.last_index + 1"),
     "lease-granted": R("LeaseGuard §3", "replication.py", "Replication._advance_commit",
                        "leader.lease.committed(index, self.lease_rules)"),

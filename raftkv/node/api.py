@@ -104,9 +104,11 @@ class NodeRequests(NodeFields):
         """The future of the read index a linearizable read arriving now may be
         served at (the state machine has applied it when the future is done).
         Reads arriving before the driver takes its inbox share one ReadIndex
-        request and one future (lease reads another). Raises NotLeaderError at
-        once on a follower."""
-        self._check_leader()
+        request and one future (lease reads another). On a follower the core
+        asks the leader for the index (follower reads); raises NotLeaderError
+        at once where there is no leader to ask."""
+        if self._role != LEADER and not (self._raft.config.follower_reads and self._leader[0]):
+            self._check_leader()
         batch = self._lease_batch if lease else self._read_batch
         if batch is None or batch.done():
             # a read changes nothing: its timeout says the outcome is known

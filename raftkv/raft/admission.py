@@ -36,6 +36,8 @@ from .messages import (
     AppendEntriesResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     TimeoutNow,
 )
@@ -125,6 +127,10 @@ def _insane(msg) -> str | None:
             return f"its snapshot's term {msg.meta.term} is newer than its term {msg.term}"
     elif t is InstallSnapshotResponse:
         numbers.append(msg.last_index)
+    elif t is ReadIndexRequest:
+        numbers.append(msg.seq)
+    elif t is ReadIndexResponse:
+        numbers += [msg.seq, msg.index]
     for n in numbers:
         if type(n) is not int or n < 0 or n > MAX_SANE:
             return f"it carries {n!r}, outside 0..2^63-1"

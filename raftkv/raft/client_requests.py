@@ -22,7 +22,7 @@ from .effects import Bare
 from .errors import RejectReason
 from .fields import NodeFields
 from .membership import RefusedChange, ServerList, logged_address, next_configuration
-from .messages import Entry, EntryType
+from .messages import Entry, EntryType, ReadIndexRequest, ReadIndexResponse
 from .progress import ProgressState
 from .quorum import votes_needed
 from .roles import LeadershipTransfer, LeaderState
@@ -74,7 +74,8 @@ class ClientRequests(NodeFields):
     def _on_read_index(self, event: ev.ReadIndex) -> None:
         leader = self.leader
         if leader is None:
-            self._not_leader(event.request_id)
+            if not self._ask_leader_for_read_index(event):
+                self._not_leader(event.request_id)
             return
         if event.lease and self.lease_rules.enabled and self._read_under_lease(leader, event.request_id):
             return
@@ -87,9 +88,80 @@ class ClientRequests(NodeFields):
         if leader.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
             self._heartbeat(leader)
 
-    def _read_under_lease(self, leader: LeaderState, request_id: int) -> bool:
-        """Serve a lease read at once if the lease holds (lease.py); renew it
-        with a no-op once half of it is gone. False: confirm it as ReadIndex."""
+    # -- reads on followers: the leader confirms, the follower serves
+
+    def _ask_leader_for_read_index(self, event: ev.ReadIndex) -> bool:
+        """A follower's reads: ask the leader for their read index (one
+        message for the batch); False if there is no leader to ask."""
+        leader_id = self.leader_id
+        if (not self.config.follower_reads or leader_id is None or leader_id == self.id
+                or not self.configuration.has(leader_id) or self.candidate is not None):
+            return False
+        self._follower_read_seq += 1
+        seq = self._follower_read_seq
+        self._follower_reads[seq] = event.request_id
+        self._send(leader_id, ReadIndexRequest(self.current_term, seq, event.lease))
+        return True
+
+    def _on_read_index_request(self, from_id: str, msg: ReadIndexRequest) -> None:
+        leader = self.leader
+        if leader is None or msg.term != self.current_term:
+            self._send(from_id, ReadIndexResponse(self.current_term, msg.seq, 0, False))
+            return
+        if msg.lease and self.lease_rules.enabled and self._lease_holds(leader):
+            self._send(from_id, ReadIndexResponse(self.current_term, msg.seq, self.commit_index, True))
+            return
+        # a read of the follower's, queued with the leader's own under an id
+        # no client request has (they count up from 1)
+        leader.remote_read_ids -= 1
+        request_id = leader.remote_read_ids
+        leader.remote_reads[request_id] = (from_id, msg.seq)
+        if self._is_lone_voter():
+            if self.committed_in_term():
+                self._answer_read(request_id, self.commit_index)
+            else:
+                leader.read_only.add_unconfirmed(request_id)
+            return
+        if leader.read_only.add(request_id, self.commit_index if self.committed_in_term() else -1):
+            self._heartbeat(leader)
+
+    def _answer_read(self, request_id: int, index: int) -> None:
+        """A confirmed read: the client's (ReadReady) or a follower's (its answer)."""
+        leader = self.leader
+        remote = leader.remote_reads.pop(request_id, None) if leader is not None and request_id < 0 else None
+        if remote is not None:
+            self._send(remote[0], ReadIndexResponse(self.current_term, remote[1], index, True))
+        elif request_id > 0:
+            self._emit(fx.ReadReady(request_id, index))
+
+    def _on_read_index_response(self, from_id: str, msg: ReadIndexResponse) -> None:
+        request_id = self._follower_reads.pop(msg.seq, None)
+        if request_id is None:
+            return
+        if not msg.success or msg.term != self.current_term or from_id != self.leader_id:
+            self._not_leader(request_id)
+            return
+        if self.commit_index >= msg.index:
+            self._emit(fx.ReadReady(request_id, self.commit_index))
+        else:
+            # served once this follower has committed (so applied) that far
+            self._reads_awaiting_commit.append((msg.index, request_id))
+
+    def _release_follower_reads(self) -> None:
+        waiting = self._reads_awaiting_commit
+        while waiting and waiting[0][0] <= self.commit_index:
+            self._emit(fx.ReadReady(waiting.popleft()[1], self.commit_index))
+
+    def _fail_follower_reads(self) -> None:
+        """The leader or term changed: reads asked of the old one are refused
+        (the client may ask again, of the new one)."""
+        for request_id in [*self._follower_reads.values(), *(rid for _, rid in self._reads_awaiting_commit)]:
+            self._not_leader(request_id)
+        self._follower_reads.clear()
+        self._reads_awaiting_commit.clear()
+
+    def _lease_holds(self, leader: LeaderState) -> bool:
+        """Whether the lease lets a read be served now; renews it on the way (lease.py)."""
         lease = leader.lease
         valid = lease.valid(self.now)
         if (not lease.ended and not lease.renewal and self.committed_in_term() and leader.transfer is None
@@ -99,7 +171,11 @@ class ClientRequests(NodeFields):
                       "no read lease, confirming reads by heartbeat and renewing it with a no-op entry",
                       ("index", lease.renewal))
             self._append_as_leader([Entry(lease.renewal, self.current_term, EntryType.NOOP)])
-        if not valid:
+        return valid
+
+    def _read_under_lease(self, leader: LeaderState, request_id: int) -> bool:
+        """Serve a lease read at once if the lease holds; False: confirm it as ReadIndex."""
+        if not self._lease_holds(leader):
             return False
         self._emit(fx.ReadReady(request_id, self.commit_index))
         return True
@@ -116,7 +192,7 @@ class ClientRequests(NodeFields):
         if self._is_lone_voter():
             ready = leader.read_only.take_all()
         for request_id, index in ready:
-            self._emit(fx.ReadReady(request_id, index if index >= 0 else self.commit_index))
+            self._answer_read(request_id, index if index >= 0 else self.commit_index)
         if start_next:
             self._heartbeat(leader)
 

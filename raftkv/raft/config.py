@@ -34,6 +34,9 @@ class RaftConfig:
     # rate by which a node's monotonic clock may run fast or slow, and a
     # margin in ms on either side
     read_lease: int = 500
+    # a follower asks the leader for its reads' index and serves them itself
+    # (raftkv's protocol only: ReadIndexRequest)
+    follower_reads: bool = True
     lease_drift: float = 0.01
     lease_margin: int = 5
 

@@ -16,6 +16,7 @@ resolution order.
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .config import RaftConfig
@@ -66,6 +67,9 @@ class NodeFields:
     lease_rules: LeaseRules
     last_leader_append: int
     _handover_term: int | None
+    _follower_read_seq: int
+    _follower_reads: dict[int, int]
+    _reads_awaiting_commit: deque[tuple[int, int]]
 
     if TYPE_CHECKING:
         # node.py

@@ -107,5 +107,25 @@ class TimeoutNow:
     leader_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """A follower asks the leader for the index its reads may be served at
+    (one message per batch of reads; ``lease``: the leader may answer at
+    once under its read lease). raftkv's own; hashicorp's protocol has none."""
+    term: int
+    seq: int          # the follower's number for this batch
+    lease: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    """The leader's answer: ``index`` once it confirmed it still leads, or
+    ``success`` False if it does not (any more)."""
+    term: int
+    seq: int
+    index: int
+    success: bool
+
+
 Message = (RequestVote | RequestVoteResponse | AppendEntries | AppendEntriesResponse
-           | InstallSnapshot | InstallSnapshotResponse | TimeoutNow)
+           | InstallSnapshot | InstallSnapshotResponse | TimeoutNow | ReadIndexRequest | ReadIndexResponse)

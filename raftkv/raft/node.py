@@ -51,6 +51,7 @@ simulated node prints what a live node prints.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -76,6 +77,8 @@ from .messages import (
     EntryType,
     InstallSnapshot,
     InstallSnapshotResponse,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -155,6 +158,11 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         # the start itself if a leader may ever have written to this log
         self.last_leader_append = now if self.log.last_term > 1 else -(10 ** 12)
         self._handover_term: int | None = None  # the term whose leader sent us TimeoutNow
+        # reads asked of the leader (seq -> request id), and those whose index
+        # came back but is not committed here yet ((index, request id), in order)
+        self._follower_read_seq = 0
+        self._follower_reads: dict[int, int] = {}
+        self._reads_awaiting_commit: deque[tuple[int, int]] = deque()
 
         self._out: list = []
         self._announced: tuple | None = None
@@ -381,12 +389,18 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         if now != self._announced:
             self._announced = now
             self._emit(fx.StateChanged(*now))
+            if self._follower_reads or self._reads_awaiting_commit:
+                self._fail_follower_reads()
 
     def _leave_leadership(self, leader: LeaderState) -> None:
         """Answer everything only a leader could finish, as hashicorp's
         leaderLoop does on its way out."""
         for request_id in leader.read_only.drain():
-            self._reject(request_id, RejectReason.LEADERSHIP_LOST, "leadership lost while confirming the read")
+            remote = leader.remote_reads.pop(request_id, None)
+            if remote is not None:
+                self._send(remote[0], ReadIndexResponse(self.current_term, remote[1], 0, False))
+            else:
+                self._reject(request_id, RejectReason.LEADERSHIP_LOST, "leadership lost while confirming the read")
         for change in leader.pending_config_changes:
             self._reject(change.request_id, RejectReason.LEADERSHIP_LOST, "leadership lost")
         if leader.transfer is not None:
@@ -474,6 +488,9 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
                 self._become_follower(msg.term, msg.leader_id, msg.leader_address)
             elif isinstance(msg, TimeoutNow):
                 self._set_hard_state(msg.term, None)
+            elif isinstance(msg, (ReadIndexRequest, ReadIndexResponse)):
+                self._log("DEBUG", "newer term discovered, fallback to follower", ("term", msg.term))
+                self._become_follower(msg.term, None, None)
         handler = self._message_handlers.get(type(msg))
         if handler is not None:
             handler(self, event.from_id, msg)
@@ -485,6 +502,8 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
             self.commit_index = index
             self.membership.recompute_committed(self.log, self.snapshot, self.commit_index)
             self._apply_committed()
+            if self._reads_awaiting_commit:
+                self._release_follower_reads()
 
     def _apply_committed(self) -> None:
         if self.commit_index > self.last_applied:
@@ -512,6 +531,8 @@ RaftNode._handlers = {
     ev.RestoreUserSnapshot: RaftNode._on_restore_requested,
 }
 RaftNode._message_handlers = {
+    ReadIndexRequest: RaftNode._on_read_index_request,
+    ReadIndexResponse: RaftNode._on_read_index_response,
     RequestVoteResponse: RaftNode._on_vote_response,
     AppendEntries: RaftNode._on_append_entries,
     AppendEntriesResponse: RaftNode._on_append_response,

@@ -63,7 +63,8 @@ class LeadershipTransfer:
 
 class LeaderState:
     __slots__ = ("progress", "read_only", "first_index_of_term", "next_heartbeat", "next_lease_check",
-                 "pending_config_changes", "transfer", "volumes_seen", "uncounted", "lease")
+                 "pending_config_changes", "transfer", "volumes_seen", "uncounted", "lease", "remote_reads",
+                 "remote_read_ids")
 
     def __init__(self, first_index_of_term: int, next_heartbeat: int, next_lease_check: int,
                  lease: LeaderLease | None = None) -> None:
@@ -82,6 +83,9 @@ class LeaderState:
         self.uncounted: tuple = (None, -1, frozenset())
         # the read lease (lease.py), and the wait for the predecessor's
         self.lease = lease if lease is not None else LeaderLease(0)
+        # followers' reads being confirmed: request id (negative) -> (follower, its seq)
+        self.remote_reads: dict[int, tuple[str, int]] = {}
+        self.remote_read_ids = 0
 
     def quorum_match_index(self, voters: tuple[str, ...], own_id: str, own_last_index: int,
                            uncounted: frozenset[str] = frozenset()) -> int:

@@ -346,7 +346,7 @@ SNAPSHOT_ENV = {"RAFT_TRAILING_LOGS": str(TRAILING_LOGS), "RAFT_SNAPSHOT_THRESHO
 def run_nemesis(root: Path, name: str, duration: float, seed: int | None = None, nodes: int = 3,
                 clients: int = 5, keys: int = 4, command: list[str] | None = None,
                 out: Path | None = None, check_limit: float = 120.0, hold: float = 3.0,
-                max_ops: int = 20000) -> Result:
+                max_ops: int = 20000, read_level: str | None = None) -> Result:
     if name not in SCHEDULES:
         raise ValueError(f"unknown nemesis {name!r}; choose from {', '.join(sorted(SCHEDULES))}")
     seed = random.randrange(2**31) if seed is None else seed
@@ -364,7 +364,7 @@ def run_nemesis(root: Path, name: str, duration: float, seed: int | None = None,
         run_ref: list[Run] = []
         workload = Workload(lambda: [(i, cluster[i].http_addr) for i in run_ref[0].members],
                             clients=clients, keys=keys, seed=seed, max_ops=max_ops,
-                            duration=duration + 120, key_prefix=f"{name}-")
+                            duration=duration + 120, key_prefix=f"{name}-", read_level=read_level)
         run = Run(cluster, workload, rng, time.monotonic() + duration, hold=hold)
         run_ref.append(run)
         workload.start()

@@ -85,7 +85,7 @@ def test_three_nodes_join_write_and_read_over_https(tls_cluster):
     resp = follower.get("/set", key="colour", value="teal")
     assert resp.status == 200, resp
     assert leader.value("colour") == "teal"
-    # a linearizable read on a follower is forwarded as well; stale reads are local
+    # a linearizable read on a follower asks the leader over TLS for its index; stale reads are local
     assert follower.value("colour") == "teal"
     wait_until(lambda: all(n.value("colour", stale=True) == "teal" for n in tls_cluster.running()),
                what="every node to apply the write")

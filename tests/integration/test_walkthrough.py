@@ -49,11 +49,13 @@ def test_walkthrough(cluster):
     assert r["served_by"] == "n1" and r["key"] == "hello" and r["size"] == 5 and "value" not in r
     index = r["index"]
 
-    # a follower forwards linearizable reads to the leader ...
+    # a follower serves linearizable reads once the leader confirmed their index ...
     resp = n2.get("/get", key="hello")
     assert resp.status == 200, resp
-    assert resp.json() == {"key": "hello", "value": "world", "level": "linearizable", "served_by": "n1"}
-    assert resp.headers["X-Raftkv-Served-By"] == "n1"
+    assert resp.json() == {"key": "hello", "value": "world", "level": "linearizable", "served_by": "n2"}
+    assert resp.headers["X-Raftkv-Served-By"] == "n2"
+    # ... and forwards strong ones, which go through the log
+    assert n2.get("/get", key="hello", level="strong").json()["served_by"] == "n1"
     # ... and serves stale reads itself
     cluster.wait_applied(index)
     resp = n3.get("/get", key="hello", stale="true")
@@ -231,7 +233,7 @@ def test_the_readme_walkthrough_runs_as_pasted(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert proc.returncode == 0, out
-    assert '{"key": "user", "value": "kj", "level": "linearizable", "served_by": "n1"}' in out, out
+    assert '{"key": "user", "value": "kj", "level": "linearizable", "served_by": "n2"}' in out, out
     assert re.search(r'\{"key": "user", "index": \d+, "size": 2, "served_by": "n1"\}', out), out
     assert '"removed": true' in out and "1000 writes (1000 ok)" in out, out
     assert "Traceback" not in out

@@ -116,17 +116,17 @@ def read(ctx: KeyValueContext, call: Call, key: str, level: str = "linearizable"
         return _read_answer(ctx, key, shape, level)
     if level == "strong":
         return _propose(ctx, call, encode_set_many({}), lambda _result: _read_answer(ctx, key, shape, level))
-    if node.is_leader:
-        if level == "weak":
-            return _read_answer(ctx, key, shape, level)
-        try:
-            barrier = node.read_barrier_nowait(lease=level == "lease")
-        except NotLeaderError:
-            pass
-        else:
-            return _when_done(barrier, lambda _index: _read_answer(ctx, key, shape, level),
-                              lambda: _read_on_leader(ctx, call, key, shape, level), _read_retries)
-    return _read_on_leader(ctx, call, key, shape, level)
+    if level == "weak":
+        return _read_answer(ctx, key, shape, level) if node.is_leader else _read_on_leader(ctx, call, key, shape,
+                                                                                            level)
+    # on the leader, or on a follower that asks the leader for the read index
+    # and serves the read itself; else (no leader known) through on_leader
+    try:
+        barrier = node.read_barrier_nowait(lease=level == "lease")
+    except NotLeaderError:
+        return _read_on_leader(ctx, call, key, shape, level)
+    return _when_done(barrier, lambda _index: _read_answer(ctx, key, shape, level),
+                      lambda: _read_on_leader(ctx, call, key, shape, level), _read_retries)
 
 
 def write(ctx: KeyValueContext, call: Call, key: str, value: str) -> Reply | Pending:
