@@ -20,8 +20,8 @@ from raftkv.http.api import kv  # noqa: E402
 _linearizable_read = kv.read
 
 
-def _read_locally_unless_leader(ctx, call, key, stale, shape=kv.value_shape):
-    return _linearizable_read(ctx, call, key, stale or not ctx.node.is_leader, shape)
+def _read_locally_unless_leader(ctx, call, key, level="linearizable", shape=kv.value_shape, freshness=None):
+    return _linearizable_read(ctx, call, key, level if ctx.node.is_leader else "none", shape, freshness)
 
 
 # the data plane's one read, which every route that reads keys calls
