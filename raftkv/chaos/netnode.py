@@ -26,16 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 SUBNET = "10.77.0"
-
-
 HTTP_PORT = 8000
-
-
 RAFT_PORT = 9000
-
-
 REPO = Path(__file__).resolve().parents[2]
-
 
 FAST_ENV = {
     "RAFT_HEARTBEAT_TIMEOUT": "300ms",
