@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 The core is deterministic: given the same construction inputs (id, address,
-``RaftConfig``, ``PersistentState``, the seed of its ``random.Random`` and
-its start time) and the same events at the same ``now``, it returns the same
+``RaftConfig``, ``PersistentState``, the seed of its ``random.Random`` and its
+start time) and the same events at the same ``now``, it returns the same
 effects and reaches the same state. With ``RAFT_TRACE=FILE`` the runtime's
-driver hands every step to a :class:`TraceRecorder`, which appends it to
-FILE; ``raftkv replay`` (:mod:`raftkv.sim.replay`) feeds the inputs to a
+driver hands every step to a :class:`TraceRecorder`, which appends it to FILE;
+``raftkv replay`` (:mod:`raftkv.sim.playback.replay`) feeds the inputs to a
 fresh core and checks the outputs.
 
 The file is a sequence of frames: a 4-byte big-endian length and a msgpack

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario and args.json_trace:
         import json
 
-        from .record import record_scenario
+        from .playback.record import record_scenario
         doc = record_scenario(args.scenario)
         text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
         if args.json_trace == "-":
@@ -205,7 +205,7 @@ def replay_main(argv: list[str] | None = None) -> int:
 
     from raftkv.node.trace import TraceError
 
-    from .replay import replay_document, replay_files, summary
+    from .playback.replay import replay_document, replay_files, summary
 
     parser = argparse.ArgumentParser(prog="raftkv replay", description=REPLAY_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from raftkv.sim.cli import main as sim_main
-from raftkv.sim.record import record_scenario, scenario_names
+from raftkv.sim.playback.record import record_scenario, scenario_names
 
 
 @pytest.mark.parametrize("name", ["first-election", "leader-crash", "snapshot-install"])

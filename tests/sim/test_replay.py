@@ -18,7 +18,7 @@ from raftkv.raft.messages import AppendEntries, Entry, EntryType, InstallSnapsho
 from raftkv.raft.node import PersistentState, RaftConfig
 from raftkv.sim import fuzz, scenarios
 from raftkv.sim.cluster import SimCluster
-from raftkv.sim.replay import replay_document, replay_files, summary
+from raftkv.sim.playback.replay import replay_document, replay_files, summary
 
 
 def record_scenario_traces(name: str, tmp_path) -> dict[str, str]:

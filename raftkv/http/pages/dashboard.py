@@ -72,8 +72,8 @@ from aiohttp import web
 from raftkv.config.textforms import split_host_port
 from raftkv.node.trace import TraceError
 from raftkv.observability.metrics import CONTENT_TYPE_LATEST
-from raftkv.sim import record
-from raftkv.sim.replay import replay_document
+from raftkv.sim.playback import record
+from raftkv.sim.playback.replay import replay_document
 
 from ..api.cluster import peers_view, status_view
 from ..api.context import CTX, HttpContext

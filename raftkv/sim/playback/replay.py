@@ -23,7 +23,7 @@ applied, and its state after a batch that changed anything. Several files
 machine is the shared monotonic clock.
 
 :func:`replay_document` turns the same batches into the step list of
-:mod:`raftkv.sim.record`, which the dashboard's replay view shows.
+:mod:`.record`, which the dashboard's replay view shows.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from raftkv.raft import effects as fx
 from raftkv.raft.messages import Entry
 from raftkv.raft.node import LEADER, RaftNode
 
-from .scenarios import describe_message
+from ..scenarios import describe_message
 
 __all__ = ["Divergence", "FileResult", "replay_file", "replay_files", "replay_document", "summary"]
 
@@ -154,7 +154,7 @@ def _visible(effect) -> bool:
 
 
 def _node_state(raft: RaftNode, status: dict) -> dict:
-    """The dashboard's per-node state (as :func:`raftkv.sim.record.node_state`)."""
+    """The dashboard's per-node state (as :func:`.record.node_state`)."""
     conf = raft.configuration
     last = status["last_log_index"]
     lo = max(raft.log.first_index, last - 59)
@@ -351,7 +351,7 @@ def replay_files(paths: Sequence[str], out: Callable[[str], None] | None = print
 
 
 def replay_document(paths: Sequence[str], names: Sequence[str] | None = None) -> dict:
-    """The replay of these files as :mod:`raftkv.sim.record`'s document, for
+    """The replay of these files as :mod:`.record`'s document, for
     the dashboard; ``names`` are what it calls the files (default: their paths)."""
     results, batches = _replay_all(paths, names)
     nodes = sorted({r.node_id for r in results if r.node_id})

@@ -22,8 +22,8 @@ from typing import Any
 
 from raftkv.observability.eventlog import record_to_dict
 
-from .invariants import Violation
-from .scenarios import Script, describe_message, play, scenario_names, scenario_path
+from ..invariants import Violation
+from ..scenarios import Script, describe_message, play, scenario_names, scenario_path
 
 __all__ = ["Recorder", "record_scenario", "scenario_names"]
 
