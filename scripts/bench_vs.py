@@ -40,6 +40,9 @@ WRK_DIR = ROOT / "scripts" / "wrk"
 CASES = {  # name: (lua script, connections, env)
     "set1": ("set.lua", 1, {}), "set8": ("set.lua", 8, {}), "set64": ("set.lua", 64, {}),
     "set256": ("set.lua", 256, {}), "get64": ("get.lua", 64, {}), "stale64": ("get.lua", 64, {"STALE": "1"}),
+    "lease64": ("get.lua", 64, {"LEVEL": "lease"}),
+    # "...x3": the connections spread over the three nodes, one wrk each
+    "get64x3": ("get.lua", 64, {}), "lease64x3": ("get.lua", 64, {"LEVEL": "lease"}),
 }
 
 
@@ -202,16 +205,26 @@ def run_wrk(cluster: Cluster, case: str, duration: int) -> dict:
     script, conns, env = CASES[case]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write((WRK_DIR / script).read_text() + "\n" + (WRK_DIR / "report.lua").read_text())
+    targets = ([f"127.0.0.1:{cluster.base + i}" for i in range(3)] if case.endswith("x3")
+               else [cluster.leader])
     cpu0 = cpu_seconds(cluster.pids())
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", f.name,
-                          f"http://{cluster.leader}"], env=dict(os.environ, **cluster.env, **env),
-                         capture_output=True, text=True)
+    procs = [subprocess.Popen(["wrk", "-t1", f"-c{max(1, conns // len(targets))}", f"-d{duration}s", "--timeout",
+                               "10s", "-s", f.name, f"http://{target}"],
+                              env=dict(os.environ, **cluster.env, **env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for target in targets]
+    outs = [p.communicate() for p in procs]
     cpu = cpu_seconds(cluster.pids()) - cpu0
     os.unlink(f.name)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("WRK ")), None)
-    if line is None:
-        raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
-    result = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+    results = []
+    for stdout, stderr in outs:
+        line = next((l for l in stdout.splitlines() if l.startswith("WRK ")), None)
+        if line is None:
+            raise SystemExit(f"wrk failed: {stdout}\n{stderr}")
+        results.append({k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])})
+    # one wrk per node: the throughputs add up; the latencies are the worst node's
+    result = {"ops": sum(r["ops"] for r in results), "p50": max(r["p50"] for r in results),
+              "p99": max(r["p99"] for r in results), "errors": sum(r["errors"] for r in results),
+              "requests": sum(r["requests"] for r in results)}
     result["cpu_us"] = cpu / max(result["requests"], 1) * 1e6
     return result
 
@@ -219,10 +232,12 @@ def run_wrk(cluster: Cluster, case: str, duration: int) -> dict:
 BENCH_ARGS = {  # the same cases for `raftkv bench` (its own keys: bench-N, prefilled for reads)
     "set1": ["-c", "1"], "set8": ["-c", "8"], "set64": ["-c", "64"], "set256": ["-c", "256"],
     "get64": ["-c", "64", "-k", "1000", "--mix", "get=1"], "stale64": ["-c", "64", "-k", "1000", "--mix", "stale=1"],
-}
+}  # (the lease and spread cases are wrk's only)
 
 
 def run_raftkv_bench(cluster: Cluster, case: str, duration: int) -> dict:
+    if case not in BENCH_ARGS:
+        raise SystemExit(f"case {case} runs with wrk only (--client wrk)")
     args = [str(ROOT / ".venv" / "bin" / "raftkv"), "bench", "--addr", f"http://{cluster.leader}", "-d",
             str(duration), "-q", "--json", *BENCH_ARGS[case]]
     if "-k" in BENCH_ARGS[case]:

@@ -1,7 +1,8 @@
--- wrk: reads of keys r1..r1000 (prefilled): linearizable unless STALE=1 (raftkv);
--- hraftd (HRAFTD=1) only has local reads, GET /key/K
+-- wrk: reads of keys r1..r1000 (prefilled): linearizable unless STALE=1 or
+-- LEVEL=<read level> (raftkv); hraftd (HRAFTD=1) only has local reads, GET /key/K
 local n = 0
 local stale = os.getenv("STALE") == "1"
+local level = os.getenv("LEVEL")
 local hraftd = os.getenv("HRAFTD") == "1"
 request = function()
   n = n + 1
@@ -9,5 +10,6 @@ request = function()
   if hraftd then
     return wrk.format("GET", "/key/" .. key)
   end
-  return wrk.format("GET", "/get?key=" .. key .. (stale and "&stale=true" or ""))
+  return wrk.format("GET", "/get?key=" .. key .. (stale and "&stale=true" or "")
+                    .. (level and ("&level=" .. level) or ""))
 end
