@@ -29,9 +29,7 @@ violation as its last frame instead of teaching something false.
 from __future__ import annotations
 
 import itertools
-import json
 import random
-import zlib
 from dataclasses import dataclass, field, replace
 
 from raftkv.observability.hclog import render_line
@@ -44,6 +42,7 @@ from raftkv.sim.cluster import SimCluster
 from raftkv.sim.invariants import InvariantChecker, Violation
 from raftkv.sim.state_machine import encode_command
 
+from .frames import Frames
 from .narrate import narrate, narrate_fsync
 from .picture import LogShape, down_view, event_view, message_view, node_view, step_label
 
@@ -65,45 +64,6 @@ CLIENTS_SHOWN = 8
 MAX_LOAD = 2000   # writes one "load" action proposes at once
 VERBS = ("crash", "restart", "isolate", "heal", "block", "unblock", "timeout", "campaign", "drop", "write", "load",
          "read", "transfer", "snapshot", "add", "promote", "remove")
-
-
-class Frames:
-    """A branch's frames, each kept as compressed JSON: a 7-server frame is
-    5 KB as Python objects and well under 1 KB this way, and the page gets
-    them as JSON anyway (:meth:`json`). Indexing and slicing give dicts.
-    ``inseparable`` holds the counts of frames after which nothing can be
-    done, because the next frame was made in the same breath: the halves of
-    one step (its log writes in memory, then on disk), the cluster's start."""
-
-    __slots__ = ("_blobs", "inseparable")
-
-    def __init__(self, blobs: list[bytes] | None = None, inseparable: set[int] | None = None) -> None:
-        self._blobs = blobs if blobs is not None else []
-        self.inseparable = inseparable if inseparable is not None else set()
-
-    def __len__(self) -> int:
-        return len(self._blobs)
-
-    def append(self, frame: dict) -> None:
-        self._blobs.append(zlib.compress(json.dumps(frame, separators=(",", ":")).encode(), 1))
-
-    def __getitem__(self, key):
-        if isinstance(key, slice):
-            return [json.loads(zlib.decompress(blob)) for blob in self._blobs[key]]
-        return json.loads(zlib.decompress(self._blobs[key]))
-
-    def json(self, start: int, stop: int) -> str:
-        """Frames ``start`` to ``stop`` (exclusive) as a JSON array."""
-        return "[" + ",".join(zlib.decompress(blob).decode() for blob in self._blobs[start:stop]) + "]"
-
-    def head(self, count: int) -> "Frames":
-        """The first ``count`` frames, shared, not copied."""
-        return Frames(self._blobs[:count], {i for i in self.inseparable if i < count})
-
-    def bind(self, start: int, first_too: bool = False) -> None:
-        """The frames from ``start`` on were made together: nothing can be
-        done between them (with ``first_too``, nor before the first)."""
-        self.inseparable.update(range(start if first_too else start + 1, len(self._blobs)))
 
 
 class ActionError(ValueError):

@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from raftkv.learn.live import LOST_MS, Merge, SseParser, StepTap, is_heartbeat
+from raftkv.learn.live import StepTap
+from raftkv.learn.merge import LOST_MS, Merge, SseParser, is_heartbeat
 from raftkv.learn.picture import LogShape, message_view
 from raftkv.learn.world import Spec, World
 from raftkv.raft import effects as fx

@@ -7,7 +7,7 @@ stream is open. The page asks the node that served it for
 ``/ui/learn/live``; that node reads every member's steps (its own tap
 directly, each other member's ``/debug/steps`` at the HTTP address in the
 registry, as ``/ui/stream`` relays ``/debug/stream``), merges them into the
-simulator's frames (:class:`~raftkv.learn.live.Merge`: time order, a
+simulator's frames (:class:`~raftkv.learn.merge.Merge`: time order, a
 message's send paired with its receipt, lost messages) and streams the
 frames. A member that cannot be reached (or whose stream breaks) is reported
 in a ``member`` event with the reason, drawn as down, and tried again every
@@ -56,7 +56,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from raftkv.learn.live import HOLD_MS, LOST_MS, Merge, SseParser, StepTap
+from raftkv.learn.live import StepTap
+from raftkv.learn.merge import HOLD_MS, LOST_MS, Merge, SseParser
 
 from ..api.context import CTX, HttpContext
 from ..api.params import BadRequest
