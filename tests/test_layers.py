@@ -1,5 +1,7 @@
 """The layers of raftkv, checked on the source: no import circle anywhere,
-the runtime never reaches into the HTTP side, and the core stays alone.
+the runtime never reaches into the HTTP side, and the core stays alone; and
+the parts stay small enough to read: at most ten modules in a folder (the
+core excepted), no module over 600 lines.
 
 Every import counts, wherever it sits (module level, inside a function, or
 under ``TYPE_CHECKING``): an import moved into a function to dodge a circle
@@ -104,6 +106,34 @@ def test_the_core_imports_nothing_else_of_raftkv():
         if module.startswith("raftkv.raft"):
             bad = sorted(t for t in targets if not t.startswith("raftkv.raft"))
             assert not bad, f"{module} imports {bad}"
+
+
+MAX_MODULES_PER_FOLDER = 10
+MAX_LINES = 600
+
+
+def test_no_folder_holds_more_than_ten_modules():
+    """A folder reads as a handful of parts; past ten, its modules go into
+    subpackages that name the parts. The core (raftkv/raft) keeps its many
+    small files, one rule or role each."""
+    crowded = {}
+    for folder in sorted({path.parent for path in ROOT.rglob("*.py")}):
+        if folder == ROOT / "raft":
+            continue
+        modules = sorted(p.name for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+        if len(modules) > MAX_MODULES_PER_FOLDER:
+            crowded[str(folder.relative_to(ROOT.parent))] = modules
+    assert not crowded, f"more than {MAX_MODULES_PER_FOLDER} modules in a folder: {crowded}"
+
+
+def test_no_module_is_longer_than_600_lines():
+    too_long = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        name = str(path.relative_to(ROOT.parent))
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_LINES:
+            too_long[name] = lines
+    assert not too_long, f"modules over {MAX_LINES} lines (split them along a seam): {too_long}"
 
 
 def test_a_circle_is_detected():
