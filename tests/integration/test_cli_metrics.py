@@ -38,7 +38,7 @@ def one_json_line(r: subprocess.CompletedProcess) -> object:
 
 def test_cli_client_commands(cluster, tmp_path):
     n1 = cluster.form(3)
-    addr = cluster["n2"].http_addr  # a follower: everything is forwarded
+    addr = cluster["n2"].http_addr  # a follower: writes are forwarded
 
     r = cli("status", "--addr", addr)
     st = one_json_line(r)
@@ -67,9 +67,13 @@ def test_cli_client_commands(cluster, tmp_path):
     for args in (("get", "color", "--addr", addr), ("--addr", addr, "get", "color")):
         r = cli(*args)
         assert (r.returncode, r.stdout, r.stderr) == (0, "blue\n", ""), (args, r)
+    # a follower serves a linearizable read itself, once the leader confirmed its index;
+    # --level strong goes through the log, on the leader
     r = cli("--addr", addr, "get", "--json", "color")
     assert r.returncode == 0 and json.loads(r.stdout) == {"key": "color", "value": "blue", "level": "linearizable",
-                                                          "served_by": "n1"}, r
+                                                          "served_by": "n2"}, r
+    r = cli("--addr", addr, "get", "--json", "--level", "strong", "color")
+    assert r.returncode == 0 and json.loads(r.stdout)["served_by"] == "n1", r
     r = cli("--addr", addr, "status")
     assert one_json_line(r)["id"] == "n2"
     r = cli("remove", "color", "--addr", addr)
