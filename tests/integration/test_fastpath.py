@@ -175,8 +175,12 @@ def test_a_follower_forwards_hot_requests_to_the_leader(cluster):
         c.send(get("/set?key=f&value=1"))
         status, headers, data = c.answer()
         assert status == 200 and headers["x-raftkv-served-by"] == leader.id
-        c.send(get("/get?key=f"))
+        c.send(get("/get?key=f&level=strong"))   # through the log: the leader's
         status, headers, data = c.answer()
         assert status == 200 and headers["x-raftkv-served-by"] == leader.id and b'"value": "1"' in data
+        # a linearizable read the follower serves itself, with the index the leader confirmed
+        c.send(get("/get?key=f"))
+        status, headers, data = c.answer()
+        assert status == 200 and headers["x-raftkv-served-by"] == follower.id and b'"value": "1"' in data
     finally:
         c.close()
