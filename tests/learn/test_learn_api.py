@@ -55,7 +55,7 @@ async def test_a_lesson_answers_its_stops_and_its_check(client):
 async def test_the_source_view(client):
     excerpt = await _json(await client.get("/ui/learn/source?path=raftkv/raft/election.py&line=100"))
     assert excerpt["path"] == "raftkv/raft/election.py" and excerpt["lines"]
-    bad = await _json(await client.get("/ui/learn/source?path=raftkv/config.py&line=1"), 400)
+    bad = await _json(await client.get("/ui/learn/source?path=raftkv/main.py&line=1"), 400)
     assert "not a file of the Raft core" in bad["error"]
 
 

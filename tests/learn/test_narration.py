@@ -82,7 +82,7 @@ def test_the_source_view_serves_the_core_only():
     excerpt = source_excerpt(rule.path, locate(rule))
     assert excerpt["first"] <= excerpt["line"] < excerpt["first"] + len(excerpt["lines"])
     assert rule.snippet in excerpt["lines"][excerpt["line"] - excerpt["first"]]
-    for bad in ("raftkv/config.py", "../etc/passwd", "raftkv/raft/../config.py", "raftkv/raft/nothing.py"):
+    for bad in ("raftkv/main.py", "../etc/passwd", "raftkv/raft/../main.py", "raftkv/raft/nothing.py"):
         with pytest.raises(LookupError):
             source_excerpt(bad, 1)
 

@@ -30,11 +30,11 @@ scripts) that do reach every node; nothing that changes state answers
 another origin.
 
 Replay mode runs one deterministic simulator scenario on a worker thread
-(``/ui/replay?scenario=NAME``, see :mod:`raftkv.sim.record`) and returns
+(``/ui/replay?scenario=NAME``, see :mod:`raftkv.sim.playback.record`) and returns
 every step's node states, messages and log lines; the page steps through them
 with the same views. It also opens step traces that nodes recorded with
 ``RAFT_TRACE``: the page uploads them (``POST /ui/replay``), this node
-replays them through a fresh core (:mod:`raftkv.sim.replay`) and answers
+replays them through a fresh core (:mod:`raftkv.sim.playback.replay`) and answers
 the same kind of document, one step per driver batch, with any divergence
 as the step's note.
 
