@@ -109,7 +109,7 @@ class ClientRequests(NodeFields):
             self._send(from_id, ReadIndexResponse(self.current_term, msg.seq, 0, False))
             return
         if msg.lease and self.lease_rules.enabled and self._lease_holds(leader):
-            self._send(from_id, ReadIndexResponse(self.current_term, msg.seq, self.commit_index, True))
+            self._send(from_id, self._read_index_answer(msg.seq, self.commit_index))
             return
         # a read of the follower's, queued with the leader's own under an id
         # no client request has (they count up from 1)
@@ -130,9 +130,12 @@ class ClientRequests(NodeFields):
         leader = self.leader
         remote = leader.remote_reads.pop(request_id, None) if leader is not None and request_id < 0 else None
         if remote is not None:
-            self._send(remote[0], ReadIndexResponse(self.current_term, remote[1], index, True))
+            self._send(remote[0], self._read_index_answer(remote[1], index))
         elif request_id > 0:
             self._emit(fx.ReadReady(request_id, index))
+
+    def _read_index_answer(self, seq: int, index: int) -> ReadIndexResponse:
+        return ReadIndexResponse(self.current_term, seq, index, True, self.log.term_at(index) or 0)
 
     def _on_read_index_response(self, from_id: str, msg: ReadIndexResponse) -> None:
         request_id = self._follower_reads.pop(msg.seq, None)
@@ -141,6 +144,12 @@ class ClientRequests(NodeFields):
         if not msg.success or msg.term != self.current_term or from_id != self.leader_id:
             self._not_leader(request_id)
             return
+        if (msg.index > self.commit_index and msg.index_term and msg.index <= self.log.last_index
+                and msg.index > self.log.base_index and self.log.term_at(msg.index) == msg.index_term):
+            # our entry at the read index is the leader's, so is all before it
+            # (Log Matching): it is committed here too, as an AppendEntries
+            # would have told us a heartbeat later
+            self._commit_to(msg.index)
         if self.commit_index >= msg.index:
             self._emit(fx.ReadReady(request_id, self.commit_index))
         else:

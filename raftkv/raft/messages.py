@@ -120,11 +120,14 @@ class ReadIndexRequest:
 @dataclass(frozen=True, slots=True)
 class ReadIndexResponse:
     """The leader's answer: ``index`` once it confirmed it still leads, or
-    ``success`` False if it does not (any more)."""
+    ``success`` False if it does not (any more). ``index_term`` is the term
+    of the leader's entry at ``index``: a follower holding that entry holds
+    the leader's log up to it (Log Matching), so it knows it committed."""
     term: int
     seq: int
     index: int
     success: bool
+    index_term: int = 0
 
 
 Message = (RequestVote | RequestVoteResponse | AppendEntries | AppendEntriesResponse

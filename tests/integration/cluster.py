@@ -36,6 +36,9 @@ FAST_ENV = {
     "RAFT_HEARTBEAT_TIMEOUT": "300ms",
     "RAFT_ELECTION_TIMEOUT": "300ms",
     "RAFT_LEADER_LEASE_TIMEOUT": "300ms",
+    # scaled with the timeouts, as the default (500ms) is half the default
+    # heartbeat timeout: a new leader's deferred commits stay shorter than an election
+    "RAFT_READ_LEASE": "150ms",
     "RAFT_SERVER_STABILIZATION_TIME": "1s",
     "RAFT_AUTOPILOT_INTERVAL": "200ms",
     "RAFT_APPLY_TIMEOUT": "5s",

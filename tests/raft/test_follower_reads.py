@@ -48,6 +48,8 @@ def test_a_follower_serves_a_read_after_asking_the_leader():
     assert ReadIndexRequest in sent
     c.run_until(c.now + 200, stop=lambda: bool(answers))
     assert answers and type(answers[0]) is fx.ReadReady and answers[0].request_id == 7
+    # the answer itself told the follower the index is committed: no wait for the next heartbeat
+    assert answers[0].index >= written
     # served where the write is applied: the leader confirmed a read index that covers it
     assert follower.applied_index >= answers[0].index and follower.state.get("x") == "1"
     assert ReadIndexResponse in sent

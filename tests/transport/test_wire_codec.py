@@ -64,7 +64,7 @@ MESSAGES = {
     InstallSnapshotResponse: st.builds(InstallSnapshotResponse, ints, st.booleans(), ints),
     TimeoutNow: st.builds(TimeoutNow, ints, texts),
     ReadIndexRequest: st.builds(ReadIndexRequest, ints, ints, st.booleans()),
-    ReadIndexResponse: st.builds(ReadIndexResponse, ints, ints, ints, st.booleans()),
+    ReadIndexResponse: st.builds(ReadIndexResponse, ints, ints, ints, st.booleans(), ints),
     Hello: st.builds(Hello, texts, ints, texts, texts),
     SnapshotChunk: st.builds(SnapshotChunk, st.binary(max_size=256), st.booleans()),
     SnapshotAck: st.builds(SnapshotAck, st.booleans(), texts),
