@@ -201,12 +201,12 @@ RULES: dict[str, Rule] = {
     "snapshot-start": R("§7", "snapshots.py", "Snapshots._take_snapshot", "starting snapshot up to"),
     "snapshot-done": R("§7", "snapshots.py", "Snapshots._on_snapshot_taken", "snapshot complete up to"),
     # reads
-    "read-index": R("§8", "client_requests.py", "ClientRequests._on_read_index",
-                    "if leader.read_only.add(event.request_id"),
+    "read-index": R("§8", "client_requests.py", "ClientRequests._confirm_read",
+                    "if leader.read_only.add(request_id"),
     "read-ready": R("§8", "client_requests.py", "ClientRequests._answer_read", "self._emit(fx.ReadReady("),
     # read leases (LeaseGuard, Davis, Demirbas and Deng, SIGMOD 2026)
-    "lease-read": R("LeaseGuard §3", "client_requests.py", "ClientRequests._read_under_lease",
-                    "self._emit(fx.ReadReady(request_id, self.commit_index))"),
+    "lease-read": R("LeaseGuard §3", "client_requests.py", "ClientRequests._on_read_index",
+                    "self._emit(fx.ReadReady(event.request_id, self.commit_index))"),
     "lease-renew": R("LeaseGuard §3", "client_requests.py", "ClientRequests._lease_holds",
                      "lease.renewal = self.log.last_index + 1"),
     "lease-granted": R("LeaseGuard §3", "replication.py", "Replication._advance_commit",

@@ -77,15 +77,21 @@ class ClientRequests(NodeFields):
             if not self._ask_leader_for_read_index(event):
                 self._not_leader(event.request_id)
             return
-        if event.lease and self.lease_rules.enabled and self._read_under_lease(leader, event.request_id):
+        if event.lease and self.lease_rules.enabled and self._lease_holds(leader):
+            self._emit(fx.ReadReady(event.request_id, self.commit_index))
             return
+        self._confirm_read(leader, event.request_id)
+
+    def _confirm_read(self, leader: LeaderState, request_id: int) -> None:
+        """Queue a read (a client's, or a follower's under a negative id) for
+        the next heartbeat round; a lone voter needs none, only its first commit."""
         if self._is_lone_voter():
             if self.committed_in_term():
-                self._emit(fx.ReadReady(event.request_id, self.commit_index))
+                self._answer_read(request_id, self.commit_index)
             else:
-                leader.read_only.add_unconfirmed(event.request_id)
+                leader.read_only.add_unconfirmed(request_id)
             return
-        if leader.read_only.add(event.request_id, self.commit_index if self.committed_in_term() else -1):
+        if leader.read_only.add(request_id, self.commit_index if self.committed_in_term() else -1):
             self._heartbeat(leader)
 
     # -- reads on followers: the leader confirms, the follower serves
@@ -116,14 +122,7 @@ class ClientRequests(NodeFields):
         leader.remote_read_ids -= 1
         request_id = leader.remote_read_ids
         leader.remote_reads[request_id] = (from_id, msg.seq)
-        if self._is_lone_voter():
-            if self.committed_in_term():
-                self._answer_read(request_id, self.commit_index)
-            else:
-                leader.read_only.add_unconfirmed(request_id)
-            return
-        if leader.read_only.add(request_id, self.commit_index if self.committed_in_term() else -1):
-            self._heartbeat(leader)
+        self._confirm_read(leader, request_id)
 
     def _answer_read(self, request_id: int, index: int) -> None:
         """A confirmed read: the client's (ReadReady) or a follower's (its answer)."""
@@ -181,13 +180,6 @@ class ClientRequests(NodeFields):
                       ("index", lease.renewal))
             self._append_as_leader([Entry(lease.renewal, self.current_term, EntryType.NOOP)])
         return valid
-
-    def _read_under_lease(self, leader: LeaderState, request_id: int) -> bool:
-        """Serve a lease read at once if the lease holds; False: confirm it as ReadIndex."""
-        if not self._lease_holds(leader):
-            return False
-        self._emit(fx.ReadReady(request_id, self.commit_index))
-        return True
 
     def _confirm_reads(self) -> None:
         """Release reads whose heartbeat round a quorum echoed. A read that came

@@ -32,7 +32,7 @@ _LISTENING = re.compile(rb"WebDriver BiDi listening on (ws://\S+)")
 
 
 class BidiError(RuntimeError):
-    pass
+    """Firefox answered a command with an error, or a script threw."""
 
 
 class Firefox:
