@@ -156,7 +156,7 @@ class _Run:
         self.cluster.on_effects.append(self._client_effects)
         self.cluster.before_persist.append(self._in_memory)
         self.stepping: tuple | None = None          # (node, event, view before) while a step is carried out
-        self._fsync_due: tuple[str, int] | None = None   # (node, last index) after an "in memory" frame
+        self._fsync_through: int | None = None   # the stepping node's last index, after an "in memory" frame
         self.flight: dict[int, dict] = {}
         self._sent: list[int] = []
         self._delivered: int | None = None
@@ -261,16 +261,15 @@ class _Run:
         first = min(e.entries[0].index for e in appends)
         after = self.view(node, True, durable=min(node.durable.last_index, first - 1))
         self._views[node.id] = after
-        self._fsync_due = (node.id, node.raft.log.last_index)
+        self._fsync_through = node.raft.log.last_index
         self._step_frame(node, event, ready.effects, before, after, mid_step=True)
 
     def stepped(self, node, event, effects, before: dict | None) -> None:
         log_changed = event is None or any(type(e) in (fx.AppendToLog, fx.TruncateLog, fx.CompactLog,
                                                        fx.RestoreSnapshot) for e in effects)
         after = self.view(node, log_changed)
-        if self._fsync_due is not None:
-            through = self._fsync_due[1]
-            self._fsync_due = None
+        if self._fsync_through is not None:
+            through, self._fsync_through = self._fsync_through, None
             self._views[node.id] = after
             event = {"type": "Fsync", "through": through}
             self._frame(node.id, event, step_label(node.id, event),
