@@ -34,6 +34,7 @@ from .server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from .server.limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
 from .workers.link import LinkServer, remove_socket_file, socket_path
 from .workers.pool import WorkerPool
+from .workers.leaseboard import LeaseBoard
 
 http_log = hclog.get_logger("http")
 
@@ -111,7 +112,10 @@ class HttpService:
         self.internal_path = socket_path(s.data_dir, "http.sock")
         remove_socket_file(self.internal_path)
         self.listener = await self.node.loop.create_unix_server(self.fast, self.internal_path)
-        self.link = LinkServer(self.node, registry.leader)
+        # lease reads served by the workers themselves; none under hashicorp's
+        # protocol, whose core keeps no read lease
+        board = LeaseBoard(os.path.join(s.data_dir, "http-lease"), writer=True)
+        self.link = LinkServer(self.node, registry.leader, board, s.read_lease)
         link_path = socket_path(s.data_dir, "link.sock")
         await self.link.start(link_path)
         self.workers = WorkerPool(s, self.link, {
@@ -125,6 +129,7 @@ class HttpService:
     def processes(self) -> list[dict]:
         """This node's processes with their CPU time and RSS."""
         if self.workers is not None:
+            "lease_board": board.path,
             return self.workers.processes()
         row = process_stats("raft", os.getpid())
         return [row] if row is not None else []

@@ -80,6 +80,8 @@ class NodeFields:
     _inbox: list
     _read_batch: asyncio.Future | None
     _lease_batch: asyncio.Future | None
+    lease_listener: Callable[[tuple[int, int]], None] | None
+    _lease_told: tuple[int, int]
     _proposals: list[ev.Propose]
     _encode_command: Callable[[bytes], bytes]
     _waiter: asyncio.Future | None

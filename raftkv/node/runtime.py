@@ -151,6 +151,12 @@ class Node(ExecutorHost, NodeRequests):
         # core steps it, after every one of them arrived.
         self._read_batch: asyncio.Future | None = None
         self._lease_batch: asyncio.Future | None = None
+        # Told the core's read lease (until, floor) whenever it changes, after
+        # the steps that changed it and before any message they send leaves:
+        # a reader outside the process (an HTTP worker) stops serving under a
+        # lease before a handover's TimeoutNow is out.
+        self.lease_listener: Callable[[tuple[int, int]], None] | None = None
+        self._lease_told: tuple[int, int] = (0, 0)
         self._proposals: list[ev.Propose] = []
         # a write as the state machine's log entries carry it (KVStore.encode_command)
         self._encode_command: Callable[[bytes], bytes] = KVStore.encode_command
@@ -399,10 +405,18 @@ class Node(ExecutorHost, NodeRequests):
                 self._proposals = []
             for event in events:
                 effects.extend(self._step(event))
+            if self.lease_listener is not None:
+                self._tell_lease(self.lease_listener)
             if self._trace is not None:
                 self._trace.flush()
             if effects:
                 await self._carry_out(effects)
+
+    def _tell_lease(self, listener: Callable[[tuple[int, int]], None]) -> None:
+        lease = self._raft.read_lease()
+        if lease != self._lease_told:
+            self._lease_told = lease
+            listener(lease)
 
     def _step(self, event) -> list:
         try:

@@ -181,6 +181,21 @@ class ClientRequests(NodeFields):
             self._append_as_leader([Entry(lease.renewal, self.current_term, EntryType.NOOP)])
         return valid
 
+    def read_lease(self) -> tuple[int, int]:
+        """``(until, floor)``: a read arriving before ``until`` (ms, this
+        node's clock) may be served without a heartbeat round from an applied
+        state at or past index ``floor``, which covers every entry of earlier
+        terms (the writes a predecessor acknowledged); this leader's own
+        writes are acknowledged only once applied. ``(0, 0)`` while no lease
+        holds. For readers beside the core that serve lease reads themselves
+        (the HTTP workers): they must stop the moment the lease ends, which a
+        handover does before its TimeoutNow leaves."""
+        leader = self.leader
+        if (leader is None or not self.lease_rules.enabled or leader.lease.ended or leader.transfer is not None
+                or not self.committed_in_term()):
+            return 0, 0
+        return leader.lease.until, leader.first_index_of_term
+
     def _confirm_reads(self) -> None:
         """Release reads whose heartbeat round a quorum echoed. A read that came
         in before this leader committed its no-op gets the commit index at

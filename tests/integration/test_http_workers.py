@@ -79,22 +79,29 @@ def test_a_write_acknowledged_on_one_connection_is_read_on_every_other(cluster):
     assert "http.worker: HTTP worker serving" in leader.log()
 
 
-def test_a_deposed_leaders_workers_never_serve_a_linearizable_read(cluster):
+@pytest.mark.parametrize("how,level", [("partition", "linearizable"), ("partition", "lease"),
+                                       ("handover", "lease")])
+def test_a_deposed_leaders_workers_never_serve_a_stale_read(cluster, how, level):
+    """Reads run on the old leader's workers from before it loses
+    leadership until it serves the new leader's state: every read that
+    started after the new leader acknowledged a write sees that write. A
+    lease read is served by the workers themselves while the lease board
+    shows a lease; a handover ends the lease before TimeoutNow leaves."""
     cluster.env.update(WORKERS)
     cluster.env["RAFT_FAULT_INJECTION"] = "true"
     old = cluster.form(3)
     old.set("k", "old")
     clients = [Client(old) for _ in range(4)]
     for client in clients:
-        assert client.get("/get", key="k") == (200, {"key": "k", "value": "old", "level": "linearizable",
-                                                     "served_by": "n1"})
+        assert client.get("/get", key="k", level=level) == (200, {"key": "k", "value": "old", "level": level,
+                                                                  "served_by": "n1"})
     reads: list[tuple[float, int, str | None]] = []  # (started, status, value)
     stop = threading.Event()
 
     def read_on(client: Client) -> None:
         while not stop.is_set():
             started = time.monotonic()
-            status, body = client.get("/get", key="k")
+            status, body = client.get("/get", key="k", level=level)
             reads.append((started, status, body.get("value")))
     # reads run from before the partition on, through n1's time as a
     # deposed leader that has not noticed yet, to its stepping down
@@ -102,13 +109,18 @@ def test_a_deposed_leaders_workers_never_serve_a_linearizable_read(cluster):
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.2)
-        old.inject(drop=["n2", "n3"])
-        new = cluster.leader(exclude=("n1",), timeout=20)
+        wait_until(lambda: len(reads) > 20, 10, what="reads under way")
+        if how == "partition":
+            old.inject(drop=["n2", "n3"])
+            new = cluster.leader(exclude=("n1",), timeout=20)
+        else:
+            assert old.get("/transfer-leadership", to="n2").status == 200
+            new = cluster["n2"]
         new.set("k", "new")
         acked = time.monotonic()
-        time.sleep(2.0)
-        old.heal()
+        if how == "partition":
+            time.sleep(2.0)
+            old.heal()
         wait_until(lambda: any(s == 200 and v == "new" for t, s, v in reads if t > acked), 20,
                    what="n1 to serve reads of the new leader's state")
     finally:

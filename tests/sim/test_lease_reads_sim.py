@@ -12,7 +12,10 @@ from dataclasses import replace
 
 import pytest
 
+from raftkv.raft import effects as fx
+from raftkv.raft import events as ev
 from raftkv.raft.lease import LeaseRules
+from raftkv.raft.messages import TimeoutNow
 from raftkv.sim.cluster import SIM_CONFIG, SimCluster
 from raftkv.sim.fuzz import ClientModel
 from raftkv.sim.invariants import InvariantChecker, Violation
@@ -102,3 +105,36 @@ def test_a_weak_read_on_a_cut_off_leader_is_stale():
     assert c.nodes[old].raft.is_leader
     assert c.nodes[old].state.get("x") == "1" and c.nodes[new].state.get("x") == "2"
 
+
+
+def test_the_lease_shown_outside_the_core_ends_before_a_handover_starts():
+    """What HTTP workers serve lease reads by (RaftNode.read_lease): the
+    leader's lease and the index a reader's state must reach, and none from
+    the step that starts a handover on, before its TimeoutNow is sent."""
+    c = SimCluster(11, IDS, config=CONFIG)
+    for i in IDS:
+        c.start(i)
+    c.bootstrap(IDS)
+    c.run_until(2000, stop=lambda: c.leader() is not None and c.leader().raft.committed_in_term())
+    leader = c.leader()
+    raft = leader.raft
+    clients = ClientModel(c, InvariantChecker())
+    clients.write(leader.id, "x", "1")
+    c.run_until(c.now + 500, stop=lambda: len(clients.acked) == 1)
+    until, floor = raft.read_lease()
+    assert until > raft.now and floor == raft.leader.first_index_of_term <= raft.commit_index
+    for follower in IDS:
+        assert c.nodes[follower].raft.read_lease() == (0, 0) or follower == leader.id
+    shown = []
+
+    def watch(node, event, effects) -> None:
+        if node.id == leader.id:
+            sends_timeout_now = any(isinstance(e, fx.Send) and isinstance(e.message, TimeoutNow) for e in effects)
+            shown.append((sends_timeout_now, node.raft.read_lease()))
+    c.step_observers.append(watch)
+    target = next(i for i in IDS if i != leader.id)
+    c.step(leader.id, ev.TransferLeadership(999, target))
+    assert shown[0][1] == (0, 0)
+    c.run_until(c.now + 1000, stop=lambda: c.nodes[target].raft.is_leader)
+    assert c.nodes[target].raft.is_leader
+    assert any(sent for sent, _ in shown) and all(lease == (0, 0) for _, lease in shown)

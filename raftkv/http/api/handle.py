@@ -26,7 +26,7 @@ answer from a callback instead of a coroutine (the fast path).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from raftkv.learn.live import StepTap
@@ -122,6 +122,10 @@ class NodeHandle(KeyValueNode, Protocol):
 
     @property
     def state_machine_path(self) -> str: ...
+
+    # told the core's read lease (until, floor) as it changes, before the
+    # messages of the steps that changed it leave (the HTTP workers' lease board)
+    lease_listener: Callable[[tuple[int, int]], None] | None
 
     # -- membership
 

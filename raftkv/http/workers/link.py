@@ -5,9 +5,11 @@ unix socket and sends msgpack arrays, answered by request id, any number in
 flight (pipelined):
 
     ["h", pid]            hello: the worker is serving; its pid for /status
-    ["r", id]             a read index: answered once the leader has confirmed
-                          its leadership (``Node.read_barrier_nowait``); one
-                          request stands for every read the worker has waiting
+    ["r", id, lease]      a read index: answered once the leader has confirmed
+                          its leadership (``Node.read_barrier_nowait``; with
+                          ``lease`` true, at once while it holds a read lease,
+                          which this renews); one request stands for every
+                          read of its kind the worker has waiting
     ["p", id, command]    propose a state-machine command (``Node.propose_nowait``)
 
 Answers are ``[id, True, result]`` or ``[id, False, error]``, where an error
@@ -16,7 +18,8 @@ about the leader and the outcome) and becomes the same exception in the
 worker. Unasked, the Raft process sends ``["s", applied_index, is_leader,
 leader]`` whenever one of these changes (checked every few milliseconds and
 on every role change), which is what a worker's stale reads and leadership
-guess go by.
+guess go by. The read lease itself is not sent: the workers read it from
+a file the Raft process maps (:mod:`raftkv.http.workers.leaseboard`).
 
 The link also says whether the other side lives: when the Raft process dies
 the worker sees the socket close and stops serving, so it never answers a
@@ -45,6 +48,7 @@ from raftkv.node.errors import (
 from raftkv.observability import hclog
 
 from ..api.handle import NodeHandle
+from .leaseboard import LeaseBoard
 
 link_log = hclog.get_logger("http.link")
 
@@ -157,7 +161,7 @@ class _ServerConnection(asyncio.Protocol):
             try:
                 if kind == READ:
                     # every read in this burst joins the node's next ReadIndex request
-                    waiting = node.read_barrier_nowait()
+                    waiting = node.read_barrier_nowait(lease=bool(message[2]) if len(message) > 2 else False)
                 elif kind == PROPOSE:
                     waiting = node.propose_nowait(message[2])
                 else:
@@ -200,14 +204,20 @@ class LinkServer:
     """The Raft process's end: serves the workers' requests through the
     node's narrow handle and announces the applied index and leadership."""
 
-    def __init__(self, node: NodeHandle, known_leader: Callable[[], dict | None]) -> None:
+    def __init__(self, node: NodeHandle, known_leader: Callable[[], dict | None],
+                 lease_board: LeaseBoard | None = None, lease_duration: int = 0) -> None:
         self.node = node
         self.known_leader = known_leader
         self.connections: set[_ServerConnection] = set()
         self.server: asyncio.AbstractServer | None = None
         self._last_state = None
+        self.lease_board = lease_board
+        self.lease_duration = lease_duration
 
     async def start(self, path: str) -> None:
+        board = self.lease_board
+        if board is not None:
+            self.node.lease_listener = lambda lease: board.publish(*lease, self.lease_duration)
         remove_socket_file(path)
         self.server = await self.node.loop.create_unix_server(lambda: _ServerConnection(self), path)
         self.node.spawn(self._announce(), "raftkv-link-announce")
@@ -232,6 +242,11 @@ class LinkServer:
                     connection.send(state)
 
     def close(self) -> None:
+        board, self.lease_board = self.lease_board, None
+        if board is not None:
+            self.node.lease_listener = None
+            board.publish(0, 0, 0)
+            board.close()
         if self.server is not None:
             self.server.close()
         for connection in list(self.connections):
@@ -276,6 +291,7 @@ class LinkClient:
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
         self._read_batch: asyncio.Future | None = None  # asked for, not sent yet
+        self._lease_batch: asyncio.Future | None = None  # the same, for lease reads
 
     async def connect(self, path: str) -> None:
         self._loop = loop = asyncio.get_running_loop()
@@ -314,16 +330,21 @@ class LinkClient:
         """The future of ``[index, result]`` once the command is applied."""
         return self._request(PROPOSE, command)
 
-    def read_index(self) -> asyncio.Future:
-        """The future of a read index for a read arriving now (shared)."""
-        batch = self._read_batch
+    def read_index(self, *, lease: bool = False) -> asyncio.Future:
+        """The future of a read index for a read arriving now (shared by
+        the reads of its kind that arrive before the frames leave)."""
+        batch = self._lease_batch if lease else self._read_batch
         if batch is None:
-            batch = self._read_batch = self._request(READ)
+            batch = self._request(READ, lease)
+            if lease:
+                self._lease_batch = batch
+            else:
+                self._read_batch = batch
         return batch
 
     def sent(self) -> None:
         """The outbox's frames are leaving: a read from now on needs a new request."""
-        self._read_batch = None
+        self._read_batch = self._lease_batch = None
 
     def received(self, message) -> None:
         first = message[0]

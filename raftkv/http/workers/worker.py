@@ -15,7 +15,13 @@
   A linearizable read first gets a read index from the Raft process over the
   local link (:mod:`raftkv.http.workers.link`; one request for every read
   waiting in this worker, confirmed by one ReadIndex round), then waits until
-  its own view of the file has applied that index;
+  its own view of the file has applied that index. A lease read asks nothing
+  while the lease board (:mod:`raftkv.http.workers.leaseboard`) shows a
+  lease: it looks at the file afresh once it arrived (one look for the reads
+  of one turn of the event loop), since every write acknowledged before it is
+  in the file by then; once half the lease is gone it also asks the Raft
+  process for a lease read, which renews the lease, and without one it asks
+  as a linearizable read does;
 * sends writes to the Raft process over the link (pipelined, so group commit
   still batches them);
 * relays everything else -- other routes, and reads and writes when the Raft
@@ -43,7 +49,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from raftkv.node.errors import ApplyTimeout, NotLeaderError
+from raftkv.node.errors import ApplyTimeout, NotLeaderError, RequestError
 from raftkv.observability import hclog
 from raftkv.statemachine.kvstore import KVReader
 
@@ -52,6 +58,7 @@ from ..api.replies import Reply, error_reply
 from ..routes import fast_routes
 from ..server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from ..server.limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
+from .leaseboard import LeaseBoard
 from .link import LinkClient
 from .proxy import RaftProcessProxy
 
@@ -67,11 +74,16 @@ class WorkerNode:
     """The node as a worker has it: a :class:`~raftkv.http.api.handle.KeyValueNode`
     that reads from the state machine's file and sends the rest over the link."""
 
-    def __init__(self, node_id: str, link: LinkClient, reader: KVReader, apply_timeout: float) -> None:
+    def __init__(self, node_id: str, link: LinkClient, reader: KVReader, apply_timeout: float,
+                 lease_board: LeaseBoard | None = None) -> None:
         self.id = node_id
         self.link = link
         self.reader = reader
         self.apply_timeout = apply_timeout
+        self.lease_board = lease_board
+        self._lease_view: asyncio.Future | None = None  # the look at the file this turn's lease reads share
+        self._lease_floor = 0
+        self._renewing: asyncio.Future | None = None
         self._state_seen = -1
         self._wrote_index = 0  # this worker's latest write: its own reads see it
         self.loop = asyncio.get_running_loop()  # built inside the worker's loop
@@ -98,17 +110,65 @@ class WorkerNode:
 
     def read_barrier_nowait(self, *, lease: bool = False) -> asyncio.Future:
         """The future of a read index this worker's view of the file has
-        reached, for a read arriving now: shared by the reads of one batch.
-        A lease read is confirmed as a linearizable one here: the link
-        carries ReadIndex batches only (docs/reads.md)."""
+        reached, for a read arriving now: shared by the reads of one batch."""
+        if lease and self.lease_board is not None:
+            held = self.lease_board.read()
+            if held is not None:
+                until, floor, duration = held
+                left = until - LeaseBoard.now()
+                if left > 0:
+                    if left < duration / 2:
+                        self._renew_lease()
+                    return self._view_under_lease(floor)
         if not self.link.is_leader:
             raise NotLeaderError("the Raft process does not lead")
-        batch = self.link.read_index()
+        batch = self.link.read_index(lease=lease)
         visible = self._visible.get(batch)
         if visible is None:
             visible = self._visible[batch] = self.loop.create_future()
             batch.add_done_callback(functools.partial(self._index_known, visible))
         return visible
+
+    def _view_under_lease(self, floor: int) -> asyncio.Future:
+        view = self._lease_view
+        if view is None:
+            view = self._lease_view = self.loop.create_future()
+            self._lease_floor = floor
+            # after every read this turn of the loop took in: each of them
+            # arrived before the file is looked at
+            self.loop.call_soon(self._look_under_lease, view)
+        else:
+            self._lease_floor = max(self._lease_floor, floor)
+        return view
+
+    def _look_under_lease(self, view: asyncio.Future) -> None:
+        self._lease_view = None
+        applied = self.reader.renew()
+        # The file as it is now holds every write acknowledged before now if
+        # the lease still holds after the look (no other leader can have
+        # committed anything yet): a read served from it is linearizable at
+        # the look, however long this turn of the loop took.
+        held = self.lease_board.read() if self.lease_board is not None else None
+        if held is not None and held[0] > LeaseBoard.now() and applied >= self._lease_floor:
+            if not view.done():
+                view.set_result(applied)
+            return
+        # the lease ended meanwhile, or a new leader's file is still short of
+        # its predecessors' entries: the Raft process confirms these reads
+        try:
+            batch = self.link.read_index(lease=True)
+        except RequestError as exc:
+            if not view.done():
+                view.set_exception(exc)
+            return
+        batch.add_done_callback(functools.partial(self._index_known, view))
+
+    def _renew_lease(self) -> None:
+        """Ask the Raft process for one lease read, whose core renews the
+        lease; its answer is not needed."""
+        if (self._renewing is None or self._renewing.done()) and self.link.is_leader:
+            self._renewing = self.link.read_index(lease=True)
+            self._renewing.add_done_callback(_ignore_outcome)
 
     def _index_known(self, visible: asyncio.Future, batch: asyncio.Future) -> None:
         self._visible.pop(batch, None)
@@ -147,6 +207,11 @@ class WorkerNode:
     async def propose(self, data: bytes) -> tuple[int, object]:
         index, result = await self.propose_nowait(data)
         return index, result
+
+
+def _ignore_outcome(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a failed renewal is not an error to report
 
 
 @dataclass
@@ -197,7 +262,9 @@ async def serve(spec: dict) -> int:
     await link.connect(spec["link"])
     reader = KVReader(spec["state_machine"])
     proxy = RaftProcessProxy(node_id, spec["internal"], lambda: link.leader)
-    ctx = WorkerContext(WorkerNode(node_id, link, reader, spec["apply_timeout"]), node_id, max_body, link, proxy)
+    board = LeaseBoard(spec["lease_board"]) if spec.get("lease_board") else None
+    ctx = WorkerContext(WorkerNode(node_id, link, reader, spec["apply_timeout"], board), node_id, max_body, link,
+                        proxy)
     limits = HttpLimits.from_spec(spec["limits"])
     raise_open_files_limit(limits, worker_log)
     relay_server = web.Server(proxy.handle, access_log=None, **limits.aiohttp_kwargs())
@@ -229,6 +296,8 @@ async def serve(spec: dict) -> int:
     link.close()
     await proxy.close()
     reader.close()
+    if board is not None:
+        board.close()
     worker_log.info("HTTP worker stopped", pid=os.getpid())
     return code
 

@@ -1,0 +1,152 @@
+"""An HTTP worker's lease reads (raftkv.http.workers.worker): served from a
+fresh look at the state machine's file while the lease board shows a lease,
+with no request to the Raft process; confirmed through the Raft process when
+there is none, when it ended before the look, or when the file is short of
+the lease's floor; and a lease half gone is renewed by one lease read. A
+LinkClient over a transport that records what is written, a real lease
+board, and a reader whose file we move by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import msgpack
+import pytest
+
+from raftkv.http.workers.leaseboard import LeaseBoard
+from raftkv.http.workers.link import READ, LinkClient
+from raftkv.http.workers.worker import WorkerNode
+
+DURATION = 500
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.frames: list = []
+
+    def write(self, data: bytes) -> None:
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(data)
+        self.frames.extend(unpacker)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FileReader:
+    """The state machine's file as a worker sees it: ``file_index`` is what
+    the file holds, ``applied_index`` what the last look saw."""
+
+    def __init__(self, file_index: int) -> None:
+        self.file_index = file_index
+        self.applied_index = 0
+        self.looks = 0
+
+    def renew(self) -> int:
+        self.looks += 1
+        self.applied_index = self.file_index
+        return self.applied_index
+
+
+@pytest.fixture
+def board(tmp_path):
+    writer = LeaseBoard(str(tmp_path / "http-lease"), writer=True)
+    yield writer
+    writer.close()
+
+
+def worker(board: LeaseBoard, file_index: int = 10) -> tuple[WorkerNode, RecordingTransport, FileReader]:
+    link = LinkClient()
+    transport = RecordingTransport()
+    link.attach(transport)
+    link.is_leader = True
+    reader = FileReader(file_index)
+    return WorkerNode("n1", link, reader, 5.0, LeaseBoard(board.path)), transport, reader
+
+
+def lease_for(ms: float) -> int:
+    return int(LeaseBoard.now() + ms)
+
+
+async def test_reads_under_a_lease_ask_the_raft_process_nothing_and_share_one_look(board):
+    board.publish(lease_for(DURATION), 3, DURATION)
+    node, transport, reader = worker(board)
+    reads = [node.read_barrier_nowait(lease=True) for _ in range(3)]
+    assert len({id(r) for r in reads}) == 1
+    assert await reads[0] == 10
+    await asyncio.sleep(0)
+    assert transport.frames == [] and reader.looks == 1
+    # a read of the next turn looks again: a write acknowledged meanwhile is in the file
+    reader.file_index = 11
+    assert await node.read_barrier_nowait(lease=True) == 11 and reader.looks == 2
+
+
+async def test_without_a_lease_a_lease_read_asks_the_raft_process(board):
+    node, transport, reader = worker(board)
+    read = node.read_barrier_nowait(lease=True)
+    await asyncio.sleep(0)
+    assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)]
+    node.link.received([transport.frames[0][1], True, 10])
+    assert await read == 10
+
+
+async def test_an_expired_lease_is_no_lease(board):
+    board.publish(lease_for(-1), 3, DURATION)
+    node, transport, _ = worker(board)
+    node.read_barrier_nowait(lease=True)
+    await asyncio.sleep(0)
+    assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)]
+
+
+async def test_a_lease_half_gone_is_renewed_by_one_lease_read_while_reads_go_on(board):
+    board.publish(lease_for(DURATION / 4), 3, DURATION)
+    node, transport, _ = worker(board)
+    first = node.read_barrier_nowait(lease=True)
+    assert await first == 10
+    second = node.read_barrier_nowait(lease=True)
+    assert await second == 10
+    await asyncio.sleep(0)
+    assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)]  # one renewal, not one per read
+    node.link.received([transport.frames[0][1], True, 10])
+    await asyncio.sleep(0)
+    node.read_barrier_nowait(lease=True)
+    await asyncio.sleep(0)
+    assert len(transport.frames) == 2  # the renewal answered: the next read asks again
+
+
+async def test_a_lease_that_ends_before_the_look_sends_the_reads_to_the_raft_process(board):
+    board.publish(lease_for(DURATION), 3, DURATION)
+    node, transport, reader = worker(board)
+    read = node.read_barrier_nowait(lease=True)
+    board.publish(0, 0, DURATION)  # a handover started before this turn's look
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)] and not read.done()
+    reader.file_index = 12
+    node.link.received([transport.frames[0][1], True, 12])
+    assert await read == 12
+
+
+async def test_a_file_short_of_the_leases_floor_sends_the_reads_to_the_raft_process(board):
+    board.publish(lease_for(DURATION), 20, DURATION)  # a new leader's predecessors' entries reach 20
+    node, transport, reader = worker(board, file_index=15)
+    read = node.read_barrier_nowait(lease=True)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)] and not read.done()
+    reader.file_index = 20
+    node.link.received([transport.frames[0][1], True, 20])
+    assert await read == 20
+
+
+def test_a_half_written_board_shows_no_lease(board):
+    board.publish(lease_for(DURATION), 3, DURATION)
+    reader = LeaseBoard(board.path)
+    until, floor, duration = reader.read()
+    assert floor == 3 and duration == DURATION and until > LeaseBoard.now()
+    board._map[0:8] = (2 * board._seq + 1).to_bytes(8, sys.byteorder)  # the writer is half-way
+    assert reader.read() is None
+    board.publish(0, 0, 0)
+    assert reader.read() == (0, 0, 0)
+    reader.close()
