@@ -17,7 +17,7 @@ from raftkv.raft.status import NodeStatus
 
 from .policies.autopilot import reachable_within, server_health
 
-__all__ = ["LogView", "peers_view", "status_view"]
+__all__ = ["LogView", "peers_view", "readiness_view", "status_view"]
 
 
 def status_view(st: NodeStatus, *, node_id: str, stopping: bool, applied: int, raft_address: str,
@@ -51,6 +51,41 @@ def status_view(st: NodeStatus, *, node_id: str, stopping: bool, applied: int, r
         # the one it was admitted with), or null: docs/disks.md
         "amnesia_guard": st.amnesia_guard,
     }
+
+
+def readiness_view(st: NodeStatus, *, applied: int, contact_age: int | None, stale_after: int,
+                   stopping: bool, upto: int | None = None) -> dict:
+    """``/readyz``'s body: ready once the node has a leader and has applied
+    what that leader had committed as of its last contact with it (a leader:
+    its own commit index, once an entry of its term is committed).
+
+    ``contact_age`` is the wall-clock age of that contact, not the core's:
+    a process that was frozen still holds the leader it knew before, whose
+    commit index has moved on since; beyond ``stale_after`` (the heartbeat
+    timeout, when a follower would campaign) it counts as no leader.
+    ``upto`` caps the index to reach at the leader's commit index as the
+    leader confirmed it to this request (a read index): what it announced
+    since is not this request's to wait for."""
+    leader = st.leader_id
+    target = st.leader_commit if upto is None else min(st.leader_commit, upto)
+    reason = None
+    if stopping:
+        reason = "shutting down"
+    elif leader is None:
+        reason = "no leader"
+    elif st.is_leader and not st.committed_in_term:
+        reason = f"leader {leader} has not yet committed an entry of its term {st.term}"
+    elif not st.is_leader and (contact_age is None or contact_age > stale_after):
+        reason = f"no contact with leader {leader} for {contact_age}ms"
+    elif applied < target:
+        whose = "its own commit index" if st.is_leader else f"leader {leader}'s commit index at last contact"
+        reason = f"applied {applied} of {target} ({whose})"
+    body: dict = {"ready": reason is None}
+    if reason is not None:
+        body["reason"] = reason
+    body.update(state=st.role, leader=leader, applied_index=applied, leader_commit_index=target,
+                last_contact=contact_age)
+    return body
 
 
 def peers_view(st: NodeStatus, node_id: str, settings: NodeSettings) -> list[dict]:

@@ -59,6 +59,7 @@ class NodeFields:
     leader_id: str | None
     leader_address: str | None
     last_leader_contact: int
+    leader_commit: int                # the highest commit index a leader announced to this follower
     election_deadline: int
     _warned_no_election: bool
     _pending_bootstrap: Configuration | None

@@ -36,6 +36,12 @@ class Following(NodeFields):
                                                      read_seq=req.read_seq, volume=self.volume_id)))
             return
         self._follow(req.term, req.leader_id, req.leader_address)
+        # What this node must apply to be as current as its leader: a lagging
+        # follower learns it from an append before it holds the entries. A
+        # heartbeat's is capped at what the follower matches, and a new
+        # leader may not know its predecessor's yet: neither may lower it,
+        # as nothing committed is ever uncommitted.
+        self.leader_commit = max(self.leader_commit, req.leader_commit)
 
         if req.heartbeat:
             self._commit_to(min(req.leader_commit, self.log.last_index))
@@ -138,6 +144,7 @@ class Following(NodeFields):
             return
         self._follow(req.term, req.leader_id, req.leader_address)
         meta = req.meta
+        self.leader_commit = max(self.leader_commit, meta.index)  # a snapshot holds only committed entries
         if meta.index > self.commit_index:
             self._install_snapshot(meta, req.data)
         self._emit(fx.Send(from_id, req.leader_address,

@@ -147,6 +147,7 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         self.leader_id: str | None = None
         self.leader_address: str | None = None
         self.last_leader_contact = -(10 ** 12)
+        self.leader_commit = 0
         self.election_deadline = 0
         self._warned_no_election = False
         self._pending_bootstrap: Configuration | None = None  # Bootstrap(wait_for_cluster=True)
@@ -237,7 +238,8 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
             transfer_target=leader.transfer.target if leader and leader.transfer else None,
             now=self.now, peers=peers, volume_id=self.volume_id, amnesia_guard=self._amnesia_reason(),
             voted_for=self.voted_for, election_deadline=self.election_deadline,
-            pre_vote=self.candidate is not None and self.candidate.pre_vote)
+            pre_vote=self.candidate is not None and self.candidate.pre_vote,
+            leader_commit=self.commit_index if leader is not None else self.leader_commit)
 
     def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
         """Log entries lo..hi inclusive, clamped to what the in-memory log holds."""

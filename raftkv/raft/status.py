@@ -66,6 +66,7 @@ class NodeStatus:
     voted_for: str | None = None    # whom this node voted for in its current term
     election_deadline: int = 0      # core ms at which a follower's or candidate's election timer runs out
     pre_vote: bool = False          # a candidate asking for pre-votes, not yet for votes
+    leader_commit: int = 0          # the highest commit index a leader announced to it (a leader: its own)
 
     @property
     def is_leader(self) -> bool:
