@@ -32,9 +32,9 @@ from .routes import fast_routes
 from .server.app import create_app
 from .server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
 from .server.limits import HttpLimits, JsonErrorHandler, raise_open_files_limit
+from .workers.leaseboard import LeaseBoard
 from .workers.link import LinkServer, remove_socket_file, socket_path
 from .workers.pool import WorkerPool
-from .workers.leaseboard import LeaseBoard
 
 http_log = hclog.get_logger("http")
 
@@ -121,6 +121,7 @@ class HttpService:
         self.workers = WorkerPool(s, self.link, {
             "node_id": self.node.id, "bind": s.bind_addr, "port": s.http_port, "link": link_path,
             "internal": self.internal_path, "state_machine": self.node.state_machine_path,
+            "lease_board": board.path,
             "max_body": s.max_body, "apply_timeout": s.apply_timeout / 1000,
             "limits": HttpLimits.from_settings(s).to_spec(),
             "log_level": s.log_level, "log_format": s.log_format})
@@ -129,7 +130,6 @@ class HttpService:
     def processes(self) -> list[dict]:
         """This node's processes with their CPU time and RSS."""
         if self.workers is not None:
-            "lease_board": board.path,
             return self.workers.processes()
         row = process_stats("raft", os.getpid())
         return [row] if row is not None else []
