@@ -95,7 +95,12 @@ class NodeSettings:
                                "an empty bootstrap node listens this long (and one election timeout at least) "
                                "for a cluster that already has it as a member before founding one", "DUR")
     join: tuple[str, ...] = _opt("RAFT_JOIN", "--join", _parse_join, (),
-                                 "HTTP address(es) of cluster members to join, comma separated", "ADDR")
+                                 "HTTP address(es) of cluster members to join, comma separated "
+                                 "(with RAFT_BOOTSTRAP_EXPECT: the seeds, every server of the cluster)", "ADDR")
+    bootstrap_expect: int = _opt("RAFT_BOOTSTRAP_EXPECT", "--bootstrap-expect", lambda t: _parse_int(t, 0, 99), 0,
+                                 "an empty node finds the others at the RAFT_JOIN seeds and, once N servers "
+                                 "are present and none is in a cluster, they form one of N voters; a seed "
+                                 "already in a cluster is joined instead (0: off)", "N")
     log_level: str = _opt("LOG_LEVEL", "--log-level", parse_log_level, "INFO", "TRACE|DEBUG|INFO|WARN|ERROR")
     log_format: str = _opt("LOG_FORMAT", "--log-format", _parse_format, "hclog", "hclog|json")
 
@@ -385,6 +390,12 @@ def load_settings(environ: Mapping[str, str] | None = None,
     settings = NodeSettings(**values)
     if not settings.node_id:
         raise ConfigError("RAFT_NODE_ID: required (or --node-id), e.g. RAFT_NODE_ID=n1")
+    if settings.bootstrap_expect and settings.bootstrap:
+        raise ConfigError("RAFT_BOOTSTRAP_EXPECT: set it or RAFT_BOOTSTRAP, not both (RAFT_BOOTSTRAP founds a "
+                          "one-voter cluster at once; RAFT_BOOTSTRAP_EXPECT waits for its N servers)")
+    if settings.bootstrap_expect > 1 and not settings.join:
+        raise ConfigError(f"RAFT_BOOTSTRAP_EXPECT: {settings.bootstrap_expect} servers must find each other: "
+                          "list them in RAFT_JOIN (e.g. RAFT_JOIN=http://n1:8000,http://n2:8000,http://n3:8000)")
     if settings.http_port == settings.raft_port:
         raise ConfigError(f"HTTP_SERVER_PORT and RAFT_SERVER_PORT: both are {settings.http_port}; "
                           "they must differ")

@@ -32,6 +32,7 @@ from typing import Any
 from .api import admin, cluster, kv
 from .api.context import Call
 from .api.replies import Pending, Reply
+from .discovery import routes as discovery
 from .pages import dashboard, learn, learn_live
 
 __all__ = ["ROUTES", "Route", "fast_routes"]
@@ -68,6 +69,9 @@ ROUTES: list[Route] = [
     Route("GET", "/transfer-leadership", cluster.handle_transfer, head=False),
     Route("POST", "/transfer-leadership", cluster.handle_transfer, body=True),
     Route("POST", "/_raftkv/register", cluster.handle_register, body=True),
+    # a cluster forming itself, and a member moved to a new address (discovery/routes.py)
+    Route("GET", "/_raftkv/discovery", discovery.handle_discovery),
+    Route("POST", "/_raftkv/rejoin", discovery.handle_rejoin, body=True),
     Route("GET", "/status", cluster.handle_status),
     Route("GET", "/peers", cluster.handle_peers),
     # snapshots, backup, restore and fault injection (api/admin.py, which also gates the admin routes)

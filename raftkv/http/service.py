@@ -28,6 +28,8 @@ from .api.forward import on_leader
 from .api.handle import NodeHandle
 from .api.registry import Registry
 from .api.replies import error_reply
+from .discovery.plan import FormingState
+from .discovery.seeker import Forming, rejoin_by_identity
 from .routes import fast_routes
 from .server.app import create_app
 from .server.fastpath import DEFAULT_WANTED_HEADERS, FastPath
@@ -66,7 +68,8 @@ class HttpService:
             connector=aiohttp.TCPConnector(limit=256, **({"ssl": self.tls.https_client} if self.tls else {})))
         registry = Registry(self.node, s, self.client)
         self.ctx = ctx = HttpContext(self.node, s, self.client, registry, self.metrics, ring_for(self.node.id),
-                                     leader_runner=on_leader, processes=self.processes)
+                                     leader_runner=on_leader, processes=self.processes,
+                                     forming=FormingState(s.bootstrap_expect) if s.bootstrap_expect else None)
         if self.metrics is not None:
             self.metrics.watch_processes(self.processes)
         limits = HttpLimits.from_settings(s)
@@ -98,11 +101,16 @@ class HttpService:
         http_log.info("HTTP API listening", bind=f"{s.bind_addr}:{s.http_port}",
                       advertise=self.node.http_address, workers=s.http_workers, scheme=s.http_scheme)
         self.node.spawn(registry.keep_registered(), "raftkv-registry")
-        if s.join:
-            if self.node.had_state:
+        if self.node.had_state:
+            if s.join or s.bootstrap_expect:
                 http_log.info("not joining: node has existing state and rejoins as it was", join=list(s.join))
-            else:
-                self.node.spawn(registry.join_cluster(), "raftkv-join")
+            # a member restarted at another address asks to be moved (raftkv.http.discovery)
+            self.node.spawn(rejoin_by_identity(self.node, s, self.client, registry), "raftkv-rejoin")
+        elif s.bootstrap_expect:
+            forming = Forming(self.node, s, self.client, registry, ctx.forming)
+            self.node.spawn(forming.run(), "raftkv-forming")
+        elif s.join:
+            self.node.spawn(registry.join_cluster(), "raftkv-join")
 
     async def _start_workers(self, registry: Registry) -> None:
         """The public port goes to the workers; this process serves them on

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from raftkv.raft import events as ev
-from raftkv.raft.configuration import ConfigCommand
+from raftkv.raft.configuration import ConfigCommand, Configuration
 from raftkv.raft.errors import RejectReason
 from raftkv.raft.messages import SnapshotMeta
 from raftkv.raft.node import LEADER
@@ -146,6 +146,12 @@ class NodeRequests(NodeFields):
     async def transfer_leadership(self, target: str | None, timeout: float | None = None) -> None:
         self._check_leader()
         await self._request(ev.TransferLeadership, (target,), "the leadership transfer", timeout)
+
+    def bootstrap(self, configuration: Configuration) -> None:
+        """Found a cluster of ``configuration``'s voters (RAFT_BOOTSTRAP_EXPECT,
+        where every founder passes the same one); the core skips it on a node
+        that holds any state by then."""
+        self.submit(ev.Bootstrap(configuration))
 
     async def snapshot_now(self, timeout: float | None = None) -> SnapshotMeta:
         await self._request(ev.RequestSnapshot, (), "the snapshot to start", timeout)

@@ -229,7 +229,13 @@ class ClientRequests(NodeFields):
         # a server becoming a voter is recorded with the volume it answers
         # from (rule 7); the leader knows it once the server has answered
         volume = ""
-        if event.command is ConfigCommand.ADD_VOTER:
+        moved = self.configuration.get(event.server_id)
+        if (event.command is ConfigCommand.ADD_VOTER and moved is not None and moved.is_voter and moved.volume
+                and event.address not in ("", moved.address)):
+            # a voter given a new address is the same server on the same volume,
+            # not one re-admitted with whatever the leader last heard from it
+            volume = moved.volume
+        elif event.command is ConfigCommand.ADD_VOTER:
             pr = leader.progress.get(event.server_id)
             volume = pr.volume if pr is not None else (self.volume_id if event.server_id == self.id else "")
         new = next_configuration(self.configuration, event.command, event.server_id, event.address, volume)

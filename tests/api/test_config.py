@@ -213,3 +213,16 @@ def test_serve_help_names_the_raft_port_limits():
     assert "(default: 8MiB) [env RAFT_MAX_FRAME]" in text
     assert "(default: 1m0s) [env RAFT_CONN_IDLE_TIMEOUT]" in text
     assert "(default: 256) [env RAFT_MAX_CONNECTIONS]" in text
+
+
+def test_bootstrap_expect_needs_its_seeds_and_excludes_bootstrap():
+    base = {"RAFT_NODE_ID": "n1"}
+    s = load_settings({**base, "RAFT_BOOTSTRAP_EXPECT": "3", "RAFT_JOIN": "n1:8000, n2:8000,n3:8000"})
+    assert s.bootstrap_expect == 3 and s.join == ("http://n1:8000", "http://n2:8000", "http://n3:8000")
+    assert load_settings(base, parse_flags("--bootstrap-expect", "1")).bootstrap_expect == 1
+    with pytest.raises(ConfigError, match="RAFT_BOOTSTRAP_EXPECT: 3 servers must find each other"):
+        load_settings({**base, "RAFT_BOOTSTRAP_EXPECT": "3"})
+    with pytest.raises(ConfigError, match="RAFT_BOOTSTRAP_EXPECT: set it or RAFT_BOOTSTRAP"):
+        load_settings({**base, "RAFT_BOOTSTRAP_EXPECT": "1", "RAFT_BOOTSTRAP": "true"})
+    with pytest.raises(ConfigError, match="RAFT_BOOTSTRAP_EXPECT"):
+        load_settings({**base, "RAFT_BOOTSTRAP_EXPECT": "three"})

@@ -73,13 +73,15 @@ def test_join_refuses_to_move_a_member_and_replace_moves_it(cluster):
     assert n1.status()["latest_configuration_index"] == conf_index
     assert "replacing server" not in n1.log()
 
-    # the operator moves n2 on purpose: it restarts on another Raft port,
-    # then a join with replace=true removes the old entry and adds the new one
+    # the operator moves n2 on purpose while it is down: a join with
+    # replace=true removes the old entry and adds the new one, and n2
+    # restarts on the new Raft port (a member that restarts at a new address
+    # first moves itself by its volume's identity: test_bootstrap_expect.py)
     n2.stop()
     n2.raft_port = free_port()
-    n2.start().wait_ready()
     resp = n1.get("/join", nodeId="n2", raftAddr=n2.raft_addr, replace="true")
     assert resp.status == 200, resp
+    n2.start().wait_ready()
     body = resp.json()
     assert (body["address"], body["replaced"], body["changed"]) == (n2.raft_addr, before["address"], True)
     n1.wait_for_log(f"[INFO]  http: replacing server: id=n2 address={n2.raft_addr} "

@@ -20,6 +20,7 @@ from raftkv.config.settings import NodeSettings
 from raftkv.observability.eventlog import EventRing
 from raftkv.observability.metrics import NodeMetrics
 
+from ..discovery.plan import FormingState
 from .handle import KeyValueNode, NodeHandle
 from .params import origin_form, query_and_body
 from .registry import Registry, node_url
@@ -44,6 +45,8 @@ class HttpContext:
     leader_runner: Callable[..., Awaitable] | None = None
     # the node's processes with their CPU and RSS (raftkv.observability.procstat)
     processes: Callable[[], list[dict]] | None = None
+    # RAFT_BOOTSTRAP_EXPECT: what this node proposes and founded (raftkv.http.discovery)
+    forming: FormingState | None = None
 
     @property
     def id(self) -> str:

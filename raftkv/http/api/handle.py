@@ -139,6 +139,9 @@ class NodeHandle(KeyValueNode, Protocol):
     async def transfer_leadership(self, target: str | None) -> None:
         """(Leader) hand leadership to ``target`` (None: the most up-to-date voter)."""
 
+    def bootstrap(self, configuration: Configuration) -> None:
+        """Found a cluster of these voters, unless the node holds state by then."""
+
     # -- snapshots, backup and restore
 
     async def snapshot_now(self) -> SnapshotMeta: ...

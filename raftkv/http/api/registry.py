@@ -139,16 +139,17 @@ class Registry:
 
     # ------------------------------------------------------------------ joining
 
-    async def join_cluster(self) -> None:
+    async def join_cluster(self, bases: tuple[str, ...] | None = None) -> None:
         """RAFT_JOIN: ask a member to add us, with exponential backoff, until
-        it succeeds or a leader has added us by other means."""
+        it succeeds or a leader has added us by other means. ``bases``: the
+        members to ask, in order (default: RAFT_JOIN's)."""
         node = self.node
         delay = 0.2
         params = {"nodeId": node.id, "raftAddr": node.raft_address, "httpAddr": node.http_address}
         while True:
             if node.configuration.has(node.id) and node.leader_id:
                 return
-            for base in self.settings.join:
+            for base in bases or self.settings.join:
                 url = base + "/join"
                 try:
                     async with self.client.post(url, params=params, headers=self.admin_headers(),
