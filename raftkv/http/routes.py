@@ -74,6 +74,7 @@ ROUTES: list[Route] = [
     Route("POST", "/_raftkv/rejoin", discovery.handle_rejoin, body=True),
     Route("GET", "/status", cluster.handle_status),
     Route("GET", "/peers", cluster.handle_peers),
+    Route("GET", "/readyz", cluster.handle_readyz),
     # snapshots, backup, restore and fault injection (api/admin.py, which also gates the admin routes)
     Route("POST", "/snapshot", admin.handle_snapshot),
     Route("GET", "/snapshot", admin.handle_backup, aiohttp=True),

@@ -27,6 +27,7 @@ from raftkv.statemachine.kvstore import KVStore, SnapshotFormatError
 
 from .errors import BadBackup, NotLeaderError, RequestError, ShuttingDown
 from .fields import NodeFields
+from .views import readiness_view
 
 __all__ = ["NodeRequests"]
 
@@ -126,6 +127,13 @@ class NodeRequests(NodeFields):
         if contact <= 0:
             return None if contact < 0 else 0
         return max(0, int(time.monotonic() * 1000) - self._raft.last_leader_contact)
+
+    def readiness(self, upto: int | None = None) -> dict:
+        """``/readyz``'s body (:func:`~raftkv.node.views.readiness_view`);
+        ``upto`` caps the index it must have applied."""
+        applied = 0 if self._stopping else self.volume.kv.applied_index  # a stopped node's file may be closed
+        return readiness_view(self._raft.status(), applied=applied, contact_age=self.leader_contact_age(),
+                              stale_after=self.settings.heartbeat_timeout, stopping=self._stopping, upto=upto)
 
     def get_local(self, key: str) -> str | None:
         """The value in this node's state machine (a stale read, or a

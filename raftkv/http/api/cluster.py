@@ -1,6 +1,6 @@
 """The cluster's members and state: membership changes (``/join``,
 ``/remove-peer``, ``/transfer-leadership``, the registry's
-``/_raftkv/register``) and the views (``/status``, ``/peers``).
+``/_raftkv/register``) and the views (``/status``, ``/peers``, ``/readyz``).
 
 A membership change runs on the leader (:func:`~.forward.on_leader`:
 forwarded there from a follower) and answers once the change is committed.
@@ -8,6 +8,7 @@ forwarded there from a follower) and answers once the change is committed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from raftkv.node.errors import RequestError
@@ -31,8 +32,13 @@ from .replies import Answer, Pending, Reply, json_reply
 
 http_log = hclog.get_logger("http")
 
-__all__ = ["handle_join", "handle_peers", "handle_register", "handle_remove_peer", "handle_status", "handle_transfer",
-           "peers_view", "status_view"]
+__all__ = ["handle_join", "handle_peers", "handle_readyz", "handle_register", "handle_remove_peer", "handle_status",
+           "handle_transfer", "peers_view", "status_view"]
+
+# How long /readyz waits for the leader's confirmed commit index to be
+# applied here: a node keeping up gets there within a round trip and a disk
+# write, one that lags does not, and a probe's timeout (Kubernetes: 1s) is longer.
+READY_GRACE = 0.5
 
 
 # --- membership ---------------------------------------------------------------------
@@ -220,3 +226,39 @@ async def _leaders_peers(ctx: HttpContext, call: Call, leader_http: str) -> Repl
     if reply.status == 200:
         return reply
     return json_reply(ctx.id, peers_view(ctx))
+
+
+def handle_readyz(ctx: HttpContext, call: Call) -> Reply | Pending:
+    """``GET /readyz``: 200 once this node has a leader and has applied what
+    that leader has committed, else 503 and the reason."""
+    first = ctx.node.readiness()
+    if first["leader"] is None or (not first["ready"] and first["applied_index"] >= first["leader_commit_index"]):
+        return _readyz_reply(ctx, first)  # no leader to catch up with: nothing to wait for
+    return Pending.of(_readyz_confirmed(ctx))
+
+
+async def _readyz_confirmed(ctx: HttpContext) -> Reply:
+    # What the node last heard may be old news: a process that was frozen,
+    # or cut off, wakes up to messages sent long ago, and a heartbeat's
+    # commit index stops at what the follower holds. A read index is the
+    # leader's commit index now, confirmed by a heartbeat round; the barrier
+    # returns once this node has applied it. Committed and not yet applied is
+    # the normal state of a busy node for the length of a disk write, so it
+    # gets READY_GRACE to get there.
+    try:
+        index = await asyncio.wait_for(ctx.node.read_barrier(), READY_GRACE)
+    except TimeoutError:
+        body = ctx.node.readiness()
+        if body["ready"]:
+            body.update(ready=False, reason=f"leader {body['leader']} did not confirm its commit index within "
+                                            f"{READY_GRACE * 1000:.0f}ms (applied {body['applied_index']})")
+        return _readyz_reply(ctx, body)
+    except RequestError:
+        # a node that just lost its leader, or a follower speaking hashicorp's
+        # protocol (no ReadIndexRequest): what it last heard is all it has
+        return _readyz_reply(ctx, ctx.node.readiness())
+    return _readyz_reply(ctx, ctx.node.readiness(upto=index))
+
+
+def _readyz_reply(ctx: HttpContext, body: dict) -> Reply:
+    return json_reply(ctx.id, body, 200 if body["ready"] else 503)

@@ -165,6 +165,10 @@ class NodeHandle(KeyValueNode, Protocol):
     def peers(self) -> list[dict[str, Any]]:
         """``/peers``' rows."""
 
+    def readiness(self, upto: int | None = None) -> dict[str, Any]:
+        """``/readyz``'s body: ``ready``, and the ``reason`` when not
+        (``upto`` caps the index it must have applied)."""
+
     def log_view(self) -> LogTail: ...
 
     @property
