@@ -18,6 +18,7 @@ import sys
 
 from .config.settings import NodeSettings
 from .config.tls import TlsContexts, build_contexts
+from .http.leave import leave_cluster
 from .http.service import HttpService
 from .node.build import choose_parts
 from .node.disk.watchdog import EXIT_VOLUME_UNUSABLE, start_refusal
@@ -67,12 +68,25 @@ async def serve(settings: NodeSettings) -> int:
         # a corrupt volume is one only an operator can mend (wipe it): a
         # supervisor restarting the node would only see the same refusal
         return EXIT_VOLUME_UNUSABLE if isinstance(exc, StorageCorruptError) else 1
+    signalled = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.request_shutdown)
+        loop.add_signal_handler(sig, _on_signal, signalled, node)
     await node.wait_shutdown_requested()
+    if settings.leave_on_terminate and signalled.is_set() and not node.stopping and http.ctx is not None:
+        # told to stop, not failing: the node still serves while it leaves,
+        # and a second signal cuts the leave short
+        leaving = loop.create_task(leave_cluster(http.ctx))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, leaving.cancel)
+        await asyncio.wait([leaving])
     await node.stop()
     await http.stop()
     return node.exit_code
+
+
+def _on_signal(signalled: asyncio.Event, node: Node) -> None:
+    signalled.set()
+    node.request_shutdown()
 
 
 class _LogStream:

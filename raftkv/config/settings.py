@@ -149,6 +149,11 @@ class NodeSettings:
                                    1000, "autopilot: how often servers are checked", "DUR")
     apply_timeout: int = _opt("RAFT_APPLY_TIMEOUT", "--apply-timeout", _positive_duration, 10_000,
                               "longest wait for a write to commit before answering 503", "DUR")
+    leave_on_terminate: bool = _opt("RAFT_LEAVE_ON_TERMINATE", "--leave-on-terminate", parse_bool, False,
+                                    "on SIGTERM, hand over leadership and have the leader remove this node "
+                                    "from the configuration before stopping, giving up after "
+                                    "RAFT_APPLY_TIMEOUT (for scaling down; not for a node that restarts)",
+                                    "BOOL")
     fault_injection: bool = _opt("RAFT_FAULT_INJECTION", "--enable-fault-injection", parse_bool, False,
                                  "serve /debug/faults to drop or delay Raft traffic (testing only)", "BOOL")
     cluster_key: str = _opt("RAFT_CLUSTER_KEY", "--cluster-key", _parse_cluster_key, "",
