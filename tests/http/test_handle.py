@@ -21,11 +21,13 @@ HTTP = pathlib.Path(raftkv.__file__).parent / "http"
 
 
 def declared(protocol: type) -> set[str]:
-    """The members a Protocol declares, its bases' included."""
+    """The members a Protocol declares (its attributes, annotated only,
+    included), its bases' included."""
     names: set[str] = set()
     for cls in protocol.__mro__:
         if cls.__module__ == NodeHandle.__module__:
-            names |= {n for n in vars(cls) if not n.startswith("_")}
+            members = [*vars(cls), *vars(cls).get("__annotations__", {})]
+            names |= {n for n in members if not n.startswith("_")}
     return names
 
 
