@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from .core import Failure, Operation, Send, Sleep, Steps
+from .core import Failure, Operation, Send, Sleep, Steps, advance
 from .errors import Answer
 from .operations import Calls
 
@@ -44,15 +44,16 @@ class AsyncClient(Calls):
     async def _drive(self, steps: Steps) -> Any:
         outcome: Answer | Failure | None = None
         while True:
-            try:
-                step = steps.send(outcome)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-                outcome = None
-            else:
-                outcome = await self._send(step)
+            over, step = advance(steps, outcome)
+            if over:
+                return step
+            outcome = await self._perform(step)
+
+    async def _perform(self, step: Send | Sleep) -> Answer | Failure | None:
+        if isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+            return None
+        return await self._send(step)
 
     async def _send(self, step: Send) -> Answer | Failure:
         timeout = aiohttp.ClientTimeout(total=step.timeout, connect=step.connect_timeout)

@@ -53,8 +53,8 @@ from .errors import (
     error_for,
 )
 
-__all__ = ["Book", "Failure", "Operation", "Policy", "Send", "Sleep", "backoff", "base_url", "conduct", "decide",
-           "drive_sync"]
+__all__ = ["Book", "Failure", "Operation", "Policy", "Send", "Sleep", "advance", "backoff", "base_url", "conduct",
+           "decide", "drive_sync"]
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
@@ -367,16 +367,21 @@ def _timeout(op: Operation, policy: Policy, last: RaftkvError | None, unknown: b
     return error
 
 
-def drive_sync(steps: Steps, send: Callable[[Send], Outcome], sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Run :func:`conduct`'s steps with blocking IO: the call's result, or its error raised."""
+def advance(steps: Steps, outcome: Outcome | None) -> tuple[bool, Any]:
+    """One turn of a call: ``(False, step)``, the next IO to do, or
+    ``(True, result)`` once the call is over (its error raised here)."""
+    try:
+        return False, steps.send(outcome)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def drive_sync(steps: Steps, perform: Callable[[Send | Sleep], Outcome | None]) -> Any:
+    """Run :func:`conduct`'s steps with blocking IO, ``perform`` doing each:
+    the call's result, or its error raised."""
     outcome: Outcome | None = None
     while True:
-        try:
-            step = steps.send(outcome)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(step, Sleep):
-            sleep(step.seconds)
-            outcome = None
-        else:
-            outcome = send(step)
+        over, step = advance(steps, outcome)
+        if over:
+            return step
+        outcome = perform(step)

@@ -14,10 +14,11 @@ import http.client
 import select
 import ssl
 import threading
+import time
 import urllib.parse
 from typing import Any
 
-from .core import Failure, Operation, Send, drive_sync
+from .core import Failure, Operation, Send, Sleep, drive_sync
 from .errors import Answer
 from .operations import Calls
 
@@ -115,7 +116,13 @@ class Client(Calls):
         self._pool = _Pool(self._ssl)
 
     def _run(self, op: Operation) -> Any:
-        return drive_sync(self._steps(op), self._pool.send)
+        return drive_sync(self._steps(op), self._perform)
+
+    def _perform(self, step: Send | Sleep) -> Answer | Failure | None:
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        return self._pool.send(step)
 
     def close(self) -> None:
         self._pool.close()

@@ -16,7 +16,7 @@ from raftkv.client import (
     Unavailable,
     WriteOutcomeUnknown,
 )
-from raftkv.client.core import Book, Failure, Policy, Send, Sleep, backoff, conduct
+from raftkv.client.core import Book, Failure, Policy, Send, Sleep, backoff, conduct, drive_sync
 from raftkv.client.errors import Answer
 from raftkv.client.operations import Calls
 
@@ -52,21 +52,18 @@ class Script:
         return self.now
 
     def run(self, steps):
-        outcome = None
-        while True:
-            try:
-                step = steps.send(outcome)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(step, Sleep):
-                assert step.seconds > 0
-                self.sleeps.append(step.seconds)
-                self.now += step.seconds
-                outcome = None
-            else:
-                self.sent.append(step)
-                outcome = self.answer(step)
-                self.now += step.timeout if isinstance(outcome, Failure) and outcome.timed_out else self.cost
+        return drive_sync(steps, self.perform)
+
+    def perform(self, step):
+        if isinstance(step, Sleep):
+            assert step.seconds > 0
+            self.sleeps.append(step.seconds)
+            self.now += step.seconds
+            return None
+        self.sent.append(step)
+        outcome = self.answer(step)
+        self.now += step.timeout if isinstance(outcome, Failure) and outcome.timed_out else self.cost
+        return outcome
 
     def asked(self) -> list[tuple[str, str]]:
         return [(s.base, s.target.split("?")[0]) for s in self.sent]
