@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from cluster import wait_until
 
 pytestmark = pytest.mark.integration
