@@ -346,7 +346,7 @@ SNAPSHOT_ENV = {"RAFT_TRAILING_LOGS": str(TRAILING_LOGS), "RAFT_SNAPSHOT_THRESHO
 def run_nemesis(root: Path, name: str, duration: float, seed: int | None = None, nodes: int = 3,
                 clients: int = 5, keys: int = 4, command: list[str] | None = None,
                 out: Path | None = None, check_limit: float = 120.0, hold: float = 3.0,
-                max_ops: int = 20000, read_level: str | None = None) -> Result:
+                max_ops: int = 20000, read_level: str | None = None, node_env: dict | None = None) -> Result:
     if name not in SCHEDULES:
         raise ValueError(f"unknown nemesis {name!r}; choose from {', '.join(sorted(SCHEDULES))}")
     seed = random.randrange(2**31) if seed is None else seed
@@ -355,6 +355,7 @@ def run_nemesis(root: Path, name: str, duration: float, seed: int | None = None,
     env = dict(NEMESIS_ENV)
     if name in ("snapshot", "mixed"):
         env.update(SNAPSHOT_ENV)
+    env.update(node_env or {})
     cluster = Cluster(root, env=env, command=command)
     workload = None
     run = None
