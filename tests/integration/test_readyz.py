@@ -19,12 +19,14 @@ def _readyz(node) -> tuple[int, dict]:
 
 
 def test_a_lone_node_is_not_ready_until_it_has_a_cluster(cluster):
-    # HTTP_WORKERS=1: the workers serve the fast routes only and relay /readyz
-    lone = cluster.add("solo", env={"HTTP_WORKERS": "1"}).wait_ready()
+    lone = cluster.add("solo")
+    # HTTP_WORKERS=1: the worker serves the fast routes only and relays /readyz
+    founder = cluster.add("n1", bootstrap=True, env={"HTTP_WORKERS": "1"})
+    lone.wait_ready()
     status, body = _readyz(lone)
     assert (status, body["ready"], body["reason"], body["leader"]) == (503, False, "no leader", None), body
 
-    founder = cluster.add("n1", bootstrap=True, env={"HTTP_WORKERS": "1"}).wait_ready()
+    founder.wait_ready()
     wait_until(lambda: _readyz(founder)[0] == 200, what="a one-voter cluster's leader to be ready")
     body = _readyz(founder)[1]
     assert body["leader"] == "n1" and body["state"] == "Leader", body
