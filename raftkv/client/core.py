@@ -100,6 +100,7 @@ class Failure:
 
 RAISE: Any = object()  # an Operation's ``missing``: a 404 raises NotFound
 
+
 @dataclass(frozen=True)
 class Operation:
     """One call of the API. ``write``: it changes the cluster (so an
@@ -316,11 +317,13 @@ def conduct(op: Operation, book: Book, policy: Policy, headers: Mapping[str, str
 
     attempt = 0
     last: RaftkvError | None = None
+    hurry = hurried = False  # once a call, a 503 naming another leader is followed without a pause
     while True:
-        if attempt:
+        if attempt and not hurry:
             pause = min(backoff(attempt, policy, rng), left())
             if pause > 0:
                 yield Sleep(pause)
+        hurry = False
         if left() <= 0:
             raise _timeout(op, policy, last, unknown=False)
         attempt += 1
@@ -353,8 +356,8 @@ def conduct(op: Operation, book: Book, policy: Policy, headers: Mapping[str, str
             connect_failed = isinstance(outcome, Failure) and not outcome.sent
             book.failed(base, connect_failed)
             named = book.learn(verdict.leader)
-            if named is not None and named != base:
-                attempt -= 1  # the answer named another leader: ask it now, without a pause
+            if named is not None and named != base and not hurried:
+                hurry = hurried = True  # the answer named another leader: ask it now
 
 
 def _timeout(op: Operation, policy: Policy, last: RaftkvError | None, unknown: bool) -> RaftkvError:

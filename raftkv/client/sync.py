@@ -95,6 +95,10 @@ def _dropped(sock: Any) -> bool:
     connection has nothing to read until a request is sent, so readable
     means closed (or broken)."""
     try:
+        if hasattr(select, "poll"):  # select() cannot watch a descriptor over FD_SETSIZE
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return True

@@ -132,6 +132,20 @@ def test_a_503_naming_the_leader_is_followed_at_once():
     assert script.sleeps == []
 
 
+def test_nodes_naming_each_other_as_leader_do_not_spin():
+    # stale answers: n1 says n2 leads, n2 says n1 does; the client backs off all the same
+    names = {A: {"id": "n2", "http": "127.0.0.1:8002"}, B: {"id": "n1", "http": "127.0.0.1:8001"}}
+
+    def answer(send):
+        if send.target == "/status":
+            return status("n1", None)
+        return unavailable(False, names[send.base])
+    script = Script(answer)
+    with pytest.raises(TimeoutNotApplied):
+        Fake(script, addresses=[A, B], timeout=3).set("k", "v")
+    assert len(script.sent) < 30 and sum(script.sleeps) > 2.5
+
+
 def test_a_leader_address_that_cannot_be_reached_is_left_for_the_given_ones():
     # the leader advertises an address the client cannot reach (inside a container)
     def answer(send):
