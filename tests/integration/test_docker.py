@@ -1,8 +1,9 @@
 """The image and docker-compose.yml on a real Docker engine: one image built
-once, run as a non-root user with a working HEALTHCHECK; the README's joins
-(with the raft address named, as under Docker the caller's IP is the
-gateway's), a write read back from another node, and a stopped leader that
-the other two replace.
+once, run as a non-root user with a working HEALTHCHECK; three nodes that
+form one cluster of three voters by themselves (RAFT_BOOTSTRAP_EXPECT on the
+service names, no join by hand), a write read back from another node, a
+stopped leader that the other two replace, and that node started again,
+back in the same cluster with what was written while it was down.
 
 Skips (saying why) when there is no Docker CLI or compose, no engine answers
 and none can be started, or no base image can be had. It may start dockerd
@@ -157,7 +158,7 @@ class Compose:
         self.command = [*command, "-p", self.project, "-f", str(REPO / "docker-compose.yml")]
         self.env = {**os.environ, "RAFTKV_IMAGE": IMAGE, "RAFTKV_BASE_IMAGE": base,
                     "RAFTKV_N1_PORT": "", "RAFTKV_N2_PORT": "", "RAFTKV_N3_PORT": "",
-                    "RAFTKV_JOIN": "", "LOG_LEVEL": "INFO"}
+                    "LOG_LEVEL": "INFO"}
         self.ports: dict[str, int] = {}
 
     def __call__(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
@@ -205,7 +206,7 @@ class Compose:
         return self("logs", "--no-color", "--tail", "80", check=False).stdout
 
 
-def test_compose_cluster_joins_writes_reads_and_survives_a_stopped_leader(docker_engine, base_image):
+def test_compose_cluster_forms_writes_reads_and_survives_a_stopped_leader(docker_engine, base_image):
     compose_cmd = compose_command()
     if compose_cmd is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed "
@@ -218,6 +219,7 @@ def test_compose_cluster_joins_writes_reads_and_survives_a_stopped_leader(docker
     assert len(re.findall(r"^    build:", config, re.M)) == 1, config
     assert len(re.findall(rf"^    image: {re.escape(IMAGE)}$", config, re.M)) == 3, config
     assert "RAFT_NODE_ID: n1" in config and "RAFT_NODE_ID: n2" in config
+    assert config.count("RAFT_BOOTSTRAP_EXPECT:") == 3 and "RAFT_BOOTSTRAP:" not in config, config
 
     previous = image_id(IMAGE)
     started = time.monotonic()
@@ -251,15 +253,20 @@ def test_compose_cluster_joins_writes_reads_and_survives_a_stopped_leader(docker
 
         for name in NODES:
             wait_until(lambda: identity(name), timeout=90, interval=0.3, what=f"{name} to answer")
-        wait_until(lambda: compose.get("n1", "/status")[1]["state"] == "Leader", timeout=30, interval=0.3,
-                   what="n1 to bootstrap and lead")
-        timings["up"] = time.monotonic() - started
 
-        # The README's joins: the raft address is named, never guessed from the caller.
-        for name in ("n2", "n3"):
-            status, body = compose.get("n1", "/join", nodeId=name, raftAddr=f"{name}:{NODES[name][1]}")
-            assert status == 200, body
-            assert body["address"] == f"{name}:{NODES[name][1]}" and body["changed"] is True, body
+        def one_cluster() -> str | None:
+            # every node follows the same leader, in one configuration of the three as voters
+            statuses = [compose.get(name, "/status")[1] for name in NODES]
+            leaders = {(st.get("leader") or {}).get("id") for st in statuses}
+            confs = {tuple(sorted((c["id"], c["address"], c["suffrage"]) for c in st["latest_configuration"]))
+                     for st in statuses}
+            expected = tuple((name, f"{name}:{raft}", "Voter") for name, (_, raft) in sorted(NODES.items()))
+            return leaders.pop() if len(leaders) == 1 and confs == {expected} else None
+
+        # No join by hand: the three found each other by their service names.
+        first_leader = wait_until(one_cluster, timeout=30, interval=0.3, what="one cluster of three voters")
+        assert first_leader in NODES, first_leader
+        timings["up"] = time.monotonic() - started
 
         status, body = compose.get("n2", "/set", key="user", value="kj")  # forwarded to the leader
         assert status == 200, body
@@ -268,12 +275,6 @@ def test_compose_cluster_joins_writes_reads_and_survives_a_stopped_leader(docker
         # n3's own copy, not only the leader's
         wait_until(lambda: compose.get("n3", "/get", key="user", stale="true")[1].get("value") == "kj",
                    timeout=15, interval=0.2, what="n3 to apply the write")
-
-        def all_voters() -> bool:
-            _, peers = compose.get("n1", "/peers")
-            return len(peers) == 3 and all(p["suffrage"] == "Voter" and p["healthy"] for p in peers)
-
-        wait_until(all_voters, timeout=60, interval=0.5, what="autopilot to promote n2 and n3")
 
         # The dashboard works from the host through one published port: n1
         # relays n3's stream over the compose network.
@@ -292,28 +293,43 @@ def test_compose_cluster_joins_writes_reads_and_survives_a_stopped_leader(docker
         assert uid != "0", "the node runs as root"
 
         # Stop the leader: SIGTERM, which the node handles (exit 0, well within docker's 10 s).
+        stopped = first_leader
+        others = [name for name in NODES if name != stopped]
         started = time.monotonic()
-        run(["docker", "stop", containers["n1"]], timeout=60)
+        run(["docker", "stop", containers[stopped]], timeout=60)
         stop_seconds = time.monotonic() - started
-        state = json.loads(run(["docker", "inspect", containers["n1"]]).stdout)[0]["State"]
+        state = json.loads(run(["docker", "inspect", containers[stopped]]).stdout)[0]["State"]
         assert state["ExitCode"] == 0 and stop_seconds < 9, (state, stop_seconds)
 
         def new_leader() -> str | None:
-            _, st = compose.get("n2", "/status")
-            return st["leader"]["id"] if st.get("leader") and st["leader"]["id"] in ("n2", "n3") else None
+            _, st = compose.get(others[0], "/status")
+            return st["leader"]["id"] if st.get("leader") and st["leader"]["id"] in others else None
 
         started = time.monotonic()
-        leader = wait_until(new_leader, timeout=30, interval=0.3, what="n2 or n3 to take over")
+        wait_until(new_leader, timeout=30, interval=0.3, what=f"{' or '.join(others)} to take over")
         timings["failover"] = time.monotonic() - started
 
         def write_after_stop() -> bool:
-            return compose.get("n3", "/set", key="after", value="stop")[0] == 200
+            return compose.get(others[1], "/set", key="after", value="stop")[0] == 200
 
         wait_until(write_after_stop, timeout=20, interval=0.5, what="a write after the leader stopped")
-        assert compose.get("n2", "/get", key="after")[1].get("value") == "stop"
-        status, body = compose.get("n2", "/get", key="user")
-        # n2 serves the linearizable read itself, as leader or with the index its leader confirmed
-        assert status == 200 and body["value"] == "kj" and body.get("served_by") == "n2", body
+        assert compose.get(others[0], "/get", key="after")[1].get("value") == "stop"
+        status, body = compose.get(others[0], "/get", key="user")
+        # it serves the linearizable read itself, as leader or with the index its leader confirmed
+        assert status == 200 and body["value"] == "kj" and body.get("served_by") == others[0], body
+
+        # Start the stopped node again: it has its volume, so it neither forms
+        # nor joins, and is back in the same cluster with the write it missed.
+        started = time.monotonic()
+        run(["docker", "start", containers[stopped]], timeout=60)
+        compose.ports[stopped] = compose.host_port(stopped)  # Docker may publish it on another port
+        wait_until(lambda: identity(stopped), timeout=60, interval=0.3, what=f"{stopped} to answer again")
+        wait_until(lambda: compose.get(stopped, "/get", key="after", stale="true")[1].get("value") == "stop",
+                   timeout=30, interval=0.3, what=f"{stopped} to catch up")
+        wait_until(one_cluster, timeout=30, interval=0.3, what="the same cluster of three voters again")
+        timings["restart"] = time.monotonic() - started
+        logs = compose("logs", "--no-color", stopped).stdout
+        assert "not joining: node has existing state" in logs, logs[-3000:]
     except BaseException:
         print(compose.logs())
         raise
