@@ -50,11 +50,12 @@ USER raftkv
 WORKDIR /data
 VOLUME /data
 EXPOSE 8000 9000
-# Healthy = the node's HTTP API answers /status with 200; it says nothing of
-# quorum (a node waiting to be joined is healthy). Python's urllib, because
-# the image carries no curl.
+# Healthy = ready: GET /readyz answers 200 once the node has a leader and has
+# applied what that leader committed (docs/readiness-and-leaving.md). A node
+# not yet in a cluster, or cut off from its quorum, is unhealthy, which
+# Docker only reports. Python's urllib, because the image carries no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request as u; h = os.environ.get('BIND_ADDR', '0.0.0.0'); h = '127.0.0.1' if h in ('0.0.0.0', '::', '[::]', '*') else h; u.urlopen('http://%s:%s/status' % (h, os.environ.get('HTTP_SERVER_PORT', '8000')), timeout=2)"]
+    CMD ["python3", "-c", "import os, urllib.request as u; h = os.environ.get('BIND_ADDR', '0.0.0.0'); h = '127.0.0.1' if h in ('0.0.0.0', '::', '[::]', '*') else h; u.urlopen('http://%s:%s/readyz' % (h, os.environ.get('HTTP_SERVER_PORT', '8000')), timeout=2)"]
 CMD ["raftkv", "serve"]
 # Last, so that a change to the code rebuilds only this layer of the runtime
 # stage (each layer costs a copy of the whole tree on the vfs storage driver).

@@ -236,7 +236,7 @@ def test_compose_cluster_forms_writes_reads_and_survives_a_stopped_leader(docker
 
     inspect = json.loads(run(["docker", "image", "inspect", IMAGE]).stdout)[0]["Config"]
     assert inspect["User"] not in ("", "root", "0"), inspect["User"]
-    assert inspect["Healthcheck"]["Test"][0] == "CMD" and "/status" in " ".join(inspect["Healthcheck"]["Test"])
+    assert inspect["Healthcheck"]["Test"][0] == "CMD" and "/readyz" in " ".join(inspect["Healthcheck"]["Test"])
     assert not any(e.startswith("RAFT_NODE_ID=") for e in inspect["Env"]), inspect["Env"]
 
     try:
