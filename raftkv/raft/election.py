@@ -18,6 +18,7 @@ from .effects import Bare
 from .fields import NodeFields
 from .messages import RequestVote, RequestVoteResponse, TimeoutNow
 from .roles import CANDIDATE, CandidateState
+from .rules import ALREADY_VOTED, LOG_SHORTER, LOG_TERM_OLDER, VoteDecision, VoteRequest
 
 
 class Election(NodeFields):
@@ -157,8 +158,6 @@ class Election(NodeFields):
                           ("from", Bare(req.candidate_address)), ("leader", Bare(self.leader_address or "")),
                           ("leader-id", self.leader_id or ""))
                 return
-            if req.term < self.current_term:
-                return
             if req.pre_vote:
                 if req.term > self.current_term:
                     self._log("DEBUG", "received a requestPreVote with a newer term, grant the pre-vote")
@@ -169,30 +168,20 @@ class Election(NodeFields):
             # A member whose log goes further than ours has seen entries we
             # have not, its promotion perhaps: ours is the stale view.
             newer_history = (req.last_log_term, req.last_log_index) > (self.log.last_term, self.log.last_index)
-            if (self.configuration.servers and not self.configuration.is_voter(req.candidate_id)
+            if (req.term >= self.current_term and self.configuration.servers
+                    and not self.configuration.is_voter(req.candidate_id)
                     and not committed.is_voter(req.candidate_id) and not newer_history):
                 self._log("WARN", f"rejecting {kind} request since node is not a voter",
                           ("from", Bare(req.candidate_address)))
                 return
-            if not req.pre_vote and self.voted_for is not None:
-                self._log("INFO", "duplicate requestVote for same term", ("term", req.term))
-                if self.voted_for == req.candidate_id:
-                    self._log("WARN", "duplicate requestVote from", ("candidate", Bare(req.candidate_address)))
-                    grant = True
-                return
-            if not self._log_is_up_to_date(req.last_log_term, req.last_log_index):
-                if req.last_log_term < self.log.last_term:
-                    self._log("WARN", f"rejecting {kind} request since our last term is greater",
-                              ("candidate", Bare(req.candidate_address)), ("last-term", self.log.last_term),
-                              ("last-candidate-term", req.last_log_term))
-                else:
-                    self._log("WARN", f"rejecting {kind} request since our last index is greater",
-                              ("candidate", Bare(req.candidate_address)), ("last-index", self.log.last_index),
-                              ("last-candidate-index", req.last_log_index))
-                return
-            grant = True
-            if not req.pre_vote:
+            decision = self.rules.grant_vote(VoteRequest(
+                self.current_term, self.voted_for, self.log.last_index, self.log.last_term, req.candidate_id,
+                req.term, req.last_log_index, req.last_log_term, req.pre_vote))
+            self._explain_vote(req, kind, decision)
+            grant = decision.granted
+            if grant and not req.pre_vote:
                 self._set_hard_state(self.current_term, req.candidate_id)
+            if decision.restart_timer:
                 self._reset_election_timer()
         finally:
             known = self.configuration.get(from_id)
@@ -203,11 +192,21 @@ class Election(NodeFields):
                                    else req.candidate_address,
                                    RequestVoteResponse(reply_term, grant, req.pre_vote)))
 
-    def _log_is_up_to_date(self, last_log_term: int, last_log_index: int) -> bool:
-        """§5.4.1: the candidate's log is at least as up to date as ours."""
-        if last_log_term != self.log.last_term:
-            return last_log_term > self.log.last_term
-        return last_log_index >= self.log.last_index
+    def _explain_vote(self, req: RequestVote, kind: str, decision: VoteDecision) -> None:
+        """hashicorp's line for the rule's answer (rules.grant_vote decides)."""
+        reason = decision.reason
+        if reason == ALREADY_VOTED:
+            self._log("INFO", "duplicate requestVote for same term", ("term", req.term))
+            if decision.granted:
+                self._log("WARN", "duplicate requestVote from", ("candidate", Bare(req.candidate_address)))
+        elif reason == LOG_TERM_OLDER:
+            self._log("WARN", f"rejecting {kind} request since our last term is greater",
+                      ("candidate", Bare(req.candidate_address)), ("last-term", self.log.last_term),
+                      ("last-candidate-term", req.last_log_term))
+        elif reason == LOG_SHORTER:
+            self._log("WARN", f"rejecting {kind} request since our last index is greater",
+                      ("candidate", Bare(req.candidate_address)), ("last-index", self.log.last_index),
+                      ("last-candidate-index", req.last_log_index))
 
     def _on_timeout_now(self, from_id: str, msg: TimeoutNow) -> None:
         if msg.term < self.current_term or not self.configuration.is_voter(self.id):

@@ -28,6 +28,7 @@ from .membership import Membership
 from .messages import Entry, SnapshotMeta
 from .progress import Progress
 from .roles import CandidateState, LeaderState
+from .rules import Rules
 from .snapshot_policy import SnapshotPolicy
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class NodeFields:
     config: RaftConfig
     rng: random.Random
     now: int                          # the core's clock (ms), as of the current step
+    rules: Rules                      # the rules it decides by (rules.py; raftkv lab swaps them)
     # persistent state (Figure 2) and what was built from it
     volume_id: str
     current_term: int

@@ -16,26 +16,44 @@ from .fields import NodeFields
 from .messages import (
     AppendEntries,
     AppendEntriesResponse,
-    Entry,
     EntryType,
     InstallSnapshot,
     InstallSnapshotResponse,
     SnapshotMeta,
 )
 from .roles import FOLLOWER
+from .rules import NO_PREV_ENTRY, PREV_TERM_MISMATCH, AppendDecision, AppendRequest, LogView
 
 
 class Following(NodeFields):
     """Mixed into RaftNode; reads and changes its fields."""
 
     def _on_append_entries(self, from_id: str, req: AppendEntries) -> None:
-        if req.term < self.current_term:
+        # Entries at or below our base are committed, hence identical (Log
+        # Matching): the rule sees the request from our base on.
+        prev_index, prev_term, entries = req.prev_log_index, req.prev_log_term, req.entries
+        below_base = False
+        if not req.heartbeat and prev_index < self.log.base_index:
+            skip = self.log.base_index - prev_index
+            entries = entries[skip:]
+            prev_index, prev_term = self.log.base_index, self.log.base_term
+            below_base = not entries and req.prev_log_index + len(req.entries) < self.log.base_index
+        decision = None
+        if not req.heartbeat:
+            decision = self.rules.append_entries(AppendRequest(
+                self.current_term, self.commit_index, LogView(self.log), req.term, req.leader_id,
+                prev_index, prev_term, entries, req.leader_commit))
+        # a heartbeat carries no log: whether it comes from our term is the core's to say
+        stale = not decision.accept_leader if decision is not None else req.term < self.current_term
+        if stale:
             self._emit(fx.Send(from_id, req.leader_address,
                                AppendEntriesResponse(self.current_term, False, self.log.last_index,
                                                      req.prev_log_index, heartbeat=req.heartbeat,
                                                      read_seq=req.read_seq, volume=self.volume_id)))
             return
-        self._follow(req.term, req.leader_id, req.leader_address)
+        # Terms never go back (rule 1): a rule that follows an older leader
+        # follows it in our term.
+        self._follow(max(req.term, self.current_term), req.leader_id, req.leader_address)
         # What this node must apply to be as current as its leader: a lagging
         # follower learns it from an append before it holds the entries. A
         # heartbeat's is capped at what the follower matches, and a new
@@ -43,41 +61,27 @@ class Following(NodeFields):
         # as nothing committed is ever uncommitted.
         self.leader_commit = max(self.leader_commit, req.leader_commit)
 
-        if req.heartbeat:
+        if req.heartbeat or decision is None:
             self._commit_to(min(req.leader_commit, self.log.last_index))
             self._emit(fx.Send(from_id, req.leader_address,
                                AppendEntriesResponse(self.current_term, True, self.log.last_index, 0,
                                                      heartbeat=True, read_seq=req.read_seq,
                                                      volume=self.volume_id)))
             return
-
-        prev_index, prev_term, entries = req.prev_log_index, req.prev_log_term, req.entries
-        if prev_index < self.log.base_index:
-            # entries at or below our base are committed, hence identical (Log Matching)
-            skip = self.log.base_index - prev_index
-            entries = entries[skip:]
-            prev_index, prev_term = self.log.base_index, self.log.base_term
-            if not entries and req.prev_log_index + len(req.entries) < self.log.base_index:
-                self._reply_append(from_id, req, True, self.log.base_index)
-                return
-        if prev_index > self.log.last_index:
+        if below_base:
+            self._reply_append(from_id, req, True, self.log.base_index)
+            return
+        if decision.reason == NO_PREV_ENTRY:
             self._log("WARN", "failed to get previous log", ("previous-index", prev_index),
                       ("last-index", self.log.last_index), ("error", "log not found"))
+        elif decision.reason == PREV_TERM_MISMATCH:
+            self._log("WARN", "previous log term mis-match", ("ours", self.log.term_at(prev_index)),
+                      ("remote", prev_term))
+        if not decision.success or not self._merge_entries(decision):
             self._reply_append(from_id, req, False)
             return
-        our_term = self.log.term_at(prev_index)
-        if our_term != prev_term:
-            self._log("WARN", "previous log term mis-match", ("ours", our_term), ("remote", prev_term))
-            self._reply_append(from_id, req, False)
-            return
-
-        new_entries = self._merge_entries(entries)
-        if new_entries is None:
-            self._reply_append(from_id, req, False)
-            return
-        match = prev_index + len(entries)
-        self._commit_to(min(req.leader_commit, match))
-        self._reply_append(from_id, req, True, match)
+        self._commit_to(decision.commit_index)
+        self._reply_append(from_id, req, True, decision.match_index)
 
     def _follow(self, term: int, leader_id: str, leader_address: str) -> None:
         """A current leader spoke: follow it and restart the election timer."""
@@ -95,30 +99,22 @@ class Following(NodeFields):
             # re-admitted the node cannot vote a second time in this term.
             self._set_hard_state(term, leader_id)
 
-    def _merge_entries(self, entries: tuple[Entry, ...]) -> list[Entry] | None:
-        """Append what is new, truncating a conflicting suffix (§5.3 step 3-4)."""
-        if not entries:
-            return []
-        last = self.log.last_index
-        start = 0
-        for start, entry in enumerate(entries):  # noqa: B007 (start is read after the loop)
-            if entry.index > last:
-                break
-            our_term = self.log.term_at(entry.index)
-            if our_term != entry.term:
-                if entry.index <= self.commit_index:
-                    # rule 2: would drop a committed entry; the leader is confused
-                    self._log("ERROR", "failed to append to logs",
-                              ("error", f"conflict at committed index {entry.index}"))
-                    return None
-                self._log("WARN", "clearing log suffix", ("from", entry.index), ("to", last))
-                self._emit(fx.TruncateLog(entry.index))
-                self.log.truncate_from(entry.index)
+    def _merge_entries(self, decision: AppendDecision) -> bool:
+        """Carry out the rule's truncation and append (§5.3 steps 3-4); False
+        if it would drop a committed entry (rule 2)."""
+        if decision.truncate_from is not None:
+            last = self.log.last_index
+            if decision.truncate_from <= self.commit_index:
+                # rule 2: would drop a committed entry; the leader is confused
+                self._log("ERROR", "failed to append to logs",
+                          ("error", f"conflict at committed index {decision.truncate_from}"))
+                return False
+            if decision.truncate_from <= last:
+                self._log("WARN", "clearing log suffix", ("from", decision.truncate_from), ("to", last))
+                self._emit(fx.TruncateLog(decision.truncate_from))
+                self.log.truncate_from(decision.truncate_from)
                 self._recompute_configuration()
-                break
-        else:
-            return []  # every entry already present
-        new = list(entries[start:])
+        new = list(decision.append)
         if new:
             self.last_leader_append = self.now   # a leader's lease may rest on these (lease.py)
             self.log.append(new)
@@ -126,7 +122,7 @@ class Following(NodeFields):
             if any(e.type is EntryType.CONFIGURATION for e in new):
                 self._recompute_configuration()
                 self._configuration_changed()
-        return new
+        return True
 
     def _reply_append(self, to: str, req: AppendEntries, success: bool, match: int = 0) -> None:
         self._emit(fx.Send(to, req.leader_address,

@@ -25,6 +25,7 @@ from .fields import NodeFields
 from .messages import AppendEntries, AppendEntriesResponse, Entry, InstallSnapshot, InstallSnapshotResponse, TimeoutNow
 from .progress import Progress, ProgressState
 from .roles import LeaderState
+from .rules import CommitRequest, LogView
 
 
 class Replication(NodeFields):
@@ -300,12 +301,16 @@ class Replication(NodeFields):
         by counting replicas of an entry from the current term."""
         if leader.lease.wait_until and self.now < leader.lease.wait_until:
             return  # deferred commit (lease.py): the previous leader may still serve reads
-        index = leader.quorum_match_index(self.configuration.voters, self.id, self.log.last_index,
-                                          self._uncounted_voters(leader))
-        if index > self.commit_index and self._can_commit_by_counting(index):
+        matches = leader.match_indexes(self.configuration.voters, self.id, self.log.last_index,
+                                       self._uncounted_voters(leader))
+        index = self.rules.leader_commit_index(CommitRequest(self.current_term, self.commit_index, matches,
+                                                             LogView(self.log)))
+        if index > self.commit_index:
             self._advance_commit(leader, index)
 
     def _can_commit_by_counting(self, index: int) -> bool:
+        """Figure 8 as the core's own rule states it (rules.leader_commit_index);
+        the learning view asks it why a majority's entry waits."""
         return self.log.term_at(index) == self.current_term
 
     def _advance_commit(self, leader: LeaderState, index: int) -> None:

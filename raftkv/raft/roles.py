@@ -91,6 +91,11 @@ class LeaderState:
                            uncounted: frozenset[str] = frozenset()) -> int:
         """The highest index a quorum of voters holds (the leader counts its
         own log); an ``uncounted`` voter holds nothing."""
+        return quorum_value(self.match_indexes(voters, own_id, own_last_index, uncounted))
+
+    def match_indexes(self, voters: tuple[str, ...], own_id: str, own_last_index: int,
+                      uncounted: frozenset[str] = frozenset()) -> tuple[int, ...]:
+        """What each voter holds, in ``voters``' order (see quorum_match_index)."""
         matches = []
         for voter in voters:
             if voter == own_id:
@@ -99,7 +104,7 @@ class LeaderState:
                 matches.append(self.progress[voter].match_index)
             else:
                 matches.append(0)
-        return quorum_value(matches)
+        return tuple(matches)
 
     def quorum_read_seq(self, voters: tuple[str, ...], own_id: str,
                         uncounted: frozenset[str] = frozenset()) -> int:

@@ -1,24 +1,33 @@
 """Break the core on purpose; the simulator must notice each breakage."""
 
+from dataclasses import replace
+
 import pytest
 
 from raftkv.node.executor import EffectExecutor
 from raftkv.raft import effects as fx
+from raftkv.raft import rules
 from raftkv.raft.node import RaftNode
+from raftkv.raft.quorum import quorum_value
 from raftkv.sim.fuzz import run_once
 from raftkv.sim.invariants import Violation
 from raftkv.sim.scenarios import run_scenario
 
 
 def test_granting_votes_without_the_up_to_date_check_is_caught(monkeypatch):
-    monkeypatch.setattr(RaftNode, "_log_is_up_to_date", lambda self, term, index: True)
+    def no_up_to_date_check(req: rules.VoteRequest) -> rules.VoteDecision:
+        return rules.grant_vote(replace(req, candidate_last_log_term=req.last_log_term,
+                                        candidate_last_log_index=req.last_log_index))
+    monkeypatch.setattr(RaftNode, "rules", replace(rules.DEFAULT_RULES, grant_vote=no_up_to_date_check))
     caught = [s for s in range(50) if run_once(s).violation is not None]
     assert caught, "no randomized run noticed votes granted to stale candidates"
 
 
 def test_committing_an_old_term_entry_by_counting_is_caught(monkeypatch):
     run_scenario("figure-8")  # the correct core passes
-    monkeypatch.setattr(RaftNode, "_can_commit_by_counting", lambda self, index: True)
+    def by_counting(req: rules.CommitRequest) -> int:
+        return max(req.commit_index, quorum_value(req.match_indexes))
+    monkeypatch.setattr(RaftNode, "rules", replace(rules.DEFAULT_RULES, leader_commit_index=by_counting))
     with pytest.raises(Violation):
         run_scenario("figure-8")
 

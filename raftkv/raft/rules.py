@@ -1,0 +1,230 @@
+"""The rules a node decides by, behind a small interface (``raftkv lab``).
+
+Theory of operation: where the core decides one of Raft's rules it builds a
+frozen request, calls the matching function of its :class:`Rules` and carries
+out the frozen decision it gets back: the core keeps the bookkeeping (logs,
+effects, persistence, timers' arithmetic), the rule keeps the judgement. The
+functions here are the core's own rules; ``raftkv lab`` hands a node a
+``Rules`` whose functions a learner wrote, and the simulator then grades
+them. A rule sees only its request, never the node: whatever it returns is
+all it can change.
+
+Each docstring states the rule and the paper's section (Ongaro & Ousterhout,
+"In Search of an Understandable Consensus Algorithm", extended version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .messages import Entry
+from .quorum import quorum_value
+
+# Why a vote or an append was refused; the core logs hashicorp's line for each.
+STALE_TERM = "stale term"
+ALREADY_VOTED = "already voted"
+LOG_TERM_OLDER = "candidate's last log term is older"
+LOG_SHORTER = "candidate's log is shorter"
+NO_PREV_ENTRY = "no entry at prev_log_index"
+PREV_TERM_MISMATCH = "prev_log_term does not match"
+
+
+class LogView:
+    """A read-only look at a node's log, for rules to reason about."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log) -> None:
+        self._log = log
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last entry (0 for an empty log)."""
+        return self._log.last_index
+
+    @property
+    def last_term(self) -> int:
+        """Term of the last entry (0 for an empty log)."""
+        return self._log.last_term
+
+    @property
+    def first_index(self) -> int:
+        """The oldest index still held; those before it went into a snapshot."""
+        return self._log.first_index
+
+    def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index``; also answers for ``first_index - 1``
+        (0 at index 0); None beyond the log or before the snapshot."""
+        return self._log.term_at(index)
+
+    def __repr__(self) -> str:
+        terms = [self._log.term_at(i) for i in range(self.first_index, self.last_index + 1)]
+        if len(terms) > 12:
+            return f"log[{self.first_index}..{self.last_index}: ... {' '.join(map(str, terms[-12:]))}]"
+        return f"log[{self.first_index}..{self.last_index}: {' '.join(map(str, terms))}]"
+
+
+# ---------------------------------------------------------------- granting a vote
+
+@dataclass(frozen=True)
+class VoteRequest:
+    """A RequestVote as the voter sees it. A newer term has already been
+    entered (``current_term`` is then the candidate's, ``voted_for`` None),
+    except for a pre-vote, which never moves a term."""
+    current_term: int
+    voted_for: str | None          # whom this node voted for in current_term
+    last_log_index: int            # this node's log
+    last_log_term: int
+    candidate: str
+    term: int                      # the candidate's term
+    candidate_last_log_index: int
+    candidate_last_log_term: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True)
+class VoteDecision:
+    granted: bool
+    restart_timer: bool = False    # restart this node's election timer
+    reason: str = ""               # why not: STALE_TERM, ALREADY_VOTED, LOG_TERM_OLDER, LOG_SHORTER
+
+
+def grant_vote(req: VoteRequest) -> VoteDecision:
+    """RequestVote receiver (Figure 2, §5.2, §5.4.1).
+
+    1. Refuse a candidate whose term is older than ours (§5.1).
+    2. Vote at most once per term: refuse if ``voted_for`` is someone else
+       (§5.2); a repeated request from the one we voted for gets its vote again.
+    3. Refuse a candidate whose log is less up to date than ours: compare the
+       last entries' terms; the later term wins; with equal terms the longer
+       log wins (§5.4.1).
+    Granting a real vote (the core records it durably before answering)
+    restarts the election timer; nothing else here does (§5.2). A pre-vote
+    (thesis §9.6) is a question, not a vote: it records nothing and
+    restarts nothing.
+    """
+    if req.term < req.current_term:
+        return VoteDecision(False, reason=STALE_TERM)
+    if not req.pre_vote and req.voted_for is not None:
+        return VoteDecision(req.voted_for == req.candidate, reason=ALREADY_VOTED)
+    if req.candidate_last_log_term != req.last_log_term:
+        if req.candidate_last_log_term < req.last_log_term:
+            return VoteDecision(False, reason=LOG_TERM_OLDER)
+    elif req.candidate_last_log_index < req.last_log_index:
+        return VoteDecision(False, reason=LOG_SHORTER)
+    return VoteDecision(True, restart_timer=not req.pre_vote)
+
+
+# ---------------------------------------------------------------- the follower's AppendEntries
+
+@dataclass(frozen=True)
+class AppendRequest:
+    """An AppendEntries (not a heartbeat) as the follower sees it. Entries
+    before the follower's snapshot are already cut off the front:
+    ``prev_log_index`` is never below ``log.first_index - 1``."""
+    current_term: int
+    commit_index: int
+    log: LogView
+    term: int                      # the leader's term
+    leader: str
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]     # entries[i].index == prev_log_index + 1 + i
+    leader_commit: int
+
+
+@dataclass(frozen=True)
+class AppendDecision:
+    accept_leader: bool            # the sender leads our term: follow it, restart the election timer
+    success: bool
+    truncate_from: int | None = None   # drop our entries from this index on, before appending
+    append: tuple[Entry, ...] = ()     # entries to add after our (possibly truncated) last entry
+    commit_index: int = 0              # our commit index afterwards (it never goes back)
+    match_index: int = 0               # on success: the last index known to match the leader's log
+    reason: str = ""                   # why not: STALE_TERM, NO_PREV_ENTRY, PREV_TERM_MISMATCH
+
+
+def append_entries(req: AppendRequest) -> AppendDecision:
+    """AppendEntries receiver (Figure 2, §5.3).
+
+    1. Refuse a leader whose term is older than ours, without following it
+       (§5.1).
+    2. Refuse if our log has no entry at ``prev_log_index`` whose term is
+       ``prev_log_term`` (the consistency check, §5.3).
+    3. If an existing entry conflicts with a new one (same index, other
+       term), delete it and all that follow it (§5.3). Entries that match
+       stay: a delayed, older AppendEntries must not cut off what a newer
+       one appended.
+    4. Append the entries not already in the log.
+    5. If ``leader_commit`` > our commit index, commit up to
+       min(leader_commit, index of the last new entry): only what this
+       request proved to match the leader's log (§5.3).
+    """
+    if req.term < req.current_term:
+        return _refuse_append(STALE_TERM, accept_leader=False)
+    log = req.log
+    if req.prev_log_index > log.last_index:
+        return _refuse_append(NO_PREV_ENTRY)
+    if log.term_at(req.prev_log_index) != req.prev_log_term:
+        return _refuse_append(PREV_TERM_MISMATCH)
+    truncate_from = None
+    new: tuple[Entry, ...] = ()
+    for i, entry in enumerate(req.entries):
+        if entry.index > log.last_index:
+            new = req.entries[i:]
+            break
+        if log.term_at(entry.index) != entry.term:
+            truncate_from = entry.index
+            new = req.entries[i:]
+            break
+    match = req.prev_log_index + len(req.entries)
+    commit = max(req.commit_index, min(req.leader_commit, match))
+    return AppendDecision(True, True, truncate_from, new, commit, match)
+
+
+def _refuse_append(reason: str, accept_leader: bool = True) -> AppendDecision:
+    return AppendDecision(accept_leader, False, reason=reason)
+
+
+# ---------------------------------------------------------------- the commit rule
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """What a leader knows when its followers' progress moves."""
+    current_term: int
+    commit_index: int
+    match_indexes: tuple[int, ...]  # one per voter: what it holds; the leader's own last index included
+    log: LogView
+
+
+def leader_commit_index(req: CommitRequest) -> int:
+    """The leader's commit rule (Figure 2, "Rules for Servers: Leaders";
+    §5.3, §5.4.2, Figure 8).
+
+    The new commit index is the highest N such that a majority of voters
+    hold entries up to N (``match_indexes``) *and* the entry at N is from
+    the current term. An entry of an older term is never committed by
+    counting its replicas, however many: Figure 8 shows a later leader
+    replacing one. It commits indirectly, with the current term's entry
+    after it. The commit index never goes back.
+    """
+    index = quorum_value(req.match_indexes)
+    if index > req.commit_index and req.log.term_at(index) == req.current_term:
+        return index
+    return req.commit_index
+
+
+# ---------------------------------------------------------------- the set of rules
+
+@dataclass(frozen=True)
+class Rules:
+    """The functions a node decides by; ``raftkv lab`` swaps some out."""
+    grant_vote: Callable[[VoteRequest], VoteDecision] = grant_vote
+    append_entries: Callable[[AppendRequest], AppendDecision] = append_entries
+    leader_commit_index: Callable[[CommitRequest], int] = leader_commit_index
+
+
+DEFAULT_RULES = Rules()
+
+RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index")
