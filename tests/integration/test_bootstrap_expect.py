@@ -106,8 +106,15 @@ def test_rejoin_on_a_new_address(cluster):
     one_cluster(nodes, "before", "1")
     n3 = nodes[2]
     old = n3.raft_addr
+    # n3's own copy of the registry knows where the others serve HTTP
+    wait_until(lambda: all(p["http"] for p in n3.get("/peers", local="true").json()), 10,
+               what="every member's HTTP address in n3's registry")
     n3.stop()
     n3.http_port, n3.raft_port = free_port(), free_port()
+    # no seeds either: it finds the others through the HTTP addresses its
+    # own copy of the registry holds
+    n3.join = None
+    n3.env.pop("RAFT_BOOTSTRAP_EXPECT")
     n3.start()
     n3.wait_for_log("listens at another address than the cluster knows it by")
     leader = cluster.leader(exclude=("n3",))
