@@ -6,9 +6,11 @@ faults drawn from the seed (message drop, duplication, reordering by random
 delay, symmetric and one-way partitions that heal, crashes between steps and
 in the middle of a step, restarts, and lost disks: a node wiped and started
 again empty under its old name, as long as a quorum of voters keeps the
-volumes they were admitted with), while clients write, delete and do
-linearizable reads, and an operator adds, promotes, demotes and removes
-servers, transfers leadership and forces snapshots. Then every fault heals,
+volumes they were admitted with), while clients write, delete and read at
+every level (:mod:`.clients`: ``linearizable``, ``lease`` and ``strong``
+reads are checked, ``none`` and ``weak`` ones counted), and an operator
+adds, promotes, demotes and removes servers, transfers leadership and forces
+snapshots. Then every fault heals,
 every crashed member restarts, and liveness is required: a leader within a
 bound, a final write committed, and every acknowledged write applied on every
 member. The invariant checker runs after every step throughout.
@@ -21,14 +23,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft.configuration import ConfigCommand, Configuration
 from raftkv.raft.messages import EntryType
 
+from .clients import ClientModel
 from .cluster import SIM_CONFIG, SimCluster
 from .invariants import InvariantChecker, Violation
-from .state_machine import apply_command, encode_command
+
+__all__ = ["ClientModel", "RunResult", "run_many", "run_once"]
 
 # Log limits just over the snapshot threshold (in entries) and a few dozen
 # entries (in bytes), so that runs also take snapshots the moment the log is
@@ -49,78 +52,9 @@ class RunResult:
     violation: Violation | None
     recent: list[str]
     acked: int
-    reads: int
-
-
-class ClientModel:
-    """Closed-loop clients: propose writes, ask for reads, remember acks."""
-
-    def __init__(self, cluster: SimCluster, checker: InvariantChecker) -> None:
-        self.cluster = cluster
-        self.checker = checker
-        self.next_id = 0
-        self.pending: dict[int, tuple] = {}          # request_id -> (kind, payload, call time, acked_before)
-        self.proposed: dict[int, tuple[str, int, int]] = {}   # request_id -> (node, index, term)
-        self.acked: dict[int, int] = {}               # index -> term of acknowledged writes
-        self.max_acked = 0
-        self.reads = 0
-        self.lease_reads = random.Random(0)   # which reads ask for the lease
-        cluster.on_effects.append(self.observe)
-
-    def _request_id(self) -> int:
-        self.next_id += 1
-        return self.next_id
-
-    def write(self, node_id: str, key: str, value: str | None) -> int:
-        rid = self._request_id()
-        self.pending[rid] = ("write", node_id, self.cluster.now, self.max_acked)
-        self.cluster.step(node_id, ev.Propose(rid, encode_command(key, value)))
-        return rid
-
-    def read(self, node_id: str, key: str, lease: bool = False) -> None:
-        rid = self._request_id()
-        self.pending[rid] = ("read", (node_id, key), self.cluster.now, self.max_acked)
-        self.cluster.step(node_id, ev.ReadIndex(rid, lease=lease))
-
-    def observe(self, node, effects) -> None:
-        for effect in effects:
-            t = type(effect)
-            if t is fx.Proposed and effect.request_id in self.pending:
-                self.proposed[effect.request_id] = (node.id, effect.index, effect.term)
-            elif t is fx.Apply:
-                for e in effect.entries:
-                    if e.type is not EntryType.COMMAND:
-                        continue
-                    for rid, (nid, index, term) in list(self.proposed.items()):
-                        if nid == node.id and index == e.index:
-                            del self.proposed[rid]
-                            self.pending.pop(rid, None)
-                            if term == e.term:
-                                self.acked[index] = term
-                                self.max_acked = max(self.max_acked, index)
-            elif t is fx.ReadReady:
-                request = self.pending.pop(effect.request_id, None)
-                if request is None or request[0] != "read":
-                    continue
-                (nid, key), acked_before = request[1], request[3]
-                self.reads += 1
-                expected = self._committed_value(key, effect.index)
-                self.checker.check_read(nid, effect.index, acked_before, node.state.get(key) if
-                                        node.applied_index == effect.index else expected, expected)
-                if node.applied_index < effect.index:
-                    raise Violation("Linearizable read",
-                                    f"{nid} ready at {effect.index} with applied {node.applied_index}")
-            elif t is fx.Rejected:
-                self.pending.pop(effect.request_id, None)
-                self.proposed.pop(effect.request_id, None)
-
-    def _committed_value(self, key: str, index: int):
-        state: dict = {}
-        for i in range(1, index + 1):
-            record = self.checker.committed.get(i)
-            if record is not None and record[1] is EntryType.COMMAND:
-                apply_command(state, record[2])
-        return state.get(key)
+    reads: int              # linearizable, lease and strong reads served, each checked
+    unchecked_reads: int = 0   # none and weak reads served (allowed to be stale, so only counted)
+    stale_reads: int = 0       # of those, the stale ones
 
 
 def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResult:
@@ -135,7 +69,7 @@ def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResul
     clocks = random.Random(seed ^ 0x5EED)
     drift = FUZZ_CONFIG.lease_drift
     cluster.clock_rates = {i: clocks.uniform(1 - drift, 1 + drift) for i in VOTERS + SPARES}
-    clients.lease_reads = clocks
+    clients.levels = clocks
     cluster.drop_rate = rng.choice([0.0, 0.02, 0.1])
     cluster.dup_rate = rng.choice([0.0, 0.02, 0.05])
     cluster.max_delay = rng.choice([3, 10, 30])
@@ -154,7 +88,8 @@ def run_once(seed: int, chaos_ms: int = CHAOS_MS, node_factory=None) -> RunResul
         violation = None
     except Violation as exc:
         violation = exc
-    return RunResult(seed, cluster.steps, violation, list(recent), len(clients.acked), clients.reads)
+    return RunResult(seed, cluster.steps, violation, list(recent), len(clients.acked), clients.reads,
+                     clients.unchecked_reads, clients.stale_reads)
 
 
 def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: float, wipe_rate: float) -> None:
@@ -168,7 +103,7 @@ def _random_action(cluster: SimCluster, clients: ClientModel, rng, crash_rate: f
     elif roll < 0.65 and live:
         leader = cluster.leader()
         target = leader if leader is not None and rng.random() < 0.8 else rng.choice(live)
-        clients.read(target.id, rng.choice(KEYS), lease=clients.lease_reads.random() < 0.5)
+        clients.read(target.id, rng.choice(KEYS), level=clients.pick_level())
     elif roll < 0.70:
         members = _members(cluster)
         if rng.random() < crash_rate and live:
@@ -343,11 +278,12 @@ def _heal_and_settle(cluster: SimCluster, clients: ClientModel) -> None:
 
 def run_many(runs: int, seed: int, out=print, chaos_ms: int = CHAOS_MS) -> int:
     started = time.monotonic()
-    steps = 0
+    steps = reads = unchecked = stale = 0
     violations = 0
     for i in range(runs):
         result = run_once(seed + i, chaos_ms)
         steps += result.steps
+        reads, unchecked, stale = reads + result.reads, unchecked + result.unchecked_reads, stale + result.stale_reads
         if result.violation is not None:
             violations += 1
             out(f"VIOLATION seed={result.seed}: {result.violation}")
@@ -357,5 +293,6 @@ def run_many(runs: int, seed: int, out=print, chaos_ms: int = CHAOS_MS) -> int:
             out(f"replay: raftkv sim --runs 1 --seed {result.seed}")
             break
     elapsed = time.monotonic() - started
-    out(f"sim: {i + 1} runs, {violations} violations, {steps} steps, {elapsed:.1f} s")
+    out(f"sim: {i + 1} runs, {violations} violations, {steps} steps, {reads} reads checked, "
+        f"{unchecked} none/weak reads ({stale} stale), {elapsed:.1f} s")
     return violations

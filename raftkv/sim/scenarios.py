@@ -34,9 +34,9 @@ from raftkv.raft.messages import (
 )
 
 from . import datadriven
+from .clients import ClientModel, Read
 from .cluster import SIM_CONFIG, SimCluster
 from .invariants import InvariantChecker, Violation
-from .state_machine import encode_command
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
 
@@ -44,7 +44,8 @@ TESTDATA = pathlib.Path(__file__).parent / "testdata"
 # not named here follow in alphabetical order
 TEACHING_ORDER = ("first-election", "leader-crash", "follower-catch-up", "stale-leader-partition",
                   "nonvoter-join-and-promotion", "snapshot-install", "leadership-transfer",
-                  "split-vote", "figure-8", "snapshot-conflicting-suffix", "amnesia")
+                  "split-vote", "figure-8", "snapshot-conflicting-suffix", "amnesia",
+                  "weak-read-partition", "lease-clock-drift")
 
 
 def describe_message(msg) -> str:
@@ -85,8 +86,14 @@ class Script:
         self.cluster = SimCluster(seed, nodes, config=config, observer=self.checker)
         self.out = out
         self.show_heartbeats = show_heartbeats
-        self._next_id = 0
         self._pending_header: str | None = None
+        self._headers = 0   # headers printed so far
+        # writes go through the client model so that reads can say which
+        # acknowledged write they miss; a stale read beyond what its level
+        # promises still raises, a documented limit is printed instead
+        self.clients = ClientModel(self.cluster, self.checker)
+        self.clients.record_documented_limits = True
+        self.clients.on_read.append(self._read_done)
         if out is not None:
             self.cluster.trace = self._trace
             self.cluster.after_step.append(self._after)
@@ -117,6 +124,7 @@ class Script:
 
     def _header(self) -> None:
         if self._pending_header is not None:
+            self._headers += 1
             self.out(f"----{{{self._pending_header} t={self.cluster.now}ms}}")
             self._pending_header = None
 
@@ -140,8 +148,7 @@ class Script:
     # -- verbs
 
     def request_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+        return self.clients._request_id()
 
     def start(self, *ids: str) -> None:
         for i in ids:
@@ -179,8 +186,61 @@ class Script:
         self.cluster.step(node_id, ev.Tick(self.cluster.now), label=f"Timeout {node_id}")
 
     def write(self, node_id: str, key: str, value: str) -> None:
-        self.cluster.step(node_id, ev.Propose(self.request_id(), encode_command(key, value)),
-                          label=f"Propose {node_id} {key}={value}")
+        self.clients.write(node_id, key, value, label=f"Propose {node_id} {key}={value}")
+
+    def read(self, node_id: str, key: str, level: str) -> Read:
+        """A client read at ``level``; what it returned (or why it waits or
+        was refused) prints as a line of its node."""
+        label = f"Read {node_id} {key} level={level}"
+        if level in ("none", "weak") and self.cluster.trace:
+            self.cluster.trace("event", label)   # served off the core: no step prints it
+        headers = self._headers
+        read = self.clients.read(node_id, key, level=level, label=label)
+        if read.outcome == "waiting":
+            if headers == self._headers and self.cluster.trace:
+                self.cluster.trace("event", label)   # the step printed nothing of its own
+            self._line(read.node, f"read {key} level={level} waits: {self._wait_reason(read)}")
+        return read
+
+    def _wait_reason(self, read: Read) -> str:
+        raft = self.cluster.nodes[read.node].raft
+        if read.level == "strong":
+            return "until its entry (a write of nothing) is committed and applied"
+        if not raft.is_leader:
+            return "for the read index it asked the leader for"
+        if read.level == "lease":
+            return "no read lease held, so a majority must answer a heartbeat round, as for linearizable"
+        return "until a majority answers a heartbeat round (ReadIndex)"
+
+    def _line(self, node_id: str, text: str) -> None:
+        if self.cluster.trace:
+            self.cluster.trace("executor", (node_id, text))
+
+    def _read_done(self, read: Read) -> None:
+        key, level = read.key, read.level
+        if read.outcome == "refused":
+            self._line(read.node, f"read {key} level={level} refused: {read.why} (the HTTP layer then asks the leader)")
+            return
+        at = {"linearizable": f"read index={read.index}, ", "lease": f"read index={read.index}, ",
+              "strong": f"its entry={read.index}, "}.get(level, "")
+        value = "(no value)" if read.value is None else read.value
+        self._line(read.node, f"read {key} level={level} returned {value} ({at}state at applied={read.served_at})")
+        if read.stale:
+            missed = self.clients.committed_value(key, read.acked_before)
+            self._line(read.node, f"STALE: index {read.acked_before}, acknowledged before this read began, has "
+                                  f"{key}={missed}; {read.node} answered from index {read.served_at}")
+            self._line(read.node, f"that is the documented limit of level {level}: {read.why}")
+        elif read.acked_before:
+            self._line(read.node, f"up to date: it sees index {read.acked_before}, the last acknowledged "
+                                  "before it began")
+
+    def waiting_reads(self) -> None:
+        for read in self.clients.waiting.values():
+            self._line(read.node, f"read {read.key} level={read.level} asked at t={read.began}ms still waits")
+
+    def set_clock_rate(self, node_id: str, rate: float) -> None:
+        self.cluster.set_clock_rate(node_id, rate)
+        self._line(node_id, f"runs its clock at {rate:.0%} of real time from here on")
 
     def write_many(self, node_id: str, count: int, prefix: str = "k") -> None:
         for i in range(count):
@@ -305,6 +365,9 @@ def _condition(script: Script, case: datadriven.Case):
     if kind.key == "compacted":
         # past the bootstrap configuration and the first leader's no-op
         return lambda: all(raft(i) is not None and raft(i).log.base_index > 2 for i in nodes)
+    if kind.key == "holds":
+        pairs = [(a.key, a.value) for a in rest if a.values]
+        return lambda: all(live[i].alive and live[i].state.get(k) == v for i in nodes for k, v in pairs)
     if kind.key == "term":
         term = int(kind.value)
         return lambda: all(raft(i) is not None and raft(i).current_term == term for i in nodes)
@@ -341,9 +404,19 @@ def _step_until(script: Script, case: datadriven.Case) -> None:
 
 def _propose(script: Script, case: datadriven.Case) -> None:
     node = _one_node(case)
+    if node == "leader":
+        # who wins an election after a partition is timing, not the point of the script
+        node = script.leader()
     for arg in case.args:
         if arg.values:
             script.write(node, arg.key, arg.value)
+
+
+def _node_and_key(case: datadriven.Case) -> tuple[str, str]:
+    words = _nodes(case)
+    if len(words) != 2:
+        raise ValueError(f"read takes a node and a key, got {words}")
+    return words[0], words[1]
 
 
 def _links(case: datadriven.Case) -> list[tuple[str, str]]:
@@ -374,8 +447,12 @@ COMMANDS = {
     "timeout-now": lambda s, c: s.timeout_now(_one_node(c)),
     "campaign": lambda s, c: s.campaign(_one_node(c), commit=_option(c, "commit", "true") == "true"),
     "propose": _propose,
+    "read": lambda s, c: s.read(*_node_and_key(c), _option(c, "level", "linearizable")),
+    "reads": lambda s, c: s.waiting_reads(),
+    "clock": lambda s, c: s.set_clock_rate(_one_node(c), float(_option(c, "rate"))),
     "propose-many": lambda s, c: s.write_many(_one_node(c), int(_option(c, "count")), _option(c, "prefix", "k")),
-    "transfer-leadership": lambda s, c: s.transfer_leadership(_option(c, "from"), _option(c, "to")),
+    "transfer-leadership": lambda s, c: s.transfer_leadership(
+        s.leader() if _option(c, "from") == "leader" else _option(c, "from"), _option(c, "to")),
     "add-nonvoter": lambda s, c: s.change(ConfigCommand.ADD_NONVOTER, _one_node(c)),
     "add-voter": lambda s, c: s.change(ConfigCommand.ADD_VOTER, _one_node(c)),
     "remove-server": lambda s, c: s.change(ConfigCommand.REMOVE_SERVER, _one_node(c)),

@@ -15,7 +15,10 @@ from raftkv.raft.messages import Entry, EntryType
 
 from .invariants import Violation
 
-__all__ = ["DictStateMachine", "apply_command", "encode_command"]
+__all__ = ["NOTHING", "DictStateMachine", "apply_command", "encode_command"]
+
+# a command that changes nothing: a strong read goes through the log as one
+NOTHING = b"nop"
 
 
 def encode_command(key: str, value: str | None) -> bytes:
@@ -26,7 +29,7 @@ def apply_command(state: dict, data: bytes) -> None:
     parts = data.decode().split("\x00")
     if parts[0] == "set":
         state[parts[1]] = parts[2]
-    else:
+    elif parts[0] == "del":
         state.pop(parts[1], None)
 
 

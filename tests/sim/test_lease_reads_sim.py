@@ -103,8 +103,26 @@ def test_a_weak_read_on_a_cut_off_leader_is_stale():
     answers from its own state, unchecked."""
     c, clients, old, new = _partitioned_old_leader()
     assert c.nodes[old].raft.is_leader
-    assert c.nodes[old].state.get("x") == "1" and c.nodes[new].state.get("x") == "2"
+    read = clients.read(old, "x", level="weak")
+    assert (read.outcome, read.value, read.stale) == ("served", "1", True)
+    assert "cannot know" in read.why
+    assert clients.read(new, "x", level="weak").value == "2"
+    assert clients.read(old, "x", level="none").stale
+    assert (clients.reads, clients.unchecked_reads, clients.stale_reads) == (0, 3, 2)
 
+
+def test_a_cut_off_leader_serves_no_read_that_is_checked():
+    """linearizable, lease and strong reads on the old leader wait (its
+    heartbeat round and its entry never reach a majority) and are refused
+    once the partition heals and it learns of the newer term."""
+    c, clients, old, _new = _partitioned_old_leader()
+    reads = [clients.read(old, "x", level=level) for level in ("linearizable", "lease", "strong")]
+    c.run_until(c.now + 300)
+    assert [r.outcome for r in reads] == ["waiting"] * 3 and clients.reads == 0
+    c.blocked.clear()
+    c.run_until(c.now + 300)
+    assert [r.outcome for r in reads] == ["refused"] * 3
+    assert clients.read(old, "x", level="strong").outcome == "refused"   # a follower now
 
 
 def test_the_lease_shown_outside_the_core_ends_before_a_handover_starts():

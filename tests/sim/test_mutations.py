@@ -9,7 +9,7 @@ from raftkv.raft import effects as fx
 from raftkv.raft import rules
 from raftkv.raft.node import RaftNode
 from raftkv.raft.quorum import quorum_value
-from raftkv.sim.fuzz import run_once
+from raftkv.sim.fuzz import ClientModel, run_once
 from raftkv.sim.invariants import Violation
 from raftkv.sim.scenarios import run_scenario
 
@@ -123,3 +123,24 @@ def test_a_wiped_voter_voting_is_caught_by_randomized_runs(monkeypatch):
     _switch_off_the_amnesia_guard(monkeypatch)
     caught = [s for s in range(100) if run_once(s).violation is not None]
     assert caught, "no randomized run noticed a wiped voter voting"
+
+
+def test_serving_a_strong_read_before_its_entry_is_applied_is_caught(monkeypatch):
+    """A strong read goes through the log: it must see the state after its
+    own entry (a write of nothing) is applied. Served the moment that entry
+    is appended instead, it may miss writes acknowledged before it began;
+    the checker must notice."""
+    observe = ClientModel.observe
+
+    def serve_on_append(self, node, effects):
+        for effect in effects:
+            read = self.waiting.get(getattr(effect, "request_id", None))
+            if type(effect) is fx.Proposed and read is not None and read.level == "strong":
+                del self.waiting[effect.request_id]
+                read.index, read.term = effect.index, effect.term
+                self._serve(node, read)
+        observe(self, node, effects)
+    assert run_once(3).violation is None
+    monkeypatch.setattr(ClientModel, "observe", serve_on_append)
+    result = run_once(3)
+    assert result.violation is not None and result.violation.invariant == "Strong read", result.violation

@@ -19,6 +19,12 @@ EXPECTED_LINES = {
     "snapshot-conflicting-suffix": ["Installed remote snapshot"],
     "amnesia": ["rejecting pre-vote request since we have no configuration", "peer's storage was lost",
                 "command=DemoteVoter", "re-admitting a voter whose storage was lost", "command=AddVoter"],
+    "weak-read-partition": ["read x level=weak returned 1", "STALE", "documented limit of level weak",
+                            "read x level=lease waits", "read x level=linearizable waits",
+                            "read x level=linearizable refused", "read x level=linearizable returned 2"],
+    "lease-clock-drift": ["read x level=lease returned 1", "read x level=lease waits", "read x level=lease refused",
+                          "read x level=lease returned 3", "documented limit of level lease",
+                          "read x level=linearizable waits"],
 }
 
 
