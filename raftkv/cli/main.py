@@ -21,7 +21,8 @@ listening). ``raftkv wait`` polls until a node answers, knows a leader, or
 its leader has N voters. ``--addr`` goes before or after the subcommand.
 ``sim`` hands over to ``raftkv.sim.cli`` when that package provides it, and
 so does ``replay`` (``raftkv replay FILE...``: step traces a node recorded
-with ``RAFT_TRACE`` fed through a fresh core). Output cut short by a closed
+with ``RAFT_TRACE`` fed through a fresh core), and ``lab`` to ``raftkv.lab.cli``
+(the Raft lab, docs/lab.md). Output cut short by a closed
 pipe (``raftkv watch | head``) or Ctrl-C ends the command quietly.
 
 The requests and their error lines are :mod:`.client`'s; ``peers``, ``watch``
@@ -221,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="the backup file (save, restore)")
     sub.add_parser("sim", help="deterministic cluster simulator (raftkv.sim)", add_help=False)
     sub.add_parser("replay", help="replay nodes' RAFT_TRACE files through a fresh Raft core", add_help=False)
+    sub.add_parser("lab", help="the Raft lab: write Raft's rules yourself, graded by the simulator (docs/lab.md)",
+                   add_help=False)
     from .bench import add_arguments as add_bench_arguments
     bench = sub.add_parser("bench", help="closed-loop load test of a running cluster over HTTP")
     add_bench_arguments(bench)
@@ -295,6 +298,8 @@ def _main(argv: list[str] | None = None) -> int:
             print("raftkv replay: the simulator (raftkv.sim.cli) is not available", file=sys.stderr)
             return EXIT_USAGE
         return sim.replay_main(argv[1:])
+    if argv and argv[0] == "lab":
+        return importlib.import_module("raftkv.lab.cli").main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _resolve_addr(args)

@@ -1,0 +1,67 @@
+"""The exercises, in the order a learner does them.
+
+Theory of operation: an exercise names one function of
+:class:`raftkv.raft.rules.Rules`, the paper's rule it implements, the
+scenarios that exercise that rule (the simulator's own, in
+raftkv/sim/testdata/, or the lab's, in raftkv/lab/scenarios/) and how many
+seeded randomized runs grade it. Its files live beside this module, in a
+folder of its name: ``exercise.py`` (the template a learner fills in),
+``solution.py`` (the reference) and ``hints.md`` (hints, one per paragraph).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+HERE = pathlib.Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str
+    title: str
+    function: str                   # the Rules field it replaces
+    paper: str                      # the rule, as the paper states it
+    scenarios: tuple[str, ...]      # "lab:NAME" for raftkv/lab/scenarios/NAME.txt
+    seeds: int = 20
+
+    @property
+    def folder(self) -> pathlib.Path:
+        return HERE / self.name
+
+    def template(self) -> str:
+        return (self.folder / "exercise.py").read_text(encoding="utf-8")
+
+    def solution(self) -> str:
+        return (self.folder / "solution.py").read_text(encoding="utf-8")
+
+    def hints(self) -> list[str]:
+        text = (self.folder / "hints.md").read_text(encoding="utf-8")
+        return [p.strip() for p in text.split("\n\n") if p.strip() and not p.startswith("#")]
+
+
+EXERCISES: tuple[Exercise, ...] = (
+    Exercise("vote", "Granting a vote: the term, one vote per term, the up-to-date check",
+             "grant_vote",
+             "RequestVote receiver (Figure 2; §5.1, §5.2, §5.4.1): refuse an older term; vote at most "
+             "once per term; vote only for a candidate whose log is at least as up to date as yours; "
+             "restart the election timer only when you give your vote.",
+             ("first-election", "lab:stale-candidate", "lab:two-candidates", "leader-crash")),
+    Exercise("append", "The follower's AppendEntries: the previous-log check, truncation, appending, "
+             "the commit index", "append_entries",
+             "AppendEntries receiver (Figure 2; §5.1, §5.3): refuse an older term; refuse unless your log "
+             "holds prev_log_index with prev_log_term; delete a conflicting entry and all after it, and "
+             "only a conflicting one; append what is new; commit up to min(leader_commit, index of the "
+             "last new entry).",
+             ("first-election", "follower-catch-up", "lab:stale-append", "stale-leader-partition",
+              "figure-8", "snapshot-install")),
+    Exercise("commit", "The leader's commit rule: a majority and an entry of the current term (Figure 8)",
+             "leader_commit_index",
+             "Leaders (Figure 2; §5.3, §5.4.2): the commit index is the highest N held by a majority whose "
+             "entry is of the current term; an older term's entry is never committed by counting its "
+             "replicas (Figure 8).",
+             ("first-election", "follower-catch-up", "figure-8")),
+)
+
+BY_NAME = {e.name: e for e in EXERCISES}

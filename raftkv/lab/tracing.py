@@ -1,0 +1,189 @@
+"""The lab's view of a simulated run: its steps, the learner's calls, and the
+rules a call's answer must keep.
+
+Theory of operation: while the grader runs, :func:`installed` puts the
+learner's rules into every node (``RaftNode.rules``, as the simulator builds
+its nodes itself) and wraps the simulator's ``step`` so that each step is
+recorded, lazily, in a bounded :class:`Trace`: the event, the messages it
+sent (heartbeats left out), the learner's calls made during it with their
+arguments and results (marked ``>>>``), and the node's state after it. A
+call's answer is also checked against the rule it implements where a
+mistake would hurt only rarely in a run (a timer restarted, a stale leader
+followed, a matching entry truncated, a commit past what was proven): a
+breach raises :class:`~raftkv.sim.invariants.Violation` inside the step, as
+the invariant checker does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections import deque
+from collections.abc import Iterator
+
+from raftkv.raft import effects as fx
+from raftkv.raft import events as ev
+from raftkv.raft import rules as rl
+from raftkv.raft.node import RaftNode
+from raftkv.sim.cluster import SimCluster
+from raftkv.sim.invariants import Violation
+from raftkv.sim.scenarios import describe_message
+
+MARK = ">>>"
+
+
+class NotWritten(Exception):
+    """The learner's function still raises NotImplementedError."""
+
+
+class LearnerError(Exception):
+    """The learner's function raised, or returned something the core cannot use."""
+
+
+class Trace:
+    def __init__(self, keep: int = 60) -> None:
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.node = "?"
+        self._header: str | None = None
+
+    def begin(self, cluster: SimCluster, node_id: str, event, label: str | None) -> None:
+        self.node = node_id
+        self._header = f"t={cluster.now}ms {node_id}: {label or _describe_event(event)}"
+
+    def add(self, line: str) -> None:
+        if self._header is not None:
+            self.lines.append(self._header)
+            self._header = None
+        self.lines.append(line)
+
+    def end(self, cluster: SimCluster, node_id: str, effects: list) -> None:
+        changed = False
+        for effect in effects:
+            t = type(effect)
+            if t is fx.Send and not getattr(effect.message, "heartbeat", False):
+                self.add(f"    {node_id} -> {effect.to}: {describe_message(effect.message)}")
+            elif t in (fx.AppendToLog, fx.TruncateLog, fx.PersistHardState, fx.StateChanged, fx.Apply,
+                       fx.RestoreSnapshot):
+                changed = True
+        if changed:
+            self.add(f"      {cluster.describe_node(cluster.nodes[node_id])}")
+        self._header = None
+
+    def state(self, cluster: SimCluster) -> None:
+        for node in cluster.nodes.values():
+            if node.alive or node.incarnation:
+                self.add(f"      {cluster.describe_node(node)}")
+
+
+def _describe_event(event) -> str:
+    if isinstance(event, ev.Receive):
+        return f"receives from {event.from_id}: {describe_message(event.message)}"
+    return type(event).__name__
+
+
+def _short(value) -> str:
+    if isinstance(value, tuple) and value and hasattr(value[0], "index") and hasattr(value[0], "term"):
+        return "[" + " ".join(f"{e.index}@{e.term}" for e in value) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(f"{f.name}={_short(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return f"{type(value).__name__}({inner})"
+    if isinstance(value, str):
+        return repr(value)
+    return repr(value) if not isinstance(value, tuple) else "(" + ", ".join(map(_short, value)) + ")"
+
+
+# ---------------------------------------------------------------- checks on a call's answer
+
+def _check_vote(req: rl.VoteRequest, out: rl.VoteDecision) -> None:
+    if out.restart_timer and not (out.granted and not req.pre_vote):
+        raise Violation("Election timer restarted without cause",
+                        f"grant_vote restarted the election timer for a {'pre-vote' if req.pre_vote else 'vote'} "
+                        f"it {'granted' if out.granted else 'refused'} ({req.candidate}, term {req.term}). A "
+                        "follower restarts its timer only when it hears from the current leader or grants a "
+                        "vote (§5.2): a stale candidate that keeps asking would otherwise keep the servers "
+                        "that could win from ever campaigning")
+
+
+def _check_append(req: rl.AppendRequest, out: rl.AppendDecision) -> None:
+    if out.accept_leader and req.term < req.current_term:
+        raise Violation("Followed a stale leader",
+                        f"append_entries accepted {req.leader} of term {req.term} as leader while the "
+                        f"follower is in term {req.current_term}: an AppendEntries of an older term is "
+                        "refused, and its sender is no leader (§5.1)")
+    if not out.success:
+        return
+    if out.truncate_from is not None:
+        entry = next((e for e in req.entries if e.index == out.truncate_from), None)
+        ours = req.log.term_at(out.truncate_from)
+        if entry is None or ours is None or ours == entry.term:
+            raise Violation("Truncated entries that matched",
+                            f"append_entries truncated the log from index {out.truncate_from}, where the "
+                            f"follower's entry (term {ours}) does not conflict with the request's "
+                            f"({'none' if entry is None else f'term {entry.term}'}). Only a conflicting "
+                            "entry and those after it are deleted (§5.3): a delayed, older AppendEntries "
+                            "would otherwise cut off entries the follower already acknowledged")
+    last_new = req.prev_log_index + len(req.entries)
+    if out.commit_index > max(req.commit_index, min(req.leader_commit, last_new)):
+        raise Violation("Committed past the last new entry",
+                        f"append_entries moved the commit index to {out.commit_index}, beyond "
+                        f"min(leader_commit={req.leader_commit}, last new entry={last_new}). Entries after "
+                        "the last new one were not checked against the leader's log and may be a stale "
+                        "suffix (Figure 2, AppendEntries step 5)")
+
+
+CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append}
+
+
+def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
+    """``rules`` with the functions ``names`` recorded into ``trace`` and checked."""
+    wrapped = {}
+    for name in names:
+        fn = getattr(rules, name)
+        check = CHECKS.get(name)
+
+        def call(req, fn=fn, name=name, check=check):
+            try:
+                out = fn(req)
+            except NotImplementedError as exc:
+                raise NotWritten(f"{name} raised NotImplementedError({exc})") from exc
+            except Exception as exc:
+                trace.add(f"  {MARK} {trace.node} {name}({_short(req)}) raised {type(exc).__name__}: {exc}")
+                raise LearnerError(f"{name} raised {type(exc).__name__}: {exc}") from exc
+            trace.add(f"  {MARK} {trace.node} {name}({_short(req)})")
+            trace.add(f"  {MARK}   returned {_short(out)}")
+            expected = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision,
+                        "leader_commit_index": int}.get(name)
+            if expected is not None and not isinstance(out, expected):
+                raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
+            if check is not None:
+                check(req, out)
+            return out
+        wrapped[name] = call
+    return dataclasses.replace(rules, **wrapped)
+
+
+@contextlib.contextmanager
+def installed(rules: rl.Rules, trace: Trace) -> Iterator[None]:
+    """Every node built meanwhile decides by ``rules``; every step goes into ``trace``."""
+    step = SimCluster.step
+
+    def traced_step(cluster, node_id, event, label=None):
+        if not cluster.nodes[node_id].alive:
+            return step(cluster, node_id, event, label)
+        trace.begin(cluster, node_id, event, label)
+        try:
+            effects = step(cluster, node_id, event, label)
+        except (Violation, NotWritten, LearnerError):
+            trace.state(cluster)
+            raise
+        trace.end(cluster, node_id, effects)
+        return effects
+
+    saved = RaftNode.rules
+    RaftNode.rules = rules
+    SimCluster.step = traced_step  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        RaftNode.rules = saved
+        SimCluster.step = step  # type: ignore[method-assign]

@@ -1,0 +1,60 @@
+"""The classic bugs, planted in the reference solutions: each is the
+reference's source with one change."""
+
+from raftkv.lab.exercises import BY_NAME
+
+
+def _plant(exercise: str, old: str, new: str) -> tuple[str, str]:
+    source = BY_NAME[exercise].solution()
+    assert old in source, (exercise, old)
+    return exercise, source.replace(old, new)
+
+
+def _plant_all(exercise: str, changes) -> tuple[str, str]:
+    source = BY_NAME[exercise].solution()
+    for old, new in changes:
+        assert old in source, (exercise, old)
+        source = source.replace(old, new)
+    return exercise, source
+
+
+# name -> (exercise, source, the invariants its failure may name)
+PLANTED = {
+    "vote without the up-to-date check": (*_plant_all("vote", (
+        ("    if req.candidate_last_log_term != req.last_log_term:", "    if False:"),
+        ("    elif req.candidate_last_log_index < req.last_log_index:", "    elif False:"))),
+        ("Leader Completeness", "State Machine Safety", "Committed entries never truncated")),
+    "two votes in one term": (*_plant(
+        "vote", "return VoteDecision(req.voted_for == req.candidate, reason=ALREADY_VOTED)",
+        "pass"), ("Election Safety",)),
+    "restarting the timer on a refused vote": (*_plant(
+        "vote", "        return VoteDecision(False, reason=LOG_SHORTER)",
+        "        return VoteDecision(False, restart_timer=True, reason=LOG_SHORTER)"),
+        ("Election timer restarted without cause",)),
+    "restarting the timer on a pre-vote": (*_plant(
+        "vote", "return VoteDecision(True, restart_timer=not req.pre_vote)",
+        "return VoteDecision(True, restart_timer=True)"), ("Election timer restarted without cause",)),
+    "committing an old term's entry by counting replicas": (*_plant(
+        "commit", "if n > req.commit_index and req.log.term_at(n) == req.current_term:",
+        "if n > req.commit_index:"), ("Leader Completeness", "State Machine Safety",
+                                      "Committed entries never truncated")),
+    "not truncating a conflicting suffix": (*_plant(
+        "append", "            truncate_from = entry.index\n            new = req.entries[i:]\n            break",
+        "            continue"), ("Log Matching", "State Machine Safety", "Leader Completeness",
+                                 "The core could not carry out your decision")),
+    "truncating when the entries match": (*_plant(
+        "append", "        if log.term_at(entry.index) != entry.term:",
+        "        if True:"), ("Truncated entries that matched",)),
+    "accepting AppendEntries from a stale term": (*_plant(
+        "append", "    if req.term < req.current_term:\n        return AppendDecision(accept_leader=False",
+        "    if False:\n        return AppendDecision(accept_leader=False"), ("Followed a stale leader",)),
+    "an off-by-one in the previous-log check": (*_plant(
+        "append", "if log.term_at(req.prev_log_index) != req.prev_log_term:",
+        "if req.prev_log_index > 0 and log.term_at(req.prev_log_index - 1) != req.prev_log_term:"),
+        ("Log Matching", "State Machine Safety", "Leader Completeness", "Liveness", "Scenario",
+         "Committed past the last new entry", "The core could not carry out your decision")),
+    "committing past the last new entry": (*_plant(
+        "append", "commit = max(req.commit_index, min(req.leader_commit, last_new))",
+        "commit = max(req.commit_index, min(req.leader_commit, log.last_index + len(new)))"),
+        ("Committed past the last new entry",)),
+}
