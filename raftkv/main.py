@@ -13,6 +13,7 @@ See :mod:`raftkv.node.disk.watchdog`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
@@ -113,9 +114,27 @@ class _LogStream:
                 self.broken = True
 
 
+def _use_lab_rules(lab_dir: str) -> None:
+    """``--lab DIR``: every core of this process decides by the learner's
+    functions; the rest of the node is the same."""
+    from raftkv.lab.loader import load_rules
+    from raftkv.raft.node import RaftNode
+    rules, found = load_rules(lab_dir)
+    RaftNode.rules = rules
+    names = ", ".join(f"{e.function} ({e.name})" for e in found) or "none found"
+    logging.getLogger("raft.lab").warning("deciding by the lab's functions from %s: %s", lab_dir, names)
+
+
 def run_node(settings: NodeSettings) -> int:
     """Run a node until SIGTERM/SIGINT; returns the process exit code."""
     hclog.configure(settings.log_level, settings.log_format, stream=_LogStream(sys.stderr))
+    if settings.lab_dir:
+        from raftkv.lab.loader import LabDirError
+        try:
+            _use_lab_rules(settings.lab_dir)
+        except LabDirError as exc:
+            print(f"raftkv serve: RAFT_LAB (--lab): {exc}", file=sys.stderr)
+            return 2
     import uvloop
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(settings))

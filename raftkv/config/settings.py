@@ -173,6 +173,9 @@ class NodeSettings:
     trace_file: str = _opt("RAFT_TRACE", "--trace-file", str, "",
                            "record every input and output of the Raft core to FILE, "
                            "for `raftkv replay` (off when empty)", "FILE")
+    lab_dir: str = _opt("RAFT_LAB", "--lab", str, "",
+                        "decide by the Raft lab's functions written in DIR (raftkv lab, docs/lab.md) "
+                        "instead of the core's own (off when empty)", "DIR")
     max_body: int = _opt("HTTP_MAX_BODY", "--http-max-body", _byte_size, 1024 * 1024,
                          "largest request body / value accepted (413 above)", "BYTES")
     tls_cert_file: str = _opt("RAFT_TLS_CERT_FILE", "--tls-cert-file", _parse_path, "",
