@@ -110,7 +110,7 @@ class ClientModel:
 
     def pick_level(self) -> str:
         roll = self.levels.random()
-        return ("linearizable" if roll < 0.3 else "lease" if roll < 0.6 else "strong" if roll < 0.8
+        return ("linearizable" if roll < 0.3 else "lease" if roll < 0.6 else "strong" if roll < 0.75
                 else "weak" if roll < 0.9 else "none")
 
     def observe(self, node, effects) -> None:
