@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from raftkv.raft import effects as fx
 from raftkv.raft import events as ev
 from raftkv.raft import rules as rl
+from raftkv.raft.durability import PersistDecision
 from raftkv.raft.node import RaftNode
 from raftkv.sim.cluster import SimCluster
 from raftkv.sim.invariants import Violation
@@ -152,7 +153,7 @@ def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
             trace.add(f"  {MARK} {trace.node} {name}({_short(req)})")
             trace.add(f"  {MARK}   returned {_short(out)}")
             expected = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision,
-                        "leader_commit_index": int}.get(name)
+                        "leader_commit_index": int, "persist_before_send": PersistDecision}.get(name)
             if expected is not None and not isinstance(out, expected):
                 raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
             if check is not None:

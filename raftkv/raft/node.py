@@ -63,6 +63,7 @@ from .admission import Admission
 from .client_requests import ClientRequests
 from .config import RaftConfig
 from .configuration import Configuration, Server, Suffrage
+from .durability import split as split_durable
 from .effects import Bare
 from .election import Election
 from .errors import RejectReason
@@ -172,6 +173,8 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         self._reads_awaiting_commit: deque[tuple[int, int]] = deque()
 
         self._out: list = []
+        self._held: list = []   # persistence the rules let wait for the next step (durability.py)
+        self._written = (self.current_term, self.voted_for)  # the hard state on disk
         self._announced: tuple | None = None
 
     # ------------------------------------------------------------------ driving
@@ -218,7 +221,11 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         return deadline
 
     def _flush(self) -> list:
-        out, self._out = self._out, []
+        out, self._out = self._held + self._out, []
+        out, self._held = split_durable(self.rules.persist_before_send, self.role, self._written, out)
+        for e in out:
+            if type(e) is fx.PersistHardState:
+                self._written = (e.term, e.voted_for)
         return out
 
     # ------------------------------------------------------------------ views

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .durability import PersistDecision, PersistRequest, persist_before_send
 from .messages import Entry
 from .quorum import quorum_value
 
@@ -223,8 +224,9 @@ class Rules:
     grant_vote: Callable[[VoteRequest], VoteDecision] = grant_vote
     append_entries: Callable[[AppendRequest], AppendDecision] = append_entries
     leader_commit_index: Callable[[CommitRequest], int] = leader_commit_index
+    persist_before_send: Callable[[PersistRequest], PersistDecision] = persist_before_send
 
 
 DEFAULT_RULES = Rules()
 
-RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index")
+RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index", "persist_before_send")

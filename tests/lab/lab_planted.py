@@ -57,4 +57,13 @@ PLANTED = {
         "append", "commit = max(req.commit_index, min(req.leader_commit, last_new))",
         "commit = max(req.commit_index, min(req.leader_commit, log.last_index + len(new)))"),
         ("Committed past the last new entry",)),
+    "replying before persisting the vote": (*_plant(
+        "persist", "hard_state = req.term_changed or req.vote_changed", "hard_state = req.term_changed"),
+        ("Persist before send", "Election Safety")),
+    "replying before persisting the term": (*_plant(
+        "persist", "hard_state = req.term_changed or req.vote_changed", "hard_state = req.vote_changed"),
+        ("Persist before send", "Election Safety")),
+    "acknowledging entries before persisting them": (*_plant(
+        "persist", "log=req.log_changed)", 'log=req.log_changed and req.role != "Follower")'),
+        ("Persist before send", "Leader Completeness", "State Machine Safety")),
 }

@@ -62,6 +62,12 @@ EXERCISES: tuple[Exercise, ...] = (
              "entry is of the current term; an older term's entry is never committed by counting its "
              "replicas (Figure 8).",
              ("first-election", "follower-catch-up", "figure-8")),
+    Exercise("persist", "What must be on disk before a reply: the term, the vote, the entries",
+             "persist_before_send",
+             "Persistent state on all servers (Figure 2; §5.1, §5.2, §5.3): currentTerm, votedFor and log[] "
+             "are updated on stable storage before responding to RPCs; a crash forgets the rest, and a "
+             "reply must never speak for a term, a vote or entries the sender could forget.",
+             ("first-election", "lab:two-candidates", "follower-catch-up", "leader-crash")),
 )
 
 BY_NAME = {e.name: e for e in EXERCISES}
