@@ -132,7 +132,18 @@ def _check_append(req: rl.AppendRequest, out: rl.AppendDecision) -> None:
                         "suffix (Figure 2, AppendEntries step 5)")
 
 
-CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append}
+def _check_progress(req: rl.ProgressRequest, out: rl.ProgressDecision) -> None:
+    known = max(req.match_index, req.acknowledged) if req.success else req.match_index
+    if out.match_index > known:
+        raise Violation("Match index beyond what the follower acknowledged",
+                        f"follower_progress set match_index to {out.match_index} after "
+                        f"{'a success acknowledging ' + str(req.acknowledged) if req.success else 'a rejection'}"
+                        f" (it was {req.match_index}). The leader commits what a majority's match indexes "
+                        "reach, so a match index above what the follower holds can commit an entry a "
+                        "majority does not have (Figure 2, Leaders; §5.3)")
+
+
+CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append, "follower_progress": _check_progress}
 
 
 def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
@@ -153,7 +164,8 @@ def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
             trace.add(f"  {MARK} {trace.node} {name}({_short(req)})")
             trace.add(f"  {MARK}   returned {_short(out)}")
             expected = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision,
-                        "leader_commit_index": int, "persist_before_send": PersistDecision}.get(name)
+                        "leader_commit_index": int, "persist_before_send": PersistDecision,
+                        "follower_progress": rl.ProgressDecision}.get(name)
             if expected is not None and not isinstance(out, expected):
                 raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
             if check is not None:

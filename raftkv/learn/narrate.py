@@ -193,7 +193,7 @@ RULES: dict[str, Rule] = {
     "figure-8": R("Figure 8, §5.4.2", "replication.py", "Replication._can_commit_by_counting",
                   "return self.log.term_at(index) == self.current_term"),
     "snapshot-acked": R("§7", "replication.py", "Replication._on_install_snapshot_response",
-                        "pr.acknowledge(resp.last_index, self.now)"),
+                        "pr.acknowledge(max(pr.match_index, resp.last_index)"),
     "snapshot-failed": R("§7", "replication.py", "Replication._on_snapshot_send_failed", "failed to send snapshot to"),
     "stale-answer": R("§5.1", "replication.py", "Replication._on_append_response",
                       "if leader is None or resp.term < self.current_term:"),

@@ -89,22 +89,22 @@ class Progress:
             return False
         return self.state is not ProgressState.PROBE or rejected == self.next_index - 1
 
-    def back_off(self, rejected: int, last_index: int) -> None:
-        """The follower has no entry matching ours at ``rejected``, and its
-        log ends at ``last_index``: probe again from the lower of the two,
-        never at or below what it already matched (etcd-io/raft's
-        MaybeDecrTo, with the follower's last index as its hint)."""
-        self.next_index = max(min(rejected, last_index + 1), self.match_index + 1, 1)
+    def back_off(self, next_index: int) -> None:
+        """The follower refused: probe again from ``next_index``, which the
+        rule (rules.follower_progress) chose, never at or below what it
+        already matched."""
+        self.next_index = next_index
         self.become_probe()
 
-    def acknowledge(self, match_index: int, now: int) -> bool:
-        """Record a successful append; True if the match index moved."""
+    def acknowledge(self, match_index: int, next_index: int, now: int) -> bool:
+        """Record a successful append, the indexes as the rule
+        (rules.follower_progress) moved them; True if the match index moved."""
         if self.inflight and self.inflight[0] <= match_index:
             self.oldest_unacked = now
         while self.inflight and self.inflight[0] <= match_index:
             self.inflight.popleft()
-        if match_index > self.match_index:
-            self.match_index = match_index
-            self.next_index = max(self.next_index, match_index + 1)
-            return True
-        return False
+        moved = match_index > self.match_index
+        self.match_index = match_index
+        # match_index < next_index, whatever the rule said
+        self.next_index = max(next_index, match_index + 1)
+        return moved

@@ -25,7 +25,7 @@ from .fields import NodeFields
 from .messages import AppendEntries, AppendEntriesResponse, Entry, InstallSnapshot, InstallSnapshotResponse, TimeoutNow
 from .progress import Progress, ProgressState
 from .roles import LeaderState
-from .rules import CommitRequest, LogView
+from .rules import CommitRequest, LogView, ProgressRequest
 
 
 class Replication(NodeFields):
@@ -177,7 +177,9 @@ class Replication(NodeFields):
                 self._replicate_to(from_id, pr, allow_empty=True)
             return
         if resp.success:
-            moved = pr.acknowledge(resp.match_index, self.now)
+            decision = self.rules.follower_progress(ProgressRequest(
+                True, pr.match_index, pr.next_index, resp.prev_log_index, resp.match_index, resp.last_log_index))
+            moved = pr.acknowledge(decision.match_index, decision.next_index, self.now)
             if pr.state is ProgressState.PROBE:
                 pr.become_pipeline()
                 self._log("INFO", "pipelining replication", ("peer", self._server(from_id)))
@@ -194,7 +196,10 @@ class Replication(NodeFields):
             return
         if pr.state is ProgressState.PIPELINE:
             self._log("INFO", "aborting pipeline replication", ("peer", self._server(from_id)))
-        pr.back_off(resp.prev_log_index, resp.last_log_index)
+        decision = self.rules.follower_progress(ProgressRequest(
+            False, pr.match_index, pr.next_index, resp.prev_log_index, 0, resp.last_log_index))
+        pr.match_index = decision.match_index
+        pr.back_off(decision.next_index)
         self._log("WARN", "appendEntries rejected, sending older logs", ("peer", self._server(from_id)),
                   ("next", pr.next_index))
         self._replicate_to(from_id, pr, allow_empty=True)
@@ -281,7 +286,7 @@ class Replication(NodeFields):
         if not self._note_volume(leader, from_id, pr, resp.volume, resp.last_index):
             return
         if resp.success:
-            pr.acknowledge(resp.last_index, self.now)
+            pr.acknowledge(max(pr.match_index, resp.last_index), max(pr.next_index, resp.last_index + 1), self.now)
             self._maybe_commit(leader)
         else:
             self._log("WARN", "installSnapshot rejected to", ("peer", Bare(from_id)), ("id", self.snapshot.id))

@@ -216,6 +216,47 @@ def leader_commit_index(req: CommitRequest) -> int:
     return req.commit_index
 
 
+# ---------------------------------------------------------------- the leader's view of a follower
+
+@dataclass(frozen=True)
+class ProgressRequest:
+    """A follower's answer to an AppendEntries, as its leader sees it, with
+    what the leader knew of that follower before."""
+    success: bool
+    match_index: int               # the highest index known to match the follower's log
+    next_index: int                # the next entry the leader would send it
+    prev_log_index: int            # the answered request's previous index: the one refused, on a rejection
+    acknowledged: int              # on success: the last index the follower says now matches
+    follower_last_index: int       # the follower's last log index (on a rejection, a hint)
+
+
+@dataclass(frozen=True)
+class ProgressDecision:
+    match_index: int
+    next_index: int                # the next AppendEntries starts here (prev_log_index = next_index - 1)
+
+
+def follower_progress(req: ProgressRequest) -> ProgressDecision:
+    """The leader's nextIndex and matchIndex for one follower (Figure 2,
+    "Rules for Servers", Leaders; §5.3 and its closing optimization).
+
+    On success the follower's log matches the leader's through
+    ``acknowledged``: match_index rises to it (answers may arrive out of
+    order: it never goes back), next_index to just after it unless more is
+    already on its way. On a rejection nothing was learned about what
+    matches: match_index stays, next_index goes back, to the refused
+    previous index at most and to just after the follower's last entry if
+    its log is shorter (the hint that skips a round trip per missing entry),
+    never to or below match_index.
+    """
+    if req.success:
+        if req.acknowledged > req.match_index:
+            return ProgressDecision(req.acknowledged, max(req.next_index, req.acknowledged + 1))
+        return ProgressDecision(req.match_index, req.next_index)
+    back = min(req.prev_log_index, req.follower_last_index + 1)
+    return ProgressDecision(req.match_index, max(back, req.match_index + 1, 1))
+
+
 # ---------------------------------------------------------------- the set of rules
 
 @dataclass(frozen=True)
@@ -225,8 +266,10 @@ class Rules:
     append_entries: Callable[[AppendRequest], AppendDecision] = append_entries
     leader_commit_index: Callable[[CommitRequest], int] = leader_commit_index
     persist_before_send: Callable[[PersistRequest], PersistDecision] = persist_before_send
+    follower_progress: Callable[[ProgressRequest], ProgressDecision] = follower_progress
 
 
 DEFAULT_RULES = Rules()
 
-RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index", "persist_before_send")
+RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index", "persist_before_send",
+                              "follower_progress")

@@ -66,4 +66,14 @@ PLANTED = {
     "acknowledging entries before persisting them": (*_plant(
         "persist", "log=req.log_changed)", 'log=req.log_changed and req.role != "Follower")'),
         ("Persist before send", "Leader Completeness", "State Machine Safety")),
+    "setting match_index from next_index optimistically": (*_plant(
+        "backtrack", "return ProgressDecision(req.acknowledged, max(req.next_index, req.acknowledged + 1))",
+        "return ProgressDecision(req.next_index - 1, req.next_index)"),
+        ("Match index beyond what the follower acknowledged",)),
+    "backing off too little (retrying the refused index)": (*_plant(
+        "backtrack", "back = min(req.prev_log_index, req.follower_last_index + 1)",
+        "back = min(req.prev_log_index, req.follower_last_index) + 1"), ("Scenario", "Liveness")),
+    "backing off to the follower's end past the refused index": (*_plant(
+        "backtrack", "back = min(req.prev_log_index, req.follower_last_index + 1)",
+        "back = req.follower_last_index + 1"), ("Scenario", "Liveness")),
 }

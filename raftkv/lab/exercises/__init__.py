@@ -68,6 +68,14 @@ EXERCISES: tuple[Exercise, ...] = (
              "are updated on stable storage before responding to RPCs; a crash forgets the rest, and a "
              "reply must never speak for a term, a vote or entries the sender could forget.",
              ("first-election", "lab:two-candidates", "follower-catch-up", "leader-crash")),
+    Exercise("backtrack", "The leader's backtracking after a rejection, and a follower's progress",
+             "follower_progress",
+             "Leaders (Figure 2; §5.3): if an AppendEntries succeeds, update nextIndex and matchIndex for the "
+             "follower (matchIndex only to what it acknowledged, never back); if it fails because of log "
+             "inconsistency, decrement nextIndex and retry (to just after the follower's last entry if its "
+             "log is shorter).",
+             ("follower-catch-up", "figure-8", "stale-leader-partition", "snapshot-conflicting-suffix",
+              "leader-crash")),
 )
 
 BY_NAME = {e.name: e for e in EXERCISES}
