@@ -76,4 +76,4 @@ def test_serve_help_names_the_defaults():
     assert "None" not in text
     assert "(default: ./raftkv-data/<node id>) [env RAFT_VOLUME_DIR]" in text
     # no default shown for a secret or for settings without one
-    assert "token [env RAFT_CLUSTER_KEY]" in text and "comma separated [env RAFT_JOIN]" in text
+    assert "token [env RAFT_CLUSTER_KEY]" in text and "every server of the cluster) [env RAFT_JOIN]" in text
