@@ -95,14 +95,39 @@ def _short(value) -> str:
 
 # ---------------------------------------------------------------- checks on a call's answer
 
-def _check_vote(req: rl.VoteRequest, out: rl.VoteDecision) -> None:
-    if out.restart_timer and not (out.granted and not req.pre_vote):
+def _check_vote(req: rl.VoteRequest | rl.PreVoteRequest, out: rl.VoteDecision | rl.PreVoteDecision) -> None:
+    pre_vote = isinstance(req, rl.PreVoteRequest)
+    if out.restart_timer and not (out.granted and not pre_vote):
         raise Violation("Election timer restarted without cause",
-                        f"grant_vote restarted the election timer for a {'pre-vote' if req.pre_vote else 'vote'} "
-                        f"it {'granted' if out.granted else 'refused'} ({req.candidate}, term {req.term}). A "
+                        f"{'grant_pre_vote' if pre_vote else 'grant_vote'} restarted the election timer for a "
+                        f"{'pre-vote' if pre_vote else 'vote'} it {'granted' if out.granted else 'refused'} "
+                        f"({req.candidate}, term {req.term}). A "
                         "follower restarts its timer only when it hears from the current leader or grants a "
                         "vote (§5.2): a stale candidate that keeps asking would otherwise keep the servers "
                         "that could win from ever campaigning")
+
+
+def _check_pre_vote(req: rl.PreVoteRequest, out: rl.PreVoteDecision) -> None:
+    if out.enter_term and req.term > req.current_term:
+        raise Violation("Pre-vote changed the term",
+                        f"grant_pre_vote moved the node from term {req.current_term} to the candidate's term "
+                        f"{req.term}. A pre-vote is a question and enters no term (thesis §9.6): a server cut "
+                        "off from the others would otherwise raise every term it asks, and depose a working "
+                        "leader when it comes back")
+    if out.granted and req.leader_heard:
+        raise Violation("Pre-vote granted while a leader is heard",
+                        f"grant_pre_vote granted {req.candidate}'s pre-vote for term {req.term} while this node "
+                        "hears from a leader. A server that hears its leader would not vote either (thesis "
+                        "§9.6, §4.2.3): the pre-vote would let a server that was cut off start an election "
+                        "and depose the working leader")
+    newer = (req.candidate_last_log_term, req.candidate_last_log_index) >= (req.last_log_term, req.last_log_index)
+    if out.granted and not newer:
+        raise Violation("Pre-vote granted to a stale log",
+                        f"grant_pre_vote granted {req.candidate}'s pre-vote with its last entry "
+                        f"{req.candidate_last_log_index}@{req.candidate_last_log_term} behind this node's "
+                        f"{req.last_log_index}@{req.last_log_term}. A pre-vote answers whether the real vote "
+                        "would be given, and that needs the up-to-date check (§5.4.1, thesis §9.6)")
+    _check_vote(req, out)
 
 
 def _check_append(req: rl.AppendRequest, out: rl.AppendDecision) -> None:
@@ -143,7 +168,8 @@ def _check_progress(req: rl.ProgressRequest, out: rl.ProgressDecision) -> None:
                         "majority does not have (Figure 2, Leaders; §5.3)")
 
 
-CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append, "follower_progress": _check_progress}
+CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append, "follower_progress": _check_progress,
+          "grant_pre_vote": _check_pre_vote}
 
 
 def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
@@ -165,7 +191,8 @@ def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
             trace.add(f"  {MARK}   returned {_short(out)}")
             expected = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision,
                         "leader_commit_index": int, "persist_before_send": PersistDecision,
-                        "follower_progress": rl.ProgressDecision}.get(name)
+                        "follower_progress": rl.ProgressDecision,
+                        "grant_pre_vote": rl.PreVoteDecision}.get(name)
             if expected is not None and not isinstance(out, expected):
                 raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
             if check is not None:

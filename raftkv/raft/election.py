@@ -18,7 +18,16 @@ from .effects import Bare
 from .fields import NodeFields
 from .messages import RequestVote, RequestVoteResponse, TimeoutNow
 from .roles import CANDIDATE, CandidateState
-from .rules import ALREADY_VOTED, LOG_SHORTER, LOG_TERM_OLDER, VoteDecision, VoteRequest
+from .rules import (
+    ALREADY_VOTED,
+    LEADER_HEARD,
+    LOG_SHORTER,
+    LOG_TERM_OLDER,
+    PreVoteDecision,
+    PreVoteRequest,
+    VoteDecision,
+    VoteRequest,
+)
 
 
 class Election(NodeFields):
@@ -153,14 +162,24 @@ class Election(NodeFields):
                 return
             # only a voter we know can have been handed leadership (TimeoutNow)
             transfer = req.leadership_transfer and self.configuration.is_voter(req.candidate_id)
-            if not transfer and self._has_live_leader() and self.leader_id != req.candidate_id:
+            heard = not transfer and self._has_live_leader() and self.leader_id != req.candidate_id
+            pre = None
+            if req.pre_vote:
+                pre = self.rules.grant_pre_vote(PreVoteRequest(
+                    self.current_term, self.log.last_index, self.log.last_term, req.candidate_id, req.term,
+                    req.last_log_index, req.last_log_term, heard))
+                heard = pre.reason == LEADER_HEARD and not pre.granted
+            if heard:
                 self._log("WARN", f"rejecting {kind} request since we have a leader",
                           ("from", Bare(req.candidate_address)), ("leader", Bare(self.leader_address or "")),
                           ("leader-id", self.leader_id or ""))
                 return
-            if req.pre_vote:
+            if pre is not None:
                 if req.term > self.current_term:
                     self._log("DEBUG", "received a requestPreVote with a newer term, grant the pre-vote")
+                    if pre.enter_term:
+                        self._become_follower(req.term, None, None)
+                        reply_term = self.current_term
             elif req.term > self.current_term:
                 self._log("DEBUG", "lost leadership because received a requestVote with a newer term")
                 self._become_follower(req.term, None, None)
@@ -174,9 +193,9 @@ class Election(NodeFields):
                 self._log("WARN", f"rejecting {kind} request since node is not a voter",
                           ("from", Bare(req.candidate_address)))
                 return
-            decision = self.rules.grant_vote(VoteRequest(
+            decision = pre or self.rules.grant_vote(VoteRequest(
                 self.current_term, self.voted_for, self.log.last_index, self.log.last_term, req.candidate_id,
-                req.term, req.last_log_index, req.last_log_term, req.pre_vote))
+                req.term, req.last_log_index, req.last_log_term))
             self._explain_vote(req, kind, decision)
             grant = decision.granted
             if grant and not req.pre_vote:
@@ -192,7 +211,7 @@ class Election(NodeFields):
                                    else req.candidate_address,
                                    RequestVoteResponse(reply_term, grant, req.pre_vote)))
 
-    def _explain_vote(self, req: RequestVote, kind: str, decision: VoteDecision) -> None:
+    def _explain_vote(self, req: RequestVote, kind: str, decision: VoteDecision | PreVoteDecision) -> None:
         """hashicorp's line for the rule's answer (rules.grant_vote decides)."""
         reason = decision.reason
         if reason == ALREADY_VOTED:

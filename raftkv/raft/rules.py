@@ -29,6 +29,7 @@ LOG_TERM_OLDER = "candidate's last log term is older"
 LOG_SHORTER = "candidate's log is shorter"
 NO_PREV_ENTRY = "no entry at prev_log_index"
 PREV_TERM_MISMATCH = "prev_log_term does not match"
+LEADER_HEARD = "a leader is heard"
 
 
 class LogView:
@@ -71,8 +72,8 @@ class LogView:
 @dataclass(frozen=True)
 class VoteRequest:
     """A RequestVote as the voter sees it. A newer term has already been
-    entered (``current_term`` is then the candidate's, ``voted_for`` None),
-    except for a pre-vote, which never moves a term."""
+    entered (``current_term`` is then the candidate's, ``voted_for`` None).
+    Pre-votes go to :func:`grant_pre_vote`."""
     current_term: int
     voted_for: str | None          # whom this node voted for in current_term
     last_log_index: int            # this node's log
@@ -81,7 +82,6 @@ class VoteRequest:
     term: int                      # the candidate's term
     candidate_last_log_index: int
     candidate_last_log_term: int
-    pre_vote: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,21 +100,67 @@ def grant_vote(req: VoteRequest) -> VoteDecision:
     3. Refuse a candidate whose log is less up to date than ours: compare the
        last entries' terms; the later term wins; with equal terms the longer
        log wins (§5.4.1).
-    Granting a real vote (the core records it durably before answering)
-    restarts the election timer; nothing else here does (§5.2). A pre-vote
-    (thesis §9.6) is a question, not a vote: it records nothing and
-    restarts nothing.
+    Granting a vote (the core records it durably before answering)
+    restarts the election timer; nothing else here does (§5.2).
     """
     if req.term < req.current_term:
         return VoteDecision(False, reason=STALE_TERM)
-    if not req.pre_vote and req.voted_for is not None:
+    if req.voted_for is not None:
         return VoteDecision(req.voted_for == req.candidate, reason=ALREADY_VOTED)
     if req.candidate_last_log_term != req.last_log_term:
         if req.candidate_last_log_term < req.last_log_term:
             return VoteDecision(False, reason=LOG_TERM_OLDER)
     elif req.candidate_last_log_index < req.last_log_index:
         return VoteDecision(False, reason=LOG_SHORTER)
-    return VoteDecision(True, restart_timer=not req.pre_vote)
+    return VoteDecision(True, restart_timer=True)
+
+
+# ---------------------------------------------------------------- granting a pre-vote
+
+@dataclass(frozen=True)
+class PreVoteRequest:
+    """A pre-vote as the voter sees it: would it vote for ``candidate`` in
+    ``term`` (its candidate's next term), were it asked?"""
+    current_term: int
+    last_log_index: int            # this node's log
+    last_log_term: int
+    candidate: str
+    term: int                      # the term the candidate would campaign in
+    candidate_last_log_index: int
+    candidate_last_log_term: int
+    leader_heard: bool             # a leader (not the candidate) was heard within the election timeout
+
+
+@dataclass(frozen=True)
+class PreVoteDecision:
+    granted: bool
+    enter_term: bool = False       # move this node to the candidate's term, as a real RequestVote does
+    restart_timer: bool = False    # restart this node's election timer
+    reason: str = ""               # why not: LEADER_HEARD, STALE_TERM, LOG_TERM_OLDER, LOG_SHORTER
+
+
+def grant_pre_vote(req: PreVoteRequest) -> PreVoteDecision:
+    """The pre-vote (thesis §9.6; §4.2.3 on disruptive servers).
+
+    A candidate first asks whether it *could* win, without anyone changing
+    term: a server cut off from the others keeps failing to win pre-votes
+    instead of raising its term, and cannot depose a working leader when it
+    comes back. Grant a pre-vote only if (1) no leader was heard within the
+    election timeout (a server that hears its leader would not vote either),
+    (2) the candidate's term is not older than ours, and (3) its log is at
+    least as up to date as ours (§5.4.1). A pre-vote is a question, not a
+    vote: it enters no term, records no vote and restarts no timer.
+    """
+    if req.leader_heard:
+        return PreVoteDecision(False, reason=LEADER_HEARD)
+    if req.term < req.current_term:
+        return PreVoteDecision(False, reason=STALE_TERM)
+    if req.candidate_last_log_term != req.last_log_term:
+        if req.candidate_last_log_term < req.last_log_term:
+            return PreVoteDecision(False, reason=LOG_TERM_OLDER)
+    elif req.candidate_last_log_index < req.last_log_index:
+        return PreVoteDecision(False, reason=LOG_SHORTER)
+    return PreVoteDecision(True)
 
 
 # ---------------------------------------------------------------- the follower's AppendEntries
@@ -267,9 +313,10 @@ class Rules:
     leader_commit_index: Callable[[CommitRequest], int] = leader_commit_index
     persist_before_send: Callable[[PersistRequest], PersistDecision] = persist_before_send
     follower_progress: Callable[[ProgressRequest], ProgressDecision] = follower_progress
+    grant_pre_vote: Callable[[PreVoteRequest], PreVoteDecision] = grant_pre_vote
 
 
 DEFAULT_RULES = Rules()
 
 RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index", "persist_before_send",
-                              "follower_progress")
+                              "follower_progress", "grant_pre_vote")

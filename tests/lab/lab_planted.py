@@ -31,9 +31,6 @@ PLANTED = {
         "vote", "        return VoteDecision(False, reason=LOG_SHORTER)",
         "        return VoteDecision(False, restart_timer=True, reason=LOG_SHORTER)"),
         ("Election timer restarted without cause",)),
-    "restarting the timer on a pre-vote": (*_plant(
-        "vote", "return VoteDecision(True, restart_timer=not req.pre_vote)",
-        "return VoteDecision(True, restart_timer=True)"), ("Election timer restarted without cause",)),
     "committing an old term's entry by counting replicas": (*_plant(
         "commit", "if n > req.commit_index and req.log.term_at(n) == req.current_term:",
         "if n > req.commit_index:"), ("Leader Completeness", "State Machine Safety",
@@ -76,4 +73,16 @@ PLANTED = {
     "backing off to the follower's end past the refused index": (*_plant(
         "backtrack", "back = min(req.prev_log_index, req.follower_last_index + 1)",
         "back = req.follower_last_index + 1"), ("Scenario", "Liveness")),
+    "restarting the timer on a pre-vote": (*_plant(
+        "prevote", "return PreVoteDecision(True)", "return PreVoteDecision(True, restart_timer=True)"),
+        ("Election timer restarted without cause",)),
+    "a pre-vote that changes the term": (*_plant(
+        "prevote", "return PreVoteDecision(True)", "return PreVoteDecision(True, enter_term=True)"),
+        ("Pre-vote changed the term",)),
+    "a pre-vote granted while a leader is heard": (*_plant(
+        "prevote", "    if req.leader_heard:\n", "    if False:\n"), ("Pre-vote granted while a leader is heard",)),
+    "a pre-vote without the up-to-date check": (*_plant_all("prevote", (
+        ("    if req.candidate_last_log_term != req.last_log_term:", "    if False:"),
+        ("    elif req.candidate_last_log_index < req.last_log_index:", "    elif False:"))),
+        ("Pre-vote granted to a stale log",)),
 }

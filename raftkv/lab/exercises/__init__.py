@@ -76,6 +76,12 @@ EXERCISES: tuple[Exercise, ...] = (
              "log is shorter).",
              ("follower-catch-up", "figure-8", "stale-leader-partition", "snapshot-conflicting-suffix",
               "leader-crash")),
+    Exercise("prevote", "Granting a pre-vote: no term change, not while a leader is heard, the up-to-date check",
+             "grant_pre_vote",
+             "Pre-vote (thesis §9.6; §4.2.3, §5.4.1): grant a pre-vote only if no leader was heard within the "
+             "election timeout, the candidate's term is not older and its log is at least as up to date; a "
+             "pre-vote changes no term, records no vote and restarts no timer.",
+             ("first-election", "lab:disruptive-rejoin", "split-vote", "leader-crash")),
 )
 
 BY_NAME = {e.name: e for e in EXERCISES}

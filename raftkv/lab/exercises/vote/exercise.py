@@ -18,9 +18,8 @@ def grant_vote(req: VoteRequest) -> VoteDecision:
 
     1. Reply false if the candidate's term (``req.term``) is older than
        ``req.current_term`` (§5.1).
-    2. Vote at most once per term (§5.2): if ``req.voted_for`` is set (and
-       this is not a pre-vote), grant only if it is ``req.candidate`` itself
-       (a repeated request).
+    2. Vote at most once per term (§5.2): if ``req.voted_for`` is set,
+       grant only if it is ``req.candidate`` itself (a repeated request).
     3. Grant only if the candidate's log is at least as up to date as yours
        (§5.4.1): compare the terms of the last entries
        (``req.candidate_last_log_term`` against ``req.last_log_term``); a
@@ -30,9 +29,8 @@ def grant_vote(req: VoteRequest) -> VoteDecision:
     Return ``VoteDecision(granted, restart_timer=..., reason=...)``.
     ``restart_timer`` restarts this node's election timer: do it when you
     give a real vote, and never otherwise (§5.2: a server restarts its timer
-    when it hears from the current leader or grants a vote). A pre-vote
-    (``req.pre_vote``, thesis §9.6) asks whether you *would* vote: it records
-    nothing and restarts nothing. ``reason`` (one of the constants imported
-    above) makes the node log why it refused.
+    when it hears from the current leader or grants a vote). ``reason`` (one
+    of the constants imported above) makes the node log why it refused.
+    Pre-votes (thesis §9.6) are another exercise, ``prevote``.
     """
     raise NotImplementedError("grant_vote is not written yet")
