@@ -11,27 +11,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import msgpack
 import pytest
+from test_link_batching import RecordingTransport
 
 from raftkv.http.workers.leaseboard import LeaseBoard
 from raftkv.http.workers.link import READ, LinkClient
 from raftkv.http.workers.worker import WorkerNode
 
 DURATION = 500
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.frames: list = []
-
-    def write(self, data: bytes) -> None:
-        unpacker = msgpack.Unpacker(raw=False)
-        unpacker.feed(data)
-        self.frames.extend(unpacker)
-
-    def is_closing(self) -> bool:
-        return False
 
 
 class FileReader:
