@@ -130,6 +130,30 @@ def _check_pre_vote(req: rl.PreVoteRequest, out: rl.PreVoteDecision) -> None:
     _check_vote(req, out)
 
 
+def _check_snapshot(req: rl.SnapshotRequest, out: rl.SnapshotDecision) -> None:
+    if out.accept_leader and req.term < req.current_term:
+        raise Violation("Followed a stale leader",
+                        f"install_snapshot accepted {req.leader} of term {req.term} as leader while the "
+                        f"follower is in term {req.current_term}: an InstallSnapshot of an older term is "
+                        "refused, and its sender is no leader (Figure 13 step 1)")
+    matches = (req.snapshot_index <= req.log.last_index
+               and req.log.term_at(req.snapshot_index) == req.snapshot_term)
+    if out.install and out.keep_log_suffix and not matches:
+        ours = req.log.term_at(req.snapshot_index)
+        raise Violation("Kept entries that conflict with the snapshot",
+                        f"install_snapshot kept the log after index {req.snapshot_index}, where the follower "
+                        f"holds {'no entry' if ours is None else f'an entry of term {ours}'} and the snapshot "
+                        f"ends with one of term {req.snapshot_term}. Entries after a conflicting (or missing) "
+                        "entry came from a leader whose log the snapshot contradicts: the whole log is "
+                        "discarded (Figure 13 step 7)")
+    if out.install and not out.keep_log_suffix and matches and req.log.last_index > req.snapshot_index:
+        raise Violation("Discarded entries that followed a matching snapshot",
+                        f"install_snapshot dropped the whole log, entries {req.snapshot_index + 1}.."
+                        f"{req.log.last_index} included, although the log holds the snapshot's last entry "
+                        f"({req.snapshot_index}@{req.snapshot_term}). Those entries match the leader's and "
+                        "may already be acknowledged: they are retained (Figure 13 step 6)")
+
+
 def _check_append(req: rl.AppendRequest, out: rl.AppendDecision) -> None:
     if out.accept_leader and req.term < req.current_term:
         raise Violation("Followed a stale leader",
@@ -169,7 +193,7 @@ def _check_progress(req: rl.ProgressRequest, out: rl.ProgressDecision) -> None:
 
 
 CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append, "follower_progress": _check_progress,
-          "grant_pre_vote": _check_pre_vote}
+          "grant_pre_vote": _check_pre_vote, "install_snapshot": _check_snapshot}
 
 
 def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
@@ -192,7 +216,8 @@ def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
             expected = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision,
                         "leader_commit_index": int, "persist_before_send": PersistDecision,
                         "follower_progress": rl.ProgressDecision,
-                        "grant_pre_vote": rl.PreVoteDecision}.get(name)
+                        "grant_pre_vote": rl.PreVoteDecision,
+                        "install_snapshot": rl.SnapshotDecision}.get(name)
             if expected is not None and not isinstance(out, expected):
                 raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
             if check is not None:

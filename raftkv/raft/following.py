@@ -6,7 +6,8 @@ suffix (never a committed entry, rule 2), appends what is new and commits up
 to what the leader says is committed and it is known to match. Heartbeats
 carry no entries and only move the commit index as far as the follower's own
 log reaches. An InstallSnapshot replaces the state machine; the log keeps its
-suffix only if it continues the snapshot (Fig. 13 rule 7).
+suffix only if it continues the snapshot (Fig. 13 rules 6-7); rules.install_snapshot
+decides whether to install and what to keep.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .messages import (
     SnapshotMeta,
 )
 from .roles import FOLLOWER
-from .rules import NO_PREV_ENTRY, PREV_TERM_MISMATCH, AppendDecision, AppendRequest, LogView
+from .rules import NO_PREV_ENTRY, PREV_TERM_MISMATCH, AppendDecision, AppendRequest, LogView, SnapshotRequest
 
 
 class Following(NodeFields):
@@ -131,28 +132,31 @@ class Following(NodeFields):
                                                  read_seq=req.read_seq, volume=self.volume_id)))
 
     def _on_install_snapshot(self, from_id: str, req: InstallSnapshot) -> None:
-        if req.term < self.current_term:
+        meta = req.meta
+        decision = self.rules.install_snapshot(SnapshotRequest(
+            self.current_term, self.commit_index, LogView(self.log), req.term, req.leader_id, meta.index, meta.term))
+        if not decision.accept_leader:
             self._log("INFO", "ignoring installSnapshot request with older term than current term",
                       ("request-term", req.term), ("current-term", self.current_term))
             self._emit(fx.Send(from_id, req.leader_address,
                                InstallSnapshotResponse(self.current_term, False, self.log.last_index,
                                                        self.volume_id)))
             return
-        self._follow(req.term, req.leader_id, req.leader_address)
-        meta = req.meta
+        # terms never go back (rule 1), whatever the rule followed
+        self._follow(max(req.term, self.current_term), req.leader_id, req.leader_address)
         self.leader_commit = max(self.leader_commit, meta.index)  # a snapshot holds only committed entries
-        if meta.index > self.commit_index:
-            self._install_snapshot(meta, req.data)
+        if decision.install:
+            self._install_snapshot(meta, req.data, decision.keep_log_suffix)
         self._emit(fx.Send(from_id, req.leader_address,
                            InstallSnapshotResponse(self.current_term, True, max(meta.index, self.commit_index),
                                                    self.volume_id)))
 
-    def _install_snapshot(self, meta: SnapshotMeta, data: object) -> None:
+    def _install_snapshot(self, meta: SnapshotMeta, data: object, keep_log_suffix: bool) -> None:
         self.last_leader_append = self.now
         self._emit(fx.RestoreSnapshot(meta, data))
         had_logs = len(self.log) > 0
-        if self._keep_log_suffix(meta):
-            # Fig. 13 rule 7: our entry at the snapshot index matches, keep what follows
+        if keep_log_suffix:
+            # Fig. 13 rule 6: our entry at the snapshot index matches, keep what follows
             if had_logs:
                 self._log("INFO", "compacting logs", ("from", self.log.first_index), ("to", meta.index))
             self._emit(fx.CompactLog(meta.index))
@@ -172,6 +176,3 @@ class Following(NodeFields):
         self._recompute_configuration()
         self._configuration_changed()
         self._log("INFO", "Installed remote snapshot")
-
-    def _keep_log_suffix(self, meta: SnapshotMeta) -> bool:
-        return self.log.term_at(meta.index) == meta.term and meta.index <= self.log.last_index

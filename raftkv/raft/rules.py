@@ -234,6 +234,52 @@ def _refuse_append(reason: str, accept_leader: bool = True) -> AppendDecision:
     return AppendDecision(accept_leader, False, reason=reason)
 
 
+# ---------------------------------------------------------------- the follower's InstallSnapshot
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """An InstallSnapshot as the follower sees it: the leader's snapshot
+    covers every entry through ``snapshot_index`` (whose term is
+    ``snapshot_term``), all of them committed."""
+    current_term: int
+    commit_index: int
+    log: LogView
+    term: int                      # the leader's term
+    leader: str
+    snapshot_index: int
+    snapshot_term: int
+
+
+@dataclass(frozen=True)
+class SnapshotDecision:
+    accept_leader: bool            # the sender leads our term: follow it, restart the election timer
+    install: bool = False          # replace the state machine with the snapshot
+    keep_log_suffix: bool = False  # on install: keep the entries after snapshot_index, drop only those before
+    reason: str = ""               # why not: STALE_TERM
+
+
+def install_snapshot(req: SnapshotRequest) -> SnapshotDecision:
+    """InstallSnapshot receiver (Figure 13; §7).
+
+    1. Refuse a leader whose term is older than ours, without following it.
+    2. A snapshot that ends at or before our commit index is stale (a
+       delayed or duplicated request): we already hold everything in it,
+       and installing it would take our state machine back. Answer it
+       without installing.
+    3. Otherwise install it: the state machine is reset to the snapshot.
+       If our log has the snapshot's last entry (same index and term), the
+       entries after it match the leader's (Log Matching) and may already
+       have been acknowledged: keep them (Figure 13 step 6). Otherwise the
+       whole log is discarded (step 7).
+    """
+    if req.term < req.current_term:
+        return SnapshotDecision(False, reason=STALE_TERM)
+    if req.snapshot_index <= req.commit_index:
+        return SnapshotDecision(True)
+    keep = req.snapshot_index <= req.log.last_index and req.log.term_at(req.snapshot_index) == req.snapshot_term
+    return SnapshotDecision(True, install=True, keep_log_suffix=keep)
+
+
 # ---------------------------------------------------------------- the commit rule
 
 @dataclass(frozen=True)
@@ -314,9 +360,11 @@ class Rules:
     persist_before_send: Callable[[PersistRequest], PersistDecision] = persist_before_send
     follower_progress: Callable[[ProgressRequest], ProgressDecision] = follower_progress
     grant_pre_vote: Callable[[PreVoteRequest], PreVoteDecision] = grant_pre_vote
+    install_snapshot: Callable[[SnapshotRequest], SnapshotDecision] = install_snapshot
 
 
 DEFAULT_RULES = Rules()
 
 RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index", "persist_before_send",
-                              "follower_progress", "grant_pre_vote")
+                              "follower_progress", "grant_pre_vote",
+                              "install_snapshot")

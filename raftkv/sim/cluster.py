@@ -180,6 +180,7 @@ class SimCluster:
         # dropped_messages), "lost" (it arrived at a node that is down or
         # cut off) or "delivered"
         self.on_message = None
+        self.last_sent: dict[tuple[str, str, str], object] = {}  # (src, dst, type name) -> message (redeliver)
         # callbacks(node, [effect]) for the simulated clients, as the
         # executor hands the host applied entries (fx.Apply) and request
         # outcomes (Proposed, Rejected, Completed, ReadReady)
@@ -229,8 +230,20 @@ class SimCluster:
         return self._message_seq
 
     def message_fate(self, message_id: int, src: str, dst: str, message, arrives: int | None, fate: str) -> None:
+        if fate == "sent":
+            self.last_sent[(src, dst, type(message).__name__)] = message
         if self.on_message is not None:
             self.on_message(message_id, src, dst, message, arrives, fate)
+
+    def redeliver(self, src: str, dst: str, kind: str) -> None:
+        """The last ``kind`` message sent from src to dst arrives once more,
+        now: a duplicate the network held back (it may overtake anything)."""
+        message = self.last_sent.get((src, dst, kind))
+        if message is None:
+            raise ValueError(f"redeliver: {src} sent no {kind} to {dst}")
+        message_id = self.new_message_id()
+        self.message_fate(message_id, src, dst, message, self.now + 1, "sent")
+        self.schedule(self.now + 1, "deliver", (src, dst, message, message_id))
 
     def drop_message(self, message_id: int) -> None:
         """Lose one message in flight: it never arrives."""

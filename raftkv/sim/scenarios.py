@@ -402,6 +402,15 @@ def _step_until(script: Script, case: datadriven.Case) -> None:
         raise Violation("Scenario", f"{_what(case)} not reached within {limit}ms")
 
 
+def _redeliver(script: Script, case: datadriven.Case) -> None:
+    """``redeliver src->dst Type``: a late duplicate of the last such message."""
+    link, kind = _nodes(case)
+    src, arrow, dst = link.partition("->")
+    if not arrow:
+        raise ValueError(f"redeliver takes src->dst and a message type, got {case.rest!r}")
+    script.cluster.redeliver(src, dst, kind)
+
+
 def _propose(script: Script, case: datadriven.Case) -> None:
     node = _one_node(case)
     if node == "leader":
@@ -458,6 +467,7 @@ COMMANDS = {
     "remove-server": lambda s, c: s.change(ConfigCommand.REMOVE_SERVER, _one_node(c)),
     "autopilot-promote": lambda s, c: s.autopilot_promote(_one_node(c)),
     "snapshot": lambda s, c: s.snapshot(_one_node(c)),
+    "redeliver": _redeliver,
 }
 
 _CONFIG_FIELDS = {f.name.replace("_", "-"): f for f in fields(SIM_CONFIG)}

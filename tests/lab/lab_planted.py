@@ -85,4 +85,13 @@ PLANTED = {
         ("    if req.candidate_last_log_term != req.last_log_term:", "    if False:"),
         ("    elif req.candidate_last_log_index < req.last_log_index:", "    elif False:"))),
         ("Pre-vote granted to a stale log",)),
+    "installing a stale snapshot behind the commit index": (*_plant(
+        "snapshot", "    if req.snapshot_index <= req.commit_index:\n", "    if False:\n"),
+        ("Monotonic indexes", "Committed entries never truncated")),
+    "accepting InstallSnapshot from a stale term": (*_plant(
+        "snapshot", "    if req.term < req.current_term:\n", "    if False:\n"), ("Followed a stale leader",)),
+    "keeping a log suffix that conflicts with the snapshot": (*_plant(
+        "snapshot", "keep = req.snapshot_index <= req.log.last_index and ours == req.snapshot_term",
+        "keep = req.snapshot_index <= req.log.last_index"),
+        ("Kept entries that conflict with the snapshot",)),
 }

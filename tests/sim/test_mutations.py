@@ -39,7 +39,10 @@ def test_committing_an_old_term_entry_by_counting_is_caught(monkeypatch):
 
 def test_keeping_a_conflicting_suffix_on_snapshot_install_is_caught(monkeypatch):
     run_scenario("snapshot-conflicting-suffix")
-    monkeypatch.setattr(RaftNode, "_keep_log_suffix", lambda self, meta: meta.index <= self.log.last_index)
+    def keep_any_suffix(req: rules.SnapshotRequest) -> rules.SnapshotDecision:
+        decision = rules.install_snapshot(req)
+        return replace(decision, keep_log_suffix=req.snapshot_index <= req.log.last_index)
+    monkeypatch.setattr(RaftNode, "rules", replace(rules.DEFAULT_RULES, install_snapshot=keep_any_suffix))
     with pytest.raises(Violation):
         run_scenario("snapshot-conflicting-suffix")
 

@@ -82,6 +82,13 @@ EXERCISES: tuple[Exercise, ...] = (
              "election timeout, the candidate's term is not older and its log is at least as up to date; a "
              "pre-vote changes no term, records no vote and restarts no timer.",
              ("first-election", "lab:disruptive-rejoin", "split-vote", "leader-crash")),
+    Exercise("snapshot", "InstallSnapshot on the follower: when to install, what of the log to keep",
+             "install_snapshot",
+             "InstallSnapshot receiver (Figure 13; §7): refuse an older term; a snapshot not beyond the "
+             "commit index is stale and not installed; otherwise reset the state machine to it, retain the "
+             "log entries after it if the log has its last entry (same index and term), else discard the "
+             "entire log.",
+             ("snapshot-install", "snapshot-conflicting-suffix", "lab:snapshot-late-duplicate")),
 )
 
 BY_NAME = {e.name: e for e in EXERCISES}
