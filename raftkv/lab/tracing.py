@@ -217,7 +217,8 @@ def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
                         "leader_commit_index": int, "persist_before_send": PersistDecision,
                         "follower_progress": rl.ProgressDecision,
                         "grant_pre_vote": rl.PreVoteDecision,
-                        "install_snapshot": rl.SnapshotDecision}.get(name)
+                        "install_snapshot": rl.SnapshotDecision,
+                        "read_index": rl.ReadDecision}.get(name)
             if expected is not None and not isinstance(out, expected):
                 raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
             if check is not None:

@@ -26,6 +26,7 @@ from .messages import Entry, EntryType, ReadIndexRequest, ReadIndexResponse
 from .progress import ProgressState
 from .quorum import votes_needed
 from .roles import LeadershipTransfer, LeaderState
+from .rules import ReadDecision, ReadRequest
 
 
 class ClientRequests(NodeFields):
@@ -85,14 +86,18 @@ class ClientRequests(NodeFields):
     def _confirm_read(self, leader: LeaderState, request_id: int) -> None:
         """Queue a read (a client's, or a follower's under a negative id) for
         the next heartbeat round; a lone voter needs none, only its first commit."""
-        if self._is_lone_voter():
-            if self.committed_in_term():
-                self._answer_read(request_id, self.commit_index)
-            else:
-                leader.read_only.add_unconfirmed(request_id)
-            return
-        if leader.read_only.add(request_id, self.commit_index if self.committed_in_term() else -1):
+        lone = self._is_lone_voter()
+        decision = self._read_rule(leader, self.commit_index, confirmed=lone)
+        if decision.ready:
+            self._answer_read(request_id, decision.index)
+        elif lone:
+            leader.read_only.add_unconfirmed(request_id)
+        elif leader.read_only.add(request_id, self.commit_index):
             self._heartbeat(leader)
+
+    def _read_rule(self, leader: LeaderState, arrival_index: int, confirmed: bool) -> ReadDecision:
+        return self.rules.read_index(ReadRequest(self.current_term, self.commit_index, leader.first_index_of_term,
+                                                 arrival_index, confirmed))
 
     # -- reads on followers: the leader confirms, the follower serves
 
@@ -208,7 +213,11 @@ class ClientRequests(NodeFields):
         if self._is_lone_voter():
             ready = leader.read_only.take_all()
         for request_id, index in ready:
-            self._answer_read(request_id, index if index >= 0 else self.commit_index)
+            decision = self._read_rule(leader, index, confirmed=True)
+            if decision.ready:
+                self._answer_read(request_id, decision.index)
+            elif leader.read_only.add(request_id, index):
+                start_next = True
         if start_next:
             self._heartbeat(leader)
 

@@ -349,6 +349,47 @@ def follower_progress(req: ProgressRequest) -> ProgressDecision:
     return ProgressDecision(req.match_index, max(back, req.match_index + 1, 1))
 
 
+# ---------------------------------------------------------------- the ReadIndex read
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """A linearizable read at the leader, as it arrives (``quorum_confirmed``
+    false) or once a heartbeat round sent after it arrived was echoed by a
+    majority of voters (true; a lone voter is its own majority)."""
+    current_term: int
+    commit_index: int              # the leader's commit index now
+    first_index_of_term: int       # the index of this leader's first entry of its term (its no-op)
+    arrival_commit_index: int      # the commit index when the read arrived (-1: not recorded)
+    quorum_confirmed: bool
+
+
+@dataclass(frozen=True)
+class ReadDecision:
+    ready: bool                    # answer the read now
+    index: int = 0                 # its read index: served once the state machine has applied it
+
+
+def read_index(req: ReadRequest) -> ReadDecision:
+    """The ReadIndex read (thesis §6.4; §8 of the paper).
+
+    1. A new leader does not know what its predecessors committed until it
+       has committed an entry of its own term (Leader Completeness gives it
+       every committed entry, but not the knowledge of which are). Before
+       that, its commit index may lie behind writes already acknowledged;
+       after it, the read index is the commit index at arrival.
+    2. The leader must know it still leads once the read arrived: a
+       deposed leader that does not know it yet would read stale data. A
+       heartbeat round sent after the read, echoed by a majority, proves it.
+    Answer only with both; the read index is the commit index at arrival if
+    this term had committed an entry by then, else the commit index now.
+    """
+    if not req.quorum_confirmed or req.commit_index < req.first_index_of_term:
+        return ReadDecision(False)
+    if req.arrival_commit_index >= req.first_index_of_term:
+        return ReadDecision(True, req.arrival_commit_index)
+    return ReadDecision(True, req.commit_index)
+
+
 # ---------------------------------------------------------------- the set of rules
 
 @dataclass(frozen=True)
@@ -361,10 +402,11 @@ class Rules:
     follower_progress: Callable[[ProgressRequest], ProgressDecision] = follower_progress
     grant_pre_vote: Callable[[PreVoteRequest], PreVoteDecision] = grant_pre_vote
     install_snapshot: Callable[[SnapshotRequest], SnapshotDecision] = install_snapshot
+    read_index: Callable[[ReadRequest], ReadDecision] = read_index
 
 
 DEFAULT_RULES = Rules()
 
 RULE_NAMES: Sequence[str] = ("grant_vote", "append_entries", "leader_commit_index", "persist_before_send",
                               "follower_progress", "grant_pre_vote",
-                              "install_snapshot")
+                              "install_snapshot", "read_index")

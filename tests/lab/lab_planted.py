@@ -94,4 +94,10 @@ PLANTED = {
         "snapshot", "keep = req.snapshot_index <= req.log.last_index and ours == req.snapshot_term",
         "keep = req.snapshot_index <= req.log.last_index"),
         ("Kept entries that conflict with the snapshot",)),
+    "a read served at its arrival's commit index before this term committed": (*_plant(
+        "readindex", "    if req.arrival_commit_index >= req.first_index_of_term:\n", "    if True:\n"),
+        ("Linearizable read",)),
+    "a read answered without a majority's heartbeat echo": (*_plant(
+        "readindex", "    if not req.quorum_confirmed or req.commit_index < req.first_index_of_term:",
+        "    if req.commit_index < req.first_index_of_term:"), ("Linearizable read",)),
 }

@@ -89,6 +89,13 @@ EXERCISES: tuple[Exercise, ...] = (
              "log entries after it if the log has its last entry (same index and term), else discard the "
              "entire log.",
              ("snapshot-install", "snapshot-conflicting-suffix", "lab:snapshot-late-duplicate")),
+    Exercise("readindex", "The ReadIndex read: this term's first commit, then a majority's heartbeat echo",
+             "read_index",
+             "ReadIndex (thesis §6.4; §8): a leader answers a linearizable read only once it has committed an "
+             "entry of its term and a majority answered a heartbeat sent after the read arrived; the read "
+             "index is the commit index at arrival (or at that first commit, if later).",
+             ("lab:read-after-election", "lab:deposed-leader-read", "weak-read-partition",
+              "lease-clock-drift")),
 )
 
 BY_NAME = {e.name: e for e in EXERCISES}
