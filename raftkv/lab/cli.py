@@ -18,7 +18,7 @@ import sys
 import time
 
 from .exercises import BY_NAME, EXERCISES
-from .grader import grade, run_scenario, run_seed
+from .grader import grade, run_history, run_scenario, run_seed
 from .loader import LabDirError, load_function, present
 from .tracing import Trace
 
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, help="randomized runs per exercise (default: the exercise's)")
     c.add_argument("--seed", type=int, help="run this one seed (replays a failure)")
     c.add_argument("--scenario", help="run this one scenario (replays a failure)")
+    c.add_argument("--history-seed", type=int, help="run this one client history (replays a failure)")
     c.add_argument("--full", action="store_true", help="print the whole trace of a failure")
     c.add_argument("--hint", metavar="NAME", choices=[e.name for e in EXERCISES], help="print hints")
     return p
@@ -94,7 +95,9 @@ def _check(args, out) -> int:
         started = time.monotonic()
         out(f"{ex.name}: {ex.title}")
         fn = functions[ex.name]
-        if args.seed is not None or args.scenario:
+        if args.history_seed is not None:
+            failure = run_history(ex, fn, args.history_seed, args.dir, Trace(keep))
+        elif args.seed is not None or args.scenario:
             failure = (run_seed(ex, fn, args.seed, args.dir, Trace(keep)) if args.seed is not None
                        else run_scenario(ex, fn, args.scenario, args.dir, Trace(keep)))
         else:

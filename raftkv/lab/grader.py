@@ -24,6 +24,7 @@ from raftkv.sim.invariants import Violation
 from raftkv.sim.scenarios import play, scenario_path
 
 from .exercises import Exercise
+from .history import HISTORY_SEED_BASE, explain, judge, recorded
 from .tracing import MARK, LearnerError, NotWritten, Trace, installed, wrap
 
 LAB_SCENARIOS = pathlib.Path(__file__).parent / "scenarios"
@@ -45,6 +46,9 @@ PLAIN = {
     "Liveness": "once every fault healed, the cluster did not elect a leader and commit a write within the "
                 "bound: the rules stopped making progress",
     "Scenario": "a scenario waited for something that never happened: the rules stopped making progress",
+    "Linearizability": "the clients' history cannot be ordered: some read returned a value that no order of "
+                       "the writes, each taking effect between its call and its acknowledgement, explains "
+                       "(§8; thesis §6.4)",
 }
 
 
@@ -57,6 +61,7 @@ class Failure:
     detail: str
     replay: str
     trace: list[str] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)   # a non-linearizable history, as the checker explains it
 
     def render(self) -> list[str]:
         ex = self.exercise
@@ -67,6 +72,9 @@ class Failure:
         if self.trace:
             out.append(f"  the last steps before the break ({MARK} marks your {ex.function}):")
             out += [f"    {line}" for line in self.trace]
+        if self.history:
+            out.append("  the clients' history (times in simulated ms):")
+            out += [f"    {line}" for line in self.history]
         out += [f"  the rule it points at: {ex.paper}",
                 f"  stuck? raftkv lab check DIR --hint {ex.name}"]
         return out
@@ -121,6 +129,26 @@ def run_seed(ex: Exercise, fn: Callable, seed: int, lab_dir: str, trace: Trace) 
     return None
 
 
+def run_history(ex: Exercise, fn: Callable, seed: int, lab_dir: str, trace: Trace) -> Failure | None:
+    """One randomized run whose client history is judged as a whole (history.py)."""
+    rules = wrap(replace(DEFAULT_RULES, **{ex.function: fn}), (ex.function,), trace)
+    replay = f"raftkv lab check {lab_dir} --only {ex.name} --history-seed {seed}"
+    where = f"history seed {seed}"
+    ops: list = []
+    try:
+        with installed(rules, trace), recorded(ops):
+            result = run_once(seed)
+    except Exception as exc:
+        return _violation_failure(ex, where, replay, exc, trace)
+    if result.violation is not None:
+        return _violation_failure(ex, where, replay, result.violation, trace)
+    verdict = judge(ops)
+    if verdict.ok is False:
+        detail, lines = explain(verdict)
+        return Failure(ex, where, "Linearizability", PLAIN["Linearizability"], detail, replay, history=lines)
+    return None
+
+
 def grade(ex: Exercise, fn: Callable, lab_dir: str, seeds: int | None = None, out=print,
           keep: int = 40) -> Failure | None:
     """Scenarios, then seeds 1..N; the first failure, or None if all passed."""
@@ -136,4 +164,13 @@ def grade(ex: Exercise, fn: Callable, lab_dir: str, seeds: int | None = None, ou
             return failure
     if count:
         out(f"  ok  {count} randomized runs under faults (seeds 1..{count}), reads checked against acknowledged writes")
+    histories = ex.history_seeds if seeds is None else min(seeds, ex.history_seeds)
+    first = HISTORY_SEED_BASE + 1
+    for seed in range(first, first + histories):
+        failure = run_history(ex, fn, seed, lab_dir, Trace(keep))
+        if failure is not None:
+            return failure
+    if histories:
+        out(f"  ok  {histories} client histories linearizable (seeds {first}..{first + histories - 1}), "
+            "checked as a whole by raftkv's porcupine-style checker")
     return None

@@ -69,3 +69,32 @@ def test_the_cli_starts_solves_checks_and_hints(tmp_path, capsys):
     assert main(["check", str(tmp_path), "--hint", "vote"], out=lines.append) == 0
     assert lines[0].startswith("hint 1: ")
     assert main(["check", str(tmp_path / "nowhere")], out=lines.append) == 2
+
+
+def test_a_client_history_no_order_explains_fails_with_the_read_and_its_replay(tmp_path, monkeypatch):
+    from raftkv.chaos.checker import check
+    from raftkv.chaos.history import OK, Op
+    from raftkv.lab import grader
+    from raftkv.lab.history import recorded
+    from raftkv.sim.fuzz import run_once
+
+    ops: list = []
+    with recorded(ops):
+        assert run_once(1001).violation is None
+    assert any(op.f == "get" for op in ops) and any(op.f == "set" and op.outcome == OK for op in ops)
+    assert grader.judge(ops).ok is not False
+    # a read that misses a write acknowledged before it began, whatever the run recorded
+    stale = [Op(0, 0, "set", "x", 0.0, 1.0, OK, "1", node="n1"), Op(1, 0, "get", "x", 2.0, 3.0, OK, None, node="n2")]
+    monkeypatch.setattr(grader, "judge", lambda recorded_ops: check(stale))
+    ex = BY_NAME["readindex"]
+    failure = grader.run_history(ex, load_function(_write(tmp_path, ex.name), ex), 1001, str(tmp_path),
+                                 grader.Trace(40))
+    assert failure is not None and failure.invariant == "Linearizability"
+    text = "\n".join(failure.render())
+    assert "read of 'x' on n2" in failure.detail and "history seed 1001" in text
+    assert f"replay: raftkv lab check {tmp_path} --only readindex --history-seed 1001" in text
+
+
+def _write(tmp_path: pathlib.Path, exercise: str) -> pathlib.Path:
+    (tmp_path / f"{exercise}.py").write_text(BY_NAME[exercise].solution(), encoding="utf-8")
+    return tmp_path

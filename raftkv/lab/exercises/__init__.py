@@ -4,7 +4,8 @@ Theory of operation: an exercise names one function of
 :class:`raftkv.raft.rules.Rules`, the paper's rule it implements, the
 scenarios that exercise that rule (the simulator's own, in
 raftkv/sim/testdata/, or the lab's, in raftkv/lab/scenarios/) and how many
-seeded randomized runs grade it. Its files live beside this module, in a
+seeded randomized runs grade it, and for an exercise that decides reads,
+how many more runs' client histories are checked for linearizability. Its files live beside this module, in a
 folder of its name: ``exercise.py`` (the template a learner fills in),
 ``solution.py`` (the reference) and ``hints.md`` (hints, one per paragraph).
 """
@@ -25,6 +26,7 @@ class Exercise:
     paper: str                      # the rule, as the paper states it
     scenarios: tuple[str, ...]      # "lab:NAME" for raftkv/lab/scenarios/NAME.txt
     seeds: int = 20
+    history_seeds: int = 0          # runs whose client history is checked for linearizability as a whole
 
     @property
     def folder(self) -> pathlib.Path:
@@ -95,7 +97,7 @@ EXERCISES: tuple[Exercise, ...] = (
              "entry of its term and a majority answered a heartbeat sent after the read arrived; the read "
              "index is the commit index at arrival (or at that first commit, if later).",
              ("lab:read-after-election", "lab:deposed-leader-read", "weak-read-partition",
-              "lease-clock-drift")),
+              "lease-clock-drift"), history_seeds=5),
 )
 
 BY_NAME = {e.name: e for e in EXERCISES}
