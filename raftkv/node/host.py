@@ -58,6 +58,8 @@ class KVStateMachine:
         except (OSError, sqlite3.Error) as exc:
             raise io_failure(exc, os.path.abspath(kv.path)) from exc
         volume.stable.set_commit_hint(entries[-1].index)
+        if self.node.applied_listener is not None:
+            self.node.applied_listener(kv.applied_index)
         metrics = self.node.metrics
         if metrics is not None:
             metrics.fsm_apply.observe(time.perf_counter() - t0)

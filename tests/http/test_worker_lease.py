@@ -1,5 +1,6 @@
 """An HTTP worker's lease reads (raftkv.http.workers.worker): served from a
-fresh look at the state machine's file while the lease board shows a lease,
+fresh look at the state machine's file while the lease board shows a lease
+(a new look only when the board's applied index is past the worker's view),
 with no request to the Raft process; confirmed through the Raft process when
 there is none, when it ended before the look, or when the file is short of
 the lease's floor; and a lease half gone is renewed by one lease read. A
@@ -44,6 +45,7 @@ def board(tmp_path):
 
 
 def worker(board: LeaseBoard, file_index: int = 10) -> tuple[WorkerNode, RecordingTransport, FileReader]:
+    board.publish_applied(file_index)  # the Raft process applied what the file holds
     link = LinkClient()
     transport = RecordingTransport()
     link.attach(transport)
@@ -64,8 +66,11 @@ async def test_reads_under_a_lease_ask_the_raft_process_nothing_and_share_one_lo
     assert await reads[0] == 10
     await asyncio.sleep(0)
     assert transport.frames == [] and reader.looks == 1
-    # a read of the next turn looks again: a write acknowledged meanwhile is in the file
+    # nothing applied since: the next turn's reads need no new look
+    assert await node.read_barrier_nowait(lease=True) == 10 and reader.looks == 1
+    # a write applied (and so maybe acknowledged) since: the next turn looks again
     reader.file_index = 11
+    board.publish_applied(11)
     assert await node.read_barrier_nowait(lease=True) == 11 and reader.looks == 2
 
 
@@ -111,6 +116,7 @@ async def test_a_lease_that_ends_before_the_look_sends_the_reads_to_the_raft_pro
     await asyncio.sleep(0)
     assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)] and not read.done()
     reader.file_index = 12
+    board.publish_applied(12)
     node.link.received([transport.frames[0][1], True, 12])
     assert await read == 12
 
@@ -123,6 +129,7 @@ async def test_a_file_short_of_the_leases_floor_sends_the_reads_to_the_raft_proc
     await asyncio.sleep(0)
     assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)] and not read.done()
     reader.file_index = 20
+    board.publish_applied(20)
     node.link.received([transport.frames[0][1], True, 20])
     assert await read == 20
 
@@ -136,4 +143,6 @@ def test_a_half_written_board_shows_no_lease(board):
     assert reader.read() is None
     board.publish(0, 0, 0)
     assert reader.read() == (0, 0, 0)
+    board.publish_applied(42)
+    assert reader.applied() == 42 and reader.read() == (0, 0, 0)
     reader.close()

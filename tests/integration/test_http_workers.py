@@ -49,7 +49,8 @@ class Client:
         self.conn.close()
 
 
-def test_a_write_acknowledged_on_one_connection_is_read_on_every_other(cluster):
+@pytest.mark.parametrize("level", ["linearizable", "lease"])
+def test_a_write_acknowledged_on_one_connection_is_read_on_every_other(cluster, level):
     cluster.env.update(WORKERS)
     leader = cluster.form(3)
     follower = cluster["n2"]
@@ -62,12 +63,12 @@ def test_a_write_acknowledged_on_one_connection_is_read_on_every_other(cluster):
             status, body = writer.get("/set", key=f"k{i}", value=f"v{i}")
             assert status == 200, body
             reader = readers[i % len(readers)]
-            status, body = reader.get("/get", key=f"k{i}")
+            status, body = reader.get("/get", key=f"k{i}", level=level)
             assert (status, body.get("value")) == (200, f"v{i}"), (i, status, body)
             # and an overwrite, read back at once on yet another connection
             status, body = readers[(i + 1) % len(readers)].get("/set", key=f"k{i}", value=f"w{i}")
             assert status == 200, body
-            status, body = readers[(i + 2) % len(readers)].get("/get", key=f"k{i}")
+            status, body = readers[(i + 2) % len(readers)].get("/get", key=f"k{i}", level=level)
             assert (status, body.get("value")) == (200, f"w{i}"), (i, status, body)
         # stale reads are served by every node's workers, and catch up
         wait_until(lambda: follower.value("k149", stale=True) == "w149", 10, what="a stale read to catch up")

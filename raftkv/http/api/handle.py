@@ -126,6 +126,9 @@ class NodeHandle(KeyValueNode, Protocol):
     # told the core's read lease (until, floor) as it changes, before the
     # messages of the steps that changed it leave (the HTTP workers' lease board)
     lease_listener: Callable[[tuple[int, int]], None] | None
+    # told the applied index once the state machine's file holds it, before
+    # the writes it covers are acknowledged (the same board)
+    applied_listener: Callable[[int], None] | None
 
     # -- membership
 

@@ -12,13 +12,20 @@ handover's TimeoutNow never leaves while a worker still sees the lease.
 The times are ``time.monotonic()`` in ms: CLOCK_MONOTONIC, one clock for
 every process of the machine, the one the core's ``now`` is read from.
 
-Four native 64-bit integers at offset 0: a sequence number, ``until``,
-``floor`` and the lease's duration. The writer makes the sequence odd, writes
-the fields, then makes it even; a reader that saw an odd or changed sequence
-read a half-written lease and takes none (a seqlock). Aligned 8-byte stores
-and loads are single instructions on the 64-bit machines raftkv runs on, and
-stores are seen in the order they were made (x86-64; on other machines the
-syscalls between a write and the next read order them in practice).
+The board also holds the Raft process's applied index, written once the
+state machine's file holds it and before any write it covers is
+acknowledged: a worker whose view of the file has reached it needs no new
+look for a read, since every acknowledged write is in its view.
+
+Five native 64-bit integers: a sequence number, ``until``, ``floor`` and the
+lease's duration at offset 0, then the applied index. The writer of the
+lease makes the sequence odd, writes the fields, then makes it even; a reader
+that saw an odd or changed sequence read a half-written lease and takes none
+(a seqlock). Aligned 8-byte stores and loads are single instructions on the
+64-bit machines raftkv runs on (so the applied index, one field, needs no
+sequence), and stores are seen in the order they were made (x86-64; on other
+machines the syscalls between a write and the next read order them in
+practice).
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import time
 __all__ = ["LeaseBoard"]
 
 _FIELD = struct.Struct("@q")
-_SIZE = 4 * _FIELD.size
-_SEQ, _UNTIL, _FLOOR, _DURATION = (i * _FIELD.size for i in range(4))
+_SIZE = 5 * _FIELD.size
+_SEQ, _UNTIL, _FLOOR, _DURATION, _APPLIED = (i * _FIELD.size for i in range(5))
 
 
 class LeaseBoard:
@@ -63,6 +70,13 @@ class LeaseBoard:
         _FIELD.pack_into(view, _FLOOR, floor)
         _FIELD.pack_into(view, _DURATION, duration)
         _FIELD.pack_into(view, _SEQ, 2 * self._seq)
+
+    def publish_applied(self, index: int) -> None:
+        """The state machine's file holds every entry up to ``index``."""
+        _FIELD.pack_into(self._map, _APPLIED, index)
+
+    def applied(self) -> int:
+        return _FIELD.unpack_from(self._map, _APPLIED)[0]
 
     def read(self) -> tuple[int, int, int] | None:
         """``(until, floor, duration)`` as last published, or None when

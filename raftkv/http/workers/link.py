@@ -218,6 +218,8 @@ class LinkServer:
         board = self.lease_board
         if board is not None:
             self.node.lease_listener = lambda lease: board.publish(*lease, self.lease_duration)
+            self.node.applied_listener = board.publish_applied
+            board.publish_applied(self.node.applied_index)
         remove_socket_file(path)
         self.server = await self.node.loop.create_unix_server(lambda: _ServerConnection(self), path)
         self.node.spawn(self._announce(), "raftkv-link-announce")
@@ -244,7 +246,7 @@ class LinkServer:
     def close(self) -> None:
         board, self.lease_board = self.lease_board, None
         if board is not None:
-            self.node.lease_listener = None
+            self.node.lease_listener = self.node.applied_listener = None
             board.publish(0, 0, 0)
             board.close()
         if self.server is not None:

@@ -17,11 +17,11 @@
   waiting in this worker, confirmed by one ReadIndex round), then waits until
   its own view of the file has applied that index. A lease read asks nothing
   while the lease board (:mod:`raftkv.http.workers.leaseboard`) shows a
-  lease: it looks at the file afresh once it arrived (one look for the reads
-  of one turn of the event loop), since every write acknowledged before it is
-  in the file by then; once half the lease is gone it also asks the Raft
-  process for a lease read, which renews the lease, and without one it asks
-  as a linearizable read does;
+  lease: once it arrived (for all the reads of one turn of the event loop)
+  the worker looks at the file afresh if the board's applied index, which
+  covers every acknowledged write, is past its view; once half the lease is
+  gone it also asks the Raft process for a lease read, which renews the
+  lease, and without one it asks as a linearizable read does;
 * sends writes to the Raft process over the link (pipelined, so group commit
   still batches them);
 * relays everything else -- other routes, and reads and writes when the Raft
@@ -143,12 +143,19 @@ class WorkerNode:
 
     def _look_under_lease(self, view: asyncio.Future) -> None:
         self._lease_view = None
-        applied = self.reader.renew()
-        # The file as it is now holds every write acknowledged before now if
-        # the lease still holds after the look (no other leader can have
-        # committed anything yet): a read served from it is linearizable at
-        # the look, however long this turn of the loop took.
-        held = self.lease_board.read() if self.lease_board is not None else None
+        board = self.lease_board
+        assert board is not None  # only reads the board let in wait here
+        reader = self.reader
+        # Every write acknowledged before now is at or below the applied
+        # index on the board: a view that reached it holds them all, and
+        # only a view short of it needs a new look at the file.
+        applied = reader.applied_index
+        if board.applied() > applied:
+            applied = reader.renew()
+        # That view serves a linearizable read (at this moment) if the lease
+        # still holds after it was taken: no other leader can have committed
+        # anything yet, however long this turn of the loop took.
+        held = board.read()
         if held is not None and held[0] > LeaseBoard.now() and applied >= self._lease_floor:
             if not view.done():
                 view.set_result(applied)
