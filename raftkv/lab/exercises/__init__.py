@@ -76,7 +76,8 @@ EXERCISES: tuple[Exercise, ...] = (
              "follower (matchIndex only to what it acknowledged, never back); if it fails because of log "
              "inconsistency, decrement nextIndex and retry (to just after the follower's last entry if its "
              "log is shorter).",
-             ("follower-catch-up", "figure-8", "stale-leader-partition", "snapshot-conflicting-suffix",
+             ("follower-catch-up", "lab:conflicting-follower", "figure-8", "stale-leader-partition",
+              "snapshot-conflicting-suffix",
               "leader-crash")),
     Exercise("prevote", "Granting a pre-vote: no term change, not while a leader is heard, the up-to-date check",
              "grant_pre_vote",
