@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None, out=print) -> int:
         return int(exc.code or 0)
     if args.command == "list":
         for i, e in enumerate(EXERCISES, 1):
-            out(f"{i}. {e.name:<8} {e.title}")
+            out(f"{i}. {e.name:<9} {e.title}")
             out(f"   write: {e.function}(req)   scenarios: {', '.join(e.scenarios)}")
         return 0
     if args.command in ("start", "solve"):
