@@ -125,6 +125,37 @@ def _use_lab_rules(lab_dir: str) -> None:
     logging.getLogger("raft.lab").warning("deciding by the lab's functions from %s: %s", lab_dir, names)
 
 
+def serve_recording(recording, host: str, port: int, out=print) -> int:
+    """``raftkv lab open``: the learning page with one recorded run in it,
+    served until SIGINT/SIGTERM; no node, no volume."""
+    from aiohttp import web
+
+    from .http.pages.learn import recording_app
+
+    async def run() -> None:
+        app, world_id = recording_app(recording)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            bound = runner.addresses[0][1]
+            shown = f"[{host}]" if ":" in host else host
+            out(f"open http://{shown}:{bound}/ui/learn?recording={world_id}&paused=1   (Ctrl-C stops)")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    try:
+        asyncio.run(run())
+    except OSError as exc:   # the port is taken
+        print(f"raftkv lab open: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_node(settings: NodeSettings) -> int:
     """Run a node until SIGTERM/SIGINT; returns the process exit code."""
     hclog.configure(settings.log_level, settings.log_format, stream=_LogStream(sys.stderr))

@@ -120,6 +120,11 @@ def _snapshot_restore(base: str, path: str) -> int:
     return 0
 
 
+def _serve_recording(recording, host: str, port: int, out) -> int:
+    from ..main import serve_recording
+    return serve_recording(recording, host, port, out)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(os.environ, args)
@@ -299,7 +304,7 @@ def _main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return sim.replay_main(argv[1:])
     if argv and argv[0] == "lab":
-        return importlib.import_module("raftkv.lab.cli").main(argv[1:])
+        return importlib.import_module("raftkv.lab.cli").main(argv[1:], serve=_serve_recording)
     parser = build_parser()
     args = parser.parse_args(argv)
     _resolve_addr(args)

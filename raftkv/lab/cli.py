@@ -7,7 +7,10 @@ teaching order and stops at the first failure, printing it as
 :class:`~raftkv.lab.grader.Failure` renders it; ``--only``, ``--seed`` and
 ``--scenario`` narrow a run down to replay one failure, ``--full`` prints
 the whole trace instead of its end, and ``--hint NAME`` prints the
-exercise's hints. Exit status: 0 all passed, 1 a failure, 2 a usage error.
+exercise's hints. ``open`` records one failing run (the first failure, or
+the ``--seed``/``--scenario`` given) as the learning page's frames and has
+``serve`` (given by raftkv's command line, which builds the HTTP side) show
+it until interrupted. Exit status: 0 all passed, 1 a failure, 2 a usage error.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from .exercises import BY_NAME, EXERCISES
 from .grader import grade, run_history, run_scenario, run_seed
 from .loader import LabDirError, load_function, present
+from .opening import record
 from .tracing import Trace
 
 
@@ -43,10 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--history-seed", type=int, help="run this one client history (replays a failure)")
     c.add_argument("--full", action="store_true", help="print the whole trace of a failure")
     c.add_argument("--hint", metavar="NAME", choices=[e.name for e in EXERCISES], help="print hints")
+    o = sub.add_parser("open", help="open a failing run step by step in the learning page")
+    o.add_argument("dir")
+    o.add_argument("--only", choices=[e.name for e in EXERCISES], help="the exercise whose run to open")
+    o.add_argument("--seed", type=int, help="open this randomized run")
+    o.add_argument("--scenario", help="open this scenario")
+    o.add_argument("--host", default="127.0.0.1", help="where the page is served (default 127.0.0.1)")
+    o.add_argument("--port", type=int, default=8099, help="its port (default 8099; 0: any free port)")
     return p
 
 
-def main(argv: list[str] | None = None, out=print) -> int:
+def main(argv: list[str] | None = None, out=print, serve=None) -> int:
+    """``serve(recording, host, port, out)`` shows a recording in the
+    learning page until interrupted; without it ``open`` cannot serve."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
@@ -69,7 +82,73 @@ def main(argv: list[str] | None = None, out=print) -> int:
         if args.command == "start":
             out(f"write {ex.function}() there, then: raftkv lab check {root}")
         return 0
+    if args.command == "open":
+        return _open(args, out, serve)
     return _check(args, out)
+
+
+def _functions(args):
+    """The exercises found in DIR (narrowed by --only) and their functions; None after saying why not."""
+    try:
+        found = present(args.dir)
+        if args.only:
+            found = [e for e in found if e.name == args.only]
+        if not found:
+            print(f"raftkv lab: no exercise in {args.dir}; try: raftkv lab start {EXERCISES[0].name} {args.dir}",
+                  file=sys.stderr)
+            return None
+        functions = {e.name: load_function(args.dir, e) for e in found}
+    except LabDirError as exc:
+        print(f"raftkv lab: {exc}", file=sys.stderr)
+        return None
+    return found, functions
+
+
+def _open(args, out, serve) -> int:
+    loaded = _functions(args)
+    if loaded is None:
+        return 2
+    found, functions = loaded
+    seed, scenario = args.seed, args.scenario
+    if seed is not None or scenario:
+        if len(found) > 1:
+            print("raftkv lab open: --seed and --scenario need --only NAME", file=sys.stderr)
+            return 2
+        ex = found[0]
+    else:
+        # no run named: the first failure, as check finds it
+        for ex in found:
+            failure = grade(ex, functions[ex.name], args.dir, out=lambda line: None)
+            if failure is not None:
+                break
+        else:
+            out(f"every exercise in {args.dir} passes: nothing to open (--seed N or --scenario S opens a run)")
+            return 0
+        kind, _, value = failure.where.partition(" ")
+        if failure.opens is None:
+            for line in failure.render():
+                out(line)
+            out("this failure is not one run's step: there is nothing to open step by step")
+            return 1
+        seed, scenario = (int(value), None) if kind == "seed" else (None, value)
+    out(f"recording {ex.name} ({f'seed {seed}' if seed is not None else f'scenario {scenario}'})...")
+    try:
+        recording, failure = record(ex, functions[ex.name], args.dir, seed=seed, scenario=scenario)
+    except FileNotFoundError as exc:
+        print(f"raftkv lab open: {exc}", file=sys.stderr)
+        return 2
+    about = recording.about
+    skipped = f" (the last of {about['skipped'] + recording.summary()['frames']})" if about["skipped"] else ""
+    out(f"{recording.summary()['frames']} frames{skipped}")
+    if failure is not None:
+        out(f"FAIL {ex.name}: {failure.invariant}, at the last frame ({about['broke_at']})")
+        out(f"  what broke: {failure.plain}")
+    else:
+        out(f"this run of {ex.name} passes")
+    if serve is None:
+        print("raftkv lab open: serving the page needs raftkv's command line (raftkv lab open)", file=sys.stderr)
+        return 2
+    return serve(recording, args.host, args.port, out)
 
 
 def _check(args, out) -> int:
@@ -78,18 +157,10 @@ def _check(args, out) -> int:
         for i, hint in enumerate(ex.hints(), 1):
             out(f"hint {i}: {hint}")
         return 0
-    try:
-        found = present(args.dir)
-        if args.only:
-            found = [e for e in found if e.name == args.only]
-        if not found:
-            print(f"raftkv lab: no exercise in {args.dir}; try: raftkv lab start {EXERCISES[0].name} {args.dir}",
-                  file=sys.stderr)
-            return 2
-        functions = {e.name: load_function(args.dir, e) for e in found}
-    except LabDirError as exc:
-        print(f"raftkv lab: {exc}", file=sys.stderr)
+    loaded = _functions(args)
+    if loaded is None:
         return 2
+    found, functions = loaded
     keep = 100000 if args.full else 40
     for ex in found:
         started = time.monotonic()

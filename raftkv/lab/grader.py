@@ -62,6 +62,7 @@ class Failure:
     replay: str
     trace: list[str] = field(default_factory=list)
     history: list[str] = field(default_factory=list)   # a non-linearizable history, as the checker explains it
+    opens: str | None = None       # the command that opens the run in the learning page (one run shows it)
 
     def render(self) -> list[str]:
         ex = self.exercise
@@ -69,6 +70,8 @@ class Failure:
                f"  what broke: {self.plain}",
                f"  detail: {self.detail}",
                f"  replay: {self.replay}"]
+        if self.opens:
+            out.append(f"  step by step in the learning page: {self.opens}")
         if self.trace:
             out.append(f"  the last steps before the break ({MARK} marks your {ex.function}):")
             out += [f"    {line}" for line in self.trace]
@@ -109,23 +112,29 @@ def run_scenario(ex: Exercise, fn: Callable, name: str, lab_dir: str, trace: Tra
     try:
         with installed(rules, trace):
             play(scenario_file(name))
-    except (Violation, NotWritten, LearnerError) as exc:
-        return _violation_failure(ex, f"scenario {name}", replay, exc, trace)
-    except Exception as exc:  # the core refused the learner's decision
-        return _violation_failure(ex, f"scenario {name}", replay, exc, trace)
+    except Exception as exc:  # a broken invariant, or the core refused the learner's decision
+        return _opens(_violation_failure(ex, f"scenario {name}", replay, exc, trace),
+                      f"raftkv lab open {lab_dir} --only {ex.name} --scenario {name}")
     return None
+
+
+def _opens(failure: Failure, command: str) -> Failure:
+    if failure.invariant != "Not written yet":
+        failure.opens = command
+    return failure
 
 
 def run_seed(ex: Exercise, fn: Callable, seed: int, lab_dir: str, trace: Trace) -> Failure | None:
     rules = wrap(replace(DEFAULT_RULES, **{ex.function: fn}), (ex.function,), trace)
     replay = f"raftkv lab check {lab_dir} --only {ex.name} --seed {seed} --full"
+    opens = f"raftkv lab open {lab_dir} --only {ex.name} --seed {seed}"
     try:
         with installed(rules, trace):
             result = run_once(seed)
     except Exception as exc:
-        return _violation_failure(ex, f"seed {seed}", replay, exc, trace)
+        return _opens(_violation_failure(ex, f"seed {seed}", replay, exc, trace), opens)
     if result.violation is not None:
-        return _violation_failure(ex, f"seed {seed}", replay, result.violation, trace)
+        return _opens(_violation_failure(ex, f"seed {seed}", replay, result.violation, trace), opens)
     return None
 
 

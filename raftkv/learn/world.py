@@ -151,7 +151,16 @@ class _Run:
     def __init__(self, spec: Spec, frames: Frames) -> None:
         self.spec = spec
         self.frames = frames
-        self.cluster = _Cluster(self, spec)
+        self._watch(_Cluster(self, spec))
+        for node_id in spec.voters:
+            self.cluster.start(node_id)
+        self.cluster.bootstrap(list(spec.voters))
+        self.frames.bind(0, first_too=True)
+
+    def _watch(self, cluster: SimCluster) -> None:
+        """Draw ``cluster`` from now on (raftkv.learn.recording watches
+        clusters built by others this way)."""
+        self.cluster = cluster
         self.cluster.on_message = self._on_message
         self.cluster.on_effects.append(self._client_effects)
         self.cluster.before_persist.append(self._in_memory)
@@ -167,12 +176,8 @@ class _Run:
         self.requests: list[dict] = []
         self._request_ids = itertools.count(1)
         self._pending: dict[int, dict] = {}              # core request id -> client record
-        for node_id in spec.nodes:
+        for node_id in self.spec.nodes:
             self._views[node_id] = down_view(node_id)
-        for node_id in spec.voters:
-            self.cluster.start(node_id)
-        self.cluster.bootstrap(list(spec.voters))
-        self.frames.bind(0, first_too=True)
 
     # -- what the page sees of a node
 

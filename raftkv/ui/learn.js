@@ -291,9 +291,26 @@ function startWorld(r, lesson) {
     $("#lesson-title").textContent = r.lesson.title;
     showStop(0);
   } else {
-    view.k = 0;
-    ensure(0, 3).then(() => goTo(0));
+    // a recorded failure opens at the step that broke: read upwards from there
+    const rec = r.summary.recording;
+    const at = rec && rec.broke_at !== null && rec.broke_at !== undefined ? rec.broke_at : 0;
+    view.k = at;
+    ensure(at, 3).then(() => goTo(at));
   }
+}
+
+// A run recorded elsewhere (raftkv lab open): replayed, not steered.
+async function openRecording(id) {
+  let s;
+  try { s = await call("GET", `${API}/sim/${encodeURIComponent(id)}`); }
+  catch (e) { say(`recording: ${e.message}`, true); return; }
+  startWorld({ id, summary: s }, null);
+  const rec = s.recording || {};
+  const left = rec.skipped ? ` (the last ${s.frames} frames of the run)` : "";
+  say(rec.invariant
+    ? `Your ${rec.function} (${rec.exercise}, ${rec.where}) broke ${rec.invariant} at frame ${rec.broke_at}${left}. ` +
+      "Step back from there: your calls are in the narration. This run is recorded: it cannot be steered."
+    : `A recorded run of ${rec.exercise || "the lab"} (${rec.where || ""})${left}.`);
 }
 
 function leaderOf(f) {
@@ -1315,16 +1332,18 @@ function renderNarration(f) {
   const key = `${source}:${f.i}:${f.label}:` + JSON.stringify(sentences);
   if (key === view.narrKey) return;
   view.narrKey = key;
-  const html = `<p class="label">${esc(f.label || "")}</p>` + (sentences.length
+  const broke = f.broke ? `<p class="broke" role="alert"><strong>This step broke ${esc(f.broke.invariant)}.</strong> ` +
+    `${esc(f.broke.plain)} <span class="detail">${esc(f.broke.detail)}</span></p>` : "";
+  const html = `<p class="label">${esc(f.label || "")}</p>` + broke + (sentences.length
     ? sentences.map(s => {
         const src = s.source ? String(s.source) : "";
         const file = src.replace(/^raftkv\/raft\//, "");
-        return `<p class="sentence">${esc(s.text)}` +
+        return `<p class="sentence${s.call ? " call" : ""}">${esc(s.text)}` +
           (s.paper ? ` <span class="cite" title="${esc(paperTitle(s.paper))}">${esc(s.paper)}</span>` : "") +
           (src ? ` <button class="src" data-source="${esc(src)}" title="open ${esc(s.function || src)} at ${esc(src)}"` +
                  ` aria-label="source ${esc(file)}">${esc(file)}</button>` : "") + `</p>`;
       }).join("")
-    : `<p class="none">Nothing to explain in this step: look at the picture.</p>`);
+    : broke ? "" : `<p class="none">Nothing to explain in this step: look at the picture.</p>`);
   $("#narration").innerHTML = html;
   setText($("#frame-label"), f.label || "");
 }
@@ -1853,6 +1872,7 @@ async function boot() {
   if (params.get("source") === "live") { setSource("live"); return; }
   document.body.dataset.source = "sim";
   if (params.get("lesson")) { await startLesson(params.get("lesson")); return; }
+  if (params.get("recording")) { await openRecording(params.get("recording")); return; }
   const seed = params.get("seed");
   const preVote = params.get("pre_vote");
   await newSim({ seed: seed !== null && /^\d+$/.test(seed) ? Number(seed) : null,

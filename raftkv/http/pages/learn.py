@@ -33,6 +33,11 @@ Routes (JSON unless said otherwise; errors are 400 ``{"error", "param"}``):
 ``GET /ui/learn/sim/{id}/check``            a lesson's "try it": ``{"passed", "message"}``
 ``GET /ui/learn/source?path=P&line=N``      the core's source around P:N (files of raftkv/raft only)
 =========================================  ===============================================================
+
+A recorded run (:class:`~raftkv.learn.recording.Recording`, the lab's failure
+that ``raftkv lab open`` shows) is a world that answers the same reads and
+refuses actions; :func:`recording_app` serves one on a page of its own
+(``/ui/learn?recording=ID``), kept whatever other worlds come and go.
 """
 
 from __future__ import annotations
@@ -52,10 +57,10 @@ from raftkv.learn.narrate import source_excerpt
 from raftkv.learn.world import VERBS, ActionError, Spec, World, random_seed
 
 from ..api.params import BadRequest
-from .dashboard import ui_file
+from .dashboard import handle_static, ui_file
 
 __all__ = ["handle_act", "handle_branch", "handle_check", "handle_frames", "handle_lessons", "handle_new",
-           "handle_page", "handle_source", "handle_summary", "prepare"]
+           "handle_page", "handle_source", "handle_summary", "prepare", "recording_app"]
 
 MAX_WORLDS = 8
 MAX_COUNT = 2000
@@ -66,9 +71,10 @@ WORLDS = web.AppKey("learn_worlds", dict)
 class _Entry:
     """A world and the lock that keeps one thread in it at a time."""
 
-    def __init__(self, world: World, lesson=None) -> None:
+    def __init__(self, world: World, lesson=None, pinned: bool = False) -> None:
         self.world = world
         self.lesson = lesson
+        self.pinned = pinned   # the recording a page was opened for: never let go
         self.lock = threading.Lock()
         self.used = time.monotonic()
 
@@ -136,8 +142,8 @@ async def _in_world(entry: _Entry, work):
 
 def _keep(app: web.Application, entry: _Entry) -> str:
     worlds = app[WORLDS]
-    while len(worlds) >= MAX_WORLDS:
-        del worlds[min(worlds, key=lambda k: worlds[k].used)]
+    while sum(not e.pinned for e in worlds.values()) >= MAX_WORLDS:
+        del worlds[min((k for k in worlds if not worlds[k].pinned), key=lambda k: worlds[k].used)]
     world_id = secrets.token_urlsafe(9)
     worlds[world_id] = entry
     return world_id
@@ -263,3 +269,26 @@ async def handle_source(request: web.Request) -> web.StreamResponse:
 def prepare(app: web.Application) -> None:
     """What the learning page keeps on the app: its simulated worlds."""
     app[WORLDS] = collections.OrderedDict()
+
+
+def recording_app(recording) -> tuple[web.Application, str]:
+    """An app serving the learning page with ``recording`` in it (and the
+    page's simulator besides); the recording's world id."""
+    app = web.Application()
+    prepare(app)
+    world_id = _keep(app, _Entry(recording, pinned=True))
+
+    async def home(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(f"/ui/learn?recording={world_id}&paused=1")
+    app.router.add_get("/", home)
+    app.router.add_get("/ui/learn", handle_page)
+    app.router.add_get("/ui/static/{name}", handle_static)
+    app.router.add_get("/ui/learn/lessons", handle_lessons)
+    app.router.add_post("/ui/learn/sim", handle_new)
+    app.router.add_get("/ui/learn/sim/{id}", handle_summary)
+    app.router.add_get("/ui/learn/sim/{id}/frames", handle_frames)
+    app.router.add_post("/ui/learn/sim/{id}/act", handle_act)
+    app.router.add_post("/ui/learn/sim/{id}/branch", handle_branch)
+    app.router.add_get("/ui/learn/sim/{id}/check", handle_check)
+    app.router.add_get("/ui/learn/source", handle_source)
+    return app, world_id
