@@ -117,6 +117,7 @@ def _open(args, out, serve) -> int:
         ex = found[0]
     else:
         # no run named: the first failure, as check finds it
+        out(f"checking {args.dir} for its first failure...")
         for ex in found:
             failure = grade(ex, functions[ex.name], args.dir, out=lambda line: None)
             if failure is not None:
