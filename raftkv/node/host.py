@@ -54,12 +54,14 @@ class KVStateMachine:
                 else:
                     kv.mark_applied(entry.index)
                     results.append(None)
+            if self.node.applied_listener is not None:
+                # before the commit: a reader that finds the file past its
+                # view looks again, so no read misses what another one saw
+                self.node.applied_listener(kv.applied_index)
             kv.commit()
         except (OSError, sqlite3.Error) as exc:
             raise io_failure(exc, os.path.abspath(kv.path)) from exc
         volume.stable.set_commit_hint(entries[-1].index)
-        if self.node.applied_listener is not None:
-            self.node.applied_listener(kv.applied_index)
         metrics = self.node.metrics
         if metrics is not None:
             metrics.fsm_apply.observe(time.perf_counter() - t0)

@@ -157,8 +157,9 @@ class Node(ExecutorHost, NodeRequests):
         # lease before a handover's TimeoutNow is out.
         self.lease_listener: Callable[[tuple[int, int]], None] | None = None
         self._lease_told: tuple[int, int] = (0, 0)
-        # Told the applied index once the state machine's file holds it, and
-        # before any write it applied is acknowledged.
+        # Told the applied index as the state machine's file is about to hold
+        # it: before any other process can read those entries there, and so
+        # before any write among them is acknowledged.
         self.applied_listener: Callable[[int], None] | None = None
         self._proposals: list[ev.Propose] = []
         # a write as the state machine's log entries carry it (KVStore.encode_command)

@@ -146,3 +146,20 @@ def test_a_half_written_board_shows_no_lease(board):
     board.publish_applied(42)
     assert reader.applied() == 42 and reader.read() == (0, 0, 0)
     reader.close()
+
+
+async def test_a_view_that_holds_the_boards_applied_index_serves_a_lease_read_at_once(board):
+    board.publish(lease_for(DURATION), 3, DURATION)
+    node, transport, reader = worker(board)
+    assert not node.serve_under_lease()      # no look at the file yet
+    assert await node.read_barrier_nowait(lease=True) == 10 and reader.looks == 1
+    assert node.serve_under_lease() and reader.looks == 1
+    board.publish_applied(11)                # a write applied since, maybe acknowledged
+    assert not node.serve_under_lease()
+    board.publish_applied(10)
+    board.publish(lease_for(-1), 3, DURATION)
+    assert not node.serve_under_lease()      # no lease
+    board.publish(lease_for(DURATION / 4), 3, DURATION)
+    assert node.serve_under_lease()
+    await asyncio.sleep(0)
+    assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)]  # half gone: renewed

@@ -59,6 +59,12 @@ class KeyValueNode(Protocol):
         """:meth:`read_barrier` as a future (shared by the reads of a batch:
         never cancel it)."""
 
+    def serve_under_lease(self) -> bool:
+        """Whether a ``level=lease`` read arriving now may be served from
+        this node's state at once (the leader's read lease holds, and its
+        state holds every acknowledged write); renews the lease on the way
+        when half of it is gone."""
+
     def leader_contact_age(self) -> int | None:
         """Milliseconds since this node last heard from a leader (0 on the
         leader); None if it knows of none."""
@@ -126,8 +132,8 @@ class NodeHandle(KeyValueNode, Protocol):
     # told the core's read lease (until, floor) as it changes, before the
     # messages of the steps that changed it leave (the HTTP workers' lease board)
     lease_listener: Callable[[tuple[int, int]], None] | None
-    # told the applied index once the state machine's file holds it, before
-    # the writes it covers are acknowledged (the same board)
+    # told the applied index as the state machine's file is about to hold it,
+    # so before the writes it covers are acknowledged (the same board)
     applied_listener: Callable[[int], None] | None
 
     # -- membership

@@ -119,6 +119,8 @@ def read(ctx: KeyValueContext, call: Call, key: str, level: str = "linearizable"
     if level == "weak":
         return _read_answer(ctx, key, shape, level) if node.is_leader else _read_on_leader(ctx, call, key, shape,
                                                                                             level)
+    if level == "lease" and node.serve_under_lease():
+        return _read_answer(ctx, key, shape, level)
     # on the leader, or on a follower that asks the leader for the read index
     # and serves the read itself; else (no leader known) through on_leader
     try:

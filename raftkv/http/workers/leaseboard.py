@@ -12,10 +12,12 @@ handover's TimeoutNow never leaves while a worker still sees the lease.
 The times are ``time.monotonic()`` in ms: CLOCK_MONOTONIC, one clock for
 every process of the machine, the one the core's ``now`` is read from.
 
-The board also holds the Raft process's applied index, written once the
-state machine's file holds it and before any write it covers is
-acknowledged: a worker whose view of the file has reached it needs no new
-look for a read, since every acknowledged write is in its view.
+The board also holds the Raft process's applied index, written just before
+the state machine's file commits those entries (so before any process can
+read them there, and before any write among them is acknowledged): a worker
+whose view of the file has reached it needs no new look for a read, since
+every acknowledged write, and every entry another read may have seen, is in
+its view; a worker whose view is short of it looks again.
 
 Five native 64-bit integers: a sequence number, ``until``, ``floor`` and the
 lease's duration at offset 0, then the applied index. The writer of the
@@ -72,7 +74,7 @@ class LeaseBoard:
         _FIELD.pack_into(view, _SEQ, 2 * self._seq)
 
     def publish_applied(self, index: int) -> None:
-        """The state machine's file holds every entry up to ``index``."""
+        """The state machine's file holds, or is committing, every entry up to ``index``."""
         _FIELD.pack_into(self._map, _APPLIED, index)
 
     def applied(self) -> int:

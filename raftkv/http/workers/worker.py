@@ -108,6 +108,24 @@ class WorkerNode:
     def leader_contact_age(self) -> int | None:
         return 0 if self.link.is_leader else None   # a worker runs beside the leader only
 
+    def serve_under_lease(self) -> bool:
+        """A lease read at once, with no look at the file: the board shows a
+        lease, and this worker's view holds the board's applied index (so
+        every acknowledged write) and the lease's floor. The read arrived
+        before this check, and the check is the look's moment."""
+        board = self.lease_board
+        held = board.read() if board is not None else None
+        if held is None:
+            return False
+        until, floor, duration = held
+        left = until - LeaseBoard.now()
+        applied = self.reader.applied_index
+        if left <= 0 or applied < floor or board.applied() > applied:
+            return False
+        if left < duration / 2:
+            self._renew_lease()
+        return True
+
     def read_barrier_nowait(self, *, lease: bool = False) -> asyncio.Future:
         """The future of a read index this worker's view of the file has
         reached, for a read arriving now: shared by the reads of one batch."""
