@@ -63,6 +63,7 @@ from .admission import Admission
 from .client_requests import ClientRequests
 from .config import RaftConfig
 from .configuration import Configuration, Server, Suffrage
+from .durability import persist_before_send
 from .durability import split as split_durable
 from .effects import Bare
 from .election import Election
@@ -221,8 +222,13 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
         return deadline
 
     def _flush(self) -> list:
-        out, self._out = self._held + self._out, []
-        out, self._held = split_durable(self.rules.persist_before_send, self.role, self._written, out)
+        out, self._out = self._out, []
+        if not self._held and self.rules.persist_before_send is persist_before_send:
+            # the core's own rule holds nothing back: what was set is written
+            self._written = (self.current_term, self.voted_for)
+            return out
+        out, self._held = split_durable(self.rules.persist_before_send, self.role, self._written,
+                                        self._held + out)
         for e in out:
             if type(e) is fx.PersistHardState:
                 self._written = (e.term, e.voted_for)
