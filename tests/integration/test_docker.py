@@ -277,8 +277,16 @@ def test_compose_cluster_forms_writes_reads_and_survives_a_stopped_leader(docker
                    timeout=15, interval=0.2, what="n3 to apply the write")
 
         # The dashboard works from the host through one published port: n1
-        # relays n3's stream over the compose network.
-        event, hello = compose.first_event("n1", "/ui/stream", node="n3")
+        # relays n3's stream over the compose network, once n3's HTTP address
+        # is in the replicated registry (a founder registers itself with the
+        # leader a few heartbeats after the cluster formed; until then the
+        # relay answers "pending").
+        def relayed() -> tuple[str, dict] | None:
+            event, hello = compose.first_event("n1", "/ui/stream", node="n3")
+            if event == "unreachable" and hello.get("pending"):
+                return None
+            return event, hello
+        event, hello = wait_until(relayed, timeout=30, interval=0.5, what="n1 to relay n3's stream")
         assert event == "hello" and hello["id"] == "n3" and hello["http"] == "n3:8002", (event, hello)
 
         containers = {name: compose.container(name) for name in NODES}
