@@ -108,36 +108,39 @@ class WorkerNode:
     def leader_contact_age(self) -> int | None:
         return 0 if self.link.is_leader else None   # a worker runs beside the leader only
 
+    def _lease_floor_now(self) -> int | None:
+        """The lease's floor if the board shows a lease now, else None; asks
+        for a renewal once half of the lease is gone."""
+        board = self.lease_board
+        held = board.read() if board is not None else None
+        if held is None:
+            return None
+        until, floor, duration = held
+        left = until - LeaseBoard.now()
+        if left <= 0:
+            return None
+        if left < duration / 2:
+            self._renew_lease()
+        return floor
+
     def serve_under_lease(self) -> bool:
         """A lease read at once, with no look at the file: the board shows a
         lease, and this worker's view holds the board's applied index (so
         every acknowledged write) and the lease's floor. The read arrived
         before this check, and the check is the look's moment."""
-        board = self.lease_board
-        held = board.read() if board is not None else None
-        if held is None:
+        floor = self._lease_floor_now()
+        if floor is None or self.lease_board is None:
             return False
-        until, floor, duration = held
-        left = until - LeaseBoard.now()
         applied = self.reader.applied_index
-        if left <= 0 or applied < floor or board.applied() > applied:
-            return False
-        if left < duration / 2:
-            self._renew_lease()
-        return True
+        return applied >= floor and self.lease_board.applied() <= applied
 
     def read_barrier_nowait(self, *, lease: bool = False) -> asyncio.Future:
         """The future of a read index this worker's view of the file has
         reached, for a read arriving now: shared by the reads of one batch."""
-        if lease and self.lease_board is not None:
-            held = self.lease_board.read()
-            if held is not None:
-                until, floor, duration = held
-                left = until - LeaseBoard.now()
-                if left > 0:
-                    if left < duration / 2:
-                        self._renew_lease()
-                    return self._view_under_lease(floor)
+        if lease:
+            floor = self._lease_floor_now()
+            if floor is not None:
+                return self._view_under_lease(floor)
         if not self.link.is_leader:
             raise NotLeaderError("the Raft process does not lead")
         batch = self.link.read_index(lease=lease)
