@@ -9,9 +9,10 @@ here is a method of both, with the same arguments and the same result.
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Iterable
 from typing import Any
+
+from raftkv.config.tls import client_context_for_ca
 
 from .core import Book, Operation, Policy, Steps, conduct
 from .errors import BadRequest
@@ -26,18 +27,6 @@ def _addresses(addresses: str | Iterable[str]) -> list[str]:
     if isinstance(addresses, str):
         addresses = addresses.split(",")
     return [a.strip() for a in addresses if a and a.strip()]
-
-
-def _ssl_context(cacert: str | None) -> ssl.SSLContext:
-    """Verify the nodes against ``cacert`` (the system's CAs when None)."""
-    ctx = ssl.create_default_context()
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cacert is not None:
-        try:
-            ctx.load_verify_locations(cafile=cacert)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cacert: cannot load {cacert}: {exc}") from None
-    return ctx
 
 
 def _text(name: str, value: Any) -> str:
@@ -84,7 +73,7 @@ class Calls:
         self.cacert = os.fspath(cacert) if cacert is not None else None
         tls = self.cacert is not None or any(a.lower().startswith("https://") for a in listed)
         self._book = Book(listed, tls)
-        self._ssl = _ssl_context(self.cacert) if tls else None
+        self._ssl = client_context_for_ca(self.cacert, setting="cacert") if tls else None
         self._policy = Policy(timeout=float(timeout), read_attempt=min(5.0, float(timeout)))
         self._admin_headers = {"Authorization": f"Bearer {cluster_key}"} if cluster_key else {}
 

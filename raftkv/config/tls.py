@@ -40,11 +40,11 @@ def _load_chain(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
                          f"{cert_file} with {key_file}: {e}") from None
 
 
-def _load_ca(ctx: ssl.SSLContext, ca_file: str) -> None:
+def _load_ca(ctx: ssl.SSLContext, ca_file: str, setting: str = "RAFT_TLS_CA_FILE") -> None:
     try:
         ctx.load_verify_locations(cafile=ca_file)
     except (OSError, ssl.SSLError) as e:
-        raise ValueError(f"RAFT_TLS_CA_FILE: cannot load {ca_file}: {e}") from None
+        raise ValueError(f"{setting}: cannot load {ca_file}: {e}") from None
 
 
 def _server(cert_file: str, key_file: str, ca_file: str, require_client_cert: bool) -> ssl.SSLContext:
@@ -57,13 +57,14 @@ def _server(cert_file: str, key_file: str, ca_file: str, require_client_cert: bo
     return ctx
 
 
-def client_context_for_ca(ca_file: str | None = None) -> ssl.SSLContext:
+def client_context_for_ca(ca_file: str | None = None, setting: str = "RAFT_TLS_CA_FILE") -> ssl.SSLContext:
     """A client context that verifies servers against ``ca_file`` (the
-    system's trust store when None). Used by the CLI's ``--cacert``."""
+    system's trust store when None). Used by the CLI's ``--cacert`` and
+    :mod:`raftkv.client`; ``setting`` names the file in the error."""
     ctx = ssl.create_default_context()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file:
-        _load_ca(ctx, ca_file)
+        _load_ca(ctx, ca_file, setting)
     return ctx
 
 
