@@ -90,7 +90,7 @@ def handle_join(ctx: HttpContext, call: Call) -> Pending:
         conf = node.configuration
         existing = conf.get(join.id)
         if existing is not None and existing.address == join.address and (existing.is_voter or not join.voter):
-            await _register_quietly(ctx, join)
+            await ctx.registry.register_quietly(join.id, join.http)
             return json_reply(ctx.id, {"id": existing.id, "address": existing.address,
                                        "suffrage": existing.suffrage.value, "changed": False})
         clash = next((s for s in conf.servers if s.address == join.address and s.id != join.id), None)
@@ -115,7 +115,7 @@ def handle_join(ctx: HttpContext, call: Call) -> Pending:
         command = ConfigCommand.ADD_VOTER if join.voter else ConfigCommand.ADD_NONVOTER
         http_log.info("join request", id=join.id, address=join.address, command=str(command))
         index = await node.change_membership(command, join.id, join.address)
-        await _register_quietly(ctx, join)
+        await ctx.registry.register_quietly(join.id, join.http)
         now = node.configuration.get(join.id)
         suffrage = now.suffrage.value if now else ("Voter" if join.voter else "Nonvoter")
         answer = {"id": join.id, "address": join.address, "suffrage": suffrage, "index": index, "changed": True}
@@ -123,14 +123,6 @@ def handle_join(ctx: HttpContext, call: Call) -> Pending:
             answer["replaced"] = existing.address
         return json_reply(ctx.id, answer)
     return Pending.of(on_leader(ctx, call, local, write=True))
-
-
-async def _register_quietly(ctx: HttpContext, join: JoinRequest) -> None:
-    if join.http:
-        try:
-            await ctx.registry.register(join.id, join.http)
-        except RequestError:
-            pass  # the node registers itself later (housekeeping)
 
 
 def _unknown_server(node_id: str) -> Answer:

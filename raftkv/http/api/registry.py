@@ -81,6 +81,15 @@ class Registry:
         index, _ = await self.node.propose(encode_set(HTTP_KEY_PREFIX + node_id, http_address))
         return index
 
+    async def register_quietly(self, node_id: str, http_address: str | None) -> None:
+        """(Leader) :meth:`register`, if an address was given, on a best-effort
+        basis: a node that was not registered registers itself later (housekeeping)."""
+        if http_address:
+            try:
+                await self.register(node_id, http_address)
+            except RequestError:
+                pass
+
     async def forget(self, node_id: str) -> None:
         """(Leader) drop a removed server's registry entry; best effort."""
         if self.node.get_local(HTTP_KEY_PREFIX + node_id) is not None and not self.node.configuration.has(node_id):

@@ -6,7 +6,6 @@ callers that hold the key.
 
 from __future__ import annotations
 
-from raftkv.node.errors import RequestError
 from raftkv.observability import hclog
 from raftkv.raft.configuration import ConfigCommand
 
@@ -79,11 +78,7 @@ def handle_rejoin(ctx: HttpContext, call: Call) -> Pending:
             index = await node.change_membership(command, node_id, address)
         else:
             index = None
-        if http:
-            try:
-                await ctx.registry.register(node_id, http)
-            except RequestError:
-                pass  # the node registers itself later (housekeeping)
+        await ctx.registry.register_quietly(node_id, http)
         return json_reply(ctx.id, {"id": node_id, "address": address, "changed": index is not None,
                                    "index": index, "old-address": existing.address})
     return Pending.of(ctx.on_leader(call, local, write=True))
