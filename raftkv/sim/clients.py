@@ -65,6 +65,9 @@ class ClientModel:
         self.next_id = 0
         self.pending: dict[int, tuple] = {}          # request_id -> (kind, payload, call time, acked_before)
         self.proposed: dict[int, tuple[str, int, int]] = {}   # request_id -> (node, index, term)
+        # the same proposals by where they sit, so that an applied entry finds
+        # its own without a scan; a request id rejected since is skipped there
+        self._proposed_at: dict[tuple[str, int], list[int]] = {}   # (node, index) -> request ids
         self.acked: dict[int, int] = {}               # index -> term of acknowledged writes
         self.max_acked = 0
         self.reads = 0             # served and checked (linearizable, lease, strong)
@@ -122,6 +125,7 @@ class ClientModel:
                     read.index, read.term = effect.index, effect.term
                 elif effect.request_id in self.pending:
                     self.proposed[effect.request_id] = (node.id, effect.index, effect.term)
+                    self._proposed_at.setdefault((node.id, effect.index), []).append(effect.request_id)
             elif t is fx.Apply:
                 self._applied(node, effect.entries)
             elif t is fx.ReadReady:
@@ -143,13 +147,16 @@ class ClientModel:
         for e in entries:
             if e.type is not EntryType.COMMAND:
                 continue
-            for rid, (nid, index, term) in list(self.proposed.items()):
-                if nid == node.id and index == e.index:
-                    del self.proposed[rid]
-                    self.pending.pop(rid, None)
-                    if term == e.term:
-                        self.acked[index] = term
-                        self.max_acked = max(self.max_acked, index)
+            for rid in self._proposed_at.pop((node.id, e.index), ()):
+                proposal = self.proposed.get(rid)
+                if proposal is None or proposal[:2] != (node.id, e.index):
+                    continue
+                del self.proposed[rid]
+                self.pending.pop(rid, None)
+                term = proposal[2]
+                if term == e.term:
+                    self.acked[e.index] = term
+                    self.max_acked = max(self.max_acked, e.index)
         if self.waiting:
             last = entries[-1].index
             for read in list(self.waiting.values()):
