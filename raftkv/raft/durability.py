@@ -63,10 +63,6 @@ def persist_before_send(req: PersistRequest) -> PersistDecision:
 def split(rule, role: str, written: tuple[int, str | None], effects: list) -> tuple[list, list]:
     """``effects`` as they may be carried out now, and the persistence effects
     the rule let wait for the node's next step (in their order)."""
-    if rule is persist_before_send:
-        # the core's own rule writes every change first: nothing to hold
-        # back, and no request to build on every step of a busy node
-        return effects, []
     hard = [e for e in effects if type(e) in HARD_STATE]
     log = [e for e in effects if type(e) in LOG]
     if not hard and not log:

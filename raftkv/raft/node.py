@@ -224,7 +224,8 @@ class RaftNode(Admission, Election, Following, Replication, ClientRequests, Snap
     def _flush(self) -> list:
         out, self._out = self._out, []
         if not self._held and self.rules.persist_before_send is persist_before_send:
-            # the core's own rule holds nothing back: what was set is written
+            # the core's own rule holds nothing back, so no request is built
+            # on every step of a busy node: what was set is written
             self._written = (self.current_term, self.voted_for)
             return out
         out, self._held = split_durable(self.rules.persist_before_send, self.role, self._written,
