@@ -195,15 +195,21 @@ def _check_progress(req: rl.ProgressRequest, out: rl.ProgressDecision) -> None:
 CHECKS = {"grant_vote": _check_vote, "append_entries": _check_append, "follower_progress": _check_progress,
           "grant_pre_vote": _check_pre_vote, "install_snapshot": _check_snapshot}
 
+# what each function must return for the core to use it
+RETURNS = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision, "leader_commit_index": int,
+           "persist_before_send": PersistDecision, "follower_progress": rl.ProgressDecision,
+           "grant_pre_vote": rl.PreVoteDecision, "install_snapshot": rl.SnapshotDecision,
+           "read_index": rl.ReadDecision}
+
 
 def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
     """``rules`` with the functions ``names`` recorded into ``trace`` and checked."""
     wrapped = {}
     for name in names:
         fn = getattr(rules, name)
-        check = CHECKS.get(name)
+        check, expected = CHECKS.get(name), RETURNS.get(name)
 
-        def call(req, fn=fn, name=name, check=check):
+        def call(req, fn=fn, name=name, check=check, expected=expected):
             try:
                 out = fn(req)
             except NotImplementedError as exc:
@@ -213,12 +219,6 @@ def wrap(rules: rl.Rules, names: tuple[str, ...], trace: Trace) -> rl.Rules:
                 raise LearnerError(f"{name} raised {type(exc).__name__}: {exc}") from exc
             trace.add(f"  {MARK} {trace.node} {name}({_short(req)})")
             trace.add(f"  {MARK}   returned {_short(out)}")
-            expected = {"grant_vote": rl.VoteDecision, "append_entries": rl.AppendDecision,
-                        "leader_commit_index": int, "persist_before_send": PersistDecision,
-                        "follower_progress": rl.ProgressDecision,
-                        "grant_pre_vote": rl.PreVoteDecision,
-                        "install_snapshot": rl.SnapshotDecision,
-                        "read_index": rl.ReadDecision}.get(name)
             if expected is not None and not isinstance(out, expected):
                 raise LearnerError(f"{name} returned {out!r}; it must return a {expected.__name__}")
             if check is not None:
