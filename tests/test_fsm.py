@@ -311,3 +311,31 @@ def test_reset_forgets_everything():
     kv.reset()
     assert kv.applied_index == 0 and len(kv) == 0 and kv.get("a") is None
     assert kv.apply(1, encode_set("a", "new")) is None and kv.get("a") == "new"
+
+
+def test_a_read_view_remembers_values_only_until_the_state_changes(tmp_path):
+    """Reads keep the values they looked up for as long as their view is
+    current; every change (a commit, a restore, a reset) starts afresh, in
+    the store and in a worker's read-only view of its file."""
+    from raftkv.statemachine.kvstore import MEMO_VALUE_CHARS, KVReader
+    kv = KVStore(str(tmp_path / "fsm.db"))
+    kv.apply(1, encode_set_many({"a": "1", "big": "x" * (MEMO_VALUE_CHARS + 1)}))
+    kv.commit()
+    reader = KVReader(kv.path)
+    for _ in range(2):
+        assert (kv.get("a"), kv.get("missing"), kv.get("big")) == ("1", None, "x" * (MEMO_VALUE_CHARS + 1))
+        assert (reader.get("a"), reader.get("missing")) == ("1", None)
+    kv.apply(2, encode_set_many({"a": "2", "missing": "now"}))
+    assert kv.get("a") == "2"  # read inside the applies' transaction
+    kv.commit()
+    assert (kv.get("a"), kv.get("missing")) == ("2", "now")
+    assert reader.get("a") == "1"  # a view is one transaction: unchanged until renewed
+    assert reader.renew() == 2 and (reader.get("a"), reader.get("missing")) == ("2", "now")
+    kv.apply(3, encode_delete("a"))
+    kv.commit()
+    assert kv.get("a") is None
+    kv.reset()
+    assert kv.get("missing") is None and kv.get("big") is None
+    assert reader.renew() == 0 and reader.get("missing") is None
+    reader.close()
+    kv.close()

@@ -74,6 +74,11 @@ _MAX_OBJECT = 512 * 1024 * 1024
 # SQLite's page cache per connection (a writer and a reader): what the state
 # costs in memory.
 CACHE_KIB = 8 * 1024
+# Values a read view keeps in a dict once looked up (see _ViewMemo): at most
+# this many keys, of values up to this many characters (at most ~4 MB).
+MEMO_KEYS = 4096
+MEMO_VALUE_CHARS = 1024
+_UNSEEN = object()
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 _SCHEMA = """
@@ -184,6 +189,12 @@ class KVStore:
         self._changes = itertools.count(1)  # next() is atomic: restore runs on another thread
         self._generation = 0                # changes with every committed change to the state
         self._reader_generation = -1
+        # Values reads looked up (_ViewMemo). A commit forgets the keys its
+        # applies touched; replacing the whole state forgets them all.
+        self._memo = _ViewMemo()
+        self._touched: set[str] = set()
+        self._replacements = 0              # bumped (before _generation) by every replacement
+        self._memo_replacements = 0
 
     def _open(self) -> sqlite3.Connection:
         """Open the file, discarding it if it was written before the machine
@@ -220,17 +231,25 @@ class KVStore:
     def get(self, key: str) -> str | None:
         if self._in_txn:  # uncommitted applies: only the writer sees them
             row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-        else:
-            if self._reader_generation != self._generation:
-                self._renew_read()
+            return None if row is None else row[0]
+        if self._reader_generation != self._generation:
+            self._renew_read()
+        memo = self._memo
+        value = memo.get(key, _UNSEEN)
+        if value is _UNSEEN:
             row = self._reader.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-        return None if row is None else row[0]
+            value = None if row is None else row[0]
+            memo.keep(key, value)
+        return value
 
     def _renew_read(self) -> None:
         reader = self._reader
         if reader.in_transaction:
             reader.execute("ROLLBACK")
         self._reader_generation = self._generation
+        if self._memo_replacements != self._replacements:
+            self._memo_replacements = self._replacements
+            self._memo = _ViewMemo()
         reader.execute("BEGIN")
 
     def _end_read(self) -> None:
@@ -283,6 +302,7 @@ class KVStore:
             if type(key) is not str:
                 return self._reject(index, CommandError("del: key must be a string"))
             self._begin()
+            self._touched.add(key)
             existed = self._db.execute("DELETE FROM kv WHERE k=?", (key,)).rowcount > 0
             self._keys -= existed
             return existed
@@ -297,6 +317,7 @@ class KVStore:
 
     def _put(self, key: str, value: str) -> None:
         self._begin()
+        self._touched.add(key)
         db = self._db
         # Insert first: a new key, the common case, is one statement, and
         # whether it was new keeps the key count exact.
@@ -326,6 +347,8 @@ class KVStore:
         self._db.execute("COMMIT")
         self._in_txn = False
         self._committed_index = self.applied_index
+        self._memo.forget(self._touched)
+        self._touched.clear()
         self._end_read()
 
     def close(self) -> None:
@@ -343,6 +366,8 @@ class KVStore:
         commit and the log replays the batch at the next start."""
         self._in_txn = False
         self.applied_index = self._committed_index  # so a later close() commits nothing
+        self._memo = _ViewMemo()
+        self._touched.clear()
         for db in (self._reader, self._db):
             with contextlib.suppress(sqlite3.Error):
                 db.close()  # an open transaction is rolled back
@@ -459,7 +484,9 @@ class KVStore:
 
     def _replaced(self, applied_index: int, count: int) -> None:
         # Possibly on another thread than the reads: only say that the read
-        # view is out of date, before the new index can be seen.
+        # view and what reads remember are out of date, before the new index
+        # can be seen.
+        self._replacements += 1
         self._generation = next(self._changes)
         self.applied_index = self._committed_index = applied_index
         self._keys = count
@@ -499,6 +526,31 @@ def _stream(reader: sqlite3.Connection, applied_index: int, writer: _Writer) -> 
     return total
 
 
+class _ViewMemo(dict):
+    """Values reads have looked up, by key, kept while they are still what
+    SQLite would return. In a :class:`KVReader`, one read view (one read
+    transaction, unchanged until renewed; renewing starts a fresh memo). In
+    the :class:`KVStore`, the committed state: each commit forgets the keys
+    its applies touched, a restore, adopt or reset forgets everything, and
+    reads inside the applies' transaction do not use it. It spares a read
+    served under a lease or without a check its only remaining lookup, which
+    costs more in Python's sqlite3 module (statement cache, bind, step, row
+    tuple) than the rest of deciding the read. Bounded: big values, and keys
+    past :data:`MEMO_KEYS`, are not kept."""
+
+    __slots__ = ()
+
+    def keep(self, key: str, value: str | None) -> None:
+        if len(self) < MEMO_KEYS and (value is None or len(value) <= MEMO_VALUE_CHARS):
+            self[key] = value
+
+    def forget(self, keys: set[str]) -> None:
+        if len(keys) > len(self):
+            keys = keys & self.keys()
+        for key in keys:
+            self.pop(key, None)
+
+
 class KVReader:
     """A read-only view of a store's file from another process (an HTTP
     worker). Like the store's own reader it keeps one read transaction open
@@ -514,6 +566,7 @@ class KVReader:
                                    check_same_thread=False, timeout=30.0)
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self.applied_index = 0
+        self._memo = _ViewMemo()
         self.renew()
 
     def renew(self) -> int:
@@ -524,11 +577,17 @@ class KVReader:
         db.execute("BEGIN")
         row = db.execute("SELECT applied_index FROM meta").fetchone()
         self.applied_index = row[0] if row is not None else 0
+        self._memo = _ViewMemo()
         return self.applied_index
 
     def get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-        return None if row is None else row[0]
+        memo = self._memo
+        value = memo.get(key, _UNSEEN)
+        if value is _UNSEEN:
+            row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+            value = None if row is None else row[0]
+            memo.keep(key, value)
+        return value
 
     def close(self) -> None:
         self._db.close()
