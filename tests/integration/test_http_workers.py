@@ -70,6 +70,11 @@ def test_a_write_acknowledged_on_one_connection_is_read_on_every_other(cluster, 
             assert status == 200, body
             status, body = readers[(i + 2) % len(readers)].get("/get", key=f"k{i}", level=level)
             assert (status, body.get("value")) == (200, f"w{i}"), (i, status, body)
+        # a follower's workers hand these reads to its Raft process, which
+        # serves them itself (a follower read), not the leader
+        for reader in readers[4:]:
+            status, body = reader.get("/get", key="k149", level=level)
+            assert (status, body.get("value"), body.get("served_by")) == (200, "w149", follower.id), body
         # stale reads are served by every node's workers, and catch up
         wait_until(lambda: follower.value("k149", stale=True) == "w149", 10, what="a stale read to catch up")
     finally:
