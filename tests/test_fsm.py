@@ -339,3 +339,31 @@ def test_a_read_view_remembers_values_only_until_the_state_changes(tmp_path):
     assert reader.renew() == 0 and reader.get("missing") is None
     reader.close()
     kv.close()
+
+
+def test_changed_index_moves_with_keys_not_with_entries_that_change_none():
+    """``changed_index``: where the keys last changed, what a reader whose
+    view reached it may take for the state at ``applied_index``."""
+    kv = KVStore()
+    kv.apply(1, encode_set("a", "1"))
+    assert kv.changed_index == 1             # from the apply on, before the commit
+    kv.commit()
+    assert kv.get("a") == "1"
+    kv.mark_applied(2)                       # a no-op, a configuration change
+    kv.mark_applied(3)
+    kv.commit()
+    assert (kv.applied_index, kv.changed_index) == (3, 1)
+    assert kv.get("a") == "1"
+    kv.apply(4, encode_delete("missing"))    # a delete of nothing still counts: cheaper than asking
+    kv.commit()
+    assert kv.changed_index == 4
+    kv.apply(5, b"garbage")                  # a rejected command changes nothing
+    kv.commit()
+    assert (kv.applied_index, kv.changed_index) == (5, 4)
+    source = KVStore()
+    source.apply(9, encode_set("a", "restored"))
+    w = CountingWriter()
+    source.snapshot()(w)
+    w.buf.seek(0)
+    kv.restore(w.buf)
+    assert (kv.applied_index, kv.changed_index) == (9, 9) and kv.get("a") == "restored"

@@ -81,7 +81,7 @@ class NodeFields:
     _read_batch: asyncio.Future | None
     _lease_batch: asyncio.Future | None
     lease_listener: Callable[[tuple[int, int]], None] | None
-    applied_listener: Callable[[int], None] | None
+    applied_listener: Callable[[int, int], None] | None
     _lease_told: tuple[int, int]
     _proposals: list[ev.Propose]
     _encode_command: Callable[[bytes], bytes]

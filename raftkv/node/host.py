@@ -57,7 +57,7 @@ class KVStateMachine:
             if self.node.applied_listener is not None:
                 # before the commit: a reader that finds the file past its
                 # view looks again, so no read misses what another one saw
-                self.node.applied_listener(kv.applied_index)
+                self.node.applied_listener(kv.applied_index, kv.changed_index)
             kv.commit()
         except (OSError, sqlite3.Error) as exc:
             raise io_failure(exc, os.path.abspath(kv.path)) from exc

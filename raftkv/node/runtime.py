@@ -157,10 +157,11 @@ class Node(ExecutorHost, NodeRequests):
         # lease before a handover's TimeoutNow is out.
         self.lease_listener: Callable[[tuple[int, int]], None] | None = None
         self._lease_told: tuple[int, int] = (0, 0)
-        # Told the applied index as the state machine's file is about to hold
-        # it: before any other process can read those entries there, and so
-        # before any write among them is acknowledged.
-        self.applied_listener: Callable[[int], None] | None = None
+        # Told the applied index, and the highest one that changed keys
+        # (KVStore.changed_index), as the state machine's file is about to
+        # hold them: before any other process can read those entries there,
+        # and so before any write among them is acknowledged.
+        self.applied_listener: Callable[[int, int], None] | None = None
         self._proposals: list[ev.Propose] = []
         # a write as the state machine's log entries carry it (KVStore.encode_command)
         self._encode_command: Callable[[bytes], bytes] = KVStore.encode_command
@@ -484,6 +485,12 @@ class Node(ExecutorHost, NodeRequests):
         # What was just written went to whatever directory the path names
         # now; only if that is still this node's volume may it be acknowledged.
         self._watch.raise_if_lost()
+        listener = self.applied_listener
+        if listener is not None and any(type(e) is fx.RestoreSnapshot for e in ready.persist):
+            # a restored state changed the keys with no apply batch to say
+            # so: readers of the file learn it now, not at the next batch
+            kv = self.volume.kv
+            listener(kv.applied_index, kv.changed_index)
 
     def _storage_failed(self, failure: VolumeFailure) -> None:
         """The volume failed or went away: from now on nothing is

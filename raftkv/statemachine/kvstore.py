@@ -195,6 +195,7 @@ class KVStore:
         self._touched: set[str] = set()
         self._replacements = 0              # bumped (before _generation) by every replacement
         self._memo_replacements = 0
+        self._changed_index = self.applied_index
 
     def _open(self) -> sqlite3.Connection:
         """Open the file, discarding it if it was written before the machine
@@ -241,6 +242,17 @@ class KVStore:
             value = None if row is None else row[0]
             memo.keep(key, value)
         return value
+
+    @property
+    def changed_index(self) -> int:
+        """The highest applied index at which the keys and values changed: a
+        command that wrote or deleted a key (counted from the moment it is
+        applied, before its commit), or a replaced state. Entries that
+        change nothing (no-ops, configuration changes) leave it behind
+        ``applied_index``: a reader whose view has reached it holds the
+        data as of ``applied_index``. At most ``applied_index``, and never
+        lower than before, except after ``reset`` (a node's start only)."""
+        return self.applied_index if self._touched else self._changed_index
 
     def _renew_read(self) -> None:
         reader = self._reader
@@ -347,8 +359,10 @@ class KVStore:
         self._db.execute("COMMIT")
         self._in_txn = False
         self._committed_index = self.applied_index
-        self._memo.forget(self._touched)
-        self._touched.clear()
+        if self._touched:
+            self._changed_index = self.applied_index
+            self._memo.forget(self._touched)
+            self._touched.clear()
         self._end_read()
 
     def close(self) -> None:
@@ -487,6 +501,7 @@ class KVStore:
         # view and what reads remember are out of date, before the new index
         # can be seen.
         self._replacements += 1
+        self._changed_index = applied_index
         self._generation = next(self._changes)
         self.applied_index = self._committed_index = applied_index
         self._keys = count

@@ -36,6 +36,9 @@ class FileReader:
         self.applied_index = self.file_index
         return self.applied_index
 
+    def get(self, key: str) -> str:
+        return f"{key}@{self.applied_index}"
+
 
 @pytest.fixture
 def board(tmp_path):
@@ -163,3 +166,37 @@ async def test_a_view_that_holds_the_boards_applied_index_serves_a_lease_read_at
     assert node.serve_under_lease()
     await asyncio.sleep(0)
     assert [(f[0], f[2]) for f in transport.frames] == [(READ, True)]  # half gone: renewed
+
+
+async def test_entries_that_change_no_key_need_no_new_look(board):
+    """The no-ops that renew the lease move the board's applied index but not
+    its ``changed``: a view that holds ``changed`` holds the keys as of the
+    applied index, so it serves lease reads, and plain reads, without a new
+    look at the file; a write (or a restored state) moves ``changed``."""
+    board.publish(lease_for(DURATION), 3, DURATION)
+    node, transport, reader = worker(board)
+    assert await node.read_barrier_nowait(lease=True) == 10 and reader.looks == 1
+    board.publish_applied(12, changed=10)    # two no-ops committed since the view
+    assert node.serve_under_lease() and reader.looks == 1
+    assert node.get_local("k") == "k@10" and reader.looks == 1
+    board.publish(lease_for(DURATION), 12, DURATION)  # a new leader's floor, reached by no-ops only
+    assert node.serve_under_lease()
+    board.publish(lease_for(DURATION), 13, DURATION)  # a floor the Raft process has not applied
+    assert not node.serve_under_lease()
+    board.publish(lease_for(DURATION), 3, DURATION)
+    reader.file_index = 13
+    board.publish_applied(13, changed=13)    # a write, maybe acknowledged: look again
+    assert not node.serve_under_lease()
+    assert node.get_local("k") == "k@13" and reader.looks == 2
+    assert node.serve_under_lease()
+    await asyncio.sleep(0)
+    assert transport.frames == []
+
+
+def test_the_board_carries_where_the_keys_last_changed(board):
+    reader = LeaseBoard(board.path)
+    board.publish_applied(7)
+    assert reader.applied_and_changed() == (7, 7)   # not told: no less than the index itself
+    board.publish_applied(9, changed=7)
+    assert reader.applied_and_changed() == (9, 7) and reader.applied() == 9
+    reader.close()

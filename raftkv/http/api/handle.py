@@ -132,9 +132,10 @@ class NodeHandle(KeyValueNode, Protocol):
     # told the core's read lease (until, floor) as it changes, before the
     # messages of the steps that changed it leave (the HTTP workers' lease board)
     lease_listener: Callable[[tuple[int, int]], None] | None
-    # told the applied index as the state machine's file is about to hold it,
-    # so before the writes it covers are acknowledged (the same board)
-    applied_listener: Callable[[int], None] | None
+    # told the applied index and the highest one that changed keys as the
+    # state machine's file is about to hold them, so before the writes they
+    # cover are acknowledged (the same board)
+    applied_listener: Callable[[int, int], None] | None
 
     # -- membership
 

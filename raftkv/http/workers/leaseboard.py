@@ -12,22 +12,28 @@ handover's TimeoutNow never leaves while a worker still sees the lease.
 The times are ``time.monotonic()`` in ms: CLOCK_MONOTONIC, one clock for
 every process of the machine, the one the core's ``now`` is read from.
 
-The board also holds the Raft process's applied index, written just before
-the state machine's file commits those entries (so before any process can
-read them there, and before any write among them is acknowledged): a worker
-whose view of the file has reached it needs no new look for a read, since
-every acknowledged write, and every entry another read may have seen, is in
-its view; a worker whose view is short of it looks again.
+The board also holds the Raft process's applied index, and the highest
+applied index at which keys changed (``changed``: the state machine's
+``changed_index``; no-ops, such as the entries that renew the lease, and
+configuration changes leave it behind), written just before the state
+machine's file commits those entries (so before any process can read them
+there, and before any write among them is acknowledged). ``changed`` is
+written first and ``applied`` second, and a reader reads them in the other
+order, so the ``changed`` it finds covers every entry up to the ``applied``
+it found. A worker whose view of the file has reached ``changed`` holds the
+keys and values as of ``applied``: every acknowledged write, and every entry
+another read may have seen, is in its view, and it needs no new look for a
+read; a worker whose view is short of it looks again.
 
-Five native 64-bit integers: a sequence number, ``until``, ``floor`` and the
-lease's duration at offset 0, then the applied index. The writer of the
-lease makes the sequence odd, writes the fields, then makes it even; a reader
-that saw an odd or changed sequence read a half-written lease and takes none
-(a seqlock). Aligned 8-byte stores and loads are single instructions on the
-64-bit machines raftkv runs on (so the applied index, one field, needs no
-sequence), and stores are seen in the order they were made (x86-64; on other
-machines the syscalls between a write and the next read order them in
-practice).
+Six native 64-bit integers: a sequence number, ``until``, ``floor`` and the
+lease's duration at offset 0, then the applied index and ``changed``. The
+writer of the lease makes the sequence odd, writes the fields, then makes it
+even; a reader that saw an odd or changed sequence read a half-written lease
+and takes none (a seqlock). Aligned 8-byte stores and loads are single
+instructions on the 64-bit machines raftkv runs on (so the two indexes need
+no sequence: each is one field, and their order is the one above), and stores
+are seen in the order they were made (x86-64; on other machines the syscalls
+between a write and the next read order them in practice).
 """
 
 from __future__ import annotations
@@ -40,8 +46,11 @@ import time
 __all__ = ["LeaseBoard"]
 
 _FIELD = struct.Struct("@q")
-_SIZE = 5 * _FIELD.size
-_SEQ, _UNTIL, _FLOOR, _DURATION, _APPLIED = (i * _FIELD.size for i in range(5))
+# sequence, until, floor, duration in one call, which reads them in the order
+# of their offsets (CPython's struct), the sequence first
+_LEASE = struct.Struct("@4q")
+_SIZE = 6 * _FIELD.size
+_SEQ, _UNTIL, _FLOOR, _DURATION, _APPLIED, _CHANGED = (i * _FIELD.size for i in range(6))
 
 
 class LeaseBoard:
@@ -73,21 +82,28 @@ class LeaseBoard:
         _FIELD.pack_into(view, _DURATION, duration)
         _FIELD.pack_into(view, _SEQ, 2 * self._seq)
 
-    def publish_applied(self, index: int) -> None:
-        """The state machine's file holds, or is committing, every entry up to ``index``."""
-        _FIELD.pack_into(self._map, _APPLIED, index)
+    def publish_applied(self, index: int, changed: int | None = None) -> None:
+        """The state machine's file holds, or is committing, every entry up
+        to ``index``; keys last changed at ``changed`` (None: at ``index``,
+        which no reader can take for more than it is)."""
+        view = self._map
+        _FIELD.pack_into(view, _CHANGED, index if changed is None else changed)
+        _FIELD.pack_into(view, _APPLIED, index)
 
     def applied(self) -> int:
         return _FIELD.unpack_from(self._map, _APPLIED)[0]
+
+    def applied_and_changed(self) -> tuple[int, int]:
+        """``(applied, changed)``; ``changed`` covers every entry up to ``applied``."""
+        view = self._map
+        applied = _FIELD.unpack_from(view, _APPLIED)[0]
+        return applied, _FIELD.unpack_from(view, _CHANGED)[0]
 
     def read(self) -> tuple[int, int, int] | None:
         """``(until, floor, duration)`` as last published, or None when
         caught half-written (the caller takes no lease then)."""
         view = self._map
-        seq = _FIELD.unpack_from(view, _SEQ)[0]
-        until = _FIELD.unpack_from(view, _UNTIL)[0]
-        floor = _FIELD.unpack_from(view, _FLOOR)[0]
-        duration = _FIELD.unpack_from(view, _DURATION)[0]
+        seq, until, floor, duration = _LEASE.unpack_from(view, _SEQ)
         if seq & 1 or _FIELD.unpack_from(view, _SEQ)[0] != seq:
             return None
         return until, floor, duration

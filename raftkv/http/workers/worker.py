@@ -94,12 +94,19 @@ class WorkerNode:
         return self.link.is_leader
 
     def get_local(self, key: str) -> str | None:
-        link = self.link
-        if link.state_seen != self._state_seen or self.reader.applied_index < self._wrote_index:
-            # the Raft process announced a change (or this worker wrote): look again
+        reader = self.reader
+        board = self.lease_board
+        if board is not None:
+            # the board says the keys changed past this view
+            changed = board.applied_and_changed()[1] > reader.applied_index
+        else:
+            # the Raft process announced a change
+            link = self.link
+            changed = link.state_seen != self._state_seen
             self._state_seen = link.state_seen
-            self.reader.renew()
-        return self.reader.get(key)
+        if changed or reader.applied_index < self._wrote_index:  # (or this worker wrote): look again
+            reader.renew()
+        return reader.get(key)
 
     async def read_barrier(self, *, lease: bool = False) -> int:
         # shielded: the future is shared by every read of its batch
@@ -125,14 +132,20 @@ class WorkerNode:
 
     def serve_under_lease(self) -> bool:
         """A lease read at once, with no look at the file: the board shows a
-        lease, and this worker's view holds the board's applied index (so
-        every acknowledged write) and the lease's floor. The read arrived
-        before this check, and the check is the look's moment."""
+        lease, and this worker's view holds the keys and values as of the
+        board's applied index (so every acknowledged write) and of the
+        lease's floor: the view has reached the board's ``changed``, and the
+        view or the board's applied index has reached the floor. Entries
+        that change no key (the no-ops that renew the lease) need no new
+        look. The read arrived before this check, and the check is the
+        look's moment."""
         floor = self._lease_floor_now()
-        if floor is None or self.lease_board is None:
+        board = self.lease_board
+        if floor is None or board is None:
             return False
-        applied = self.reader.applied_index
-        return applied >= floor and self.lease_board.applied() <= applied
+        view = self.reader.applied_index
+        applied, changed = board.applied_and_changed()
+        return view >= changed and (view >= floor or applied >= floor)
 
     def read_barrier_nowait(self, *, lease: bool = False) -> asyncio.Future:
         """The future of a read index this worker's view of the file has
