@@ -235,13 +235,7 @@ class KVStore:
             return None if row is None else row[0]
         if self._reader_generation != self._generation:
             self._renew_read()
-        memo = self._memo
-        value = memo.get(key, _UNSEEN)
-        if value is _UNSEEN:
-            row = self._reader.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-            value = None if row is None else row[0]
-            memo.keep(key, value)
-        return value
+        return self._memo.value(self._reader, key)
 
     @property
     def changed_index(self) -> int:
@@ -555,9 +549,15 @@ class _ViewMemo(dict):
 
     __slots__ = ()
 
-    def keep(self, key: str, value: str | None) -> None:
-        if len(self) < MEMO_KEYS and (value is None or len(value) <= MEMO_VALUE_CHARS):
-            self[key] = value
+    def value(self, db: sqlite3.Connection, key: str) -> str | None:
+        """``key``'s value, looked up in ``db`` (the view's connection) unless remembered."""
+        value = self.get(key, _UNSEEN)
+        if value is _UNSEEN:
+            row = db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+            value = None if row is None else row[0]
+            if len(self) < MEMO_KEYS and (value is None or len(value) <= MEMO_VALUE_CHARS):
+                self[key] = value
+        return value
 
     def forget(self, keys: set[str]) -> None:
         if len(keys) > len(self):
@@ -596,13 +596,7 @@ class KVReader:
         return self.applied_index
 
     def get(self, key: str) -> str | None:
-        memo = self._memo
-        value = memo.get(key, _UNSEEN)
-        if value is _UNSEEN:
-            row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-            value = None if row is None else row[0]
-            memo.keep(key, value)
-        return value
+        return self._memo.value(self._db, key)
 
     def close(self) -> None:
         self._db.close()
