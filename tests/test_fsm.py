@@ -317,7 +317,8 @@ def test_a_read_view_remembers_values_only_until_the_state_changes(tmp_path):
     """Reads keep the values they looked up for as long as their view is
     current; every change (a commit, a restore, a reset) starts afresh, in
     the store and in a worker's read-only view of its file."""
-    from raftkv.statemachine.kvstore import MEMO_VALUE_CHARS, KVReader
+    from raftkv.statemachine.kvstore import KVReader
+    from raftkv.statemachine.memo import MEMO_VALUE_CHARS
     kv = KVStore(str(tmp_path / "fsm.db"))
     kv.apply(1, encode_set_many({"a": "1", "big": "x" * (MEMO_VALUE_CHARS + 1)}))
     kv.commit()

@@ -62,6 +62,7 @@ from typing import Protocol
 import msgpack
 
 from .commands import OP_DELETE, OP_SET, OP_SET_MANY, CommandError
+from .memo import ViewMemo
 
 LogFn = Callable[[str, str, list], None]
 
@@ -74,11 +75,6 @@ _MAX_OBJECT = 512 * 1024 * 1024
 # SQLite's page cache per connection (a writer and a reader): what the state
 # costs in memory.
 CACHE_KIB = 8 * 1024
-# Values a read view keeps in a dict once looked up (see _ViewMemo): at most
-# this many keys, of values up to this many characters (at most ~4 MB).
-MEMO_KEYS = 4096
-MEMO_VALUE_CHARS = 1024
-_UNSEEN = object()
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 _SCHEMA = """
@@ -189,9 +185,9 @@ class KVStore:
         self._changes = itertools.count(1)  # next() is atomic: restore runs on another thread
         self._generation = 0                # changes with every committed change to the state
         self._reader_generation = -1
-        # Values reads looked up (_ViewMemo). A commit forgets the keys its
+        # Values reads looked up (memo.py). A commit forgets the keys its
         # applies touched; replacing the whole state forgets them all.
-        self._memo = _ViewMemo()
+        self._memo = ViewMemo()
         self._touched: set[str] = set()
         self._replacements = 0              # bumped (before _generation) by every replacement
         self._memo_replacements = 0
@@ -255,7 +251,7 @@ class KVStore:
         self._reader_generation = self._generation
         if self._memo_replacements != self._replacements:
             self._memo_replacements = self._replacements
-            self._memo = _ViewMemo()
+            self._memo = ViewMemo()
         reader.execute("BEGIN")
 
     def _end_read(self) -> None:
@@ -374,7 +370,7 @@ class KVStore:
         commit and the log replays the batch at the next start."""
         self._in_txn = False
         self.applied_index = self._committed_index  # so a later close() commits nothing
-        self._memo = _ViewMemo()
+        self._memo = ViewMemo()
         self._touched.clear()
         for db in (self._reader, self._db):
             with contextlib.suppress(sqlite3.Error):
@@ -535,37 +531,6 @@ def _stream(reader: sqlite3.Connection, applied_index: int, writer: _Writer) -> 
     return total
 
 
-class _ViewMemo(dict):
-    """Values reads have looked up, by key, kept while they are still what
-    SQLite would return. In a :class:`KVReader`, one read view (one read
-    transaction, unchanged until renewed; renewing starts a fresh memo). In
-    the :class:`KVStore`, the committed state: each commit forgets the keys
-    its applies touched, a restore, adopt or reset forgets everything, and
-    reads inside the applies' transaction do not use it. It spares a read
-    served under a lease or without a check its only remaining lookup, which
-    costs more in Python's sqlite3 module (statement cache, bind, step, row
-    tuple) than the rest of deciding the read. Bounded: big values, and keys
-    past :data:`MEMO_KEYS`, are not kept."""
-
-    __slots__ = ()
-
-    def value(self, db: sqlite3.Connection, key: str) -> str | None:
-        """``key``'s value, looked up in ``db`` (the view's connection) unless remembered."""
-        value = self.get(key, _UNSEEN)
-        if value is _UNSEEN:
-            row = db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-            value = None if row is None else row[0]
-            if len(self) < MEMO_KEYS and (value is None or len(value) <= MEMO_VALUE_CHARS):
-                self[key] = value
-        return value
-
-    def forget(self, keys: set[str]) -> None:
-        if len(keys) > len(self):
-            keys = keys & self.keys()
-        for key in keys:
-            self.pop(key, None)
-
-
 class KVReader:
     """A read-only view of a store's file from another process (an HTTP
     worker). Like the store's own reader it keeps one read transaction open
@@ -581,7 +546,7 @@ class KVReader:
                                    check_same_thread=False, timeout=30.0)
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self.applied_index = 0
-        self._memo = _ViewMemo()
+        self._memo = ViewMemo()
         self.renew()
 
     def renew(self) -> int:
@@ -592,7 +557,7 @@ class KVReader:
         db.execute("BEGIN")
         row = db.execute("SELECT applied_index FROM meta").fetchone()
         self.applied_index = row[0] if row is not None else 0
-        self._memo = _ViewMemo()
+        self._memo = ViewMemo()
         return self.applied_index
 
     def get(self, key: str) -> str | None:
