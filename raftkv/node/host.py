@@ -155,3 +155,9 @@ class ExecutorHost(NodeFields):
     def _snapshot_installed(self) -> None:
         if self.metrics is not None:
             self.metrics.snapshot_installed.inc()
+        if self.applied_listener is not None:
+            # a leader's snapshot replaced the keys with no apply batch to say
+            # so: readers of the file learn it now, not at the next batch (a
+            # restored backup is told by its no-op, before it is acknowledged)
+            kv = self.volume.kv
+            self.applied_listener(kv.applied_index, kv.changed_index)

@@ -485,12 +485,6 @@ class Node(ExecutorHost, NodeRequests):
         # What was just written went to whatever directory the path names
         # now; only if that is still this node's volume may it be acknowledged.
         self._watch.raise_if_lost()
-        listener = self.applied_listener
-        if listener is not None and any(type(e) is fx.RestoreSnapshot for e in ready.persist):
-            # a restored state changed the keys with no apply batch to say
-            # so: readers of the file learn it now, not at the next batch
-            kv = self.volume.kv
-            listener(kv.applied_index, kv.changed_index)
 
     def _storage_failed(self, failure: VolumeFailure) -> None:
         """The volume failed or went away: from now on nothing is
