@@ -90,9 +90,6 @@ class LeaseBoard:
         _FIELD.pack_into(view, _CHANGED, index if changed is None else changed)
         _FIELD.pack_into(view, _APPLIED, index)
 
-    def applied(self) -> int:
-        return _FIELD.unpack_from(self._map, _APPLIED)[0]
-
     def applied_and_changed(self) -> tuple[int, int]:
         """``(applied, changed)``; ``changed`` covers every entry up to ``applied``."""
         view = self._map

@@ -17,11 +17,13 @@
   waiting in this worker, confirmed by one ReadIndex round), then waits until
   its own view of the file has applied that index. A lease read asks nothing
   while the lease board (:mod:`raftkv.http.workers.leaseboard`) shows a
-  lease: once it arrived (for all the reads of one turn of the event loop)
-  the worker looks at the file afresh if the board's applied index, which
-  covers every acknowledged write, is past its view; once half the lease is
-  gone it also asks the Raft process for a lease read, which renews the
-  lease, and without one it asks as a linearizable read does;
+  lease: a worker whose view of the file has reached the board's
+  ``changed`` index (the last that changed keys, which covers every
+  acknowledged write) serves it at once, and otherwise looks at the file
+  afresh once for all the lease reads of one turn of the event loop; once
+  half the lease is gone it also asks the Raft process for a lease read,
+  which renews the lease, and without one it asks as a linearizable read
+  does;
 * sends writes to the Raft process over the link (pipelined, so group commit
   still batches them);
 * relays everything else -- other routes, and reads and writes when the Raft
@@ -143,6 +145,11 @@ class WorkerNode:
         board = self.lease_board
         if floor is None or board is None:
             return False
+        return self._view_holds(board, floor)
+
+    def _view_holds(self, board: LeaseBoard, floor: int) -> bool:
+        """This worker's view holds the keys as of the board's applied index
+        (it reached ``changed``) and as of ``floor``."""
         view = self.reader.applied_index
         applied, changed = board.applied_and_changed()
         return view >= changed and (view >= floor or applied >= floor)
@@ -180,19 +187,18 @@ class WorkerNode:
         board = self.lease_board
         assert board is not None  # only reads the board let in wait here
         reader = self.reader
-        # Every write acknowledged before now is at or below the applied
-        # index on the board: a view that reached it holds them all, and
-        # only a view short of it needs a new look at the file.
-        applied = reader.applied_index
-        if board.applied() > applied:
-            applied = reader.renew()
+        # Every write acknowledged before now is covered by the board's
+        # ``changed``: a view that reached it holds them all, and only a view
+        # short of it needs a new look at the file.
+        if board.applied_and_changed()[1] > reader.applied_index:
+            reader.renew()
         # That view serves a linearizable read (at this moment) if the lease
         # still holds after it was taken: no other leader can have committed
         # anything yet, however long this turn of the loop took.
         held = board.read()
-        if held is not None and held[0] > LeaseBoard.now() and applied >= self._lease_floor:
+        if held is not None and held[0] > LeaseBoard.now() and self._view_holds(board, self._lease_floor):
             if not view.done():
-                view.set_result(applied)
+                view.set_result(reader.applied_index)
             return
         # the lease ended meanwhile, or a new leader's file is still short of
         # its predecessors' entries: the Raft process confirms these reads
