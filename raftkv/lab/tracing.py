@@ -130,12 +130,18 @@ def _check_pre_vote(req: rl.PreVoteRequest, out: rl.PreVoteDecision) -> None:
     _check_vote(req, out)
 
 
-def _check_snapshot(req: rl.SnapshotRequest, out: rl.SnapshotDecision) -> None:
+def _check_not_stale_leader(req: rl.SnapshotRequest | rl.AppendRequest,
+                            out: rl.SnapshotDecision | rl.AppendDecision, function: str, rpc: str,
+                            rule: str) -> None:
     if out.accept_leader and req.term < req.current_term:
         raise Violation("Followed a stale leader",
-                        f"install_snapshot accepted {req.leader} of term {req.term} as leader while the "
-                        f"follower is in term {req.current_term}: an InstallSnapshot of an older term is "
-                        "refused, and its sender is no leader (Figure 13 step 1)")
+                        f"{function} accepted {req.leader} of term {req.term} as leader while the "
+                        f"follower is in term {req.current_term}: an {rpc} of an older term is "
+                        f"refused, and its sender is no leader ({rule})")
+
+
+def _check_snapshot(req: rl.SnapshotRequest, out: rl.SnapshotDecision) -> None:
+    _check_not_stale_leader(req, out, "install_snapshot", "InstallSnapshot", "Figure 13 step 1")
     matches = (req.snapshot_index <= req.log.last_index
                and req.log.term_at(req.snapshot_index) == req.snapshot_term)
     if out.install and out.keep_log_suffix and not matches:
@@ -155,11 +161,7 @@ def _check_snapshot(req: rl.SnapshotRequest, out: rl.SnapshotDecision) -> None:
 
 
 def _check_append(req: rl.AppendRequest, out: rl.AppendDecision) -> None:
-    if out.accept_leader and req.term < req.current_term:
-        raise Violation("Followed a stale leader",
-                        f"append_entries accepted {req.leader} of term {req.term} as leader while the "
-                        f"follower is in term {req.current_term}: an AppendEntries of an older term is "
-                        "refused, and its sender is no leader (§5.1)")
+    _check_not_stale_leader(req, out, "append_entries", "AppendEntries", "§5.1")
     if not out.success:
         return
     if out.truncate_from is not None:
